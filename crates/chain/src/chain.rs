@@ -1,0 +1,481 @@
+//! The chain: the store, the pool and block production behind one handle that the RPC server,
+//! the block producer and the node's services share.
+
+use std::sync::Arc;
+
+use alloy_consensus::{ReceiptEnvelope, Transaction, TxEnvelope};
+use alloy_eips::{eip1559::BaseFeeParams, eip2718::Encodable2718};
+use alloy_primitives::{Address, B256, Bytes, U256};
+use parking_lot::{Mutex, RwLock};
+use revm::{
+    ExecuteEvm,
+    context::{BlockEnv, CfgEnv, TxEnv},
+    context_interface::{
+        block::BlobExcessGasAndPrice,
+        result::{EVMError, ExecutionResult, HaltReason, InvalidTransaction},
+    },
+    primitives::eip4844::BLOB_BASE_FEE_UPDATE_FRACTION_PRAGUE,
+};
+use tokio::sync::{Notify, broadcast};
+
+use openledger_primitives::Genesis;
+
+use crate::{
+    block::{BlockInfo, BlockParams, SealedHeader, build_header},
+    evm::{BlockExecutor, FeeRouting, SPEC, TxRejected, build_evm, cfg_env},
+    mempool::{Mempool, PoolError, PoolLimits, PooledTx},
+    modules::Modules,
+    state::{Overlay, StateAt, StateDiff},
+    store::{BlockWrite, Store, StoreError, StoreReader, StoredBody, chain_identity},
+    trie::{EMPTY_ROOT_HASH, TrieError},
+    validation::{TxError, check_account, check_raw},
+};
+
+/// A failure of the chain itself (not of a user's input).
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The state trie could not be read.
+    #[error(transparent)]
+    Trie(#[from] TrieError),
+    /// Execution failed in a way that is not the transaction's fault.
+    #[error("execution: {0}")]
+    Execution(String),
+}
+
+/// Why a submitted transaction was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The transaction is invalid.
+    #[error(transparent)]
+    Invalid(#[from] TxError),
+    /// The pool refused it.
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    /// The node failed.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+}
+
+impl From<StoreError> for SubmitError {
+    fn from(e: StoreError) -> Self {
+        SubmitError::Chain(e.into())
+    }
+}
+
+/// What happens on the chain, for subscribers.
+#[derive(Debug, Clone)]
+pub enum ChainEvent {
+    /// A block was committed.
+    Block(Arc<BlockInfo>),
+    /// A transaction entered the pool.
+    PendingTransaction(B256),
+}
+
+/// Settings of a chain.
+#[derive(Debug, Clone)]
+pub struct ChainConfig {
+    /// Chain id, first block and initial state.
+    pub genesis: Genesis,
+    /// Native modules.
+    pub modules: Modules,
+    /// Pool limits.
+    pub pool: PoolLimits,
+}
+
+/// The outcome of an `eth_call`-style execution.
+pub type CallResult = ExecutionResult<HaltReason>;
+
+/// Why a call could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The call is invalid (gas, balance, nonce...).
+    #[error("{0}")]
+    Invalid(String),
+    /// The node failed.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+}
+
+impl From<StoreError> for CallError {
+    fn from(e: StoreError) -> Self {
+        CallError::Chain(e.into())
+    }
+}
+
+/// The chain.
+pub struct Chain {
+    store: Store,
+    genesis: Genesis,
+    modules: Modules,
+    cfg: CfgEnv,
+    head: RwLock<SealedHeader>,
+    pool: Mutex<Mempool>,
+    build: Mutex<()>,
+    events: broadcast::Sender<ChainEvent>,
+    tx_arrived: Notify,
+}
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chain")
+            .field("chain_id", &self.genesis.chain_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Chain {
+    /// Opens the chain in `store`, writing the genesis block if the store is new.
+    pub fn open(store: Store, config: ChainConfig) -> Result<Self, ChainError> {
+        let cfg = cfg_env(config.genesis.chain_id, SPEC);
+        let (events, _) = broadcast::channel(1024);
+        let genesis_header = genesis_block(&store, &config.genesis)?;
+        store.check_chain(&chain_identity(
+            genesis_header.hash,
+            config.genesis.chain_id,
+        ))?;
+        let reader = store.reader()?;
+        let head_number = reader.head()?.unwrap_or(0);
+        let head = reader
+            .header(head_number)?
+            .ok_or_else(|| StoreError::Corrupt(format!("head block {head_number} is missing")))?;
+        Ok(Self {
+            store,
+            genesis: config.genesis,
+            modules: config.modules,
+            cfg,
+            head: RwLock::new(SealedHeader::seal(head)),
+            pool: Mutex::new(Mempool::new(config.pool)),
+            build: Mutex::new(()),
+            events,
+            tx_arrived: Notify::new(),
+        })
+    }
+
+    /// The chain id.
+    pub fn chain_id(&self) -> u64 {
+        self.genesis.chain_id
+    }
+
+    /// The genesis the chain was opened with.
+    pub fn genesis(&self) -> &Genesis {
+        &self.genesis
+    }
+
+    /// The native modules.
+    pub fn modules(&self) -> &Modules {
+        &self.modules
+    }
+
+    /// A consistent snapshot of the store.
+    pub fn reader(&self) -> Result<StoreReader, ChainError> {
+        Ok(self.store.reader()?)
+    }
+
+    /// The newest committed block's header.
+    pub fn head(&self) -> SealedHeader {
+        self.head.read().clone()
+    }
+
+    /// Subscribes to chain events.
+    pub fn subscribe(&self) -> broadcast::Receiver<ChainEvent> {
+        self.events.subscribe()
+    }
+
+    /// Resolves when a transaction enters the pool (for instant mining).
+    pub async fn transaction_arrived(&self) {
+        self.tx_arrived.notified().await
+    }
+
+    /// The base fee of the next block.
+    pub fn next_base_fee(&self) -> u64 {
+        next_base_fee(&self.head().header)
+    }
+
+    /// Validates a raw transaction and adds it to the pool; returns its hash.
+    pub fn submit_raw(&self, raw: &[u8]) -> Result<B256, SubmitError> {
+        let checked = check_raw(raw, self.chain_id(), self.genesis.gas_limit)?;
+        let reader = self.reader()?;
+        let account = reader.account(&checked.sender)?.unwrap_or_default();
+        check_account(&checked.tx, account.nonce, account.balance)?;
+        let hash = *checked.tx.tx_hash();
+        let pooled = PooledTx {
+            tx: Arc::new(checked.tx),
+            hash,
+            sender: checked.sender,
+        };
+        self.pool.lock().add(pooled, account.nonce)?;
+        let _ = self.events.send(ChainEvent::PendingTransaction(hash));
+        self.tx_arrived.notify_one();
+        Ok(hash)
+    }
+
+    /// A pooled (not yet included) transaction.
+    pub fn pooled(&self, hash: &B256) -> Option<PooledTx> {
+        self.pool.lock().get(hash).cloned()
+    }
+
+    /// The nonce of `address`'s next transaction, counting pooled ones.
+    pub fn pending_nonce(&self, address: &Address) -> Result<u64, ChainError> {
+        let nonce = self.reader()?.account(address)?.map_or(0, |a| a.nonce);
+        Ok(self.pool.lock().next_nonce(address, nonce))
+    }
+
+    /// Pending and queued transaction counts.
+    pub fn pool_counts(&self) -> Result<(usize, usize), ChainError> {
+        let reader = self.reader()?;
+        let pool = self.pool.lock();
+        let nonces = state_nonces(&reader, pool.senders())?;
+        Ok(pool.counts(|s| nonces.get(s).copied().unwrap_or_default()))
+    }
+
+    /// Builds, executes and durably commits the next block with the best pooled transactions.
+    /// The block is on disk before this returns and before any subscriber hears of it.
+    pub fn produce_block(&self, timestamp: u64) -> Result<Arc<BlockInfo>, ChainError> {
+        let _building = self.build.lock();
+        let parent = self.head();
+        let reader = self.reader()?;
+        let params = BlockParams {
+            number: parent.header.number + 1,
+            parent_hash: parent.hash,
+            timestamp: timestamp.max(parent.header.timestamp + 1),
+            gas_limit: self.genesis.gas_limit,
+            base_fee: next_base_fee(&parent.header),
+            beneficiary: self.genesis.coinbase,
+            prevrandao: BlockParams::prevrandao_for(parent.hash),
+            extra_data: Bytes::new(),
+        };
+        let candidates = {
+            let pool = self.pool.lock();
+            let nonces = state_nonces(&reader, pool.senders())?;
+            pool.best(params.base_fee, |s| {
+                nonces.get(s).copied().unwrap_or_default()
+            })
+        };
+        let state = StateAt::new(&reader, parent.header.number, parent.header.number);
+        let mut executor = BlockExecutor::new(
+            state,
+            self.cfg.clone(),
+            block_env(&params),
+            &self.modules,
+            self.fees(),
+        );
+        let mut included: Vec<(PooledTx, ReceiptEnvelope)> = Vec::new();
+        let mut dropped: Vec<B256> = Vec::new();
+        let mut skipped_senders: Vec<Address> = Vec::new();
+        for candidate in candidates {
+            if skipped_senders.contains(&candidate.sender) {
+                continue;
+            }
+            match executor.execute(&candidate.tx, candidate.sender) {
+                Ok(executed) => included.push((candidate, executed.receipt)),
+                Err(TxRejected::Store(e)) => return Err(ChainError::Execution(e)),
+                Err(TxRejected::BlockFull { .. }) => skipped_senders.push(candidate.sender),
+                Err(TxRejected::Invalid(reason)) => {
+                    tracing::debug!(tx = %candidate.hash, %reason, "dropping invalid transaction");
+                    skipped_senders.push(candidate.sender);
+                    dropped.push(candidate.hash);
+                }
+            }
+        }
+        let gas_used = executor.gas_used();
+        let diff = executor
+            .finish()
+            .into_diff(parent.header.state_root, &reader)?;
+        let block = self.commit(&params, included, gas_used, &diff)?;
+        self.after_commit(&block, &dropped);
+        Ok(block)
+    }
+
+    fn fees(&self) -> FeeRouting {
+        FeeRouting {
+            base_fee_recipient: self.genesis.base_fee_recipient,
+        }
+    }
+
+    fn commit(
+        &self,
+        params: &BlockParams,
+        included: Vec<(PooledTx, ReceiptEnvelope)>,
+        gas_used: u64,
+        diff: &StateDiff,
+    ) -> Result<Arc<BlockInfo>, ChainError> {
+        let (txs, receipts): (Vec<PooledTx>, Vec<ReceiptEnvelope>) = included.into_iter().unzip();
+        let envelopes: Vec<TxEnvelope> = txs.iter().map(|t| (*t.tx).clone()).collect();
+        let header = build_header(params, diff.state_root, &envelopes, &receipts, gas_used);
+        let sealed = SealedHeader::seal(header);
+        let body = StoredBody {
+            transactions: envelopes.iter().map(|t| t.encoded_2718().into()).collect(),
+            senders: txs.iter().map(|t| t.sender).collect(),
+        };
+        let tx_hashes: Vec<B256> = txs.iter().map(|t| t.hash).collect();
+        let encoded_receipts: Vec<Bytes> =
+            receipts.iter().map(|r| r.encoded_2718().into()).collect();
+        self.store.write_block(BlockWrite {
+            header: &sealed.header,
+            hash: sealed.hash,
+            body: &body,
+            tx_hashes: &tx_hashes,
+            receipts: &encoded_receipts,
+            diff,
+        })?;
+        *self.head.write() = sealed.clone();
+        let transactions = txs.into_iter().map(|t| (t.hash, t.sender, t.tx)).collect();
+        Ok(Arc::new(BlockInfo {
+            header: sealed,
+            transactions,
+            receipts,
+        }))
+    }
+
+    fn after_commit(&self, block: &BlockInfo, dropped: &[B256]) {
+        {
+            let mut pool = self.pool.lock();
+            for hash in dropped {
+                pool.discard(hash);
+            }
+            for (_, sender, tx) in &block.transactions {
+                pool.prune_sender(sender, tx.nonce() + 1);
+            }
+        }
+        let _ = self.events.send(ChainEvent::Block(Arc::new(block.clone())));
+    }
+
+    /// Executes a call against the state after block `number` without committing anything
+    /// (`eth_call`, `eth_estimateGas`). The base fee is not enforced, so a zero gas price works.
+    pub fn call(&self, mut tx: TxEnv, number: u64) -> Result<CallResult, CallError> {
+        let reader = self.reader()?;
+        let head = self.head().header.number;
+        let header = reader
+            .header(number)?
+            .ok_or_else(|| CallError::Invalid(format!("block {number} not found")))?;
+        let params = BlockParams {
+            number: header.number,
+            parent_hash: header.parent_hash,
+            timestamp: header.timestamp,
+            gas_limit: header.gas_limit,
+            base_fee: header.base_fee_per_gas.unwrap_or_default(),
+            beneficiary: header.beneficiary,
+            prevrandao: header.mix_hash,
+            extra_data: Bytes::new(),
+        };
+        let mut cfg = self.cfg.clone();
+        cfg.disable_base_fee = true;
+        cfg.disable_nonce_check = true;
+        if tx.gas_price == 0 {
+            tx.gas_priority_fee = None;
+        }
+        tx.chain_id = Some(self.chain_id());
+        let state = Overlay::new(StateAt::new(&reader, number, head));
+        let mut evm = build_evm(state, cfg, block_env(&params), &self.modules);
+        match evm.transact(tx) {
+            Ok(out) => Ok(out.result),
+            Err(EVMError::Transaction(e)) => Err(CallError::Invalid(invalid_message(&e))),
+            Err(e) => Err(CallError::Chain(ChainError::Execution(e.to_string()))),
+        }
+    }
+
+    /// The account balance after block `number`, as seen by the state at that block.
+    pub fn balance_at(&self, address: &Address, number: u64) -> Result<U256, ChainError> {
+        let reader = self.reader()?;
+        let head = self.head().header.number;
+        let state = StateAt::new(&reader, number, head);
+        Ok(crate::state::StateReader::account(&state, address)?.map_or(U256::ZERO, |a| a.balance))
+    }
+}
+
+/// The message clients expect for a transaction revm refused.
+pub fn invalid_message(e: &InvalidTransaction) -> String {
+    match e {
+        InvalidTransaction::LackOfFundForMaxFee { fee, balance } => {
+            format!("insufficient funds for gas * price + value: balance {balance}, tx cost {fee}")
+        }
+        InvalidTransaction::CallGasCostMoreThanGasLimit {
+            initial_gas,
+            gas_limit,
+        } => {
+            format!("intrinsic gas too low: have {gas_limit}, want {initial_gas}")
+        }
+        other => other.to_string(),
+    }
+}
+
+fn state_nonces<'a>(
+    reader: &StoreReader,
+    senders: impl Iterator<Item = &'a Address>,
+) -> Result<std::collections::HashMap<Address, u64>, StoreError> {
+    senders
+        .map(|s| Ok((*s, reader.account(s)?.map_or(0, |a| a.nonce))))
+        .collect()
+}
+
+fn next_base_fee(parent: &alloy_consensus::Header) -> u64 {
+    parent
+        .next_block_base_fee(BaseFeeParams::ethereum())
+        .unwrap_or_default()
+}
+
+fn block_env(params: &BlockParams) -> BlockEnv {
+    BlockEnv {
+        number: U256::from(params.number),
+        beneficiary: params.beneficiary,
+        timestamp: U256::from(params.timestamp),
+        gas_limit: params.gas_limit,
+        basefee: params.base_fee,
+        difficulty: U256::ZERO,
+        prevrandao: Some(params.prevrandao),
+        blob_excess_gas_and_price: Some(BlobExcessGasAndPrice::new(
+            0,
+            BLOB_BASE_FEE_UPDATE_FRACTION_PRAGUE,
+        )),
+        ..Default::default()
+    }
+}
+
+/// Writes block 0 from the genesis allocation if the store is empty; returns its header.
+fn genesis_block(store: &Store, genesis: &Genesis) -> Result<SealedHeader, ChainError> {
+    let reader = store.reader()?;
+    if let Some(header) = reader.header(0)? {
+        return Ok(SealedHeader::seal(header));
+    }
+    let diff = genesis_state(&reader, genesis)?;
+    let params = BlockParams {
+        number: 0,
+        parent_hash: B256::ZERO,
+        timestamp: genesis.timestamp,
+        gas_limit: genesis.gas_limit,
+        base_fee: genesis.base_fee_per_gas,
+        beneficiary: genesis.coinbase,
+        prevrandao: B256::ZERO,
+        extra_data: genesis.extra_data.clone(),
+    };
+    let sealed = SealedHeader::seal(build_header(&params, diff.state_root, &[], &[], 0));
+    store.write_block(BlockWrite {
+        header: &sealed.header,
+        hash: sealed.hash,
+        body: &StoredBody::default(),
+        tx_hashes: &[],
+        receipts: &[],
+        diff: &diff,
+    })?;
+    Ok(sealed)
+}
+
+/// The state diff that creates the genesis allocation on an empty store.
+pub fn genesis_state(reader: &StoreReader, genesis: &Genesis) -> Result<StateDiff, ChainError> {
+    let mut overlay = Overlay::new(StateAt::new(reader, 0, 0));
+    for (address, account) in &genesis.alloc {
+        overlay.set_account(
+            *address,
+            account.balance,
+            account.nonce,
+            account.code.clone(),
+        );
+        for (slot, value) in &account.storage {
+            overlay.set_storage(*address, (*slot).into(), (*value).into());
+        }
+    }
+    Ok(overlay.into_diff(EMPTY_ROOT_HASH, reader)?)
+}

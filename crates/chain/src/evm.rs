@@ -1,0 +1,236 @@
+//! Transaction execution with revm: the EVM wired with the chain's precompiles, the conversion of
+//! signed transactions to revm's input, and a block executor that applies transactions one after
+//! another and keeps the receipts.
+
+use alloy_consensus::{
+    Eip658Value, Receipt, ReceiptEnvelope, ReceiptWithBloom, Transaction, TxEnvelope, TxType,
+};
+use alloy_primitives::{Address, B256, Log, U256};
+use revm::{
+    Database, ExecuteEvm,
+    context::{BlockEnv, CfgEnv, Context, Evm, FrameStack, Journal, TxEnv},
+    context_interface::result::{EVMError, ExecutionResult, HaltReason, InvalidTransaction},
+    handler::{EthFrame, instructions::EthInstructions},
+    interpreter::interpreter::EthInterpreter,
+    primitives::hardfork::SpecId,
+};
+
+use crate::{
+    modules::{ChainPrecompiles, Modules},
+    state::{Overlay, StateReader},
+    store::StoreError,
+};
+
+/// The EVM rules the chain runs.
+pub const SPEC: SpecId = SpecId::PRAGUE;
+
+/// The revm context over database `DB`.
+pub type ChainContext<DB> = Context<BlockEnv, TxEnv, CfgEnv, DB, Journal<DB>, ()>;
+
+/// The EVM with the chain's precompiles and native modules.
+pub type ChainEvm<DB> = Evm<
+    ChainContext<DB>,
+    (),
+    EthInstructions<EthInterpreter, ChainContext<DB>>,
+    ChainPrecompiles,
+    EthFrame<EthInterpreter>,
+>;
+
+/// Builds an EVM over `db` for one block.
+pub fn build_evm<DB: Database>(
+    db: DB,
+    cfg: CfgEnv,
+    block: BlockEnv,
+    modules: &Modules,
+) -> ChainEvm<DB> {
+    let spec = cfg.spec;
+    let mut ctx: ChainContext<DB> = Context::new(db, spec);
+    ctx.cfg = cfg;
+    ctx.block = block;
+    Evm {
+        ctx,
+        inspector: (),
+        instruction: EthInstructions::new_mainnet_with_spec(spec),
+        precompiles: ChainPrecompiles::new(spec, modules.clone()),
+        frame_stack: FrameStack::new_prealloc(8),
+    }
+}
+
+/// The EVM configuration of a chain.
+pub fn cfg_env(chain_id: u64, spec: SpecId) -> CfgEnv {
+    let mut cfg = CfgEnv::new_with_spec(spec);
+    cfg.chain_id = chain_id;
+    cfg
+}
+
+/// revm's input for a signed transaction from `sender`.
+pub fn tx_env(tx: &TxEnvelope, sender: Address) -> TxEnv {
+    let mut env = TxEnv {
+        tx_type: tx.tx_type() as u8,
+        caller: sender,
+        gas_limit: tx.gas_limit(),
+        gas_price: tx.max_fee_per_gas(),
+        kind: tx.kind(),
+        value: tx.value(),
+        data: tx.input().clone(),
+        nonce: tx.nonce(),
+        chain_id: tx.chain_id(),
+        access_list: tx.access_list().cloned().unwrap_or_default(),
+        gas_priority_fee: tx.max_priority_fee_per_gas(),
+        blob_hashes: tx
+            .blob_versioned_hashes()
+            .map(<[B256]>::to_vec)
+            .unwrap_or_default(),
+        max_fee_per_blob_gas: tx.max_fee_per_blob_gas().unwrap_or_default(),
+        ..Default::default()
+    };
+    if let Some(auths) = tx.authorization_list() {
+        env.set_signed_authorization(auths.to_vec());
+    }
+    env
+}
+
+/// Where fees go.
+#[derive(Debug, Clone, Copy)]
+pub struct FeeRouting {
+    /// Receiver of the base fee; `None` burns it (Ethereum's rule).
+    pub base_fee_recipient: Option<Address>,
+}
+
+/// A transaction the block could not include.
+#[derive(Debug, thiserror::Error)]
+pub enum TxRejected {
+    /// The transaction is invalid against the current state (nonce, balance, gas).
+    #[error("{0}")]
+    Invalid(InvalidTransaction),
+    /// It does not fit in the block's remaining gas.
+    #[error("transaction gas limit {gas} exceeds the block's remaining gas {remaining}")]
+    BlockFull {
+        /// The transaction's gas limit.
+        gas: u64,
+        /// Gas left in the block.
+        remaining: u64,
+    },
+    /// The store failed; the block must be abandoned.
+    #[error("store: {0}")]
+    Store(String),
+}
+
+impl From<EVMError<StoreError, InvalidTransaction>> for TxRejected {
+    fn from(e: EVMError<StoreError, InvalidTransaction>) -> Self {
+        match e {
+            EVMError::Transaction(invalid) => TxRejected::Invalid(invalid),
+            other => TxRejected::Store(other.to_string()),
+        }
+    }
+}
+
+/// The outcome of one included transaction.
+#[derive(Debug, Clone)]
+pub struct Executed {
+    /// Gas used by the transaction.
+    pub gas_used: u64,
+    /// The execution result (success with output, revert with data, or halt).
+    pub result: ExecutionResult<HaltReason>,
+    /// The receipt.
+    pub receipt: ReceiptEnvelope,
+}
+
+/// Applies transactions to a block in order.
+pub struct BlockExecutor<S: StateReader> {
+    evm: ChainEvm<Overlay<S>>,
+    fees: FeeRouting,
+    cumulative_gas: u64,
+}
+
+impl<S: StateReader> BlockExecutor<S> {
+    /// An executor on top of `state` for the block described by `block`.
+    pub fn new(
+        state: S,
+        cfg: CfgEnv,
+        block: BlockEnv,
+        modules: &Modules,
+        fees: FeeRouting,
+    ) -> Self {
+        Self {
+            evm: build_evm(Overlay::new(state), cfg, block, modules),
+            fees,
+            cumulative_gas: 0,
+        }
+    }
+
+    /// Gas used so far.
+    pub fn gas_used(&self) -> u64 {
+        self.cumulative_gas
+    }
+
+    /// The block's environment.
+    pub fn block(&self) -> &BlockEnv {
+        &self.evm.ctx.block
+    }
+
+    /// Executes `tx` from `sender` and commits its changes to the block's state.
+    pub fn execute(&mut self, tx: &TxEnvelope, sender: Address) -> Result<Executed, TxRejected> {
+        let remaining = self.evm.ctx.block.gas_limit - self.cumulative_gas;
+        if tx.gas_limit() > remaining {
+            return Err(TxRejected::BlockFull {
+                gas: tx.gas_limit(),
+                remaining,
+            });
+        }
+        let out = self.evm.transact(tx_env(tx, sender))?;
+        let result = out.result;
+        revm::DatabaseCommit::commit(self.db_mut(), out.state);
+        let gas_used = result.tx_gas_used();
+        self.route_base_fee(gas_used)?;
+        self.cumulative_gas += gas_used;
+        let logs: Vec<Log> = result.logs().to_vec();
+        let receipt = build_receipt(tx.tx_type(), result.is_success(), self.cumulative_gas, logs);
+        Ok(Executed {
+            gas_used,
+            result,
+            receipt,
+        })
+    }
+
+    fn db_mut(&mut self) -> &mut Overlay<S> {
+        &mut self.evm.ctx.journaled_state.database
+    }
+
+    fn route_base_fee(&mut self, gas_used: u64) -> Result<(), TxRejected> {
+        if let Some(recipient) = self.fees.base_fee_recipient {
+            let fee = U256::from(self.evm.ctx.block.basefee) * U256::from(gas_used);
+            self.db_mut()
+                .credit(recipient, fee)
+                .map_err(|e| TxRejected::Store(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Ends the block, returning the state changes.
+    pub fn finish(self) -> Overlay<S> {
+        self.evm.ctx.journaled_state.database
+    }
+}
+
+/// An Ethereum receipt with its bloom.
+pub fn build_receipt(
+    tx_type: TxType,
+    success: bool,
+    cumulative_gas_used: u64,
+    logs: Vec<Log>,
+) -> ReceiptEnvelope {
+    let receipt = Receipt {
+        status: Eip658Value::Eip658(success),
+        cumulative_gas_used,
+        logs,
+    };
+    let with_bloom = ReceiptWithBloom::from(receipt);
+    match tx_type {
+        TxType::Legacy => ReceiptEnvelope::Legacy(with_bloom),
+        TxType::Eip2930 => ReceiptEnvelope::Eip2930(with_bloom),
+        TxType::Eip1559 => ReceiptEnvelope::Eip1559(with_bloom),
+        TxType::Eip4844 => ReceiptEnvelope::Eip4844(with_bloom),
+        TxType::Eip7702 => ReceiptEnvelope::Eip7702(with_bloom),
+    }
+}

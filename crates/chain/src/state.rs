@@ -1,0 +1,354 @@
+//! World state as the EVM sees it: a read view of committed state, an in-memory overlay of what a
+//! block (or a call) changes, and the reduction of that overlay to a [`StateDiff`] with the new
+//! state root.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use alloy_primitives::{Address, B256, Bytes, U256, keccak256, map::HashMap};
+use alloy_trie::{EMPTY_ROOT_HASH, KECCAK_EMPTY, TrieAccount};
+use revm::{
+    Database, DatabaseCommit,
+    bytecode::Bytecode,
+    database_interface::DBErrorMarker,
+    primitives::AddressMap,
+    state::{Account, AccountInfo},
+};
+
+use crate::{
+    store::{StoreError, StoreReader},
+    trie::{NodeReader, Trie, TrieError},
+};
+
+impl DBErrorMarker for StoreError {}
+
+/// Read access to committed state at one block.
+pub trait StateReader {
+    /// The account, if it exists.
+    fn account(&self, address: &Address) -> Result<Option<TrieAccount>, StoreError>;
+    /// A storage slot (zero if never written).
+    fn storage(&self, address: &Address, slot: &U256) -> Result<U256, StoreError>;
+    /// Contract code by hash.
+    fn code(&self, hash: &B256) -> Result<Option<Bytes>, StoreError>;
+    /// The hash of a past block, for the `BLOCKHASH` opcode.
+    fn block_hash(&self, number: u64) -> Result<B256, StoreError>;
+}
+
+/// The state after block `number`, read from a store snapshot. For the head block it reads the
+/// current tables; for older blocks, the history tables.
+pub struct StateAt<'a> {
+    reader: &'a StoreReader,
+    number: u64,
+    latest: bool,
+}
+
+impl<'a> StateAt<'a> {
+    /// The state after block `number`; `head` is the newest block in the snapshot.
+    pub fn new(reader: &'a StoreReader, number: u64, head: u64) -> Self {
+        Self {
+            reader,
+            number,
+            latest: number >= head,
+        }
+    }
+
+    /// The snapshot this view reads.
+    pub fn reader(&self) -> &'a StoreReader {
+        self.reader
+    }
+}
+
+impl StateReader for StateAt<'_> {
+    fn account(&self, address: &Address) -> Result<Option<TrieAccount>, StoreError> {
+        if self.latest {
+            self.reader.account(address)
+        } else {
+            self.reader.account_at(address, self.number)
+        }
+    }
+
+    fn storage(&self, address: &Address, slot: &U256) -> Result<U256, StoreError> {
+        if self.latest {
+            self.reader.storage(address, slot)
+        } else {
+            self.reader.storage_at(address, slot, self.number)
+        }
+    }
+
+    fn code(&self, hash: &B256) -> Result<Option<Bytes>, StoreError> {
+        self.reader.code(hash)
+    }
+
+    fn block_hash(&self, number: u64) -> Result<B256, StoreError> {
+        Ok(self
+            .reader
+            .header(number)?
+            .map(|h| h.hash_slow())
+            .unwrap_or_default())
+    }
+}
+
+/// What a block changed, ready to be written: new account records (with their new storage
+/// roots), changed slots, wiped storages, new code and the trie nodes of the new state root.
+#[derive(Debug, Default)]
+pub struct StateDiff {
+    /// The state root after the changes.
+    pub state_root: B256,
+    /// Changed accounts; `None` deletes the account.
+    pub accounts: Vec<(Address, Option<TrieAccount>)>,
+    /// Written storage slots (a zero value deletes the slot).
+    pub storage: Vec<(Address, U256, U256)>,
+    /// Accounts whose whole storage was cleared before `storage` applies.
+    pub wiped: Vec<Address>,
+    /// New contract code by hash.
+    pub codes: Vec<(B256, Bytes)>,
+    /// New trie nodes.
+    pub nodes: Vec<(B256, Vec<u8>)>,
+}
+
+/// Changes made on top of a [`StateReader`], as a revm database.
+///
+/// revm reads through it and commits each transaction's changes into it; nothing reaches the
+/// store until [`Overlay::into_diff`] turns the changes into a [`StateDiff`].
+pub struct Overlay<S> {
+    base: S,
+    /// Changed account infos (code kept separately); `None` when the account was deleted.
+    accounts: HashMap<Address, Option<AccountInfo>>,
+    storage: HashMap<Address, HashMap<U256, U256>>,
+    wiped: BTreeSet<Address>,
+    codes: HashMap<B256, Bytecode>,
+}
+
+impl<S: StateReader> Overlay<S> {
+    /// An empty overlay over `base`.
+    pub fn new(base: S) -> Self {
+        Self {
+            base,
+            accounts: HashMap::default(),
+            storage: HashMap::default(),
+            wiped: BTreeSet::new(),
+            codes: HashMap::default(),
+        }
+    }
+
+    /// The state this overlay changes.
+    pub fn base(&self) -> &S {
+        &self.base
+    }
+
+    /// Current info of an account, including the overlay's changes.
+    pub fn account_info(&self, address: &Address) -> Result<Option<AccountInfo>, StoreError> {
+        if let Some(info) = self.accounts.get(address) {
+            return Ok(info.clone());
+        }
+        Ok(self.base.account(address)?.map(|a| AccountInfo {
+            balance: a.balance,
+            nonce: a.nonce,
+            code_hash: a.code_hash,
+            ..Default::default()
+        }))
+    }
+
+    /// Adds `amount` to an account's balance outside the EVM (fee routing, genesis).
+    pub fn credit(&mut self, address: Address, amount: U256) -> Result<(), StoreError> {
+        if amount.is_zero() {
+            return Ok(());
+        }
+        let mut info = self.account_info(&address)?.unwrap_or_default();
+        info.balance += amount;
+        self.accounts.insert(address, Some(info));
+        Ok(())
+    }
+
+    /// Sets an account's fields and code outright (genesis allocation, state-test pre-state).
+    pub fn set_account(&mut self, address: Address, balance: U256, nonce: u64, code: Bytes) {
+        let code_hash = if code.is_empty() {
+            KECCAK_EMPTY
+        } else {
+            keccak256(&code)
+        };
+        if !code.is_empty() {
+            self.codes.insert(code_hash, Bytecode::new_raw(code));
+        }
+        let info = AccountInfo {
+            balance,
+            nonce,
+            code_hash,
+            ..Default::default()
+        };
+        self.accounts.insert(address, Some(info));
+    }
+
+    /// Writes a storage slot outright.
+    pub fn set_storage(&mut self, address: Address, slot: U256, value: U256) {
+        self.storage.entry(address).or_default().insert(slot, value);
+    }
+
+    fn commit_account(&mut self, address: Address, account: Account) {
+        if !account.is_touched() {
+            return;
+        }
+        if account.is_selfdestructed() {
+            self.accounts.insert(address, None);
+            self.storage.remove(&address);
+            self.wiped.insert(address);
+            return;
+        }
+        if account.is_created() {
+            self.storage.remove(&address);
+            self.wiped.insert(address);
+        }
+        if account.is_empty() {
+            // EIP-161: touched empty accounts are removed.
+            self.accounts.insert(address, None);
+            return;
+        }
+        let mut info = account.info;
+        if let Some(code) = info.code.take()
+            && !code.is_empty()
+        {
+            self.codes.entry(info.code_hash).or_insert(code);
+        }
+        self.accounts.insert(address, Some(info));
+        let changed = account
+            .storage
+            .into_iter()
+            .filter(|(_, slot)| slot.is_changed());
+        let slots = self.storage.entry(address).or_default();
+        for (key, slot) in changed {
+            slots.insert(key, slot.present_value);
+        }
+    }
+
+    /// Reduces the changes to a [`StateDiff`], hashing the touched storage tries and the account
+    /// trie from `parent_root`. Only the touched paths of the tries are read.
+    pub fn into_diff<N: NodeReader>(
+        self,
+        parent_root: B256,
+        nodes: &N,
+    ) -> Result<StateDiff, TrieError> {
+        let mut diff = StateDiff {
+            wiped: self.wiped.iter().copied().collect(),
+            ..Default::default()
+        };
+        let mut touched: BTreeMap<Address, ()> = BTreeMap::new();
+        touched.extend(self.accounts.keys().map(|a| (*a, ())));
+        touched.extend(self.storage.keys().map(|a| (*a, ())));
+        touched.extend(self.wiped.iter().map(|a| (*a, ())));
+
+        let mut account_trie = Trie::open(parent_root, nodes);
+        for address in touched.into_keys() {
+            let old = self.base.account(&address)?;
+            let info = match self.accounts.get(&address) {
+                Some(info) => info.clone(),
+                None => old.map(|a| AccountInfo {
+                    balance: a.balance,
+                    nonce: a.nonce,
+                    code_hash: a.code_hash,
+                    ..Default::default()
+                }),
+            };
+            let wiped = self.wiped.contains(&address);
+            let account = match info {
+                None => None,
+                Some(info) => {
+                    let start = match (&old, wiped) {
+                        (Some(old), false) => old.storage_root,
+                        _ => EMPTY_ROOT_HASH,
+                    };
+                    let slots = self.storage.get(&address);
+                    let storage_root = match slots {
+                        Some(slots) if !slots.is_empty() => {
+                            let mut trie = Trie::open(start, nodes);
+                            let mut sorted: Vec<_> = slots.iter().collect();
+                            sorted.sort_unstable_by_key(|(k, _)| **k);
+                            for (slot, value) in sorted {
+                                let key = keccak256(slot.to_be_bytes::<32>());
+                                let encoded = if value.is_zero() {
+                                    Vec::new()
+                                } else {
+                                    alloy_rlp::encode(value)
+                                };
+                                trie.insert(key.as_slice(), encoded)?;
+                                diff.storage.push((address, *slot, *value));
+                            }
+                            let committed = trie.commit();
+                            diff.nodes.extend(committed.nodes);
+                            committed.root
+                        }
+                        _ => start,
+                    };
+                    Some(TrieAccount::new(
+                        info.nonce,
+                        info.balance,
+                        storage_root,
+                        info.code_hash,
+                    ))
+                }
+            };
+            if account == old && !wiped {
+                continue;
+            }
+            let key = keccak256(address);
+            match &account {
+                Some(account) => account_trie.insert(key.as_slice(), alloy_rlp::encode(account))?,
+                None => account_trie.remove(key.as_slice())?,
+            }
+            diff.accounts.push((address, account));
+        }
+        let committed = account_trie.commit();
+        diff.state_root = committed.root;
+        diff.nodes.extend(committed.nodes);
+        diff.codes = self
+            .codes
+            .into_iter()
+            .map(|(hash, code)| (hash, code.original_bytes()))
+            .collect();
+        diff.codes.sort_unstable_by_key(|(hash, _)| *hash);
+        Ok(diff)
+    }
+}
+
+impl<S: StateReader> Database for Overlay<S> {
+    type Error = StoreError;
+
+    fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, StoreError> {
+        self.account_info(&address)
+    }
+
+    fn code_by_hash(&mut self, code_hash: B256) -> Result<Bytecode, StoreError> {
+        if let Some(code) = self.codes.get(&code_hash) {
+            return Ok(code.clone());
+        }
+        match self.base.code(&code_hash)? {
+            Some(bytes) => Ok(Bytecode::new_raw(bytes)),
+            None if code_hash == KECCAK_EMPTY || code_hash.is_zero() => Ok(Bytecode::default()),
+            None => Err(StoreError::Corrupt(format!("code {code_hash} is missing"))),
+        }
+    }
+
+    fn storage(&mut self, address: Address, index: U256) -> Result<U256, StoreError> {
+        if let Some(value) = self
+            .storage
+            .get(&address)
+            .and_then(|slots| slots.get(&index))
+        {
+            return Ok(*value);
+        }
+        if self.wiped.contains(&address) {
+            return Ok(U256::ZERO);
+        }
+        self.base.storage(&address, &index)
+    }
+
+    fn block_hash(&mut self, number: u64) -> Result<B256, StoreError> {
+        self.base.block_hash(number)
+    }
+}
+
+impl<S: StateReader> DatabaseCommit for Overlay<S> {
+    fn commit(&mut self, changes: AddressMap<Account>) {
+        for (address, account) in changes {
+            self.commit_account(address, account);
+        }
+    }
+}

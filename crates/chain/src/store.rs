@@ -1,0 +1,441 @@
+//! The chain's durable store: blocks, receipts, indexes, state, state history and trie nodes, in
+//! one redb file.
+//!
+//! Every block is written in a single redb write transaction committed with immediate durability,
+//! so a crash at any point leaves the store at the last fully committed block. Readers work on
+//! snapshots ([`StoreReader`]) and never block the writer.
+//!
+//! State is kept twice: the current values (fast reads for execution) and a history of the value
+//! each account and slot took at every block that changed it, so queries at any past block are
+//! answered exactly. All history is kept (no pruning); see the README for the disk cost.
+
+use std::path::Path;
+
+use alloy_consensus::Header;
+use alloy_primitives::{Address, B256, Bytes, U256};
+use alloy_rlp::{Decodable, Encodable, RlpDecodable, RlpEncodable};
+use alloy_trie::TrieAccount;
+use redb::{
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
+    WriteTransaction,
+};
+
+use crate::{
+    state::StateDiff,
+    trie::{NodeReader, TrieError},
+};
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const HEADERS: TableDefinition<u64, &[u8]> = TableDefinition::new("headers");
+const BLOCK_NUMBERS: TableDefinition<&[u8], u64> = TableDefinition::new("block_numbers");
+const BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("bodies");
+const RECEIPTS: TableDefinition<u64, &[u8]> = TableDefinition::new("receipts");
+const TX_INDEX: TableDefinition<&[u8], (u64, u32)> = TableDefinition::new("tx_index");
+const ACCOUNTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("accounts");
+const STORAGE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("storage");
+const CODE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("code");
+const ACCOUNT_HISTORY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("account_history");
+const STORAGE_HISTORY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("storage_history");
+const TRIE_NODES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("trie_nodes");
+
+const META_HEAD: &str = "head";
+const META_CHAIN: &str = "chain";
+
+/// A store that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// redb reported an error.
+    #[error("database: {0}")]
+    Db(String),
+    /// A stored value could not be decoded: the file is corrupt or from another version.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    /// The store belongs to another chain.
+    #[error("{0}")]
+    Mismatch(String),
+}
+
+impl StoreError {
+    fn db(e: impl std::fmt::Display) -> Self {
+        StoreError::Db(e.to_string())
+    }
+}
+
+macro_rules! db_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::db(e)
+            }
+        }
+    )*};
+}
+db_errors!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+impl From<alloy_rlp::Error> for StoreError {
+    fn from(e: alloy_rlp::Error) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+impl From<StoreError> for TrieError {
+    fn from(e: StoreError) -> Self {
+        TrieError::Store(e.to_string())
+    }
+}
+
+/// The transactions of a block as stored: EIP-2718 encodings and their recovered senders.
+#[derive(Debug, Clone, Default, PartialEq, Eq, RlpEncodable, RlpDecodable)]
+pub struct StoredBody {
+    /// EIP-2718 encoded transactions.
+    pub transactions: Vec<Bytes>,
+    /// The sender of each transaction.
+    pub senders: Vec<Address>,
+}
+
+/// Everything a block adds to the store.
+#[derive(Debug)]
+pub struct BlockWrite<'a> {
+    /// The sealed header.
+    pub header: &'a Header,
+    /// The header's hash.
+    pub hash: B256,
+    /// The transactions.
+    pub body: &'a StoredBody,
+    /// Hashes of the transactions, in order.
+    pub tx_hashes: &'a [B256],
+    /// EIP-2718 encoded receipts, in order.
+    pub receipts: &'a [Bytes],
+    /// The state changes and trie nodes.
+    pub diff: &'a StateDiff,
+}
+
+/// The durable store of one chain.
+pub struct Store {
+    db: Database,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store file at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::builder().set_cache_size(256 << 20).create(path)?;
+        Self::init(db)
+    }
+
+    /// A store in memory, for tests and the state-test harness.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?;
+        Self::init(db)
+    }
+
+    fn init(db: Database) -> Result<Self, StoreError> {
+        let txn = db.begin_write()?;
+        for table in [META] {
+            txn.open_table(table)?;
+        }
+        for table in [HEADERS, BODIES, RECEIPTS] {
+            txn.open_table(table)?;
+        }
+        for table in [
+            ACCOUNTS,
+            STORAGE,
+            CODE,
+            ACCOUNT_HISTORY,
+            STORAGE_HISTORY,
+            TRIE_NODES,
+        ] {
+            txn.open_table(table)?;
+        }
+        txn.open_table(BLOCK_NUMBERS)?;
+        txn.open_table(TX_INDEX)?;
+        txn.commit()?;
+        Ok(Self { db })
+    }
+
+    /// A consistent snapshot for reading.
+    pub fn reader(&self) -> Result<StoreReader, StoreError> {
+        Ok(StoreReader {
+            txn: self.db.begin_read()?,
+        })
+    }
+
+    /// Records the chain identity (genesis hash and chain id) of a new store, or checks that an
+    /// existing store belongs to the same chain.
+    pub fn check_chain(&self, identity: &[u8]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            let existing = meta.get(META_CHAIN)?.map(|v| v.value().to_vec());
+            match existing {
+                Some(stored) if stored != identity => {
+                    return Err(StoreError::Mismatch(
+                        "the data directory holds a different chain (genesis differs); use another --datadir".into(),
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    meta.insert(META_CHAIN, identity)?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Writes a block, its receipts and its state changes atomically and durably: when this
+    /// returns, the block survives a crash.
+    pub fn write_block(&self, block: BlockWrite<'_>) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        let number = block.header.number;
+        write_chain_data(&txn, &block)?;
+        write_state(&txn, number, block.diff)?;
+        txn.open_table(META)?
+            .insert(META_HEAD, number.to_be_bytes().as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+fn write_chain_data(txn: &WriteTransaction, block: &BlockWrite<'_>) -> Result<(), StoreError> {
+    let number = block.header.number;
+    txn.open_table(HEADERS)?
+        .insert(number, alloy_rlp::encode(block.header).as_slice())?;
+    txn.open_table(BLOCK_NUMBERS)?
+        .insert(block.hash.as_slice(), number)?;
+    txn.open_table(BODIES)?
+        .insert(number, alloy_rlp::encode(block.body).as_slice())?;
+    let mut receipts = Vec::new();
+    alloy_rlp::encode_list::<Bytes, Bytes>(block.receipts, &mut receipts);
+    txn.open_table(RECEIPTS)?
+        .insert(number, receipts.as_slice())?;
+    let mut index = txn.open_table(TX_INDEX)?;
+    for (i, hash) in block.tx_hashes.iter().enumerate() {
+        index.insert(hash.as_slice(), (number, i as u32))?;
+    }
+    Ok(())
+}
+
+fn write_state(txn: &WriteTransaction, number: u64, diff: &StateDiff) -> Result<(), StoreError> {
+    let mut accounts = txn.open_table(ACCOUNTS)?;
+    let mut account_history = txn.open_table(ACCOUNT_HISTORY)?;
+    let mut storage = txn.open_table(STORAGE)?;
+    let mut storage_history = txn.open_table(STORAGE_HISTORY)?;
+    for address in &diff.wiped {
+        let prefix = address.as_slice();
+        let mut end = prefix.to_vec();
+        end.push(0xff);
+        let slots: Vec<Vec<u8>> = storage
+            .range(prefix..end.as_slice())?
+            .map(|entry| entry.map(|(k, _)| k.value().to_vec()))
+            .collect::<Result<_, _>>()?;
+        for key in slots {
+            storage.remove(key.as_slice())?;
+            storage_history.insert(history_key(&key, number).as_slice(), [0u8; 32].as_slice())?;
+        }
+    }
+    for (address, account) in &diff.accounts {
+        let key = history_key(address.as_slice(), number);
+        match account {
+            Some(account) => {
+                let rlp = alloy_rlp::encode(account);
+                accounts.insert(address.as_slice(), rlp.as_slice())?;
+                account_history.insert(key.as_slice(), rlp.as_slice())?;
+            }
+            None => {
+                accounts.remove(address.as_slice())?;
+                account_history.insert(key.as_slice(), [].as_slice())?;
+            }
+        }
+    }
+    for (address, slot, value) in &diff.storage {
+        let key = slot_key(address, slot);
+        let bytes = value.to_be_bytes::<32>();
+        if value.is_zero() {
+            storage.remove(key.as_slice())?;
+        } else {
+            storage.insert(key.as_slice(), bytes.as_slice())?;
+        }
+        storage_history.insert(history_key(&key, number).as_slice(), bytes.as_slice())?;
+    }
+    let mut code = txn.open_table(CODE)?;
+    for (hash, bytes) in &diff.codes {
+        code.insert(hash.as_slice(), bytes.as_ref())?;
+    }
+    let mut nodes = txn.open_table(TRIE_NODES)?;
+    for (hash, rlp) in &diff.nodes {
+        nodes.insert(hash.as_slice(), rlp.as_slice())?;
+    }
+    Ok(())
+}
+
+fn slot_key(address: &Address, slot: &U256) -> Vec<u8> {
+    let mut key = Vec::with_capacity(52);
+    key.extend_from_slice(address.as_slice());
+    key.extend_from_slice(&slot.to_be_bytes::<32>());
+    key
+}
+
+fn history_key(prefix: &[u8], number: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(prefix.len() + 8);
+    key.extend_from_slice(prefix);
+    key.extend_from_slice(&number.to_be_bytes());
+    key
+}
+
+/// A read-only snapshot of the store.
+pub struct StoreReader {
+    txn: ReadTransaction,
+}
+
+impl StoreReader {
+    /// The number of the last committed block, if any.
+    pub fn head(&self) -> Result<Option<u64>, StoreError> {
+        let meta = self.txn.open_table(META)?;
+        let head = meta.get(META_HEAD)?;
+        head.map(|v| {
+            let bytes: [u8; 8] = v
+                .value()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("head pointer".into()))?;
+            Ok(u64::from_be_bytes(bytes))
+        })
+        .transpose()
+    }
+
+    /// The header of block `number`.
+    pub fn header(&self, number: u64) -> Result<Option<Header>, StoreError> {
+        let table = self.txn.open_table(HEADERS)?;
+        let value = table.get(number)?;
+        value
+            .map(|v| Ok(Header::decode(&mut v.value())?))
+            .transpose()
+    }
+
+    /// The number of the block with this hash.
+    pub fn block_number(&self, hash: &B256) -> Result<Option<u64>, StoreError> {
+        let table = self.txn.open_table(BLOCK_NUMBERS)?;
+        Ok(table.get(hash.as_slice())?.map(|v| v.value()))
+    }
+
+    /// The transactions of block `number`.
+    pub fn body(&self, number: u64) -> Result<Option<StoredBody>, StoreError> {
+        let table = self.txn.open_table(BODIES)?;
+        let value = table.get(number)?;
+        value
+            .map(|v| Ok(StoredBody::decode(&mut v.value())?))
+            .transpose()
+    }
+
+    /// The EIP-2718 encoded receipts of block `number`.
+    pub fn receipts(&self, number: u64) -> Result<Option<Vec<Bytes>>, StoreError> {
+        let table = self.txn.open_table(RECEIPTS)?;
+        let value = table.get(number)?;
+        value
+            .map(|v| Ok(Vec::<Bytes>::decode(&mut v.value())?))
+            .transpose()
+    }
+
+    /// Where a transaction was included: block number and index.
+    pub fn tx_location(&self, hash: &B256) -> Result<Option<(u64, u32)>, StoreError> {
+        let table = self.txn.open_table(TX_INDEX)?;
+        Ok(table.get(hash.as_slice())?.map(|v| v.value()))
+    }
+
+    /// The current (latest) state of an account.
+    pub fn account(&self, address: &Address) -> Result<Option<TrieAccount>, StoreError> {
+        let table = self.txn.open_table(ACCOUNTS)?;
+        let value = table.get(address.as_slice())?;
+        value
+            .map(|v| Ok(TrieAccount::decode(&mut v.value())?))
+            .transpose()
+    }
+
+    /// The current value of a storage slot.
+    pub fn storage(&self, address: &Address, slot: &U256) -> Result<U256, StoreError> {
+        let table = self.txn.open_table(STORAGE)?;
+        let value = table.get(slot_key(address, slot).as_slice())?;
+        Ok(value
+            .map(|v| U256::from_be_slice(v.value()))
+            .unwrap_or_default())
+    }
+
+    /// The account as it was after block `number`.
+    pub fn account_at(
+        &self,
+        address: &Address,
+        number: u64,
+    ) -> Result<Option<TrieAccount>, StoreError> {
+        let table = self.txn.open_table(ACCOUNT_HISTORY)?;
+        match last_at_or_before(&table, address.as_slice(), number)? {
+            Some(bytes) if !bytes.is_empty() => {
+                Ok(Some(TrieAccount::decode(&mut bytes.as_slice())?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The storage slot as it was after block `number`.
+    pub fn storage_at(
+        &self,
+        address: &Address,
+        slot: &U256,
+        number: u64,
+    ) -> Result<U256, StoreError> {
+        let table = self.txn.open_table(STORAGE_HISTORY)?;
+        let value = last_at_or_before(&table, &slot_key(address, slot), number)?;
+        Ok(value.map(|v| U256::from_be_slice(&v)).unwrap_or_default())
+    }
+
+    /// Contract code by hash.
+    pub fn code(&self, hash: &B256) -> Result<Option<Bytes>, StoreError> {
+        let table = self.txn.open_table(CODE)?;
+        Ok(table
+            .get(hash.as_slice())?
+            .map(|v| Bytes::copy_from_slice(v.value())))
+    }
+}
+
+/// The newest history entry of `prefix` written at or before block `number`.
+fn last_at_or_before(
+    table: &redb::ReadOnlyTable<&[u8], &[u8]>,
+    prefix: &[u8],
+    number: u64,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let start = history_key(prefix, 0);
+    let end = history_key(prefix, number);
+    let mut range = table.range(start.as_slice()..=end.as_slice())?;
+    match range.next_back() {
+        Some(entry) => Ok(Some(entry?.1.value().to_vec())),
+        None => Ok(None),
+    }
+}
+
+impl NodeReader for StoreReader {
+    fn node(&self, hash: &B256) -> Result<Option<Vec<u8>>, TrieError> {
+        let table = self.txn.open_table(TRIE_NODES).map_err(StoreError::from)?;
+        let value = table.get(hash.as_slice()).map_err(StoreError::from)?;
+        Ok(value.map(|v| v.value().to_vec()))
+    }
+}
+
+/// Encodes a value for [`Store::check_chain`].
+pub fn chain_identity(genesis_hash: B256, chain_id: u64) -> Vec<u8> {
+    let mut out = genesis_hash.to_vec();
+    chain_id.encode(&mut out);
+    out
+}

@@ -1,0 +1,174 @@
+//! Checks a raw transaction must pass before it enters the pool. Each failure carries the
+//! message Ethereum clients and libraries match on (geth's wording).
+
+use alloy_consensus::{Transaction, TxEnvelope, transaction::SignerRecoverable};
+use alloy_eips::eip2718::Decodable2718;
+use alloy_primitives::{Address, U256};
+use revm::context_interface::cfg::gas::calculate_initial_tx_gas_for_tx;
+
+use crate::evm::{SPEC, tx_env};
+
+/// Largest accepted encoded transaction (geth's default).
+pub const MAX_TX_SIZE: usize = 128 * 1024;
+/// Largest init code of a contract creation (EIP-3860).
+pub const MAX_INITCODE_SIZE: usize = 2 * 24_576;
+
+/// Why a transaction was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TxError {
+    /// Larger than [`MAX_TX_SIZE`].
+    #[error("oversized data: transaction size {0}, limit {MAX_TX_SIZE}")]
+    Oversized(usize),
+    /// Not a valid EIP-2718 transaction.
+    #[error("failed to decode signed transaction: {0}")]
+    Decode(String),
+    /// A transaction type the chain does not accept.
+    #[error("transaction type not supported: {0}")]
+    UnsupportedType(String),
+    /// A legacy transaction without EIP-155 replay protection.
+    #[error("only replay-protected (EIP-155) transactions allowed over RPC")]
+    Unprotected,
+    /// Signed for another chain.
+    #[error("invalid chain id for signer: have {have}, want {want}")]
+    WrongChainId {
+        /// The transaction's chain id.
+        have: u64,
+        /// This chain's id.
+        want: u64,
+    },
+    /// The signature does not recover to a sender.
+    #[error("invalid sender: {0}")]
+    InvalidSignature(String),
+    /// Gas limit above the block gas limit.
+    #[error("exceeds block gas limit: tx gas {gas}, block gas limit {limit}")]
+    GasLimitTooHigh {
+        /// The transaction's gas limit.
+        gas: u64,
+        /// The block gas limit.
+        limit: u64,
+    },
+    /// Gas limit below the intrinsic cost.
+    #[error("intrinsic gas too low: have {have}, want {want}")]
+    IntrinsicGasTooLow {
+        /// The transaction's gas limit.
+        have: u64,
+        /// The intrinsic gas (or the EIP-7623 floor).
+        want: u64,
+    },
+    /// Priority fee above the fee cap.
+    #[error("max priority fee per gas higher than max fee per gas")]
+    TipAboveFeeCap,
+    /// Init code above [`MAX_INITCODE_SIZE`].
+    #[error("max initcode size exceeded: code size {0}, limit {MAX_INITCODE_SIZE}")]
+    InitcodeTooLarge(usize),
+    /// An EIP-7702 transaction without authorizations.
+    #[error("EIP-7702 transaction with empty auth list")]
+    EmptyAuthorizationList,
+    /// Nonce below the account's.
+    #[error("nonce too low: next nonce {expected}, tx nonce {got}")]
+    NonceTooLow {
+        /// The account's nonce.
+        expected: u64,
+        /// The transaction's nonce.
+        got: u64,
+    },
+    /// The sender cannot pay the maximum cost.
+    #[error(
+        "insufficient funds for gas * price + value: balance {balance}, tx cost {cost}, overshot {overshot}"
+    )]
+    InsufficientFunds {
+        /// The sender's balance.
+        balance: U256,
+        /// gas limit * fee cap + value.
+        cost: U256,
+        /// How much is missing.
+        overshot: U256,
+    },
+}
+
+/// A decoded transaction that passed the stateless checks.
+#[derive(Debug, Clone)]
+pub struct CheckedTx {
+    /// The transaction.
+    pub tx: TxEnvelope,
+    /// Its recovered sender.
+    pub sender: Address,
+}
+
+/// Decodes a raw transaction and runs the checks that need no state.
+pub fn check_raw(raw: &[u8], chain_id: u64, block_gas_limit: u64) -> Result<CheckedTx, TxError> {
+    if raw.len() > MAX_TX_SIZE {
+        return Err(TxError::Oversized(raw.len()));
+    }
+    let tx = TxEnvelope::decode_2718_exact(raw).map_err(|e| TxError::Decode(e.to_string()))?;
+    if tx.is_eip4844() {
+        return Err(TxError::UnsupportedType(
+            "blob transactions (EIP-4844) are not accepted".into(),
+        ));
+    }
+    match tx.chain_id() {
+        None => return Err(TxError::Unprotected),
+        Some(have) if have != chain_id => {
+            return Err(TxError::WrongChainId {
+                have,
+                want: chain_id,
+            });
+        }
+        Some(_) => {}
+    }
+    let sender = tx
+        .recover_signer()
+        .map_err(|e| TxError::InvalidSignature(e.to_string()))?;
+    if tx.gas_limit() > block_gas_limit {
+        return Err(TxError::GasLimitTooHigh {
+            gas: tx.gas_limit(),
+            limit: block_gas_limit,
+        });
+    }
+    if tx
+        .max_priority_fee_per_gas()
+        .is_some_and(|tip| tip > tx.max_fee_per_gas())
+    {
+        return Err(TxError::TipAboveFeeCap);
+    }
+    if tx.kind().is_create() && tx.input().len() > MAX_INITCODE_SIZE {
+        return Err(TxError::InitcodeTooLarge(tx.input().len()));
+    }
+    if tx.authorization_list().is_some_and(<[_]>::is_empty) {
+        return Err(TxError::EmptyAuthorizationList);
+    }
+    let want = intrinsic_gas(&tx, sender);
+    if tx.gas_limit() < want {
+        return Err(TxError::IntrinsicGasTooLow {
+            have: tx.gas_limit(),
+            want,
+        });
+    }
+    Ok(CheckedTx { tx, sender })
+}
+
+/// The least gas a transaction must be given: its intrinsic cost, or the EIP-7623 calldata floor
+/// when that is higher.
+pub fn intrinsic_gas(tx: &TxEnvelope, sender: Address) -> u64 {
+    let gas = calculate_initial_tx_gas_for_tx(tx_env(tx, sender), SPEC, None);
+    (gas.initial_regular_gas + gas.initial_state_gas).max(gas.floor_gas)
+}
+
+/// Checks a transaction against its sender's account: nonce and balance.
+pub fn check_account(tx: &TxEnvelope, nonce: u64, balance: U256) -> Result<(), TxError> {
+    if tx.nonce() < nonce {
+        return Err(TxError::NonceTooLow {
+            expected: nonce,
+            got: tx.nonce(),
+        });
+    }
+    let cost = U256::from(tx.gas_limit()) * U256::from(tx.max_fee_per_gas()) + tx.value();
+    if cost > balance {
+        return Err(TxError::InsufficientFunds {
+            balance,
+            cost,
+            overshot: cost - balance,
+        });
+    }
+    Ok(())
+}

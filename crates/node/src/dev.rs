@@ -1,0 +1,165 @@
+//! `openledger dev`: the embedded default. A single-node chain with an embedded store and the
+//! JSON-RPC server on loopback, ready in seconds.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use clap::Args;
+use openledger_chain::{Chain, ChainConfig, Store, mempool::PoolLimits, miner};
+use openledger_primitives::{Genesis, format_open};
+use openledger_rpc::RpcConfig;
+
+use crate::{
+    accounts::{DERIVATION_PATH, DEV_MNEMONIC, DevAccount, dev_accounts},
+    datadir::{DataDir, default_datadir},
+};
+
+/// Chain id of the dev chain when no genesis file is given.
+pub const DEV_CHAIN_ID: u64 = 1_612_1337;
+
+/// Options of `openledger dev`.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Data directory (created if missing). Restarting on the same directory resumes the chain.
+    /// [default: <user data dir>/openledger/dev]
+    #[arg(long, value_name = "DIR")]
+    datadir: Option<PathBuf>,
+    /// JSON-RPC listen address, for HTTP and WebSocket alike.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8545")]
+    rpc_addr: SocketAddr,
+    /// Seconds between blocks; 0 seals a block as soon as a transaction arrives.
+    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+    block_time: f64,
+    /// Genesis file (JSON) instead of the built-in dev genesis.
+    #[arg(long, value_name = "FILE")]
+    genesis: Option<PathBuf>,
+    /// Number of dev accounts to derive, print and fund (built-in genesis only).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
+    accounts: u32,
+}
+
+/// Runs the dev node until Ctrl-C or SIGTERM.
+pub fn run(args: DevArgs) -> anyhow::Result<()> {
+    if !(args.block_time.is_finite() && args.block_time >= 0.0) {
+        anyhow::bail!("--block-time must be a non-negative number of seconds");
+    }
+    let accounts = dev_accounts(args.accounts)?;
+    let genesis = match &args.genesis {
+        Some(path) => Genesis::load(path)?,
+        None => Genesis::dev(
+            DEV_CHAIN_ID,
+            &accounts.iter().map(|a| a.address).collect::<Vec<_>>(),
+        ),
+    };
+    let datadir_path = args
+        .datadir
+        .clone()
+        .unwrap_or_else(|| default_datadir("dev"));
+    let datadir = DataDir::open(&datadir_path)?;
+    let store = Store::open(&datadir.chain_db()).with_context(|| {
+        format!(
+            "cannot open the chain store in {}",
+            datadir.path().display()
+        )
+    })?;
+    let config = ChainConfig {
+        genesis,
+        modules: openledger_protocol::modules(),
+        pool: PoolLimits::default(),
+    };
+    let chain = Arc::new(Chain::open(store, config)?);
+
+    let datadir_shown = datadir.path().to_path_buf();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let rpc_config = RpcConfig {
+            addr: args.rpc_addr,
+            accounts: accounts.iter().map(|a| a.address).collect(),
+            ..RpcConfig::default()
+        };
+        let server = openledger_rpc::start(chain.clone(), rpc_config)
+            .await
+            .with_context(|| format!("cannot serve JSON-RPC on {}", args.rpc_addr))?;
+        print_banner(&chain, &accounts, &args, &datadir_shown, server.local_addr);
+        let block_time = Duration::from_secs_f64(args.block_time);
+        let producer = tokio::spawn(miner::run(chain.clone(), block_time));
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        producer.abort();
+        server.stop().await;
+        anyhow::Ok(())
+    })?;
+    drop(datadir);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn print_banner(
+    chain: &Chain,
+    accounts: &[DevAccount],
+    args: &DevArgs,
+    datadir: &std::path::Path,
+    addr: SocketAddr,
+) {
+    let genesis = chain.genesis();
+    let head = chain.head();
+    let mut out = String::new();
+    out.push_str(&format!(
+        "\nOpenLedger dev node v{}\n\n",
+        env!("CARGO_PKG_VERSION")
+    ));
+    out.push_str(&format!("Chain id        {}\n", chain.chain_id()));
+    out.push_str(&format!(
+        "Head block      {} ({})\n",
+        head.header.number, head.hash
+    ));
+    out.push_str(&format!(
+        "Genesis supply  {} OPEN\n",
+        format_open(genesis.total_supply())
+    ));
+    let block_time = if args.block_time == 0.0 {
+        "on each transaction".to_string()
+    } else {
+        format!("{}s", args.block_time)
+    };
+    out.push_str(&format!("Block time      {block_time}\n"));
+    out.push_str(&format!("Data directory  {}\n\n", datadir.display()));
+    if args.genesis.is_none() {
+        out.push_str("Available accounts\n==================\n");
+        for (i, account) in accounts.iter().enumerate() {
+            let balance = chain
+                .balance_at(&account.address, head.header.number)
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "({i}) {} ({} OPEN)\n",
+                account.address,
+                format_open(balance)
+            ));
+        }
+        out.push_str("\nPrivate keys\n==================\n");
+        for (i, account) in accounts.iter().enumerate() {
+            out.push_str(&format!("({i}) {}\n", account.key));
+        }
+        out.push_str(&format!(
+            "\nMnemonic:        {DEV_MNEMONIC}\nDerivation path: {DERIVATION_PATH}<index>\n\n"
+        ));
+    }
+    out.push_str(&format!("Listening on http://{addr} and ws://{addr}\n"));
+    println!("{out}");
+}

@@ -1,0 +1,45 @@
+//! `openledger`: the OpenLedger node, in one binary.
+
+mod accounts;
+mod datadir;
+mod dev;
+
+use clap::{Parser, Subcommand};
+
+/// OpenLedger: the blockchain built for AI, with OPEN as gas.
+#[derive(Debug, Parser)]
+#[command(name = "openledger", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a single-node development chain with prefunded accounts.
+    Dev(dev::DevArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Dev(args) => dev::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OPENLEDGER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,jsonrpsee=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

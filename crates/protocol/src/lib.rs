@@ -1,0 +1,18 @@
+//! OpenLedger's native protocol modules.
+//!
+//! Each module is a stateful precompile at a fixed address (see
+//! [`openledger_primitives::addresses`]) with a Solidity interface in `abi/` and a JSON ABI
+//! generated from it, so any Ethereum tool or contract can call it.
+
+pub mod abi;
+pub mod treasury;
+
+use std::sync::Arc;
+
+use openledger_chain::{Modules, NativeModule};
+
+/// Every module the node runs.
+pub fn modules() -> Modules {
+    let all: Vec<Arc<dyn NativeModule>> = vec![Arc::new(treasury::Treasury)];
+    Modules::new(all)
+}

@@ -1,0 +1,125 @@
+//! `eth_subscribe` over WebSocket: `newHeads`, `logs` and `newPendingTransactions`.
+
+use std::sync::Arc;
+
+use alloy_rpc_types_eth::{Filter, Log};
+use jsonrpsee::{
+    PendingSubscriptionSink, SubscriptionSink,
+    core::SubscriptionResult,
+    types::{ErrorObjectOwned, Params},
+};
+use openledger_chain::{BlockInfo, ChainEvent};
+use serde::Serialize;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::{
+    convert::{TxLocation, rpc_header, rpc_log, rpc_transaction},
+    server::RpcContext,
+};
+
+enum Topic {
+    NewHeads,
+    Logs(Box<Filter>),
+    PendingTransactions { full: bool },
+}
+
+fn parse(params: &Params<'_>) -> Result<Topic, ErrorObjectOwned> {
+    let mut seq = params.sequence();
+    let name: String = seq.next()?;
+    match name.as_str() {
+        "newHeads" => Ok(Topic::NewHeads),
+        "logs" => Ok(Topic::Logs(Box::new(
+            seq.optional_next::<Filter>()?.unwrap_or_default(),
+        ))),
+        "newPendingTransactions" => Ok(Topic::PendingTransactions {
+            full: seq.optional_next::<bool>()?.unwrap_or(false),
+        }),
+        other => Err(ErrorObjectOwned::owned(
+            -32602,
+            format!("unsupported subscription: {other}"),
+            None::<()>,
+        )),
+    }
+}
+
+/// Serves one `eth_subscribe` until the client unsubscribes or disconnects.
+pub async fn subscribe(
+    params: Params<'static>,
+    pending: PendingSubscriptionSink,
+    ctx: Arc<RpcContext>,
+) -> SubscriptionResult {
+    let topic = match parse(&params) {
+        Ok(topic) => topic,
+        Err(e) => {
+            pending.reject(e).await;
+            return Ok(());
+        }
+    };
+    let mut events = ctx.api.chain().subscribe();
+    let sink = pending.accept().await?;
+    loop {
+        let event = tokio::select! {
+            _ = sink.closed() => return Ok(()),
+            event = events.recv() => event,
+        };
+        let event = match event {
+            Ok(event) => event,
+            Err(RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "subscriber lagging; events skipped");
+                continue;
+            }
+            Err(RecvError::Closed) => return Ok(()),
+        };
+        match (&topic, event) {
+            (Topic::NewHeads, ChainEvent::Block(block)) => {
+                send(
+                    &sink,
+                    &rpc_header(block.header.header.clone(), block.header.hash),
+                )
+                .await?;
+            }
+            (Topic::Logs(filter), ChainEvent::Block(block)) => {
+                for log in block_logs(&block)
+                    .into_iter()
+                    .filter(|l| filter.matches(&l.inner))
+                {
+                    send(&sink, &log).await?;
+                }
+            }
+            (Topic::PendingTransactions { full }, ChainEvent::PendingTransaction(hash)) => {
+                if !full {
+                    send(&sink, &hash).await?;
+                } else if let Some(pooled) = ctx.api.chain().pooled(&hash) {
+                    send(
+                        &sink,
+                        &rpc_transaction((*pooled.tx).clone(), pooled.sender, None),
+                    )
+                    .await?;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn send(sink: &SubscriptionSink, value: &impl Serialize) -> SubscriptionResult {
+    let raw = serde_json::value::to_raw_value(value)?;
+    sink.send(raw).await?;
+    Ok(())
+}
+
+/// The logs of a freshly committed block.
+pub fn block_logs(block: &BlockInfo) -> Vec<Log> {
+    let header = &block.header;
+    let mut out = Vec::new();
+    for (index, ((tx_hash, _, _), receipt)) in
+        block.transactions.iter().zip(&block.receipts).enumerate()
+    {
+        let at = TxLocation::new(&header.header, header.hash, index as u64);
+        for log in receipt.logs() {
+            let log_index = out.len() as u64;
+            out.push(rpc_log(log.clone(), at, *tx_hash, log_index));
+        }
+    }
+    out
+}
