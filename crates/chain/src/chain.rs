@@ -256,7 +256,7 @@ impl Chain {
         };
         let state = StateAt::new(&reader, parent.header.number, parent.header.number);
         let mut executor = BlockExecutor::new(
-            state,
+            Overlay::new(state),
             self.cfg.clone(),
             block_env(&params),
             &self.modules,

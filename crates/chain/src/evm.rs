@@ -144,16 +144,16 @@ pub struct BlockExecutor<S: StateReader> {
 }
 
 impl<S: StateReader> BlockExecutor<S> {
-    /// An executor on top of `state` for the block described by `block`.
+    /// An executor applying the block described by `block` on top of `state`.
     pub fn new(
-        state: S,
+        state: Overlay<S>,
         cfg: CfgEnv,
         block: BlockEnv,
         modules: &Modules,
         fees: FeeRouting,
     ) -> Self {
         Self {
-            evm: build_evm(Overlay::new(state), cfg, block, modules),
+            evm: build_evm(state, cfg, block, modules),
             fees,
             cumulative_gas: 0,
         }
@@ -171,21 +171,32 @@ impl<S: StateReader> BlockExecutor<S> {
 
     /// Executes `tx` from `sender` and commits its changes to the block's state.
     pub fn execute(&mut self, tx: &TxEnvelope, sender: Address) -> Result<Executed, TxRejected> {
-        let remaining = self.evm.ctx.block.gas_limit - self.cumulative_gas;
-        if tx.gas_limit() > remaining {
+        self.execute_env(tx_env(tx, sender))
+    }
+
+    /// Executes an already converted transaction (the state-test harness builds these directly).
+    pub fn execute_env(&mut self, env: TxEnv) -> Result<Executed, TxRejected> {
+        let remaining = self
+            .evm
+            .ctx
+            .block
+            .gas_limit
+            .saturating_sub(self.cumulative_gas);
+        if env.gas_limit > remaining {
             return Err(TxRejected::BlockFull {
-                gas: tx.gas_limit(),
+                gas: env.gas_limit,
                 remaining,
             });
         }
-        let out = self.evm.transact(tx_env(tx, sender))?;
+        let tx_type = TxType::try_from(env.tx_type).unwrap_or(TxType::Legacy);
+        let out = self.evm.transact(env)?;
         let result = out.result;
         revm::DatabaseCommit::commit(self.db_mut(), out.state);
         let gas_used = result.tx_gas_used();
         self.route_base_fee(gas_used)?;
         self.cumulative_gas += gas_used;
         let logs: Vec<Log> = result.logs().to_vec();
-        let receipt = build_receipt(tx.tx_type(), result.is_success(), self.cumulative_gas, logs);
+        let receipt = build_receipt(tx_type, result.is_success(), self.cumulative_gas, logs);
         Ok(Executed {
             gas_used,
             result,

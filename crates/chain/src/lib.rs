@@ -15,6 +15,7 @@ pub mod mempool;
 pub mod miner;
 pub mod modules;
 pub mod state;
+pub mod statetest;
 pub mod store;
 pub mod trie;
 pub mod validation;

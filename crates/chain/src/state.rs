@@ -105,6 +105,18 @@ pub struct StateDiff {
     pub nodes: Vec<(B256, Vec<u8>)>,
 }
 
+/// revm's view of a stored account. The code is left out (`None`) so that revm fetches it by
+/// hash; revm's own default would claim the account has empty code.
+fn info_of(account: &TrieAccount) -> AccountInfo {
+    AccountInfo {
+        balance: account.balance,
+        nonce: account.nonce,
+        code_hash: account.code_hash,
+        code: None,
+        ..Default::default()
+    }
+}
+
 /// Changes made on top of a [`StateReader`], as a revm database.
 ///
 /// revm reads through it and commits each transaction's changes into it; nothing reaches the
@@ -116,6 +128,8 @@ pub struct Overlay<S> {
     storage: HashMap<Address, HashMap<U256, U256>>,
     wiped: BTreeSet<Address>,
     codes: HashMap<B256, Bytecode>,
+    /// EIP-161: touched empty accounts are deleted (every fork since Spurious Dragon).
+    state_clear: bool,
 }
 
 impl<S: StateReader> Overlay<S> {
@@ -127,7 +141,14 @@ impl<S: StateReader> Overlay<S> {
             storage: HashMap::default(),
             wiped: BTreeSet::new(),
             codes: HashMap::default(),
+            state_clear: true,
         }
+    }
+
+    /// Keeps touched empty accounts, as forks before Spurious Dragon did (state tests only).
+    pub fn without_state_clear(mut self) -> Self {
+        self.state_clear = false;
+        self
     }
 
     /// The state this overlay changes.
@@ -140,12 +161,7 @@ impl<S: StateReader> Overlay<S> {
         if let Some(info) = self.accounts.get(address) {
             return Ok(info.clone());
         }
-        Ok(self.base.account(address)?.map(|a| AccountInfo {
-            balance: a.balance,
-            nonce: a.nonce,
-            code_hash: a.code_hash,
-            ..Default::default()
-        }))
+        Ok(self.base.account(address)?.as_ref().map(info_of))
     }
 
     /// Adds `amount` to an account's balance outside the EVM (fee routing, genesis).
@@ -169,12 +185,12 @@ impl<S: StateReader> Overlay<S> {
         if !code.is_empty() {
             self.codes.insert(code_hash, Bytecode::new_raw(code));
         }
-        let info = AccountInfo {
-            balance,
+        let info = info_of(&TrieAccount::new(
             nonce,
+            balance,
+            EMPTY_ROOT_HASH,
             code_hash,
-            ..Default::default()
-        };
+        ));
         self.accounts.insert(address, Some(info));
     }
 
@@ -197,7 +213,7 @@ impl<S: StateReader> Overlay<S> {
             self.storage.remove(&address);
             self.wiped.insert(address);
         }
-        if account.is_empty() {
+        if self.state_clear && account.is_empty() {
             // EIP-161: touched empty accounts are removed.
             self.accounts.insert(address, None);
             return;
@@ -240,12 +256,7 @@ impl<S: StateReader> Overlay<S> {
             let old = self.base.account(&address)?;
             let info = match self.accounts.get(&address) {
                 Some(info) => info.clone(),
-                None => old.map(|a| AccountInfo {
-                    balance: a.balance,
-                    nonce: a.nonce,
-                    code_hash: a.code_hash,
-                    ..Default::default()
-                }),
+                None => old.as_ref().map(info_of),
             };
             let wiped = self.wiped.contains(&address);
             let account = match info {

@@ -3,6 +3,7 @@
 mod accounts;
 mod datadir;
 mod dev;
+mod statetest;
 
 use clap::{Parser, Subcommand};
 
@@ -18,6 +19,8 @@ struct Cli {
 enum Command {
     /// Run a single-node development chain with prefunded accounts.
     Dev(dev::DevArgs),
+    /// Run Ethereum GeneralStateTests JSON files through the chain's execution.
+    Statetest(statetest::StateTestArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -25,6 +28,7 @@ fn main() -> std::process::ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Dev(args) => dev::run(args),
+        Command::Statetest(args) => statetest::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

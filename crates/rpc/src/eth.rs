@@ -232,7 +232,8 @@ impl EthApi {
     pub fn call(&self, request: TransactionRequest, id: Option<BlockId>) -> RpcResult<Bytes> {
         let (reader, head) = self.reader()?;
         let number = self.resolve(&reader, head, id.unwrap_or_default())?;
-        let gas_cap = self.config.call_gas_cap;
+        let block_gas = reader.header(number)?.map_or(0, |h| h.gas_limit);
+        let gas_cap = self.config.call_gas_cap.min(block_gas);
         let env = call_env(request, gas_cap)?;
         call_output(self.chain.call(env, number)?)
     }
@@ -271,7 +272,12 @@ impl EthApi {
                 )));
             }
         };
-        let mut lo = used.saturating_sub(1);
+        // Plain transfers and calls without refunds or 63/64 reservations need exactly what
+        // they used.
+        if used < hi && run(used, &mut env)?.is_success() {
+            return Ok(used);
+        }
+        let mut lo = used;
         let optimistic = (used + 2_300) * 64 / 63;
         if optimistic < hi {
             if run(optimistic, &mut env)?.is_success() {

@@ -108,6 +108,36 @@ async fn send(sink: &SubscriptionSink, value: &impl Serialize) -> SubscriptionRe
     Ok(())
 }
 
+/// Subscription ids in the form Ethereum clients expect: `0x` and 32 hex digits (geth's form;
+/// web3.py rejects numeric ids). Unique per server: a counter mixed with the server's start time.
+#[derive(Debug)]
+pub struct HexIdProvider {
+    seed: [u8; 16],
+    counter: std::sync::atomic::AtomicU64,
+}
+
+impl Default for HexIdProvider {
+    fn default() -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        Self {
+            seed: nanos.to_be_bytes(),
+            counter: Default::default(),
+        }
+    }
+}
+
+impl jsonrpsee::core::traits::IdProvider for HexIdProvider {
+    fn next_id(&self) -> jsonrpsee::types::SubscriptionId<'static> {
+        let n = self
+            .counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let hash = alloy_primitives::keccak256([self.seed.as_slice(), &n.to_be_bytes()].concat());
+        format!("0x{}", alloy_primitives::hex::encode(&hash[..16])).into()
+    }
+}
+
 /// The logs of a freshly committed block.
 pub fn block_logs(block: &BlockInfo) -> Vec<Log> {
     let header = &block.header;

@@ -61,6 +61,7 @@ pub async fn start(chain: Arc<Chain>, config: RpcConfig) -> std::io::Result<RpcS
         .max_response_body_size(config.max_response_bytes)
         .max_connections(config.max_connections)
         .set_batch_request_config(BatchRequestConfig::Limit(config.max_batch))
+        .set_id_provider(pubsub::HexIdProvider::default())
         .build();
     let cors = CorsLayer::new()
         .allow_origin(Any)

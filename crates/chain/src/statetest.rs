@@ -1,0 +1,240 @@
+//! The conformance harness: runs Ethereum's GeneralStateTests through the chain's own execution,
+//! store and state-root code, each case under the fork it names.
+//!
+//! State tests follow Ethereum's rules, not OpenLedger's: the base fee is burned and the
+//! coinbase comes from the test's environment, so the state roots can match the vectors.
+
+use std::path::{Path, PathBuf};
+
+use alloy_primitives::{B256, Bytes, U256, keccak256};
+use alloy_rlp::Encodable;
+use alloy_trie::TrieAccount;
+use revm::{
+    context::CfgEnv,
+    statetest_types::{SpecName, TestSuite, TestUnit},
+};
+
+use crate::{
+    evm::{BlockExecutor, FeeRouting, TxRejected},
+    modules::Modules,
+    state::{Overlay, StateAt, StateReader},
+    store::{BlockWrite, Store, StoreError, StoreReader, StoredBody},
+    trie::EMPTY_ROOT_HASH,
+};
+
+/// The outcome of one test case (a test, a fork, one combination of data, gas and value).
+#[derive(Debug, Clone)]
+pub struct CaseResult {
+    /// `file::test[fork/d/g/v]`.
+    pub name: String,
+    /// `None` when it passed; otherwise what differed.
+    pub failure: Option<String>,
+}
+
+/// Collects the JSON files under `paths` (files or folders, recursively), sorted.
+pub fn collect_files(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?
+                .map(|e| e.map(|e| e.path()))
+                .collect::<Result<_, _>>()?;
+            entries.sort();
+            out.extend(collect_files(&entries)?);
+        } else if path.extension().is_some_and(|e| e == "json") {
+            out.push(path.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Runs every case in one state-test file.
+pub fn run_file(path: &Path) -> Vec<CaseResult> {
+    let file = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let suite: TestSuite = match std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()))
+    {
+        Ok(suite) => suite,
+        Err(e) => {
+            return vec![CaseResult {
+                name: file,
+                failure: Some(format!("unreadable: {e}")),
+            }];
+        }
+    };
+    let mut results = Vec::new();
+    for (test_name, unit) in &suite.0 {
+        for (spec, cases) in &unit.post {
+            if matches!(
+                spec,
+                SpecName::Unknown
+                    | SpecName::Constantinople
+                    | SpecName::ByzantiumToConstantinopleAt5
+            ) {
+                continue;
+            }
+            for case in cases {
+                let i = &case.indexes;
+                let name = format!(
+                    "{file}::{test_name}[{spec:?}/d{}/g{}/v{}]",
+                    i.data, i.gas, i.value
+                );
+                let failure = run_case(unit, spec, case).err();
+                results.push(CaseResult { name, failure });
+            }
+        }
+    }
+    results
+}
+
+/// State tests define `BLOCKHASH(n)` as keccak256 of the decimal number.
+struct TestState<'a>(StateAt<'a>);
+
+impl StateReader for TestState<'_> {
+    fn account(
+        &self,
+        address: &alloy_primitives::Address,
+    ) -> Result<Option<TrieAccount>, StoreError> {
+        self.0.account(address)
+    }
+    fn storage(
+        &self,
+        address: &alloy_primitives::Address,
+        slot: &U256,
+    ) -> Result<U256, StoreError> {
+        self.0.storage(address, slot)
+    }
+    fn code(&self, hash: &B256) -> Result<Option<Bytes>, StoreError> {
+        self.0.code(hash)
+    }
+    fn block_hash(&self, number: u64) -> Result<B256, StoreError> {
+        Ok(keccak256(number.to_string()))
+    }
+}
+
+fn run_case(
+    unit: &TestUnit,
+    spec: &SpecName,
+    case: &revm::statetest_types::Test,
+) -> Result<(), String> {
+    let store = Store::in_memory().map_err(|e| e.to_string())?;
+    let pre_root = write_pre_state(&store, unit)?;
+    let reader = store.reader().map_err(|e| e.to_string())?;
+    let spec_id = spec.to_spec_id();
+    let mut cfg = CfgEnv::new_with_spec(spec_id);
+    cfg.chain_id = unit.env.current_chain_id.map_or(1, |id| id.saturating_to());
+    let block = unit.block_env(&mut cfg);
+    let expect_exception = case.expect_exception.is_some();
+    let tx = match case.tx_env(unit) {
+        Ok(tx) => tx,
+        Err(_) if expect_exception => return Ok(()),
+        Err(e) => return Err(format!("cannot build transaction: {e}")),
+    };
+    let mut overlay = Overlay::new(TestState(StateAt::new(&reader, 0, 0)));
+    if !spec_id.is_enabled_in(revm::primitives::hardfork::SpecId::SPURIOUS_DRAGON) {
+        overlay = overlay.without_state_clear();
+    }
+    let fees = FeeRouting {
+        base_fee_recipient: None,
+    };
+    let mut executor = BlockExecutor::new(overlay, cfg, block, &Modules::default(), fees);
+    let logs = match executor.execute_env(tx) {
+        Ok(executed) if expect_exception => {
+            return Err(format!(
+                "expected exception {:?}, got {:?}",
+                case.expect_exception, executed.result
+            ));
+        }
+        Ok(executed) => executed.result.into_logs(),
+        Err(TxRejected::Invalid(_)) | Err(TxRejected::BlockFull { .. }) if expect_exception => {
+            return check_root(pre_root, case.hash);
+        }
+        Err(e) => return Err(format!("transaction rejected: {e}")),
+    };
+    let diff = executor
+        .finish()
+        .into_diff(pre_root, &reader)
+        .map_err(|e| e.to_string())?;
+    let mut encoded = Vec::new();
+    logs.encode(&mut encoded);
+    let logs_hash = keccak256(&encoded);
+    if logs_hash != case.logs {
+        return Err(format!("logs hash {logs_hash} != expected {}", case.logs));
+    }
+    check_root(diff.state_root, case.hash).map_err(|e| format!("{e}{}", explain(&diff, unit, case)))
+}
+
+/// Names the first account whose balance or nonce differs from the expected post-state.
+fn explain(
+    diff: &crate::state::StateDiff,
+    unit: &TestUnit,
+    case: &revm::statetest_types::Test,
+) -> String {
+    for (address, expected) in &case.post_state {
+        let got = match diff.accounts.iter().find(|(a, _)| a == address) {
+            Some((_, account)) => account.map(|a| (a.balance, a.nonce)),
+            None => unit.pre.get(address).map(|a| (a.balance, a.nonce)),
+        };
+        if got != Some((expected.balance, expected.nonce)) {
+            return format!(
+                " ({address}: got {got:?}, expected balance {} nonce {})",
+                expected.balance, expected.nonce
+            );
+        }
+    }
+    let extra: Vec<_> = diff
+        .accounts
+        .iter()
+        .filter(|(a, acc)| acc.is_some() && !case.post_state.contains_key(a))
+        .map(|(a, _)| a.to_string())
+        .collect();
+    if extra.is_empty() {
+        String::new()
+    } else {
+        format!(" (unexpected accounts {extra:?})")
+    }
+}
+
+fn check_root(got: B256, want: B256) -> Result<(), String> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!("state root {got} != expected {want}"))
+    }
+}
+
+/// Commits the test's pre-state as block 0 and returns its state root.
+fn write_pre_state(store: &Store, unit: &TestUnit) -> Result<B256, String> {
+    let reader: StoreReader = store.reader().map_err(|e| e.to_string())?;
+    let mut overlay = Overlay::new(StateAt::new(&reader, 0, 0));
+    for (address, account) in &unit.pre {
+        overlay.set_account(
+            *address,
+            account.balance,
+            account.nonce,
+            account.code.clone(),
+        );
+        for (slot, value) in &account.storage {
+            overlay.set_storage(*address, *slot, *value);
+        }
+    }
+    let diff = overlay
+        .into_diff(EMPTY_ROOT_HASH, &reader)
+        .map_err(|e| e.to_string())?;
+    let header = alloy_consensus::Header::default();
+    store
+        .write_block(BlockWrite {
+            header: &header,
+            hash: B256::ZERO,
+            body: &StoredBody::default(),
+            tx_hashes: &[],
+            receipts: &[],
+            diff: &diff,
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(diff.state_root)
+}

@@ -1,0 +1,88 @@
+"""Starts a fresh `openledger dev` node for the end-to-end tests and stops it afterwards."""
+
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from web3 import Web3
+
+ROOT = Path(__file__).resolve().parents[3]
+BINARY = Path(os.environ.get("OPENLEDGER_BIN", ROOT / "target" / "debug" / "openledger"))
+ARTIFACTS = Path(os.environ.get("OPENLEDGER_CONTRACTS", ROOT / "target" / "e2e" / "contracts.json"))
+
+# The first keys of the standard test mnemonic; `openledger dev` funds them.
+DEV_KEYS = [
+    "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
+    "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
+    "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Node:
+    """A running dev node on a free port with its own data directory."""
+
+    def __init__(self, block_time: str = "0"):
+        self.datadir = tempfile.TemporaryDirectory(prefix="openledger-e2e-")
+        self.port = free_port()
+        self.log = open(Path(self.datadir.name) / "node.log", "w")
+        self.proc = subprocess.Popen(
+            [str(BINARY), "dev", "--datadir", self.datadir.name, "--rpc-addr", f"127.0.0.1:{self.port}",
+             "--block-time", block_time],
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        self.http_url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}"
+        w3 = Web3(Web3.HTTPProvider(self.http_url, request_kwargs={"timeout": 10}))
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                w3.eth.chain_id
+                return
+            except Exception:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"node did not start; log:\n{self.read_log()}")
+                time.sleep(0.1)
+
+    def read_log(self) -> str:
+        self.log.flush()
+        return (Path(self.datadir.name) / "node.log").read_text()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        self.datadir.cleanup()
+
+
+@pytest.fixture(scope="session")
+def node():
+    n = Node()
+    yield n
+    n.stop()
+
+
+@pytest.fixture(scope="session")
+def w3(node) -> Web3:
+    return Web3(Web3.HTTPProvider(node.http_url, request_kwargs={"timeout": 30}))
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> dict:
+    return json.loads(ARTIFACTS.read_text())
