@@ -19,6 +19,7 @@ pub mod statetest;
 pub mod store;
 pub mod trie;
 pub mod validation;
+pub mod verify;
 
 pub use block::{BlockInfo, SealedHeader};
 pub use chain::{CallError, CallResult, Chain, ChainConfig, ChainError, ChainEvent, SubmitError};

@@ -410,6 +410,35 @@ impl StoreReader {
     }
 }
 
+impl StoreReader {
+    /// Every current account, in address order.
+    pub fn accounts(&self) -> Result<Vec<(Address, TrieAccount)>, StoreError> {
+        let table = self.txn.open_table(ACCOUNTS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (key, value) = entry?;
+            let account = TrieAccount::decode(&mut value.value())?;
+            out.push((Address::from_slice(key.value()), account));
+        }
+        Ok(out)
+    }
+
+    /// Every non-zero current storage slot of `address`.
+    pub fn storage_slots(&self, address: &Address) -> Result<Vec<(U256, U256)>, StoreError> {
+        let table = self.txn.open_table(STORAGE)?;
+        let start = address.as_slice();
+        let mut end = start.to_vec();
+        end.push(0xff);
+        let mut out = Vec::new();
+        for entry in table.range(start..end.as_slice())? {
+            let (key, value) = entry?;
+            let slot = U256::from_be_slice(&key.value()[20..]);
+            out.push((slot, U256::from_be_slice(value.value())));
+        }
+        Ok(out)
+    }
+}
+
 /// The newest history entry of `prefix` written at or before block `number`.
 fn last_at_or_before(
     table: &redb::ReadOnlyTable<&[u8], &[u8]>,

@@ -2,6 +2,7 @@
 
 mod accounts;
 mod datadir;
+mod db;
 mod dev;
 mod statetest;
 
@@ -21,6 +22,8 @@ enum Command {
     Dev(dev::DevArgs),
     /// Run Ethereum GeneralStateTests JSON files through the chain's execution.
     Statetest(statetest::StateTestArgs),
+    /// Inspect and check a data directory.
+    Db(db::DbArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -29,6 +32,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Dev(args) => dev::run(args),
         Command::Statetest(args) => statetest::run(args),
+        Command::Db(args) => db::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
