@@ -127,6 +127,14 @@ fn run_case(
     let spec_id = spec.to_spec_id();
     let mut cfg = CfgEnv::new_with_spec(spec_id);
     cfg.chain_id = unit.env.current_chain_id.map_or(1, |id| id.saturating_to());
+    // The blob limit of a transaction is the block's blob limit of its fork (EIP-4844, EIP-7691).
+    cfg.max_blobs_per_tx = Some(
+        if spec_id.is_enabled_in(revm::primitives::hardfork::SpecId::PRAGUE) {
+            9
+        } else {
+            6
+        },
+    );
     let block = unit.block_env(&mut cfg);
     let expect_exception = case.expect_exception.is_some();
     let tx = match case.tx_env(unit) {

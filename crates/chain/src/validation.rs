@@ -1,10 +1,12 @@
 //! Checks a raw transaction must pass before it enters the pool. Each failure carries the
 //! message Ethereum clients and libraries match on (geth's wording).
 
-use alloy_consensus::{Transaction, TxEnvelope, transaction::SignerRecoverable};
+use alloy_consensus::{Transaction, TxEnvelope, TxType, transaction::SignerRecoverable};
 use alloy_eips::eip2718::Decodable2718;
 use alloy_primitives::{Address, U256};
-use revm::context_interface::cfg::gas::calculate_initial_tx_gas_for_tx;
+use revm::{
+    context_interface::cfg::gas::calculate_initial_tx_gas_for_tx, primitives::hardfork::SpecId,
+};
 
 use crate::evm::{SPEC, tx_env};
 
@@ -61,6 +63,9 @@ pub enum TxError {
     /// Init code above [`MAX_INITCODE_SIZE`].
     #[error("max initcode size exceeded: code size {0}, limit {MAX_INITCODE_SIZE}")]
     InitcodeTooLarge(usize),
+    /// A nonce of 2^64-1 (EIP-2681).
+    #[error("nonce has max value")]
+    NonceMax,
     /// An EIP-7702 transaction without authorizations.
     #[error("EIP-7702 transaction with empty auth list")]
     EmptyAuthorizationList,
@@ -95,35 +100,62 @@ pub struct CheckedTx {
     pub sender: Address,
 }
 
-/// Decodes a raw transaction and runs the checks that need no state.
+/// Decodes a raw transaction and runs the checks that need no state, as the node's RPC applies
+/// them: Ethereum's validity rules under the chain's fork, plus the node's admission policy
+/// (size limit, EIP-155 replay protection required, no blob transactions, block gas limit).
 pub fn check_raw(raw: &[u8], chain_id: u64, block_gas_limit: u64) -> Result<CheckedTx, TxError> {
     if raw.len() > MAX_TX_SIZE {
         return Err(TxError::Oversized(raw.len()));
     }
-    let tx = TxEnvelope::decode_2718_exact(raw).map_err(|e| TxError::Decode(e.to_string()))?;
+    let checked = decode_valid(raw, chain_id, SPEC)?;
+    let tx = &checked.tx;
     if tx.is_eip4844() {
         return Err(TxError::UnsupportedType(
             "blob transactions (EIP-4844) are not accepted".into(),
         ));
     }
-    match tx.chain_id() {
-        None => return Err(TxError::Unprotected),
-        Some(have) if have != chain_id => {
-            return Err(TxError::WrongChainId {
-                have,
-                want: chain_id,
-            });
-        }
-        Some(_) => {}
+    if tx.chain_id().is_none() {
+        return Err(TxError::Unprotected);
     }
-    let sender = tx
-        .recover_signer()
-        .map_err(|e| TxError::InvalidSignature(e.to_string()))?;
     if tx.gas_limit() > block_gas_limit {
         return Err(TxError::GasLimitTooHigh {
             gas: tx.gas_limit(),
             limit: block_gas_limit,
         });
+    }
+    Ok(checked)
+}
+
+/// Decodes a raw transaction and checks Ethereum's stateless validity rules under `spec` for a
+/// network with `chain_id` (what the TransactionTests vectors define).
+pub fn decode_valid(raw: &[u8], chain_id: u64, spec: SpecId) -> Result<CheckedTx, TxError> {
+    let tx = TxEnvelope::decode_2718_exact(raw).map_err(|e| TxError::Decode(e.to_string()))?;
+    let introduced = match tx.tx_type() {
+        TxType::Legacy => SpecId::FRONTIER,
+        TxType::Eip2930 => SpecId::BERLIN,
+        TxType::Eip1559 => SpecId::LONDON,
+        TxType::Eip4844 => SpecId::CANCUN,
+        TxType::Eip7702 => SpecId::PRAGUE,
+    };
+    if !spec.is_enabled_in(introduced) {
+        return Err(TxError::UnsupportedType(format!(
+            "{} before {introduced:?}",
+            tx.tx_type()
+        )));
+    }
+    if let Some(have) = tx.chain_id()
+        && have != chain_id
+    {
+        return Err(TxError::WrongChainId {
+            have,
+            want: chain_id,
+        });
+    }
+    let sender = tx
+        .recover_signer()
+        .map_err(|e| TxError::InvalidSignature(e.to_string()))?;
+    if tx.nonce() == u64::MAX {
+        return Err(TxError::NonceMax);
     }
     if tx
         .max_priority_fee_per_gas()
@@ -131,13 +163,16 @@ pub fn check_raw(raw: &[u8], chain_id: u64, block_gas_limit: u64) -> Result<Chec
     {
         return Err(TxError::TipAboveFeeCap);
     }
-    if tx.kind().is_create() && tx.input().len() > MAX_INITCODE_SIZE {
+    if spec.is_enabled_in(SpecId::SHANGHAI)
+        && tx.kind().is_create()
+        && tx.input().len() > MAX_INITCODE_SIZE
+    {
         return Err(TxError::InitcodeTooLarge(tx.input().len()));
     }
     if tx.authorization_list().is_some_and(<[_]>::is_empty) {
         return Err(TxError::EmptyAuthorizationList);
     }
-    let want = intrinsic_gas(&tx, sender);
+    let want = intrinsic_gas(&tx, sender, spec);
     if tx.gas_limit() < want {
         return Err(TxError::IntrinsicGasTooLow {
             have: tx.gas_limit(),
@@ -149,8 +184,8 @@ pub fn check_raw(raw: &[u8], chain_id: u64, block_gas_limit: u64) -> Result<Chec
 
 /// The least gas a transaction must be given: its intrinsic cost, or the EIP-7623 calldata floor
 /// when that is higher.
-pub fn intrinsic_gas(tx: &TxEnvelope, sender: Address) -> u64 {
-    let gas = calculate_initial_tx_gas_for_tx(tx_env(tx, sender), SPEC, None);
+pub fn intrinsic_gas(tx: &TxEnvelope, sender: Address, spec: SpecId) -> u64 {
+    let gas = calculate_initial_tx_gas_for_tx(tx_env(tx, sender), spec, None);
     (gas.initial_regular_gas + gas.initial_state_gas).max(gas.floor_gas)
 }
 
