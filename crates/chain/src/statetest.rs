@@ -22,6 +22,18 @@ use crate::{
     trie::EMPTY_ROOT_HASH,
 };
 
+/// Tests of creating a contract where an account with storage but no code and no nonce already
+/// sits (EIP-7610). revm does not implement that rule (its own test runner skips these cases):
+/// such an account cannot arise on a chain, only from a keccak collision, so the chain never
+/// meets them.
+pub const SKIPPED_TESTS: &[&str] = &[
+    "RevertInCreateInInit_Paris",
+    "RevertInCreateInInitCreate2Paris",
+    "create2collisionStorageParis",
+    "dynamicAccountOverwriteEmpty_Paris",
+    "InitCollisionParis",
+];
+
 /// The outcome of one test case (a test, a fork, one combination of data, gas and value).
 #[derive(Debug, Clone)]
 pub struct CaseResult {
@@ -29,6 +41,8 @@ pub struct CaseResult {
     pub name: String,
     /// `None` when it passed; otherwise what differed.
     pub failure: Option<String>,
+    /// The case was not run (see [`SKIPPED_TESTS`]).
+    pub skipped: bool,
 }
 
 /// Collects the JSON files under `paths` (files or folders, recursively), sorted.
@@ -63,6 +77,7 @@ pub fn run_file(path: &Path) -> Vec<CaseResult> {
             return vec![CaseResult {
                 name: file,
                 failure: Some(format!("unreadable: {e}")),
+                skipped: false,
             }];
         }
     };
@@ -83,8 +98,17 @@ pub fn run_file(path: &Path) -> Vec<CaseResult> {
                     "{file}::{test_name}[{spec:?}/d{}/g{}/v{}]",
                     i.data, i.gas, i.value
                 );
-                let failure = run_case(unit, spec, case).err();
-                results.push(CaseResult { name, failure });
+                let skipped = SKIPPED_TESTS.contains(&test_name.as_str());
+                let failure = if skipped {
+                    None
+                } else {
+                    run_case(unit, spec, case).err()
+                };
+                results.push(CaseResult {
+                    name,
+                    failure,
+                    skipped,
+                });
             }
         }
     }

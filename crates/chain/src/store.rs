@@ -144,9 +144,7 @@ impl Store {
 
     fn init(db: Database) -> Result<Self, StoreError> {
         let txn = db.begin_write()?;
-        for table in [META] {
-            txn.open_table(table)?;
-        }
+        txn.open_table(META)?;
         for table in [HEADERS, BODIES, RECEIPTS] {
             txn.open_table(table)?;
         }

@@ -205,6 +205,17 @@ fn decimal_to_be_bytes(decimal: &str) -> Vec<u8> {
     bytes
 }
 
+/// Decodes exactly one RLP item spanning all of `bytes`.
+fn decode_exact(bytes: &[u8]) -> Result<(), alloy_rlp::Error> {
+    let mut buf = bytes;
+    decode_item(&mut buf)?;
+    if buf.is_empty() {
+        Ok(())
+    } else {
+        Err(alloy_rlp::Error::UnexpectedLength)
+    }
+}
+
 fn encode_rlp_test_value(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::String(s) => match s.strip_prefix('#') {
@@ -235,16 +246,7 @@ fn rlp_tests_encode_and_reject_invalid_input() {
         for (name, case) in load(&path) {
             let out = hex::decode(case["out"].as_str().unwrap().trim_start_matches("0x")).unwrap();
             let label = format!("{}::{name}", path.file_name().unwrap().to_string_lossy());
-            let decoded = {
-                let mut buf = out.as_slice();
-                decode_item(&mut buf).and_then(|()| {
-                    if buf.is_empty() {
-                        Ok(())
-                    } else {
-                        Err(alloy_rlp::Error::UnexpectedLength)
-                    }
-                })
-            };
+            let decoded = decode_exact(&out);
             match &case["in"] {
                 Value::String(s) if s == "INVALID" => {
                     assert!(decoded.is_err(), "{label}: invalid RLP accepted")

@@ -6,16 +6,13 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 use anyhow::Context;
 use clap::Args;
 use openledger_chain::{Chain, ChainConfig, Store, mempool::PoolLimits, miner};
-use openledger_primitives::{Genesis, format_open};
+use openledger_primitives::{DEV_CHAIN_ID, Genesis, format_open};
 use openledger_rpc::RpcConfig;
 
 use crate::{
     accounts::{DERIVATION_PATH, DEV_MNEMONIC, DevAccount, dev_accounts},
     datadir::{DataDir, default_datadir},
 };
-
-/// Chain id of the dev chain when no genesis file is given.
-pub const DEV_CHAIN_ID: u64 = 1_612_1337;
 
 /// Options of `openledger dev`.
 #[derive(Debug, Args)]

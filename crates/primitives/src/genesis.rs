@@ -93,6 +93,9 @@ fn default_base_fee_recipient() -> Option<Address> {
     Some(addresses::TREASURY)
 }
 
+/// Chain id of the built-in development genesis ("1612", OpenLedger's mainnet id, then "1337").
+pub const DEV_CHAIN_ID: u64 = 16_121_337;
+
 /// Total supply of OPEN at genesis on every OpenLedger network: one billion.
 pub const GENESIS_SUPPLY_OPEN: u64 = 1_000_000_000;
 

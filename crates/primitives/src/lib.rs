@@ -10,5 +10,5 @@ pub mod genesis;
 pub mod open;
 
 pub use alloy_primitives::{Address, B256, Bytes, U256, address, b256, keccak256};
-pub use genesis::{Genesis, GenesisAccount, GenesisError};
+pub use genesis::{DEV_CHAIN_ID, Genesis, GenesisAccount, GenesisError};
 pub use open::{OPEN, OPEN_DECIMALS, format_open};

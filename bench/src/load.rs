@@ -1,0 +1,356 @@
+//! The end-to-end load over JSON-RPC, run against anvil and openledger with the same settings.
+
+use std::{
+    collections::HashMap,
+    net::TcpListener,
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use alloy_primitives::{Address, B256, Bytes, TxKind, keccak256};
+use alloy_signer_local::PrivateKeySigner;
+use anyhow::{Context, bail};
+use jsonrpsee::{
+    core::client::ClientT,
+    http_client::{HttpClient, HttpClientBuilder},
+    rpc_params,
+};
+use tokio::{sync::Semaphore, task::JoinSet};
+
+use crate::{
+    Args,
+    workload::{Workload, dev_signer, fund_tokens, presign, sign},
+};
+
+/// A node under load; killed when dropped.
+struct Node {
+    child: Child,
+    client: HttpClient,
+    _datadir: tempfile::TempDir,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+async fn start(name: &'static str, binary: &Path, args: &Args) -> anyhow::Result<Node> {
+    if !binary.exists() {
+        bail!("{name} binary not found at {}", binary.display());
+    }
+    let port = free_port()?;
+    let datadir = tempfile::tempdir()?;
+    let accounts = (args.senders + 1).to_string();
+    let block_time = args.block_time.to_string();
+    let mut command = Command::new(binary);
+    match name {
+        "anvil" => command.args([
+            "--port",
+            &port.to_string(),
+            "--block-time",
+            &block_time,
+            "--accounts",
+            &accounts,
+            "--silent",
+        ]),
+        _ => command.args([
+            "dev",
+            "--datadir",
+            &datadir.path().display().to_string(),
+            "--rpc-addr",
+            &format!("127.0.0.1:{port}"),
+            "--block-time",
+            &block_time,
+            "--accounts",
+            &accounts,
+        ]),
+    };
+    let child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {name}"))?;
+    let client = HttpClientBuilder::default()
+        .max_concurrent_requests(1024)
+        .request_timeout(Duration::from_secs(60))
+        .build(format!("http://127.0.0.1:{port}"))?;
+    let node = Node {
+        child,
+        client,
+        _datadir: datadir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while node
+        .client
+        .request::<String, _>("eth_chainId", rpc_params![])
+        .await
+        .is_err()
+    {
+        if Instant::now() > deadline {
+            bail!("{name} did not answer within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(node)
+}
+
+fn quantity(s: &str) -> anyhow::Result<u64> {
+    Ok(u64::from_str_radix(s.trim_start_matches("0x"), 16)?)
+}
+
+async fn nonce(client: &HttpClient, address: Address) -> anyhow::Result<u64> {
+    quantity(
+        &client
+            .request::<String, _>("eth_getTransactionCount", rpc_params![address, "pending"])
+            .await?,
+    )
+}
+
+async fn wait_receipt(client: &HttpClient, hash: B256) -> anyhow::Result<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let receipt: serde_json::Value = client
+            .request("eth_getTransactionReceipt", rpc_params![hash])
+            .await?;
+        if !receipt.is_null() {
+            return Ok(receipt);
+        }
+        if Instant::now() > deadline {
+            bail!("transaction {hash} not included within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Deploys the token and gives every sender a balance of it; returns the token's address.
+async fn prepare_erc20(
+    node: &Node,
+    chain_id: u64,
+    token: &Bytes,
+    senders: &[PrivateKeySigner],
+) -> anyhow::Result<Address> {
+    let deployer = dev_signer(0)?;
+    let mut next = nonce(&node.client, deployer.address()).await?;
+    let raw = sign(
+        &deployer,
+        chain_id,
+        next,
+        TxKind::Create,
+        3_000_000,
+        token.clone(),
+    );
+    let hash: B256 = node
+        .client
+        .request("eth_sendRawTransaction", rpc_params![raw])
+        .await?;
+    let receipt = wait_receipt(&node.client, hash).await?;
+    let address: Address = serde_json::from_value(receipt["contractAddress"].clone())?;
+    let mut last = hash;
+    for sender in senders {
+        next += 1;
+        let raw = sign(
+            &deployer,
+            chain_id,
+            next,
+            TxKind::Call(address),
+            100_000,
+            fund_tokens(sender.address()),
+        );
+        last = node
+            .client
+            .request("eth_sendRawTransaction", rpc_params![raw])
+            .await?;
+    }
+    wait_receipt(&node.client, last).await?;
+    Ok(address)
+}
+
+/// The measured outcome of one run.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    /// Included transactions per second, first submission to last inclusion.
+    pub tps: f64,
+    /// Median submit-to-inclusion latency (ms).
+    pub p50_ms: f64,
+    /// 99th percentile latency (ms).
+    pub p99_ms: f64,
+}
+
+async fn run(
+    name: &'static str,
+    binary: &Path,
+    args: &Args,
+    workload: Workload,
+    token: &Bytes,
+) -> anyhow::Result<Outcome> {
+    let node = start(name, binary, args).await?;
+    let chain_id = quantity(
+        &node
+            .client
+            .request::<String, _>("eth_chainId", rpc_params![])
+            .await?,
+    )?;
+    let senders: Vec<PrivateKeySigner> = (1..=args.senders)
+        .map(dev_signer)
+        .collect::<Result<_, _>>()?;
+    let token_address = match workload {
+        Workload::Erc20 => prepare_erc20(&node, chain_id, token, &senders).await?,
+        Workload::Native => Address::ZERO,
+    };
+    let mut nonces = Vec::new();
+    for sender in &senders {
+        nonces.push(nonce(&node.client, sender.address()).await?);
+    }
+    let txs = presign(
+        workload,
+        &senders,
+        &nonces,
+        chain_id,
+        token_address,
+        args.txs,
+    );
+    let hashes: Vec<B256> = txs.iter().map(keccak256).collect();
+    let start_block = quantity(
+        &node
+            .client
+            .request::<String, _>("eth_blockNumber", rpc_params![])
+            .await?,
+    )?;
+
+    let started = Instant::now();
+    let watcher = tokio::spawn(watch_inclusions(
+        node.client.clone(),
+        start_block,
+        hashes.clone(),
+        started,
+    ));
+    let submitted = submit_all(&node.client, txs, args.concurrency, started).await?;
+    let included = watcher.await??;
+
+    let last = included
+        .values()
+        .copied()
+        .fold(Duration::ZERO, Duration::max);
+    let mut latencies: Vec<f64> = hashes
+        .iter()
+        .map(|h| (included[h].saturating_sub(submitted[h])).as_secs_f64() * 1000.0)
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
+    drop(node);
+    Ok(Outcome {
+        tps: args.txs as f64 / last.as_secs_f64(),
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+    })
+}
+
+/// Submits every transaction with at most `concurrency` requests in flight; returns when each was
+/// sent (relative to `started`).
+async fn submit_all(
+    client: &HttpClient,
+    txs: Vec<Bytes>,
+    concurrency: usize,
+    started: Instant,
+) -> anyhow::Result<HashMap<B256, Duration>> {
+    let permits = Arc::new(Semaphore::new(concurrency));
+    let mut tasks = JoinSet::new();
+    for raw in txs {
+        let permit = permits.clone().acquire_owned().await?;
+        let client = client.clone();
+        tasks.spawn(async move {
+            let hash = keccak256(&raw);
+            let sent = started.elapsed();
+            let result: Result<B256, _> = client
+                .request("eth_sendRawTransaction", rpc_params![raw])
+                .await;
+            drop(permit);
+            result
+                .map(|_| (hash, sent))
+                .with_context(|| format!("submitting {hash}"))
+        });
+    }
+    let mut out = HashMap::new();
+    while let Some(done) = tasks.join_next().await {
+        let (hash, sent) = done??;
+        out.insert(hash, sent);
+    }
+    Ok(out)
+}
+
+/// Follows new blocks and records when each awaited transaction was first seen included.
+async fn watch_inclusions(
+    client: HttpClient,
+    mut seen_up_to: u64,
+    hashes: Vec<B256>,
+    started: Instant,
+) -> anyhow::Result<HashMap<B256, Duration>> {
+    let mut pending: std::collections::HashSet<B256> = hashes.into_iter().collect();
+    let mut included = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !pending.is_empty() {
+        if Instant::now() > deadline {
+            bail!("{} transactions not included within 600 s", pending.len());
+        }
+        let head = quantity(
+            &client
+                .request::<String, _>("eth_blockNumber", rpc_params![])
+                .await?,
+        )?;
+        for number in seen_up_to + 1..=head {
+            let block: serde_json::Value = client
+                .request(
+                    "eth_getBlockByNumber",
+                    rpc_params![format!("0x{number:x}"), false],
+                )
+                .await?;
+            let now = started.elapsed();
+            for tx in block["transactions"].as_array().into_iter().flatten() {
+                let hash: B256 = serde_json::from_value(tx.clone())?;
+                if pending.remove(&hash) {
+                    included.insert(hash, now);
+                }
+            }
+        }
+        seen_up_to = head;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(included)
+}
+
+/// Runs every workload against anvil, then openledger, and prints the figures and ratios.
+pub async fn compare(args: &Args, token: &Bytes) -> anyhow::Result<()> {
+    println!("\nend to end over JSON-RPC (same load, same block time)");
+    println!(
+        "{:<8} {:<11} {:>10} {:>10} {:>10}",
+        "workload", "node", "tx/s", "p50 ms", "p99 ms"
+    );
+    for &workload in &args.workloads {
+        let anvil = run("anvil", &args.anvil, args, workload, token).await?;
+        let ours = run("openledger", &args.openledger, args, workload, token).await?;
+        for (name, o) in [("anvil", anvil), ("openledger", ours)] {
+            println!(
+                "{:<8} {:<11} {:>10.0} {:>10.1} {:>10.1}",
+                workload.name(),
+                name,
+                o.tps,
+                o.p50_ms,
+                o.p99_ms
+            );
+        }
+        println!(
+            "{:<8} ratio openledger/anvil: {:.2}x throughput",
+            workload.name(),
+            ours.tps / anvil.tps
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! `openledger-bench`: the same pre-signed load against anvil and `openledger dev`, in one run.
+//!
+//! For each workload (native transfers, ERC-20 transfers) it starts each node with the same block
+//! time, pre-signs the transactions from many senders, submits them over JSON-RPC with a bounded
+//! concurrency, watches the blocks for their inclusion, and reports included tx/s and the p50/p99
+//! submit-to-inclusion latency, then the openledger/anvil ratio. It also measures block execution
+//! and commit throughput (Mgas/s) in-process, without RPC.
+
+mod execution;
+mod load;
+mod workload;
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::workload::Workload;
+
+/// Benchmark openledger against anvil.
+#[derive(Debug, Parser)]
+#[command(name = "openledger-bench", version)]
+pub struct Args {
+    /// Transactions per workload and node.
+    #[arg(long, default_value_t = 4_000)]
+    txs: usize,
+    /// Distinct senders (dev accounts 1..=N of the test mnemonic).
+    #[arg(long, default_value_t = 40)]
+    senders: u32,
+    /// Concurrent JSON-RPC submissions.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Block time given to both nodes, in seconds.
+    #[arg(long, default_value_t = 1)]
+    block_time: u64,
+    /// The openledger binary.
+    #[arg(long, default_value = "target/release/openledger")]
+    openledger: PathBuf,
+    /// The anvil binary (from `@foundry-rs/anvil` on npm).
+    #[arg(long, default_value = "tests/e2e/node_modules/.bin/anvil")]
+    anvil: PathBuf,
+    /// Contract artifacts written by tests/e2e/compile.mjs (for the ERC-20).
+    #[arg(long, default_value = "target/e2e/contracts.json")]
+    contracts: PathBuf,
+    /// Workloads to run.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "native,erc20"
+    )]
+    workloads: Vec<Workload>,
+    /// Skip the RPC load (only measure in-process execution).
+    #[arg(long)]
+    execution_only: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    println!(
+        "openledger-bench: {} txs per run, {} senders, concurrency {}, block time {}s",
+        args.txs, args.senders, args.concurrency, args.block_time
+    );
+    let token = workload::token_artifact(&args.contracts)?;
+    if !args.execution_only {
+        load::compare(&args, &token).await?;
+    }
+    execution::measure(&args, &token)?;
+    Ok(())
+}

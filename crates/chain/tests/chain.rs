@@ -1,0 +1,194 @@
+//! The chain through its own interface: blocks from pooled transactions, value conservation,
+//! restarts on the same store, and a native module called from the EVM.
+
+use std::sync::Arc;
+
+use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+use alloy_eips::eip2718::Encodable2718;
+use alloy_primitives::{Address, Bytes, TxKind, U256};
+use alloy_signer::SignerSync;
+use alloy_signer_local::PrivateKeySigner;
+use openledger_chain::{Chain, ChainConfig, Store, mempool::PoolLimits};
+use openledger_primitives::{Genesis, OPEN, addresses};
+use proptest::prelude::*;
+
+const CHAIN_ID: u64 = 1337;
+
+fn signers(n: usize) -> Vec<PrivateKeySigner> {
+    (1..=n)
+        .map(|i| PrivateKeySigner::from_bytes(&U256::from(i).into()).unwrap())
+        .collect()
+}
+
+fn open(store: Store, signers: &[PrivateKeySigner]) -> Chain {
+    let genesis = Genesis::dev(
+        CHAIN_ID,
+        &signers.iter().map(|s| s.address()).collect::<Vec<_>>(),
+    );
+    let config = ChainConfig {
+        genesis,
+        modules: Default::default(),
+        pool: PoolLimits::default(),
+    };
+    Chain::open(store, config).unwrap()
+}
+
+fn transfer(
+    signer: &PrivateKeySigner,
+    nonce: u64,
+    to: Address,
+    value: U256,
+    data: Bytes,
+) -> Vec<u8> {
+    let tx = TxEip1559 {
+        chain_id: CHAIN_ID,
+        nonce,
+        gas_limit: 100_000,
+        max_fee_per_gas: 10_000_000_000,
+        max_priority_fee_per_gas: 1_000_000_000,
+        to: TxKind::Call(to),
+        value,
+        input: data,
+        ..Default::default()
+    };
+    let signature = signer.sign_hash_sync(&tx.signature_hash()).unwrap();
+    TxEnvelope::from(tx.into_signed(signature)).encoded_2718()
+}
+
+fn total_balance(chain: &Chain, accounts: &[Address]) -> U256 {
+    let head = chain.head().header.number;
+    accounts
+        .iter()
+        .map(|a| chain.balance_at(a, head).unwrap())
+        .sum()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Transfers move OPEN, fees go to the treasury and the producer: nothing is created or
+    /// burned, whatever the transfers are.
+    #[test]
+    fn transfers_conserve_the_supply(moves in prop::collection::vec((0usize..4, 0usize..4, 0u64..3_000_000), 1..30)) {
+        let signers = signers(4);
+        let chain = open(Store::in_memory().unwrap(), &signers);
+        let mut everyone: Vec<Address> = signers.iter().map(|s| s.address()).collect();
+        everyone.push(addresses::TREASURY);
+        let supply = total_balance(&chain, &everyone);
+        let mut nonces = [0u64; 4];
+        for (i, (from, to, amount)) in moves.into_iter().enumerate() {
+            let value = OPEN * U256::from(amount);
+            let raw = transfer(&signers[from], nonces[from], signers[to].address(), value, Bytes::new());
+            if chain.submit_raw(&raw).is_ok() {
+                nonces[from] += 1;
+            }
+            if i % 4 == 3 {
+                chain.produce_block(1_000 + i as u64).unwrap();
+            }
+        }
+        chain.produce_block(10_000).unwrap();
+        prop_assert_eq!(total_balance(&chain, &everyone), supply);
+    }
+}
+
+#[test]
+fn a_restarted_chain_resumes_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chain.redb");
+    let signers = signers(2);
+    let (head, balance) = {
+        let chain = open(Store::open(&path).unwrap(), &signers);
+        chain
+            .submit_raw(&transfer(
+                &signers[0],
+                0,
+                signers[1].address(),
+                OPEN,
+                Bytes::new(),
+            ))
+            .unwrap();
+        let block = chain.produce_block(5).unwrap();
+        assert_eq!(block.transactions.len(), 1);
+        chain.produce_block(6).unwrap();
+        (
+            chain.head(),
+            chain.balance_at(&signers[1].address(), 2).unwrap(),
+        )
+    };
+    let chain = open(Store::open(&path).unwrap(), &signers);
+    assert_eq!(chain.head(), head);
+    assert_eq!(
+        chain
+            .balance_at(&signers[1].address(), head.header.number)
+            .unwrap(),
+        balance
+    );
+    assert_eq!(balance, OPEN * U256::from(10_000_001u64));
+    // Another genesis on the same store is refused.
+    let other = Genesis::dev(CHAIN_ID + 1, &[signers[0].address()]);
+    let config = ChainConfig {
+        genesis: other,
+        modules: Default::default(),
+        pool: PoolLimits::default(),
+    };
+    drop(chain);
+    let err = Chain::open(Store::open(&path).unwrap(), config).unwrap_err();
+    assert!(err.to_string().contains("different chain"), "{err}");
+}
+
+#[test]
+fn invalid_transactions_are_refused_and_change_nothing() {
+    let signers = signers(2);
+    let chain = open(Store::in_memory().unwrap(), &signers);
+    let to = signers[1].address();
+    let too_much = transfer(
+        &signers[0],
+        0,
+        to,
+        OPEN * U256::from(20_000_000u64),
+        Bytes::new(),
+    );
+    let err = chain.submit_raw(&too_much).unwrap_err().to_string();
+    assert!(
+        err.starts_with("insufficient funds for gas * price + value"),
+        "{err}"
+    );
+    let err = chain.submit_raw(&[0x02, 0xc0]).unwrap_err().to_string();
+    assert!(
+        err.starts_with("failed to decode signed transaction"),
+        "{err}"
+    );
+    let err = chain
+        .submit_raw(&vec![0u8; 200_000])
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("oversized data"), "{err}");
+    let block = chain.produce_block(1).unwrap();
+    assert!(block.transactions.is_empty());
+    assert_eq!(chain.pending_nonce(&signers[0].address()).unwrap(), 0);
+}
+
+#[test]
+fn the_block_producer_orders_by_tip_and_skips_nonce_gaps() {
+    let signers = signers(3);
+    let chain = Arc::new(open(Store::in_memory().unwrap(), &signers));
+    let to = Address::repeat_byte(7);
+    chain
+        .submit_raw(&transfer(&signers[0], 0, to, U256::from(1), Bytes::new()))
+        .unwrap();
+    chain
+        .submit_raw(&transfer(&signers[1], 1, to, U256::from(1), Bytes::new()))
+        .unwrap();
+    let block = chain.produce_block(1).unwrap();
+    assert_eq!(block.transactions.len(), 1, "the gapped transaction waits");
+    chain
+        .submit_raw(&transfer(&signers[1], 0, to, U256::from(1), Bytes::new()))
+        .unwrap();
+    let block = chain.produce_block(2).unwrap();
+    assert_eq!(
+        block.transactions.len(),
+        2,
+        "the gap closed: both nonces are included"
+    );
+    assert_eq!(chain.balance_at(&to, 2).unwrap(), U256::from(3));
+}

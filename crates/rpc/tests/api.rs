@@ -1,0 +1,173 @@
+//! The Ethereum API over a real chain: proofs that verify against the state root (now and at an
+//! older block), a native module called through `eth_call`, and request limits.
+
+use std::sync::Arc;
+
+use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+use alloy_eips::{BlockId, eip2718::Encodable2718};
+use alloy_primitives::{Address, B256, Bytes, TxKind, U256, keccak256};
+use alloy_rpc_types_eth::{Filter, TransactionRequest};
+use alloy_serde::JsonStorageKey;
+use alloy_signer::SignerSync;
+use alloy_signer_local::PrivateKeySigner;
+use alloy_sol_types::SolCall;
+use alloy_trie::{Nibbles, proof::verify_proof};
+use openledger_chain::{Chain, ChainConfig, Store, mempool::PoolLimits};
+use openledger_primitives::{Genesis, addresses};
+use openledger_protocol::abi::ITreasury;
+use openledger_rpc::{EthApi, RpcConfig, RpcError};
+
+const CHAIN_ID: u64 = 1337;
+
+fn setup() -> (EthApi, PrivateKeySigner) {
+    let signer = PrivateKeySigner::from_bytes(&B256::with_last_byte(1)).unwrap();
+    let genesis = Genesis::dev(CHAIN_ID, &[signer.address()]);
+    let config = ChainConfig {
+        genesis,
+        modules: openledger_protocol::modules(),
+        pool: PoolLimits::default(),
+    };
+    let chain = Arc::new(Chain::open(Store::in_memory().unwrap(), config).unwrap());
+    (EthApi::new(chain, RpcConfig::default()), signer)
+}
+
+fn send(api: &EthApi, signer: &PrivateKeySigner, to: TxKind, input: &[u8]) -> u64 {
+    let nonce = api.transaction_count(signer.address(), None).unwrap();
+    let tx = TxEip1559 {
+        chain_id: CHAIN_ID,
+        nonce,
+        gas_limit: 200_000,
+        max_fee_per_gas: 10_000_000_000,
+        max_priority_fee_per_gas: 1,
+        to,
+        input: Bytes::copy_from_slice(input),
+        ..Default::default()
+    };
+    let signature = signer.sign_hash_sync(&tx.signature_hash()).unwrap();
+    let raw = TxEnvelope::from(tx.into_signed(signature)).encoded_2718();
+    api.send_raw_transaction(raw.into()).unwrap();
+    let block = api.chain().produce_block(1_000 + nonce).unwrap();
+    block.header.header.number
+}
+
+fn verify(api: &EthApi, address: Address, slot: U256, at: u64) -> (U256, U256) {
+    let block = api.block(BlockId::number(at), false).unwrap().unwrap();
+    let proof = api
+        .proof(
+            address,
+            vec![JsonStorageKey::Number(slot)],
+            Some(BlockId::number(at)),
+        )
+        .unwrap();
+    let account = alloy_trie::TrieAccount::new(
+        proof.nonce,
+        proof.balance,
+        proof.storage_hash,
+        proof.code_hash,
+    );
+    let nodes: Vec<Bytes> = proof.account_proof.clone();
+    verify_proof(
+        block.header.state_root,
+        Nibbles::unpack(keccak256(address)),
+        (account != alloy_trie::TrieAccount::default()).then(|| alloy_rlp::encode(account)),
+        &nodes,
+    )
+    .expect("account proof verifies against the block's state root");
+    let storage = &proof.storage_proof[0];
+    let expected = (!storage.value.is_zero()).then(|| alloy_rlp::encode(storage.value));
+    verify_proof(
+        proof.storage_hash,
+        Nibbles::unpack(keccak256(B256::from(slot))),
+        expected,
+        &storage.proof,
+    )
+    .expect("storage proof verifies against the account's storage root");
+    (proof.balance, storage.value)
+}
+
+#[test]
+fn proofs_verify_against_current_and_past_state_roots() {
+    let (api, signer) = setup();
+    // Init code that stores its calldata-free constant 42 in slot 1 and deploys empty code:
+    // PUSH1 42 PUSH1 1 SSTORE STOP.
+    let created = send(
+        &api,
+        &signer,
+        TxKind::Create,
+        &[0x60, 0x2a, 0x60, 0x01, 0x55, 0x00],
+    );
+    let contract = signer.address().create(0);
+    assert_eq!(
+        verify(&api, contract, U256::from(1), created).1,
+        U256::from(42)
+    );
+    // A later block changes the signer's balance; the old proof still verifies at the old root.
+    let later = send(&api, &signer, TxKind::Call(Address::repeat_byte(9)), &[]);
+    let (old_balance, _) = verify(&api, signer.address(), U256::ZERO, created);
+    let (new_balance, _) = verify(&api, signer.address(), U256::ZERO, later);
+    assert!(new_balance < old_balance);
+    // An absent account and slot prove absence.
+    assert_eq!(
+        verify(&api, Address::repeat_byte(0xee), U256::from(5), later),
+        (U256::ZERO, U256::ZERO)
+    );
+}
+
+#[test]
+fn the_treasury_module_answers_eth_call_and_collects_base_fees() {
+    let (api, signer) = setup();
+    let call = |at: Option<BlockId>| {
+        let request = TransactionRequest::default()
+            .to(addresses::TREASURY)
+            .input(ITreasury::balanceCall {}.abi_encode().into());
+        let output = api.call(request, at).unwrap();
+        ITreasury::balanceCall::abi_decode_returns(&output).unwrap()
+    };
+    let before = call(None);
+    assert_eq!(before, api.balance(addresses::TREASURY, None).unwrap());
+    let block = send(&api, &signer, TxKind::Call(Address::repeat_byte(3)), &[]);
+    let header = api
+        .block(BlockId::number(block), false)
+        .unwrap()
+        .unwrap()
+        .header;
+    let receipt = api
+        .block_receipts(BlockId::number(block))
+        .unwrap()
+        .unwrap()
+        .remove(0);
+    let base_fee = U256::from(header.base_fee_per_gas.unwrap()) * U256::from(receipt.gas_used);
+    assert_eq!(call(None) - before, base_fee);
+    assert_eq!(call(Some(BlockId::number(block - 1))), before);
+    // An unknown selector reverts.
+    let request = TransactionRequest::default()
+        .to(addresses::TREASURY)
+        .input(Bytes::from_static(&[1, 2, 3, 4]).into());
+    assert!(matches!(
+        api.call(request, None),
+        Err(RpcError::Reverted { .. })
+    ));
+}
+
+#[test]
+fn log_queries_over_too_many_blocks_are_refused() {
+    let (api, _) = setup();
+    for t in 0..3 {
+        api.chain().produce_block(t).unwrap();
+    }
+    let config = RpcConfig {
+        max_log_block_range: 2,
+        ..RpcConfig::default()
+    };
+    let limited = EthApi::new(api.chain().clone(), config);
+    let err = limited
+        .logs(&Filter::new().from_block(0).to_block(3))
+        .unwrap_err();
+    assert!(matches!(err, RpcError::LimitExceeded(_)), "{err:?}");
+    assert!(
+        limited
+            .logs(&Filter::new().from_block(2).to_block(3))
+            .unwrap()
+            .is_empty()
+    );
+}
