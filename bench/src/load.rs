@@ -17,6 +17,8 @@ use jsonrpsee::{
     http_client::{HttpClient, HttpClientBuilder},
     rpc_params,
 };
+use std::os::unix::process::CommandExt;
+
 use tokio::{sync::Semaphore, task::JoinSet};
 
 use crate::{
@@ -33,7 +35,11 @@ struct Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // The node runs in its own process group: npm's `anvil` is a wrapper script whose child
+        // is the real node, and both must go.
+        let group = self.child.id() as libc::pid_t;
+        // SAFETY: killpg only sends a signal to the group this process created.
+        unsafe { libc::killpg(group, libc::SIGKILL) };
         let _ = self.child.wait();
     }
 }
@@ -50,6 +56,7 @@ async fn start(name: &'static str, binary: &Path, args: &Args) -> anyhow::Result
     let datadir = tempfile::tempdir()?;
     let accounts = (args.senders + 1).to_string();
     let block_time = args.block_time.to_string();
+    let gas_limit = args.gas_limit.to_string();
     let mut command = Command::new(binary);
     match name {
         "anvil" => command.args([
@@ -59,7 +66,9 @@ async fn start(name: &'static str, binary: &Path, args: &Args) -> anyhow::Result
             &block_time,
             "--accounts",
             &accounts,
-            "--silent",
+            "--gas-limit",
+            &gas_limit,
+            "--quiet",
         ]),
         _ => command.args([
             "dev",
@@ -71,18 +80,22 @@ async fn start(name: &'static str, binary: &Path, args: &Args) -> anyhow::Result
             &block_time,
             "--accounts",
             &accounts,
+            "--gas-limit",
+            &gas_limit,
         ]),
     };
+    let log_path = datadir.path().join("node.log");
     let child = command
+        .process_group(0)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log_path)?)
         .spawn()
         .with_context(|| format!("starting {name}"))?;
     let client = HttpClientBuilder::default()
         .max_concurrent_requests(1024)
         .request_timeout(Duration::from_secs(60))
         .build(format!("http://127.0.0.1:{port}"))?;
-    let node = Node {
+    let mut node = Node {
         child,
         client,
         _datadir: datadir,
@@ -94,6 +107,10 @@ async fn start(name: &'static str, binary: &Path, args: &Args) -> anyhow::Result
         .await
         .is_err()
     {
+        if node.child.try_wait()?.is_some() {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            bail!("{name} exited at start:\n{log}");
+        }
         if Instant::now() > deadline {
             bail!("{name} did not answer within 60 s");
         }

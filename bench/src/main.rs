@@ -32,11 +32,15 @@ pub struct Args {
     /// Block time given to both nodes, in seconds.
     #[arg(long, default_value_t = 1)]
     block_time: u64,
+    /// Block gas limit given to both nodes: high enough that neither is bound by it, so the
+    /// figures measure the nodes rather than the chain parameter.
+    #[arg(long, default_value_t = 1_000_000_000)]
+    gas_limit: u64,
     /// The openledger binary.
     #[arg(long, default_value = "target/release/openledger")]
     openledger: PathBuf,
     /// The anvil binary (from `@foundry-rs/anvil` on npm).
-    #[arg(long, default_value = "tests/e2e/node_modules/.bin/anvil")]
+    #[arg(long, default_value = "bench/node_modules/.bin/anvil")]
     anvil: PathBuf,
     /// Contract artifacts written by tests/e2e/compile.mjs (for the ERC-20).
     #[arg(long, default_value = "target/e2e/contracts.json")]

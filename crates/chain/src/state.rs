@@ -117,6 +117,14 @@ fn info_of(account: &TrieAccount) -> AccountInfo {
     }
 }
 
+/// Reads of the base state, cached for the lifetime of an overlay (one block or one call).
+#[derive(Default)]
+struct ReadCache {
+    accounts: HashMap<Address, Option<AccountInfo>>,
+    slots: HashMap<(Address, U256), U256>,
+    codes: HashMap<B256, Bytecode>,
+}
+
 /// Changes made on top of a [`StateReader`], as a revm database.
 ///
 /// revm reads through it and commits each transaction's changes into it; nothing reaches the
@@ -128,6 +136,9 @@ pub struct Overlay<S> {
     storage: HashMap<Address, HashMap<U256, U256>>,
     wiped: BTreeSet<Address>,
     codes: HashMap<B256, Bytecode>,
+    /// Values read from `base`, so that each transaction of a block does not read (and revm does
+    /// not re-analyse code) again.
+    reads: ReadCache,
     /// EIP-161: touched empty accounts are deleted (every fork since Spurious Dragon).
     state_clear: bool,
 }
@@ -141,6 +152,7 @@ impl<S: StateReader> Overlay<S> {
             storage: HashMap::default(),
             wiped: BTreeSet::new(),
             codes: HashMap::default(),
+            reads: ReadCache::default(),
             state_clear: true,
         }
     }
@@ -323,18 +335,32 @@ impl<S: StateReader> Database for Overlay<S> {
     type Error = StoreError;
 
     fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, StoreError> {
-        self.account_info(&address)
+        if let Some(info) = self.accounts.get(&address) {
+            return Ok(info.clone());
+        }
+        if let Some(info) = self.reads.accounts.get(&address) {
+            return Ok(info.clone());
+        }
+        let info = self.base.account(&address)?.as_ref().map(info_of);
+        self.reads.accounts.insert(address, info.clone());
+        Ok(info)
     }
 
     fn code_by_hash(&mut self, code_hash: B256) -> Result<Bytecode, StoreError> {
-        if let Some(code) = self.codes.get(&code_hash) {
+        if let Some(code) = self
+            .codes
+            .get(&code_hash)
+            .or_else(|| self.reads.codes.get(&code_hash))
+        {
             return Ok(code.clone());
         }
-        match self.base.code(&code_hash)? {
-            Some(bytes) => Ok(Bytecode::new_raw(bytes)),
-            None if code_hash == KECCAK_EMPTY || code_hash.is_zero() => Ok(Bytecode::default()),
-            None => Err(StoreError::Corrupt(format!("code {code_hash} is missing"))),
-        }
+        let code = match self.base.code(&code_hash)? {
+            Some(bytes) => Bytecode::new_raw(bytes),
+            None if code_hash == KECCAK_EMPTY || code_hash.is_zero() => Bytecode::default(),
+            None => return Err(StoreError::Corrupt(format!("code {code_hash} is missing"))),
+        };
+        self.reads.codes.insert(code_hash, code.clone());
+        Ok(code)
     }
 
     fn storage(&mut self, address: Address, index: U256) -> Result<U256, StoreError> {
@@ -348,7 +374,12 @@ impl<S: StateReader> Database for Overlay<S> {
         if self.wiped.contains(&address) {
             return Ok(U256::ZERO);
         }
-        self.base.storage(&address, &index)
+        if let Some(value) = self.reads.slots.get(&(address, index)) {
+            return Ok(*value);
+        }
+        let value = self.base.storage(&address, &index)?;
+        self.reads.slots.insert((address, index), value);
+        Ok(value)
     }
 
     fn block_hash(&mut self, number: u64) -> Result<B256, StoreError> {

@@ -30,8 +30,11 @@ pub struct DevArgs {
     /// Genesis file (JSON) instead of the built-in dev genesis.
     #[arg(long, value_name = "FILE")]
     genesis: Option<PathBuf>,
+    /// Block gas limit of the built-in dev genesis (a genesis file sets its own).
+    #[arg(long, value_name = "GAS", default_value_t = 30_000_000)]
+    gas_limit: u64,
     /// Number of dev accounts to derive, print and fund (built-in genesis only).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     accounts: u32,
 }
 
@@ -43,11 +46,15 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
     let accounts = dev_accounts(args.accounts)?;
     let genesis = match &args.genesis {
         Some(path) => Genesis::load(path)?,
-        None => Genesis::dev(
-            DEV_CHAIN_ID,
-            &accounts.iter().map(|a| a.address).collect::<Vec<_>>(),
-        ),
+        None => {
+            let addresses: Vec<_> = accounts.iter().map(|a| a.address).collect();
+            Genesis {
+                gas_limit: args.gas_limit,
+                ..Genesis::dev(DEV_CHAIN_ID, &addresses)
+            }
+        }
     };
+    genesis.validate()?;
     let datadir_path = args
         .datadir
         .clone()

@@ -4,6 +4,7 @@ filters, reverts, gas estimation, historical queries, subscriptions and rejected
 import asyncio
 
 import pytest
+import requests
 import rlp
 from eth_account import Account
 from web3 import AsyncWeb3, Web3
@@ -237,3 +238,18 @@ def test_websocket_subscriptions_deliver_heads_logs_and_pending(node, w3, artifa
             assert await aw3.eth.unsubscribe(heads)
 
     asyncio.run(scenario())
+
+
+def test_batches_are_answered_and_bounded(node):
+    def call(i):
+        return {"jsonrpc": "2.0", "id": i, "method": "eth_blockNumber", "params": []}
+
+    answers = requests.post(node.http_url, json=[call(i) for i in range(100)], timeout=30).json()
+    assert sorted(a["id"] for a in answers) == list(range(100))
+    assert all(a["result"].startswith("0x") for a in answers)
+    too_many = requests.post(node.http_url, json=[call(i) for i in range(1001)], timeout=30).json()
+    error = too_many["error"] if isinstance(too_many, dict) else too_many[0]["error"]
+    assert "batch" in error["message"].lower()
+    unknown = requests.post(node.http_url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_nope", "params": []},
+                            timeout=30).json()
+    assert unknown["error"]["code"] == -32601
