@@ -330,7 +330,7 @@ impl Chain {
         }))
     }
 
-    fn after_commit(&self, block: &BlockInfo, dropped: &[B256]) {
+    fn after_commit(&self, block: &Arc<BlockInfo>, dropped: &[B256]) {
         {
             let mut pool = self.pool.lock();
             for hash in dropped {
@@ -340,7 +340,7 @@ impl Chain {
                 pool.prune_sender(sender, tx.nonce() + 1);
             }
         }
-        let _ = self.events.send(ChainEvent::Block(Arc::new(block.clone())));
+        let _ = self.events.send(ChainEvent::Block(block.clone()));
     }
 
     /// Executes a call against the state after block `number` without committing anything
