@@ -54,36 +54,26 @@ async fn start(name: &'static str, binary: &Path, args: &Args) -> anyhow::Result
     }
     let port = free_port()?;
     let datadir = tempfile::tempdir()?;
-    let accounts = (args.senders + 1).to_string();
-    let block_time = args.block_time.to_string();
-    let gas_limit = args.gas_limit.to_string();
     let mut command = Command::new(binary);
     match name {
-        "anvil" => command.args([
-            "--port",
-            &port.to_string(),
-            "--block-time",
-            &block_time,
-            "--accounts",
-            &accounts,
-            "--gas-limit",
-            &gas_limit,
-            "--quiet",
-        ]),
+        "anvil" => command.args(["--port", &port.to_string(), "--quiet"]),
         _ => command.args([
             "dev",
             "--datadir",
             &datadir.path().display().to_string(),
             "--rpc-addr",
             &format!("127.0.0.1:{port}"),
-            "--block-time",
-            &block_time,
-            "--accounts",
-            &accounts,
-            "--gas-limit",
-            &gas_limit,
         ]),
     };
+    // Both nodes take these flags under the same names.
+    command.args([
+        "--block-time",
+        &args.block_time.to_string(),
+        "--accounts",
+        &(args.senders + 1).to_string(),
+        "--gas-limit",
+        &args.gas_limit.to_string(),
+    ]);
     let log_path = datadir.path().join("node.log");
     let child = command
         .process_group(0)

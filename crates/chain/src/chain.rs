@@ -467,15 +467,17 @@ fn genesis_block(store: &Store, genesis: &Genesis) -> Result<SealedHeader, Chain
 pub fn genesis_state(reader: &StoreReader, genesis: &Genesis) -> Result<StateDiff, ChainError> {
     let mut overlay = Overlay::new(StateAt::new(reader, 0, 0));
     for (address, account) in &genesis.alloc {
-        overlay.set_account(
+        let storage = account
+            .storage
+            .iter()
+            .map(|(slot, value)| ((*slot).into(), (*value).into()));
+        overlay.allocate(
             *address,
             account.balance,
             account.nonce,
             account.code.clone(),
+            storage,
         );
-        for (slot, value) in &account.storage {
-            overlay.set_storage(*address, (*slot).into(), (*value).into());
-        }
     }
     Ok(overlay.into_diff(EMPTY_ROOT_HASH, reader)?)
 }

@@ -168,20 +168,12 @@ impl<S: StateReader> Overlay<S> {
         &self.base
     }
 
-    /// Current info of an account, including the overlay's changes.
-    pub fn account_info(&self, address: &Address) -> Result<Option<AccountInfo>, StoreError> {
-        if let Some(info) = self.accounts.get(address) {
-            return Ok(info.clone());
-        }
-        Ok(self.base.account(address)?.as_ref().map(info_of))
-    }
-
     /// Adds `amount` to an account's balance outside the EVM (fee routing, genesis).
     pub fn credit(&mut self, address: Address, amount: U256) -> Result<(), StoreError> {
         if amount.is_zero() {
             return Ok(());
         }
-        let mut info = self.account_info(&address)?.unwrap_or_default();
+        let mut info = Database::basic(self, address)?.unwrap_or_default();
         info.balance += amount;
         self.accounts.insert(address, Some(info));
         Ok(())
@@ -209,6 +201,22 @@ impl<S: StateReader> Overlay<S> {
     /// Writes a storage slot outright.
     pub fn set_storage(&mut self, address: Address, slot: U256, value: U256) {
         self.storage.entry(address).or_default().insert(slot, value);
+    }
+
+    /// Creates an account with its code and storage outright (a genesis allocation, a state
+    /// test's pre-state).
+    pub fn allocate(
+        &mut self,
+        address: Address,
+        balance: U256,
+        nonce: u64,
+        code: Bytes,
+        storage: impl IntoIterator<Item = (U256, U256)>,
+    ) {
+        self.set_account(address, balance, nonce, code);
+        for (slot, value) in storage {
+            self.set_storage(address, slot, value);
+        }
     }
 
     fn commit_account(&mut self, address: Address, account: Account) {

@@ -244,15 +244,14 @@ fn write_pre_state(store: &Store, unit: &TestUnit) -> Result<B256, String> {
     let reader: StoreReader = store.reader().map_err(|e| e.to_string())?;
     let mut overlay = Overlay::new(StateAt::new(&reader, 0, 0));
     for (address, account) in &unit.pre {
-        overlay.set_account(
+        let storage = account.storage.iter().map(|(slot, value)| (*slot, *value));
+        overlay.allocate(
             *address,
             account.balance,
             account.nonce,
             account.code.clone(),
+            storage,
         );
-        for (slot, value) in &account.storage {
-            overlay.set_storage(*address, *slot, *value);
-        }
     }
     let diff = overlay
         .into_diff(EMPTY_ROOT_HASH, &reader)
