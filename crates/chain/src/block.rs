@@ -4,11 +4,9 @@
 use std::sync::Arc;
 
 use alloy_consensus::{EMPTY_OMMER_ROOT_HASH, Header, ReceiptEnvelope, TxEnvelope};
-use alloy_eips::{eip2718::Encodable2718, eip7685::EMPTY_REQUESTS_HASH};
+use alloy_eips::eip7685::EMPTY_REQUESTS_HASH;
 use alloy_primitives::{Address, B256, Bloom, Bytes, keccak256};
-use alloy_trie::EMPTY_ROOT_HASH;
-
-use crate::trie::ordered_root;
+use alloy_trie::{EMPTY_ROOT_HASH, root::ordered_trie_root_encoded};
 
 /// A header with its hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,29 +65,44 @@ impl BlockParams {
     }
 }
 
+/// What a header commits to besides the state: the block's EIP-2718 encoded transactions and
+/// receipts (encoded once by the caller, which also stores them), their logs bloom and gas.
+#[derive(Debug, Clone, Copy)]
+pub struct BlockContents<'a> {
+    /// Encoded transactions, in block order.
+    pub transactions: &'a [Bytes],
+    /// Encoded receipts, in block order.
+    pub receipts: &'a [Bytes],
+    /// The union of the receipts' blooms.
+    pub logs_bloom: Bloom,
+    /// Gas used by the block.
+    pub gas_used: u64,
+}
+
+impl BlockContents<'_> {
+    /// An empty block's contents.
+    pub const EMPTY: BlockContents<'static> = BlockContents {
+        transactions: &[],
+        receipts: &[],
+        logs_bloom: Bloom::ZERO,
+        gas_used: 0,
+    };
+}
+
 /// Builds the header of a block with these contents.
-pub fn build_header(
-    params: &BlockParams,
-    state_root: B256,
-    transactions: &[TxEnvelope],
-    receipts: &[ReceiptEnvelope],
-    gas_used: u64,
-) -> Header {
-    let logs_bloom = receipts
-        .iter()
-        .fold(Bloom::ZERO, |acc, r| acc | *r.logs_bloom());
+pub fn build_header(params: &BlockParams, state_root: B256, contents: BlockContents<'_>) -> Header {
     Header {
         parent_hash: params.parent_hash,
         ommers_hash: EMPTY_OMMER_ROOT_HASH,
         beneficiary: params.beneficiary,
         state_root,
-        transactions_root: ordered_root(transactions.iter().map(Encodable2718::encoded_2718)),
-        receipts_root: ordered_root(receipts.iter().map(Encodable2718::encoded_2718)),
-        logs_bloom,
+        transactions_root: ordered_trie_root_encoded(contents.transactions),
+        receipts_root: ordered_trie_root_encoded(contents.receipts),
+        logs_bloom: contents.logs_bloom,
         difficulty: Default::default(),
         number: params.number,
         gas_limit: params.gas_limit,
-        gas_used,
+        gas_used: contents.gas_used,
         timestamp: params.timestamp,
         extra_data: params.extra_data.clone(),
         mix_hash: params.prevrandao,
@@ -121,7 +134,7 @@ mod tests {
             prevrandao: B256::ZERO,
             extra_data: Bytes::new(),
         };
-        let header = build_header(&params, EMPTY_ROOT_HASH, &[], &[], 0);
+        let header = build_header(&params, EMPTY_ROOT_HASH, BlockContents::EMPTY);
         assert_eq!(header.transactions_root, EMPTY_ROOT_HASH);
         assert_eq!(header.receipts_root, EMPTY_ROOT_HASH);
         assert_eq!(header.logs_bloom, Bloom::ZERO);

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use alloy_consensus::{ReceiptEnvelope, Transaction, TxEnvelope};
+use alloy_consensus::{ReceiptEnvelope, Transaction};
 use alloy_eips::{eip1559::BaseFeeParams, eip2718::Encodable2718};
-use alloy_primitives::{Address, B256, Bytes, U256};
+use alloy_primitives::{Address, B256, Bloom, Bytes, U256};
 use parking_lot::{Mutex, RwLock};
 use revm::{
     ExecuteEvm,
@@ -21,7 +21,7 @@ use tokio::sync::{Notify, broadcast};
 use openledger_primitives::Genesis;
 
 use crate::{
-    block::{BlockInfo, BlockParams, SealedHeader, build_header},
+    block::{BlockContents, BlockInfo, BlockParams, SealedHeader, build_header},
     evm::{BlockExecutor, FeeRouting, SPEC, TxRejected, build_evm, cfg_env},
     mempool::{Mempool, PoolError, PoolLimits, PooledTx},
     modules::Modules,
@@ -303,16 +303,23 @@ impl Chain {
         diff: &StateDiff,
     ) -> Result<Arc<BlockInfo>, ChainError> {
         let (txs, receipts): (Vec<PooledTx>, Vec<ReceiptEnvelope>) = included.into_iter().unzip();
-        let envelopes: Vec<TxEnvelope> = txs.iter().map(|t| (*t.tx).clone()).collect();
-        let header = build_header(params, diff.state_root, &envelopes, &receipts, gas_used);
-        let sealed = SealedHeader::seal(header);
-        let body = StoredBody {
-            transactions: envelopes.iter().map(|t| t.encoded_2718().into()).collect(),
-            senders: txs.iter().map(|t| t.sender).collect(),
-        };
-        let tx_hashes: Vec<B256> = txs.iter().map(|t| t.hash).collect();
+        let transactions: Vec<Bytes> = txs.iter().map(|t| t.tx.encoded_2718().into()).collect();
         let encoded_receipts: Vec<Bytes> =
             receipts.iter().map(|r| r.encoded_2718().into()).collect();
+        let contents = BlockContents {
+            transactions: &transactions,
+            receipts: &encoded_receipts,
+            logs_bloom: receipts
+                .iter()
+                .fold(Bloom::ZERO, |acc, r| acc | *r.logs_bloom()),
+            gas_used,
+        };
+        let sealed = SealedHeader::seal(build_header(params, diff.state_root, contents));
+        let tx_hashes: Vec<B256> = txs.iter().map(|t| t.hash).collect();
+        let body = StoredBody {
+            transactions,
+            senders: txs.iter().map(|t| t.sender).collect(),
+        };
         self.store.write_block(BlockWrite {
             header: &sealed.header,
             hash: sealed.hash,
@@ -451,7 +458,7 @@ fn genesis_block(store: &Store, genesis: &Genesis) -> Result<SealedHeader, Chain
         prevrandao: B256::ZERO,
         extra_data: genesis.extra_data.clone(),
     };
-    let sealed = SealedHeader::seal(build_header(&params, diff.state_root, &[], &[], 0));
+    let sealed = SealedHeader::seal(build_header(&params, diff.state_root, BlockContents::EMPTY));
     store.write_block(BlockWrite {
         header: &sealed.header,
         hash: sealed.hash,

@@ -222,7 +222,7 @@ fn write_chain_data(txn: &WriteTransaction, block: &BlockWrite<'_>) -> Result<()
     txn.open_table(RECEIPTS)?
         .insert(number, receipts.as_slice())?;
     let mut index = txn.open_table(TX_INDEX)?;
-    for (i, hash) in block.tx_hashes.iter().enumerate() {
+    for (i, hash) in sorted(block.tx_hashes.iter().enumerate(), |(_, h)| **h) {
         index.insert(hash.as_slice(), (number, i as u32))?;
     }
     Ok(())
@@ -246,7 +246,7 @@ fn write_state(txn: &WriteTransaction, number: u64, diff: &StateDiff) -> Result<
             storage_history.insert(history_key(&key, number).as_slice(), [0u8; 32].as_slice())?;
         }
     }
-    for (address, account) in &diff.accounts {
+    for (address, account) in sorted(&diff.accounts, |(a, _)| *a) {
         let key = history_key(address.as_slice(), number);
         match account {
             Some(account) => {
@@ -260,7 +260,7 @@ fn write_state(txn: &WriteTransaction, number: u64, diff: &StateDiff) -> Result<
             }
         }
     }
-    for (address, slot, value) in &diff.storage {
+    for (address, slot, value) in sorted(&diff.storage, |(a, s, _)| (*a, *s)) {
         let key = slot_key(address, slot);
         let bytes = value.to_be_bytes::<32>();
         if value.is_zero() {
@@ -275,10 +275,18 @@ fn write_state(txn: &WriteTransaction, number: u64, diff: &StateDiff) -> Result<
         code.insert(hash.as_slice(), bytes.as_ref())?;
     }
     let mut nodes = txn.open_table(TRIE_NODES)?;
-    for (hash, rlp) in &diff.nodes {
+    for (hash, rlp) in sorted(&diff.nodes, |(h, _)| *h) {
         nodes.insert(hash.as_slice(), rlp.as_slice())?;
     }
     Ok(())
+}
+
+/// `items` in key order. Inserting a block's hash-keyed rows (trie nodes, transaction hashes) in
+/// key order walks each B-tree once from left to right instead of jumping between random pages.
+fn sorted<T, K: Ord>(items: impl IntoIterator<Item = T>, key: impl Fn(&T) -> K) -> Vec<T> {
+    let mut items: Vec<T> = items.into_iter().collect();
+    items.sort_unstable_by_key(key);
+    items
 }
 
 fn slot_key(address: &Address, slot: &U256) -> Vec<u8> {

@@ -549,8 +549,7 @@ fn decode_child((list, raw, payload): (bool, &[u8], &[u8])) -> Result<Slot, Trie
     }
 }
 
-/// An in-memory node store, for tests and for computing roots of transient tries (a block's
-/// transactions and receipts).
+/// An in-memory node store, for tests and tools that build a trie without a database.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryNodes(pub std::collections::HashMap<B256, Vec<u8>>);
 
@@ -567,18 +566,6 @@ impl MemoryNodes {
     }
 }
 
-/// The root of a list trie (transactions, receipts): keys are RLP-encoded indexes.
-pub fn ordered_root<I: IntoIterator<Item = Vec<u8>>>(values: I) -> B256 {
-    let store = MemoryNodes::default();
-    let mut trie = Trie::open(EMPTY_ROOT_HASH, &store);
-    for (i, value) in values.into_iter().enumerate() {
-        let key = alloy_rlp::encode(i);
-        trie.insert(&key, value)
-            .expect("in-memory trie cannot miss nodes");
-    }
-    trie.commit().root
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -591,6 +578,26 @@ mod tests {
             trie.insert(k, v.clone()).unwrap();
         }
         trie.commit().root
+    }
+
+    /// Block headers take their transactions and receipts roots from alloy-trie's list-trie
+    /// builder; this trie must agree with it on list tries, across the index-encoding boundaries
+    /// (0, 1..=0x7f, 0x80 and up).
+    #[test]
+    fn list_roots_agree_with_alloy_trie() {
+        for len in [1usize, 2, 16, 127, 128, 129, 300] {
+            let items: Vec<Vec<u8>> = (0..len).map(|i| vec![i as u8; 1 + i % 40]).collect();
+            let pairs = items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (alloy_rlp::encode(i), v.clone()))
+                .collect();
+            assert_eq!(
+                root_of(&pairs),
+                alloy_trie::root::ordered_trie_root_encoded(&items),
+                "{len} items"
+            );
+        }
     }
 
     #[test]
