@@ -185,6 +185,8 @@ async fn prepare_erc20(
 pub struct Outcome {
     /// Included transactions per second, first submission to last inclusion.
     pub tps: f64,
+    /// Accepted submissions per second, first submission to last answer.
+    pub submit_tps: f64,
     /// Median submit-to-inclusion latency (ms).
     pub p50_ms: f64,
     /// 99th percentile latency (ms).
@@ -240,6 +242,7 @@ async fn run(
         started,
     ));
     let submitted = submit_all(&node.client, txs, args.concurrency, started).await?;
+    let submit_time = started.elapsed();
     let included = watcher.await??;
 
     let last = included
@@ -255,6 +258,7 @@ async fn run(
     drop(node);
     Ok(Outcome {
         tps: args.txs as f64 / last.as_secs_f64(),
+        submit_tps: args.txs as f64 / submit_time.as_secs_f64(),
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
     })
@@ -333,25 +337,41 @@ async fn watch_inclusions(
     Ok(included)
 }
 
-/// Runs every workload against anvil, then openledger, and prints the figures and ratios.
+/// The run with the median throughput (the lower middle one for an even count).
+fn median(mut runs: Vec<Outcome>) -> Outcome {
+    runs.sort_by(|a, b| a.tps.total_cmp(&b.tps));
+    runs[(runs.len() - 1) / 2]
+}
+
+fn print_outcome(workload: &str, name: &str, o: &Outcome) {
+    println!(
+        "{:<8} {:<11} {:>10.0} {:>10.1} {:>10.1} {:>10.0}",
+        workload, name, o.tps, o.p50_ms, o.p99_ms, o.submit_tps
+    );
+}
+
+/// Runs every workload against anvil, then openledger, `--repeat` times in alternation, and
+/// prints each run, the medians and the ratio of the medians.
 pub async fn compare(args: &Args, token: &Bytes) -> anyhow::Result<()> {
     println!("\nend to end over JSON-RPC (same load, same block time)");
     println!(
-        "{:<8} {:<11} {:>10} {:>10} {:>10}",
-        "workload", "node", "tx/s", "p50 ms", "p99 ms"
+        "{:<8} {:<11} {:>10} {:>10} {:>10} {:>10}",
+        "workload", "node", "tx/s", "p50 ms", "p99 ms", "submit/s"
     );
     for &workload in &args.workloads {
-        let anvil = run("anvil", &args.anvil, args, workload, token).await?;
-        let ours = run("openledger", &args.openledger, args, workload, token).await?;
-        for (name, o) in [("anvil", anvil), ("openledger", ours)] {
-            println!(
-                "{:<8} {:<11} {:>10.0} {:>10.1} {:>10.1}",
-                workload.name(),
-                name,
-                o.tps,
-                o.p50_ms,
-                o.p99_ms
-            );
+        let (mut anvil, mut ours) = (Vec::new(), Vec::new());
+        for _ in 0..args.repeat {
+            let theirs = run("anvil", &args.anvil, args, workload, token).await?;
+            print_outcome(workload.name(), "anvil", &theirs);
+            anvil.push(theirs);
+            let mine = run("openledger", &args.openledger, args, workload, token).await?;
+            print_outcome(workload.name(), "openledger", &mine);
+            ours.push(mine);
+        }
+        let (anvil, ours) = (median(anvil), median(ours));
+        if args.repeat > 1 {
+            print_outcome(workload.name(), "anvil med.", &anvil);
+            print_outcome(workload.name(), "ours med.", &ours);
         }
         println!(
             "{:<8} ratio openledger/anvil: {:.2}x throughput",

@@ -8,6 +8,11 @@ mod statetest;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc rather than the system allocator: the node allocates per request and per
+/// transaction on several threads, and glibc's malloc showed up at ~6% of its CPU under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// OpenLedger: the blockchain built for AI, with OPEN as gas.
 #[derive(Debug, Parser)]
 #[command(name = "openledger", version, about, long_about = None)]
