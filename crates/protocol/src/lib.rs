@@ -5,6 +5,7 @@
 //! generated from it, so any Ethereum tool or contract can call it.
 
 pub mod abi;
+pub mod settlement;
 pub mod treasury;
 
 use std::sync::Arc;
