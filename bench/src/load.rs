@@ -113,6 +113,11 @@ fn quantity(s: &str) -> anyhow::Result<u64> {
     Ok(u64::from_str_radix(s.trim_start_matches("0x"), 16)?)
 }
 
+/// A parameterless method that answers a quantity (`eth_chainId`, `eth_blockNumber`).
+async fn ask_quantity(client: &HttpClient, method: &str) -> anyhow::Result<u64> {
+    quantity(&client.request::<String, _>(method, rpc_params![]).await?)
+}
+
 async fn nonce(client: &HttpClient, address: Address) -> anyhow::Result<u64> {
     quantity(
         &client
@@ -201,12 +206,7 @@ async fn run(
     token: &Bytes,
 ) -> anyhow::Result<Outcome> {
     let node = start(name, binary, args).await?;
-    let chain_id = quantity(
-        &node
-            .client
-            .request::<String, _>("eth_chainId", rpc_params![])
-            .await?,
-    )?;
+    let chain_id = ask_quantity(&node.client, "eth_chainId").await?;
     let senders: Vec<PrivateKeySigner> = (1..=args.senders)
         .map(dev_signer)
         .collect::<Result<_, _>>()?;
@@ -227,12 +227,7 @@ async fn run(
         args.txs,
     );
     let hashes: Vec<B256> = txs.iter().map(keccak256).collect();
-    let start_block = quantity(
-        &node
-            .client
-            .request::<String, _>("eth_blockNumber", rpc_params![])
-            .await?,
-    )?;
+    let start_block = ask_quantity(&node.client, "eth_blockNumber").await?;
 
     let started = Instant::now();
     let watcher = tokio::spawn(watch_inclusions(
@@ -311,11 +306,7 @@ async fn watch_inclusions(
         if Instant::now() > deadline {
             bail!("{} transactions not included within 600 s", pending.len());
         }
-        let head = quantity(
-            &client
-                .request::<String, _>("eth_blockNumber", rpc_params![])
-                .await?,
-        )?;
+        let head = ask_quantity(&client, "eth_blockNumber").await?;
         for number in seen_up_to + 1..=head {
             let block: serde_json::Value = client
                 .request(
