@@ -131,7 +131,7 @@ impl Chain {
     pub fn open(store: Store, config: ChainConfig) -> Result<Self, ChainError> {
         let cfg = cfg_env(config.genesis.chain_id, SPEC);
         let (events, _) = broadcast::channel(1024);
-        let genesis_header = genesis_block(&store, &config.genesis)?;
+        let genesis_header = genesis_block(&store, &config.genesis, &config.modules)?;
         store.check_chain(&chain_identity(
             genesis_header.hash,
             config.genesis.chain_id,
@@ -442,12 +442,16 @@ fn block_env(params: &BlockParams) -> BlockEnv {
 }
 
 /// Writes block 0 from the genesis allocation if the store is empty; returns its header.
-fn genesis_block(store: &Store, genesis: &Genesis) -> Result<SealedHeader, ChainError> {
+fn genesis_block(
+    store: &Store,
+    genesis: &Genesis,
+    modules: &Modules,
+) -> Result<SealedHeader, ChainError> {
     let reader = store.reader()?;
     if let Some(header) = reader.header(0)? {
         return Ok(SealedHeader::seal(header));
     }
-    let diff = genesis_state(&reader, genesis)?;
+    let diff = genesis_state(&reader, genesis, modules)?;
     let params = BlockParams {
         number: 0,
         parent_hash: B256::ZERO,
@@ -470,10 +474,28 @@ fn genesis_block(store: &Store, genesis: &Genesis) -> Result<SealedHeader, Chain
     Ok(sealed)
 }
 
-/// The state diff that creates the genesis allocation on an empty store.
-pub fn genesis_state(reader: &StoreReader, genesis: &Genesis) -> Result<StateDiff, ChainError> {
+/// The state diff that creates the genesis allocation on an empty store, with every module's
+/// account and its genesis storage (its parameters).
+pub fn genesis_state(
+    reader: &StoreReader,
+    genesis: &Genesis,
+    modules: &Modules,
+) -> Result<StateDiff, ChainError> {
+    let mut alloc = genesis.alloc.clone();
+    for module in modules.iter() {
+        let account = alloc.entry(module.address()).or_default();
+        // Nonce 1, as for a deployed contract, so that EIP-161 never clears a module's account
+        // (and its storage) as empty when a call touches it.
+        account.nonce = account.nonce.max(1);
+        account.storage.extend(
+            module
+                .genesis_storage(genesis)
+                .into_iter()
+                .map(|(slot, value)| (B256::from(slot), B256::from(value))),
+        );
+    }
     let mut overlay = Overlay::new(StateAt::new(reader, 0, 0));
-    for (address, account) in &genesis.alloc {
+    for (address, account) in &alloc {
         let storage = account
             .storage
             .iter()

@@ -11,6 +11,7 @@
 use std::{fmt::Debug, sync::Arc};
 
 use alloy_primitives::{Address, B256, Bytes, Log, LogData, U256};
+use openledger_primitives::Genesis;
 use revm::{
     context::Cfg,
     context_interface::{Block, ContextTr, JournalTr},
@@ -73,8 +74,13 @@ pub trait ModuleHost {
     fn block_number(&self) -> u64;
     /// The current block's timestamp (seconds).
     fn timestamp(&self) -> u64;
+    /// The chain id (for EIP-712 domains).
+    fn chain_id(&self) -> u64;
     /// Reads one of the module's storage slots.
     fn sload(&mut self, slot: U256) -> Result<U256, ModuleError>;
+    /// Reads a storage slot of another account: modules read each other's state this way
+    /// (settlement reads a model's rates), but each writes only its own.
+    fn sload_from(&mut self, address: Address, slot: U256) -> Result<U256, ModuleError>;
     /// Writes one of the module's storage slots.
     fn sstore(&mut self, slot: U256, value: U256) -> Result<(), ModuleError>;
     /// Reads an account's OPEN balance.
@@ -95,6 +101,11 @@ pub trait NativeModule: Send + Sync + Debug {
     fn name(&self) -> &'static str;
     /// Runs a call; the returned bytes are the ABI-encoded return data.
     fn call(&self, call: ModuleCall<'_>, host: &mut dyn ModuleHost) -> Result<Bytes, ModuleError>;
+    /// The module's storage in the genesis state (its parameters), as `(slot, value)` pairs.
+    fn genesis_storage(&self, genesis: &Genesis) -> Vec<(U256, U256)> {
+        let _ = genesis;
+        Vec::new()
+    }
 }
 
 /// The set of native modules a chain runs.
@@ -207,11 +218,13 @@ fn run_module<CTX: ContextTr>(
     let input = inputs.input.as_bytes(context).to_vec();
     let block_number = context.block().number().saturating_to();
     let timestamp = context.block().timestamp().saturating_to();
+    let chain_id = context.cfg().chain_id();
     let mut host = JournalHost {
         journal: context.journal_mut(),
         address: module.address(),
         block_number,
         timestamp,
+        chain_id,
         is_static: inputs.is_static,
         gas_limit: inputs.gas_limit,
         gas_used: 0,
@@ -242,6 +255,7 @@ struct JournalHost<'a, J> {
     address: Address,
     block_number: u64,
     timestamp: u64,
+    chain_id: u64,
     is_static: bool,
     gas_limit: u64,
     gas_used: u64,
@@ -274,9 +288,20 @@ impl<J: JournalTr> ModuleHost for JournalHost<'_, J> {
         self.timestamp
     }
 
+    fn chain_id(&self) -> u64 {
+        self.chain_id
+    }
+
     fn sload(&mut self, slot: U256) -> Result<U256, ModuleError> {
         self.charge(SLOAD_GAS)?;
         Ok(self.journal.sload(self.address, slot).map_err(fatal)?.data)
+    }
+
+    fn sload_from(&mut self, address: Address, slot: U256) -> Result<U256, ModuleError> {
+        self.charge(SLOAD_GAS)?;
+        // The journal reads slots only of accounts it has loaded.
+        self.journal.load_account(address).map_err(fatal)?;
+        Ok(self.journal.sload(address, slot).map_err(fatal)?.data)
     }
 
     fn sstore(&mut self, slot: U256, value: U256) -> Result<(), ModuleError> {

@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, path::Path};
 use alloy_primitives::{Address, B256, Bytes, U256};
 use serde::{Deserialize, Serialize};
 
-use crate::{OPEN, addresses};
+use crate::{OPEN, addresses, protocol::ProtocolParams};
 
 /// The parameters and initial state of a chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +37,9 @@ pub struct Genesis {
     pub extra_data: Bytes,
     /// Initial accounts.
     pub alloc: BTreeMap<Address, GenesisAccount>,
+    /// Initial parameters of the protocol modules.
+    #[serde(default)]
+    pub protocol: ProtocolParams,
 }
 
 /// One account of the initial allocation.
@@ -116,7 +119,7 @@ impl Genesis {
     }
 
     /// The development genesis: the given dev accounts get 10,000,000 OPEN each and the treasury
-    /// holds the rest of the one-billion supply.
+    /// holds the rest of the one-billion supply. The first dev account is the protocol admin.
     pub fn dev(chain_id: u64, dev_accounts: &[Address]) -> Self {
         let per_account = OPEN * U256::from(10_000_000u64);
         let mut alloc: BTreeMap<Address, GenesisAccount> = dev_accounts
@@ -143,6 +146,10 @@ impl Genesis {
             coinbase: dev_accounts.first().copied().unwrap_or_default(),
             extra_data: Bytes::new(),
             alloc,
+            protocol: ProtocolParams {
+                admin: dev_accounts.first().copied(),
+                ..ProtocolParams::default()
+            },
         }
     }
 
@@ -156,6 +163,7 @@ impl Genesis {
         if self.chain_id == 0 {
             return Err(GenesisError::Invalid("chainId must not be 0".into()));
         }
+        self.protocol.validate().map_err(GenesisError::Invalid)?;
         if self.gas_limit < 5_000 {
             return Err(GenesisError::Invalid(format!(
                 "gasLimit {} is below the 5000 minimum",

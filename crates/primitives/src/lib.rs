@@ -8,7 +8,9 @@
 pub mod addresses;
 pub mod genesis;
 pub mod open;
+pub mod protocol;
 
 pub use alloy_primitives::{Address, B256, Bytes, U256, address, b256, keccak256};
 pub use genesis::{DEV_CHAIN_ID, Genesis, GenesisAccount, GenesisError};
 pub use open::{OPEN, OPEN_DECIMALS, format_open};
+pub use protocol::ProtocolParams;
