@@ -1,6 +1,21 @@
 //! Solidity interfaces of the modules, compiled by `alloy-sol-types` from `abi/*.sol`, and their
 //! JSON ABIs (committed under `abi/` for tools that want a file).
 
+// The generated constructors of wide events (`Settled`) take one argument per field.
+#![allow(clippy::too_many_arguments)]
+
+alloy_sol_types::sol!(
+    #[sol(abi, extra_derives(Debug, PartialEq, Eq))]
+    "abi/IDatanets.sol"
+);
+alloy_sol_types::sol!(
+    #[sol(abi, extra_derives(Debug, PartialEq, Eq))]
+    "abi/IModels.sol"
+);
+alloy_sol_types::sol!(
+    #[sol(abi, extra_derives(Debug, PartialEq, Eq))]
+    "abi/ISettlement.sol"
+);
 alloy_sol_types::sol!(
     #[sol(abi)]
     "abi/ITreasury.sol"
@@ -11,7 +26,12 @@ pub fn json_abis() -> Vec<(&'static str, String)> {
     let pretty = |abi: &alloy_sol_types::private::alloy_json_abi::JsonAbi| {
         serde_json::to_string_pretty(abi).expect("ABI serializes") + "\n"
     };
-    vec![("ITreasury.json", pretty(&ITreasury::abi::contract()))]
+    vec![
+        ("IDatanets.json", pretty(&IDatanets::abi::contract())),
+        ("IModels.json", pretty(&IModels::abi::contract())),
+        ("ISettlement.json", pretty(&ISettlement::abi::contract())),
+        ("ITreasury.json", pretty(&ITreasury::abi::contract())),
+    ]
 }
 
 #[cfg(test)]

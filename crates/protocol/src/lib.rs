@@ -5,7 +5,13 @@
 //! generated from it, so any Ethereum tool or contract can call it.
 
 pub mod abi;
+pub mod call;
+pub mod datanets;
+pub mod models;
 pub mod settlement;
+pub mod storage;
+#[cfg(test)]
+mod testing;
 pub mod treasury;
 
 use std::sync::Arc;
@@ -14,6 +20,11 @@ use openledger_chain::{Modules, NativeModule};
 
 /// Every module the node runs.
 pub fn modules() -> Modules {
-    let all: Vec<Arc<dyn NativeModule>> = vec![Arc::new(treasury::Treasury)];
+    let all: Vec<Arc<dyn NativeModule>> = vec![
+        Arc::new(datanets::Datanets),
+        Arc::new(models::Models),
+        Arc::new(settlement::Settlement),
+        Arc::new(treasury::Treasury),
+    ];
     Modules::new(all)
 }

@@ -4,11 +4,11 @@
 //! same figure for contracts. Spending it is a governance action (a later module).
 
 use alloy_primitives::{Bytes, U256};
-use alloy_sol_types::{SolCall, SolEvent};
+use alloy_sol_types::SolCall;
 use openledger_chain::{ModuleCall, ModuleError, ModuleHost, NativeModule};
 use openledger_primitives::addresses;
 
-use crate::abi::ITreasury;
+use crate::{abi::ITreasury, call::emit};
 
 /// The treasury module.
 #[derive(Debug, Clone, Copy, Default)]
@@ -39,12 +39,13 @@ impl NativeModule for Treasury {
 /// Plain OPEN transfers to the treasury are accepted and recorded.
 fn deposit(call: ModuleCall<'_>, host: &mut dyn ModuleHost) -> Result<Bytes, ModuleError> {
     if call.value > U256::ZERO {
-        let event = ITreasury::Deposited {
-            from: call.caller,
-            amount: call.value,
-        };
-        let data = event.encode_log_data();
-        host.log(data.topics().to_vec(), data.data)?;
+        emit(
+            host,
+            &ITreasury::Deposited {
+                from: call.caller,
+                amount: call.value,
+            },
+        )?;
     }
     Ok(Bytes::new())
 }

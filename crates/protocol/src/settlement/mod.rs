@@ -1,7 +1,407 @@
 //! Settlement: inference fees paid from escrow and split between the protocol, the model's
 //! creator, its stakers and the data contributors by attribution weight (DESIGN §4).
 //!
-//! [`fee`] holds the arithmetic every node must agree on to the wei; the precompile that holds
-//! escrows, checks signed orders and accrues rewards builds on it.
+//! [`fee`] holds the arithmetic every node must agree on to the wei. The module here holds
+//! users' escrows, checks their signed EIP-712 orders against the operator's receipts and
+//! accrues the rewards; see `abi/ISettlement.sol` for the rules. Escrows and unclaimed rewards
+//! are the module account's whole balance.
 
 pub mod fee;
+
+use alloy_primitives::{Address, B256, Bytes, Signature, U256};
+use alloy_sol_types::{Eip712Domain, SolCall, SolStruct, eip712_domain};
+use openledger_chain::{ModuleCall, ModuleError, ModuleHost, NativeModule};
+use openledger_primitives::{Genesis, addresses};
+
+use crate::{
+    abi::{
+        IModels::Status,
+        ISettlement::{self, ISettlementCalls, InferenceOrder, InferenceReceipt, Role},
+    },
+    call::{decode, emit, no_value, revert},
+    datanets::{contribution_info, datanet_info},
+    models::{ModelInfo, model_info},
+    storage::{Slot, Storage, consecutive},
+};
+use fee::{FeeError, Shares};
+
+/// The parameters: four words, slots 0 to 3: the platform fee, then the creator's, stakers'
+/// and contributors' shares in ppm.
+const PARAMS: Slot = Slot::root(0);
+const ESCROW: Slot = Slot::root(4);
+const REWARDS: Slot = Slot::root(5);
+const NONCES: Slot = Slot::root(6);
+
+/// Gas for recovering the signer of an order (as the `ecrecover` precompile).
+const RECOVER_GAS: u64 = 3_000;
+
+/// The settlement module.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Settlement;
+
+impl NativeModule for Settlement {
+    fn address(&self) -> Address {
+        addresses::SETTLEMENT
+    }
+
+    fn name(&self) -> &'static str {
+        "settlement"
+    }
+
+    fn genesis_storage(&self, genesis: &Genesis) -> Vec<(U256, U256)> {
+        let p = &genesis.protocol;
+        consecutive(
+            PARAMS,
+            [
+                p.platform_fee,
+                U256::from(p.creator_share_ppm),
+                U256::from(p.stakers_share_ppm),
+                U256::from(p.contributors_share_ppm),
+            ],
+        )
+    }
+
+    fn call(&self, call: ModuleCall<'_>, host: &mut dyn ModuleHost) -> Result<Bytes, ModuleError> {
+        let decoded: ISettlementCalls = decode(call.input, ISettlement::InvalidCalldata {})?;
+        if !matches!(decoded, ISettlementCalls::deposit(_)) {
+            no_value(&call, ISettlement::NotPayable {})?;
+        }
+        let mut s = Storage::own(host);
+        let caller = call.caller;
+        use ISettlementCalls as C;
+        match decoded {
+            C::deposit(_) => deposit(&mut s, caller, call.value),
+            C::withdraw(c) => withdraw(&mut s, caller, c.amount),
+            C::balanceOf(c) => {
+                let balance: U256 = s.get(ESCROW.at(c.account))?;
+                Ok(ISettlement::balanceOfCall::abi_encode_returns(&balance).into())
+            }
+            C::settle(c) => {
+                let fee = settle(&mut s, caller, c.order, &c.signature, c.receipt)?;
+                Ok(ISettlement::settleCall::abi_encode_returns(&fee).into())
+            }
+            C::settleBatch(c) => {
+                if c.settlements.is_empty() {
+                    return Err(revert(ISettlement::EmptyBatch {}));
+                }
+                let mut total = U256::ZERO;
+                for one in c.settlements {
+                    let fee = settle(&mut s, caller, one.order, &one.signature, one.receipt)?;
+                    total = total.saturating_add(fee);
+                }
+                Ok(ISettlement::settleBatchCall::abi_encode_returns(&total).into())
+            }
+            C::claim(_) => claim(&mut s, caller),
+            C::rewards(c) => {
+                let amount: U256 = s.get(REWARDS.at(c.account))?;
+                Ok(ISettlement::rewardsCall::abi_encode_returns(&amount).into())
+            }
+            C::nonceUsed(c) => {
+                let used: bool = s.get(NONCES.at(c.user).at(c.nonce))?;
+                Ok(ISettlement::nonceUsedCall::abi_encode_returns(&used).into())
+            }
+            C::orderDigest(c) => {
+                let digest = c.order.eip712_signing_hash(&domain(s.host().chain_id()));
+                Ok(ISettlement::orderDigestCall::abi_encode_returns(&digest).into())
+            }
+            C::domainSeparator(_) => {
+                let separator = domain(s.host().chain_id()).separator();
+                Ok(ISettlement::domainSeparatorCall::abi_encode_returns(&separator).into())
+            }
+            C::quote(c) => {
+                let model = deployed(&mut s, c.modelId)?;
+                let fee = fee_for(&mut s, &model, c.inputTokens, c.outputTokens)?;
+                Ok(ISettlement::quoteCall::abi_encode_returns(&fee).into())
+            }
+            C::platformFee(_) => {
+                let fee: U256 = s.get(PARAMS)?;
+                Ok(ISettlement::platformFeeCall::abi_encode_returns(&fee).into())
+            }
+            C::shares(_) => {
+                let shares = read_shares(&mut s)?;
+                let out = ISettlement::sharesReturn {
+                    creator: shares.creator,
+                    stakers: shares.stakers,
+                    contributors: shares.contributors,
+                };
+                Ok(ISettlement::sharesCall::abi_encode_returns(&out).into())
+            }
+        }
+    }
+}
+
+/// The EIP-712 domain users sign orders in.
+pub fn domain(chain_id: u64) -> Eip712Domain {
+    eip712_domain! {
+        name: "OpenLedger Settlement",
+        version: "1",
+        chain_id: chain_id,
+        verifying_contract: addresses::SETTLEMENT,
+    }
+}
+
+fn deposit(s: &mut Storage<'_>, caller: Address, amount: U256) -> Result<Bytes, ModuleError> {
+    if amount.is_zero() {
+        return Err(revert(ISettlement::ZeroAmount {}));
+    }
+    s.add(ESCROW.at(caller), amount)?;
+    emit(
+        s.host(),
+        &ISettlement::Deposited {
+            account: caller,
+            amount,
+        },
+    )?;
+    Ok(Bytes::new())
+}
+
+fn withdraw(s: &mut Storage<'_>, caller: Address, amount: U256) -> Result<Bytes, ModuleError> {
+    if amount.is_zero() {
+        return Err(revert(ISettlement::ZeroAmount {}));
+    }
+    let slot = ESCROW.at(caller);
+    let available: U256 = s.get(slot)?;
+    if available < amount {
+        return Err(revert(ISettlement::InsufficientEscrow {
+            available,
+            required: amount,
+        }));
+    }
+    s.set(slot, available - amount)?;
+    s.host().transfer(caller, amount)?;
+    emit(
+        s.host(),
+        &ISettlement::Withdrawn {
+            account: caller,
+            amount,
+        },
+    )?;
+    Ok(Bytes::new())
+}
+
+fn claim(s: &mut Storage<'_>, caller: Address) -> Result<Bytes, ModuleError> {
+    let slot = REWARDS.at(caller);
+    let amount: U256 = s.get(slot)?;
+    if amount.is_zero() {
+        return Err(revert(ISettlement::NothingToClaim {}));
+    }
+    s.set(slot, U256::ZERO)?;
+    s.host().transfer(caller, amount)?;
+    emit(
+        s.host(),
+        &ISettlement::Claimed {
+            account: caller,
+            amount,
+        },
+    )?;
+    Ok(ISettlement::claimCall::abi_encode_returns(&amount).into())
+}
+
+/// Settles one signed order with its receipt; returns the fee charged.
+fn settle(
+    s: &mut Storage<'_>,
+    caller: Address,
+    order: InferenceOrder,
+    signature: &[u8],
+    receipt: InferenceReceipt,
+) -> Result<U256, ModuleError> {
+    let model = deployed(s, order.modelId)?;
+    if caller != model.operator {
+        return Err(revert(ISettlement::NotOperator {
+            modelId: order.modelId,
+            account: caller,
+        }));
+    }
+    let now = s.host().timestamp();
+    if now > order.expiry {
+        return Err(revert(ISettlement::OrderExpired {
+            expiry: order.expiry,
+            timestamp: now,
+        }));
+    }
+    let nonce = NONCES.at(order.user).at(order.nonce);
+    if s.get::<bool>(nonce)? {
+        return Err(revert(ISettlement::NonceUsed {
+            user: order.user,
+            nonce: order.nonce,
+        }));
+    }
+    let digest = order.eip712_signing_hash(&domain(s.host().chain_id()));
+    s.host().charge(RECOVER_GAS)?;
+    if signer(signature, &digest) != Some(order.user) {
+        return Err(revert(ISettlement::BadSignature {}));
+    }
+    let fee = fee_for(s, &model, receipt.inputTokens, receipt.outputTokens)?;
+    if fee > order.maxFee {
+        return Err(revert(ISettlement::FeeAboveMax {
+            fee,
+            maxFee: order.maxFee,
+        }));
+    }
+    let escrow = ESCROW.at(order.user);
+    let available: U256 = s.get(escrow)?;
+    if available < fee {
+        return Err(revert(ISettlement::InsufficientEscrow {
+            available,
+            required: fee,
+        }));
+    }
+    let payees = contributor_payees(s, order.modelId, &model, &receipt)?;
+    let platform_fee: U256 = s.get(PARAMS)?;
+    let shares = read_shares(s)?;
+    let split = fee::split(fee, platform_fee, shares, &receipt.weights).map_err(|e| match e {
+        FeeError::WeightsDoNotSum(sum) => revert(ISettlement::WeightsDoNotSum {
+            sum: U256::from(sum),
+        }),
+        other => ModuleError::Fatal(format!("settlement parameters: {other}")),
+    })?;
+
+    s.set(escrow, available - fee)?;
+    s.set(nonce, true)?;
+    let order_hash = order.eip712_hash_struct();
+    emit(
+        s.host(),
+        &ISettlement::Settled {
+            orderHash: order_hash,
+            modelId: order.modelId,
+            user: order.user,
+            fee,
+            inputTokens: receipt.inputTokens,
+            outputTokens: receipt.outputTokens,
+            promptHash: receipt.promptHash,
+            outputHash: receipt.outputHash,
+            datanetId: receipt.datanetId,
+            datanetVersion: receipt.datanetVersion,
+            method: receipt.method,
+        },
+    )?;
+    if !split.treasury.is_zero() {
+        s.host().transfer(addresses::TREASURY, split.treasury)?;
+        emit(
+            s.host(),
+            &ISettlement::TreasuryPaid {
+                orderHash: order_hash,
+                amount: split.treasury,
+            },
+        )?;
+    }
+    let model_id = order.modelId;
+    accrue(s, model.creator, model_id, Role::Creator, split.creator)?;
+    // The stakers' share is credited to the creator until the staking module holds it.
+    accrue(s, model.creator, model_id, Role::Stakers, split.stakers)?;
+    for ((account, role), amount) in payees.into_iter().zip(split.contributors) {
+        accrue(s, account, model_id, role, amount)?;
+    }
+    Ok(fee)
+}
+
+/// Who shares the contributor pool: each weighted contribution's contributor, or with no
+/// weights the datanet's owner. Every contribution must have been approved in the datanet at or
+/// before the version the model was trained on, which must be the receipt's.
+fn contributor_payees(
+    s: &mut Storage<'_>,
+    model_id: U256,
+    model: &ModelInfo,
+    receipt: &InferenceReceipt,
+) -> Result<Vec<(Address, Role)>, ModuleError> {
+    if receipt.contributionIds.len() != receipt.weights.len() {
+        return Err(revert(ISettlement::WeightsMismatch {
+            contributions: U256::from(receipt.contributionIds.len()),
+            weights: U256::from(receipt.weights.len()),
+        }));
+    }
+    let datanet = receipt.datanetId;
+    let Some(&(_, trained)) = model.trained_on.iter().find(|(id, _)| *id == datanet) else {
+        return Err(revert(ISettlement::DatanetNotUsed {
+            modelId: model_id,
+            datanetId: datanet,
+        }));
+    };
+    if receipt.datanetVersion != trained {
+        return Err(revert(ISettlement::VersionNotTrained {
+            datanetId: datanet,
+            version: receipt.datanetVersion,
+            trainedVersion: trained,
+        }));
+    }
+    if receipt.contributionIds.is_empty() {
+        let (owner, _) = datanet_info(s.host(), datanet)?
+            .ok_or_else(|| ModuleError::Fatal(format!("model {model_id}'s datanet {datanet}")))?;
+        return Ok(vec![(owner, Role::DatanetOwner)]);
+    }
+    receipt
+        .contributionIds
+        .iter()
+        .map(|&id| match contribution_info(s.host(), id)? {
+            Some(c) if c.datanet_id == datanet && c.version.is_some_and(|v| v <= trained) => {
+                Ok((c.contributor, Role::Contributor))
+            }
+            _ => Err(revert(ISettlement::ContributionNotInVersion {
+                contributionId: id,
+                datanetId: datanet,
+                version: trained,
+            })),
+        })
+        .collect()
+}
+
+fn accrue(
+    s: &mut Storage<'_>,
+    account: Address,
+    model_id: U256,
+    role: Role,
+    amount: U256,
+) -> Result<(), ModuleError> {
+    if amount.is_zero() {
+        return Ok(());
+    }
+    s.add(REWARDS.at(account), amount)?;
+    emit(
+        s.host(),
+        &ISettlement::RewardAccrued {
+            account,
+            modelId: model_id,
+            role,
+            amount,
+        },
+    )
+}
+
+/// The signer of `digest`, if `signature` is a valid 65-byte `r . s . v` signature.
+fn signer(signature: &[u8], digest: &B256) -> Option<Address> {
+    Signature::from_raw(signature)
+        .ok()?
+        .recover_address_from_prehash(digest)
+        .ok()
+}
+
+fn deployed(s: &mut Storage<'_>, model_id: U256) -> Result<ModelInfo, ModuleError> {
+    let model = model_info(s.host(), model_id)?
+        .ok_or_else(|| revert(ISettlement::UnknownModel { modelId: model_id }))?;
+    if model.status != Status::Deployed {
+        return Err(revert(ISettlement::ModelNotDeployed { modelId: model_id }));
+    }
+    Ok(model)
+}
+
+fn fee_for(
+    s: &mut Storage<'_>,
+    model: &ModelInfo,
+    input_tokens: u64,
+    output_tokens: u64,
+) -> Result<U256, ModuleError> {
+    let platform_fee: U256 = s.get(PARAMS)?;
+    fee::inference_fee(input_tokens, output_tokens, model.rates, platform_fee)
+        .map_err(|_| revert(ISettlement::FeeOverflow {}))
+}
+
+fn read_shares(s: &mut Storage<'_>) -> Result<Shares, ModuleError> {
+    Ok(Shares {
+        creator: s.get(PARAMS.field(1))?,
+        stakers: s.get(PARAMS.field(2))?,
+        contributors: s.get(PARAMS.field(3))?,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,197 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.20;
+
+/// @title OpenLedger Datanets (native module at 0x4f4c000000000000000000000000000000000001)
+/// @notice Curated, domain-specific datasets. Files live in a node's content store; on-chain a
+/// contribution records its content hash (the Merkle root of its row hashes), size and status.
+/// The owner or its curators approve contributions in rounds; each round cuts a new version whose
+/// root is keccak256(previous root . approved content hashes in order), so a version commits to
+/// every contribution approved up to it, in order. Publishing and each version pay a size-based
+/// fee to the treasury; daily quotas per contributor and per datanet bound contributions.
+interface IDatanets {
+    enum ContributionStatus {
+        Pending,
+        Approved,
+        Rejected
+    }
+
+    struct Datanet {
+        uint256 id;
+        address owner;
+        string name;
+        string summary;
+        bytes32 descriptionHash;
+        string[] tags;
+        string dataType;
+        string licence;
+        bool isPublic;
+        bool published;
+        uint64 versionCount;
+        uint64 contributionCount;
+        uint64 approvedCount;
+        uint64 approvedRows;
+        uint64 approvedBytes;
+        uint64 createdAt;
+    }
+
+    struct Contribution {
+        uint256 id;
+        uint256 datanetId;
+        address contributor;
+        bytes32 contentHash;
+        uint64 rows;
+        uint64 size;
+        string licence;
+        ContributionStatus status;
+        /// The version that approved it (0 while pending or when rejected).
+        uint64 version;
+        /// The curator's reason code when rejected.
+        uint32 reasonCode;
+        uint64 submittedAt;
+    }
+
+    struct Version {
+        uint256 datanetId;
+        uint64 number;
+        bytes32 root;
+        /// Contributions approved in this round, in order.
+        uint256[] contributionIds;
+        /// Contributions, rows and bytes approved up to and including this version.
+        uint64 approvedCount;
+        uint64 rows;
+        uint64 size;
+        uint256 fee;
+        uint64 createdAt;
+    }
+
+    struct ContributorStats {
+        uint64 submitted;
+        uint64 approved;
+        uint64 rejected;
+        /// approved / (approved + rejected), in parts per million; 0 before any decision.
+        uint32 acceptancePpm;
+    }
+
+    struct Params {
+        uint256 feeBase;
+        uint256 feePerMib;
+        uint64 contributorDailyBytes;
+        uint64 contributorDailyFiles;
+        uint64 datanetDailyBytes;
+        uint64 datanetDailyFiles;
+    }
+
+    /// Which daily quota a contribution would exceed.
+    enum Quota {
+        ContributorBytes,
+        ContributorFiles,
+        DatanetBytes,
+        DatanetFiles
+    }
+
+    event DatanetCreated(uint256 indexed datanetId, address indexed owner, string name, bool isPublic);
+    event MetadataUpdated(uint256 indexed datanetId, string name, bytes32 descriptionHash);
+    event CuratorSet(uint256 indexed datanetId, address indexed account, bool allowed);
+    event ContributorSet(uint256 indexed datanetId, address indexed account, bool allowed);
+    event DatanetPublished(uint256 indexed datanetId, uint256 fee);
+    event Contributed(
+        uint256 indexed datanetId,
+        uint256 indexed contributionId,
+        address indexed contributor,
+        bytes32 contentHash,
+        uint64 rows,
+        uint64 size
+    );
+    event VersionCreated(
+        uint256 indexed datanetId, uint64 indexed version, bytes32 root, uint256[] contributionIds, uint256 fee
+    );
+    event ContributionsRejected(uint256 indexed datanetId, uint256[] contributionIds, uint32 reasonCode);
+
+    error InvalidCalldata();
+    error NotPayable();
+    error UnknownDatanet(uint256 datanetId);
+    error UnknownContribution(uint256 contributionId);
+    error UnknownVersion(uint256 datanetId, uint64 version);
+    error NotOwner(uint256 datanetId, address account);
+    error NotCurator(uint256 datanetId, address account);
+    error NotAllowed(uint256 datanetId, address account);
+    error NotPublished(uint256 datanetId);
+    error AlreadyPublished(uint256 datanetId);
+    error NotPending(uint256 contributionId);
+    error WrongDatanet(uint256 contributionId, uint256 datanetId);
+    error NoContributions();
+    error EmptyContribution();
+    error EmptyName();
+    error TooLong(string field, uint256 max);
+    error QuotaExceeded(Quota quota, uint256 wouldUse, uint256 limit);
+    error InsufficientFee(uint256 required, uint256 paid);
+
+    /// @notice Creates a datanet in draft; the caller owns it.
+    function createDatanet(
+        string calldata name,
+        string calldata summary,
+        bytes32 descriptionHash,
+        string[] calldata tags,
+        string calldata dataType,
+        string calldata licence,
+        bool isPublic
+    ) external returns (uint256 datanetId);
+
+    /// @notice Changes a datanet's descriptive fields (owner only).
+    function setMetadata(
+        uint256 datanetId,
+        string calldata name,
+        string calldata summary,
+        bytes32 descriptionHash,
+        string[] calldata tags,
+        string calldata licence
+    ) external;
+
+    /// @notice Names or removes a curator, who may approve, reject and allow-list (owner only).
+    function setCurator(uint256 datanetId, address account, bool allowed) external;
+
+    /// @notice Allow-lists a contributor of a private datanet (owner or curator).
+    function setContributor(uint256 datanetId, address account, bool allowed) external;
+
+    /// @notice Opens the datanet to contributions; pays publishFee(datanetId), excess refunded.
+    function publish(uint256 datanetId) external payable;
+
+    /// @notice Submits a file uploaded to the content store, pending curation.
+    function contribute(uint256 datanetId, bytes32 contentHash, uint64 rows, uint64 size, string calldata licence)
+        external
+        returns (uint256 contributionId);
+
+    /// @notice Approves pending contributions in the given order as one new version; pays
+    /// versionFee(datanetId, contributionIds), excess refunded (owner or curator).
+    function approve(uint256 datanetId, uint256[] calldata contributionIds)
+        external
+        payable
+        returns (uint64 version);
+
+    /// @notice Rejects pending contributions with a reason code (owner or curator).
+    function reject(uint256 datanetId, uint256[] calldata contributionIds, uint32 reasonCode) external;
+
+    function datanetCount() external view returns (uint256);
+    function getDatanet(uint256 datanetId) external view returns (Datanet memory);
+    function getContribution(uint256 contributionId) external view returns (Contribution memory);
+    function getVersion(uint256 datanetId, uint64 version) external view returns (Version memory);
+    /// @notice Contribution ids submitted to a datanet, oldest first.
+    function contributionsOf(uint256 datanetId, uint64 offset, uint64 limit)
+        external
+        view
+        returns (uint256[] memory);
+    /// @notice Approved contribution ids of a datanet in version order; version v covers the
+    /// first getVersion(datanetId, v).approvedCount of them.
+    function approvedContributions(uint256 datanetId, uint64 offset, uint64 limit)
+        external
+        view
+        returns (uint256[] memory);
+    /// @notice Every account that ever contributed, in order of first contribution (for leaderboards).
+    function contributors(uint64 offset, uint64 limit) external view returns (address[] memory);
+    function contributorStats(address account) external view returns (ContributorStats memory);
+    function isCurator(uint256 datanetId, address account) external view returns (bool);
+    function isContributor(uint256 datanetId, address account) external view returns (bool);
+    function publishFee(uint256 datanetId) external view returns (uint256);
+    function versionFee(uint256 datanetId, uint256[] calldata contributionIds) external view returns (uint256);
+    function params() external view returns (Params memory);
+}

@@ -1,0 +1,88 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.20;
+
+/// @title OpenLedger model registry (native module at 0x4f4c000000000000000000000000000000000002)
+/// @notice A model's lifecycle: Proposed -> Approved (by governance) -> Trained (artifact
+/// registered) -> Deployed (operator and prices published) -> Retired. Out-of-order transitions
+/// revert with WrongStatus.
+interface IModels {
+    enum Status {
+        None,
+        Proposed,
+        Approved,
+        Trained,
+        Deployed,
+        Retired
+    }
+
+    struct Model {
+        uint256 id;
+        address creator;
+        Status status;
+        string name;
+        string baseModel;
+        uint256[] datanetIds;
+        bytes32 metadataHash;
+        /// Content hash of the LoRA adapter, once trained.
+        bytes32 adapterHash;
+        /// The version of each of datanetIds the adapter was trained on.
+        uint64[] datanetVersions;
+        bytes32 metricsHash;
+        address operator;
+        /// Prices in wei per 1,000 tokens.
+        uint256 inputRatePer1k;
+        uint256 outputRatePer1k;
+        uint64 proposedAt;
+    }
+
+    event ModelProposed(uint256 indexed modelId, address indexed creator, string name, string baseModel);
+    event ModelApproved(uint256 indexed modelId, address indexed approver);
+    event ArtifactRegistered(uint256 indexed modelId, bytes32 adapterHash, uint64[] datanetVersions, bytes32 metricsHash);
+    event ModelDeployed(
+        uint256 indexed modelId, address indexed operator, uint256 inputRatePer1k, uint256 outputRatePer1k
+    );
+    event ModelRetired(uint256 indexed modelId, address indexed by);
+
+    error InvalidCalldata();
+    error NotPayable();
+    error UnknownModel(uint256 modelId);
+    error UnknownDatanet(uint256 datanetId);
+    error UnknownVersion(uint256 datanetId, uint64 version);
+    error NotCreator(uint256 modelId, address account);
+    error NotGovernance(address account);
+    error WrongStatus(uint256 modelId, Status status, Status required);
+    error VersionCountMismatch(uint256 datanets, uint256 versions);
+    error EmptyName();
+    error TooLong(string field, uint256 max);
+    error NoDatanets();
+    error ZeroOperator();
+
+    /// @notice Proposes a model fine-tuned from baseModel on the given datanets.
+    function proposeModel(
+        string calldata name,
+        string calldata baseModel,
+        uint256[] calldata datanetIds,
+        bytes32 metadataHash
+    ) external returns (uint256 modelId);
+
+    /// @notice Approves a proposed model (the Governor, or the genesis admin).
+    function approveModel(uint256 modelId) external;
+
+    /// @notice Records the trained adapter and the datanet versions it learned from (creator only).
+    function registerArtifact(
+        uint256 modelId,
+        bytes32 adapterHash,
+        uint64[] calldata datanetVersions,
+        bytes32 metricsHash
+    ) external;
+
+    /// @notice Publishes the operator serving the model and its prices (creator only).
+    function deploy(uint256 modelId, address operator, uint256 inputRatePer1k, uint256 outputRatePer1k) external;
+
+    /// @notice Retires a model for good (creator, Governor or admin).
+    function retire(uint256 modelId) external;
+
+    function modelCount() external view returns (uint256);
+    function getModel(uint256 modelId) external view returns (Model memory);
+    function admin() external view returns (address);
+}

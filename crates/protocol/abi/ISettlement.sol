@@ -1,0 +1,118 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.20;
+
+/// @title OpenLedger inference settlement (native module at 0x4f4c000000000000000000000000000000000003)
+/// @notice Users prepay OPEN into escrow and sign EIP-712 InferenceOrders (domain: name
+/// "OpenLedger Settlement", version "1", the chain id, this address). A deployed model's
+/// operator settles an order with a receipt; the fee is
+/// inputTokens/1000*inputRate + outputTokens/1000*outputRate + platformFee, never above the
+/// order's maxFee. The platform fee and rounding dust go to the treasury; the rest is split
+/// creator / stakers / contributors (70/10/20 by default; the stakers' part is credited to the
+/// creator until staking exists), the contributors' pool by attribution weight in ppm (or, with
+/// no weights, to the datanet's owner). Rewards accrue and are paid by claim().
+interface ISettlement {
+    struct InferenceOrder {
+        address user;
+        uint256 modelId;
+        uint256 maxFee;
+        uint256 nonce;
+        uint64 expiry;
+    }
+
+    struct InferenceReceipt {
+        uint64 inputTokens;
+        uint64 outputTokens;
+        bytes32 promptHash;
+        bytes32 outputHash;
+        /// One of the model's datanets, at the version the model was trained on.
+        uint256 datanetId;
+        uint64 datanetVersion;
+        /// The attribution engine: 0 none, 1 span (suffix array), 2 gradient influence.
+        uint8 method;
+        /// Contributions included in that version, each with its weight in ppm; the weights
+        /// sum to 1,000,000, or both arrays are empty.
+        uint256[] contributionIds;
+        uint32[] weights;
+    }
+
+    struct Settlement {
+        InferenceOrder order;
+        bytes signature;
+        InferenceReceipt receipt;
+    }
+
+    enum Role {
+        Creator,
+        Stakers,
+        Contributor,
+        DatanetOwner
+    }
+
+    event Deposited(address indexed account, uint256 amount);
+    event Withdrawn(address indexed account, uint256 amount);
+    event Settled(
+        bytes32 indexed orderHash,
+        uint256 indexed modelId,
+        address indexed user,
+        uint256 fee,
+        uint64 inputTokens,
+        uint64 outputTokens,
+        bytes32 promptHash,
+        bytes32 outputHash,
+        uint256 datanetId,
+        uint64 datanetVersion,
+        uint8 method
+    );
+    event RewardAccrued(address indexed account, uint256 indexed modelId, Role role, uint256 amount);
+    event TreasuryPaid(bytes32 indexed orderHash, uint256 amount);
+    event Claimed(address indexed account, uint256 amount);
+
+    error InvalidCalldata();
+    error NotPayable();
+    error ZeroAmount();
+    error InsufficientEscrow(uint256 available, uint256 required);
+    error NothingToClaim();
+    error UnknownModel(uint256 modelId);
+    error ModelNotDeployed(uint256 modelId);
+    error NotOperator(uint256 modelId, address account);
+    error OrderExpired(uint64 expiry, uint64 timestamp);
+    error NonceUsed(address user, uint256 nonce);
+    error BadSignature();
+    error FeeAboveMax(uint256 fee, uint256 maxFee);
+    error FeeOverflow();
+    error DatanetNotUsed(uint256 modelId, uint256 datanetId);
+    error VersionNotTrained(uint256 datanetId, uint64 version, uint64 trainedVersion);
+    error ContributionNotInVersion(uint256 contributionId, uint256 datanetId, uint64 version);
+    error WeightsMismatch(uint256 contributions, uint256 weights);
+    error WeightsDoNotSum(uint256 sum);
+    error EmptyBatch();
+
+    /// @notice Adds the OPEN sent to the caller's escrow.
+    function deposit() external payable;
+    /// @notice Takes OPEN back out of the caller's escrow.
+    function withdraw(uint256 amount) external;
+    /// @notice An account's escrow balance.
+    function balanceOf(address account) external view returns (uint256);
+
+    /// @notice Charges a signed order for one inference and accrues the rewards (the model's operator only).
+    function settle(InferenceOrder calldata order, bytes calldata signature, InferenceReceipt calldata receipt)
+        external
+        returns (uint256 fee);
+    /// @notice Settles many receipts in one transaction, all or none.
+    function settleBatch(Settlement[] calldata settlements) external returns (uint256 totalFee);
+
+    /// @notice Pays the caller's accrued rewards.
+    function claim() external returns (uint256 amount);
+    /// @notice An account's claimable rewards.
+    function rewards(address account) external view returns (uint256);
+
+    function nonceUsed(address user, uint256 nonce) external view returns (bool);
+    /// @notice The EIP-712 digest a user signs for an order.
+    function orderDigest(InferenceOrder calldata order) external view returns (bytes32);
+    function domainSeparator() external view returns (bytes32);
+    /// @notice The fee a deployed model charges for the given token counts, platform fee included.
+    function quote(uint256 modelId, uint64 inputTokens, uint64 outputTokens) external view returns (uint256);
+    function platformFee() external view returns (uint256);
+    /// @notice The split of a fee after the platform fee, in ppm.
+    function shares() external view returns (uint32 creator, uint32 stakers, uint32 contributors);
+}

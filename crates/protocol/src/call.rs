@@ -1,0 +1,50 @@
+//! What every module does with a call: decode it, refuse OPEN it does not expect, emit events
+//! and revert with a custom error the caller's ABI can decode.
+
+use alloy_primitives::Bytes;
+use alloy_sol_types::{SolError, SolEvent, SolInterface};
+use openledger_chain::{ModuleCall, ModuleError, ModuleHost};
+
+/// A revert carrying `error`, ABI-encoded with its selector.
+pub fn revert(error: impl SolError) -> ModuleError {
+    ModuleError::Revert(error.abi_encode().into())
+}
+
+/// Decodes the call data into one of an interface's calls, or reverts with `invalid`.
+pub fn decode<C: SolInterface>(input: &[u8], invalid: impl SolError) -> Result<C, ModuleError> {
+    C::abi_decode(input).map_err(|_| revert(invalid))
+}
+
+/// Reverts with `not_payable` if the call carries OPEN.
+pub fn no_value(call: &ModuleCall<'_>, not_payable: impl SolError) -> Result<(), ModuleError> {
+    if call.value.is_zero() {
+        Ok(())
+    } else {
+        Err(revert(not_payable))
+    }
+}
+
+/// Emits `event` from the module.
+pub fn emit(host: &mut dyn ModuleHost, event: &impl SolEvent) -> Result<(), ModuleError> {
+    let data = event.encode_log_data();
+    host.log(data.topics().to_vec(), data.data)
+}
+
+/// ABI-encodes a return value.
+pub fn returns<T: alloy_sol_types::SolValue>(value: &T) -> Bytes {
+    value.abi_encode().into()
+}
+
+/// Reverts with `too_long(field, max)` if `text` is longer than `max` bytes.
+pub fn check_len<E: SolError>(
+    text: &str,
+    max: usize,
+    too_long: impl Fn(String, usize) -> E,
+    field: &str,
+) -> Result<(), ModuleError> {
+    if text.len() > max {
+        Err(revert(too_long(field.to_string(), max)))
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,784 @@
+//! The Datanets module: curated datasets, their contributions and their versions.
+//!
+//! See `abi/IDatanets.sol` for the interface and its rules. Ids of datanets and contributions
+//! start at 1; versions are numbered from 1 per datanet.
+
+use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
+use alloy_sol_types::SolCall;
+use openledger_chain::{ModuleCall, ModuleError, ModuleHost, NativeModule};
+use openledger_primitives::{Genesis, addresses};
+
+use crate::{
+    abi::IDatanets::{self, ContributionStatus, IDatanetsCalls, Quota},
+    call::{check_len, decode, emit, no_value, revert},
+    storage::{Slot, Storage, consecutive},
+};
+
+/// The parameters: six words, slots 0 to 5, in the order of `IDatanets.Params`.
+const PARAMS: Slot = Slot::root(0);
+const DATANET_COUNT: Slot = Slot::root(6);
+const DATANETS: Slot = Slot::root(7);
+const CONTRIBUTION_COUNT: Slot = Slot::root(8);
+const CONTRIBUTIONS: Slot = Slot::root(9);
+const CURATORS: Slot = Slot::root(10);
+const ALLOWED: Slot = Slot::root(11);
+const STATS: Slot = Slot::root(12);
+const CONTRIBUTOR_USAGE: Slot = Slot::root(13);
+const DATANET_USAGE: Slot = Slot::root(14);
+const VERSIONS: Slot = Slot::root(15);
+const CONTRIBUTORS: Slot = Slot::root(16);
+
+/// Fields of a datanet, from its base slot.
+mod datanet {
+    pub const OWNER: u8 = 0;
+    pub const NAME: u8 = 1;
+    pub const SUMMARY: u8 = 2;
+    pub const DESCRIPTION: u8 = 3;
+    pub const TAGS: u8 = 4;
+    pub const DATA_TYPE: u8 = 5;
+    pub const LICENCE: u8 = 6;
+    pub const PUBLIC: u8 = 7;
+    pub const PUBLISHED: u8 = 8;
+    pub const VERSIONS: u8 = 9;
+    pub const APPROVED_ROWS: u8 = 10;
+    pub const APPROVED_BYTES: u8 = 11;
+    pub const CREATED: u8 = 12;
+    pub const CONTRIBUTIONS: u8 = 13;
+    pub const APPROVED: u8 = 14;
+    pub const ROOT: u8 = 15;
+}
+
+/// Fields of a contribution.
+mod contribution {
+    pub const DATANET: u8 = 0;
+    pub const CONTRIBUTOR: u8 = 1;
+    pub const HASH: u8 = 2;
+    pub const ROWS: u8 = 3;
+    pub const SIZE: u8 = 4;
+    pub const LICENCE: u8 = 5;
+    pub const STATUS: u8 = 6;
+    pub const VERSION: u8 = 7;
+    pub const REASON: u8 = 8;
+    pub const SUBMITTED: u8 = 9;
+}
+
+/// Fields of a version.
+mod version {
+    pub const ROOT: u8 = 0;
+    pub const IDS: u8 = 1;
+    pub const APPROVED: u8 = 2;
+    pub const ROWS: u8 = 3;
+    pub const SIZE: u8 = 4;
+    pub const FEE: u8 = 5;
+    pub const CREATED: u8 = 6;
+}
+
+const MAX_NAME: usize = 128;
+const MAX_SUMMARY: usize = 1024;
+const MAX_SHORT: usize = 64;
+const MAX_TAGS: usize = 16;
+const MIB: u64 = 1 << 20;
+const DAY: u64 = 86_400;
+
+/// The Datanets module.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Datanets;
+
+impl NativeModule for Datanets {
+    fn address(&self) -> Address {
+        addresses::DATANETS
+    }
+
+    fn name(&self) -> &'static str {
+        "datanets"
+    }
+
+    fn genesis_storage(&self, genesis: &Genesis) -> Vec<(U256, U256)> {
+        let p = &genesis.protocol;
+        consecutive(
+            PARAMS,
+            [
+                p.datanet_fee_base,
+                p.datanet_fee_per_mib,
+                U256::from(p.contributor_daily_bytes),
+                U256::from(p.contributor_daily_files),
+                U256::from(p.datanet_daily_bytes),
+                U256::from(p.datanet_daily_files),
+            ],
+        )
+    }
+
+    fn call(&self, call: ModuleCall<'_>, host: &mut dyn ModuleHost) -> Result<Bytes, ModuleError> {
+        let decoded: IDatanetsCalls = decode(call.input, IDatanets::InvalidCalldata {})?;
+        if !matches!(
+            decoded,
+            IDatanetsCalls::publish(_) | IDatanetsCalls::approve(_)
+        ) {
+            no_value(&call, IDatanets::NotPayable {})?;
+        }
+        let mut s = Storage::own(host);
+        let caller = call.caller;
+        use IDatanetsCalls as C;
+        match decoded {
+            C::createDatanet(c) => create(&mut s, caller, c),
+            C::setMetadata(c) => set_metadata(&mut s, caller, c),
+            C::setCurator(c) => {
+                set_member(&mut s, caller, (c.datanetId, c.account, c.allowed), true)
+            }
+            C::setContributor(c) => {
+                set_member(&mut s, caller, (c.datanetId, c.account, c.allowed), false)
+            }
+            C::publish(c) => publish(&mut s, caller, call.value, c.datanetId),
+            C::contribute(c) => contribute(&mut s, caller, c),
+            C::approve(c) => approve(&mut s, caller, call.value, c),
+            C::reject(c) => reject(&mut s, caller, c),
+            C::datanetCount(_) => {
+                let count: U256 = s.get(DATANET_COUNT)?;
+                Ok(IDatanets::datanetCountCall::abi_encode_returns(&count).into())
+            }
+            C::getDatanet(c) => {
+                let datanet = read_datanet(&mut s, c.datanetId)?;
+                Ok(IDatanets::getDatanetCall::abi_encode_returns(&datanet).into())
+            }
+            C::getContribution(c) => {
+                let contribution = read_contribution(&mut s, c.contributionId)?;
+                Ok(IDatanets::getContributionCall::abi_encode_returns(&contribution).into())
+            }
+            C::getVersion(c) => {
+                let version = read_version(&mut s, c.datanetId, c.version)?;
+                Ok(IDatanets::getVersionCall::abi_encode_returns(&version).into())
+            }
+            C::contributionsOf(c) => {
+                let base = existing(&mut s, c.datanetId)?;
+                let ids: Vec<U256> =
+                    s.items(base.field(datanet::CONTRIBUTIONS), c.offset, c.limit)?;
+                Ok(IDatanets::contributionsOfCall::abi_encode_returns(&ids).into())
+            }
+            C::approvedContributions(c) => {
+                let base = existing(&mut s, c.datanetId)?;
+                let ids: Vec<U256> = s.items(base.field(datanet::APPROVED), c.offset, c.limit)?;
+                Ok(IDatanets::approvedContributionsCall::abi_encode_returns(&ids).into())
+            }
+            C::contributors(c) => {
+                let accounts: Vec<Address> = s.items(CONTRIBUTORS, c.offset, c.limit)?;
+                Ok(IDatanets::contributorsCall::abi_encode_returns(&accounts).into())
+            }
+            C::contributorStats(c) => {
+                let stats = read_stats(&mut s, c.account)?;
+                Ok(IDatanets::contributorStatsCall::abi_encode_returns(&stats).into())
+            }
+            C::isCurator(c) => {
+                let yes: bool = s.get(CURATORS.at(c.datanetId).at(c.account))?;
+                Ok(IDatanets::isCuratorCall::abi_encode_returns(&yes).into())
+            }
+            C::isContributor(c) => {
+                let yes: bool = s.get(ALLOWED.at(c.datanetId).at(c.account))?;
+                Ok(IDatanets::isContributorCall::abi_encode_returns(&yes).into())
+            }
+            C::publishFee(c) => {
+                let base = existing(&mut s, c.datanetId)?;
+                let bytes: u64 = s.get(base.field(datanet::APPROVED_BYTES))?;
+                let fee = size_fee(&mut s, bytes)?;
+                Ok(IDatanets::publishFeeCall::abi_encode_returns(&fee).into())
+            }
+            C::versionFee(c) => {
+                existing(&mut s, c.datanetId)?;
+                let (_, bytes, _) = pending_batch(&mut s, c.datanetId, &c.contributionIds)?;
+                let fee = size_fee(&mut s, bytes)?;
+                Ok(IDatanets::versionFeeCall::abi_encode_returns(&fee).into())
+            }
+            C::params(_) => {
+                let params = read_params(&mut s)?;
+                Ok(IDatanets::paramsCall::abi_encode_returns(&params).into())
+            }
+        }
+    }
+}
+
+/// The ABI-encoded return data of a call.
+type Out = Result<Bytes, ModuleError>;
+
+fn create(s: &mut Storage<'_>, caller: Address, c: IDatanets::createDatanetCall) -> Out {
+    check_text(&c.name, &c.summary, &c.tags, &c.licence)?;
+    check_len(&c.dataType, MAX_SHORT, too_long, "dataType")?;
+    let id = s.add(DATANET_COUNT, U256::from(1))?;
+    let base = DATANETS.at(id);
+    s.set(base.field(datanet::OWNER), caller)?;
+    write_metadata(
+        s,
+        base,
+        &c.name,
+        &c.summary,
+        c.descriptionHash,
+        &c.tags,
+        &c.licence,
+    )?;
+    s.set_string(base.field(datanet::DATA_TYPE), &c.dataType)?;
+    s.set(base.field(datanet::PUBLIC), c.isPublic)?;
+    let now = s.host().timestamp();
+    s.set(base.field(datanet::CREATED), now)?;
+    emit(
+        s.host(),
+        &IDatanets::DatanetCreated {
+            datanetId: id,
+            owner: caller,
+            name: c.name,
+            isPublic: c.isPublic,
+        },
+    )?;
+    Ok(IDatanets::createDatanetCall::abi_encode_returns(&id).into())
+}
+
+fn set_metadata(s: &mut Storage<'_>, caller: Address, c: IDatanets::setMetadataCall) -> Out {
+    let base = owned(s, c.datanetId, caller)?;
+    check_text(&c.name, &c.summary, &c.tags, &c.licence)?;
+    write_metadata(
+        s,
+        base,
+        &c.name,
+        &c.summary,
+        c.descriptionHash,
+        &c.tags,
+        &c.licence,
+    )?;
+    emit(
+        s.host(),
+        &IDatanets::MetadataUpdated {
+            datanetId: c.datanetId,
+            name: c.name,
+            descriptionHash: c.descriptionHash,
+        },
+    )?;
+    Ok(Bytes::new())
+}
+
+/// Names or removes a curator (`curator`, by the owner) or an allow-listed contributor (by the
+/// owner or a curator).
+fn set_member(
+    s: &mut Storage<'_>,
+    caller: Address,
+    (datanet_id, account, allowed): (U256, Address, bool),
+    curator: bool,
+) -> Out {
+    let table = if curator {
+        owned(s, datanet_id, caller)?;
+        CURATORS
+    } else {
+        curated(s, datanet_id, caller)?;
+        ALLOWED
+    };
+    s.set(table.at(datanet_id).at(account), allowed)?;
+    if curator {
+        emit(
+            s.host(),
+            &IDatanets::CuratorSet {
+                datanetId: datanet_id,
+                account,
+                allowed,
+            },
+        )?;
+    } else {
+        emit(
+            s.host(),
+            &IDatanets::ContributorSet {
+                datanetId: datanet_id,
+                account,
+                allowed,
+            },
+        )?;
+    }
+    Ok(Bytes::new())
+}
+
+fn publish(s: &mut Storage<'_>, caller: Address, paid: U256, id: U256) -> Out {
+    let base = owned(s, id, caller)?;
+    if s.get::<bool>(base.field(datanet::PUBLISHED))? {
+        return Err(revert(IDatanets::AlreadyPublished { datanetId: id }));
+    }
+    let bytes: u64 = s.get(base.field(datanet::APPROVED_BYTES))?;
+    let fee = size_fee(s, bytes)?;
+    pay_fee(s, caller, paid, fee)?;
+    s.set(base.field(datanet::PUBLISHED), true)?;
+    emit(
+        s.host(),
+        &IDatanets::DatanetPublished { datanetId: id, fee },
+    )?;
+    Ok(Bytes::new())
+}
+
+fn contribute(s: &mut Storage<'_>, caller: Address, c: IDatanets::contributeCall) -> Out {
+    let base = existing(s, c.datanetId)?;
+    if !s.get::<bool>(base.field(datanet::PUBLISHED))? {
+        return Err(revert(IDatanets::NotPublished {
+            datanetId: c.datanetId,
+        }));
+    }
+    if !s.get::<bool>(base.field(datanet::PUBLIC))? && !may_contribute(s, c.datanetId, caller)? {
+        return Err(revert(IDatanets::NotAllowed {
+            datanetId: c.datanetId,
+            account: caller,
+        }));
+    }
+    if c.rows == 0 || c.size == 0 || c.contentHash.is_zero() {
+        return Err(revert(IDatanets::EmptyContribution {}));
+    }
+    check_len(&c.licence, MAX_SHORT, too_long, "licence")?;
+    use_quota(s, caller, c.datanetId, c.size)?;
+
+    let id = s.add(CONTRIBUTION_COUNT, U256::from(1))?;
+    let entry = CONTRIBUTIONS.at(id);
+    s.set(entry.field(contribution::DATANET), c.datanetId)?;
+    s.set(entry.field(contribution::CONTRIBUTOR), caller)?;
+    s.set(entry.field(contribution::HASH), c.contentHash)?;
+    s.set(entry.field(contribution::ROWS), c.rows)?;
+    s.set(entry.field(contribution::SIZE), c.size)?;
+    s.set_string(entry.field(contribution::LICENCE), &c.licence)?;
+    let now = s.host().timestamp();
+    s.set(entry.field(contribution::SUBMITTED), now)?;
+    s.push(base.field(datanet::CONTRIBUTIONS), id)?;
+    let stats = STATS.at(caller);
+    if s.add(stats, U256::from(1))? == U256::from(1) {
+        s.push(CONTRIBUTORS, caller)?;
+    }
+    emit(
+        s.host(),
+        &IDatanets::Contributed {
+            datanetId: c.datanetId,
+            contributionId: id,
+            contributor: caller,
+            contentHash: c.contentHash,
+            rows: c.rows,
+            size: c.size,
+        },
+    )?;
+    Ok(IDatanets::contributeCall::abi_encode_returns(&id).into())
+}
+
+fn approve(s: &mut Storage<'_>, caller: Address, paid: U256, c: IDatanets::approveCall) -> Out {
+    let base = curated(s, c.datanetId, caller)?;
+    let (rows, bytes, hashes) = pending_batch(s, c.datanetId, &c.contributionIds)?;
+    let fee = size_fee(s, bytes)?;
+    pay_fee(s, caller, paid, fee)?;
+
+    let number = s
+        .add(base.field(datanet::VERSIONS), U256::from(1))?
+        .to::<u64>();
+    let previous: B256 = s.get(base.field(datanet::ROOT))?;
+    let root = version_root(previous, &hashes);
+    s.set(base.field(datanet::ROOT), root)?;
+    let total_rows = s.add(base.field(datanet::APPROVED_ROWS), U256::from(rows))?;
+    let total_bytes = s.add(base.field(datanet::APPROVED_BYTES), U256::from(bytes))?;
+    for &id in &c.contributionIds {
+        let entry = CONTRIBUTIONS.at(id);
+        s.set(
+            entry.field(contribution::STATUS),
+            ContributionStatus::Approved as u8,
+        )?;
+        s.set(entry.field(contribution::VERSION), number)?;
+        let contributor: Address = s.get(entry.field(contribution::CONTRIBUTOR))?;
+        s.add(STATS.at(contributor).field(1), U256::from(1))?;
+        s.push(base.field(datanet::APPROVED), id)?;
+    }
+    let approved = s.len(base.field(datanet::APPROVED))?;
+    let entry = VERSIONS.at(c.datanetId).at(number);
+    s.set(entry.field(version::ROOT), root)?;
+    s.set_items(entry.field(version::IDS), c.contributionIds.clone())?;
+    s.set(entry.field(version::APPROVED), approved)?;
+    s.set(entry.field(version::ROWS), total_rows)?;
+    s.set(entry.field(version::SIZE), total_bytes)?;
+    s.set(entry.field(version::FEE), fee)?;
+    let now = s.host().timestamp();
+    s.set(entry.field(version::CREATED), now)?;
+    emit(
+        s.host(),
+        &IDatanets::VersionCreated {
+            datanetId: c.datanetId,
+            version: number,
+            root,
+            contributionIds: c.contributionIds,
+            fee,
+        },
+    )?;
+    Ok(IDatanets::approveCall::abi_encode_returns(&number).into())
+}
+
+fn reject(s: &mut Storage<'_>, caller: Address, c: IDatanets::rejectCall) -> Out {
+    curated(s, c.datanetId, caller)?;
+    pending_batch(s, c.datanetId, &c.contributionIds)?;
+    for &id in &c.contributionIds {
+        let entry = CONTRIBUTIONS.at(id);
+        s.set(
+            entry.field(contribution::STATUS),
+            ContributionStatus::Rejected as u8,
+        )?;
+        s.set(entry.field(contribution::REASON), c.reasonCode)?;
+        let contributor: Address = s.get(entry.field(contribution::CONTRIBUTOR))?;
+        s.add(STATS.at(contributor).field(2), U256::from(1))?;
+    }
+    emit(
+        s.host(),
+        &IDatanets::ContributionsRejected {
+            datanetId: c.datanetId,
+            contributionIds: c.contributionIds,
+            reasonCode: c.reasonCode,
+        },
+    )?;
+    Ok(Bytes::new())
+}
+
+/// A version's root: `keccak256(previous root . content hashes approved in this round)`, so
+/// version `v` commits to every approved contribution up to it, in order.
+pub fn version_root(previous: B256, hashes: &[B256]) -> B256 {
+    let mut preimage = Vec::with_capacity(32 * (hashes.len() + 1));
+    preimage.extend_from_slice(previous.as_slice());
+    for hash in hashes {
+        preimage.extend_from_slice(hash.as_slice());
+    }
+    keccak256(preimage)
+}
+
+/// Checks that `ids` are distinct pending contributions of the datanet; returns their total
+/// rows, bytes and content hashes in order.
+fn pending_batch(
+    s: &mut Storage<'_>,
+    datanet_id: U256,
+    ids: &[U256],
+) -> Result<(u64, u64, Vec<B256>), ModuleError> {
+    if ids.is_empty() {
+        return Err(revert(IDatanets::NoContributions {}));
+    }
+    let (mut rows, mut bytes, mut hashes) = (0u64, 0u64, Vec::with_capacity(ids.len()));
+    for (i, &id) in ids.iter().enumerate() {
+        let entry = CONTRIBUTIONS.at(id);
+        let owner: U256 = s.get(entry.field(contribution::DATANET))?;
+        if owner.is_zero() {
+            return Err(revert(IDatanets::UnknownContribution {
+                contributionId: id,
+            }));
+        }
+        if owner != datanet_id {
+            return Err(revert(IDatanets::WrongDatanet {
+                contributionId: id,
+                datanetId: datanet_id,
+            }));
+        }
+        let status: u8 = s.get(entry.field(contribution::STATUS))?;
+        if status != ContributionStatus::Pending as u8 || ids[..i].contains(&id) {
+            return Err(revert(IDatanets::NotPending { contributionId: id }));
+        }
+        rows = rows.saturating_add(s.get(entry.field(contribution::ROWS))?);
+        bytes = bytes.saturating_add(s.get(entry.field(contribution::SIZE))?);
+        hashes.push(s.get(entry.field(contribution::HASH))?);
+    }
+    Ok((rows, bytes, hashes))
+}
+
+/// Charges the daily quotas of the contributor and of the datanet for one file of `size` bytes.
+fn use_quota(
+    s: &mut Storage<'_>,
+    contributor: Address,
+    datanet_id: U256,
+    size: u64,
+) -> Result<(), ModuleError> {
+    let day = s.host().timestamp() / DAY;
+    let params = read_params(s)?;
+    let scopes = [
+        (
+            CONTRIBUTOR_USAGE.at(contributor).at(day),
+            (Quota::ContributorBytes, params.contributorDailyBytes),
+            (Quota::ContributorFiles, params.contributorDailyFiles),
+        ),
+        (
+            DATANET_USAGE.at(datanet_id).at(day),
+            (Quota::DatanetBytes, params.datanetDailyBytes),
+            (Quota::DatanetFiles, params.datanetDailyFiles),
+        ),
+    ];
+    for (usage, bytes_quota, files_quota) in scopes {
+        for (field, amount, (quota, limit)) in [(0, size, bytes_quota), (1, 1, files_quota)] {
+            let used: u64 = s.get(usage.field(field))?;
+            let would_use = used.saturating_add(amount);
+            if would_use > limit {
+                return Err(revert(IDatanets::QuotaExceeded {
+                    quota,
+                    wouldUse: U256::from(would_use),
+                    limit: U256::from(limit),
+                }));
+            }
+            s.set(usage.field(field), would_use)?;
+        }
+    }
+    Ok(())
+}
+
+/// The fee for publishing or versioning `bytes` of data: base + per-MiB × started MiBs.
+fn size_fee(s: &mut Storage<'_>, bytes: u64) -> Result<U256, ModuleError> {
+    let base: U256 = s.get(PARAMS.field(0))?;
+    let per_mib: U256 = s.get(PARAMS.field(1))?;
+    Ok(base.saturating_add(per_mib.saturating_mul(U256::from(bytes.div_ceil(MIB)))))
+}
+
+/// Sends `fee` of the `paid` OPEN to the treasury and the rest back to the payer.
+fn pay_fee(s: &mut Storage<'_>, payer: Address, paid: U256, fee: U256) -> Result<(), ModuleError> {
+    if paid < fee {
+        return Err(revert(IDatanets::InsufficientFee {
+            required: fee,
+            paid,
+        }));
+    }
+    if !fee.is_zero() {
+        s.host().transfer(addresses::TREASURY, fee)?;
+    }
+    if paid > fee {
+        s.host().transfer(payer, paid - fee)?;
+    }
+    Ok(())
+}
+
+/// The base slot of an existing datanet.
+fn existing(s: &mut Storage<'_>, id: U256) -> Result<Slot, ModuleError> {
+    let base = DATANETS.at(id);
+    if s.get::<Address>(base.field(datanet::OWNER))?.is_zero() {
+        return Err(revert(IDatanets::UnknownDatanet { datanetId: id }));
+    }
+    Ok(base)
+}
+
+/// The base slot of a datanet `caller` owns.
+fn owned(s: &mut Storage<'_>, id: U256, caller: Address) -> Result<Slot, ModuleError> {
+    let base = existing(s, id)?;
+    if s.get::<Address>(base.field(datanet::OWNER))? != caller {
+        return Err(revert(IDatanets::NotOwner {
+            datanetId: id,
+            account: caller,
+        }));
+    }
+    Ok(base)
+}
+
+/// The base slot of a datanet `caller` owns or curates.
+fn curated(s: &mut Storage<'_>, id: U256, caller: Address) -> Result<Slot, ModuleError> {
+    let base = existing(s, id)?;
+    let owner: Address = s.get(base.field(datanet::OWNER))?;
+    if owner != caller && !s.get::<bool>(CURATORS.at(id).at(caller))? {
+        return Err(revert(IDatanets::NotCurator {
+            datanetId: id,
+            account: caller,
+        }));
+    }
+    Ok(base)
+}
+
+/// Whether `account` may contribute to a private datanet: its owner, curators and allow-list.
+fn may_contribute(s: &mut Storage<'_>, id: U256, account: Address) -> Result<bool, ModuleError> {
+    Ok(
+        s.get::<Address>(DATANETS.at(id).field(datanet::OWNER))? == account
+            || s.get::<bool>(CURATORS.at(id).at(account))?
+            || s.get::<bool>(ALLOWED.at(id).at(account))?,
+    )
+}
+
+fn too_long(field: String, max: usize) -> IDatanets::TooLong {
+    IDatanets::TooLong {
+        field,
+        max: U256::from(max),
+    }
+}
+
+fn check_text(
+    name: &str,
+    summary: &str,
+    tags: &[String],
+    licence: &str,
+) -> Result<(), ModuleError> {
+    if name.trim().is_empty() {
+        return Err(revert(IDatanets::EmptyName {}));
+    }
+    check_len(name, MAX_NAME, too_long, "name")?;
+    check_len(summary, MAX_SUMMARY, too_long, "summary")?;
+    check_len(licence, MAX_SHORT, too_long, "licence")?;
+    if tags.len() > MAX_TAGS {
+        return Err(revert(too_long("tags".into(), MAX_TAGS)));
+    }
+    tags.iter()
+        .try_for_each(|tag| check_len(tag, MAX_SHORT, too_long, "tag"))
+}
+
+fn write_metadata(
+    s: &mut Storage<'_>,
+    base: Slot,
+    name: &str,
+    summary: &str,
+    description: B256,
+    tags: &[String],
+    licence: &str,
+) -> Result<(), ModuleError> {
+    s.set_string(base.field(datanet::NAME), name)?;
+    s.set_string(base.field(datanet::SUMMARY), summary)?;
+    s.set(base.field(datanet::DESCRIPTION), description)?;
+    s.set_strings(base.field(datanet::TAGS), tags)?;
+    s.set_string(base.field(datanet::LICENCE), licence)
+}
+
+fn read_params(s: &mut Storage<'_>) -> Result<IDatanets::Params, ModuleError> {
+    Ok(IDatanets::Params {
+        feeBase: s.get(PARAMS.field(0))?,
+        feePerMib: s.get(PARAMS.field(1))?,
+        contributorDailyBytes: s.get(PARAMS.field(2))?,
+        contributorDailyFiles: s.get(PARAMS.field(3))?,
+        datanetDailyBytes: s.get(PARAMS.field(4))?,
+        datanetDailyFiles: s.get(PARAMS.field(5))?,
+    })
+}
+
+fn read_datanet(s: &mut Storage<'_>, id: U256) -> Result<IDatanets::Datanet, ModuleError> {
+    let base = existing(s, id)?;
+    let f = |field| base.field(field);
+    Ok(IDatanets::Datanet {
+        id,
+        owner: s.get(f(datanet::OWNER))?,
+        name: s.get_string(f(datanet::NAME))?,
+        summary: s.get_string(f(datanet::SUMMARY))?,
+        descriptionHash: s.get(f(datanet::DESCRIPTION))?,
+        tags: s.get_strings(f(datanet::TAGS))?,
+        dataType: s.get_string(f(datanet::DATA_TYPE))?,
+        licence: s.get_string(f(datanet::LICENCE))?,
+        isPublic: s.get(f(datanet::PUBLIC))?,
+        published: s.get(f(datanet::PUBLISHED))?,
+        versionCount: s.get(f(datanet::VERSIONS))?,
+        contributionCount: s.len(f(datanet::CONTRIBUTIONS))?,
+        approvedCount: s.len(f(datanet::APPROVED))?,
+        approvedRows: s.get(f(datanet::APPROVED_ROWS))?,
+        approvedBytes: s.get(f(datanet::APPROVED_BYTES))?,
+        createdAt: s.get(f(datanet::CREATED))?,
+    })
+}
+
+fn read_contribution(
+    s: &mut Storage<'_>,
+    id: U256,
+) -> Result<IDatanets::Contribution, ModuleError> {
+    let base = CONTRIBUTIONS.at(id);
+    let f = |field| base.field(field);
+    let datanet_id: U256 = s.get(f(contribution::DATANET))?;
+    if datanet_id.is_zero() {
+        return Err(revert(IDatanets::UnknownContribution {
+            contributionId: id,
+        }));
+    }
+    let status: u8 = s.get(f(contribution::STATUS))?;
+    Ok(IDatanets::Contribution {
+        id,
+        datanetId: datanet_id,
+        contributor: s.get(f(contribution::CONTRIBUTOR))?,
+        contentHash: s.get(f(contribution::HASH))?,
+        rows: s.get(f(contribution::ROWS))?,
+        size: s.get(f(contribution::SIZE))?,
+        licence: s.get_string(f(contribution::LICENCE))?,
+        status: ContributionStatus::try_from(status).unwrap_or(ContributionStatus::Pending),
+        version: s.get(f(contribution::VERSION))?,
+        reasonCode: s.get(f(contribution::REASON))?,
+        submittedAt: s.get(f(contribution::SUBMITTED))?,
+    })
+}
+
+fn read_version(
+    s: &mut Storage<'_>,
+    datanet_id: U256,
+    number: u64,
+) -> Result<IDatanets::Version, ModuleError> {
+    let base = existing(s, datanet_id)?;
+    let count: u64 = s.get(base.field(datanet::VERSIONS))?;
+    if number == 0 || number > count {
+        return Err(revert(IDatanets::UnknownVersion {
+            datanetId: datanet_id,
+            version: number,
+        }));
+    }
+    let entry = VERSIONS.at(datanet_id).at(number);
+    let f = |field| entry.field(field);
+    Ok(IDatanets::Version {
+        datanetId: datanet_id,
+        number,
+        root: s.get(f(version::ROOT))?,
+        contributionIds: s.items(f(version::IDS), 0, u64::MAX)?,
+        approvedCount: s.get(f(version::APPROVED))?,
+        rows: s.get(f(version::ROWS))?,
+        size: s.get(f(version::SIZE))?,
+        fee: s.get(f(version::FEE))?,
+        createdAt: s.get(f(version::CREATED))?,
+    })
+}
+
+fn read_stats(
+    s: &mut Storage<'_>,
+    account: Address,
+) -> Result<IDatanets::ContributorStats, ModuleError> {
+    let base = STATS.at(account);
+    let submitted: u64 = s.get(base)?;
+    let approved: u64 = s.get(base.field(1))?;
+    let rejected: u64 = s.get(base.field(2))?;
+    // Parts per million of decided contributions; 0 before any decision.
+    let acceptance = (approved * 1_000_000)
+        .checked_div(approved + rejected)
+        .unwrap_or(0) as u32;
+    Ok(IDatanets::ContributorStats {
+        submitted,
+        approved,
+        rejected,
+        acceptancePpm: acceptance,
+    })
+}
+
+/// What other modules read of a datanet's contribution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContributionInfo {
+    /// The datanet it was submitted to.
+    pub datanet_id: U256,
+    /// Who submitted it.
+    pub contributor: Address,
+    /// The version that approved it; `None` unless approved.
+    pub version: Option<u64>,
+}
+
+/// A datanet's owner and number of versions, read by another module; `None` if it does not
+/// exist.
+pub fn datanet_info(
+    host: &mut dyn ModuleHost,
+    id: U256,
+) -> Result<Option<(Address, u64)>, ModuleError> {
+    let mut s = Storage::of(host, addresses::DATANETS);
+    let base = DATANETS.at(id);
+    let owner: Address = s.get(base.field(datanet::OWNER))?;
+    if owner.is_zero() {
+        return Ok(None);
+    }
+    Ok(Some((owner, s.get(base.field(datanet::VERSIONS))?)))
+}
+
+/// A contribution, read by another module; `None` if it does not exist.
+pub fn contribution_info(
+    host: &mut dyn ModuleHost,
+    id: U256,
+) -> Result<Option<ContributionInfo>, ModuleError> {
+    let mut s = Storage::of(host, addresses::DATANETS);
+    let base = CONTRIBUTIONS.at(id);
+    let datanet_id: U256 = s.get(base.field(contribution::DATANET))?;
+    if datanet_id.is_zero() {
+        return Ok(None);
+    }
+    let status: u8 = s.get(base.field(contribution::STATUS))?;
+    let version = if status == ContributionStatus::Approved as u8 {
+        Some(s.get(base.field(contribution::VERSION))?)
+    } else {
+        None
+    };
+    Ok(Some(ContributionInfo {
+        datanet_id,
+        contributor: s.get(base.field(contribution::CONTRIBUTOR))?,
+        version,
+    }))
+}
+
+#[cfg(test)]
+mod tests;

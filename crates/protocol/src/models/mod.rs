@@ -1,0 +1,349 @@
+//! The model registry: a model's lifecycle from proposal to deployment and retirement.
+//!
+//! See `abi/IModels.sol`. Ids start at 1. Approval belongs to governance: the Governor module's
+//! address, or the genesis admin until governance is in place.
+
+use alloy_primitives::{Address, Bytes, U256};
+use alloy_sol_types::SolCall;
+use openledger_chain::{ModuleCall, ModuleError, ModuleHost, NativeModule};
+use openledger_primitives::{Genesis, addresses};
+
+use crate::{
+    abi::IModels::{self, IModelsCalls, Status},
+    call::{check_len, decode, emit, no_value, revert},
+    datanets::datanet_info,
+    settlement::fee::Rates,
+    storage::{Slot, Storage, Word},
+};
+
+const ADMIN: Slot = Slot::root(0);
+const MODEL_COUNT: Slot = Slot::root(1);
+const MODELS: Slot = Slot::root(2);
+
+/// Fields of a model, from its base slot.
+mod field {
+    pub const CREATOR: u8 = 0;
+    pub const STATUS: u8 = 1;
+    pub const NAME: u8 = 2;
+    pub const BASE_MODEL: u8 = 3;
+    pub const DATANETS: u8 = 4;
+    pub const METADATA: u8 = 5;
+    pub const ADAPTER: u8 = 6;
+    pub const VERSIONS: u8 = 7;
+    pub const METRICS: u8 = 8;
+    pub const OPERATOR: u8 = 9;
+    pub const INPUT_RATE: u8 = 10;
+    pub const OUTPUT_RATE: u8 = 11;
+    pub const PROPOSED: u8 = 12;
+}
+
+const MAX_NAME: usize = 128;
+const MAX_DATANETS: usize = 32;
+
+impl Word for Status {
+    fn to_word(self) -> U256 {
+        U256::from(self as u8)
+    }
+    fn from_word(word: U256) -> Self {
+        Status::try_from(word.saturating_to::<u8>()).unwrap_or(Status::None)
+    }
+}
+
+/// The model registry module.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Models;
+
+impl NativeModule for Models {
+    fn address(&self) -> Address {
+        addresses::MODELS
+    }
+
+    fn name(&self) -> &'static str {
+        "models"
+    }
+
+    fn genesis_storage(&self, genesis: &Genesis) -> Vec<(U256, U256)> {
+        genesis
+            .protocol
+            .admin
+            .map(|admin| vec![(ADMIN.0, admin.to_word())])
+            .unwrap_or_default()
+    }
+
+    fn call(&self, call: ModuleCall<'_>, host: &mut dyn ModuleHost) -> Result<Bytes, ModuleError> {
+        let decoded: IModelsCalls = decode(call.input, IModels::InvalidCalldata {})?;
+        no_value(&call, IModels::NotPayable {})?;
+        let mut s = Storage::own(host);
+        let caller = call.caller;
+        use IModelsCalls as C;
+        match decoded {
+            C::proposeModel(c) => propose(&mut s, caller, c),
+            C::approveModel(c) => approve(&mut s, caller, c.modelId),
+            C::registerArtifact(c) => register(&mut s, caller, c),
+            C::deploy(c) => deploy(&mut s, caller, c),
+            C::retire(c) => retire(&mut s, caller, c.modelId),
+            C::modelCount(_) => {
+                let count: U256 = s.get(MODEL_COUNT)?;
+                Ok(IModels::modelCountCall::abi_encode_returns(&count).into())
+            }
+            C::getModel(c) => {
+                let model = read_model(&mut s, c.modelId)?;
+                Ok(IModels::getModelCall::abi_encode_returns(&model).into())
+            }
+            C::admin(_) => {
+                let admin: Address = s.get(ADMIN)?;
+                Ok(IModels::adminCall::abi_encode_returns(&admin).into())
+            }
+        }
+    }
+}
+
+/// The ABI-encoded return data of a call.
+type Out = Result<Bytes, ModuleError>;
+
+fn propose(s: &mut Storage<'_>, caller: Address, c: IModels::proposeModelCall) -> Out {
+    if c.name.trim().is_empty() {
+        return Err(revert(IModels::EmptyName {}));
+    }
+    check_len(&c.name, MAX_NAME, too_long, "name")?;
+    check_len(&c.baseModel, MAX_NAME, too_long, "baseModel")?;
+    if c.datanetIds.is_empty() {
+        return Err(revert(IModels::NoDatanets {}));
+    }
+    if c.datanetIds.len() > MAX_DATANETS {
+        return Err(revert(too_long("datanetIds".into(), MAX_DATANETS)));
+    }
+    for &id in &c.datanetIds {
+        if datanet_info(s.host(), id)?.is_none() {
+            return Err(revert(IModels::UnknownDatanet { datanetId: id }));
+        }
+    }
+    let id = s.add(MODEL_COUNT, U256::from(1))?;
+    let base = MODELS.at(id);
+    s.set(base.field(field::CREATOR), caller)?;
+    s.set(base.field(field::STATUS), Status::Proposed)?;
+    s.set_string(base.field(field::NAME), &c.name)?;
+    s.set_string(base.field(field::BASE_MODEL), &c.baseModel)?;
+    s.set_items(base.field(field::DATANETS), c.datanetIds)?;
+    s.set(base.field(field::METADATA), c.metadataHash)?;
+    let now = s.host().timestamp();
+    s.set(base.field(field::PROPOSED), now)?;
+    emit(
+        s.host(),
+        &IModels::ModelProposed {
+            modelId: id,
+            creator: caller,
+            name: c.name,
+            baseModel: c.baseModel,
+        },
+    )?;
+    Ok(IModels::proposeModelCall::abi_encode_returns(&id).into())
+}
+
+fn approve(s: &mut Storage<'_>, caller: Address, id: U256) -> Out {
+    if !is_governance(s, caller)? {
+        return Err(revert(IModels::NotGovernance { account: caller }));
+    }
+    let base = in_status(s, id, Status::Proposed)?;
+    s.set(base.field(field::STATUS), Status::Approved)?;
+    emit(
+        s.host(),
+        &IModels::ModelApproved {
+            modelId: id,
+            approver: caller,
+        },
+    )?;
+    Ok(Bytes::new())
+}
+
+fn register(s: &mut Storage<'_>, caller: Address, c: IModels::registerArtifactCall) -> Out {
+    let base = by_creator(s, c.modelId, caller)?;
+    in_status(s, c.modelId, Status::Approved)?;
+    let datanets: Vec<U256> = s.items(base.field(field::DATANETS), 0, u64::MAX)?;
+    if datanets.len() != c.datanetVersions.len() {
+        return Err(revert(IModels::VersionCountMismatch {
+            datanets: U256::from(datanets.len()),
+            versions: U256::from(c.datanetVersions.len()),
+        }));
+    }
+    for (&datanet, &version) in datanets.iter().zip(&c.datanetVersions) {
+        let versions = datanet_info(s.host(), datanet)?.map_or(0, |(_, count)| count);
+        if version == 0 || version > versions {
+            return Err(revert(IModels::UnknownVersion {
+                datanetId: datanet,
+                version,
+            }));
+        }
+    }
+    s.set(base.field(field::STATUS), Status::Trained)?;
+    s.set(base.field(field::ADAPTER), c.adapterHash)?;
+    s.set_items(base.field(field::VERSIONS), c.datanetVersions.clone())?;
+    s.set(base.field(field::METRICS), c.metricsHash)?;
+    emit(
+        s.host(),
+        &IModels::ArtifactRegistered {
+            modelId: c.modelId,
+            adapterHash: c.adapterHash,
+            datanetVersions: c.datanetVersions,
+            metricsHash: c.metricsHash,
+        },
+    )?;
+    Ok(Bytes::new())
+}
+
+fn deploy(s: &mut Storage<'_>, caller: Address, c: IModels::deployCall) -> Out {
+    let base = by_creator(s, c.modelId, caller)?;
+    in_status(s, c.modelId, Status::Trained)?;
+    if c.operator.is_zero() {
+        return Err(revert(IModels::ZeroOperator {}));
+    }
+    s.set(base.field(field::STATUS), Status::Deployed)?;
+    s.set(base.field(field::OPERATOR), c.operator)?;
+    s.set(base.field(field::INPUT_RATE), c.inputRatePer1k)?;
+    s.set(base.field(field::OUTPUT_RATE), c.outputRatePer1k)?;
+    emit(
+        s.host(),
+        &IModels::ModelDeployed {
+            modelId: c.modelId,
+            operator: c.operator,
+            inputRatePer1k: c.inputRatePer1k,
+            outputRatePer1k: c.outputRatePer1k,
+        },
+    )?;
+    Ok(Bytes::new())
+}
+
+fn retire(s: &mut Storage<'_>, caller: Address, id: U256) -> Out {
+    let base = existing(s, id)?;
+    let creator: Address = s.get(base.field(field::CREATOR))?;
+    if caller != creator && !is_governance(s, caller)? {
+        return Err(revert(IModels::NotCreator {
+            modelId: id,
+            account: caller,
+        }));
+    }
+    let status: Status = s.get(base.field(field::STATUS))?;
+    if status == Status::Retired {
+        return Err(revert(IModels::WrongStatus {
+            modelId: id,
+            status,
+            required: Status::Deployed,
+        }));
+    }
+    s.set(base.field(field::STATUS), Status::Retired)?;
+    emit(
+        s.host(),
+        &IModels::ModelRetired {
+            modelId: id,
+            by: caller,
+        },
+    )?;
+    Ok(Bytes::new())
+}
+
+fn is_governance(s: &mut Storage<'_>, account: Address) -> Result<bool, ModuleError> {
+    Ok(account == addresses::GOVERNOR || {
+        let admin: Address = s.get(ADMIN)?;
+        !admin.is_zero() && admin == account
+    })
+}
+
+fn existing(s: &mut Storage<'_>, id: U256) -> Result<Slot, ModuleError> {
+    let base = MODELS.at(id);
+    if s.get::<Status>(base.field(field::STATUS))? == Status::None {
+        return Err(revert(IModels::UnknownModel { modelId: id }));
+    }
+    Ok(base)
+}
+
+fn by_creator(s: &mut Storage<'_>, id: U256, caller: Address) -> Result<Slot, ModuleError> {
+    let base = existing(s, id)?;
+    if s.get::<Address>(base.field(field::CREATOR))? != caller {
+        return Err(revert(IModels::NotCreator {
+            modelId: id,
+            account: caller,
+        }));
+    }
+    Ok(base)
+}
+
+fn in_status(s: &mut Storage<'_>, id: U256, required: Status) -> Result<Slot, ModuleError> {
+    let base = existing(s, id)?;
+    let status: Status = s.get(base.field(field::STATUS))?;
+    if status != required {
+        return Err(revert(IModels::WrongStatus {
+            modelId: id,
+            status,
+            required,
+        }));
+    }
+    Ok(base)
+}
+
+fn too_long(field: String, max: usize) -> IModels::TooLong {
+    IModels::TooLong {
+        field,
+        max: U256::from(max),
+    }
+}
+
+fn read_model(s: &mut Storage<'_>, id: U256) -> Result<IModels::Model, ModuleError> {
+    let base = existing(s, id)?;
+    let f = |field| base.field(field);
+    Ok(IModels::Model {
+        id,
+        creator: s.get(f(field::CREATOR))?,
+        status: s.get(f(field::STATUS))?,
+        name: s.get_string(f(field::NAME))?,
+        baseModel: s.get_string(f(field::BASE_MODEL))?,
+        datanetIds: s.items(f(field::DATANETS), 0, u64::MAX)?,
+        metadataHash: s.get(f(field::METADATA))?,
+        adapterHash: s.get(f(field::ADAPTER))?,
+        datanetVersions: s.items(f(field::VERSIONS), 0, u64::MAX)?,
+        metricsHash: s.get(f(field::METRICS))?,
+        operator: s.get(f(field::OPERATOR))?,
+        inputRatePer1k: s.get(f(field::INPUT_RATE))?,
+        outputRatePer1k: s.get(f(field::OUTPUT_RATE))?,
+        proposedAt: s.get(f(field::PROPOSED))?,
+    })
+}
+
+/// What settlement reads of a model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// Its lifecycle status.
+    pub status: Status,
+    /// Who proposed it and earns the creator's share.
+    pub creator: Address,
+    /// Who serves it and settles its receipts.
+    pub operator: Address,
+    /// Its prices.
+    pub rates: Rates,
+    /// `(datanet id, version trained on)` for each datanet it learned from.
+    pub trained_on: Vec<(U256, u64)>,
+}
+
+/// Reads a model for another module; `None` if it does not exist.
+pub fn model_info(host: &mut dyn ModuleHost, id: U256) -> Result<Option<ModelInfo>, ModuleError> {
+    let mut s = Storage::of(host, addresses::MODELS);
+    let base = MODELS.at(id);
+    let status: Status = s.get(base.field(field::STATUS))?;
+    if status == Status::None {
+        return Ok(None);
+    }
+    let datanets: Vec<U256> = s.items(base.field(field::DATANETS), 0, u64::MAX)?;
+    let versions: Vec<u64> = s.items(base.field(field::VERSIONS), 0, u64::MAX)?;
+    Ok(Some(ModelInfo {
+        status,
+        creator: s.get(base.field(field::CREATOR))?,
+        operator: s.get(base.field(field::OPERATOR))?,
+        rates: Rates {
+            input_per_1k: s.get(base.field(field::INPUT_RATE))?,
+            output_per_1k: s.get(base.field(field::OUTPUT_RATE))?,
+        },
+        trained_on: datanets.into_iter().zip(versions).collect(),
+    }))
+}
+
+#[cfg(test)]
+mod tests;

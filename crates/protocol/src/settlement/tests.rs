@@ -1,0 +1,569 @@
+use alloy_primitives::{Address, B256, U256};
+use alloy_signer::SignerSync;
+use alloy_signer_local::PrivateKeySigner;
+use alloy_sol_types::SolStruct;
+use openledger_chain::ModuleError;
+use openledger_primitives::{ProtocolParams, addresses};
+use proptest::prelude::*;
+
+use super::{Settlement, domain};
+use crate::{
+    abi::{
+        IModels,
+        ISettlement::{self, InferenceOrder, InferenceReceipt, Role},
+    },
+    models::Models,
+    testing::{Fixture, assert_reverts, milli},
+};
+
+const OWNER: Address = Address::repeat_byte(1);
+const ALICE: Address = Address::repeat_byte(3);
+const BOB: Address = Address::repeat_byte(4);
+const CREATOR: Address = Address::repeat_byte(5);
+const OPERATOR: Address = Address::repeat_byte(6);
+
+/// A deployed model trained on version 1 of a datanet holding Alice's and Bob's contributions,
+/// and a user with escrow.
+struct Market {
+    f: Fixture,
+    user: PrivateKeySigner,
+    datanet: U256,
+    model: U256,
+    alice: U256,
+    bob: U256,
+}
+
+impl Market {
+    /// Platform fee 0.5 OPEN; 0.64 OPEN per 1,000 prompt tokens, 0.1 per 1,000 generated.
+    fn new() -> Self {
+        Self::with(milli(500), (milli(640), milli(100)))
+    }
+
+    fn with(platform_fee: U256, rates: (U256, U256)) -> Self {
+        let mut f = Fixture::with_params(ProtocolParams {
+            platform_fee,
+            ..ProtocolParams::default()
+        });
+        let datanet = f.datanet(OWNER, true);
+        let alice = f.contribute(ALICE, datanet, 0xa1, 100);
+        let bob = f.contribute(BOB, datanet, 0xb0, 100);
+        f.approve(OWNER, datanet, vec![alice, bob]);
+        let model = f.deployed_model(CREATOR, OPERATOR, datanet, 1, rates);
+        let user = PrivateKeySigner::from_bytes(&B256::repeat_byte(0x42)).unwrap();
+        f.host.fund(user.address(), milli(1_000_000));
+        f.settlement(user.address(), milli(100_000), &ISettlement::depositCall {})
+            .unwrap();
+        Self {
+            f,
+            user,
+            datanet,
+            model,
+            alice,
+            bob,
+        }
+    }
+
+    fn order(&self, nonce: u64) -> InferenceOrder {
+        InferenceOrder {
+            user: self.user.address(),
+            modelId: self.model,
+            maxFee: milli(10_000),
+            nonce: U256::from(nonce),
+            expiry: self.f.host.timestamp + 600,
+        }
+    }
+
+    fn sign(&self, order: &InferenceOrder, signer: &PrivateKeySigner) -> Vec<u8> {
+        let digest = order.eip712_signing_hash(&domain(self.f.host.chain_id));
+        signer.sign_hash_sync(&digest).unwrap().as_bytes().to_vec()
+    }
+
+    /// 1,000 prompt tokens and none generated, 25% Alice and 75% Bob.
+    fn receipt(&self) -> InferenceReceipt {
+        InferenceReceipt {
+            inputTokens: 1_000,
+            outputTokens: 0,
+            promptHash: B256::repeat_byte(0x01),
+            outputHash: B256::repeat_byte(0x02),
+            datanetId: self.datanet,
+            datanetVersion: 1,
+            method: 1,
+            contributionIds: vec![self.alice, self.bob],
+            weights: vec![250_000, 750_000],
+        }
+    }
+
+    fn settle(
+        &mut self,
+        order: InferenceOrder,
+        receipt: InferenceReceipt,
+    ) -> Result<U256, ModuleError> {
+        let signature = self.sign(&order, &self.user);
+        self.f.settlement(
+            OPERATOR,
+            U256::ZERO,
+            &ISettlement::settleCall {
+                order,
+                signature: signature.into(),
+                receipt,
+            },
+        )
+    }
+
+    fn rewards(&mut self, account: Address) -> U256 {
+        self.f
+            .host
+            .view(&Settlement, &ISettlement::rewardsCall { account })
+    }
+
+    fn escrow(&mut self) -> U256 {
+        let account = self.user.address();
+        self.f
+            .host
+            .view(&Settlement, &ISettlement::balanceOfCall { account })
+    }
+}
+
+/// DESIGN §4's worked example, settled on-chain: 1.14 OPEN with a 0.5 OPEN platform fee.
+#[test]
+fn worked_example_a_quarter_of_the_influence_earns_0_032_open() {
+    let mut m = Market::new();
+    let treasury = m.f.host.balance_of(addresses::TREASURY);
+    let fee = m.settle(m.order(1), m.receipt()).unwrap();
+    assert_eq!(fee, milli(1_140));
+    assert_eq!(m.rewards(ALICE), milli(32));
+    assert_eq!(m.rewards(BOB), milli(96));
+    // 0.448 as creator plus 0.064 held for stakers until staking exists.
+    assert_eq!(m.rewards(CREATOR), milli(512));
+    assert_eq!(
+        m.f.host.balance_of(addresses::TREASURY) - treasury,
+        milli(500)
+    );
+    assert_eq!(m.escrow(), milli(100_000) - milli(1_140));
+    let accrued = m.f.host.events::<ISettlement::RewardAccrued>();
+    let roles: Vec<(Address, Role, U256)> = accrued
+        .iter()
+        .map(|e| (e.account, e.role, e.amount))
+        .collect();
+    assert_eq!(
+        roles,
+        vec![
+            (CREATOR, Role::Creator, milli(448)),
+            (CREATOR, Role::Stakers, milli(64)),
+            (ALICE, Role::Contributor, milli(32)),
+            (BOB, Role::Contributor, milli(96)),
+        ]
+    );
+    let settled = &m.f.host.events::<ISettlement::Settled>()[0];
+    assert_eq!((settled.fee, settled.user), (fee, m.user.address()));
+}
+
+#[test]
+fn rewards_are_claimed_once() {
+    let mut m = Market::new();
+    m.settle(m.order(1), m.receipt()).unwrap();
+    let before = m.f.host.balance_of(ALICE);
+    let claimed =
+        m.f.settlement(ALICE, U256::ZERO, &ISettlement::claimCall {})
+            .unwrap();
+    assert_eq!(claimed, milli(32));
+    assert_eq!(m.f.host.balance_of(ALICE), before + milli(32));
+    assert_eq!(m.rewards(ALICE), U256::ZERO);
+    assert_reverts(
+        m.f.settlement(ALICE, U256::ZERO, &ISettlement::claimCall {}),
+        ISettlement::NothingToClaim {},
+    );
+}
+
+#[test]
+fn without_weights_the_pool_goes_to_the_datanet_owner() {
+    let mut m = Market::new();
+    let receipt = InferenceReceipt {
+        contributionIds: vec![],
+        weights: vec![],
+        ..m.receipt()
+    };
+    m.settle(m.order(1), receipt).unwrap();
+    assert_eq!(m.rewards(OWNER), milli(128));
+    assert_eq!(
+        m.f.host.events::<ISettlement::RewardAccrued>()[2].role,
+        Role::DatanetOwner
+    );
+}
+
+#[test]
+fn escrow_deposits_and_withdrawals() {
+    let mut m = Market::new();
+    let user = m.user.address();
+    let before = m.f.host.balance_of(user);
+    m.f.settlement(
+        user,
+        U256::ZERO,
+        &ISettlement::withdrawCall {
+            amount: milli(40_000),
+        },
+    )
+    .unwrap();
+    assert_eq!(m.f.host.balance_of(user), before + milli(40_000));
+    assert_eq!(m.escrow(), milli(60_000));
+    assert_reverts(
+        m.f.settlement(
+            user,
+            U256::ZERO,
+            &ISettlement::withdrawCall {
+                amount: milli(60_001),
+            },
+        ),
+        ISettlement::InsufficientEscrow {
+            available: milli(60_000),
+            required: milli(60_001),
+        },
+    );
+    assert_reverts(
+        m.f.settlement(user, U256::ZERO, &ISettlement::depositCall {}),
+        ISettlement::ZeroAmount {},
+    );
+    assert_reverts(
+        m.f.settlement(user, U256::from(1), &ISettlement::claimCall {}),
+        ISettlement::NotPayable {},
+    );
+}
+
+#[test]
+fn an_order_is_charged_once_before_it_expires_and_never_above_its_limit() {
+    let mut m = Market::new();
+    let user = m.user.address();
+    m.settle(m.order(7), m.receipt()).unwrap();
+    assert_reverts(
+        m.settle(m.order(7), m.receipt()),
+        ISettlement::NonceUsed {
+            user,
+            nonce: U256::from(7),
+        },
+    );
+    let expiry = m.f.host.timestamp - 1;
+    assert_reverts(
+        m.settle(
+            InferenceOrder {
+                expiry,
+                ..m.order(8)
+            },
+            m.receipt(),
+        ),
+        ISettlement::OrderExpired {
+            expiry,
+            timestamp: m.f.host.timestamp,
+        },
+    );
+    assert_reverts(
+        m.settle(
+            InferenceOrder {
+                maxFee: milli(1_139),
+                ..m.order(8)
+            },
+            m.receipt(),
+        ),
+        ISettlement::FeeAboveMax {
+            fee: milli(1_140),
+            maxFee: milli(1_139),
+        },
+    );
+    let poor = PrivateKeySigner::from_bytes(&B256::repeat_byte(0x43)).unwrap();
+    let order = InferenceOrder {
+        user: poor.address(),
+        ..m.order(8)
+    };
+    let signature = m.sign(&order, &poor);
+    assert_reverts(
+        m.f.settlement(
+            OPERATOR,
+            U256::ZERO,
+            &ISettlement::settleCall {
+                order,
+                signature: signature.into(),
+                receipt: m.receipt(),
+            },
+        ),
+        ISettlement::InsufficientEscrow {
+            available: U256::ZERO,
+            required: milli(1_140),
+        },
+    );
+    assert!(!m.f.host.view(
+        &Settlement,
+        &ISettlement::nonceUsedCall {
+            user,
+            nonce: U256::from(8)
+        }
+    ));
+}
+
+#[test]
+fn only_the_operator_settles_orders_the_user_signed() {
+    let mut m = Market::new();
+    let order = m.order(1);
+    let signature = m.sign(&order, &m.user);
+    let base_receipt = m.receipt();
+    let settle = |signature: Vec<u8>| ISettlement::settleCall {
+        order: order.clone(),
+        signature: signature.into(),
+        receipt: base_receipt.clone(),
+    };
+    assert_reverts(
+        m.f.settlement(ALICE, U256::ZERO, &settle(signature.clone())),
+        ISettlement::NotOperator {
+            modelId: m.model,
+            account: ALICE,
+        },
+    );
+    let mallory = PrivateKeySigner::from_bytes(&B256::repeat_byte(0x66)).unwrap();
+    let forged = m.sign(&order, &mallory);
+    assert_reverts(
+        m.f.settlement(OPERATOR, U256::ZERO, &settle(forged)),
+        ISettlement::BadSignature {},
+    );
+    assert_reverts(
+        m.f.settlement(OPERATOR, U256::ZERO, &settle(vec![1, 2, 3])),
+        ISettlement::BadSignature {},
+    );
+    // Signed for another model: the digest differs, so the signer does.
+    let other = InferenceOrder {
+        maxFee: milli(1),
+        ..order.clone()
+    };
+    let wrong = m.sign(&other, &m.user);
+    assert_reverts(
+        m.f.settlement(OPERATOR, U256::ZERO, &settle(wrong)),
+        ISettlement::BadSignature {},
+    );
+    m.f.settlement(OPERATOR, U256::ZERO, &settle(signature))
+        .unwrap();
+}
+
+#[test]
+fn receipts_attribute_only_to_the_trained_version() {
+    let mut m = Market::new();
+    let late = m.f.contribute(ALICE, m.datanet, 0xc0, 100);
+    let base_receipt = m.receipt();
+    let receipt = |ids: Vec<U256>, weights: Vec<u32>| InferenceReceipt {
+        contributionIds: ids,
+        weights,
+        ..base_receipt.clone()
+    };
+    let pending = receipt(vec![m.alice, late], vec![500_000, 500_000]);
+    assert_reverts(
+        m.settle(m.order(1), pending),
+        ISettlement::ContributionNotInVersion {
+            contributionId: late,
+            datanetId: m.datanet,
+            version: 1,
+        },
+    );
+    m.f.approve(OWNER, m.datanet, vec![late]);
+    let newer = receipt(vec![late], vec![1_000_000]);
+    assert_reverts(
+        m.settle(m.order(1), newer),
+        ISettlement::ContributionNotInVersion {
+            contributionId: late,
+            datanetId: m.datanet,
+            version: 1,
+        },
+    );
+    assert_reverts(
+        m.settle(
+            m.order(1),
+            InferenceReceipt {
+                datanetVersion: 2,
+                ..m.receipt()
+            },
+        ),
+        ISettlement::VersionNotTrained {
+            datanetId: m.datanet,
+            version: 2,
+            trainedVersion: 1,
+        },
+    );
+    let other = m.f.datanet(OWNER, true);
+    assert_reverts(
+        m.settle(
+            m.order(1),
+            InferenceReceipt {
+                datanetId: other,
+                ..m.receipt()
+            },
+        ),
+        ISettlement::DatanetNotUsed {
+            modelId: m.model,
+            datanetId: other,
+        },
+    );
+    assert_reverts(
+        m.settle(m.order(1), receipt(vec![m.alice], vec![])),
+        ISettlement::WeightsMismatch {
+            contributions: U256::from(1),
+            weights: U256::ZERO,
+        },
+    );
+    assert_reverts(
+        m.settle(
+            m.order(1),
+            receipt(vec![m.alice, m.bob], vec![250_000, 700_000]),
+        ),
+        ISettlement::WeightsDoNotSum {
+            sum: U256::from(950_000),
+        },
+    );
+    assert_eq!(m.rewards(CREATOR), U256::ZERO);
+}
+
+#[test]
+fn only_deployed_models_settle() {
+    let mut m = Market::new();
+    m.f.models(CREATOR, &IModels::retireCall { modelId: m.model })
+        .unwrap();
+    assert_reverts(
+        m.settle(m.order(1), m.receipt()),
+        ISettlement::ModelNotDeployed { modelId: m.model },
+    );
+    assert_reverts(
+        m.settle(
+            InferenceOrder {
+                modelId: U256::from(99),
+                ..m.order(1)
+            },
+            m.receipt(),
+        ),
+        ISettlement::UnknownModel {
+            modelId: U256::from(99),
+        },
+    );
+    assert_eq!(
+        m.f.host
+            .view(&Models, &IModels::getModelCall { modelId: m.model })
+            .status,
+        IModels::Status::Retired
+    );
+}
+
+#[test]
+fn a_batch_settles_all_or_nothing() {
+    let mut m = Market::new();
+    let one = |m: &Market, nonce: u64| ISettlement::Settlement {
+        order: m.order(nonce),
+        signature: m.sign(&m.order(nonce), &m.user).into(),
+        receipt: m.receipt(),
+    };
+    let good = vec![one(&m, 1), one(&m, 2)];
+    let total =
+        m.f.settlement(
+            OPERATOR,
+            U256::ZERO,
+            &ISettlement::settleBatchCall { settlements: good },
+        )
+        .unwrap();
+    assert_eq!(total, milli(2_280));
+    assert_eq!(m.rewards(ALICE), milli(64));
+    let reused = vec![one(&m, 3), one(&m, 1)];
+    assert_reverts(
+        m.f.settlement(
+            OPERATOR,
+            U256::ZERO,
+            &ISettlement::settleBatchCall {
+                settlements: reused,
+            },
+        ),
+        ISettlement::NonceUsed {
+            user: m.user.address(),
+            nonce: U256::from(1),
+        },
+    );
+    assert_eq!(m.rewards(ALICE), milli(64));
+    assert_reverts(
+        m.f.settlement(
+            OPERATOR,
+            U256::ZERO,
+            &ISettlement::settleBatchCall {
+                settlements: vec![],
+            },
+        ),
+        ISettlement::EmptyBatch {},
+    );
+}
+
+#[test]
+fn views_quote_the_formula_and_the_domain() {
+    let mut m = Market::new();
+    let quote = m.f.host.view(
+        &Settlement,
+        &ISettlement::quoteCall {
+            modelId: m.model,
+            inputTokens: 1_500,
+            outputTokens: 2_000,
+        },
+    );
+    assert_eq!(quote, milli(960) + milli(200) + milli(500));
+    let order = m.order(1);
+    let digest = m.f.host.view(
+        &Settlement,
+        &ISettlement::orderDigestCall {
+            order: order.clone(),
+        },
+    );
+    assert_eq!(
+        digest,
+        order.eip712_signing_hash(&domain(m.f.host.chain_id))
+    );
+    let shares = m.f.host.view(&Settlement, &ISettlement::sharesCall {});
+    assert_eq!(
+        (shares.creator, shares.stakers, shares.contributors),
+        (700_000, 100_000, 200_000)
+    );
+}
+
+/// Weights in ppm summing to one million.
+fn weights(n: usize) -> impl Strategy<Value = Vec<u32>> {
+    prop::collection::vec(1u32..1_000, n).prop_map(|parts| {
+        let total: u64 = parts.iter().map(|&p| u64::from(p)).sum();
+        let mut weights: Vec<u32> = parts
+            .iter()
+            .map(|&p| (u64::from(p) * 1_000_000 / total) as u32)
+            .collect();
+        let assigned: u32 = weights.iter().sum();
+        weights[0] += 1_000_000 - assigned;
+        weights
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever the rates, token counts and weights, a settlement moves exactly the fee out of
+    /// escrow, and the module's balance stays the sum of escrows and unclaimed rewards.
+    #[test]
+    fn settlement_conserves_value_to_the_wei(
+        platform in 0u64..1_000_000_000_000,
+        input_rate in 0u64..10_000_000_000_000,
+        output_rate in 0u64..10_000_000_000_000,
+        input_tokens in 0u64..100_000,
+        output_tokens in 0u64..100_000,
+        w in weights(2),
+    ) {
+        let mut m = Market::with(U256::from(platform), (U256::from(input_rate), U256::from(output_rate)));
+        let treasury = m.f.host.balance_of(addresses::TREASURY);
+        let receipt = InferenceReceipt {
+            inputTokens: input_tokens,
+            outputTokens: output_tokens,
+            weights: w,
+            ..m.receipt()
+        };
+        let fee = m.settle(m.order(1), receipt).unwrap();
+        let paid_out = m.f.host.balance_of(addresses::TREASURY) - treasury;
+        let accrued = [ALICE, BOB, CREATOR].map(|a| m.rewards(a));
+        prop_assert_eq!(paid_out + accrued.iter().copied().sum::<U256>(), fee);
+        prop_assert_eq!(m.escrow(), milli(100_000) - fee);
+        prop_assert_eq!(
+            m.f.host.balance_of(addresses::SETTLEMENT),
+            m.escrow() + accrued.iter().copied().sum::<U256>()
+        );
+    }
+}
