@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from eth_account import Account
 from web3 import Web3
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -21,6 +22,23 @@ DEV_KEYS = [
     "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
     "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
 ]
+
+
+OPEN = 10**18
+TIMEOUT = 30
+
+
+def send(w3: Web3, tx: dict, key: str = DEV_KEYS[0]):
+    """Signs `tx` with `key`, sends it and waits for its receipt."""
+    signed = Account.sign_transaction(tx, key)
+    tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
+    return w3.eth.wait_for_transaction_receipt(tx_hash, timeout=TIMEOUT)
+
+
+def base_tx(w3: Web3, key: str = DEV_KEYS[0]) -> dict:
+    """The chain id and next nonce of `key`'s account."""
+    sender = Account.from_key(key).address
+    return {"chainId": w3.eth.chain_id, "nonce": w3.eth.get_transaction_count(sender, "pending")}
 
 
 def free_port() -> int:

@@ -11,21 +11,7 @@ from web3 import AsyncWeb3, Web3
 from web3.exceptions import ContractCustomError, ContractLogicError, Web3RPCError
 from web3.providers.persistent import WebSocketProvider
 
-from conftest import DEV_KEYS
-
-OPEN = 10**18
-TIMEOUT = 30
-
-
-def send(w3: Web3, tx: dict, key: str = DEV_KEYS[0]):
-    signed = Account.sign_transaction(tx, key)
-    tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
-    return w3.eth.wait_for_transaction_receipt(tx_hash, timeout=TIMEOUT)
-
-
-def base_tx(w3: Web3, key: str = DEV_KEYS[0]) -> dict:
-    sender = Account.from_key(key).address
-    return {"chainId": w3.eth.chain_id, "nonce": w3.eth.get_transaction_count(sender, "pending")}
+from conftest import DEV_KEYS, OPEN, TIMEOUT, base_tx, send
 
 
 def deploy(w3: Web3, artifact: dict, *args, key: str = DEV_KEYS[0]):

@@ -1,0 +1,167 @@
+"""What a web3.py user does with OpenLedger's protocol modules, through their JSON ABIs: create
+and publish a datanet, contribute, approve a version, register and deploy a model, deposit into
+escrow, sign an EIP-712 inference order with eth_account, settle it as the operator and claim the
+rewards, checking every balance to the wei against an independent computation of the split."""
+
+import json
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+from web3 import Web3
+from web3.exceptions import ContractCustomError
+
+from conftest import DEV_KEYS, OPEN, ROOT, base_tx, send
+
+ABI_DIR = ROOT / "crates" / "protocol" / "abi"
+ADDRESSES = {
+    "IDatanets": "0x4f4c000000000000000000000000000000000001",
+    "IModels": "0x4f4c000000000000000000000000000000000002",
+    "ISettlement": "0x4f4c000000000000000000000000000000000003",
+}
+TREASURY = Web3.to_checksum_address("0x4f4c000000000000000000000000000000000008")
+PPM = 1_000_000
+
+OWNER, CONTRIBUTOR, CREATOR = DEV_KEYS  # the owner is also the dev genesis's protocol admin
+OPERATOR = "0x" + "0a" * 32
+
+
+def module(w3: Web3, name: str):
+    abi = json.loads((ABI_DIR / f"{name}.json").read_text())
+    return w3.eth.contract(address=Web3.to_checksum_address(ADDRESSES[name]), abi=abi)
+
+
+def transact(w3: Web3, call, key: str, value: int = 0):
+    """Sends a module call signed by `key`; returns the receipt and the OPEN it cost in gas."""
+    sender = Account.from_key(key).address
+    tx = call.build_transaction({**base_tx(w3, key), "from": sender, "value": value})
+    receipt = send(w3, tx, key)
+    assert receipt.status == 1, receipt
+    return receipt, receipt.gasUsed * receipt.effectiveGasPrice
+
+
+def address(key: str) -> str:
+    return Account.from_key(key).address
+
+
+def expected_split(fee: int, platform_fee: int, shares, weights):
+    """DESIGN §4's split, computed independently: every part rounded down, dust to the treasury."""
+    rest = fee - platform_fee
+    creator, stakers, pool = (rest * share // PPM for share in shares)
+    contributors = [pool * w // PPM for w in weights]
+    return {"creator": creator + stakers, "contributors": contributors, "treasury": fee - creator - stakers - sum(contributors)}
+
+
+@pytest.fixture(scope="module")
+def market(w3):
+    """A published datanet with one approved version holding two contributions, and a model
+    trained on it and deployed with a dedicated operator account."""
+    datanets, models = module(w3, "IDatanets"), module(w3, "IModels")
+    transact(w3, datanets.functions.createDatanet(
+        "Clinical notes", "De-identified clinical notes", b"\xde" * 32, ["medical", "text"], "text", "CC-BY-4.0", True,
+    ), OWNER)
+    datanet_id = datanets.functions.datanetCount().call()
+    fee = datanets.functions.publishFee(datanet_id).call()
+    transact(w3, datanets.functions.publish(datanet_id), OWNER, value=fee)
+
+    contributions = []
+    for key, content in ((CONTRIBUTOR, b"\xa1" * 32), (OWNER, b"\xb2" * 32)):
+        receipt, _ = transact(w3, datanets.functions.contribute(datanet_id, content, 12, 4_096, "CC-BY-4.0"), key)
+        event = datanets.events.Contributed().process_receipt(receipt)[0]
+        contributions.append(event.args.contributionId)
+    fee = datanets.functions.versionFee(datanet_id, contributions).call()
+    treasury_before = w3.eth.get_balance(TREASURY)
+    receipt, _ = transact(w3, datanets.functions.approve(datanet_id, contributions), OWNER, value=fee + OPEN)
+    version = datanets.events.VersionCreated().process_receipt(receipt)[0].args
+    assert version.contributionIds == contributions
+    # The version fee reached the treasury (with the block's base fees); the excess came back.
+    assert w3.eth.get_balance(TREASURY) - treasury_before >= fee
+    assert w3.eth.get_balance(datanets.address) == 0
+
+    receipt, _ = transact(w3, models.functions.proposeModel(
+        "clinical-lora", "openledger/tiny-llama", [datanet_id], b"\x11" * 32), CREATOR)
+    model_id = models.events.ModelProposed().process_receipt(receipt)[0].args.modelId
+    transact(w3, models.functions.approveModel(model_id), OWNER)
+    transact(w3, models.functions.registerArtifact(model_id, b"\xaa" * 32, [version.version], b"\x33" * 32), CREATOR)
+    operator = Account.from_key(OPERATOR)
+    transact(w3, models.functions.deploy(model_id, operator.address, 640 * OPEN // 1000, OPEN // 10), CREATOR)
+    # The operator pays gas for settlements.
+    send(w3, {**base_tx(w3, OWNER), "to": operator.address, "value": 10 * OPEN, "gas": 21_000,
+              "maxFeePerGas": 10**11, "maxPriorityFeePerGas": 10**9})
+    return {"datanet": datanet_id, "version": version.version, "contributions": contributions, "model": model_id}
+
+
+def test_lifecycle_views_and_custom_errors(w3, market):
+    datanets, models = module(w3, "IDatanets"), module(w3, "IModels")
+    datanet = datanets.functions.getDatanet(market["datanet"]).call()
+    assert datanet[2] == "Clinical notes" and datanet[5] == ["medical", "text"]
+    model = models.functions.getModel(market["model"]).call()
+    assert model[2] == 4  # Deployed
+    stats = datanets.functions.contributorStats(address(CONTRIBUTOR)).call()
+    assert stats == (1, 1, 0, PPM)
+    # Approving again is governance's business: the custom error names the caller.
+    with pytest.raises(ContractCustomError) as error:
+        models.functions.approveModel(market["model"]).call({"from": address(CREATOR)})
+    selector = Web3.keccak(text="NotGovernance(address)")[:4].hex()
+    assert selector in str(error.value.data)
+    assert address(CREATOR)[2:].lower() in str(error.value.data).lower()
+
+
+def test_a_signed_order_is_settled_split_and_claimed_to_the_wei(w3, market):
+    settlement = module(w3, "ISettlement")
+    user = Account.create()
+    send(w3, {**base_tx(w3, OWNER), "to": user.address, "value": 100 * OPEN, "gas": 21_000,
+              "maxFeePerGas": 10**11, "maxPriorityFeePerGas": 10**9})
+    _, gas = transact(w3, settlement.functions.deposit(), user.key, value=50 * OPEN)
+    assert settlement.functions.balanceOf(user.address).call() == 50 * OPEN
+    assert w3.eth.get_balance(user.address) == 50 * OPEN - gas
+
+    order = {"user": user.address, "modelId": market["model"], "maxFee": 2 * OPEN, "nonce": 1,
+             "expiry": w3.eth.get_block("latest").timestamp + 3_600}
+    signed = Account.sign_typed_data(
+        user.key,
+        domain_data={"name": "OpenLedger Settlement", "version": "1", "chainId": w3.eth.chain_id,
+                     "verifyingContract": settlement.address},
+        message_types={"InferenceOrder": [
+            {"name": "user", "type": "address"}, {"name": "modelId", "type": "uint256"},
+            {"name": "maxFee", "type": "uint256"}, {"name": "nonce", "type": "uint256"},
+            {"name": "expiry", "type": "uint64"}]},
+        message_data=order,
+    )
+    order_tuple = (order["user"], order["modelId"], order["maxFee"], order["nonce"], order["expiry"])
+    assert settlement.functions.orderDigest(order_tuple).call() == signed.message_hash
+    weights = [250_000, 750_000]
+    receipt_tuple = (1_500, 200, b"\x01" * 32, b"\x02" * 32, market["datanet"], market["version"], 1,
+                     market["contributions"], weights)
+
+    fee = settlement.functions.quote(market["model"], 1_500, 200).call()
+    platform_fee = settlement.functions.platformFee().call()
+    assert fee == 1_500 * 640 * OPEN // 1000 // 1000 + 200 * (OPEN // 10) // 1000 + platform_fee
+    expected = expected_split(fee, platform_fee, settlement.functions.shares().call(), weights)
+    treasury_before = w3.eth.get_balance(TREASURY)
+    receipt, _ = transact(w3, settlement.functions.settle(order_tuple, signed.signature, receipt_tuple), OPERATOR)
+    # The treasury also received this block's base fees: the operator's transaction alone.
+    base_fees = receipt.gasUsed * w3.eth.get_block(receipt.blockNumber).baseFeePerGas
+    assert w3.eth.get_balance(TREASURY) - treasury_before == expected["treasury"] + base_fees
+    assert settlement.functions.balanceOf(user.address).call() == 50 * OPEN - fee
+    assert settlement.functions.rewards(address(CREATOR)).call() == expected["creator"]
+    assert settlement.functions.rewards(address(CONTRIBUTOR)).call() == expected["contributors"][0]
+    accrued = settlement.events.RewardAccrued().process_receipt(receipt)
+    assert [e.args.account for e in accrued] == [address(CREATOR)] * 2 + [address(CONTRIBUTOR), address(OWNER)]
+
+    # The nonce is spent: the same order cannot be charged twice.
+    with pytest.raises(ContractCustomError):
+        settlement.functions.settle(order_tuple, signed.signature, receipt_tuple).call(
+            {"from": Account.from_key(OPERATOR).address})
+
+    before = w3.eth.get_balance(address(CONTRIBUTOR))
+    _, gas = transact(w3, settlement.functions.claim(), CONTRIBUTOR)
+    assert w3.eth.get_balance(address(CONTRIBUTOR)) == before + expected["contributors"][0] - gas
+    assert settlement.functions.rewards(address(CONTRIBUTOR)).call() == 0
+
+    before = w3.eth.get_balance(user.address)
+    _, gas = transact(w3, settlement.functions.withdraw(50 * OPEN - fee), user.key)
+    assert w3.eth.get_balance(user.address) == before + 50 * OPEN - fee - gas
+    # What the module still holds is exactly the unclaimed rewards.
+    unclaimed = sum(settlement.functions.rewards(address(k)).call() for k in (CREATOR, OWNER))
+    assert w3.eth.get_balance(settlement.address) == unclaimed
