@@ -63,6 +63,8 @@ async fn start(name: &'static str, binary: &Path, args: &Args) -> anyhow::Result
             &datadir.path().display().to_string(),
             "--rpc-addr",
             &format!("127.0.0.1:{port}"),
+            "--api-addr",
+            "127.0.0.1:0",
         ]),
     };
     // Both nodes take these flags under the same names.

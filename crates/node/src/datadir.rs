@@ -54,6 +54,11 @@ impl DataDir {
         self.path.join("chain.redb")
     }
 
+    /// The content store's directory (datanet files by content hash).
+    pub fn content_dir(&self) -> PathBuf {
+        self.path.join("content")
+    }
+
     /// The directory.
     pub fn path(&self) -> &Path {
         &self.path

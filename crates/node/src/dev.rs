@@ -6,11 +6,13 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 use anyhow::Context;
 use clap::Args;
 use openledger_chain::{Chain, ChainConfig, Store, mempool::PoolLimits, miner};
+use openledger_content::ContentStore;
 use openledger_primitives::{DEV_CHAIN_ID, Genesis, format_open};
 use openledger_rpc::RpcConfig;
 
 use crate::{
     accounts::{DERIVATION_PATH, DEV_MNEMONIC, DevAccount, dev_accounts},
+    content_api,
     datadir::{DataDir, default_datadir},
 };
 
@@ -24,6 +26,12 @@ pub struct DevArgs {
     /// JSON-RPC listen address, for HTTP and WebSocket alike.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8545")]
     rpc_addr: SocketAddr,
+    /// Content API listen address (datanet file uploads and reads).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8580")]
+    api_addr: SocketAddr,
+    /// Largest datanet file the content API accepts, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 16)]
+    max_upload_mib: u64,
     /// Seconds between blocks; 0 seals a block as soon as a transaction arrives.
     #[arg(long, value_name = "SECS", default_value_t = 2.0)]
     block_time: f64,
@@ -72,6 +80,8 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         pool: PoolLimits::default(),
     };
     let chain = Arc::new(Chain::open(store, config)?);
+    let content = ContentStore::open(datadir.content_dir(), args.max_upload_mib << 20)
+        .context("cannot open the content store")?;
 
     let datadir_shown = datadir.path().to_path_buf();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -86,12 +96,26 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         let server = openledger_rpc::start(chain.clone(), rpc_config)
             .await
             .with_context(|| format!("cannot serve JSON-RPC on {}", args.rpc_addr))?;
-        print_banner(&chain, &accounts, &args, &datadir_shown, server.local_addr);
+        let api_listener = tokio::net::TcpListener::bind(args.api_addr)
+            .await
+            .with_context(|| format!("cannot serve the content API on {}", args.api_addr))?;
+        let api_addr = api_listener.local_addr()?;
+        let api = tokio::spawn(
+            axum::serve(api_listener, content_api::router(content, chain.clone())).into_future(),
+        );
+        print_banner(
+            &chain,
+            &accounts,
+            &args,
+            &datadir_shown,
+            (server.local_addr, api_addr),
+        );
         let block_time = Duration::from_secs_f64(args.block_time);
         let producer = tokio::spawn(miner::run(chain.clone(), block_time));
         shutdown_signal().await;
         tracing::info!("shutting down");
         producer.abort();
+        api.abort();
         server.stop().await;
         anyhow::Ok(())
     })?;
@@ -119,7 +143,7 @@ fn print_banner(
     accounts: &[DevAccount],
     args: &DevArgs,
     datadir: &std::path::Path,
-    addr: SocketAddr,
+    (addr, api_addr): (SocketAddr, SocketAddr),
 ) {
     let genesis = chain.genesis();
     let head = chain.head();
@@ -164,6 +188,8 @@ fn print_banner(
             "\nMnemonic:        {DEV_MNEMONIC}\nDerivation path: {DERIVATION_PATH}<index>\n\n"
         ));
     }
-    out.push_str(&format!("Listening on http://{addr} and ws://{addr}\n"));
+    out.push_str(&format!(
+        "JSON-RPC on http://{addr} and ws://{addr}\nContent API on http://{api_addr}\n"
+    ));
     println!("{out}");
 }

@@ -1,6 +1,7 @@
 //! `openledger`: the OpenLedger node, in one binary.
 
 mod accounts;
+mod content_api;
 mod datadir;
 mod db;
 mod dev;

@@ -25,7 +25,8 @@ SEED = int(os.environ.get("OPENLEDGER_CRASH_SEED", "1612"))
 def start(datadir: str, port: int) -> tuple[subprocess.Popen, Web3]:
     log = open(Path(datadir) / "node.log", "a")
     proc = subprocess.Popen(
-        [str(BINARY), "dev", "--datadir", datadir, "--rpc-addr", f"127.0.0.1:{port}", "--block-time", "0"],
+        [str(BINARY), "dev", "--datadir", datadir, "--rpc-addr", f"127.0.0.1:{port}", "--api-addr", "127.0.0.1:0",
+         "--block-time", "0"],
         stdout=log, stderr=subprocess.STDOUT,
     )
     w3 = Web3(Web3.HTTPProvider(f"http://127.0.0.1:{port}", request_kwargs={"timeout": 5}))

@@ -27,7 +27,7 @@ export async function startNode() {
   const datadir = mkdtempSync(join(tmpdir(), "openledger-viem-"));
   const port = await freePort();
   const log = openSync(join(datadir, "node.log"), "w");
-  const child = spawn(binary, ["dev", "--datadir", datadir, "--rpc-addr", `127.0.0.1:${port}`, "--block-time", "0"], {
+  const child = spawn(binary, ["dev", "--datadir", datadir, "--rpc-addr", `127.0.0.1:${port}`, "--api-addr", "127.0.0.1:0", "--block-time", "0"], {
     stdio: ["ignore", log, log],
   });
   const url = `http://127.0.0.1:${port}`;

@@ -53,14 +53,17 @@ class Node:
     def __init__(self, block_time: str = "0"):
         self.datadir = tempfile.TemporaryDirectory(prefix="openledger-e2e-")
         self.port = free_port()
+        self.api_port = free_port()
         self.log = open(Path(self.datadir.name) / "node.log", "w")
         self.proc = subprocess.Popen(
             [str(BINARY), "dev", "--datadir", self.datadir.name, "--rpc-addr", f"127.0.0.1:{self.port}",
+             "--api-addr", f"127.0.0.1:{self.api_port}", "--max-upload-mib", "1",
              "--block-time", block_time],
             stdout=self.log, stderr=subprocess.STDOUT,
         )
         self.http_url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}"
+        self.api_url = f"http://127.0.0.1:{self.api_port}"
         w3 = Web3(Web3.HTTPProvider(self.http_url, request_kwargs={"timeout": 10}))
         deadline = time.monotonic() + 60
         while True:

@@ -1,12 +1,12 @@
 """What a web3.py user does with OpenLedger's protocol modules, through their JSON ABIs: create
-and publish a datanet, contribute, approve a version, register and deploy a model, deposit into
+and publish a datanet, upload files to the node's content API and contribute them, approve a version, register and deploy a model, deposit into
 escrow, sign an EIP-712 inference order with eth_account, settle it as the operator and claim the
 rewards, checking every balance to the wei against an independent computation of the split."""
 
 import json
-from pathlib import Path
 
 import pytest
+import requests
 from eth_account import Account
 from web3 import Web3
 from web3.exceptions import ContractCustomError
@@ -52,8 +52,19 @@ def expected_split(fee: int, platform_fee: int, shares, weights):
     return {"creator": creator + stakers, "contributors": contributors, "treasury": fee - creator - stakers - sum(contributors)}
 
 
+def upload(node, datanet_id: int, name: str, content: bytes) -> requests.Response:
+    return requests.post(f"{node.api_url}/datanets/{datanet_id}/files", files={"file": (name, content)}, timeout=30)
+
+
+FILES = {
+    CONTRIBUTOR: ("notes.md", b"# Triage\n\nChest pain with sweating: call for help.\n\nFever in infants: see a doctor.\n"),
+    OWNER: ("qa.jsonl", b'{"q": "What lowers fever?", "a": "Paracetamol."}\n{"q": "Normal heart rate?", "a": "60-100"}\n'
+                        b'{"q": "Is sugar a vitamin?", "a": "No."}\n'),
+}
+
+
 @pytest.fixture(scope="module")
-def market(w3):
+def market(w3, node):
     """A published datanet with one approved version holding two contributions, and a model
     trained on it and deployed with a dedicated operator account."""
     datanets, models = module(w3, "IDatanets"), module(w3, "IModels")
@@ -65,9 +76,14 @@ def market(w3):
     transact(w3, datanets.functions.publish(datanet_id), OWNER, value=fee)
 
     contributions = []
-    for key, content in ((CONTRIBUTOR, b"\xa1" * 32), (OWNER, b"\xb2" * 32)):
-        receipt, _ = transact(w3, datanets.functions.contribute(datanet_id, content, 12, 4_096, "CC-BY-4.0"), key)
+    for key, (name, content) in FILES.items():
+        response = upload(node, datanet_id, name, content)
+        assert response.status_code == 201, response.text
+        up = response.json()
+        receipt, _ = transact(w3, datanets.functions.contribute(
+            datanet_id, up["contentHash"], up["rows"], up["size"], "CC-BY-4.0"), key)
         event = datanets.events.Contributed().process_receipt(receipt)[0]
+        assert (event.args.rows, event.args.size) == (up["rows"], len(content))
         contributions.append(event.args.contributionId)
     fee = datanets.functions.versionFee(datanet_id, contributions).call()
     treasury_before = w3.eth.get_balance(TREASURY)
@@ -89,6 +105,30 @@ def market(w3):
     send(w3, {**base_tx(w3, OWNER), "to": operator.address, "value": 10 * OPEN, "gas": 21_000,
               "maxFeePerGas": 10**11, "maxPriorityFeePerGas": 10**9})
     return {"datanet": datanet_id, "version": version.version, "contributions": contributions, "model": model_id}
+
+
+def test_the_content_api_serves_rows_and_refuses_bad_uploads(node, market):
+    up = upload(node, market["datanet"], "again.jsonl", FILES[OWNER][1]).json()
+    assert up["rows"] == 3 and up["format"] == "jsonl"
+    rows = requests.get(f"{node.api_url}/contributions/{up['contentHash']}/rows", timeout=30).json()
+    assert rows["rows"][2] == '{"q": "Is sugar a vitamin?", "a": "No."}'
+    manifest = requests.get(f"{node.api_url}/contributions/{up['contentHash']}", timeout=30).json()
+    assert len(manifest["rowHashes"]) == 3 and manifest["contentHash"] == up["contentHash"]
+
+    refused = {
+        ("notes.pdf", b"%PDF-1.7"): (415, "unsupported file type"),
+        ("notes.txt", b"\xff\xfe not text"): (400, "not UTF-8"),
+        ("notes.txt", b"\n \n"): (400, "no rows"),
+        ("bad.jsonl", b'{"ok": 1}\n{nope\n'): (400, "line 2"),
+        ("big.txt", b"x" * (1 << 20 | 1)): (413, ""),
+    }
+    for (name, content), (status, message) in refused.items():
+        response = upload(node, market["datanet"], name, content)
+        assert response.status_code == status, (name, response.text)
+        assert message in response.json()["error"]
+    assert upload(node, 999, "notes.txt", b"hello").status_code == 404
+    missing = "0x" + "ab" * 32
+    assert requests.get(f"{node.api_url}/contributions/{missing}", timeout=30).status_code == 404
 
 
 def test_lifecycle_views_and_custom_errors(w3, market):

@@ -741,6 +741,12 @@ pub struct ContributionInfo {
     pub version: Option<u64>,
 }
 
+/// The storage slot of a datanet's owner (zero while the datanet does not exist), for node
+/// services that read the module's state directly.
+pub fn owner_slot(id: U256) -> U256 {
+    DATANETS.at(id).field(datanet::OWNER).0
+}
+
 /// A datanet's owner and number of versions, read by another module; `None` if it does not
 /// exist.
 pub fn datanet_info(

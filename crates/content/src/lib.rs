@@ -1,0 +1,12 @@
+//! The content store: where datanet files live off-chain.
+//!
+//! A contribution's file is split into rows ([`rows`]), each row is hashed, and the rows' Merkle
+//! root ([`content_hash`]) is the content hash the Datanets module records. The store keeps the
+//! rows under that hash in the node's data directory, so any node holding the file can prove
+//! which rows a version covers and the ML services can read them back.
+
+mod rows;
+mod store;
+
+pub use rows::{Format, RowError, content_hash, row_hash, rows};
+pub use store::{ContentError, ContentStore, Manifest};
