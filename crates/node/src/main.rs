@@ -1,6 +1,7 @@
 //! `openledger`: the OpenLedger node, in one binary.
 
 mod accounts;
+mod cli;
 mod content_api;
 mod datadir;
 mod db;
@@ -30,6 +31,12 @@ enum Command {
     Statetest(statetest::StateTestArgs),
     /// Inspect and check a data directory.
     Db(db::DbArgs),
+    /// Datanets: create, upload and contribute files, curate versions, list and show.
+    Datanet(cli::datanet::DatanetArgs),
+    /// Models: propose, approve, register a trained adapter, deploy, show.
+    Model(cli::model::ModelArgs),
+    /// Inference escrow and rewards: deposit, withdraw, claim, show rewards.
+    Settle(cli::settle::SettleArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -39,6 +46,9 @@ fn main() -> std::process::ExitCode {
         Command::Dev(args) => dev::run(args),
         Command::Statetest(args) => statetest::run(args),
         Command::Db(args) => db::run(args),
+        Command::Datanet(args) => cli::datanet::run(args),
+        Command::Model(args) => cli::model::run(args),
+        Command::Settle(args) => cli::settle::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

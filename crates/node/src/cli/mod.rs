@@ -1,0 +1,142 @@
+//! The protocol commands: `openledger datanet|model|settle ...`, clients of a running node.
+//!
+//! Transactions are signed locally with a dev account (`--account N`), a raw key
+//! (`--private-key`, or `OPENLEDGER_PRIVATE_KEY`) or an encrypted keystore (`--keystore FILE`
+//! with `--password-file` or `OPENLEDGER_KEYSTORE_PASSWORD`). Output is text, or JSON with
+//! `--json`.
+
+mod client;
+pub mod datanet;
+pub mod model;
+pub mod settle;
+
+use std::path::PathBuf;
+
+use alloy_primitives::{B256, U256, keccak256, utils::parse_ether};
+use alloy_signer_local::PrivateKeySigner;
+use anyhow::Context;
+use clap::Args;
+use openledger_primitives::format_open;
+
+use crate::accounts::dev_accounts;
+pub use client::Client;
+
+/// Options every protocol command takes.
+#[derive(Debug, Args)]
+pub struct Common {
+    /// JSON-RPC endpoint of the node.
+    #[arg(
+        long,
+        global = true,
+        env = "OPENLEDGER_RPC_URL",
+        default_value = "http://127.0.0.1:8545"
+    )]
+    rpc_url: String,
+    /// Content API of the node (file uploads).
+    #[arg(
+        long,
+        global = true,
+        env = "OPENLEDGER_API_URL",
+        default_value = "http://127.0.0.1:8580"
+    )]
+    api_url: String,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(flatten)]
+    signer: SignerArgs,
+}
+
+/// Who signs transactions.
+#[derive(Debug, Args)]
+struct SignerArgs {
+    /// Sign with dev account N of the test mnemonic (as printed by `openledger dev`).
+    #[arg(long, global = true, value_name = "N", conflicts_with_all = ["private_key", "keystore"])]
+    account: Option<u32>,
+    /// Sign with this private key (hex).
+    #[arg(
+        long,
+        global = true,
+        env = "OPENLEDGER_PRIVATE_KEY",
+        hide_env_values = true
+    )]
+    private_key: Option<B256>,
+    /// Sign with this encrypted JSON keystore.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        conflicts_with = "private_key"
+    )]
+    keystore: Option<PathBuf>,
+    /// File holding the keystore's password (else OPENLEDGER_KEYSTORE_PASSWORD).
+    #[arg(long, global = true, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+}
+
+impl SignerArgs {
+    fn signer(&self) -> anyhow::Result<Option<PrivateKeySigner>> {
+        if let Some(index) = self.account {
+            let account = dev_accounts(index + 1)?.pop().expect("index + 1 accounts");
+            return Ok(Some(PrivateKeySigner::from_bytes(&account.key)?));
+        }
+        if let Some(key) = self.private_key {
+            return Ok(Some(
+                PrivateKeySigner::from_bytes(&key).context("invalid --private-key")?,
+            ));
+        }
+        let Some(path) = &self.keystore else {
+            return Ok(None);
+        };
+        let password = match &self.password_file {
+            Some(file) => std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", file.display()))?
+                .trim_end_matches(['\n', '\r'])
+                .to_string(),
+            None => std::env::var("OPENLEDGER_KEYSTORE_PASSWORD").context(
+                "the keystore needs a password: --password-file or OPENLEDGER_KEYSTORE_PASSWORD",
+            )?,
+        };
+        let signer = PrivateKeySigner::decrypt_keystore(path, password)
+            .with_context(|| format!("cannot decrypt keystore {}", path.display()))?;
+        Ok(Some(signer))
+    }
+}
+
+impl Common {
+    fn client(&self) -> anyhow::Result<Client> {
+        Client::new(&self.rpc_url, self.signer.signer()?)
+    }
+
+    /// Prints `json` with `--json`, else `text`.
+    fn print(&self, json: serde_json::Value, text: String) {
+        if self.json {
+            println!("{json:#}");
+        } else {
+            println!("{text}");
+        }
+    }
+}
+
+/// Runs an async command on a fresh single-threaded runtime.
+fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
+}
+
+/// Parses an amount of OPEN ("1.5") into wei.
+fn parse_open(s: &str) -> Result<U256, String> {
+    parse_ether(s).map_err(|e| format!("invalid OPEN amount {s:?}: {e}"))
+}
+
+/// An amount as OPEN, for text output.
+fn open(wei: U256) -> String {
+    format!("{} OPEN", format_open(wei))
+}
+
+/// The hash of a description given as text (or zero without one).
+fn text_hash(text: Option<&str>) -> B256 {
+    text.map(|t| keccak256(t.as_bytes())).unwrap_or_default()
+}

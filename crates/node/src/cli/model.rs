@@ -1,0 +1,197 @@
+//! `openledger model ...`.
+
+use alloy_primitives::{Address, B256, U256};
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use openledger_primitives::addresses::MODELS;
+use openledger_protocol::abi::IModels;
+use serde_json::json;
+
+use super::{Common, block_on, client::events, open, parse_open, text_hash};
+
+/// Options of `openledger model`.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    #[command(subcommand)]
+    command: ModelCommand,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelCommand {
+    /// Propose a model fine-tuned on datanets.
+    Propose {
+        /// Its name.
+        #[arg(long)]
+        name: String,
+        /// The base model it adapts.
+        #[arg(long)]
+        base_model: String,
+        /// A datanet it learns from (repeatable).
+        #[arg(long = "datanet", required = true)]
+        datanets: Vec<U256>,
+        /// Metadata; its keccak256 hash goes on-chain.
+        #[arg(long)]
+        metadata: Option<String>,
+    },
+    /// Approve a proposed model (governance, or the genesis admin).
+    Approve {
+        /// The model.
+        model: U256,
+    },
+    /// Register the trained adapter and the datanet versions it learned from.
+    Register {
+        /// The model.
+        model: U256,
+        /// Content hash of the adapter.
+        #[arg(long)]
+        adapter_hash: B256,
+        /// The version of each of the model's datanets, in order (repeatable).
+        #[arg(long = "datanet-version", required = true)]
+        datanet_versions: Vec<u64>,
+        /// Hash of the evaluation metrics.
+        #[arg(long, default_value_t = B256::ZERO)]
+        metrics_hash: B256,
+    },
+    /// Deploy a trained model with its operator and prices.
+    Deploy {
+        /// The model.
+        model: U256,
+        /// The account that serves it and settles its receipts.
+        #[arg(long)]
+        operator: Address,
+        /// OPEN per 1,000 prompt tokens.
+        #[arg(long, value_parser = parse_open)]
+        input_rate: U256,
+        /// OPEN per 1,000 generated tokens.
+        #[arg(long, value_parser = parse_open)]
+        output_rate: U256,
+    },
+    /// Show a model.
+    Show {
+        /// The model.
+        model: U256,
+    },
+}
+
+/// Runs `openledger model`.
+pub fn run(args: ModelArgs) -> anyhow::Result<()> {
+    block_on(async move {
+        let common = &args.common;
+        let client = common.client()?;
+        let (receipt, json, text) = match args.command {
+            ModelCommand::Propose {
+                name,
+                base_model,
+                datanets,
+                metadata,
+            } => {
+                let call = IModels::proposeModelCall {
+                    name,
+                    baseModel: base_model,
+                    datanetIds: datanets,
+                    metadataHash: text_hash(metadata.as_deref()),
+                };
+                let receipt = client.send(MODELS, &call, U256::ZERO).await?;
+                let event = events::<IModels::ModelProposed>(&receipt)
+                    .pop()
+                    .context("no ModelProposed event")?;
+                let id = event.modelId;
+                let text = format!("Proposed model {id} {:?}, awaiting approval", event.name);
+                (receipt, json!({"modelId": id.to_string()}), text)
+            }
+            ModelCommand::Approve { model } => {
+                let call = IModels::approveModelCall { modelId: model };
+                let receipt = client.send(MODELS, &call, U256::ZERO).await?;
+                (
+                    receipt,
+                    json!({"modelId": model.to_string()}),
+                    format!("Approved model {model}"),
+                )
+            }
+            ModelCommand::Register {
+                model,
+                adapter_hash,
+                datanet_versions,
+                metrics_hash,
+            } => {
+                let call = IModels::registerArtifactCall {
+                    modelId: model,
+                    adapterHash: adapter_hash,
+                    datanetVersions: datanet_versions,
+                    metricsHash: metrics_hash,
+                };
+                let receipt = client.send(MODELS, &call, U256::ZERO).await?;
+                let text = format!("Model {model} trained: adapter {adapter_hash}");
+                (receipt, json!({"modelId": model.to_string()}), text)
+            }
+            ModelCommand::Deploy {
+                model,
+                operator,
+                input_rate,
+                output_rate,
+            } => {
+                let call = IModels::deployCall {
+                    modelId: model,
+                    operator,
+                    inputRatePer1k: input_rate,
+                    outputRatePer1k: output_rate,
+                };
+                let receipt = client.send(MODELS, &call, U256::ZERO).await?;
+                let text = format!(
+                    "Model {model} deployed by {operator}: {} / {} per 1k prompt / generated tokens",
+                    open(input_rate),
+                    open(output_rate)
+                );
+                (receipt, json!({"modelId": model.to_string()}), text)
+            }
+            ModelCommand::Show { model } => {
+                let m = client
+                    .view(MODELS, &IModels::getModelCall { modelId: model })
+                    .await?;
+                let versions: Vec<String> = m
+                    .datanetIds
+                    .iter()
+                    .zip(
+                        m.datanetVersions
+                            .iter()
+                            .map(Some)
+                            .chain(std::iter::repeat(None)),
+                    )
+                    .map(|(id, v)| match v {
+                        Some(v) => format!("{id}@v{v}"),
+                        None => id.to_string(),
+                    })
+                    .collect();
+                common.print(
+                    json!({"id": m.id.to_string(), "name": m.name, "creator": m.creator,
+                        "status": format!("{:?}", m.status), "baseModel": m.baseModel,
+                        "datanetIds": m.datanetIds.iter().map(U256::to_string).collect::<Vec<_>>(),
+                        "datanetVersions": m.datanetVersions, "adapterHash": m.adapterHash,
+                        "operator": m.operator, "inputRatePer1k": m.inputRatePer1k.to_string(),
+                        "outputRatePer1k": m.outputRatePer1k.to_string()}),
+                    format!(
+                        "Model {}: {}\n  status     {:?}\n  creator    {}\n  base       {}\n  \
+                         datanets   {}\n  adapter    {}\n  operator   {}\n  prices     {} / {} per 1k tokens",
+                        m.id,
+                        m.name,
+                        m.status,
+                        m.creator,
+                        m.baseModel,
+                        versions.join(", "),
+                        m.adapterHash,
+                        m.operator,
+                        open(m.inputRatePer1k),
+                        open(m.outputRatePer1k)
+                    ),
+                );
+                return Ok(());
+            }
+        };
+        let mut json = json;
+        json["tx"] = json!(receipt.transaction_hash);
+        common.print(json, text);
+        Ok(())
+    })
+}
