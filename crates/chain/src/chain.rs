@@ -384,6 +384,27 @@ impl Chain {
         }
     }
 
+    /// Calls a contract or module view at the head with `input`; its return data, or an error
+    /// naming the revert data or halt. For node services that read state in process.
+    pub fn view(&self, to: Address, input: Bytes) -> Result<Bytes, CallError> {
+        let head = self.head().header;
+        let tx = TxEnv {
+            kind: alloy_primitives::TxKind::Call(to),
+            data: input,
+            gas_limit: head.gas_limit,
+            ..Default::default()
+        };
+        match self.call(tx, head.number)? {
+            ExecutionResult::Success { output, .. } => Ok(output.into_data()),
+            ExecutionResult::Revert { output, .. } => {
+                Err(CallError::Invalid(format!("execution reverted: {output}")))
+            }
+            ExecutionResult::Halt { reason, .. } => {
+                Err(CallError::Invalid(format!("execution halted: {reason:?}")))
+            }
+        }
+    }
+
     /// The account balance after block `number`, as seen by the state at that block.
     pub fn balance_at(&self, address: &Address, number: u64) -> Result<U256, ChainError> {
         let reader = self.reader()?;

@@ -9,6 +9,7 @@
 use std::{str::FromStr, sync::Arc};
 
 use alloy_primitives::{Address, B256, U256};
+use alloy_sol_types::SolCall;
 use axum::{
     Json, Router,
     extract::{DefaultBodyLimit, Multipart, Path, Query, State},
@@ -16,9 +17,10 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use openledger_chain::Chain;
+use openledger_chain::{CallError, Chain};
 use openledger_content::{ContentError, ContentStore, Format, Manifest};
 use openledger_primitives::addresses;
+use openledger_protocol::abi::IDatanets;
 use serde::{Deserialize, Serialize};
 
 /// Room for the multipart framing around the file itself.
@@ -80,9 +82,16 @@ struct Uploaded {
     format: Format,
 }
 
+/// The query of an upload: who will contribute the file, to check their quota too.
+#[derive(Debug, Deserialize)]
+struct UploadQuery {
+    contributor: Option<Address>,
+}
+
 async fn upload(
     State(api): State<Api>,
     Path(id): Path<String>,
+    Query(query): Query<UploadQuery>,
     mut multipart: Multipart,
 ) -> Result<(StatusCode, Json<Uploaded>), ApiError> {
     let datanet_id = U256::from_str(&id).map_err(|_| {
@@ -91,12 +100,8 @@ async fn upload(
             format!("invalid datanet id {id:?}"),
         )
     })?;
-    if !datanet_exists(&api.chain, datanet_id)? {
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!("datanet {datanet_id} does not exist"),
-        ));
-    }
+    let contributor = query.contributor.unwrap_or_default();
+    let left = quota_left(&api.chain, datanet_id, contributor)?;
     let multipart_error = |e: axum::extract::multipart::MultipartError| {
         ApiError(
             e.status(),
@@ -117,6 +122,22 @@ async fn upload(
             })?
             .to_string();
         let bytes = field.bytes().await.map_err(multipart_error)?;
+        if bytes.len() as u64 > left.remainingBytes || left.remainingFiles == 0 {
+            return Err(ApiError(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "over the daily quota: {} bytes and {} files left today for datanet \
+                     {datanet_id}{}, and this file is {} bytes",
+                    left.remainingBytes,
+                    left.remainingFiles,
+                    query
+                        .contributor
+                        .map(|c| format!(" and contributor {c}"))
+                        .unwrap_or_default(),
+                    bytes.len()
+                ),
+            ));
+        }
         let store = api.store.clone();
         let manifest = tokio::task::spawn_blocking(move || store.put(&file_name, &bytes))
             .await
@@ -137,17 +158,27 @@ async fn upload(
     ))
 }
 
-/// Whether the Datanets module has a datanet `id` at the head of the chain.
-fn datanet_exists(chain: &Chain, id: U256) -> Result<bool, ApiError> {
-    let internal = |e: String| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e);
-    let reader = chain.reader().map_err(|e| internal(e.to_string()))?;
-    let owner = reader
-        .storage(
-            &addresses::DATANETS,
-            &openledger_protocol::datanets::owner_slot(id),
-        )
-        .map_err(|e| internal(e.to_string()))?;
-    Ok(Address::from_word(owner.into()) != Address::ZERO)
+/// What the datanet (and the contributor, unless zero) may still receive today, from the
+/// Datanets module at the head; a 404 if the datanet does not exist.
+fn quota_left(
+    chain: &Chain,
+    datanet_id: U256,
+    contributor: Address,
+) -> Result<IDatanets::quotaLeftReturn, ApiError> {
+    let call = IDatanets::quotaLeftCall {
+        datanetId: datanet_id,
+        contributor,
+    };
+    match chain.view(addresses::DATANETS, call.abi_encode().into()) {
+        Ok(output) => IDatanets::quotaLeftCall::abi_decode_returns(&output)
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        // The view reverts only for an unknown datanet.
+        Err(CallError::Invalid(_)) => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("datanet {datanet_id} does not exist"),
+        )),
+        Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
 }
 
 fn parse_hash(hash: &str) -> Result<B256, ApiError> {

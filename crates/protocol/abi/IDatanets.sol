@@ -191,6 +191,12 @@ interface IDatanets {
     function contributorStats(address account) external view returns (ContributorStats memory);
     function isCurator(uint256 datanetId, address account) external view returns (bool);
     function isContributor(uint256 datanetId, address account) external view returns (bool);
+    /// @notice What the datanet, and the contributor unless it is the zero address, may still
+    /// receive today (UTC): the tightest of the daily quotas that apply.
+    function quotaLeft(uint256 datanetId, address contributor)
+        external
+        view
+        returns (uint64 remainingBytes, uint64 remainingFiles);
     function publishFee(uint256 datanetId) external view returns (uint256);
     function versionFee(uint256 datanetId, uint256[] calldata contributionIds) external view returns (uint256);
     function params() external view returns (Params memory);

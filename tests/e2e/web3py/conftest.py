@@ -50,7 +50,7 @@ def free_port() -> int:
 class Node:
     """A running dev node on a free port with its own data directory."""
 
-    def __init__(self, block_time: str = "0"):
+    def __init__(self, block_time: str = "0", extra_args: tuple = ()):
         self.datadir = tempfile.TemporaryDirectory(prefix="openledger-e2e-")
         self.port = free_port()
         self.api_port = free_port()
@@ -58,7 +58,7 @@ class Node:
         self.proc = subprocess.Popen(
             [str(BINARY), "dev", "--datadir", self.datadir.name, "--rpc-addr", f"127.0.0.1:{self.port}",
              "--api-addr", f"127.0.0.1:{self.api_port}", "--max-upload-mib", "1",
-             "--block-time", block_time],
+             "--block-time", block_time, *extra_args],
             stdout=self.log, stderr=subprocess.STDOUT,
         )
         self.http_url = f"http://127.0.0.1:{self.port}"

@@ -11,7 +11,7 @@ from eth_account import Account
 from web3 import Web3
 from web3.exceptions import ContractCustomError
 
-from conftest import DEV_KEYS, OPEN, ROOT, base_tx, send
+from conftest import DEV_KEYS, OPEN, ROOT, Node, base_tx, send
 
 ABI_DIR = ROOT / "crates" / "protocol" / "abi"
 ADDRESSES = {
@@ -75,6 +75,7 @@ def market(w3, node):
     fee = datanets.functions.publishFee(datanet_id).call()
     transact(w3, datanets.functions.publish(datanet_id), OWNER, value=fee)
 
+    stats_before = datanets.functions.contributorStats(address(CONTRIBUTOR)).call()
     contributions = []
     for key, (name, content) in FILES.items():
         response = upload(node, datanet_id, name, content)
@@ -104,7 +105,8 @@ def market(w3, node):
     # The operator pays gas for settlements.
     send(w3, {**base_tx(w3, OWNER), "to": operator.address, "value": 10 * OPEN, "gas": 21_000,
               "maxFeePerGas": 10**11, "maxPriorityFeePerGas": 10**9})
-    return {"datanet": datanet_id, "version": version.version, "contributions": contributions, "model": model_id}
+    return {"datanet": datanet_id, "version": version.version, "contributions": contributions, "model": model_id,
+            "stats_before": stats_before}
 
 
 def test_the_content_api_serves_rows_and_refuses_bad_uploads(node, market):
@@ -137,8 +139,9 @@ def test_lifecycle_views_and_custom_errors(w3, market):
     assert datanet[2] == "Clinical notes" and datanet[5] == ["medical", "text"]
     model = models.functions.getModel(market["model"]).call()
     assert model[2] == 4  # Deployed
+    submitted, approved, rejected, _ = market["stats_before"]
     stats = datanets.functions.contributorStats(address(CONTRIBUTOR)).call()
-    assert stats == (1, 1, 0, PPM)
+    assert stats[:3] == (submitted + 1, approved + 1, rejected)
     # Approving again is governance's business: the custom error names the caller.
     with pytest.raises(ContractCustomError) as error:
         models.functions.approveModel(market["model"]).call({"from": address(CREATOR)})
@@ -150,6 +153,7 @@ def test_lifecycle_views_and_custom_errors(w3, market):
 def test_a_signed_order_is_settled_split_and_claimed_to_the_wei(w3, market):
     settlement = module(w3, "ISettlement")
     user = Account.create()
+    held_before = w3.eth.get_balance(settlement.address)
     send(w3, {**base_tx(w3, OWNER), "to": user.address, "value": 100 * OPEN, "gas": 21_000,
               "maxFeePerGas": 10**11, "maxPriorityFeePerGas": 10**9})
     _, gas = transact(w3, settlement.functions.deposit(), user.key, value=50 * OPEN)
@@ -179,13 +183,15 @@ def test_a_signed_order_is_settled_split_and_claimed_to_the_wei(w3, market):
     assert fee == 1_500 * 640 * OPEN // 1000 // 1000 + 200 * (OPEN // 10) // 1000 + platform_fee
     expected = expected_split(fee, platform_fee, settlement.functions.shares().call(), weights)
     treasury_before = w3.eth.get_balance(TREASURY)
+    rewards_before = {k: settlement.functions.rewards(address(k)).call() for k in (CREATOR, CONTRIBUTOR)}
     receipt, _ = transact(w3, settlement.functions.settle(order_tuple, signed.signature, receipt_tuple), OPERATOR)
     # The treasury also received this block's base fees: the operator's transaction alone.
     base_fees = receipt.gasUsed * w3.eth.get_block(receipt.blockNumber).baseFeePerGas
     assert w3.eth.get_balance(TREASURY) - treasury_before == expected["treasury"] + base_fees
     assert settlement.functions.balanceOf(user.address).call() == 50 * OPEN - fee
-    assert settlement.functions.rewards(address(CREATOR)).call() == expected["creator"]
-    assert settlement.functions.rewards(address(CONTRIBUTOR)).call() == expected["contributors"][0]
+    assert settlement.functions.rewards(address(CREATOR)).call() - rewards_before[CREATOR] == expected["creator"]
+    accrued_contributor = settlement.functions.rewards(address(CONTRIBUTOR)).call()
+    assert accrued_contributor - rewards_before[CONTRIBUTOR] == expected["contributors"][0]
     accrued = settlement.events.RewardAccrued().process_receipt(receipt)
     assert [e.args.account for e in accrued] == [address(CREATOR)] * 2 + [address(CONTRIBUTOR), address(OWNER)]
 
@@ -196,12 +202,38 @@ def test_a_signed_order_is_settled_split_and_claimed_to_the_wei(w3, market):
 
     before = w3.eth.get_balance(address(CONTRIBUTOR))
     _, gas = transact(w3, settlement.functions.claim(), CONTRIBUTOR)
-    assert w3.eth.get_balance(address(CONTRIBUTOR)) == before + expected["contributors"][0] - gas
+    assert w3.eth.get_balance(address(CONTRIBUTOR)) == before + accrued_contributor - gas
     assert settlement.functions.rewards(address(CONTRIBUTOR)).call() == 0
 
     before = w3.eth.get_balance(user.address)
     _, gas = transact(w3, settlement.functions.withdraw(50 * OPEN - fee), user.key)
     assert w3.eth.get_balance(user.address) == before + 50 * OPEN - fee - gas
-    # What the module still holds is exactly the unclaimed rewards.
-    unclaimed = sum(settlement.functions.rewards(address(k)).call() for k in (CREATOR, OWNER))
-    assert w3.eth.get_balance(settlement.address) == unclaimed
+    # What the module holds more than before is exactly the rewards left unclaimed.
+    unclaimed = expected["creator"] + expected["contributors"][1] - rewards_before[CONTRIBUTOR]
+    assert w3.eth.get_balance(settlement.address) - held_before == unclaimed
+
+
+def test_uploads_over_the_daily_quota_are_refused(tmp_path):
+    """A node whose genesis allows each datanet one file a day refuses the second upload."""
+    owner = address(OWNER)
+    genesis = {
+        "chainId": 4242, "alloc": {owner: {"balance": hex(1000 * OPEN)}},
+        "protocol": {"admin": owner, "datanetDailyFiles": 1},
+    }
+    path = tmp_path / "genesis.json"
+    path.write_text(json.dumps(genesis))
+    node = Node(extra_args=("--genesis", str(path)))
+    try:
+        w3 = Web3(Web3.HTTPProvider(node.http_url, request_kwargs={"timeout": 30}))
+        datanets = module(w3, "IDatanets")
+        transact(w3, datanets.functions.createDatanet("q", "", b"\0" * 32, [], "text", "", True), OWNER)
+        transact(w3, datanets.functions.publish(1), OWNER, value=datanets.functions.publishFee(1).call())
+        first = upload(node, 1, "a.txt", b"first file").json()
+        transact(w3, datanets.functions.contribute(1, first["contentHash"], first["rows"], first["size"], ""), OWNER)
+        # The datanet's one file is used; the owner's own quota still has 100 MiB less this file.
+        assert list(datanets.functions.quotaLeft(1, owner).call()) == [(100 << 20) - first["size"], 0]
+        refused = upload(node, 1, "b.txt", b"second file")
+        assert refused.status_code == 429, refused.text
+        assert "over the daily quota" in refused.json()["error"]
+    finally:
+        node.stop()

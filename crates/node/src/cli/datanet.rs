@@ -144,7 +144,7 @@ pub fn run(args: DatanetArgs) -> anyhow::Result<()> {
                 );
             }
             DatanetCommand::Upload { datanet, file } => {
-                let uploaded = upload(common, datanet, &file).await?;
+                let uploaded = upload(common, datanet, &file, client.sender().ok()).await?;
                 common.print(uploaded.clone(), describe_upload(&uploaded));
             }
             DatanetCommand::Contribute {
@@ -152,7 +152,7 @@ pub fn run(args: DatanetArgs) -> anyhow::Result<()> {
                 file,
                 licence,
             } => {
-                let uploaded = upload(common, datanet, &file).await?;
+                let uploaded = upload(common, datanet, &file, Some(client.sender()?)).await?;
                 let field = |name: &str| uploaded[name].clone();
                 let call = IDatanets::contributeCall {
                     datanetId: datanet,
@@ -352,8 +352,14 @@ fn datanet_json(d: &IDatanets::Datanet) -> Value {
         "approvedRows": d.approvedRows, "approvedBytes": d.approvedBytes})
 }
 
-/// Uploads `file` to the content API; returns its answer.
-async fn upload(common: &Common, datanet: U256, file: &std::path::Path) -> anyhow::Result<Value> {
+/// Uploads `file` to the content API, checking the quota of `contributor` too; returns the
+/// API's answer.
+async fn upload(
+    common: &Common,
+    datanet: U256,
+    file: &std::path::Path,
+    contributor: Option<alloy_primitives::Address>,
+) -> anyhow::Result<Value> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let name = file
         .file_name()
@@ -364,7 +370,10 @@ async fn upload(common: &Common, datanet: U256, file: &std::path::Path) -> anyho
         "file",
         reqwest::multipart::Part::bytes(bytes).file_name(name),
     );
-    let url = format!("{}/datanets/{datanet}/files", common.api_url);
+    let mut url = format!("{}/datanets/{datanet}/files", common.api_url);
+    if let Some(contributor) = contributor {
+        url.push_str(&format!("?contributor={contributor}"));
+    }
     let response = reqwest::Client::new()
         .post(&url)
         .multipart(form)

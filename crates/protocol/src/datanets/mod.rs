@@ -175,6 +175,11 @@ impl NativeModule for Datanets {
                 let yes: bool = s.get(ALLOWED.at(c.datanetId).at(c.account))?;
                 Ok(IDatanets::isContributorCall::abi_encode_returns(&yes).into())
             }
+            C::quotaLeft(c) => {
+                existing(&mut s, c.datanetId)?;
+                let left = quota_left(&mut s, c.datanetId, c.contributor)?;
+                Ok(IDatanets::quotaLeftCall::abi_encode_returns(&left).into())
+            }
             C::publishFee(c) => {
                 let base = existing(&mut s, c.datanetId)?;
                 let bytes: u64 = s.get(base.field(datanet::APPROVED_BYTES))?;
@@ -473,6 +478,39 @@ fn pending_batch(
     Ok((rows, bytes, hashes))
 }
 
+/// The daily quotas a file sent to `datanet_id` by `contributor` (if known) counts against:
+/// the slot of today's use, the quota and its limit.
+fn quotas(
+    s: &mut Storage<'_>,
+    contributor: Option<Address>,
+    datanet_id: U256,
+) -> Result<Vec<(Slot, Quota, u64)>, ModuleError> {
+    let day = s.host().timestamp() / DAY;
+    let params = read_params(s)?;
+    let mut quotas = Vec::with_capacity(4);
+    if let Some(contributor) = contributor {
+        let usage = CONTRIBUTOR_USAGE.at(contributor).at(day);
+        quotas.push((usage, Quota::ContributorBytes, params.contributorDailyBytes));
+        quotas.push((
+            usage.field(1),
+            Quota::ContributorFiles,
+            params.contributorDailyFiles,
+        ));
+    }
+    let usage = DATANET_USAGE.at(datanet_id).at(day);
+    quotas.push((usage, Quota::DatanetBytes, params.datanetDailyBytes));
+    quotas.push((
+        usage.field(1),
+        Quota::DatanetFiles,
+        params.datanetDailyFiles,
+    ));
+    Ok(quotas)
+}
+
+fn counts_bytes(quota: Quota) -> bool {
+    matches!(quota, Quota::ContributorBytes | Quota::DatanetBytes)
+}
+
 /// Charges the daily quotas of the contributor and of the datanet for one file of `size` bytes.
 fn use_quota(
     s: &mut Storage<'_>,
@@ -480,35 +518,42 @@ fn use_quota(
     datanet_id: U256,
     size: u64,
 ) -> Result<(), ModuleError> {
-    let day = s.host().timestamp() / DAY;
-    let params = read_params(s)?;
-    let scopes = [
-        (
-            CONTRIBUTOR_USAGE.at(contributor).at(day),
-            (Quota::ContributorBytes, params.contributorDailyBytes),
-            (Quota::ContributorFiles, params.contributorDailyFiles),
-        ),
-        (
-            DATANET_USAGE.at(datanet_id).at(day),
-            (Quota::DatanetBytes, params.datanetDailyBytes),
-            (Quota::DatanetFiles, params.datanetDailyFiles),
-        ),
-    ];
-    for (usage, bytes_quota, files_quota) in scopes {
-        for (field, amount, (quota, limit)) in [(0, size, bytes_quota), (1, 1, files_quota)] {
-            let used: u64 = s.get(usage.field(field))?;
-            let would_use = used.saturating_add(amount);
-            if would_use > limit {
-                return Err(revert(IDatanets::QuotaExceeded {
-                    quota,
-                    wouldUse: U256::from(would_use),
-                    limit: U256::from(limit),
-                }));
-            }
-            s.set(usage.field(field), would_use)?;
+    for (slot, quota, limit) in quotas(s, Some(contributor), datanet_id)? {
+        let amount = if counts_bytes(quota) { size } else { 1 };
+        let would_use = s.get::<u64>(slot)?.saturating_add(amount);
+        if would_use > limit {
+            return Err(revert(IDatanets::QuotaExceeded {
+                quota,
+                wouldUse: U256::from(would_use),
+                limit: U256::from(limit),
+            }));
         }
+        s.set(slot, would_use)?;
     }
     Ok(())
+}
+
+/// Bytes and files still allowed today under every quota that applies.
+fn quota_left(
+    s: &mut Storage<'_>,
+    datanet_id: U256,
+    contributor: Address,
+) -> Result<IDatanets::quotaLeftReturn, ModuleError> {
+    let contributor = (!contributor.is_zero()).then_some(contributor);
+    let mut left = IDatanets::quotaLeftReturn {
+        remainingBytes: u64::MAX,
+        remainingFiles: u64::MAX,
+    };
+    for (slot, quota, limit) in quotas(s, contributor, datanet_id)? {
+        let remaining = limit.saturating_sub(s.get(slot)?);
+        let field = if counts_bytes(quota) {
+            &mut left.remainingBytes
+        } else {
+            &mut left.remainingFiles
+        };
+        *field = (*field).min(remaining);
+    }
+    Ok(left)
 }
 
 /// The fee for publishing or versioning `bytes` of data: base + per-MiB × started MiBs.
@@ -739,12 +784,6 @@ pub struct ContributionInfo {
     pub contributor: Address,
     /// The version that approved it; `None` unless approved.
     pub version: Option<u64>,
-}
-
-/// The storage slot of a datanet's owner (zero while the datanet does not exist), for node
-/// services that read the module's state directly.
-pub fn owner_slot(id: U256) -> U256 {
-    DATANETS.at(id).field(datanet::OWNER).0
 }
 
 /// A datanet's owner and number of versions, read by another module; `None` if it does not

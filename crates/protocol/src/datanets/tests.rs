@@ -355,8 +355,21 @@ fn daily_quotas_bound_contributors_and_datanets() {
         },
     );
     f.datanets(BOB, U256::ZERO, &contribute(800)).unwrap();
+    let left = |f: &mut Fixture, who: Address| {
+        let left = f.host.view(
+            &Datanets,
+            &IDatanets::quotaLeftCall {
+                datanetId: id,
+                contributor: who,
+            },
+        );
+        (left.remainingBytes, left.remainingFiles)
+    };
+    assert_eq!(left(&mut f, ALICE), (0, 0));
+    assert_eq!(left(&mut f, Address::ZERO), (0, 997));
     // A new day resets both.
     f.host.timestamp += 86_400;
+    assert_eq!(left(&mut f, BOB), (1_000, 2));
     f.datanets(ALICE, U256::ZERO, &contribute(900)).unwrap();
     assert_eq!(stats(&mut f, ALICE).submitted, 3);
 }
