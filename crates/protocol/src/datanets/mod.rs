@@ -312,13 +312,15 @@ fn publish(s: &mut Storage<'_>, caller: Address, paid: U256, id: U256) -> Out {
 }
 
 fn contribute(s: &mut Storage<'_>, caller: Address, c: IDatanets::contributeCall) -> Out {
-    let base = existing(s, c.datanetId)?;
+    let (base, owner) = with_owner(s, c.datanetId)?;
     if !s.get::<bool>(base.field(datanet::PUBLISHED))? {
         return Err(revert(IDatanets::NotPublished {
             datanetId: c.datanetId,
         }));
     }
-    if !s.get::<bool>(base.field(datanet::PUBLIC))? && !may_contribute(s, c.datanetId, caller)? {
+    if !s.get::<bool>(base.field(datanet::PUBLIC))?
+        && !may_contribute(s, c.datanetId, owner, caller)?
+    {
         return Err(revert(IDatanets::NotAllowed {
             datanetId: c.datanetId,
             account: caller,
@@ -580,19 +582,25 @@ fn pay_fee(s: &mut Storage<'_>, payer: Address, paid: U256, fee: U256) -> Result
     Ok(())
 }
 
-/// The base slot of an existing datanet.
-fn existing(s: &mut Storage<'_>, id: U256) -> Result<Slot, ModuleError> {
+/// The base slot and owner of an existing datanet.
+fn with_owner(s: &mut Storage<'_>, id: U256) -> Result<(Slot, Address), ModuleError> {
     let base = DATANETS.at(id);
-    if s.get::<Address>(base.field(datanet::OWNER))?.is_zero() {
+    let owner: Address = s.get(base.field(datanet::OWNER))?;
+    if owner.is_zero() {
         return Err(revert(IDatanets::UnknownDatanet { datanetId: id }));
     }
-    Ok(base)
+    Ok((base, owner))
+}
+
+/// The base slot of an existing datanet.
+fn existing(s: &mut Storage<'_>, id: U256) -> Result<Slot, ModuleError> {
+    Ok(with_owner(s, id)?.0)
 }
 
 /// The base slot of a datanet `caller` owns.
 fn owned(s: &mut Storage<'_>, id: U256, caller: Address) -> Result<Slot, ModuleError> {
-    let base = existing(s, id)?;
-    if s.get::<Address>(base.field(datanet::OWNER))? != caller {
+    let (base, owner) = with_owner(s, id)?;
+    if owner != caller {
         return Err(revert(IDatanets::NotOwner {
             datanetId: id,
             account: caller,
@@ -603,8 +611,7 @@ fn owned(s: &mut Storage<'_>, id: U256, caller: Address) -> Result<Slot, ModuleE
 
 /// The base slot of a datanet `caller` owns or curates.
 fn curated(s: &mut Storage<'_>, id: U256, caller: Address) -> Result<Slot, ModuleError> {
-    let base = existing(s, id)?;
-    let owner: Address = s.get(base.field(datanet::OWNER))?;
+    let (base, owner) = with_owner(s, id)?;
     if owner != caller && !s.get::<bool>(CURATORS.at(id).at(caller))? {
         return Err(revert(IDatanets::NotCurator {
             datanetId: id,
@@ -615,12 +622,15 @@ fn curated(s: &mut Storage<'_>, id: U256, caller: Address) -> Result<Slot, Modul
 }
 
 /// Whether `account` may contribute to a private datanet: its owner, curators and allow-list.
-fn may_contribute(s: &mut Storage<'_>, id: U256, account: Address) -> Result<bool, ModuleError> {
-    Ok(
-        s.get::<Address>(DATANETS.at(id).field(datanet::OWNER))? == account
-            || s.get::<bool>(CURATORS.at(id).at(account))?
-            || s.get::<bool>(ALLOWED.at(id).at(account))?,
-    )
+fn may_contribute(
+    s: &mut Storage<'_>,
+    id: U256,
+    owner: Address,
+    account: Address,
+) -> Result<bool, ModuleError> {
+    Ok(owner == account
+        || s.get::<bool>(CURATORS.at(id).at(account))?
+        || s.get::<bool>(ALLOWED.at(id).at(account))?)
 }
 
 fn too_long(field: String, max: usize) -> IDatanets::TooLong {

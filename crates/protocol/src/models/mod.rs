@@ -144,7 +144,8 @@ fn approve(s: &mut Storage<'_>, caller: Address, id: U256) -> Out {
     if !is_governance(s, caller)? {
         return Err(revert(IModels::NotGovernance { account: caller }));
     }
-    let base = in_status(s, id, Status::Proposed)?;
+    let base = existing(s, id)?;
+    require_status(s, base, id, Status::Proposed)?;
     s.set(base.field(field::STATUS), Status::Approved)?;
     emit(
         s.host(),
@@ -158,7 +159,7 @@ fn approve(s: &mut Storage<'_>, caller: Address, id: U256) -> Out {
 
 fn register(s: &mut Storage<'_>, caller: Address, c: IModels::registerArtifactCall) -> Out {
     let base = by_creator(s, c.modelId, caller)?;
-    in_status(s, c.modelId, Status::Approved)?;
+    require_status(s, base, c.modelId, Status::Approved)?;
     let datanets: Vec<U256> = s.items(base.field(field::DATANETS), 0, u64::MAX)?;
     if datanets.len() != c.datanetVersions.len() {
         return Err(revert(IModels::VersionCountMismatch {
@@ -193,7 +194,7 @@ fn register(s: &mut Storage<'_>, caller: Address, c: IModels::registerArtifactCa
 
 fn deploy(s: &mut Storage<'_>, caller: Address, c: IModels::deployCall) -> Out {
     let base = by_creator(s, c.modelId, caller)?;
-    in_status(s, c.modelId, Status::Trained)?;
+    require_status(s, base, c.modelId, Status::Trained)?;
     if c.operator.is_zero() {
         return Err(revert(IModels::ZeroOperator {}));
     }
@@ -267,8 +268,13 @@ fn by_creator(s: &mut Storage<'_>, id: U256, caller: Address) -> Result<Slot, Mo
     Ok(base)
 }
 
-fn in_status(s: &mut Storage<'_>, id: U256, required: Status) -> Result<Slot, ModuleError> {
-    let base = existing(s, id)?;
+/// Reverts unless the model at `base` is in the `required` status.
+fn require_status(
+    s: &mut Storage<'_>,
+    base: Slot,
+    id: U256,
+    required: Status,
+) -> Result<(), ModuleError> {
     let status: Status = s.get(base.field(field::STATUS))?;
     if status != required {
         return Err(revert(IModels::WrongStatus {
@@ -277,7 +283,7 @@ fn in_status(s: &mut Storage<'_>, id: U256, required: Status) -> Result<Slot, Mo
             required,
         }));
     }
-    Ok(base)
+    Ok(())
 }
 
 fn too_long(field: String, max: usize) -> IModels::TooLong {

@@ -110,7 +110,7 @@ impl NativeModule for Settlement {
             }
             C::quote(c) => {
                 let model = deployed(&mut s, c.modelId)?;
-                let fee = fee_for(&mut s, &model, c.inputTokens, c.outputTokens)?;
+                let (fee, _) = fee_for(&mut s, &model, c.inputTokens, c.outputTokens)?;
                 Ok(ISettlement::quoteCall::abi_encode_returns(&fee).into())
             }
             C::platformFee(_) => {
@@ -231,7 +231,7 @@ fn settle(
     if signer(signature, &digest) != Some(order.user) {
         return Err(revert(ISettlement::BadSignature {}));
     }
-    let fee = fee_for(s, &model, receipt.inputTokens, receipt.outputTokens)?;
+    let (fee, platform_fee) = fee_for(s, &model, receipt.inputTokens, receipt.outputTokens)?;
     if fee > order.maxFee {
         return Err(revert(ISettlement::FeeAboveMax {
             fee,
@@ -247,7 +247,6 @@ fn settle(
         }));
     }
     let payees = contributor_payees(s, order.modelId, &model, &receipt)?;
-    let platform_fee: U256 = s.get(PARAMS)?;
     let shares = read_shares(s)?;
     let split = fee::split(fee, platform_fee, shares, &receipt.weights).map_err(|e| match e {
         FeeError::WeightsDoNotSum(sum) => revert(ISettlement::WeightsDoNotSum {
@@ -384,15 +383,17 @@ fn deployed(s: &mut Storage<'_>, model_id: U256) -> Result<ModelInfo, ModuleErro
     Ok(model)
 }
 
+/// The fee for the token counts at the model's rates, and the platform fee it includes.
 fn fee_for(
     s: &mut Storage<'_>,
     model: &ModelInfo,
     input_tokens: u64,
     output_tokens: u64,
-) -> Result<U256, ModuleError> {
+) -> Result<(U256, U256), ModuleError> {
     let platform_fee: U256 = s.get(PARAMS)?;
-    fee::inference_fee(input_tokens, output_tokens, model.rates, platform_fee)
-        .map_err(|_| revert(ISettlement::FeeOverflow {}))
+    let fee = fee::inference_fee(input_tokens, output_tokens, model.rates, platform_fee)
+        .map_err(|_| revert(ISettlement::FeeOverflow {}))?;
+    Ok((fee, platform_fee))
 }
 
 fn read_shares(s: &mut Storage<'_>) -> Result<Shares, ModuleError> {
