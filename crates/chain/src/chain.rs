@@ -1,7 +1,10 @@
 //! The chain: the store, the pool and block production behind one handle that the RPC server,
 //! the block producer and the node's services share.
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
 
 use alloy_consensus::{ReceiptEnvelope, Transaction};
 use alloy_eips::{eip1559::BaseFeeParams, eip2718::Encodable2718};
@@ -116,6 +119,8 @@ pub struct Chain {
     build: Mutex<()>,
     events: broadcast::Sender<ChainEvent>,
     tx_arrived: Notify,
+    /// Seconds added to the wall clock when stamping blocks (`evm_increaseTime`).
+    clock_offset: AtomicU64,
 }
 
 impl std::fmt::Debug for Chain {
@@ -151,6 +156,7 @@ impl Chain {
             build: Mutex::new(()),
             events,
             tx_arrived: Notify::new(),
+            clock_offset: AtomicU64::new(0),
         })
     }
 
@@ -167,6 +173,21 @@ impl Chain {
     /// The native modules.
     pub fn modules(&self) -> &Modules {
         &self.modules
+    }
+
+    /// The time the block producer stamps the next block with: the wall clock, moved forward by
+    /// [`Chain::advance_clock`]. Block timestamps still only ever increase.
+    pub fn now(&self) -> u64 {
+        crate::miner::unix_now().saturating_add(self.clock_offset.load(Ordering::Relaxed))
+    }
+
+    /// Moves the chain's clock `seconds` forward, so that time-locked protocol steps (voting
+    /// periods, unbonding) can be tried on a dev chain without waiting; returns the total
+    /// offset. The offset lives in memory only.
+    pub fn advance_clock(&self, seconds: u64) -> u64 {
+        self.clock_offset
+            .fetch_add(seconds, Ordering::Relaxed)
+            .saturating_add(seconds)
     }
 
     /// A consistent snapshot of the store.

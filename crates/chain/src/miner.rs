@@ -34,7 +34,7 @@ pub async fn run(chain: Arc<Chain>, block_time: Duration) {
 
 async fn produce(chain: &Arc<Chain>) {
     let chain = chain.clone();
-    let result = tokio::task::spawn_blocking(move || chain.produce_block(unix_now())).await;
+    let result = tokio::task::spawn_blocking(move || chain.produce_block(chain.now())).await;
     match result {
         Ok(Ok(block)) => tracing::info!(
             number = block.header.header.number,

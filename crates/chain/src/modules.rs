@@ -37,6 +37,8 @@ pub const LOG_BYTE_GAS: u64 = 8;
 pub const BALANCE_GAS: u64 = 2_600;
 /// Gas for moving OPEN out of the module's account.
 pub const TRANSFER_GAS: u64 = 9_000;
+/// How deep modules may call each other (the Governor calling Staking calling Models is 3).
+pub const MAX_MODULE_DEPTH: usize = 8;
 
 /// Why a module call stopped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -91,6 +93,16 @@ pub trait ModuleHost {
     fn log(&mut self, topics: Vec<B256>, data: Bytes) -> Result<(), ModuleError>;
     /// Charges extra gas for module-specific work.
     fn charge(&mut self, gas: u64) -> Result<(), ModuleError>;
+    /// Calls another native module as this module, sending it `value` from this module's
+    /// account: the Governor runs its actions this way, settlement pays the stakers' share. The
+    /// callee's changes are undone if it fails, and its error is returned for the caller to
+    /// pass on or handle. Calls to addresses that are not modules revert.
+    fn call_module(
+        &mut self,
+        to: Address,
+        input: &[u8],
+        value: U256,
+    ) -> Result<Bytes, ModuleError>;
 }
 
 /// A native protocol module.
@@ -190,7 +202,7 @@ where
                 inputs,
             );
         };
-        let output = run_module(module.as_ref(), context, inputs)?;
+        let output = run_module(module.as_ref(), &self.modules, context, inputs)?;
         Ok(Some(precompile_output_to_interpreter_result(
             output,
             inputs.gas_limit,
@@ -204,6 +216,7 @@ where
 
 fn run_module<CTX: ContextTr>(
     module: &dyn NativeModule,
+    modules: &Modules,
     context: &mut CTX,
     inputs: &CallInputs,
 ) -> Result<PrecompileOutput, String> {
@@ -221,6 +234,8 @@ fn run_module<CTX: ContextTr>(
     let chain_id = context.cfg().chain_id();
     let mut host = JournalHost {
         journal: context.journal_mut(),
+        modules,
+        depth: 0,
         address: module.address(),
         block_number,
         timestamp,
@@ -252,6 +267,9 @@ fn run_module<CTX: ContextTr>(
 /// [`ModuleHost`] over the transaction's journal.
 struct JournalHost<'a, J> {
     journal: &'a mut J,
+    modules: &'a Modules,
+    /// How many module calls are on the stack below this one.
+    depth: usize,
     address: Address,
     block_number: u64,
     timestamp: u64,
@@ -267,6 +285,23 @@ impl<J: JournalTr> JournalHost<'_, J> {
             Err(ModuleError::Revert(Bytes::new()))
         } else {
             Ok(())
+        }
+    }
+
+    /// Moves OPEN out of the module's account; a module sending more than it holds is a bug.
+    fn transfer_checked(&mut self, to: Address, amount: U256) -> Result<(), ModuleError> {
+        if amount.is_zero() {
+            return Ok(());
+        }
+        match self
+            .journal
+            .transfer(self.address, to, amount)
+            .map_err(fatal)?
+        {
+            None => Ok(()),
+            Some(e) => Err(ModuleError::Fatal(format!(
+                "transfer of {amount} to {to}: {e:?}"
+            ))),
         }
     }
 }
@@ -327,16 +362,7 @@ impl<J: JournalTr> ModuleHost for JournalHost<'_, J> {
     fn transfer(&mut self, to: Address, amount: U256) -> Result<(), ModuleError> {
         self.writable()?;
         self.charge(TRANSFER_GAS)?;
-        match self
-            .journal
-            .transfer(self.address, to, amount)
-            .map_err(fatal)?
-        {
-            None => Ok(()),
-            Some(e) => Err(ModuleError::Fatal(format!(
-                "transfer of {amount} to {to}: {e:?}"
-            ))),
-        }
+        self.transfer_checked(to, amount)
     }
 
     fn log(&mut self, topics: Vec<B256>, data: Bytes) -> Result<(), ModuleError> {
@@ -360,5 +386,55 @@ impl<J: JournalTr> ModuleHost for JournalHost<'_, J> {
         }
         self.gas_used = used;
         Ok(())
+    }
+
+    fn call_module(
+        &mut self,
+        to: Address,
+        input: &[u8],
+        value: U256,
+    ) -> Result<Bytes, ModuleError> {
+        self.charge(CALL_BASE_GAS)?;
+        let Some(module) = self.modules.get(&to).cloned() else {
+            return Err(ModuleError::Revert(Bytes::new()));
+        };
+        if self.depth + 1 >= MAX_MODULE_DEPTH || (self.is_static && !value.is_zero()) {
+            return Err(ModuleError::Revert(Bytes::new()));
+        }
+        let checkpoint = self.journal.checkpoint();
+        if let Err(e) = self.transfer_checked(to, value) {
+            self.journal.checkpoint_revert(checkpoint);
+            return Err(e);
+        }
+        let mut callee = JournalHost {
+            journal: &mut *self.journal,
+            modules: self.modules,
+            depth: self.depth + 1,
+            address: to,
+            block_number: self.block_number,
+            timestamp: self.timestamp,
+            chain_id: self.chain_id,
+            is_static: self.is_static,
+            gas_limit: self.gas_limit - self.gas_used,
+            gas_used: 0,
+        };
+        let call = ModuleCall {
+            caller: self.address,
+            value,
+            input,
+            is_static: self.is_static,
+        };
+        let result = module.call(call, &mut callee);
+        self.gas_used += callee.gas_used;
+        match result {
+            Ok(output) => {
+                self.journal.checkpoint_commit();
+                Ok(output)
+            }
+            Err(e) => {
+                self.journal.checkpoint_revert(checkpoint);
+                Err(e)
+            }
+        }
     }
 }

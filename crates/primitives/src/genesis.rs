@@ -8,7 +8,10 @@ use std::{collections::BTreeMap, path::Path};
 use alloy_primitives::{Address, B256, Bytes, U256};
 use serde::{Deserialize, Serialize};
 
-use crate::{OPEN, addresses, protocol::ProtocolParams};
+use crate::{
+    OPEN, addresses,
+    protocol::{FeedbackParams, GovernanceParams, ProtocolParams, StakingParams},
+};
 
 /// The parameters and initial state of a chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +151,16 @@ impl Genesis {
             alloc,
             protocol: ProtocolParams {
                 admin: dev_accounts.first().copied(),
+                governance: GovernanceParams::dev(),
+                staking: StakingParams {
+                    unbonding_period: 60,
+                    ..StakingParams::default()
+                },
+                feedback: FeedbackParams {
+                    commit_window: 60,
+                    reveal_window: 60,
+                    ..FeedbackParams::default()
+                },
                 ..ProtocolParams::default()
             },
         }

@@ -20,6 +20,10 @@ alloy_sol_types::sol!(
     #[sol(abi)]
     "abi/ITreasury.sol"
 );
+alloy_sol_types::sol!(
+    #[sol(abi, extra_derives(Debug, PartialEq, Eq))]
+    "abi/IGOPEN.sol"
+);
 
 /// `(file name, JSON ABI)` of every module interface.
 pub fn json_abis() -> Vec<(&'static str, String)> {
@@ -31,6 +35,7 @@ pub fn json_abis() -> Vec<(&'static str, String)> {
         ("IModels.json", pretty(&IModels::abi::contract())),
         ("ISettlement.json", pretty(&ISettlement::abi::contract())),
         ("ITreasury.json", pretty(&ITreasury::abi::contract())),
+        ("IGOPEN.json", pretty(&IGOPEN::abi::contract())),
     ]
 }
 

@@ -7,6 +7,7 @@
 pub mod abi;
 pub mod call;
 pub mod datanets;
+pub mod gopen;
 pub mod models;
 pub mod settlement;
 pub mod storage;
@@ -22,6 +23,7 @@ use openledger_chain::{Modules, NativeModule};
 pub fn modules() -> Modules {
     let all: Vec<Arc<dyn NativeModule>> = vec![
         Arc::new(datanets::Datanets),
+        Arc::new(gopen::Gopen),
         Arc::new(models::Models),
         Arc::new(settlement::Settlement),
         Arc::new(treasury::Treasury),

@@ -202,6 +202,11 @@ impl<'h> Storage<'h> {
         self.get(array.element(index))
     }
 
+    /// Overwrites element `index` of the array at `slot`.
+    pub fn set_item<T: Word>(&mut self, array: Slot, index: u64, value: T) -> Result<(), ModuleError> {
+        self.set(array.element(index), value)
+    }
+
     /// Appends to the array at `slot`; returns the new element's index.
     pub fn push<T: Word>(&mut self, array: Slot, value: T) -> Result<u64, ModuleError> {
         let index = self.len(array)?;

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use alloy_primitives::{Address, B256, Bytes, Log, LogData, U256};
 use alloy_sol_types::{SolCall, SolError, SolEvent};
-use openledger_chain::{ModuleCall, ModuleError, ModuleHost, NativeModule};
+use openledger_chain::{ModuleCall, ModuleError, ModuleHost, Modules, NativeModule};
 use openledger_primitives::Genesis;
 
 /// The state every module call in a test sees.
@@ -23,6 +23,7 @@ struct World {
 pub struct MemoryHost {
     address: Address,
     world: World,
+    modules: Modules,
     is_static: bool,
     /// The block timestamp calls see.
     pub timestamp: u64,
@@ -37,16 +38,17 @@ impl MemoryHost {
         Self {
             address,
             world: World::default(),
+            modules: crate::modules(),
             is_static: false,
             timestamp: 1_700_000_000,
             chain_id: 1337,
         }
     }
 
-    /// A world with the given modules' genesis storage.
-    pub fn with_genesis(modules: &[&dyn NativeModule], genesis: &Genesis) -> Self {
+    /// A world with every module's genesis storage.
+    pub fn with_genesis(genesis: &Genesis) -> Self {
         let mut host = Self::new(Address::ZERO);
-        for module in modules {
+        for module in host.modules.clone().iter() {
             for (slot, value) in module.genesis_storage(genesis) {
                 host.world.storage.insert((module.address(), slot), value);
             }
@@ -229,6 +231,34 @@ impl ModuleHost for MemoryHost {
     fn charge(&mut self, _gas: u64) -> Result<(), ModuleError> {
         Ok(())
     }
+
+    fn call_module(
+        &mut self,
+        to: Address,
+        input: &[u8],
+        value: U256,
+    ) -> Result<Bytes, ModuleError> {
+        let Some(module) = self.modules.get(&to).cloned() else {
+            return Err(ModuleError::Revert(Bytes::new()));
+        };
+        let before = self.world.clone();
+        let caller = self.address;
+        let result = self.transfer(to, value).and_then(|()| {
+            self.address = to;
+            let call = ModuleCall {
+                caller,
+                value,
+                input,
+                is_static: self.is_static,
+            };
+            module.call(call, self)
+        });
+        self.address = caller;
+        if result.is_err() {
+            self.world = before;
+        }
+        result
+    }
 }
 
 /// Thousandths of an OPEN.
@@ -264,12 +294,7 @@ impl Fixture {
             admin: Some(ADMIN),
             ..params
         };
-        let modules: [&dyn NativeModule; 3] = [
-            &crate::datanets::Datanets,
-            &crate::models::Models,
-            &crate::settlement::Settlement,
-        ];
-        let mut host = MemoryHost::with_genesis(&modules, &genesis);
+        let mut host = MemoryHost::with_genesis(&genesis);
         for n in 1..=9 {
             host.fund(account(n), milli(1_000_000));
         }
@@ -307,6 +332,16 @@ impl Fixture {
     ) -> Result<C::Return, ModuleError> {
         self.host
             .send(&crate::settlement::Settlement, caller, value, call)
+    }
+
+    /// Sends a typed call to the GOPEN module.
+    pub fn gopen<C: SolCall>(
+        &mut self,
+        caller: Address,
+        value: U256,
+        call: &C,
+    ) -> Result<C::Return, ModuleError> {
+        self.host.send(&crate::gopen::Gopen, caller, value, call)
     }
 
     /// A published datanet owned by `owner`.

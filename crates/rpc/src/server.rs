@@ -166,6 +166,7 @@ fn methods(context: Arc<RpcContext>) -> RpcModule<RpcContext> {
     register_blocks(&mut m);
     register_transactions(&mut m);
     register_logs(&mut m);
+    register_dev(&mut m);
     m.register_subscription(
         "eth_subscribe",
         "eth_subscription",
@@ -286,6 +287,21 @@ fn register_transactions(m: &mut RpcModule<RpcContext>) {
     });
     quick(m, "eth_getTransactionReceipt", |c, p| {
         c.api.receipt(next(p)?)
+    });
+}
+
+/// Hardhat's and anvil's clock controls, so that a dev chain's time-locked steps (voting
+/// periods, unbonding) can be exercised without waiting.
+fn register_dev(m: &mut RpcModule<RpcContext>) {
+    quick(m, "evm_increaseTime", |c, p| {
+        let seconds: Quantity = next(p)?;
+        Ok(c.api.chain().advance_clock(seconds.get()))
+    });
+    heavy(m, "evm_mine", |c, p| {
+        let timestamp: Option<Quantity> = optional(p)?;
+        let chain = c.api.chain();
+        chain.produce_block(timestamp.map_or_else(|| chain.now(), Quantity::get))?;
+        Ok("0x0")
     });
 }
 
