@@ -97,12 +97,8 @@ pub trait ModuleHost {
     /// account: the Governor runs its actions this way, settlement pays the stakers' share. The
     /// callee's changes are undone if it fails, and its error is returned for the caller to
     /// pass on or handle. Calls to addresses that are not modules revert.
-    fn call_module(
-        &mut self,
-        to: Address,
-        input: &[u8],
-        value: U256,
-    ) -> Result<Bytes, ModuleError>;
+    fn call_module(&mut self, to: Address, input: &[u8], value: U256)
+    -> Result<Bytes, ModuleError>;
 }
 
 /// A native protocol module.
@@ -402,9 +398,16 @@ impl<J: JournalTr> ModuleHost for JournalHost<'_, J> {
             return Err(ModuleError::Revert(Bytes::new()));
         }
         let checkpoint = self.journal.checkpoint();
-        if let Err(e) = self.transfer_checked(to, value) {
+        // As with the EVM's CALL, sending more than the caller holds fails the call.
+        if !value.is_zero()
+            && self
+                .journal
+                .transfer(self.address, to, value)
+                .map_err(fatal)?
+                .is_some()
+        {
             self.journal.checkpoint_revert(checkpoint);
-            return Err(e);
+            return Err(ModuleError::Revert(Bytes::new()));
         }
         let mut callee = JournalHost {
             journal: &mut *self.journal,

@@ -21,3 +21,8 @@ pub const STAKING: Address = address!("0x4f4c00000000000000000000000000000000000
 pub const FEEDBACK: Address = address!("0x4f4c000000000000000000000000000000000007");
 /// The treasury: receives base fees, platform fees and rounding dust.
 pub const TREASURY: Address = address!("0x4f4c000000000000000000000000000000000008");
+
+/// Every module address, in module-number order.
+pub const ALL: [Address; 8] = [
+    DATANETS, MODELS, SETTLEMENT, GOPEN, GOVERNOR, STAKING, FEEDBACK, TREASURY,
+];

@@ -213,13 +213,19 @@ impl ProtocolParams {
         }
         let ppms = [
             ("governance.quorumPpm", self.governance.quorum_ppm),
-            ("staking.operatorVolumePpm", self.staking.operator_volume_ppm),
+            (
+                "staking.operatorVolumePpm",
+                self.staking.operator_volume_ppm,
+            ),
             ("staking.reporterSharePpm", self.staking.reporter_share_ppm),
             ("staking.penaltyCutPpm", self.staking.penalty_cut_ppm),
             ("feedback.feeSharePpm", self.feedback.fee_share_ppm),
             ("feedback.outlierSlashPpm", self.feedback.outlier_slash_ppm),
             ("feedback.qualityAlphaPpm", self.feedback.quality_alpha_ppm),
-            ("feedback.harmfulQuorumPpm", self.feedback.harmful_quorum_ppm),
+            (
+                "feedback.harmfulQuorumPpm",
+                self.feedback.harmful_quorum_ppm,
+            ),
             ("feedback.harmfulSlashPpm", self.feedback.harmful_slash_ppm),
         ];
         if let Some((name, value)) = ppms.iter().find(|(_, v)| *v > 1_000_000) {

@@ -24,6 +24,10 @@ alloy_sol_types::sol!(
     #[sol(abi, extra_derives(Debug, PartialEq, Eq))]
     "abi/IGOPEN.sol"
 );
+alloy_sol_types::sol!(
+    #[sol(abi, extra_derives(Debug, PartialEq, Eq))]
+    "abi/IGovernor.sol"
+);
 
 /// `(file name, JSON ABI)` of every module interface.
 pub fn json_abis() -> Vec<(&'static str, String)> {
@@ -36,6 +40,7 @@ pub fn json_abis() -> Vec<(&'static str, String)> {
         ("ISettlement.json", pretty(&ISettlement::abi::contract())),
         ("ITreasury.json", pretty(&ITreasury::abi::contract())),
         ("IGOPEN.json", pretty(&IGOPEN::abi::contract())),
+        ("IGovernor.json", pretty(&IGovernor::abi::contract())),
     ]
 }
 

@@ -8,6 +8,7 @@ pub mod abi;
 pub mod call;
 pub mod datanets;
 pub mod gopen;
+pub mod governor;
 pub mod models;
 pub mod settlement;
 pub mod storage;
@@ -24,6 +25,7 @@ pub fn modules() -> Modules {
     let all: Vec<Arc<dyn NativeModule>> = vec![
         Arc::new(datanets::Datanets),
         Arc::new(gopen::Gopen),
+        Arc::new(governor::Governor),
         Arc::new(models::Models),
         Arc::new(settlement::Settlement),
         Arc::new(treasury::Treasury),

@@ -203,7 +203,12 @@ impl<'h> Storage<'h> {
     }
 
     /// Overwrites element `index` of the array at `slot`.
-    pub fn set_item<T: Word>(&mut self, array: Slot, index: u64, value: T) -> Result<(), ModuleError> {
+    pub fn set_item<T: Word>(
+        &mut self,
+        array: Slot,
+        index: u64,
+        value: T,
+    ) -> Result<(), ModuleError> {
         self.set(array.element(index), value)
     }
 
@@ -235,21 +240,37 @@ impl<'h> Storage<'h> {
         Ok(())
     }
 
-    /// Reads an array of strings (each element slot is a string's slot).
-    pub fn get_strings(&mut self, array: Slot) -> Result<Vec<String>, ModuleError> {
+    /// Reads an array of byte strings (each element slot is a byte string's slot).
+    pub fn get_bytes_items(&mut self, array: Slot) -> Result<Vec<Vec<u8>>, ModuleError> {
         let len = self.len(array)?;
-        (0..len)
-            .map(|i| self.get_string(array.element(i)))
-            .collect()
+        (0..len).map(|i| self.get_bytes(array.element(i))).collect()
+    }
+
+    /// Replaces the array of byte strings at `slot`.
+    pub fn set_bytes_items<B: AsRef<[u8]>>(
+        &mut self,
+        array: Slot,
+        values: &[B],
+    ) -> Result<(), ModuleError> {
+        self.set(array, values.len() as u64)?;
+        for (index, value) in values.iter().enumerate() {
+            self.set_bytes(array.element(index as u64), value.as_ref())?;
+        }
+        Ok(())
+    }
+
+    /// Reads an array of strings.
+    pub fn get_strings(&mut self, array: Slot) -> Result<Vec<String>, ModuleError> {
+        Ok(self
+            .get_bytes_items(array)?
+            .into_iter()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .collect())
     }
 
     /// Replaces the array of strings at `slot`.
     pub fn set_strings(&mut self, array: Slot, values: &[String]) -> Result<(), ModuleError> {
-        self.set(array, values.len() as u64)?;
-        for (index, value) in values.iter().enumerate() {
-            self.set_string(array.element(index as u64), value)?;
-        }
-        Ok(())
+        self.set_bytes_items(array, values)
     }
 }
 

@@ -243,6 +243,9 @@ impl ModuleHost for MemoryHost {
         };
         let before = self.world.clone();
         let caller = self.address;
+        if self.balance_of(caller) < value {
+            return Err(ModuleError::Revert(Bytes::new()));
+        }
         let result = self.transfer(to, value).and_then(|()| {
             self.address = to;
             let call = ModuleCall {

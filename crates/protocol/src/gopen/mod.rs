@@ -54,7 +54,9 @@ impl NativeModule for Gopen {
             C::decimals(_) => Ok(IGOPEN::decimalsCall::abi_encode_returns(&18).into()),
             C::totalSupply(_) => Ok(returns(&s.get::<U256>(TOTAL_SUPPLY)?)),
             C::balanceOf(c) => Ok(returns(&s.get::<U256>(BALANCES.at(c.account))?)),
-            C::allowance(c) => Ok(returns(&s.get::<U256>(ALLOWANCES.at(c.owner).at(c.spender))?)),
+            C::allowance(c) => Ok(returns(
+                &s.get::<U256>(ALLOWANCES.at(c.owner).at(c.spender))?,
+            )),
             C::transfer(c) => {
                 transfer(&mut s, caller, c.to, c.value)?;
                 Ok(returns(&true))
@@ -71,11 +73,11 @@ impl NativeModule for Gopen {
             C::delegates(c) => Ok(returns(&s.get::<Address>(DELEGATES.at(c.account))?)),
             C::getVotes(c) => Ok(returns(&latest(&mut s, CHECKPOINTS.at(c.account))?)),
             C::getPastVotes(c) => {
-                let now = past(&mut s, c.timepoint)?;
+                let now = past(s.host(), c.timepoint)?;
                 Ok(returns(&lookup(&mut s, CHECKPOINTS.at(c.account), now)?))
             }
             C::getPastTotalSupply(c) => {
-                let now = past(&mut s, c.timepoint)?;
+                let now = past(s.host(), c.timepoint)?;
                 Ok(returns(&lookup(&mut s, TOTAL_CHECKPOINTS, now)?))
             }
             C::numCheckpoints(c) => {
@@ -314,8 +316,8 @@ fn lookup(s: &mut Storage<'_>, list: Slot, timepoint: u64) -> Result<U256, Modul
 }
 
 /// Checks that `timepoint` is in the past, as ERC-5805 requires of past lookups.
-fn past(s: &mut Storage<'_>, timepoint: U256) -> Result<u64, ModuleError> {
-    let now = s.host().timestamp();
+pub(crate) fn past(host: &mut dyn ModuleHost, timepoint: U256) -> Result<u64, ModuleError> {
+    let now = host.timestamp();
     if timepoint >= U256::from(now) {
         return Err(revert(IGOPEN::ERC5805FutureLookup {
             timepoint,

@@ -27,10 +27,13 @@ fn deposit_and_withdraw_wrap_open_one_to_one() {
     let mut f = Fixture::new();
     let alice = account(1);
     let before = f.host.balance_of(alice);
-    f.gopen(alice, milli(5_000), &IGOPEN::depositCall {}).unwrap();
+    f.gopen(alice, milli(5_000), &IGOPEN::depositCall {})
+        .unwrap();
     assert_eq!(f.host.balance_of(alice), before - milli(5_000));
     assert_eq!(f.host.balance_of(Gopen.address()), milli(5_000));
-    let balance = f.host.view(&Gopen, &IGOPEN::balanceOfCall { account: alice });
+    let balance = f
+        .host
+        .view(&Gopen, &IGOPEN::balanceOfCall { account: alice });
     assert_eq!(balance, milli(5_000));
     f.gopen(
         alice,
@@ -67,14 +70,20 @@ fn voting_power_needs_delegation() {
     f.gopen(alice, milli(1_000), &IGOPEN::depositCall {})
         .unwrap();
     assert_eq!(votes(&mut f, alice), U256::ZERO);
-    f.gopen(alice, U256::ZERO, &IGOPEN::delegateCall { delegatee: alice })
-        .unwrap();
+    f.gopen(
+        alice,
+        U256::ZERO,
+        &IGOPEN::delegateCall { delegatee: alice },
+    )
+    .unwrap();
     assert_eq!(votes(&mut f, alice), milli(1_000));
     f.gopen(alice, U256::ZERO, &IGOPEN::delegateCall { delegatee: bob })
         .unwrap();
     assert_eq!(votes(&mut f, alice), U256::ZERO);
     assert_eq!(votes(&mut f, bob), milli(1_000));
-    let delegate = f.host.view(&Gopen, &IGOPEN::delegatesCall { account: alice });
+    let delegate = f
+        .host
+        .view(&Gopen, &IGOPEN::delegatesCall { account: alice });
     assert_eq!(delegate, bob);
 }
 

@@ -243,10 +243,12 @@ fn retire(s: &mut Storage<'_>, caller: Address, id: U256) -> Out {
 }
 
 fn is_governance(s: &mut Storage<'_>, account: Address) -> Result<bool, ModuleError> {
-    Ok(account == addresses::GOVERNOR || {
-        let admin: Address = s.get(ADMIN)?;
-        !admin.is_zero() && admin == account
-    })
+    crate::governor::is_governance(s.host(), account)
+}
+
+/// The genesis admin (zero if none): it may act as governance besides the Governor.
+pub fn admin(host: &mut dyn ModuleHost) -> Result<Address, ModuleError> {
+    Storage::of(host, addresses::MODELS).get(ADMIN)
 }
 
 fn existing(s: &mut Storage<'_>, id: U256) -> Result<Slot, ModuleError> {
