@@ -3,8 +3,9 @@ pragma solidity ^0.8.20;
 
 /// @title OpenLedger model registry (native module at 0x4f4c000000000000000000000000000000000002)
 /// @notice A model's lifecycle: Proposed -> Approved (by governance) -> Trained (artifact
-/// registered) -> Deployed (operator and prices published) -> Retired. Out-of-order transitions
-/// revert with WrongStatus.
+/// registered) -> Deployed (operator and prices published, the operator's stake in the Staking
+/// module at its minimum) -> Retired, or Slashed when a slash leaves the operator's stake under
+/// the minimum. Out-of-order transitions revert with WrongStatus.
 interface IModels {
     enum Status {
         None,
@@ -12,7 +13,8 @@ interface IModels {
         Approved,
         Trained,
         Deployed,
-        Retired
+        Retired,
+        Slashed
     }
 
     struct Model {
@@ -42,6 +44,7 @@ interface IModels {
         uint256 indexed modelId, address indexed operator, uint256 inputRatePer1k, uint256 outputRatePer1k
     );
     event ModelRetired(uint256 indexed modelId, address indexed by);
+    event ModelSlashed(uint256 indexed modelId);
 
     error InvalidCalldata();
     error NotPayable();
@@ -56,6 +59,8 @@ interface IModels {
     error TooLong(string field, uint256 max);
     error NoDatanets();
     error ZeroOperator();
+    error InsufficientOperatorStake(uint256 modelId, uint256 stake, uint256 minimum);
+    error NotStaking(address account);
 
     /// @notice Proposes a model fine-tuned from baseModel on the given datanets.
     function proposeModel(
@@ -81,6 +86,9 @@ interface IModels {
 
     /// @notice Retires a model for good (creator, Governor or admin).
     function retire(uint256 modelId) external;
+
+    /// @notice Marks a deployed model Slashed (the Staking module only, after a slash).
+    function markSlashed(uint256 modelId) external;
 
     function modelCount() external view returns (uint256);
     function getModel(uint256 modelId) external view returns (Model memory);

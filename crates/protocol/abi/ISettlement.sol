@@ -6,10 +6,13 @@ pragma solidity ^0.8.20;
 /// "OpenLedger Settlement", version "1", the chain id, this address). A deployed model's
 /// operator settles an order with a receipt; the fee is
 /// inputTokens/1000*inputRate + outputTokens/1000*outputRate + platformFee, never above the
-/// order's maxFee. The platform fee and rounding dust go to the treasury; the rest is split
-/// creator / stakers / contributors (70/10/20 by default; the stakers' part is credited to the
-/// creator until staking exists), the contributors' pool by attribution weight in ppm (or, with
-/// no weights, to the datanet's owner). Rewards accrue and are paid by claim().
+/// order's maxFee, and only while the operator's stake in the Staking module is at the model's
+/// minimum. The platform fee and rounding dust go to the treasury; the rest is split
+/// creator / stakers / contributors (70/10/20 by default), the contributors' pool by attribution
+/// weight in ppm (or, with no weights, to the datanet's owner). The stakers' part goes to the
+/// Staking module for the model's delegators (to the creator while it has none). A contributor
+/// whose penalty score has reached the Staking module's threshold loses its penalty cut to the
+/// treasury. Rewards accrue and are paid by claim().
 interface ISettlement {
     struct InferenceOrder {
         address user;
@@ -66,6 +69,7 @@ interface ISettlement {
     event RewardAccrued(address indexed account, uint256 indexed modelId, Role role, uint256 amount);
     event TreasuryPaid(bytes32 indexed orderHash, uint256 amount);
     event Claimed(address indexed account, uint256 amount);
+    event RewardCut(address indexed account, uint256 indexed modelId, uint256 amount);
 
     error InvalidCalldata();
     error NotPayable();
@@ -86,6 +90,7 @@ interface ISettlement {
     error WeightsMismatch(uint256 contributions, uint256 weights);
     error WeightsDoNotSum(uint256 sum);
     error EmptyBatch();
+    error StakeBelowMinimum(uint256 modelId, uint256 stake, uint256 minimum);
 
     /// @notice Adds the OPEN sent to the caller's escrow.
     function deposit() external payable;

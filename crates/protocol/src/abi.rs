@@ -17,7 +17,7 @@ alloy_sol_types::sol!(
     "abi/ISettlement.sol"
 );
 alloy_sol_types::sol!(
-    #[sol(abi)]
+    #[sol(abi, extra_derives(Debug, PartialEq, Eq))]
     "abi/ITreasury.sol"
 );
 alloy_sol_types::sol!(
@@ -27,6 +27,10 @@ alloy_sol_types::sol!(
 alloy_sol_types::sol!(
     #[sol(abi, extra_derives(Debug, PartialEq, Eq))]
     "abi/IGovernor.sol"
+);
+alloy_sol_types::sol!(
+    #[sol(abi, extra_derives(Debug, PartialEq, Eq))]
+    "abi/IStaking.sol"
 );
 
 /// `(file name, JSON ABI)` of every module interface.
@@ -41,6 +45,7 @@ pub fn json_abis() -> Vec<(&'static str, String)> {
         ("ITreasury.json", pretty(&ITreasury::abi::contract())),
         ("IGOPEN.json", pretty(&IGOPEN::abi::contract())),
         ("IGovernor.json", pretty(&IGovernor::abi::contract())),
+        ("IStaking.json", pretty(&IStaking::abi::contract())),
     ]
 }
 

@@ -11,6 +11,7 @@ pub mod gopen;
 pub mod governor;
 pub mod models;
 pub mod settlement;
+pub mod staking;
 pub mod storage;
 #[cfg(test)]
 mod testing;
@@ -28,6 +29,7 @@ pub fn modules() -> Modules {
         Arc::new(governor::Governor),
         Arc::new(models::Models),
         Arc::new(settlement::Settlement),
+        Arc::new(staking::Staking),
         Arc::new(treasury::Treasury),
     ];
     Modules::new(all)

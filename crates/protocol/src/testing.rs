@@ -347,6 +347,17 @@ impl Fixture {
         self.host.send(&crate::gopen::Gopen, caller, value, call)
     }
 
+    /// Sends a typed call to the Staking module.
+    pub fn staking<C: SolCall>(
+        &mut self,
+        caller: Address,
+        value: U256,
+        call: &C,
+    ) -> Result<C::Return, ModuleError> {
+        self.host
+            .send(&crate::staking::Staking, caller, value, call)
+    }
+
     /// A published datanet owned by `owner`.
     pub fn datanet(&mut self, owner: Address, public: bool) -> U256 {
         use crate::abi::IDatanets;
@@ -421,7 +432,7 @@ impl Fixture {
         version: u64,
         rates: (U256, U256),
     ) -> U256 {
-        use crate::abi::IModels;
+        use crate::abi::{IModels, IStaking};
         let id = self
             .models(
                 creator,
@@ -443,6 +454,18 @@ impl Fixture {
                 datanetVersions: vec![version],
                 metricsHash: B256::repeat_byte(0x33),
             },
+        )
+        .unwrap();
+        let minimum = self.host.view(
+            &crate::staking::Staking,
+            &IStaking::minimumStakeCall { modelId: id },
+        );
+        // Room above the minimum, which grows with the fees the model settles.
+        let stake = minimum + milli(10_000);
+        self.staking(
+            operator,
+            stake,
+            &IStaking::stakeOperatorCall { modelId: id },
         )
         .unwrap();
         self.models(

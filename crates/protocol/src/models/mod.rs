@@ -13,6 +13,7 @@ use crate::{
     call::{check_len, decode, emit, no_value, revert},
     datanets::datanet_info,
     settlement::fee::Rates,
+    staking::stake_check,
     storage::{Slot, Storage, Word},
 };
 
@@ -82,6 +83,7 @@ impl NativeModule for Models {
             C::registerArtifact(c) => register(&mut s, caller, c),
             C::deploy(c) => deploy(&mut s, caller, c),
             C::retire(c) => retire(&mut s, caller, c.modelId),
+            C::markSlashed(c) => mark_slashed(&mut s, caller, c.modelId),
             C::modelCount(_) => {
                 let count: U256 = s.get(MODEL_COUNT)?;
                 Ok(IModels::modelCountCall::abi_encode_returns(&count).into())
@@ -198,6 +200,14 @@ fn deploy(s: &mut Storage<'_>, caller: Address, c: IModels::deployCall) -> Out {
     if c.operator.is_zero() {
         return Err(revert(IModels::ZeroOperator {}));
     }
+    let check = stake_check(s.host(), c.modelId, c.operator)?;
+    if check.stake < check.minimum {
+        return Err(revert(IModels::InsufficientOperatorStake {
+            modelId: c.modelId,
+            stake: check.stake,
+            minimum: check.minimum,
+        }));
+    }
     s.set(base.field(field::STATUS), Status::Deployed)?;
     s.set(base.field(field::OPERATOR), c.operator)?;
     s.set(base.field(field::INPUT_RATE), c.inputRatePer1k)?;
@@ -239,6 +249,17 @@ fn retire(s: &mut Storage<'_>, caller: Address, id: U256) -> Out {
             by: caller,
         },
     )?;
+    Ok(Bytes::new())
+}
+
+fn mark_slashed(s: &mut Storage<'_>, caller: Address, id: U256) -> Out {
+    if caller != addresses::STAKING {
+        return Err(revert(IModels::NotStaking { account: caller }));
+    }
+    let base = existing(s, id)?;
+    require_status(s, base, id, Status::Deployed)?;
+    s.set(base.field(field::STATUS), Status::Slashed)?;
+    emit(s.host(), &IModels::ModelSlashed { modelId: id })?;
     Ok(Bytes::new())
 }
 

@@ -3,7 +3,10 @@ use openledger_primitives::addresses;
 
 use super::Models;
 use crate::{
-    abi::IModels::{self, Status},
+    abi::{
+        IModels::{self, Status},
+        IStaking,
+    },
     testing::{ADMIN, Fixture, assert_reverts, milli},
 };
 
@@ -128,6 +131,21 @@ fn transitions_out_of_order_revert() {
             required: Status::Approved,
         },
     );
+    // Deploying needs the operator's stake at the minimum (10 OPEN by default).
+    assert_reverts(
+        f.models(CREATOR, &deploy(id)),
+        IModels::InsufficientOperatorStake {
+            modelId: id,
+            stake: U256::ZERO,
+            minimum: milli(10_000),
+        },
+    );
+    f.staking(
+        OPERATOR,
+        milli(10_000),
+        &IStaking::stakeOperatorCall { modelId: id },
+    )
+    .unwrap();
     f.models(CREATOR, &deploy(id)).unwrap();
     assert_reverts(
         f.models(CREATOR, &deploy(id)),

@@ -17,10 +17,12 @@ use crate::{
     abi::{
         IModels::Status,
         ISettlement::{self, ISettlementCalls, InferenceOrder, InferenceReceipt, Role},
+        IStaking,
     },
     call::{decode, emit, no_value, revert},
     datanets::{contribution_info, datanet_info},
     models::{ModelInfo, model_info},
+    staking::{reward_cut_ppm, stake_check},
     storage::{Slot, Storage, consecutive},
 };
 use fee::{FeeError, Shares};
@@ -212,6 +214,14 @@ fn settle(
             account: caller,
         }));
     }
+    let stake = stake_check(s.host(), order.modelId, model.operator)?;
+    if stake.stake < stake.minimum {
+        return Err(revert(ISettlement::StakeBelowMinimum {
+            modelId: order.modelId,
+            stake: stake.stake,
+            minimum: stake.minimum,
+        }));
+    }
     let now = s.host().timestamp();
     if now > order.expiry {
         return Err(revert(ISettlement::OrderExpired {
@@ -286,12 +296,47 @@ fn settle(
     }
     let model_id = order.modelId;
     accrue(s, model.creator, model_id, Role::Creator, split.creator)?;
-    // The stakers' share is credited to the creator until the staking module holds it.
-    accrue(s, model.creator, model_id, Role::Stakers, split.stakers)?;
+    let to_stakers = if stake.has_delegators {
+        split.stakers
+    } else {
+        accrue(s, model.creator, model_id, Role::Stakers, split.stakers)?;
+        U256::ZERO
+    };
+    let notify = IStaking::notifyFeeCall {
+        modelId: model_id,
+        fee,
+    };
+    s.host()
+        .call_module(addresses::STAKING, &notify.abi_encode(), to_stakers)?;
     for ((account, role), amount) in payees.into_iter().zip(split.contributors) {
+        let amount = cut_penalty(s, account, model_id, amount)?;
         accrue(s, account, model_id, role, amount)?;
     }
     Ok(fee)
+}
+
+/// Sends the part of a contributor's reward its penalties cut to the treasury; returns the rest.
+fn cut_penalty(
+    s: &mut Storage<'_>,
+    account: Address,
+    model_id: U256,
+    amount: U256,
+) -> Result<U256, ModuleError> {
+    let cut_ppm = reward_cut_ppm(s.host(), account)?;
+    let cut = amount * U256::from(cut_ppm) / U256::from(fee::PPM);
+    if cut.is_zero() {
+        return Ok(amount);
+    }
+    s.host().transfer(addresses::TREASURY, cut)?;
+    emit(
+        s.host(),
+        &ISettlement::RewardCut {
+            account,
+            modelId: model_id,
+            amount: cut,
+        },
+    )?;
+    Ok(amount - cut)
 }
 
 /// Who shares the contributor pool: each weighted contribution's contributor, or with no

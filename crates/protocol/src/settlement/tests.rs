@@ -11,6 +11,7 @@ use crate::{
     abi::{
         IModels,
         ISettlement::{self, InferenceOrder, InferenceReceipt, Role},
+        IStaking,
     },
     models::Models,
     testing::{Fixture, assert_reverts, milli},
@@ -133,7 +134,7 @@ fn worked_example_a_quarter_of_the_influence_earns_0_032_open() {
     assert_eq!(fee, milli(1_140));
     assert_eq!(m.rewards(ALICE), milli(32));
     assert_eq!(m.rewards(BOB), milli(96));
-    // 0.448 as creator plus 0.064 held for stakers until staking exists.
+    // 0.448 as creator plus the stakers' 0.064: the model has no delegators yet.
     assert_eq!(m.rewards(CREATOR), milli(512));
     assert_eq!(
         m.f.host.balance_of(addresses::TREASURY) - treasury,
@@ -156,6 +157,127 @@ fn worked_example_a_quarter_of_the_influence_earns_0_032_open() {
     );
     let settled = &m.f.host.events::<ISettlement::Settled>()[0];
     assert_eq!((settled.fee, settled.user), (fee, m.user.address()));
+}
+
+#[test]
+fn delegators_earn_the_stakers_share_through_staking() {
+    let mut m = Market::new();
+    let (carol, dave) = (Address::repeat_byte(7), Address::repeat_byte(8));
+    let stake = |m: &mut Market, who, amount| {
+        m.f.staking(who, amount, &IStaking::stakeCall { modelId: m.model })
+            .unwrap()
+    };
+    stake(&mut m, carol, milli(300_000));
+    stake(&mut m, dave, milli(100_000));
+    m.settle(m.order(1), m.receipt()).unwrap();
+    assert_eq!(m.rewards(CREATOR), milli(448));
+    let pending = |m: &mut Market, account| {
+        m.f.host.view(
+            &crate::staking::Staking,
+            &IStaking::pendingRewardsCall {
+                modelId: m.model,
+                account,
+            },
+        )
+    };
+    // 0.064 OPEN split 3:1.
+    assert_eq!(pending(&mut m, carol), milli(48));
+    assert_eq!(pending(&mut m, dave), milli(16));
+    let before = m.f.host.balance_of(dave);
+    m.f.staking(dave, U256::ZERO, &IStaking::claimCall { modelId: m.model })
+        .unwrap();
+    assert_eq!(m.f.host.balance_of(dave), before + milli(16));
+}
+
+#[test]
+fn the_operator_minimum_grows_with_volume_and_settling_stops_below_it() {
+    // 10 OPEN of platform fee per inference: 10% of that volume raises the minimum by 1 OPEN.
+    let mut m = Market::with(milli(10_000), (U256::ZERO, U256::ZERO));
+    let staking = crate::staking::Staking;
+    let minimum = |m: &mut Market| {
+        m.f.host
+            .view(&staking, &IStaking::minimumStakeCall { modelId: m.model })
+    };
+    assert_eq!(minimum(&mut m), milli(10_000));
+    let user = m.user.address();
+    m.f.settlement(user, milli(500_000), &ISettlement::depositCall {})
+        .unwrap();
+    // The fixture staked 20 OPEN: ten inferences bring the minimum to 20.
+    for nonce in 1..=10 {
+        m.settle(m.order(nonce), m.receipt()).unwrap();
+    }
+    assert_eq!(minimum(&mut m), milli(20_000));
+    m.settle(m.order(11), m.receipt()).unwrap();
+    assert_reverts(
+        m.settle(m.order(12), m.receipt()),
+        ISettlement::StakeBelowMinimum {
+            modelId: m.model,
+            stake: milli(20_000),
+            minimum: milli(21_000),
+        },
+    );
+    m.f.staking(
+        OPERATOR,
+        milli(5_000),
+        &IStaking::stakeOperatorCall { modelId: m.model },
+    )
+    .unwrap();
+    m.settle(m.order(12), m.receipt()).unwrap();
+    // A window later, the old volume has aged out of the trailing estimate.
+    m.f.host.timestamp += 2 * 30 * 86_400;
+    assert_eq!(minimum(&mut m), milli(10_000));
+}
+
+#[test]
+fn flagged_contributors_lose_part_of_their_rewards_to_the_treasury() {
+    let mut m = Market::new();
+    let alice = m.alice;
+    let flag = |m: &mut Market, who, contribution| {
+        m.f.staking(
+            who,
+            U256::ZERO,
+            &IStaking::flagContributionCall {
+                contributionId: contribution,
+                reason: "label noise".into(),
+            },
+        )
+    };
+    assert_reverts(
+        flag(&mut m, BOB, alice),
+        IStaking::NotCurator {
+            contributionId: alice,
+            account: BOB,
+        },
+    );
+    // Three flagged contributions reach the default threshold.
+    let more: Vec<U256> = (0..2)
+        .map(|i| m.f.contribute(ALICE, m.datanet, 0xc0 + i, 10))
+        .collect();
+    flag(&mut m, OWNER, alice).unwrap();
+    assert_reverts(
+        flag(&mut m, OWNER, alice),
+        IStaking::AlreadyFlagged {
+            contributionId: alice,
+        },
+    );
+    flag(&mut m, OWNER, more[0]).unwrap();
+    m.settle(m.order(1), m.receipt()).unwrap();
+    assert_eq!(m.rewards(ALICE), milli(32), "two flags cut nothing");
+    flag(&mut m, crate::testing::ADMIN, more[1]).unwrap();
+    let penalty = m.f.host.view(
+        &crate::staking::Staking,
+        &IStaking::penaltyOfCall { contributor: ALICE },
+    );
+    assert_eq!((penalty.score, penalty.cutPpm), (3, 500_000));
+    let treasury = m.f.host.balance_of(addresses::TREASURY);
+    m.settle(m.order(2), m.receipt()).unwrap();
+    assert_eq!(m.rewards(ALICE), milli(32 + 16));
+    assert_eq!(
+        m.f.host.balance_of(addresses::TREASURY) - treasury,
+        milli(500 + 16)
+    );
+    let cut = &m.f.host.events::<ISettlement::RewardCut>()[0];
+    assert_eq!((cut.account, cut.amount), (ALICE, milli(16)));
 }
 
 #[test]
