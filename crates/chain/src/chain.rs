@@ -373,9 +373,8 @@ impl Chain {
 
     /// Executes a call against the state after block `number` without committing anything
     /// (`eth_call`, `eth_estimateGas`). The base fee is not enforced, so a zero gas price works.
-    pub fn call(&self, mut tx: TxEnv, number: u64) -> Result<CallResult, CallError> {
+    pub fn call(&self, tx: TxEnv, number: u64) -> Result<CallResult, CallError> {
         let reader = self.reader()?;
-        let head = self.head().header.number;
         let header = reader
             .header(number)?
             .ok_or_else(|| CallError::Invalid(format!("block {number} not found")))?;
@@ -389,6 +388,35 @@ impl Chain {
             prevrandao: header.mix_hash,
             extra_data: Bytes::new(),
         };
+        self.call_in(tx, number, params)
+    }
+
+    /// Executes a call on the head state as the next block would run it: its number and the
+    /// timestamp the producer would give it. Gas estimates use this, since what a transaction
+    /// costs can depend on the block it lands in (a module writing a new checkpoint per second).
+    pub fn call_next(&self, tx: TxEnv) -> Result<CallResult, CallError> {
+        let head = self.head();
+        let params = BlockParams {
+            number: head.header.number + 1,
+            parent_hash: head.hash,
+            timestamp: self.now().max(head.header.timestamp + 1),
+            gas_limit: head.header.gas_limit,
+            base_fee: next_base_fee(&head.header),
+            beneficiary: self.genesis.coinbase,
+            prevrandao: BlockParams::prevrandao_for(head.hash),
+            extra_data: Bytes::new(),
+        };
+        self.call_in(tx, head.header.number, params)
+    }
+
+    fn call_in(
+        &self,
+        mut tx: TxEnv,
+        number: u64,
+        params: BlockParams,
+    ) -> Result<CallResult, CallError> {
+        let reader = self.reader()?;
+        let head = self.head().header.number;
         let mut cfg = self.cfg.clone();
         cfg.disable_base_fee = true;
         cfg.disable_nonce_check = true;

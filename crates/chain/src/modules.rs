@@ -397,6 +397,8 @@ impl<J: JournalTr> ModuleHost for JournalHost<'_, J> {
         if self.depth + 1 >= MAX_MODULE_DEPTH || (self.is_static && !value.is_zero()) {
             return Err(ModuleError::Revert(Bytes::new()));
         }
+        // The journal reads and writes slots only of accounts it has loaded.
+        self.journal.load_account(to).map_err(fatal)?;
         let checkpoint = self.journal.checkpoint();
         // As with the EVM's CALL, sending more than the caller holds fails the call.
         if !value.is_zero()

@@ -37,6 +37,10 @@ enum Command {
     Model(cli::model::ModelArgs),
     /// Inference escrow and rewards: deposit, withdraw, claim, show rewards.
     Settle(cli::settle::SettleArgs),
+    /// Governance: wrap OPEN into GOPEN, delegate, propose, vote, queue, execute, show.
+    Gov(cli::gov::GovArgs),
+    /// Staking: stake on models, unbond, claim rewards, slash, flag contributions.
+    Stake(cli::stake::StakeArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,6 +53,8 @@ fn main() -> std::process::ExitCode {
         Command::Datanet(args) => cli::datanet::run(args),
         Command::Model(args) => cli::model::run(args),
         Command::Settle(args) => cli::settle::run(args),
+        Command::Gov(args) => cli::gov::run(args),
+        Command::Stake(args) => cli::stake::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -255,9 +255,14 @@ impl EthApi {
             let available = balance.saturating_sub(env.value) / U256::from(env.gas_price);
             hi = hi.min(available.saturating_to());
         }
+        // At the head, estimate for the block the transaction will land in.
         let run = |gas: u64, env: &mut TxEnv| -> RpcResult<CallResult> {
             env.gas_limit = gas;
-            Ok(self.chain.call(env.clone(), number)?)
+            Ok(if number == head {
+                self.chain.call_next(env.clone())?
+            } else {
+                self.chain.call(env.clone(), number)?
+            })
         };
         let first = run(hi, &mut env)?;
         let used = match &first {

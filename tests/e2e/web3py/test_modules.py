@@ -18,6 +18,10 @@ ADDRESSES = {
     "IDatanets": "0x4f4c000000000000000000000000000000000001",
     "IModels": "0x4f4c000000000000000000000000000000000002",
     "ISettlement": "0x4f4c000000000000000000000000000000000003",
+    "IGOPEN": "0x4f4c000000000000000000000000000000000004",
+    "IGovernor": "0x4f4c000000000000000000000000000000000005",
+    "IStaking": "0x4f4c000000000000000000000000000000000006",
+    "ITreasury": "0x4f4c000000000000000000000000000000000008",
 }
 TREASURY = Web3.to_checksum_address("0x4f4c000000000000000000000000000000000008")
 PPM = 1_000_000
@@ -102,10 +106,18 @@ def market(w3, node):
     transact(w3, models.functions.approveModel(model_id), OWNER)
     transact(w3, models.functions.registerArtifact(model_id, b"\xaa" * 32, [version.version], b"\x33" * 32), CREATOR)
     operator = Account.from_key(OPERATOR)
-    transact(w3, models.functions.deploy(model_id, operator.address, 640 * OPEN // 1000, OPEN // 10), CREATOR)
-    # The operator pays gas for settlements.
-    send(w3, {**base_tx(w3, OWNER), "to": operator.address, "value": 10 * OPEN, "gas": 21_000,
+    # The operator pays gas for settlements and stakes the collateral deploying requires.
+    send(w3, {**base_tx(w3, OWNER), "to": operator.address, "value": 50 * OPEN, "gas": 21_000,
               "maxFeePerGas": 10**11, "maxPriorityFeePerGas": 10**9})
+    staking = module(w3, "IStaking")
+    minimum = staking.functions.minimumStake(model_id).call()
+    deploy = models.functions.deploy(model_id, operator.address, 640 * OPEN // 1000, OPEN // 10)
+    with pytest.raises(ContractCustomError) as refused:
+        deploy.call({"from": address(CREATOR)})
+    selector = Web3.keccak(text="InsufficientOperatorStake(uint256,uint256,uint256)")[:4].hex()
+    assert selector in str(refused.value.data) and f"{minimum:064x}" in str(refused.value.data)
+    transact(w3, staking.functions.stakeOperator(model_id), OPERATOR, value=2 * minimum)
+    transact(w3, deploy, CREATOR)
     return {"datanet": datanet_id, "version": version.version, "contributions": contributions, "model": model_id,
             "stats_before": stats_before}
 

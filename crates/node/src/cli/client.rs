@@ -16,7 +16,9 @@ use jsonrpsee::{
     http_client::{HttpClient, HttpClientBuilder},
     rpc_params,
 };
-use openledger_protocol::abi::{IDatanets, IModels, ISettlement};
+use openledger_protocol::abi::{
+    IDatanets, IGOPEN, IGovernor, IModels, ISettlement, IStaking, ITreasury,
+};
 
 /// How long to wait for a transaction to be included.
 const RECEIPT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -185,10 +187,17 @@ fn rpc_error(e: ClientError, url: &str) -> anyhow::Error {
 
 /// A module's custom error, named with its fields, or the raw data.
 pub fn describe_revert(data: &[u8]) -> String {
-    let described = IDatanets::IDatanetsErrors::abi_decode(data)
-        .map(|e| format!("{e:?}"))
-        .or_else(|_| IModels::IModelsErrors::abi_decode(data).map(|e| format!("{e:?}")))
-        .or_else(|_| ISettlement::ISettlementErrors::abi_decode(data).map(|e| format!("{e:?}")));
+    fn debug<E: SolInterface + std::fmt::Debug>(data: &[u8]) -> Option<String> {
+        E::abi_decode(data).ok().map(|e| format!("{e:?}"))
+    }
+    let described = debug::<IDatanets::IDatanetsErrors>(data)
+        .or_else(|| debug::<IModels::IModelsErrors>(data))
+        .or_else(|| debug::<ISettlement::ISettlementErrors>(data))
+        .or_else(|| debug::<IGOPEN::IGOPENErrors>(data))
+        .or_else(|| debug::<IGovernor::IGovernorErrors>(data))
+        .or_else(|| debug::<IStaking::IStakingErrors>(data))
+        .or_else(|| debug::<ITreasury::ITreasuryErrors>(data))
+        .ok_or(());
     match described {
         // `Name(Name { field: .. })`: the variant wraps the error of the same name.
         Ok(debug) => match debug.split_once('(') {

@@ -1,4 +1,5 @@
-//! The protocol commands: `openledger datanet|model|settle ...`, clients of a running node.
+//! The protocol commands: `openledger datanet|model|settle|gov|stake ...`, clients of a
+//! running node.
 //!
 //! Transactions are signed locally with a dev account (`--account N`), a raw key
 //! (`--private-key`, or `OPENLEDGER_PRIVATE_KEY`) or an encrypted keystore (`--keystore FILE`
@@ -7,8 +8,10 @@
 
 mod client;
 pub mod datanet;
+pub mod gov;
 pub mod model;
 pub mod settle;
+pub mod stake;
 
 use std::path::PathBuf;
 
