@@ -388,7 +388,7 @@ impl Chain {
             prevrandao: header.mix_hash,
             extra_data: Bytes::new(),
         };
-        self.call_in(tx, number, params)
+        self.call_in(&reader, tx, number, params)
     }
 
     /// Executes a call on the head state as the next block would run it: its number and the
@@ -406,16 +406,16 @@ impl Chain {
             prevrandao: BlockParams::prevrandao_for(head.hash),
             extra_data: Bytes::new(),
         };
-        self.call_in(tx, head.header.number, params)
+        self.call_in(&self.reader()?, tx, head.header.number, params)
     }
 
     fn call_in(
         &self,
+        reader: &StoreReader,
         mut tx: TxEnv,
         number: u64,
         params: BlockParams,
     ) -> Result<CallResult, CallError> {
-        let reader = self.reader()?;
         let head = self.head().header.number;
         let mut cfg = self.cfg.clone();
         cfg.disable_base_fee = true;
@@ -424,7 +424,7 @@ impl Chain {
             tx.gas_priority_fee = None;
         }
         tx.chain_id = Some(self.chain_id());
-        let state = Overlay::new(StateAt::new(&reader, number, head));
+        let state = Overlay::new(StateAt::new(reader, number, head));
         let mut evm = build_evm(state, cfg, block_env(&params), &self.modules);
         match evm.transact(tx) {
             Ok(out) => Ok(out.result),

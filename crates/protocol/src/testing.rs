@@ -358,6 +358,16 @@ impl Fixture {
             .send(&crate::staking::Staking, caller, value, call)
     }
 
+    /// A model's lifecycle status.
+    pub fn model_status(&mut self, model: U256) -> crate::abi::IModels::Status {
+        self.host
+            .view(
+                &crate::models::Models,
+                &crate::abi::IModels::getModelCall { modelId: model },
+            )
+            .status
+    }
+
     /// A published datanet owned by `owner`.
     pub fn datanet(&mut self, owner: Address, public: bool) -> U256 {
         use crate::abi::IDatanets;

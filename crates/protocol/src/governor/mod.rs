@@ -551,19 +551,6 @@ pub fn state(s: &mut Storage<'_>, id: U256) -> Result<ProposalState, ModuleError
     Ok(ProposalState::Queued)
 }
 
-/// The state of proposal `id` for another module (Feedback avoids duplicate proposals);
-/// `None` if there is no such proposal.
-pub fn proposal_state(
-    host: &mut dyn ModuleHost,
-    id: U256,
-) -> Result<Option<ProposalState>, ModuleError> {
-    let mut s = Storage::of(host, addresses::GOVERNOR);
-    if s.get::<u64>(PROPOSALS.at(id).field(field::SNAPSHOT))? == 0 {
-        return Ok(None);
-    }
-    state(&mut s, id).map(Some)
-}
-
 fn require_state(
     s: &mut Storage<'_>,
     id: U256,

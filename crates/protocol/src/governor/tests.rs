@@ -95,6 +95,33 @@ fn gov<C: SolCall>(
     f.host.send(&Governor, caller, U256::ZERO, call)
 }
 
+fn vote(
+    f: &mut Fixture,
+    voter: Address,
+    id: U256,
+    support: u8,
+) -> Result<U256, openledger_chain::ModuleError> {
+    gov(
+        f,
+        voter,
+        &IGovernor::castVoteCall {
+            proposalId: id,
+            support,
+        },
+    )
+}
+
+/// Proposes `p` as account 1, votes it through alone and queues it; returns its id.
+fn queued(f: &mut Fixture, p: &Proposal) -> U256 {
+    let t0 = f.host.timestamp;
+    let id = gov(f, account(1), &p.propose_call()).unwrap();
+    f.host.timestamp = t0 + DAY + 1;
+    vote(f, account(1), id, 1).unwrap();
+    f.host.timestamp = t0 + 15 * DAY + 1;
+    gov(f, account(1), &p.queue_call()).unwrap();
+    id
+}
+
 fn state(f: &mut Fixture, id: U256) -> ProposalState {
     f.host
         .view(&Governor, &IGovernor::stateCall { proposalId: id })
@@ -129,15 +156,6 @@ fn setup() -> (Fixture, U256) {
     (f, model)
 }
 
-fn model_status(f: &mut Fixture, model: U256) -> Status {
-    f.host
-        .view(
-            &crate::models::Models,
-            &IModels::getModelCall { modelId: model },
-        )
-        .status
-}
-
 #[test]
 fn a_proposal_goes_from_pending_to_executed_and_approves_a_model() {
     let (mut f, model) = setup();
@@ -152,38 +170,15 @@ fn a_proposal_goes_from_pending_to_executed_and_approves_a_model() {
     );
     assert_eq!(snapshot, U256::from(t0 + DAY));
     assert_reverts(
-        gov(
-            &mut f,
-            account(2),
-            &IGovernor::castVoteCall {
-                proposalId: id,
-                support: 1,
-            },
-        ),
+        vote(&mut f, account(2), id, 1),
         unexpected_state(id, ProposalState::Pending, ProposalState::Active),
     );
 
     f.host.timestamp = t0 + DAY + 1;
     assert_eq!(state(&mut f, id), ProposalState::Active);
-    let weight = gov(
-        &mut f,
-        account(1),
-        &IGovernor::castVoteCall {
-            proposalId: id,
-            support: 1,
-        },
-    )
-    .unwrap();
+    let weight = vote(&mut f, account(1), id, 1).unwrap();
     assert_eq!(weight, milli(400_000));
-    gov(
-        &mut f,
-        account(2),
-        &IGovernor::castVoteCall {
-            proposalId: id,
-            support: 0,
-        },
-    )
-    .unwrap();
+    vote(&mut f, account(2), id, 0).unwrap();
     gov(
         &mut f,
         account(3),
@@ -195,14 +190,7 @@ fn a_proposal_goes_from_pending_to_executed_and_approves_a_model() {
     )
     .unwrap();
     assert_reverts(
-        gov(
-            &mut f,
-            account(1),
-            &IGovernor::castVoteCall {
-                proposalId: id,
-                support: 1,
-            },
-        ),
+        vote(&mut f, account(1), id, 1),
         IGovernor::GovernorAlreadyCastVote { voter: account(1) },
     );
     let votes = f
@@ -228,10 +216,10 @@ fn a_proposal_goes_from_pending_to_executed_and_approves_a_model() {
         },
     );
     f.host.timestamp = eta.to::<u64>();
-    assert_eq!(model_status(&mut f, model), Status::Proposed);
+    assert_eq!(f.model_status(model), Status::Proposed);
     gov(&mut f, account(9), &p.execute_call()).unwrap();
     assert_eq!(state(&mut f, id), ProposalState::Executed);
-    assert_eq!(model_status(&mut f, model), Status::Approved);
+    assert_eq!(f.model_status(model), Status::Approved);
     let approved = f.host.events::<IModels::ModelApproved>();
     assert_eq!(
         approved.last().unwrap().approver,
@@ -304,44 +292,12 @@ fn without_quorum_or_majority_a_proposal_is_defeated() {
     f.host.timestamp = t0 + DAY + 1;
     // GOPEN bought after the snapshot does not vote.
     voter(&mut f, account(7), 900_000);
-    let weight = gov(
-        &mut f,
-        account(7),
-        &IGovernor::castVoteCall {
-            proposalId: quiet_id,
-            support: 1,
-        },
-    )
-    .unwrap();
+    let weight = vote(&mut f, account(7), quiet_id, 1).unwrap();
     assert_eq!(weight, U256::ZERO);
-    gov(
-        &mut f,
-        account(6),
-        &IGovernor::castVoteCall {
-            proposalId: quiet_id,
-            support: 1,
-        },
-    )
-    .unwrap();
+    vote(&mut f, account(6), quiet_id, 1).unwrap();
     // 300 For against 400: quorum reached, majority not.
-    gov(
-        &mut f,
-        account(3),
-        &IGovernor::castVoteCall {
-            proposalId: lost_id,
-            support: 1,
-        },
-    )
-    .unwrap();
-    gov(
-        &mut f,
-        account(1),
-        &IGovernor::castVoteCall {
-            proposalId: lost_id,
-            support: 0,
-        },
-    )
-    .unwrap();
+    vote(&mut f, account(3), lost_id, 1).unwrap();
+    vote(&mut f, account(1), lost_id, 0).unwrap();
     f.host.timestamp = t0 + 15 * DAY + 1;
     let quorum = f.host.view(
         &Governor,
@@ -362,27 +318,21 @@ fn without_quorum_or_majority_a_proposal_is_defeated() {
 fn a_queued_proposal_expires_after_the_grace_period() {
     let (mut f, model) = setup();
     let p = Proposal::approve_model(model);
-    let t0 = f.host.timestamp;
-    let id = gov(&mut f, account(1), &p.propose_call()).unwrap();
-    f.host.timestamp = t0 + DAY + 1;
-    gov(
-        &mut f,
-        account(1),
-        &IGovernor::castVoteCall {
-            proposalId: id,
-            support: 1,
-        },
-    )
-    .unwrap();
-    f.host.timestamp = t0 + 15 * DAY + 1;
-    gov(&mut f, account(1), &p.queue_call()).unwrap();
-    f.host.timestamp = t0 + 30 * DAY + 1;
+    let id = queued(&mut f, &p);
+    let eta = f
+        .host
+        .view(&Governor, &IGovernor::proposalEtaCall { proposalId: id })
+        .to::<u64>();
+    // Executable for the 14-day grace period after its eta, then expired.
+    f.host.timestamp = eta + 14 * DAY - 1;
+    assert_eq!(state(&mut f, id), ProposalState::Queued);
+    f.host.timestamp = eta + 14 * DAY;
     assert_eq!(state(&mut f, id), ProposalState::Expired);
     assert_reverts(
         gov(&mut f, account(1), &p.execute_call()),
         unexpected_state(id, ProposalState::Expired, ProposalState::Queued),
     );
-    assert_eq!(model_status(&mut f, model), Status::Proposed);
+    assert_eq!(f.model_status(model), Status::Proposed);
 }
 
 #[test]
@@ -401,14 +351,7 @@ fn only_the_proposer_cancels_and_only_while_pending() {
     assert_eq!(state(&mut f, id), ProposalState::Canceled);
     f.host.timestamp = t0 + DAY + 1;
     assert_reverts(
-        gov(
-            &mut f,
-            account(1),
-            &IGovernor::castVoteCall {
-                proposalId: id,
-                support: 1,
-            },
-        ),
+        vote(&mut f, account(1), id, 1),
         unexpected_state(id, ProposalState::Canceled, ProposalState::Active),
     );
 }
@@ -427,20 +370,7 @@ fn a_failing_action_reverts_the_execution_and_leaves_the_proposal_queued() {
         ],
         "approve twice",
     );
-    let t0 = f.host.timestamp;
-    let id = gov(&mut f, account(1), &p.propose_call()).unwrap();
-    f.host.timestamp = t0 + DAY + 1;
-    gov(
-        &mut f,
-        account(1),
-        &IGovernor::castVoteCall {
-            proposalId: id,
-            support: 1,
-        },
-    )
-    .unwrap();
-    f.host.timestamp = t0 + 15 * DAY + 1;
-    gov(&mut f, account(1), &p.queue_call()).unwrap();
+    let id = queued(&mut f, &p);
     f.host.timestamp += DAY;
     assert_reverts(
         gov(&mut f, account(1), &p.execute_call()),
@@ -451,7 +381,7 @@ fn a_failing_action_reverts_the_execution_and_leaves_the_proposal_queued() {
         },
     );
     assert_eq!(state(&mut f, id), ProposalState::Queued);
-    assert_eq!(model_status(&mut f, model), Status::Proposed);
+    assert_eq!(f.model_status(model), Status::Proposed);
 }
 
 #[test]
@@ -522,20 +452,7 @@ fn settings_change_only_through_proposals() {
         vec![(openledger_primitives::addresses::GOVERNOR, call)],
         "Vote for a minute",
     );
-    let t0 = f.host.timestamp;
-    let id = gov(&mut f, account(1), &p.propose_call()).unwrap();
-    f.host.timestamp = t0 + DAY + 1;
-    gov(
-        &mut f,
-        account(1),
-        &IGovernor::castVoteCall {
-            proposalId: id,
-            support: 1,
-        },
-    )
-    .unwrap();
-    f.host.timestamp = t0 + 15 * DAY + 1;
-    gov(&mut f, account(1), &p.queue_call()).unwrap();
+    let id = queued(&mut f, &p);
     f.host.timestamp += DAY;
     gov(&mut f, account(1), &p.execute_call()).unwrap();
     let period = f.host.view(&Governor, &IGovernor::votingPeriodCall {});

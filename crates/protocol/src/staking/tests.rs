@@ -5,10 +5,7 @@ use proptest::prelude::*;
 
 use super::Staking;
 use crate::{
-    abi::{
-        IModels::{self, Status},
-        IStaking,
-    },
+    abi::{IModels::Status, IStaking},
     testing::{ADMIN, Fixture, account, assert_reverts, milli},
 };
 
@@ -154,13 +151,7 @@ fn slashing_takes_the_operator_first_then_delegators_pro_rata_and_conserves_open
     assert_eq!(stake.operatorStake, U256::ZERO);
     assert_eq!(stake.delegated + stake.unbonding, milli(260_000));
     // The operator's stake is under the minimum now: the model is Slashed.
-    let status = f
-        .host
-        .view(
-            &crate::models::Models,
-            &IModels::getModelCall { modelId: model },
-        )
-        .status;
+    let status = f.model_status(model);
     assert_eq!(status, Status::Slashed);
     assert_reverts(
         f.staking(alice, milli(1), &IStaking::stakeCall { modelId: model }),
@@ -200,13 +191,7 @@ fn a_light_slash_leaves_a_well_staked_model_deployed() {
         f.host.balance_of(addresses::TREASURY) - treasury,
         milli(10_000)
     );
-    let status = f
-        .host
-        .view(
-            &crate::models::Models,
-            &IModels::getModelCall { modelId: model },
-        )
-        .status;
+    let status = f.model_status(model);
     assert_eq!(status, Status::Deployed);
 }
 
