@@ -7,7 +7,9 @@ pragma solidity ^0.8.20;
 /// operator settles an order with a receipt; the fee is
 /// inputTokens/1000*inputRate + outputTokens/1000*outputRate + platformFee, never above the
 /// order's maxFee, and only while the operator's stake in the Staking module is at the model's
-/// minimum. The platform fee and rounding dust go to the treasury; the rest is split
+/// minimum. The platform fee and rounding dust go to the treasury, less the Feedback module's
+/// feeSharePpm of the platform fee, which funds the validators' rewards for rating this
+/// inference (the receipt is recorded there under the order hash); the rest is split
 /// creator / stakers / contributors (70/10/20 by default), the contributors' pool by attribution
 /// weight in ppm (or, with no weights, to the datanet's owner). The stakers' part goes to the
 /// Staking module for the model's delegators (to the creator while it has none). A contributor

@@ -32,6 +32,10 @@ alloy_sol_types::sol!(
     #[sol(abi, extra_derives(Debug, PartialEq, Eq))]
     "abi/IStaking.sol"
 );
+alloy_sol_types::sol!(
+    #[sol(abi, extra_derives(Debug, PartialEq, Eq))]
+    "abi/IFeedback.sol"
+);
 
 /// `(file name, JSON ABI)` of every module interface.
 pub fn json_abis() -> Vec<(&'static str, String)> {
@@ -46,6 +50,7 @@ pub fn json_abis() -> Vec<(&'static str, String)> {
         ("IGOPEN.json", pretty(&IGOPEN::abi::contract())),
         ("IGovernor.json", pretty(&IGovernor::abi::contract())),
         ("IStaking.json", pretty(&IStaking::abi::contract())),
+        ("IFeedback.json", pretty(&IFeedback::abi::contract())),
     ]
 }
 

@@ -7,6 +7,7 @@
 pub mod abi;
 pub mod call;
 pub mod datanets;
+pub mod feedback;
 pub mod gopen;
 pub mod governor;
 pub mod models;
@@ -25,6 +26,7 @@ use openledger_chain::{Modules, NativeModule};
 pub fn modules() -> Modules {
     let all: Vec<Arc<dyn NativeModule>> = vec![
         Arc::new(datanets::Datanets),
+        Arc::new(feedback::Feedback),
         Arc::new(gopen::Gopen),
         Arc::new(governor::Governor),
         Arc::new(models::Models),

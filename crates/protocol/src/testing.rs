@@ -358,6 +358,17 @@ impl Fixture {
             .send(&crate::staking::Staking, caller, value, call)
     }
 
+    /// Sends a typed call to the Feedback module.
+    pub fn feedback<C: SolCall>(
+        &mut self,
+        caller: Address,
+        value: U256,
+        call: &C,
+    ) -> Result<C::Return, ModuleError> {
+        self.host
+            .send(&crate::feedback::Feedback, caller, value, call)
+    }
+
     /// A model's lifecycle status.
     pub fn model_status(&mut self, model: U256) -> crate::abi::IModels::Status {
         self.host

@@ -21,6 +21,7 @@ ADDRESSES = {
     "IGOPEN": "0x4f4c000000000000000000000000000000000004",
     "IGovernor": "0x4f4c000000000000000000000000000000000005",
     "IStaking": "0x4f4c000000000000000000000000000000000006",
+    "IFeedback": "0x4f4c000000000000000000000000000000000007",
     "ITreasury": "0x4f4c000000000000000000000000000000000008",
 }
 TREASURY = Web3.to_checksum_address("0x4f4c000000000000000000000000000000000008")
@@ -48,12 +49,15 @@ def address(key: str) -> str:
     return Account.from_key(key).address
 
 
-def expected_split(fee: int, platform_fee: int, shares, weights):
-    """DESIGN §4's split, computed independently: every part rounded down, dust to the treasury."""
+def expected_split(fee: int, platform_fee: int, shares, weights, feedback_ppm: int):
+    """DESIGN §4's split, computed independently: every part rounded down, dust to the treasury,
+    except the validators' share of the platform fee."""
     rest = fee - platform_fee
     creator, stakers, pool = (rest * share // PPM for share in shares)
     contributors = [pool * w // PPM for w in weights]
-    return {"creator": creator + stakers, "contributors": contributors, "treasury": fee - creator - stakers - sum(contributors)}
+    feedback = platform_fee * feedback_ppm // PPM
+    treasury = fee - creator - stakers - sum(contributors) - feedback
+    return {"creator": creator + stakers, "contributors": contributors, "treasury": treasury, "feedback": feedback}
 
 
 def upload(node, datanet_id: int, name: str, content: bytes) -> requests.Response:
@@ -194,13 +198,19 @@ def test_a_signed_order_is_settled_split_and_claimed_to_the_wei(w3, market):
     fee = settlement.functions.quote(market["model"], 1_500, 200).call()
     platform_fee = settlement.functions.platformFee().call()
     assert fee == 1_500 * 640 * OPEN // 1000 // 1000 + 200 * (OPEN // 10) // 1000 + platform_fee
-    expected = expected_split(fee, platform_fee, settlement.functions.shares().call(), weights)
+    feedback = module(w3, "IFeedback")
+    feedback_ppm = feedback.functions.params().call()[0]
+    expected = expected_split(fee, platform_fee, settlement.functions.shares().call(), weights, feedback_ppm)
     treasury_before = w3.eth.get_balance(TREASURY)
     rewards_before = {k: settlement.functions.rewards(address(k)).call() for k in (CREATOR, CONTRIBUTOR)}
     receipt, _ = transact(w3, settlement.functions.settle(order_tuple, signed.signature, receipt_tuple), OPERATOR)
     # The treasury also received this block's base fees: the operator's transaction alone.
     base_fees = receipt.gasUsed * w3.eth.get_block(receipt.blockNumber).baseFeePerGas
     assert w3.eth.get_balance(TREASURY) - treasury_before == expected["treasury"] + base_fees
+    # The rest of the platform fee is the reward of validators who rate this inference.
+    recorded = feedback.events.ReceiptRecorded().process_receipt(receipt)[0].args
+    assert recorded.reward == expected["feedback"] > 0
+    assert recorded.receiptId == settlement.events.Settled().process_receipt(receipt)[0].args.orderHash
     assert settlement.functions.balanceOf(user.address).call() == 50 * OPEN - fee
     assert settlement.functions.rewards(address(CREATOR)).call() - rewards_before[CREATOR] == expected["creator"]
     accrued_contributor = settlement.functions.rewards(address(CONTRIBUTOR)).call()

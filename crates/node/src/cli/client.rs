@@ -17,7 +17,7 @@ use jsonrpsee::{
     rpc_params,
 };
 use openledger_protocol::abi::{
-    IDatanets, IGOPEN, IGovernor, IModels, ISettlement, IStaking, ITreasury,
+    IDatanets, IFeedback, IGOPEN, IGovernor, IModels, ISettlement, IStaking, ITreasury,
 };
 
 /// How long to wait for a transaction to be included.
@@ -196,6 +196,7 @@ pub fn describe_revert(data: &[u8]) -> String {
         .or_else(|| debug::<IGOPEN::IGOPENErrors>(data))
         .or_else(|| debug::<IGovernor::IGovernorErrors>(data))
         .or_else(|| debug::<IStaking::IStakingErrors>(data))
+        .or_else(|| debug::<IFeedback::IFeedbackErrors>(data))
         .or_else(|| debug::<ITreasury::ITreasuryErrors>(data))
         .ok_or(());
     match described {

@@ -15,12 +15,14 @@ use openledger_primitives::{Genesis, addresses};
 
 use crate::{
     abi::{
+        IFeedback,
         IModels::Status,
         ISettlement::{self, ISettlementCalls, InferenceOrder, InferenceReceipt, Role},
         IStaking,
     },
     call::{decode, emit, no_value, revert},
     datanets::{contribution_info, datanet_info},
+    feedback::reward_for,
     models::{ModelInfo, model_info},
     staking::{reward_cut_ppm, stake_check},
     storage::{Slot, Storage, consecutive},
@@ -284,16 +286,27 @@ fn settle(
             method: receipt.method,
         },
     )?;
-    if !split.treasury.is_zero() {
-        s.host().transfer(addresses::TREASURY, split.treasury)?;
+    // The platform fee is the treasury's, less the receipt's feedback reward.
+    let feedback_reward = reward_for(s.host(), platform_fee)?;
+    let to_treasury = split.treasury - feedback_reward;
+    if !to_treasury.is_zero() {
+        s.host().transfer(addresses::TREASURY, to_treasury)?;
         emit(
             s.host(),
             &ISettlement::TreasuryPaid {
                 orderHash: order_hash,
-                amount: split.treasury,
+                amount: to_treasury,
             },
         )?;
     }
+    let record = IFeedback::recordReceiptCall {
+        receiptId: order_hash,
+        modelId: order.modelId,
+        promptHash: receipt.promptHash,
+        outputHash: receipt.outputHash,
+    };
+    s.host()
+        .call_module(addresses::FEEDBACK, &record.abi_encode(), feedback_reward)?;
     let model_id = order.modelId;
     accrue(s, model.creator, model_id, Role::Creator, split.creator)?;
     let to_stakers = if stake.has_delegators {

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use super::{Settlement, domain};
 use crate::{
     abi::{
-        IModels,
+        IFeedback, IModels,
         ISettlement::{self, InferenceOrder, InferenceReceipt, Role},
         IStaking,
     },
@@ -136,10 +136,12 @@ fn worked_example_a_quarter_of_the_influence_earns_0_032_open() {
     assert_eq!(m.rewards(BOB), milli(96));
     // 0.448 as creator plus the stakers' 0.064: the model has no delegators yet.
     assert_eq!(m.rewards(CREATOR), milli(512));
+    // The platform fee, less the validators' 10% of it for rating this inference.
     assert_eq!(
         m.f.host.balance_of(addresses::TREASURY) - treasury,
-        milli(500)
+        milli(450)
     );
+    assert_eq!(m.f.host.balance_of(addresses::FEEDBACK), milli(50));
     assert_eq!(m.escrow(), milli(100_000) - milli(1_140));
     let accrued = m.f.host.events::<ISettlement::RewardAccrued>();
     let roles: Vec<(Address, Role, U256)> = accrued
@@ -274,10 +276,39 @@ fn flagged_contributors_lose_part_of_their_rewards_to_the_treasury() {
     assert_eq!(m.rewards(ALICE), milli(32 + 16));
     assert_eq!(
         m.f.host.balance_of(addresses::TREASURY) - treasury,
-        milli(500 + 16)
+        milli(450 + 16)
     );
     let cut = &m.f.host.events::<ISettlement::RewardCut>()[0];
     assert_eq!((cut.account, cut.amount), (ALICE, milli(16)));
+}
+
+/// Every settled inference becomes a receipt validators can rate, under its order hash, with
+/// the feedback share of the platform fee as its reward.
+#[test]
+fn settling_records_a_receipt_for_validators() {
+    let mut m = Market::new();
+    let order = m.order(1);
+    m.settle(order.clone(), m.receipt()).unwrap();
+    let order_hash = order.eip712_hash_struct();
+    assert_eq!(
+        m.f.host.events::<ISettlement::Settled>()[0].orderHash,
+        order_hash
+    );
+    let recorded = m.f.host.view(
+        &crate::feedback::Feedback,
+        &IFeedback::receiptCall {
+            receiptId: order_hash,
+        },
+    );
+    assert_eq!(recorded.modelId, m.model);
+    assert_eq!(recorded.reward, milli(50));
+    assert_eq!(recorded.settledAt, m.f.host.timestamp);
+    assert_eq!(recorded.phase, IFeedback::Phase::Commit);
+    let event = &m.f.host.events::<IFeedback::ReceiptRecorded>()[0];
+    assert_eq!(
+        (event.promptHash, event.outputHash),
+        (m.receipt().promptHash, m.receipt().outputHash)
+    );
 }
 
 #[test]
@@ -679,7 +710,8 @@ proptest! {
             ..m.receipt()
         };
         let fee = m.settle(m.order(1), receipt).unwrap();
-        let paid_out = m.f.host.balance_of(addresses::TREASURY) - treasury;
+        let paid_out = m.f.host.balance_of(addresses::TREASURY) - treasury
+            + m.f.host.balance_of(addresses::FEEDBACK);
         let accrued = [ALICE, BOB, CREATOR].map(|a| m.rewards(a));
         prop_assert_eq!(paid_out + accrued.iter().copied().sum::<U256>(), fee);
         prop_assert_eq!(m.escrow(), milli(100_000) - fee);

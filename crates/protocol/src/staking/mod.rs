@@ -268,7 +268,7 @@ fn start_unbonding(
     s.add(base.field(pool::UNBONDING), amount)?;
     s.add(base.field(pool::UNBONDING_SHARES), new_shares)?;
     s.add(slot.field(position::UNBONDING_SHARES), new_shares)?;
-    let period: u64 = param(s, param::UNBONDING)?.saturating_to();
+    let period = unbonding_period(s.host())?;
     let release = s.host().timestamp().saturating_add(period);
     s.set(slot.field(position::RELEASE_AT), release)?;
     Ok(release)
@@ -680,6 +680,12 @@ pub fn stake_check(
             .get::<U256>(POOLS.at(id).field(pool::BONDED_SHARES))?
             .is_zero(),
     })
+}
+
+/// How long stake waits between an exit request and its withdrawal, in seconds; the Feedback
+/// module's validators wait as long.
+pub fn unbonding_period(host: &mut dyn ModuleHost) -> Result<u64, ModuleError> {
+    Ok(param(&mut Storage::of(host, addresses::STAKING), param::UNBONDING)?.saturating_to())
 }
 
 /// The share of `contributor`'s rewards its penalties cut, in ppm.
