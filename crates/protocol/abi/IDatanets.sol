@@ -106,6 +106,7 @@ interface IDatanets {
         uint256 indexed datanetId, uint64 indexed version, bytes32 root, uint256[] contributionIds, uint256 fee
     );
     event ContributionsRejected(uint256 indexed datanetId, uint256[] contributionIds, uint32 reasonCode);
+    event ParamsSet(Params params);
 
     error InvalidCalldata();
     error NotPayable();
@@ -125,6 +126,7 @@ interface IDatanets {
     error TooLong(string field, uint256 max);
     error QuotaExceeded(Quota quota, uint256 wouldUse, uint256 limit);
     error InsufficientFee(uint256 required, uint256 paid);
+    error NotGovernance(address account);
 
     /// @notice Creates a datanet in draft; the caller owns it.
     function createDatanet(
@@ -200,4 +202,6 @@ interface IDatanets {
     function publishFee(uint256 datanetId) external view returns (uint256);
     function versionFee(uint256 datanetId, uint256[] calldata contributionIds) external view returns (uint256);
     function params() external view returns (Params memory);
+    /// @notice Governance only: the fees and daily quotas.
+    function setParams(Params calldata params) external;
 }

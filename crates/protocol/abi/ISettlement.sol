@@ -72,6 +72,7 @@ interface ISettlement {
     event TreasuryPaid(bytes32 indexed orderHash, uint256 amount);
     event Claimed(address indexed account, uint256 amount);
     event RewardCut(address indexed account, uint256 indexed modelId, uint256 amount);
+    event ParamsSet(uint256 platformFee, uint32 creatorShare, uint32 stakersShare, uint32 contributorsShare);
 
     error InvalidCalldata();
     error NotPayable();
@@ -93,6 +94,8 @@ interface ISettlement {
     error WeightsDoNotSum(uint256 sum);
     error EmptyBatch();
     error StakeBelowMinimum(uint256 modelId, uint256 stake, uint256 minimum);
+    error NotGovernance(address account);
+    error SharesDoNotSum(uint256 sum);
 
     /// @notice Adds the OPEN sent to the caller's escrow.
     function deposit() external payable;
@@ -122,4 +125,7 @@ interface ISettlement {
     function platformFee() external view returns (uint256);
     /// @notice The split of a fee after the platform fee, in ppm.
     function shares() external view returns (uint32 creator, uint32 stakers, uint32 contributors);
+    /// @notice Governance only: the platform fee and the split of the rest (ppm summing to 1,000,000).
+    function setParams(uint256 platformFee, uint32 creatorShare, uint32 stakersShare, uint32 contributorsShare)
+        external;
 }

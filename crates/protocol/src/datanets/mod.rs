@@ -11,6 +11,7 @@ use openledger_primitives::{Genesis, addresses};
 use crate::{
     abi::IDatanets::{self, ContributionStatus, IDatanetsCalls, Quota},
     call::{check_len, decode, emit, no_value, revert},
+    governor::is_governance,
     storage::{Slot, Storage, consecutive},
 };
 
@@ -95,17 +96,15 @@ impl NativeModule for Datanets {
 
     fn genesis_storage(&self, genesis: &Genesis) -> Vec<(U256, U256)> {
         let p = &genesis.protocol;
-        consecutive(
-            PARAMS,
-            [
-                p.datanet_fee_base,
-                p.datanet_fee_per_mib,
-                U256::from(p.contributor_daily_bytes),
-                U256::from(p.contributor_daily_files),
-                U256::from(p.datanet_daily_bytes),
-                U256::from(p.datanet_daily_files),
-            ],
-        )
+        let params = IDatanets::Params {
+            feeBase: p.datanet_fee_base,
+            feePerMib: p.datanet_fee_per_mib,
+            contributorDailyBytes: p.contributor_daily_bytes,
+            contributorDailyFiles: p.contributor_daily_files,
+            datanetDailyBytes: p.datanet_daily_bytes,
+            datanetDailyFiles: p.datanet_daily_files,
+        };
+        consecutive(PARAMS, words(&params))
     }
 
     fn call(&self, call: ModuleCall<'_>, host: &mut dyn ModuleHost) -> Result<Bytes, ModuleError> {
@@ -192,6 +191,7 @@ impl NativeModule for Datanets {
                 let fee = size_fee(&mut s, bytes)?;
                 Ok(IDatanets::versionFeeCall::abi_encode_returns(&fee).into())
             }
+            C::setParams(c) => set_params(&mut s, caller, c.params),
             C::params(_) => {
                 let params = read_params(&mut s)?;
                 Ok(IDatanets::paramsCall::abi_encode_returns(&params).into())
@@ -673,6 +673,33 @@ fn write_metadata(
     s.set(base.field(datanet::DESCRIPTION), description)?;
     s.set_strings(base.field(datanet::TAGS), tags)?;
     s.set_string(base.field(datanet::LICENCE), licence)
+}
+
+/// The parameters as the words they are stored in.
+fn words(p: &IDatanets::Params) -> [U256; 6] {
+    [
+        p.feeBase,
+        p.feePerMib,
+        U256::from(p.contributorDailyBytes),
+        U256::from(p.contributorDailyFiles),
+        U256::from(p.datanetDailyBytes),
+        U256::from(p.datanetDailyFiles),
+    ]
+}
+
+fn set_params(
+    s: &mut Storage<'_>,
+    caller: Address,
+    params: IDatanets::Params,
+) -> Result<Bytes, ModuleError> {
+    if !is_governance(s.host(), caller)? {
+        return Err(revert(IDatanets::NotGovernance { account: caller }));
+    }
+    for (slot, value) in consecutive(PARAMS, words(&params)) {
+        s.set(Slot(slot), value)?;
+    }
+    emit(s.host(), &IDatanets::ParamsSet { params })?;
+    Ok(Bytes::new())
 }
 
 fn read_params(s: &mut Storage<'_>) -> Result<IDatanets::Params, ModuleError> {

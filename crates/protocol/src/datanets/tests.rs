@@ -89,6 +89,50 @@ fn a_version_commits_to_the_approved_contributions_in_order() {
 }
 
 #[test]
+fn governance_sets_the_fees_and_quotas() {
+    let mut f = Fixture::new();
+    let id = f.datanet(OWNER, true);
+    let mut params = f.host.view(&Datanets, &IDatanets::paramsCall {});
+    params.feeBase = milli(1);
+    params.feePerMib = U256::ZERO;
+    params.contributorDailyFiles = 1;
+    let set = IDatanets::setParamsCall {
+        params: params.clone(),
+    };
+    assert_reverts(
+        f.datanets(OWNER, U256::ZERO, &set),
+        IDatanets::NotGovernance { account: OWNER },
+    );
+    f.datanets(addresses::GOVERNOR, U256::ZERO, &set).unwrap();
+    assert_eq!(f.host.view(&Datanets, &IDatanets::paramsCall {}), params);
+    let a = f.contribute(ALICE, id, 1, 3 * MIB);
+    let fee = f.host.view(
+        &Datanets,
+        &IDatanets::versionFeeCall {
+            datanetId: id,
+            contributionIds: vec![a],
+        },
+    );
+    assert_eq!(fee, milli(1));
+    let second = f.datanets(
+        ALICE,
+        U256::ZERO,
+        &IDatanets::contributeCall {
+            datanetId: id,
+            contentHash: B256::repeat_byte(2),
+            rows: 1,
+            size: 1,
+            licence: "CC-BY-4.0".into(),
+        },
+    );
+    assert!(matches!(
+        second,
+        Err(openledger_chain::ModuleError::Revert(_))
+    ));
+    assert_eq!(f.host.events::<IDatanets::ParamsSet>()[0].params, params);
+}
+
+#[test]
 fn publishing_and_versions_pay_a_size_based_fee_to_the_treasury() {
     let params = ProtocolParams::default();
     let mut f = Fixture::new();

@@ -82,7 +82,8 @@ impl Default for Shares {
 }
 
 impl Shares {
-    fn check(&self) -> Result<(), FeeError> {
+    /// Errs unless the shares sum to one million.
+    pub fn check(&self) -> Result<(), FeeError> {
         let sum = u64::from(self.creator) + u64::from(self.stakers) + u64::from(self.contributors);
         if sum == u64::from(PPM) {
             Ok(())

@@ -23,6 +23,7 @@ use crate::{
     call::{decode, emit, no_value, revert},
     datanets::{contribution_info, datanet_info},
     feedback::reward_for,
+    governor::is_governance,
     models::{ModelInfo, model_info},
     staking::{reward_cut_ppm, stake_check},
     storage::{Slot, Storage, consecutive},
@@ -121,6 +122,7 @@ impl NativeModule for Settlement {
                 let fee: U256 = s.get(PARAMS)?;
                 Ok(ISettlement::platformFeeCall::abi_encode_returns(&fee).into())
             }
+            C::setParams(c) => set_params(&mut s, caller, c),
             C::shares(_) => {
                 let shares = read_shares(&mut s)?;
                 let out = ISettlement::sharesReturn {
@@ -452,6 +454,45 @@ fn fee_for(
     let fee = fee::inference_fee(input_tokens, output_tokens, model.rates, platform_fee)
         .map_err(|_| revert(ISettlement::FeeOverflow {}))?;
     Ok((fee, platform_fee))
+}
+
+fn set_params(
+    s: &mut Storage<'_>,
+    caller: Address,
+    c: ISettlement::setParamsCall,
+) -> Result<Bytes, ModuleError> {
+    if !is_governance(s.host(), caller)? {
+        return Err(revert(ISettlement::NotGovernance { account: caller }));
+    }
+    let shares = Shares {
+        creator: c.creatorShare,
+        stakers: c.stakersShare,
+        contributors: c.contributorsShare,
+    };
+    if let Err(FeeError::SharesDoNotSum(sum)) = shares.check() {
+        return Err(revert(ISettlement::SharesDoNotSum {
+            sum: U256::from(sum),
+        }));
+    }
+    let words = [
+        c.platformFee,
+        U256::from(c.creatorShare),
+        U256::from(c.stakersShare),
+        U256::from(c.contributorsShare),
+    ];
+    for (slot, value) in consecutive(PARAMS, words) {
+        s.set(Slot(slot), value)?;
+    }
+    emit(
+        s.host(),
+        &ISettlement::ParamsSet {
+            platformFee: c.platformFee,
+            creatorShare: c.creatorShare,
+            stakersShare: c.stakersShare,
+            contributorsShare: c.contributorsShare,
+        },
+    )?;
+    Ok(Bytes::new())
 }
 
 fn read_shares(s: &mut Storage<'_>) -> Result<Shares, ModuleError> {

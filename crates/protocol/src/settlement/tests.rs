@@ -312,6 +312,41 @@ fn settling_records_a_receipt_for_validators() {
 }
 
 #[test]
+fn governance_sets_the_platform_fee_and_the_split() {
+    let mut m = Market::new();
+    let set = |shares: [u32; 3]| ISettlement::setParamsCall {
+        platformFee: milli(100),
+        creatorShare: shares[0],
+        stakersShare: shares[1],
+        contributorsShare: shares[2],
+    };
+    assert_reverts(
+        m.f.settlement(CREATOR, U256::ZERO, &set([500_000, 100_000, 400_000])),
+        ISettlement::NotGovernance { account: CREATOR },
+    );
+    assert_reverts(
+        m.f.settlement(
+            addresses::GOVERNOR,
+            U256::ZERO,
+            &set([500_000, 100_000, 300_000]),
+        ),
+        ISettlement::SharesDoNotSum {
+            sum: U256::from(900_000),
+        },
+    );
+    m.f.settlement(
+        addresses::GOVERNOR,
+        U256::ZERO,
+        &set([500_000, 100_000, 400_000]),
+    )
+    .unwrap();
+    // 0.64 OPEN after a 0.1 OPEN platform fee: 40% of it is the contributors', a quarter Alice's.
+    assert_eq!(m.settle(m.order(1), m.receipt()).unwrap(), milli(740));
+    assert_eq!(m.rewards(ALICE), milli(64));
+    assert_eq!(m.rewards(CREATOR), milli(384));
+}
+
+#[test]
 fn rewards_are_claimed_once() {
     let mut m = Market::new();
     m.settle(m.order(1), m.receipt()).unwrap();
