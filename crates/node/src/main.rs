@@ -41,6 +41,10 @@ enum Command {
     Gov(cli::gov::GovArgs),
     /// Staking: stake on models, unbond, claim rewards, slash, flag contributions.
     Stake(cli::stake::StakeArgs),
+    /// Validators: register, rate settled inferences (commit, reveal), finalize, claim.
+    Validator(cli::feedback::ValidatorArgs),
+    /// Validator feedback: export accepted ratings as a preference dataset.
+    Feedback(cli::feedback::FeedbackArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -55,6 +59,8 @@ fn main() -> std::process::ExitCode {
         Command::Settle(args) => cli::settle::run(args),
         Command::Gov(args) => cli::gov::run(args),
         Command::Stake(args) => cli::stake::run(args),
+        Command::Validator(args) => cli::feedback::run(args),
+        Command::Feedback(args) => cli::feedback::run_feedback(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

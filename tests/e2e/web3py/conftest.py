@@ -92,6 +92,10 @@ class Node:
         self.datadir.cleanup()
 
 
+def client(node: Node) -> Web3:
+    return Web3(Web3.HTTPProvider(node.http_url, request_kwargs={"timeout": 30}))
+
+
 @pytest.fixture(scope="session")
 def node():
     n = Node()
@@ -101,7 +105,20 @@ def node():
 
 @pytest.fixture(scope="session")
 def w3(node) -> Web3:
-    return Web3(Web3.HTTPProvider(node.http_url, request_kwargs={"timeout": 30}))
+    return client(node)
+
+
+@pytest.fixture(scope="module")
+def own_node():
+    """A node for one test module alone, for tests that move the chain's clock."""
+    n = Node()
+    yield n
+    n.stop()
+
+
+@pytest.fixture(scope="module")
+def own_w3(own_node) -> Web3:
+    return client(own_node)
 
 
 @pytest.fixture(scope="session")

@@ -9,25 +9,13 @@ from eth_account import Account
 from web3 import Web3
 from web3.exceptions import ContractCustomError
 
-from conftest import DEV_KEYS, OPEN, Node, base_tx, send
+from conftest import DEV_KEYS, OPEN, base_tx, send
 from test_cli import cli, cli_json
 from test_modules import address, module, transact
 
 VOTER_A, VOTER_B, CREATOR = DEV_KEYS
 PPM = 1_000_000
 STATES = ["Pending", "Active", "Canceled", "Defeated", "Succeeded", "Queued", "Expired", "Executed"]
-
-
-@pytest.fixture(scope="module")
-def gnode():
-    n = Node()
-    yield n
-    n.stop()
-
-
-@pytest.fixture(scope="module")
-def gw3(gnode) -> Web3:
-    return Web3(Web3.HTTPProvider(gnode.http_url, request_kwargs={"timeout": 30}))
 
 
 def advance(w3: Web3, seconds: int):
@@ -68,8 +56,8 @@ def base_fees(w3: Web3, receipts) -> int:
     return sum(r.gasUsed * w3.eth.get_block(r.blockNumber).baseFeePerGas for r in receipts)
 
 
-def test_a_governance_round_approves_a_model_then_slashes_it(gw3):
-    w3 = gw3
+def test_a_governance_round_approves_a_model_then_slashes_it(own_w3):
+    w3 = own_w3
     gopen, governor, models = module(w3, "IGOPEN"), module(w3, "IGovernor"), module(w3, "IModels")
     staking, datanets = module(w3, "IStaking"), module(w3, "IDatanets")
     assert governor.functions.CLOCK_MODE().call() == "mode=timestamp"
@@ -162,26 +150,26 @@ def test_a_governance_round_approves_a_model_then_slashes_it(gw3):
     assert position[0] == 60 * OPEN
 
 
-def test_governance_from_the_command_line(gnode, gw3):
+def test_governance_from_the_command_line(own_node, own_w3):
     # Account 0 holds at least 1,000 GOPEN, so account 2's 200 cannot reach the 25% quorum alone.
-    cli(gnode, "gov", "deposit", "1000", "--account", "0")
-    cli(gnode, "gov", "deposit", "200", "--account", "2")
-    proposed = cli_json(gnode, "gov", "propose", "--description", "We value open data", "--account", "2")
+    cli(own_node, "gov", "deposit", "1000", "--account", "0")
+    cli(own_node, "gov", "deposit", "200", "--account", "2")
+    proposed = cli_json(own_node, "gov", "propose", "--description", "We value open data", "--account", "2")
     proposal = proposed["proposalId"]
-    advance(gw3, 2)
-    voted = cli_json(gnode, "gov", "vote", proposal, "for", "--reason", "yes", "--account", "2")
+    advance(own_w3, 2)
+    voted = cli_json(own_node, "gov", "vote", proposal, "for", "--reason", "yes", "--account", "2")
     assert int(voted["weight"]) == 200 * OPEN
-    again = cli(gnode, "gov", "vote", proposal, "for", "--account", "2", check=False)
+    again = cli(own_node, "gov", "vote", proposal, "for", "--account", "2", check=False)
     assert again.returncode != 0 and "GovernorAlreadyCastVote" in again.stderr
-    period = module(gw3, "IGovernor").functions.votingPeriod().call()
-    advance(gw3, period + 1)
-    shown = cli_json(gnode, "gov", "show", proposal)
+    period = module(own_w3, "IGovernor").functions.votingPeriod().call()
+    advance(own_w3, period + 1)
+    shown = cli_json(own_node, "gov", "show", proposal)
     # 200 For out of a supply of at least 1,200 GOPEN misses the 25% quorum.
     assert shown["state"] == "Defeated" and int(shown["for"]) == 200 * OPEN
-    refused = cli(gnode, "gov", "queue", proposal, "--account", "2", check=False)
+    refused = cli(own_node, "gov", "queue", proposal, "--account", "2", check=False)
     assert "GovernorUnexpectedProposalState" in refused.stderr
-    listed = cli_json(gnode, "gov", "show")
+    listed = cli_json(own_node, "gov", "show")
     assert {"proposalId": proposal, "state": "Defeated"}.items() <= next(
         p for p in listed if p["proposalId"] == proposal).items()
-    unknown = cli(gnode, "stake", "show", "999", "--account", "2", check=False)
+    unknown = cli(own_node, "stake", "show", "999", "--account", "2", check=False)
     assert unknown.returncode != 0 and "UnknownModel" in unknown.stderr

@@ -60,6 +60,30 @@ def expected_split(fee: int, platform_fee: int, shares, weights, feedback_ppm: i
     return {"creator": creator + stakers, "contributors": contributors, "treasury": treasury, "feedback": feedback}
 
 
+def sign_order(w3: Web3, user, model: int, nonce: int):
+    """A user's EIP-712 InferenceOrder for `model`, as a tuple for the ABI, and its signature."""
+    order = {"user": user.address, "modelId": model, "maxFee": 2 * OPEN, "nonce": nonce,
+             "expiry": w3.eth.get_block("latest").timestamp + 3_600}
+    signed = Account.sign_typed_data(
+        user.key,
+        domain_data={"name": "OpenLedger Settlement", "version": "1", "chainId": w3.eth.chain_id,
+                     "verifyingContract": Web3.to_checksum_address(ADDRESSES["ISettlement"])},
+        message_types={"InferenceOrder": [
+            {"name": "user", "type": "address"}, {"name": "modelId", "type": "uint256"},
+            {"name": "maxFee", "type": "uint256"}, {"name": "nonce", "type": "uint256"},
+            {"name": "expiry", "type": "uint64"}]},
+        message_data=order,
+    )
+    return (order["user"], order["modelId"], order["maxFee"], order["nonce"], order["expiry"]), signed
+
+
+def inference_receipt(market: dict, weights, prompt: bytes = b"\x01" * 32) -> tuple:
+    """The operator's receipt of 1,500 prompt and 200 generated tokens over the market's two
+    contributions."""
+    return (1_500, 200, prompt, b"\x02" * 32, market["datanet"], market["version"], 1,
+            market["contributions"], weights)
+
+
 def upload(node, datanet_id: int, name: str, content: bytes) -> requests.Response:
     return requests.post(f"{node.api_url}/datanets/{datanet_id}/files", files={"file": (name, content)}, timeout=30)
 
@@ -73,6 +97,10 @@ FILES = {
 
 @pytest.fixture(scope="module")
 def market(w3, node):
+    return build_market(w3, node)
+
+
+def build_market(w3, node) -> dict:
     """A published datanet with one approved version holding two contributions, and a model
     trained on it and deployed with a dedicated operator account."""
     datanets, models = module(w3, "IDatanets"), module(w3, "IModels")
@@ -177,23 +205,10 @@ def test_a_signed_order_is_settled_split_and_claimed_to_the_wei(w3, market):
     assert settlement.functions.balanceOf(user.address).call() == 50 * OPEN
     assert w3.eth.get_balance(user.address) == 50 * OPEN - gas
 
-    order = {"user": user.address, "modelId": market["model"], "maxFee": 2 * OPEN, "nonce": 1,
-             "expiry": w3.eth.get_block("latest").timestamp + 3_600}
-    signed = Account.sign_typed_data(
-        user.key,
-        domain_data={"name": "OpenLedger Settlement", "version": "1", "chainId": w3.eth.chain_id,
-                     "verifyingContract": settlement.address},
-        message_types={"InferenceOrder": [
-            {"name": "user", "type": "address"}, {"name": "modelId", "type": "uint256"},
-            {"name": "maxFee", "type": "uint256"}, {"name": "nonce", "type": "uint256"},
-            {"name": "expiry", "type": "uint64"}]},
-        message_data=order,
-    )
-    order_tuple = (order["user"], order["modelId"], order["maxFee"], order["nonce"], order["expiry"])
+    order_tuple, signed = sign_order(w3, user, market["model"], 1)
     assert settlement.functions.orderDigest(order_tuple).call() == signed.message_hash
     weights = [250_000, 750_000]
-    receipt_tuple = (1_500, 200, b"\x01" * 32, b"\x02" * 32, market["datanet"], market["version"], 1,
-                     market["contributions"], weights)
+    receipt_tuple = inference_receipt(market, weights)
 
     fee = settlement.functions.quote(market["model"], 1_500, 200).call()
     platform_fee = settlement.functions.platformFee().call()

@@ -6,8 +6,8 @@ use std::time::Duration;
 use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
 use alloy_eips::eip2718::Encodable2718;
 use alloy_network::TxSignerSync;
-use alloy_primitives::{Address, Bytes, TxKind, U256};
-use alloy_rpc_types_eth::{TransactionReceipt, TransactionRequest};
+use alloy_primitives::{Address, B256, Bytes, TxKind, U64, U256};
+use alloy_rpc_types_eth::{Log, TransactionReceipt, TransactionRequest};
 use alloy_signer_local::PrivateKeySigner;
 use alloy_sol_types::{SolCall, SolEvent, SolInterface};
 use anyhow::{Context, bail};
@@ -22,6 +22,8 @@ use openledger_protocol::abi::{
 
 /// How long to wait for a transaction to be included.
 const RECEIPT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Blocks per `eth_getLogs` request: the node's default limit.
+const LOG_RANGE: u64 = 10_000;
 /// The priority fee offered, in wei.
 const PRIORITY_FEE: u128 = 1_000_000_000;
 
@@ -49,6 +51,15 @@ impl Client {
     /// The signing account.
     pub fn sender(&self) -> anyhow::Result<Address> {
         Ok(self.signer()?.address())
+    }
+
+    /// A secret only the signer can compute, `keccak256(key . context)`: a validator's salts are
+    /// derived from it so that a lost commitment file does not lose the rating.
+    pub fn signer_secret(&self, context: &[u8]) -> anyhow::Result<B256> {
+        let key = self.signer()?.to_bytes();
+        Ok(alloy_primitives::keccak256(
+            [key.as_slice(), context].concat(),
+        ))
     }
 
     fn signer(&self) -> anyhow::Result<&PrivateKeySigner> {
@@ -151,6 +162,38 @@ impl Client {
     pub async fn balance(&self, account: Address) -> anyhow::Result<U256> {
         self.request("eth_getBalance", rpc_params![account, "latest"])
             .await
+    }
+
+    /// The number of the newest block.
+    pub async fn block_number(&self) -> anyhow::Result<u64> {
+        let number: U64 = self.request("eth_blockNumber", rpc_params![]).await?;
+        Ok(number.to())
+    }
+
+    /// The logs `address` emitted in blocks `from..=to` whose first topic is one of `topics`,
+    /// fetched in ranges the node accepts.
+    pub async fn logs(
+        &self,
+        address: Address,
+        topics: &[B256],
+        from: u64,
+        to: u64,
+    ) -> anyhow::Result<Vec<Log>> {
+        let mut out = Vec::new();
+        let mut start = from;
+        while start <= to {
+            let end = to.min(start.saturating_add(LOG_RANGE - 1));
+            let filter = serde_json::json!({
+                "address": address,
+                "fromBlock": U64::from(start),
+                "toBlock": U64::from(end),
+                "topics": [topics],
+            });
+            let logs: Vec<Log> = self.request("eth_getLogs", rpc_params![filter]).await?;
+            out.extend(logs);
+            start = end + 1;
+        }
+        Ok(out)
     }
 }
 

@@ -1,5 +1,5 @@
-//! The protocol commands: `openledger datanet|model|settle|gov|stake ...`, clients of a
-//! running node.
+//! The protocol commands: `openledger datanet|model|settle|gov|stake|validator|feedback ...`,
+//! clients of a running node.
 //!
 //! Transactions are signed locally with a dev account (`--account N`), a raw key
 //! (`--private-key`, or `OPENLEDGER_PRIVATE_KEY`) or an encrypted keystore (`--keystore FILE`
@@ -8,6 +8,7 @@
 
 mod client;
 pub mod datanet;
+pub mod feedback;
 pub mod gov;
 pub mod model;
 pub mod settle;
