@@ -125,10 +125,14 @@ fn governance_sets_the_fees_and_quotas() {
             licence: "CC-BY-4.0".into(),
         },
     );
-    assert!(matches!(
+    assert_reverts(
         second,
-        Err(openledger_chain::ModuleError::Revert(_))
-    ));
+        IDatanets::QuotaExceeded {
+            quota: IDatanets::Quota::ContributorFiles,
+            wouldUse: U256::from(2),
+            limit: U256::from(1),
+        },
+    );
     assert_eq!(f.host.events::<IDatanets::ParamsSet>()[0].params, params);
 }
 

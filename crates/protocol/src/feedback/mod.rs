@@ -771,18 +771,17 @@ fn read_validator(
 }
 
 fn read_params(s: &mut Storage<'_>) -> Result<IFeedback::Params, ModuleError> {
-    let word = |s: &mut Storage<'_>, i| param(s, i);
     Ok(IFeedback::Params {
-        feeSharePpm: word(s, param::FEE_SHARE)?.saturating_to(),
-        validatorMinStake: word(s, param::MIN_STAKE)?,
-        commitWindow: word(s, param::COMMIT_WINDOW)?.saturating_to(),
-        revealWindow: word(s, param::REVEAL_WINDOW)?.saturating_to(),
-        tolerance: word(s, param::TOLERANCE)?.saturating_to(),
-        outlierLimit: word(s, param::OUTLIER_LIMIT)?.saturating_to(),
-        outlierSlashPpm: word(s, param::OUTLIER_SLASH)?.saturating_to(),
-        qualityAlphaPpm: word(s, param::QUALITY_ALPHA)?.saturating_to(),
-        harmfulQuorumPpm: word(s, param::HARMFUL_QUORUM)?.saturating_to(),
-        harmfulSlashPpm: word(s, param::HARMFUL_SLASH)?.saturating_to(),
+        feeSharePpm: param(s, param::FEE_SHARE)?.saturating_to(),
+        validatorMinStake: param(s, param::MIN_STAKE)?,
+        commitWindow: param(s, param::COMMIT_WINDOW)?.saturating_to(),
+        revealWindow: param(s, param::REVEAL_WINDOW)?.saturating_to(),
+        tolerance: param(s, param::TOLERANCE)?.saturating_to(),
+        outlierLimit: param(s, param::OUTLIER_LIMIT)?.saturating_to(),
+        outlierSlashPpm: param(s, param::OUTLIER_SLASH)?.saturating_to(),
+        qualityAlphaPpm: param(s, param::QUALITY_ALPHA)?.saturating_to(),
+        harmfulQuorumPpm: param(s, param::HARMFUL_QUORUM)?.saturating_to(),
+        harmfulSlashPpm: param(s, param::HARMFUL_SLASH)?.saturating_to(),
     })
 }
 

@@ -55,15 +55,12 @@ impl NativeModule for Settlement {
 
     fn genesis_storage(&self, genesis: &Genesis) -> Vec<(U256, U256)> {
         let p = &genesis.protocol;
-        consecutive(
-            PARAMS,
-            [
-                p.platform_fee,
-                U256::from(p.creator_share_ppm),
-                U256::from(p.stakers_share_ppm),
-                U256::from(p.contributors_share_ppm),
-            ],
-        )
+        let shares = Shares {
+            creator: p.creator_share_ppm,
+            stakers: p.stakers_share_ppm,
+            contributors: p.contributors_share_ppm,
+        };
+        consecutive(PARAMS, words(p.platform_fee, shares))
     }
 
     fn call(&self, call: ModuleCall<'_>, host: &mut dyn ModuleHost) -> Result<Bytes, ModuleError> {
@@ -456,6 +453,16 @@ fn fee_for(
     Ok((fee, platform_fee))
 }
 
+/// The parameters as the words they are stored in.
+fn words(platform_fee: U256, shares: Shares) -> [U256; 4] {
+    [
+        platform_fee,
+        U256::from(shares.creator),
+        U256::from(shares.stakers),
+        U256::from(shares.contributors),
+    ]
+}
+
 fn set_params(
     s: &mut Storage<'_>,
     caller: Address,
@@ -474,13 +481,7 @@ fn set_params(
             sum: U256::from(sum),
         }));
     }
-    let words = [
-        c.platformFee,
-        U256::from(c.creatorShare),
-        U256::from(c.stakersShare),
-        U256::from(c.contributorsShare),
-    ];
-    for (slot, value) in consecutive(PARAMS, words) {
+    for (slot, value) in consecutive(PARAMS, words(c.platformFee, shares)) {
         s.set(Slot(slot), value)?;
     }
     emit(

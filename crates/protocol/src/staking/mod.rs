@@ -82,18 +82,16 @@ impl NativeModule for Staking {
 
     fn genesis_storage(&self, genesis: &Genesis) -> Vec<(U256, U256)> {
         let p = &genesis.protocol.staking;
-        consecutive(
-            PARAMS,
-            [
-                U256::from(p.unbonding_period),
-                p.operator_min_stake,
-                U256::from(p.operator_volume_ppm),
-                U256::from(p.volume_window),
-                U256::from(p.reporter_share_ppm),
-                U256::from(p.penalty_threshold),
-                U256::from(p.penalty_cut_ppm),
-            ],
-        )
+        let params = IStaking::Params {
+            unbondingPeriod: p.unbonding_period,
+            operatorMinStake: p.operator_min_stake,
+            operatorVolumePpm: p.operator_volume_ppm,
+            volumeWindow: p.volume_window,
+            reporterSharePpm: p.reporter_share_ppm,
+            penaltyThreshold: p.penalty_threshold,
+            penaltyCutPpm: p.penalty_cut_ppm,
+        };
+        consecutive(PARAMS, words(&params))
     }
 
     fn call(&self, call: ModuleCall<'_>, host: &mut dyn ModuleHost) -> Result<Bytes, ModuleError> {
@@ -581,6 +579,19 @@ fn read_params(s: &mut Storage<'_>) -> Result<IStaking::Params, ModuleError> {
     })
 }
 
+/// The parameters as the words they are stored in.
+fn words(p: &IStaking::Params) -> [U256; 7] {
+    [
+        U256::from(p.unbondingPeriod),
+        p.operatorMinStake,
+        U256::from(p.operatorVolumePpm),
+        U256::from(p.volumeWindow),
+        U256::from(p.reporterSharePpm),
+        U256::from(p.penaltyThreshold),
+        U256::from(p.penaltyCutPpm),
+    ]
+}
+
 fn set_params(s: &mut Storage<'_>, caller: Address, p: IStaking::Params) -> Out {
     if !is_governance(s.host(), caller)? {
         return Err(revert(IStaking::NotGovernance { account: caller }));
@@ -592,16 +603,7 @@ fn set_params(s: &mut Storage<'_>, caller: Address, p: IStaking::Params) -> Out 
             }));
         }
     }
-    let values = [
-        U256::from(p.unbondingPeriod),
-        p.operatorMinStake,
-        U256::from(p.operatorVolumePpm),
-        U256::from(p.volumeWindow),
-        U256::from(p.reporterSharePpm),
-        U256::from(p.penaltyThreshold),
-        U256::from(p.penaltyCutPpm),
-    ];
-    for (slot, value) in consecutive(PARAMS, values) {
+    for (slot, value) in consecutive(PARAMS, words(&p)) {
         s.set(Slot(slot), value)?;
     }
     emit(s.host(), &IStaking::ParamsSet { params: p })?;
