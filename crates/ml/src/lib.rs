@@ -1,0 +1,17 @@
+//! The ModelFactory engine of OpenLedger: a Llama-style transformer on candle, LoRA fine-tuning,
+//! a BPE tokenizer and the synthetic domain data the project trains and tests on.
+//!
+//! Nothing here downloads anything: checkpoints are Hugging Face directories on disk, adapters are
+//! written in the PEFT format, and the dev base model is trained from data this crate generates.
+
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod frozen;
+pub mod llama;
+pub mod lora;
+
+pub use config::ModelConfig;
+pub use error::{MlError, Result};
+pub use llama::{KvCache, Llama, Weights};
+pub use lora::{Adapter, LoraConfig};
