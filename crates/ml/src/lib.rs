@@ -6,10 +6,13 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod data;
 pub mod error;
 pub mod frozen;
 pub mod llama;
 pub mod lora;
+pub mod synth;
+pub mod tokenizer;
 
 pub use config::ModelConfig;
 pub use error::{MlError, Result};
