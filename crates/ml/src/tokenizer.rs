@@ -42,7 +42,7 @@ pub fn train<'a>(
     tokenizer
         .train(&mut trainer, texts)
         .map_err(|e| MlError::Tokenizer(e.to_string()))?;
-    Ok(tokenizer.into())
+    Ok(tokenizer)
 }
 
 /// Reads a `tokenizer.json`.
