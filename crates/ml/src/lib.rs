@@ -8,11 +8,14 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod factory;
 pub mod frozen;
 pub mod llama;
 pub mod lora;
+pub mod plot;
 pub mod synth;
 pub mod tokenizer;
+pub mod train;
 
 pub use config::ModelConfig;
 pub use error::{MlError, Result};

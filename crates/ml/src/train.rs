@@ -1,0 +1,277 @@
+//! The training loop shared by LoRA fine-tuning and pre-training: AdamW, linear warm-up then cosine
+//! decay, global gradient-norm clipping, and held-out evaluation.
+//!
+//! The loop reports every step through a callback and leaves drawing to the caller, so the CLI's
+//! progress bar, the job API and the tests all drive the same code.
+
+use std::time::Instant;
+
+use candle_core::{D, Tensor, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Batch, Example};
+use crate::error::{MlError, Result};
+use crate::llama::Llama;
+
+/// Optimiser and schedule settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainOptions {
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Examples per step.
+    pub batch_size: usize,
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Stop after this many steps even if epochs remain.
+    pub max_steps: Option<usize>,
+    /// Fraction of the steps spent warming the learning rate up from zero.
+    pub warmup: f64,
+    /// AdamW's decoupled weight decay.
+    pub weight_decay: f64,
+    /// Gradients are scaled down to this global L2 norm when they exceed it.
+    pub max_grad_norm: f64,
+    /// Seed of the batch order.
+    pub seed: u64,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            lr: 2e-4,
+            batch_size: 8,
+            epochs: 1,
+            max_steps: None,
+            warmup: 0.05,
+            weight_decay: 0.0,
+            max_grad_norm: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+/// What the loop reports after each step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Steps done, from 1.
+    pub step: usize,
+    /// Steps the run will take.
+    pub total_steps: usize,
+    /// Training loss of this step's batch.
+    pub loss: f64,
+    /// Learning rate used for this step.
+    pub lr: f64,
+    /// Gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Target tokens per second since the start.
+    pub tokens_per_sec: f64,
+}
+
+/// Loss and perplexity on held-out examples.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// Mean cross-entropy per target token, in nats.
+    pub loss: f64,
+    /// `exp(loss)`.
+    pub perplexity: f64,
+    /// Target tokens evaluated.
+    pub tokens: usize,
+}
+
+/// The outcome of a training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunStats {
+    /// Steps taken.
+    pub steps: usize,
+    /// Target tokens trained on.
+    pub tokens: usize,
+    /// Wall-clock seconds of the loop.
+    pub seconds: f64,
+    /// Target tokens per second.
+    pub tokens_per_sec: f64,
+    /// Every step's progress, the loss curve.
+    pub curve: Vec<Progress>,
+}
+
+/// Mean cross-entropy of the batch's real target tokens.
+pub fn batch_loss(model: &Llama, batch: &Batch) -> Result<Tensor> {
+    let (sum, tokens) = summed_loss(model, batch)?;
+    Ok((sum / tokens as f64)?)
+}
+
+fn summed_loss(model: &Llama, batch: &Batch) -> Result<(Tensor, usize)> {
+    let logits = model.forward(&batch.inputs)?;
+    let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+    let picked = log_probs
+        .gather(&batch.targets.unsqueeze(D::Minus1)?, D::Minus1)?
+        .squeeze(D::Minus1)?;
+    Ok(((picked * &batch.mask)?.sum_all()?.neg()?, batch.tokens))
+}
+
+/// Loss and perplexity of `model` on `examples`, token-weighted.
+pub fn evaluate(model: &Llama, examples: &[Example], batch_size: usize) -> Result<Evaluation> {
+    let (mut total, mut tokens) = (0f64, 0usize);
+    for chunk in examples.chunks(batch_size.max(1)) {
+        let refs: Vec<&Example> = chunk.iter().collect();
+        let batch = Batch::new(&refs, model.device())?;
+        let (sum, n) = summed_loss(model, &batch)?;
+        total += sum.detach().to_scalar::<f32>()? as f64;
+        tokens += n;
+    }
+    if tokens == 0 {
+        return Err(MlError::Input("no held-out tokens to evaluate".into()));
+    }
+    let loss = total / tokens as f64;
+    Ok(Evaluation {
+        loss,
+        perplexity: loss.exp(),
+        tokens,
+    })
+}
+
+/// Learning rate at `step` (0-based) of `total`: linear warm-up over `warmup_steps`, then cosine
+/// decay to zero.
+pub fn learning_rate(step: usize, total: usize, warmup_steps: usize, peak: f64) -> f64 {
+    if step < warmup_steps {
+        return peak * (step + 1) as f64 / warmup_steps as f64;
+    }
+    let span = total.saturating_sub(warmup_steps).max(1) as f64;
+    let progress = ((step - warmup_steps) as f64 / span).min(1.0);
+    peak * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+}
+
+/// Number of steps `options` take over `examples` training examples.
+pub fn total_steps(examples: usize, options: &TrainOptions) -> usize {
+    let per_epoch = examples.div_ceil(options.batch_size.max(1));
+    let steps = per_epoch * options.epochs;
+    options.max_steps.map_or(steps, |max| steps.min(max))
+}
+
+/// Trains `vars` (the model's trainable tensors) on `examples`.
+pub fn train(
+    model: &Llama,
+    vars: Vec<Var>,
+    examples: &[Example],
+    options: &TrainOptions,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<RunStats> {
+    if options.batch_size == 0 || options.epochs == 0 || options.lr.is_nan() || options.lr <= 0.0 {
+        return Err(MlError::Config(
+            "batch size, epochs and learning rate must be positive".into(),
+        ));
+    }
+    if examples.is_empty() {
+        return Err(MlError::Input("no training examples".into()));
+    }
+    let total = total_steps(examples.len(), options);
+    let warmup_steps = (total as f64 * options.warmup).ceil() as usize;
+    let params = ParamsAdamW {
+        lr: options.lr,
+        weight_decay: options.weight_decay,
+        ..Default::default()
+    };
+    let mut optimizer = AdamW::new(vars.clone(), params)?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(options.seed);
+    let start = Instant::now();
+    let (mut step, mut tokens, mut curve) = (0, 0, Vec::with_capacity(total));
+    'epochs: loop {
+        let mut order: Vec<&Example> = examples.iter().collect();
+        order.shuffle(&mut rng);
+        for chunk in order.chunks(options.batch_size) {
+            if step == total {
+                break 'epochs;
+            }
+            let batch = Batch::new(chunk, model.device())?;
+            let loss = batch_loss(model, &batch)?;
+            let mut grads = loss.backward()?;
+            let grad_norm = clip(&mut grads, &vars, options.max_grad_norm)?;
+            let lr = learning_rate(step, total, warmup_steps, options.lr);
+            optimizer.set_learning_rate(lr);
+            optimizer.step(&grads)?;
+            step += 1;
+            tokens += batch.tokens;
+            let report = Progress {
+                step,
+                total_steps: total,
+                loss: loss.to_scalar::<f32>()? as f64,
+                lr,
+                grad_norm,
+                tokens_per_sec: tokens as f64 / start.elapsed().as_secs_f64().max(1e-9),
+            };
+            progress(&report);
+            curve.push(report);
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(RunStats {
+        steps: step,
+        tokens,
+        seconds,
+        tokens_per_sec: tokens as f64 / seconds.max(1e-9),
+        curve,
+    })
+}
+
+/// Scales the gradients of `vars` to a global L2 norm of at most `max_norm`; returns the norm
+/// before scaling.
+fn clip(grads: &mut candle_core::backprop::GradStore, vars: &[Var], max_norm: f64) -> Result<f64> {
+    let mut squares = 0f64;
+    for var in vars {
+        if let Some(g) = grads.get(var) {
+            squares += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+        }
+    }
+    let norm = squares.sqrt();
+    if norm > max_norm && max_norm > 0.0 {
+        let factor = max_norm / norm;
+        for var in vars {
+            if let Some(g) = grads.remove(var) {
+                grads.insert(var, (g * factor)?);
+            }
+        }
+    }
+    Ok(norm)
+}
+
+/// The process's peak resident memory in bytes (Linux `VmHWM`), `None` elsewhere.
+pub fn peak_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schedule_warms_up_then_decays_to_zero() {
+        let lr: Vec<f64> = (0..10).map(|s| learning_rate(s, 10, 2, 1.0)).collect();
+        assert_eq!(&lr[..3], &[0.5, 1.0, 1.0]);
+        assert!(lr.windows(2).skip(2).all(|w| w[1] < w[0]), "{lr:?}");
+        assert!(learning_rate(10, 10, 2, 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn steps_are_capped_by_max_steps() {
+        let options = TrainOptions {
+            batch_size: 4,
+            epochs: 3,
+            ..Default::default()
+        };
+        assert_eq!(total_steps(10, &options), 9);
+        assert_eq!(
+            total_steps(
+                10,
+                &TrainOptions {
+                    max_steps: Some(5),
+                    ..options
+                }
+            ),
+            5
+        );
+    }
+}
