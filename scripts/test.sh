@@ -30,8 +30,8 @@ target/e2e-venv/bin/pip install --quiet --disable-pip-version-check -r tests/e2e
 mkdir -p target/e2e
 node tests/e2e/compile.mjs "$OPENLEDGER_CONTRACTS"
 
-step "end-to-end: web3.py and the crash test"
-target/e2e-venv/bin/python -m pytest -q -p no:cacheprovider tests/e2e/web3py tests/e2e/crash
+step "end-to-end: web3.py, the crash test, and the ModelFactory files read by safetensors"
+target/e2e-venv/bin/python -m pytest -q -p no:cacheprovider tests/e2e/web3py tests/e2e/crash tests/e2e/ml
 
 step "end-to-end: viem"
 (cd tests/e2e && node --test viem/)

@@ -7,7 +7,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
@@ -130,6 +130,19 @@ pub fn random_weights(config: &ModelConfig, seed: u64, device: &Device) -> Resul
                 (0..n).map(|_| normal.sample(&mut rng)).collect()
             };
             Ok((name, Tensor::from_vec(values, shape, device)?))
+        })
+        .collect()
+}
+
+/// Turns every weight into a training variable, for pre-training or a full fine-tune; the map
+/// then holds the variables' live tensors.
+pub fn make_trainable(weights: &mut Weights) -> Result<Vec<Var>> {
+    weights
+        .values_mut()
+        .map(|tensor| {
+            let var = Var::from_tensor(tensor)?;
+            *tensor = var.as_tensor().clone();
+            Ok(var)
         })
         .collect()
 }

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Var};
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{TOKENIZER_FILE, load_model, random_weights, save_checkpoint};
+use crate::checkpoint::{
+    TOKENIZER_FILE, load_model, make_trainable, random_weights, save_checkpoint,
+};
 use crate::config::ModelConfig;
 use crate::data::{Example, Row, read_rows, split, tokenize};
 use crate::error::{MlError, Result};
@@ -149,12 +151,7 @@ impl Pretrain {
         let (train_set, eval_set) =
             prepare(&rows, &tokenizer, &self.data, self.train.seed, &config)?;
         let mut weights = random_weights(&config, self.train.seed, &device)?;
-        let mut vars = Vec::with_capacity(weights.len());
-        for tensor in weights.values_mut() {
-            let var = Var::from_tensor(tensor)?;
-            *tensor = var.as_tensor().clone();
-            vars.push(var);
-        }
+        let vars = make_trainable(&mut weights)?;
         let model = Llama::new(config.clone(), &weights)?;
         let sets = Sets {
             rows: &rows,

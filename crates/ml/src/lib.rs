@@ -7,9 +7,11 @@
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod devbase;
 pub mod error;
 pub mod factory;
 pub mod frozen;
+pub mod generate;
 pub mod llama;
 pub mod lora;
 pub mod plot;
@@ -17,6 +19,7 @@ pub mod synth;
 pub mod tokenizer;
 pub mod train;
 
+pub use candle_core::Device;
 pub use config::ModelConfig;
 pub use error::{MlError, Result};
 pub use llama::{KvCache, Llama, Weights};

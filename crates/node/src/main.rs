@@ -6,6 +6,7 @@ mod content_api;
 mod datadir;
 mod db;
 mod dev;
+mod factory;
 mod statetest;
 
 use clap::{Parser, Subcommand};
@@ -33,7 +34,7 @@ enum Command {
     Db(db::DbArgs),
     /// Datanets: create, upload and contribute files, curate versions, list and show.
     Datanet(cli::datanet::DatanetArgs),
-    /// Models: propose, approve, register a trained adapter, deploy, show.
+    /// Models: pre-train a base model; propose, approve, register a trained adapter, deploy, show.
     Model(cli::model::ModelArgs),
     /// Inference escrow and rewards: deposit, withdraw, claim, show rewards.
     Settle(cli::settle::SettleArgs),
@@ -45,6 +46,14 @@ enum Command {
     Validator(cli::feedback::ValidatorArgs),
     /// Validator feedback: export accepted ratings as a preference dataset.
     Feedback(cli::feedback::FeedbackArgs),
+    /// Training data: generate synthetic domain corpora.
+    Data(factory::DataArgs),
+    /// Tokenizers: train a byte-level BPE tokenizer.
+    Tokenizer(factory::TokenizerArgs),
+    /// Fine-tune LoRA adapters on a base model (ModelFactory), saved in the PEFT format.
+    Train(factory::TrainArgs),
+    /// Generate text with a base model and optionally an adapter.
+    Generate(factory::GenerateArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -61,6 +70,10 @@ fn main() -> std::process::ExitCode {
         Command::Stake(args) => cli::stake::run(args),
         Command::Validator(args) => cli::feedback::run(args),
         Command::Feedback(args) => cli::feedback::run_feedback(args),
+        Command::Data(args) => factory::run_data(args),
+        Command::Tokenizer(args) => factory::run_tokenizer(args),
+        Command::Train(args) => factory::run_train(args),
+        Command::Generate(args) => factory::run_generate(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

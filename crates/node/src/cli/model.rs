@@ -20,6 +20,17 @@ pub struct ModelArgs {
 
 #[derive(Debug, Subcommand)]
 enum ModelCommand {
+    /// Pre-train a base model from scratch (tokenizer and weights, Hugging Face format); without
+    /// options, (re)builds the dev base model.
+    Pretrain(crate::factory::PretrainArgs),
+    /// The on-chain model registry.
+    #[command(flatten)]
+    Registry(RegistryCommand),
+}
+
+/// Transactions and views of the Models module.
+#[derive(Debug, Subcommand)]
+enum RegistryCommand {
     /// Propose a model fine-tuned on datanets.
     Propose {
         /// Its name.
@@ -77,11 +88,15 @@ enum ModelCommand {
 
 /// Runs `openledger model`.
 pub fn run(args: ModelArgs) -> anyhow::Result<()> {
+    let command = match args.command {
+        ModelCommand::Pretrain(pretrain) => return crate::factory::run_pretrain(pretrain),
+        ModelCommand::Registry(command) => command,
+    };
     block_on(async move {
         let common = &args.common;
         let client = common.client()?;
-        let (receipt, json, text) = match args.command {
-            ModelCommand::Propose {
+        let (receipt, json, text) = match command {
+            RegistryCommand::Propose {
                 name,
                 base_model,
                 datanets,
@@ -101,7 +116,7 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
                 let text = format!("Proposed model {id} {:?}, awaiting approval", event.name);
                 (receipt, json!({"modelId": id.to_string()}), text)
             }
-            ModelCommand::Approve { model } => {
+            RegistryCommand::Approve { model } => {
                 let call = IModels::approveModelCall { modelId: model };
                 let receipt = client.send(MODELS, &call, U256::ZERO).await?;
                 (
@@ -110,7 +125,7 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
                     format!("Approved model {model}"),
                 )
             }
-            ModelCommand::Register {
+            RegistryCommand::Register {
                 model,
                 adapter_hash,
                 datanet_versions,
@@ -126,7 +141,7 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
                 let text = format!("Model {model} trained: adapter {adapter_hash}");
                 (receipt, json!({"modelId": model.to_string()}), text)
             }
-            ModelCommand::Deploy {
+            RegistryCommand::Deploy {
                 model,
                 operator,
                 input_rate,
@@ -146,7 +161,7 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
                 );
                 (receipt, json!({"modelId": model.to_string()}), text)
             }
-            ModelCommand::Show { model } => {
+            RegistryCommand::Show { model } => {
                 let m = client
                     .view(MODELS, &IModels::getModelCall { modelId: model })
                     .await?;

@@ -1,0 +1,264 @@
+//! Text generation with a KV cache: temperature and nucleus (top-p) sampling, stop sequences, and
+//! a seed that makes sampling repeatable.
+
+use candle_core::{DType, Tensor};
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use tokenizers::Tokenizer;
+
+use crate::error::{MlError, Result};
+use crate::llama::{KvCache, Llama};
+use crate::tokenizer::{decode, encode, end_of_text};
+
+/// Sampling settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerateOptions {
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+    /// Softmax temperature; 0 picks the most likely token every time.
+    pub temperature: f64,
+    /// Nucleus sampling: draw from the smallest set of tokens whose probability reaches this.
+    pub top_p: f64,
+    /// Generation stops before the first of these strings appears.
+    pub stop: Vec<String>,
+    /// Seed of the sampler.
+    pub seed: u64,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        Self {
+            max_tokens: 64,
+            temperature: 0.8,
+            top_p: 0.95,
+            stop: Vec::new(),
+            seed: 0,
+        }
+    }
+}
+
+/// Why generation ended, in OpenAI's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinishReason {
+    /// The model ended the text or a stop sequence appeared.
+    Stop,
+    /// `max_tokens` or the context length was reached.
+    Length,
+}
+
+/// A finished generation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Generation {
+    /// The generated text, without the prompt and without any stop sequence.
+    pub text: String,
+    /// The generated token ids.
+    pub tokens: Vec<u32>,
+    /// Tokens of the prompt, the start token included.
+    pub prompt_tokens: usize,
+    /// Why it ended.
+    pub finish_reason: FinishReason,
+}
+
+/// Generates a continuation of `prompt`, passing each new piece of text to `on_text` as it is
+/// decided (text held back while it could still become a stop sequence is passed later).
+pub fn generate(
+    model: &Llama,
+    tokenizer: &Tokenizer,
+    prompt: &str,
+    options: &GenerateOptions,
+    on_text: &mut dyn FnMut(&str),
+) -> Result<Generation> {
+    validate(options)?;
+    let eot = end_of_text(tokenizer);
+    let mut prompt_ids: Vec<u32> = eot.into_iter().collect();
+    prompt_ids.extend(encode(tokenizer, prompt)?);
+    let vocab = model.config().vocab_size;
+    if let Some(bad) = prompt_ids.iter().find(|&&t| t as usize >= vocab) {
+        return Err(MlError::Input(format!(
+            "prompt token {bad} is outside the model's vocabulary of {vocab}"
+        )));
+    }
+    let room = model
+        .config()
+        .max_position_embeddings
+        .saturating_sub(prompt_ids.len());
+    if room == 0 {
+        return Err(MlError::Input(format!(
+            "the prompt's {} tokens fill the context of {}",
+            prompt_ids.len(),
+            model.config().max_position_embeddings
+        )));
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(options.seed);
+    let mut cache = KvCache::default();
+    let mut input = Tensor::new(prompt_ids.as_slice(), model.device())?.unsqueeze(0)?;
+    let (mut tokens, mut emitted) = (Vec::new(), 0usize);
+    let mut finish = FinishReason::Length;
+    let mut text = String::new();
+    while tokens.len() < options.max_tokens.min(room) {
+        let logits = model
+            .forward_cached(&input, &mut cache)?
+            .squeeze(0)?
+            .to_dtype(DType::F32)?;
+        let next = sample(&logits.to_vec1::<f32>()?, options, &mut rng);
+        if Some(next) == eot {
+            finish = FinishReason::Stop;
+            break;
+        }
+        tokens.push(next);
+        text = decode(tokenizer, &tokens)?;
+        if let Some(at) = options
+            .stop
+            .iter()
+            .filter_map(|s| text.find(s.as_str()))
+            .min()
+        {
+            text.truncate(at);
+            finish = FinishReason::Stop;
+            break;
+        }
+        let safe = settled_prefix(&text, &options.stop);
+        if safe > emitted {
+            on_text(&text[emitted..safe]);
+            emitted = safe;
+        }
+        input = Tensor::new(&[[next]], model.device())?;
+    }
+    if text.len() > emitted {
+        on_text(&text[emitted..]);
+    }
+    Ok(Generation {
+        text,
+        tokens,
+        prompt_tokens: prompt_ids.len(),
+        finish_reason: finish,
+    })
+}
+
+fn validate(options: &GenerateOptions) -> Result<()> {
+    if options.temperature.is_nan() || options.temperature < 0.0 {
+        return Err(MlError::Input(format!(
+            "temperature {} must be zero or more",
+            options.temperature
+        )));
+    }
+    if options.top_p.is_nan() || options.top_p <= 0.0 || options.top_p > 1.0 {
+        return Err(MlError::Input(format!(
+            "top_p {} must be in (0, 1]",
+            options.top_p
+        )));
+    }
+    Ok(())
+}
+
+/// Length of the prefix of `text` that no continuation can turn into a stop sequence, cut at a
+/// character boundary and before an incomplete character (U+FFFD from a split byte sequence).
+fn settled_prefix(text: &str, stop: &[String]) -> usize {
+    let mut end = text.find('\u{FFFD}').unwrap_or(text.len());
+    for s in stop {
+        for k in (1..s.len()).rev() {
+            if s.is_char_boundary(k) && text[..end].ends_with(&s[..k]) {
+                end -= k;
+                break;
+            }
+        }
+    }
+    end
+}
+
+/// Picks the next token: greedy at temperature 0, else nucleus sampling.
+fn sample(logits: &[f32], options: &GenerateOptions, rng: &mut impl Rng) -> u32 {
+    let argmax = || {
+        logits
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map_or(0, |(i, _)| i as u32)
+    };
+    if options.temperature == 0.0 {
+        return argmax();
+    }
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut probs: Vec<(u32, f64)> = logits
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| (i as u32, (((l - max) as f64) / options.temperature).exp()))
+        .collect();
+    probs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let total: f64 = probs.iter().map(|p| p.1).sum();
+    let mut kept = 0.0;
+    let cut = probs
+        .iter()
+        .position(|p| {
+            kept += p.1 / total;
+            kept >= options.top_p
+        })
+        .map_or(probs.len(), |i| i + 1);
+    let nucleus = &probs[..cut];
+    let mass: f64 = nucleus.iter().map(|p| p.1).sum();
+    let mut draw = rng.random::<f64>() * mass;
+    for &(token, p) in nucleus {
+        draw -= p;
+        if draw <= 0.0 {
+            return token;
+        }
+    }
+    nucleus.last().map_or_else(argmax, |p| p.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_takes_the_argmax_and_top_p_keeps_the_nucleus() {
+        let logits = [0.0, 5.0, 4.9, -3.0];
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let greedy = GenerateOptions {
+            temperature: 0.0,
+            ..Default::default()
+        };
+        assert_eq!(sample(&logits, &greedy, &mut rng), 1);
+        let narrow = GenerateOptions {
+            temperature: 1.0,
+            top_p: 0.5,
+            ..Default::default()
+        };
+        assert!((0..50).all(|_| sample(&logits, &narrow, &mut rng) == 1));
+        let wide = GenerateOptions {
+            temperature: 1.0,
+            top_p: 1.0,
+            ..Default::default()
+        };
+        let drawn: std::collections::HashSet<u32> =
+            (0..200).map(|_| sample(&logits, &wide, &mut rng)).collect();
+        assert!(drawn.contains(&1) && drawn.contains(&2));
+    }
+
+    #[test]
+    fn text_that_may_become_a_stop_sequence_is_held_back() {
+        let stop = vec!["\n\nQ:".to_string()];
+        assert_eq!(settled_prefix("answer\n\n", &stop), "answer".len());
+        assert_eq!(settled_prefix("answer\nx", &stop), "answer\nx".len());
+        assert_eq!(settled_prefix("caf\u{FFFD}", &[]), 3);
+    }
+
+    #[test]
+    fn bad_options_are_refused() {
+        assert!(
+            validate(&GenerateOptions {
+                top_p: 0.0,
+                ..Default::default()
+            })
+            .is_err()
+        );
+        assert!(
+            validate(&GenerateOptions {
+                temperature: f64::NAN,
+                ..Default::default()
+            })
+            .is_err()
+        );
+    }
+}

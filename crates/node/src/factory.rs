@@ -1,0 +1,420 @@
+//! The ModelFactory commands: `openledger data synth`, `openledger tokenizer train`,
+//! `openledger model pretrain`, `openledger train` and `openledger generate`.
+//!
+//! They run the `openledger-ml` engine locally and need no node. Long work shows a progress bar
+//! on a terminal and a summary at the end; `--json` prints the result as JSON instead.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use openledger_ml::factory::{DataOptions, FineTune, LOSS_CURVE_FILE, METRICS_FILE, Metrics};
+use openledger_ml::generate::{GenerateOptions, generate};
+use openledger_ml::synth::SynthOptions;
+use openledger_ml::train::{Progress, TrainOptions};
+use openledger_ml::{Adapter, LoraConfig, checkpoint, data, devbase, tokenizer};
+
+/// Options of `openledger data`.
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    #[command(subcommand)]
+    command: DataCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum DataCommand {
+    /// Generate a synthetic domain corpus: one JSONL file per contributor and a manifest.
+    Synth {
+        /// The domain: medical, legal, finance or science.
+        #[arg(long, default_value = "medical")]
+        domain: String,
+        /// Number of contributors.
+        #[arg(long, default_value_t = 8)]
+        contributors: usize,
+        /// Rows per contributor.
+        #[arg(long, default_value_t = 200)]
+        rows: usize,
+        /// Seed; the same seed writes the same bytes.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Scramble this contributor's facts (0-based), for attribution tests.
+        #[arg(long)]
+        noise_contributor: Option<usize>,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Runs `openledger data`.
+pub fn run_data(args: DataArgs) -> anyhow::Result<()> {
+    let DataCommand::Synth {
+        domain,
+        contributors,
+        rows,
+        seed,
+        noise_contributor,
+        out,
+    } = args.command;
+    let options = SynthOptions {
+        domain,
+        contributors,
+        rows,
+        seed,
+        noise_contributor,
+    };
+    let manifest = openledger_ml::synth::generate(&options, &out)?;
+    println!(
+        "wrote {} contributors x {rows} rows of {} data and manifest.json to {}",
+        manifest.contributors.len(),
+        manifest.domain,
+        out.display()
+    );
+    Ok(())
+}
+
+/// Options of `openledger tokenizer`.
+#[derive(Debug, Args)]
+pub struct TokenizerArgs {
+    #[command(subcommand)]
+    command: TokenizerCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenizerCommand {
+    /// Train a byte-level BPE tokenizer and save it as tokenizer.json.
+    Train {
+        /// Data files: JSONL rows with a "text" field, or text with one row per line.
+        #[arg(long, num_args = 1.., required = true)]
+        data: Vec<PathBuf>,
+        /// Largest vocabulary, special tokens included.
+        #[arg(long, default_value_t = 2048)]
+        vocab_size: usize,
+        /// Output file.
+        #[arg(long, default_value = "tokenizer.json")]
+        out: PathBuf,
+    },
+}
+
+/// Runs `openledger tokenizer`.
+pub fn run_tokenizer(args: TokenizerArgs) -> anyhow::Result<()> {
+    let TokenizerCommand::Train {
+        data,
+        vocab_size,
+        out,
+    } = args.command;
+    let rows = data::read_rows(&data)?;
+    let trained = tokenizer::train(rows.iter().map(|r| r.text.as_str()), vocab_size)?;
+    tokenizer::save(&trained, &out)?;
+    println!(
+        "trained {} tokens on {} rows into {}",
+        trained.get_vocab_size(true),
+        rows.len(),
+        out.display()
+    );
+    Ok(())
+}
+
+/// Optimiser options shared by `model pretrain` and `train`.
+#[derive(Debug, Args)]
+struct OptimArgs {
+    /// Examples per step.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Passes over the training rows.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Stop after this many steps.
+    #[arg(long)]
+    max_steps: Option<usize>,
+    /// Fraction of rows held out to measure loss and perplexity.
+    #[arg(long, default_value_t = 0.1)]
+    eval_split: f64,
+    /// Longest example in tokens.
+    #[arg(long, default_value_t = 128)]
+    context: usize,
+    /// Seed of initialisation, split and batch order.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print the metrics as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl OptimArgs {
+    fn apply(&self, lr: Option<f64>, mut options: TrainOptions) -> TrainOptions {
+        options.lr = lr.unwrap_or(options.lr);
+        options.batch_size = self.batch_size.unwrap_or(options.batch_size);
+        options.epochs = self.epochs.unwrap_or(options.epochs);
+        options.max_steps = self.max_steps.or(options.max_steps);
+        options.seed = self.seed;
+        options
+    }
+}
+
+/// Options of `openledger model pretrain`.
+#[derive(Debug, Args)]
+pub struct PretrainArgs {
+    /// Output checkpoint directory [default: the dev base model's cache]
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Data files; without them, the dev base model's generated corpus.
+    #[arg(long, num_args = 1..)]
+    data: Vec<PathBuf>,
+    /// Width of the residual stream.
+    #[arg(long)]
+    hidden: Option<usize>,
+    /// Decoder blocks.
+    #[arg(long)]
+    layers: Option<usize>,
+    /// Attention heads.
+    #[arg(long)]
+    heads: Option<usize>,
+    /// Key/value heads (grouped-query attention).
+    #[arg(long)]
+    kv_heads: Option<usize>,
+    /// Largest tokenizer vocabulary.
+    #[arg(long, default_value_t = 2048)]
+    vocab_size: usize,
+    /// Peak learning rate [default: 3e-3]
+    #[arg(long)]
+    lr: Option<f64>,
+    #[command(flatten)]
+    optim: OptimArgs,
+}
+
+/// Runs `openledger model pretrain`.
+pub fn run_pretrain(args: PretrainArgs) -> anyhow::Result<()> {
+    let out = args.out.clone().unwrap_or_else(dev_base_dir);
+    let work = tempfile::tempdir().context("cannot create a scratch directory")?;
+    let mut job = devbase::recipe(work.path(), &out)?;
+    if !args.data.is_empty() {
+        job.data.files = args.data.clone();
+    }
+    job.data.eval_split = args.optim.eval_split;
+    job.data.context = args.optim.context;
+    job.vocab_size = args.vocab_size;
+    let c = &mut job.config;
+    c.hidden_size = args.hidden.unwrap_or(c.hidden_size);
+    c.num_hidden_layers = args.layers.unwrap_or(c.num_hidden_layers);
+    c.num_attention_heads = args.heads.unwrap_or(c.num_attention_heads);
+    c.num_key_value_heads = args.kv_heads.or(c.num_key_value_heads);
+    if args.hidden.is_some() {
+        c.intermediate_size =
+            openledger_ml::ModelConfig::llama(0, c.hidden_size, 1, 1, 1).intermediate_size;
+    }
+    job.train = args.optim.apply(args.lr, job.train);
+    c.vocab_size = args.vocab_size;
+    eprintln!(
+        "pre-training a model of up to {:.1}M parameters into {}",
+        job.config.parameter_count() as f64 / 1e6,
+        out.display()
+    );
+    let metrics = run_with_bar(|bar| job.run(bar))?;
+    report(&metrics, &out, args.optim.json)
+}
+
+/// The dev base model's cache directory.
+pub fn dev_base_dir() -> PathBuf {
+    dirs::data_dir()
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("openledger")
+        .join("models")
+        .join("dev-base")
+}
+
+/// The dev base model, built on first use.
+fn dev_base() -> anyhow::Result<PathBuf> {
+    let dir = dev_base_dir();
+    if dir.join(checkpoint::WEIGHTS_FILE).is_file() {
+        return Ok(dir);
+    }
+    eprintln!(
+        "building the dev base model (first use only) into {}",
+        dir.display()
+    );
+    let work = tempfile::tempdir().context("cannot create a scratch directory")?;
+    let staging = dir.with_extension("partial");
+    let job = devbase::recipe(work.path(), &staging)?;
+    run_with_bar(|bar| job.run(bar))?;
+    std::fs::rename(&staging, &dir)
+        .with_context(|| format!("cannot move the dev base model to {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Options of `openledger train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Base checkpoint directory (Hugging Face format) [default: the dev base model, built on first use]
+    #[arg(long)]
+    base: Option<PathBuf>,
+    /// Data files: JSONL rows (text, id, contributor) or text with one row per line.
+    #[arg(long, num_args = 1.., required = true)]
+    data: Vec<PathBuf>,
+    /// Output directory for the PEFT adapter, metrics.json, loss_curve.svg and rows.json.
+    #[arg(long)]
+    out: PathBuf,
+    /// LoRA rank.
+    #[arg(long, default_value_t = 8)]
+    rank: usize,
+    /// LoRA alpha; the update is scaled by alpha / rank.
+    #[arg(long, default_value_t = 16.0)]
+    alpha: f64,
+    /// Projections to adapt: q,k,v,o,gate,up,down.
+    #[arg(long, default_value = "q,k,v,o")]
+    targets: String,
+    /// Peak learning rate [default: 2e-4]
+    #[arg(long)]
+    lr: Option<f64>,
+    #[command(flatten)]
+    optim: OptimArgs,
+}
+
+/// Runs `openledger train`.
+pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
+    let base = match &args.base {
+        Some(dir) => dir.clone(),
+        None => dev_base()?,
+    };
+    let job = FineTune {
+        base,
+        data: DataOptions {
+            files: args.data.clone(),
+            eval_split: args.optim.eval_split,
+            context: args.optim.context,
+        },
+        out: args.out.clone(),
+        lora: LoraConfig::new(args.rank, args.alpha, &args.targets)?,
+        train: args.optim.apply(args.lr, TrainOptions::default()),
+    };
+    let metrics = run_with_bar(|bar| job.run(bar))?;
+    report(&metrics, &args.out, args.optim.json)
+}
+
+/// Options of `openledger generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Base checkpoint directory [default: the dev base model, built on first use]
+    #[arg(long)]
+    base: Option<PathBuf>,
+    /// A PEFT adapter directory to apply.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// The prompt.
+    #[arg(long)]
+    prompt: String,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 64)]
+    max_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f64,
+    /// Nucleus sampling threshold.
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f64,
+    /// Stop before this string (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print the result as JSON instead of streaming text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `openledger generate`.
+pub fn run_generate(args: GenerateArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    let base = match &args.base {
+        Some(dir) => dir.clone(),
+        None => dev_base()?,
+    };
+    let device = openledger_ml::Device::Cpu;
+    let mut model = checkpoint::load_model(&base, &device)?;
+    let tok = tokenizer::load(&base.join(checkpoint::TOKENIZER_FILE))?;
+    if let Some(dir) = &args.adapter {
+        Adapter::load(dir, model.config(), &device)?.apply(&mut model)?;
+    }
+    let options = GenerateOptions {
+        max_tokens: args.max_tokens,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        stop: args.stop.clone(),
+        seed: args.seed,
+    };
+    let mut stdout = std::io::stdout();
+    let mut stream = |piece: &str| {
+        if !args.json {
+            let _ = write!(stdout, "{piece}");
+            let _ = stdout.flush();
+        }
+    };
+    let generation = generate(&model, &tok, &args.prompt, &options, &mut stream)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&generation)?);
+    } else {
+        println!();
+    }
+    Ok(())
+}
+
+/// Runs a training job under a progress bar showing loss, learning rate and tokens/s.
+fn run_with_bar(
+    job: impl FnOnce(&mut dyn FnMut(&Progress)) -> openledger_ml::Result<Metrics>,
+) -> anyhow::Result<Metrics> {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} steps  {msg}",
+        )
+        .expect("valid template"),
+    );
+    let mut on_step = |p: &Progress| {
+        bar.set_length(p.total_steps as u64);
+        bar.set_position(p.step as u64);
+        bar.set_message(format!(
+            "loss {:.3}  lr {:.1e}  {:.0} tok/s",
+            p.loss, p.lr, p.tokens_per_sec
+        ));
+    };
+    let result = job(&mut on_step);
+    bar.finish_and_clear();
+    Ok(result?)
+}
+
+fn report(metrics: &Metrics, out: &Path, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(metrics)?);
+        return Ok(());
+    }
+    let eval = |e: Option<openledger_ml::train::Evaluation>| {
+        e.map_or("-".to_string(), |e| {
+            format!("loss {:.3} (perplexity {:.1})", e.loss, e.perplexity)
+        })
+    };
+    println!(
+        "{} finished: {} steps, {} rows ({} held out)",
+        metrics.kind, metrics.run.steps, metrics.train_rows, metrics.eval_rows
+    );
+    println!("  held-out before: {}", eval(metrics.eval_before));
+    println!("  held-out after:  {}", eval(metrics.eval_after));
+    println!(
+        "  {:.0} tokens/s, {:.1} s, {} trainable of {} parameters, peak memory {}",
+        metrics.run.tokens_per_sec,
+        metrics.run.seconds,
+        metrics.trainable_parameters,
+        metrics.total_parameters,
+        metrics
+            .peak_memory_bytes
+            .map_or("-".into(), |b| format!("{:.0} MiB", b as f64 / 1048576.0))
+    );
+    println!(
+        "  wrote {}, {} and the weights to {}",
+        METRICS_FILE,
+        LOSS_CURVE_FILE,
+        out.display()
+    );
+    Ok(())
+}
