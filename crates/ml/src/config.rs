@@ -213,7 +213,7 @@ impl ModelConfig {
 }
 
 /// The SwiGLU width Llama uses for a given hidden size: 8/3 of it, rounded up to a multiple of 32.
-fn swiglu_width(hidden: usize) -> usize {
+pub fn swiglu_width(hidden: usize) -> usize {
     (hidden * 8 / 3).div_ceil(32) * 32
 }
 

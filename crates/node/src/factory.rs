@@ -201,8 +201,7 @@ pub fn run_pretrain(args: PretrainArgs) -> anyhow::Result<()> {
     c.num_attention_heads = args.heads.unwrap_or(c.num_attention_heads);
     c.num_key_value_heads = args.kv_heads.or(c.num_key_value_heads);
     if args.hidden.is_some() {
-        c.intermediate_size =
-            openledger_ml::ModelConfig::llama(0, c.hidden_size, 1, 1, 1).intermediate_size;
+        c.intermediate_size = openledger_ml::config::swiglu_width(c.hidden_size);
     }
     job.train = args.optim.apply(args.lr, job.train);
     c.vocab_size = args.vocab_size;
