@@ -11,6 +11,7 @@ pub mod devbase;
 pub mod error;
 pub mod factory;
 pub mod frozen;
+pub mod fused;
 pub mod generate;
 pub mod llama;
 pub mod lora;

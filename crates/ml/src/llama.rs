@@ -7,11 +7,12 @@
 
 use std::collections::HashMap;
 
-use candle_core::{D, DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 
 use crate::config::ModelConfig;
 use crate::error::{MlError, Result};
 use crate::frozen::frozen_linear;
+use crate::fused::{self, RotaryTables};
 
 /// Named weights in Hugging Face's naming, as a checkpoint stores them.
 pub type Weights = HashMap<String, Tensor>;
@@ -59,9 +60,18 @@ impl Linear {
 
     /// Applies the layer to `x` (`… × in`).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = x.contiguous()?;
+        let (out, features) = self.weight.dims2()?;
+        let mut shape = x.dims().to_vec();
+        if shape.last() != Some(&features) {
+            return Err(MlError::Input(format!(
+                "linear layer of {features} inputs applied to {:?}",
+                x.dims()
+            )));
+        }
+        // Rows × features: plain 2-D products, whose backward has no broadcast to sum over.
+        let x = x.contiguous()?.reshape(((), features))?;
         let mut y = if self.weight.track_op() {
-            x.broadcast_matmul(&self.weight.t()?)?
+            x.matmul(&self.weight.t()?)?
         } else {
             frozen_linear(&x, &self.weight)?
         };
@@ -69,16 +79,16 @@ impl Linear {
             y = y.broadcast_add(bias)?;
         }
         if let Some(lora) = &self.lora {
-            let delta = x
-                .broadcast_matmul(&lora.a.t()?)?
-                .broadcast_matmul(&lora.b.t()?)?;
-            y = (y + (delta * lora.scale)?)?;
+            // Scaling the small `out × rank` factor rather than the `rows × out` product.
+            let b = (&lora.b * lora.scale)?;
+            y = (y + x.matmul(&lora.a.t()?)?.matmul(&b.t()?)?)?;
         }
-        Ok(y)
+        *shape.last_mut().expect("checked above") = out;
+        Ok(y.reshape(shape)?)
     }
 }
 
-/// RMSNorm composed of differentiable primitives.
+/// RMSNorm, one fused op forward and backward ([`fused::rms_norm`]).
 #[derive(Clone, Debug)]
 struct RmsNorm {
     weight: Tensor,
@@ -87,58 +97,7 @@ struct RmsNorm {
 
 impl RmsNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let rms = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?;
-        Ok(x.broadcast_div(&rms)?.broadcast_mul(&self.weight)?)
-    }
-}
-
-/// Cosine and sine tables of the rotary embedding, `positions × head_dim`.
-#[derive(Clone, Debug)]
-struct Rope {
-    cos: Tensor,
-    sin: Tensor,
-}
-
-impl Rope {
-    fn new(config: &ModelConfig, device: &Device) -> Result<Self> {
-        let dim = config.head_dim();
-        let positions = config.max_position_embeddings;
-        let inv_freq: Vec<f32> = (0..dim / 2)
-            .map(|i| 1.0 / config.rope_theta.powf(2.0 * i as f64 / dim as f64) as f32)
-            .collect();
-        let inv_freq = Tensor::from_vec(inv_freq, (1, dim / 2), device)?;
-        let t = Tensor::arange(0u32, positions as u32, device)?
-            .to_dtype(DType::F32)?
-            .reshape((positions, 1))?;
-        let freqs = t.broadcast_mul(&inv_freq)?;
-        let freqs = Tensor::cat(&[&freqs, &freqs], 1)?;
-        Ok(Self {
-            cos: freqs.cos()?,
-            sin: freqs.sin()?,
-        })
-    }
-
-    /// Rotates `x` (`batch × heads × seq × head_dim`) for positions `offset..offset + seq`.
-    fn apply(&self, x: &Tensor, offset: usize) -> Result<Tensor> {
-        let (_, _, seq, dim) = x.dims4()?;
-        if offset + seq > self.cos.dim(0)? {
-            return Err(MlError::Input(format!(
-                "sequence of {} positions exceeds max_position_embeddings {}",
-                offset + seq,
-                self.cos.dim(0)?
-            )));
-        }
-        let cos = self.cos.narrow(0, offset, seq)?;
-        let sin = self.sin.narrow(0, offset, seq)?;
-        let half = dim / 2;
-        let rotated = Tensor::cat(
-            &[
-                &x.narrow(D::Minus1, half, half)?.neg()?,
-                &x.narrow(D::Minus1, 0, half)?,
-            ],
-            3,
-        )?;
-        Ok((x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?)?)
+        Ok(fused::rms_norm(x, &self.weight, self.eps)?)
     }
 }
 
@@ -178,8 +137,7 @@ impl Attention {
     fn forward(
         &self,
         x: &Tensor,
-        rope: &Rope,
-        mask: Option<&Tensor>,
+        rope: &RotaryTables,
         cache: Option<&mut Option<(Tensor, Tensor)>>,
         offset: usize,
     ) -> Result<Tensor> {
@@ -199,29 +157,27 @@ impl Attention {
             }
             *cache = Some((k.clone(), v.clone()));
         }
-        let k = self.repeat_kv(k)?;
-        let v = self.repeat_kv(v)?;
-        let mut scores = (q.matmul(&k.t()?)? / (self.head_dim as f64).sqrt())?;
-        if let Some(mask) = mask {
-            scores = scores.broadcast_add(mask)?;
-        }
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        // The query heads that share a key-value head are stacked along the sequence, so one
+        // product per key-value head serves its group without copying keys and values.
+        let group = self.heads / self.kv_heads;
+        let keys = k.dim(2)?;
+        let q = q.reshape((b, self.kv_heads, group * s, self.head_dim))?;
+        let scores = q
+            .matmul(&k.t()?)?
+            .reshape((b, self.kv_heads, group, s, keys))?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let probs = fused::causal_softmax(&scores, scale, offset)?.reshape((
+            b,
+            self.kv_heads,
+            group * s,
+            keys,
+        ))?;
         let out = probs
             .matmul(&v)?
+            .reshape((b, self.heads, s, self.head_dim))?
             .transpose(1, 2)?
             .reshape((b, s, self.heads * self.head_dim))?;
         self.o.forward(&out)
-    }
-
-    fn repeat_kv(&self, x: Tensor) -> Result<Tensor> {
-        let rep = self.heads / self.kv_heads;
-        if rep == 1 {
-            return Ok(x);
-        }
-        let (b, kv, t, d) = x.dims4()?;
-        Ok(x.unsqueeze(2)?
-            .broadcast_as((b, kv, rep, t, d))?
-            .reshape((b, kv * rep, t, d))?)
     }
 }
 
@@ -234,7 +190,7 @@ struct Mlp {
 
 impl Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let hidden = (self.gate.forward(x)?.silu()? * self.up.forward(x)?)?;
+        let hidden = fused::swiglu(&self.gate.forward(x)?, &self.up.forward(x)?)?;
         self.down.forward(&hidden)
     }
 }
@@ -255,7 +211,7 @@ pub struct Llama {
     blocks: Vec<Block>,
     norm: RmsNorm,
     lm_head: Linear,
-    rope: Rope,
+    rope: RotaryTables,
 }
 
 /// The projections LoRA can target, in Hugging Face's module names.
@@ -327,7 +283,11 @@ impl Llama {
         } else {
             get("lm_head.weight")
         };
-        let rope = Rope::new(&config, embed.device())?;
+        let rope = RotaryTables::new(
+            config.head_dim(),
+            config.max_position_embeddings,
+            config.rope_theta,
+        );
         Ok(Self {
             embed,
             blocks,
@@ -391,15 +351,18 @@ impl Llama {
             s,
             self.config.hidden_size,
         ))?;
-        let mask = (s > 1)
-            .then(|| causal_mask(s, offset, x.device()))
-            .transpose()?;
+        if offset + s > self.rope.positions() {
+            return Err(MlError::Input(format!(
+                "sequence of {} positions exceeds max_position_embeddings {}",
+                offset + s,
+                self.rope.positions()
+            )));
+        }
         for (i, block) in self.blocks.iter().enumerate() {
             let layer_cache = cache.as_mut().map(|c| &mut c.layers[i]);
             let attn = block.attn.forward(
                 &block.attn_norm.forward(&x)?,
                 &self.rope,
-                mask.as_ref(),
                 layer_cache,
                 offset,
             )?;
@@ -408,23 +371,6 @@ impl Llama {
         }
         self.norm.forward(&x)
     }
-}
-
-/// `seq × (offset + seq)` additive mask: position `i` sees keys `0..=offset + i`.
-fn causal_mask(seq: usize, offset: usize, device: &Device) -> Result<Tensor> {
-    let total = offset + seq;
-    let mask: Vec<f32> = (0..seq)
-        .flat_map(|i| {
-            (0..total).map(move |j| {
-                if j > offset + i {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-        })
-        .collect();
-    Ok(Tensor::from_vec(mask, (seq, total), device)?)
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{Batch, Example};
 use crate::error::{MlError, Result};
+use crate::fused;
 use crate::llama::Llama;
 
 /// Optimiser and schedule settings.
@@ -103,11 +104,9 @@ pub fn batch_loss(model: &Llama, batch: &Batch) -> Result<Tensor> {
 
 fn summed_loss(model: &Llama, batch: &Batch) -> Result<(Tensor, usize)> {
     let logits = model.forward(&batch.inputs)?;
-    let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-    let picked = log_probs
-        .gather(&batch.targets.unsqueeze(D::Minus1)?, D::Minus1)?
-        .squeeze(D::Minus1)?;
-    Ok(((picked * &batch.mask)?.sum_all()?.neg()?, batch.tokens))
+    let logits = logits.reshape(((), logits.dim(D::Minus1)?))?;
+    let nll = fused::cross_entropy(&logits, &batch.targets)?;
+    Ok(((nll * batch.mask.flatten_all()?)?.sum_all()?, batch.tokens))
 }
 
 /// Loss and perplexity of `model` on `examples`, token-weighted.

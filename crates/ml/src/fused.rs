@@ -1,0 +1,780 @@
+//! Fused CPU kernels that train: each is one parallel pass forward and one backward.
+//!
+//! candle composes RMSNorm, masked softmax, SwiGLU, rotary embeddings and cross-entropy from
+//! elementwise primitives, each a full pass over memory forward and more backward; its own fused
+//! versions of several of them have no backward pass, so a model built on them cannot train. These
+//! ops have both. They take f32 tensors on the CPU, the dtype and device the engine trains in.
+//!
+//! Reductions over rows (the RMSNorm weight gradient) add fixed-size blocks in a fixed order, so a
+//! result does not depend on how many threads computed it: training stays deterministic.
+
+use std::sync::Arc;
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor, bail};
+use rayon::prelude::*;
+
+type CResult<T> = candle_core::Result<T>;
+
+/// The contiguous f32 elements of an op's input.
+fn elements<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> CResult<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        bail!(
+            "{op}: only f32 tensors are supported, got {:?}",
+            storage.dtype()
+        )
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => bail!("{op}: the input must be contiguous"),
+    }
+}
+
+/// The length of the last dimension, the row every op here works on.
+fn row_len(layout: &Layout, op: &str) -> CResult<usize> {
+    match layout.dims().last() {
+        Some(&n) if n > 0 => Ok(n),
+        _ => bail!("{op}: the input needs a non-empty last dimension"),
+    }
+}
+
+fn same_shape(a: &Layout, b: &Layout, op: &str) -> CResult<()> {
+    if a.shape() != b.shape() {
+        bail!("{op}: shapes {:?} and {:?} differ", a.shape(), b.shape());
+    }
+    Ok(())
+}
+
+fn output(data: Vec<f32>, shape: &Shape) -> (CpuStorage, Shape) {
+    (CpuStorage::F32(data), shape.clone())
+}
+
+/// Root-mean-square normalisation of the last dimension of `x`, scaled by `weight`.
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> CResult<Tensor> {
+    x.contiguous()?
+        .apply_op2(&weight.contiguous()?, RmsNorm { eps: eps as f32 })
+}
+
+struct RmsNorm {
+    eps: f32,
+}
+
+impl RmsNorm {
+    fn inverse_rms(&self, row: &[f32]) -> f32 {
+        let mean = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
+        1.0 / (mean + self.eps).sqrt()
+    }
+
+    fn weight<'a>(&self, storage: &'a CpuStorage, layout: &Layout, n: usize) -> CResult<&'a [f32]> {
+        let weight = elements(storage, layout, "rms-norm")?;
+        if weight.len() != n {
+            bail!("rms-norm: weight of {} for rows of {n}", weight.len());
+        }
+        Ok(weight)
+    }
+}
+
+impl CustomOp2 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "rms-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let n = row_len(xl, self.name())?;
+        let x = elements(xs, xl, self.name())?;
+        let w = self.weight(ws, wl, n)?;
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(n).zip(x.par_chunks(n)).for_each(|(y, x)| {
+            let r = self.inverse_rms(x);
+            for ((y, x), w) in y.iter_mut().zip(x).zip(w) {
+                *y = x * r * w;
+            }
+        });
+        Ok(output(y, xl.shape()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        let eps = self.eps;
+        let dx = x.apply_op3_no_bwd(w, &dy, &RmsNormInputGrad { eps })?;
+        let dw = w
+            .track_op()
+            .then(|| x.apply_op2_no_bwd(&dy, &RmsNormWeightGrad { eps }))
+            .transpose()?;
+        Ok((Some(dx), dw))
+    }
+}
+
+/// `dx = r·(dy⊙w) − x·r³·⟨dy⊙w, x⟩/n` per row, `r` the inverse RMS.
+struct RmsNormInputGrad {
+    eps: f32,
+}
+
+impl CustomOp3 for RmsNormInputGrad {
+    fn name(&self) -> &'static str {
+        "rms-norm-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let norm = RmsNorm { eps: self.eps };
+        let n = row_len(xl, self.name())?;
+        same_shape(xl, gl, self.name())?;
+        let (x, dy) = (
+            elements(xs, xl, self.name())?,
+            elements(gs, gl, self.name())?,
+        );
+        let w = norm.weight(ws, wl, n)?;
+        let mut dx = vec![0f32; x.len()];
+        dx.par_chunks_mut(n)
+            .zip(x.par_chunks(n).zip(dy.par_chunks(n)))
+            .for_each(|(dx, (x, dy))| {
+                let r = norm.inverse_rms(x);
+                let dot: f32 = x.iter().zip(dy).zip(w).map(|((x, g), w)| x * g * w).sum();
+                let k = r * r * r * dot / n as f32;
+                for (((dx, x), g), w) in dx.iter_mut().zip(x).zip(dy).zip(w) {
+                    *dx = r * g * w - x * k;
+                }
+            });
+        Ok(output(dx, xl.shape()))
+    }
+}
+
+/// `dw = Σ_rows dy⊙x·r`, summed in fixed blocks of rows so that it is deterministic.
+struct RmsNormWeightGrad {
+    eps: f32,
+}
+
+/// Rows per partial sum of a deterministic reduction.
+const ROWS_PER_BLOCK: usize = 32;
+
+impl CustomOp2 for RmsNormWeightGrad {
+    fn name(&self) -> &'static str {
+        "rms-norm-weight-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let norm = RmsNorm { eps: self.eps };
+        let n = row_len(xl, self.name())?;
+        same_shape(xl, gl, self.name())?;
+        let (x, dy) = (
+            elements(xs, xl, self.name())?,
+            elements(gs, gl, self.name())?,
+        );
+        let block = n * ROWS_PER_BLOCK;
+        let partials: Vec<Vec<f32>> = x
+            .par_chunks(block)
+            .zip(dy.par_chunks(block))
+            .map(|(x, dy)| {
+                let mut sum = vec![0f32; n];
+                for (x, dy) in x.chunks(n).zip(dy.chunks(n)) {
+                    let r = norm.inverse_rms(x);
+                    for ((s, x), g) in sum.iter_mut().zip(x).zip(dy) {
+                        *s += g * x * r;
+                    }
+                }
+                sum
+            })
+            .collect();
+        let mut dw = vec![0f32; n];
+        for partial in partials {
+            for (d, p) in dw.iter_mut().zip(partial) {
+                *d += p;
+            }
+        }
+        Ok(output(dw, &Shape::from(n)))
+    }
+}
+
+/// Softmax of `scale · scores` over the last dimension under a causal mask.
+///
+/// `scores` is `… × queries × keys`, the queries being positions `offset..offset + queries` and the
+/// keys positions `0..keys`: query `i` sees keys `0..=offset + i`, the others get probability 0.
+pub fn causal_softmax(scores: &Tensor, scale: f64, offset: usize) -> CResult<Tensor> {
+    let dims = scores.dims();
+    if dims.len() < 2 || dims[dims.len() - 1] < offset + dims[dims.len() - 2] {
+        bail!("causal softmax: scores {dims:?} lack the keys of {offset} earlier positions");
+    }
+    scores.contiguous()?.apply_op1(CausalSoftmax {
+        scale: scale as f32,
+        offset,
+    })
+}
+
+struct CausalSoftmax {
+    scale: f32,
+    offset: usize,
+}
+
+impl CustomOp1 for CausalSoftmax {
+    fn name(&self) -> &'static str {
+        "causal-softmax"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let keys = row_len(layout, self.name())?;
+        let queries = layout.dims()[layout.dims().len() - 2];
+        let x = elements(storage, layout, self.name())?;
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(keys)
+            .zip(x.par_chunks(keys))
+            .enumerate()
+            .for_each(|(row, (y, x))| {
+                let seen = (self.offset + row % queries + 1).min(keys);
+                let max = x[..seen].iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                let mut sum = 0f32;
+                for (y, x) in y[..seen].iter_mut().zip(x) {
+                    *y = (self.scale * (x - max)).exp();
+                    sum += *y;
+                }
+                for y in &mut y[..seen] {
+                    *y /= sum;
+                }
+            });
+        Ok(output(y, layout.shape()))
+    }
+
+    fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> CResult<Option<Tensor>> {
+        let scale = self.scale;
+        Ok(Some(y.apply_op2_no_bwd(
+            &dy.contiguous()?,
+            &SoftmaxGrad { scale },
+        )?))
+    }
+}
+
+/// `dx = scale · y ⊙ (dy − ⟨dy, y⟩)` per row.
+struct SoftmaxGrad {
+    scale: f32,
+}
+
+impl CustomOp2 for SoftmaxGrad {
+    fn name(&self) -> &'static str {
+        "softmax-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        ys: &CpuStorage,
+        yl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let n = row_len(yl, self.name())?;
+        same_shape(yl, gl, self.name())?;
+        let (y, dy) = (
+            elements(ys, yl, self.name())?,
+            elements(gs, gl, self.name())?,
+        );
+        let mut dx = vec![0f32; y.len()];
+        dx.par_chunks_mut(n)
+            .zip(y.par_chunks(n).zip(dy.par_chunks(n)))
+            .for_each(|(dx, (y, dy))| {
+                let dot: f32 = y.iter().zip(dy).map(|(y, g)| y * g).sum();
+                for ((dx, y), g) in dx.iter_mut().zip(y).zip(dy) {
+                    *dx = self.scale * y * (g - dot);
+                }
+            });
+        Ok(output(dx, yl.shape()))
+    }
+}
+
+/// `silu(gate) ⊙ up`, the gated activation of a SwiGLU feed-forward layer.
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> CResult<Tensor> {
+    gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu)
+}
+
+fn sigmoid(v: f32) -> f32 {
+    1.0 / (1.0 + (-v).exp())
+}
+
+/// An elementwise map of two same-shaped tensors.
+fn zip_map(
+    op: &str,
+    (a, al): (&CpuStorage, &Layout),
+    (b, bl): (&CpuStorage, &Layout),
+    f: impl Fn(f32, f32) -> f32 + Sync,
+) -> CResult<(CpuStorage, Shape)> {
+    same_shape(al, bl, op)?;
+    let (a, b) = (elements(a, al, op)?, elements(b, bl, op)?);
+    let mut out = vec![0f32; a.len()];
+    out.par_iter_mut()
+        .zip(a.par_iter().zip(b))
+        .with_min_len(4096)
+        .for_each(|(o, (&a, &b))| *o = f(a, b));
+    Ok(output(out, al.shape()))
+}
+
+struct SwiGlu;
+
+impl CustomOp2 for SwiGlu {
+    fn name(&self) -> &'static str {
+        "swiglu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        gs: &CpuStorage,
+        gl: &Layout,
+        us: &CpuStorage,
+        ul: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        zip_map(self.name(), (gs, gl), (us, ul), |g, u| g * sigmoid(g) * u)
+    }
+
+    fn bwd(
+        &self,
+        gate: &Tensor,
+        up: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        let d_gate = gate
+            .track_op()
+            .then(|| gate.apply_op3_no_bwd(up, &dy, &SwiGluGateGrad))
+            .transpose()?;
+        let d_up = up
+            .track_op()
+            .then(|| gate.apply_op2_no_bwd(&dy, &SwiGluUpGrad))
+            .transpose()?;
+        Ok((d_gate, d_up))
+    }
+}
+
+/// `d_gate = dy ⊙ up ⊙ σ(g)·(1 + g·(1 − σ(g)))`.
+struct SwiGluGateGrad;
+
+impl CustomOp3 for SwiGluGateGrad {
+    fn name(&self) -> &'static str {
+        "swiglu-gate-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        gs: &CpuStorage,
+        gl: &Layout,
+        us: &CpuStorage,
+        ul: &Layout,
+        ds: &CpuStorage,
+        dl: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        same_shape(gl, dl, self.name())?;
+        let dy = elements(ds, dl, self.name())?;
+        let (mut out, shape) = zip_map(self.name(), (gs, gl), (us, ul), |g, u| {
+            let s = sigmoid(g);
+            u * s * (1.0 + g * (1.0 - s))
+        })?;
+        let CpuStorage::F32(values) = &mut out else {
+            unreachable!("zip_map writes f32")
+        };
+        values
+            .par_iter_mut()
+            .zip(dy)
+            .with_min_len(4096)
+            .for_each(|(v, g)| *v *= g);
+        Ok((out, shape))
+    }
+}
+
+/// `d_up = dy ⊙ silu(gate)`.
+struct SwiGluUpGrad;
+
+impl CustomOp2 for SwiGluUpGrad {
+    fn name(&self) -> &'static str {
+        "swiglu-up-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        gs: &CpuStorage,
+        gl: &Layout,
+        ds: &CpuStorage,
+        dl: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        zip_map(self.name(), (gs, gl), (ds, dl), |g, d| d * g * sigmoid(g))
+    }
+}
+
+/// Rotary position tables: per position, the cosine and sine of each of the `head_dim / 2`
+/// frequencies, shared by every layer.
+#[derive(Clone, Debug)]
+pub struct RotaryTables {
+    half: usize,
+    cos: Arc<[f32]>,
+    sin: Arc<[f32]>,
+}
+
+impl RotaryTables {
+    /// Tables for `positions` positions of heads `head_dim` wide, with base `theta`.
+    pub fn new(head_dim: usize, positions: usize, theta: f64) -> Self {
+        let half = head_dim / 2;
+        let angles: Vec<f64> = (0..positions)
+            .flat_map(|p| {
+                (0..half).map(move |i| p as f64 / theta.powf(2.0 * i as f64 / head_dim as f64))
+            })
+            .collect();
+        Self {
+            half,
+            cos: angles.iter().map(|a| a.cos() as f32).collect(),
+            sin: angles.iter().map(|a| a.sin() as f32).collect(),
+        }
+    }
+
+    /// How many positions the tables cover.
+    pub fn positions(&self) -> usize {
+        self.cos.len() / self.half.max(1)
+    }
+
+    /// Rotates `x` (`batch × heads × seq × head_dim`, rotate-half layout as in Hugging Face's
+    /// Llama) for positions `offset..offset + seq`.
+    pub fn apply(&self, x: &Tensor, offset: usize) -> CResult<Tensor> {
+        let (_, _, seq, dim) = x.dims4()?;
+        if dim != 2 * self.half {
+            bail!(
+                "rotary embedding: heads of {dim} for tables of {}",
+                2 * self.half
+            );
+        }
+        if offset + seq > self.positions() {
+            bail!(
+                "rotary embedding: positions up to {} beyond the {} in the tables",
+                offset + seq,
+                self.positions()
+            );
+        }
+        x.contiguous()?.apply_op1(Rotate {
+            tables: self.clone(),
+            offset,
+            inverse: false,
+        })
+    }
+}
+
+/// Rotation of each `(x[i], x[i + half])` pair by its position's angle; the inverse rotation is
+/// the backward pass, as a rotation's transpose is its inverse.
+struct Rotate {
+    tables: RotaryTables,
+    offset: usize,
+    inverse: bool,
+}
+
+impl CustomOp1 for Rotate {
+    fn name(&self) -> &'static str {
+        "rotary-embedding"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let (_, _, seq, dim) = layout.shape().dims4()?;
+        let x = elements(storage, layout, self.name())?;
+        let half = self.tables.half;
+        let sign = if self.inverse { -1.0 } else { 1.0 };
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(seq * dim)
+            .zip(x.par_chunks(seq * dim))
+            .for_each(|(y, x)| {
+                for (t, (y, x)) in y.chunks_mut(dim).zip(x.chunks(dim)).enumerate() {
+                    let at = (self.offset + t) * half;
+                    let cos = &self.tables.cos[at..at + half];
+                    let sin = &self.tables.sin[at..at + half];
+                    let (x1, x2) = x.split_at(half);
+                    let (y1, y2) = y.split_at_mut(half);
+                    for i in 0..half {
+                        let s = sign * sin[i];
+                        y1[i] = x1[i] * cos[i] - x2[i] * s;
+                        y2[i] = x1[i] * s + x2[i] * cos[i];
+                    }
+                }
+            });
+        Ok(output(y, layout.shape()))
+    }
+
+    fn bwd(&self, _x: &Tensor, _y: &Tensor, dy: &Tensor) -> CResult<Option<Tensor>> {
+        let inverse = Rotate {
+            tables: self.tables.clone(),
+            offset: self.offset,
+            inverse: !self.inverse,
+        };
+        Ok(Some(dy.contiguous()?.apply_op1_no_bwd(&inverse)?))
+    }
+}
+
+/// Per-row negative log-likelihood of `targets` (`rows`, u32) under `logits` (`rows × vocab`).
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> CResult<Tensor> {
+    let (rows, vocab) = logits.dims2()?;
+    let targets: Vec<u32> = targets.flatten_all()?.to_vec1()?;
+    if targets.len() != rows {
+        bail!(
+            "cross-entropy: {} targets for {rows} rows of logits",
+            targets.len()
+        );
+    }
+    if let Some(bad) = targets.iter().find(|&&t| t as usize >= vocab) {
+        bail!("cross-entropy: target token {bad} is outside the vocabulary of {vocab}");
+    }
+    logits.contiguous()?.apply_op1(CrossEntropy {
+        targets: targets.into(),
+    })
+}
+
+struct CrossEntropy {
+    targets: Arc<[u32]>,
+}
+
+/// `log Σ exp(row)`, computed stably.
+fn log_sum_exp(row: &[f32]) -> f32 {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    max + row.iter().map(|v| (v - max).exp()).sum::<f32>().ln()
+}
+
+impl CustomOp1 for CrossEntropy {
+    fn name(&self) -> &'static str {
+        "cross-entropy"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let vocab = row_len(layout, self.name())?;
+        let logits = elements(storage, layout, self.name())?;
+        let nll: Vec<f32> = logits
+            .par_chunks(vocab)
+            .zip(self.targets.par_iter())
+            .map(|(row, &t)| log_sum_exp(row) - row[t as usize])
+            .collect();
+        Ok(output(nll, &Shape::from(self.targets.len())))
+    }
+
+    fn bwd(&self, logits: &Tensor, _nll: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+        let op = CrossEntropyGrad {
+            targets: self.targets.clone(),
+        };
+        Ok(Some(logits.apply_op2_no_bwd(&grad.contiguous()?, &op)?))
+    }
+}
+
+/// `d_logits = (softmax(row) − onehot(target)) · grad[row]`.
+struct CrossEntropyGrad {
+    targets: Arc<[u32]>,
+}
+
+impl CustomOp2 for CrossEntropyGrad {
+    fn name(&self) -> &'static str {
+        "cross-entropy-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        ls: &CpuStorage,
+        ll: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let vocab = row_len(ll, self.name())?;
+        let logits = elements(ls, ll, self.name())?;
+        let grad = elements(gs, gl, self.name())?;
+        let mut out = vec![0f32; logits.len()];
+        out.par_chunks_mut(vocab)
+            .zip(logits.par_chunks(vocab))
+            .zip(self.targets.par_iter().zip(grad))
+            .for_each(|((out, row), (&t, &g))| {
+                let lse = log_sum_exp(row);
+                for (o, v) in out.iter_mut().zip(row) {
+                    *o = (v - lse).exp() * g;
+                }
+                out[t as usize] -= g;
+            });
+        Ok(output(out, ll.shape()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{D, DType, Device, Var};
+
+    use super::*;
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    /// Checks `fused` against `reference` (composed of candle's differentiable primitives) on the
+    /// value and on the gradient of every input, under a random upstream gradient.
+    fn check(
+        shapes: &[&[usize]],
+        fused: impl Fn(&[Tensor]) -> CResult<Tensor>,
+        reference: impl Fn(&[Tensor]) -> CResult<Tensor>,
+    ) -> CResult<()> {
+        let dev = Device::Cpu;
+        let vars: Vec<Var> = shapes
+            .iter()
+            .map(|s| Var::randn(0f32, 1., *s, &dev))
+            .collect::<CResult<_>>()?;
+        let inputs: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let (a, b) = (fused(&inputs)?, reference(&inputs)?);
+        assert!(
+            max_diff(&a, &b) < 1e-4,
+            "values differ by {}",
+            max_diff(&a, &b)
+        );
+        let upstream = Tensor::randn(0f32, 1., a.shape(), &dev)?;
+        let ga = (a * &upstream)?.sum_all()?.backward()?;
+        let gb = (b * &upstream)?.sum_all()?.backward()?;
+        for (i, v) in vars.iter().enumerate() {
+            let (da, db) = (
+                ga.get(v).expect("fused grad"),
+                gb.get(v).expect("reference grad"),
+            );
+            let diff = max_diff(da, db);
+            assert!(diff < 1e-3, "gradient of input {i} differs by {diff}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn rms_norm_matches_the_composed_form() -> CResult<()> {
+        check(
+            &[&[3, 70, 24], &[24]],
+            |t| rms_norm(&t[0], &t[1], 1e-5),
+            |t| {
+                let rms = (t[0].sqr()?.mean_keepdim(D::Minus1)? + 1e-5)?.sqrt()?;
+                t[0].broadcast_div(&rms)?.broadcast_mul(&t[1])
+            },
+        )
+    }
+
+    #[test]
+    fn causal_softmax_matches_a_masked_softmax() -> CResult<()> {
+        for offset in [0, 3] {
+            check(
+                &[&[2, 3, 5, 5 + offset]],
+                |t| causal_softmax(&t[0], 0.5, offset),
+                |t| {
+                    let (q, k) = (5, 5 + offset);
+                    let mask: Vec<f32> = (0..q)
+                        .flat_map(|i| {
+                            (0..k).map(move |j| {
+                                if j > offset + i {
+                                    f32::NEG_INFINITY
+                                } else {
+                                    0.
+                                }
+                            })
+                        })
+                        .collect();
+                    let mask = Tensor::from_vec(mask, (q, k), &Device::Cpu)?;
+                    candle_nn::ops::softmax(&(t[0].clone() * 0.5)?.broadcast_add(&mask)?, D::Minus1)
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn swiglu_matches_silu_times_up() -> CResult<()> {
+        check(
+            &[&[4, 9, 33], &[4, 9, 33]],
+            |t| swiglu(&t[0], &t[1]),
+            |t| t[0].silu()? * &t[1],
+        )
+    }
+
+    #[test]
+    fn rotation_matches_rotate_half() -> CResult<()> {
+        let tables = RotaryTables::new(8, 16, 10_000.0);
+        check(
+            &[&[2, 3, 5, 8]],
+            |t| tables.apply(&t[0], 4),
+            |t| {
+                let dev = Device::Cpu;
+                let cos = Tensor::from_slice(&tables.cos[16..36], (5, 4), &dev)?;
+                let sin = Tensor::from_slice(&tables.sin[16..36], (5, 4), &dev)?;
+                let (cos, sin) = (
+                    Tensor::cat(&[&cos, &cos], 1)?,
+                    Tensor::cat(&[&sin, &sin], 1)?,
+                );
+                let x = &t[0];
+                let rotated = Tensor::cat(&[&x.narrow(3, 4, 4)?.neg()?, &x.narrow(3, 0, 4)?], 3)?;
+                x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?
+            },
+        )?;
+        let too_far = tables.apply(&Tensor::zeros((1, 1, 4, 8), DType::F32, &Device::Cpu)?, 13);
+        assert!(too_far.unwrap_err().to_string().contains("beyond the 16"));
+        Ok(())
+    }
+
+    #[test]
+    fn cross_entropy_matches_log_softmax_and_gather() -> CResult<()> {
+        let targets = Tensor::new(&[3u32, 0, 6, 6, 1], &Device::Cpu)?;
+        check(
+            &[&[5, 7]],
+            |t| cross_entropy(&t[0], &targets),
+            |t| {
+                candle_nn::ops::log_softmax(&t[0], D::Minus1)?
+                    .gather(&targets.unsqueeze(1)?, 1)?
+                    .squeeze(1)?
+                    .neg()
+            },
+        )?;
+        let outside = Tensor::new(&[7u32], &Device::Cpu)?;
+        let err = cross_entropy(&Tensor::zeros((1, 7), DType::F32, &Device::Cpu)?, &outside);
+        assert!(
+            err.unwrap_err()
+                .to_string()
+                .contains("outside the vocabulary")
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn the_weight_gradient_does_not_depend_on_the_thread_count() -> CResult<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1., (300, 40), &dev)?;
+        let w = Var::randn(0f32, 1., 40, &dev)?;
+        let grad = |threads: usize| -> Vec<f32> {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let y = rms_norm(&x, w.as_tensor(), 1e-5).unwrap();
+                let g = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+                g.get(&w).unwrap().to_vec1().unwrap()
+            })
+        };
+        assert_eq!(grad(1), grad(3));
+        Ok(())
+    }
+}

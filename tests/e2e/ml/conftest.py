@@ -1,0 +1,32 @@
+"""The ModelFactory fixture the tests share: data generated, a base model pre-trained and a LoRA
+adapter fine-tuned, all from the command line, once per session."""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+BIN = os.environ.get("OPENLEDGER_BIN", "target/debug/openledger")
+HIDDEN, LAYERS, HEADS, KV_HEADS = 32, 2, 4, 2
+
+
+def run(*args, ok=True):
+    result = subprocess.run([BIN, *map(str, args)], capture_output=True, text=True, timeout=300)
+    if ok:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture(scope="session")
+def factory(tmp_path_factory):
+    root = tmp_path_factory.mktemp("factory")
+    data, base, adapter = root / "data", root / "base", root / "adapter"
+    run("data", "synth", "--domain", "legal", "--contributors", 3, "--rows", 40, "--seed", 4, "--out", data)
+    files = sorted(data.glob("*.jsonl"))
+    run("model", "pretrain", "--out", base, "--data", *files, "--hidden", HIDDEN, "--layers", LAYERS,
+        "--heads", HEADS, "--kv-heads", KV_HEADS, "--vocab-size", 320, "--epochs", 1, "--context", 64)
+    metrics = json.loads(run("train", "--base", base, "--data", *files[:2], "--out", adapter, "--rank", 4,
+                             "--alpha", 8, "--targets", "q,v,down", "--lr", 1e-2, "--epochs", 2,
+                             "--context", 64, "--json").stdout)
+    return {"data": data, "base": base, "adapter": adapter, "metrics": metrics}
