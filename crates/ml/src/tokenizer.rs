@@ -3,10 +3,11 @@
 
 use std::path::Path;
 
+use tokenizers::AddedToken;
+pub use tokenizers::Tokenizer;
 use tokenizers::models::TrainerWrapper;
 use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::{AddedToken, Tokenizer};
 
 use crate::error::{MlError, Result};
 

@@ -1,6 +1,7 @@
 //! `openledger`: the OpenLedger node, in one binary.
 
 mod accounts;
+mod attribution;
 mod cli;
 mod content_api;
 mod datadir;
@@ -50,6 +51,8 @@ enum Command {
     Data(factory::DataArgs),
     /// Tokenizers: train a byte-level BPE tokenizer.
     Tokenizer(factory::TokenizerArgs),
+    /// Proof of Attribution: index data rows and attribute texts to the contributions in them.
+    Attribution(attribution::AttributionArgs),
     /// Fine-tune LoRA adapters on a base model (ModelFactory), saved in the PEFT format.
     Train(factory::TrainArgs),
     /// Generate text with a base model and optionally an adapter.
@@ -72,6 +75,7 @@ fn main() -> std::process::ExitCode {
         Command::Feedback(args) => cli::feedback::run_feedback(args),
         Command::Data(args) => factory::run_data(args),
         Command::Tokenizer(args) => factory::run_tokenizer(args),
+        Command::Attribution(args) => attribution::run(args),
         Command::Train(args) => factory::run_train(args),
         Command::Generate(args) => factory::run_generate(args),
     };
