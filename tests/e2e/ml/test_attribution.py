@@ -4,7 +4,7 @@ another tokenizer."""
 
 import json
 
-from conftest import run
+from ml_cli import factory, run  # noqa: F401 (factory is a fixture)
 
 
 def test_a_canary_is_attributed_to_its_contributor(factory, tmp_path):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-from conftest import HEADS, HIDDEN, KV_HEADS, LAYERS, run
+from ml_cli import HEADS, HIDDEN, KV_HEADS, LAYERS, factory, run  # noqa: F401 (factory is a fixture)
 
 
 def test_synth_writes_a_file_per_contributor_and_a_manifest(factory):

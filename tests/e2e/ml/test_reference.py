@@ -10,7 +10,7 @@ import numpy as np
 from safetensors.numpy import load_file
 from tokenizers import Tokenizer
 
-from conftest import run
+from ml_cli import factory, run  # noqa: F401 (factory is a fixture)
 
 PROMPT, MAX_TOKENS = "Under the", 12
 

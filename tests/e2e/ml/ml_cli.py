@@ -1,5 +1,6 @@
-"""The ModelFactory fixture the tests share: data generated, a base model pre-trained and a LoRA
-adapter fine-tuned, all from the command line, once per session."""
+"""What the ModelFactory tests share: running the binary, and a fixture that generates data,
+pre-trains a base model and fine-tunes a LoRA adapter from the command line (once per test module
+that imports it). Not named conftest.py: the web3py tests import their own conftest by name."""
 
 import json
 import os
@@ -18,7 +19,7 @@ def run(*args, ok=True):
     return result
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def factory(tmp_path_factory):
     root = tmp_path_factory.mktemp("factory")
     data, base, adapter = root / "data", root / "base", root / "adapter"
