@@ -384,21 +384,20 @@ impl CustomOp3 for SwiGluGateGrad {
         ds: &CpuStorage,
         dl: &Layout,
     ) -> CResult<(CpuStorage, Shape)> {
-        same_shape(gl, dl, self.name())?;
-        let dy = elements(ds, dl, self.name())?;
-        let (mut out, shape) = zip_map(self.name(), (gs, gl), (us, ul), |g, u| {
-            let s = sigmoid(g);
-            u * s * (1.0 + g * (1.0 - s))
-        })?;
-        let CpuStorage::F32(values) = &mut out else {
-            unreachable!("zip_map writes f32")
-        };
-        values
-            .par_iter_mut()
-            .zip(dy)
+        let op = self.name();
+        same_shape(gl, ul, op)?;
+        same_shape(gl, dl, op)?;
+        let (gate, up) = (elements(gs, gl, op)?, elements(us, ul, op)?);
+        let dy = elements(ds, dl, op)?;
+        let mut out = vec![0f32; gate.len()];
+        out.par_iter_mut()
+            .zip(gate.par_iter().zip(up).zip(dy))
             .with_min_len(4096)
-            .for_each(|(v, g)| *v *= g);
-        Ok((out, shape))
+            .for_each(|(o, ((&g, &u), &d))| {
+                let s = sigmoid(g);
+                *o = d * u * s * (1.0 + g * (1.0 - s));
+            });
+        Ok(output(out, gl.shape()))
     }
 }
 
