@@ -24,4 +24,4 @@ pub use candle_core::Device;
 pub use config::ModelConfig;
 pub use error::{MlError, Result};
 pub use llama::{KvCache, Llama, Weights};
-pub use lora::{Adapter, LoraConfig};
+pub use lora::{Adapter, LoraConfig, LoraSet};

@@ -6,6 +6,7 @@
 //! do not), so the same forward serves training, gradient attribution and inference.
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use candle_core::{Device, Tensor};
 
@@ -13,6 +14,7 @@ use crate::config::ModelConfig;
 use crate::error::{MlError, Result};
 use crate::frozen::frozen_linear;
 use crate::fused::{self, RotaryTables};
+use crate::lora::LoraSet;
 
 /// Named weights in Hugging Face's naming, as a checkpoint stores them.
 pub type Weights = HashMap<String, Tensor>;
@@ -79,13 +81,57 @@ impl Linear {
             y = y.broadcast_add(bias)?;
         }
         if let Some(lora) = &self.lora {
-            // Scaling the small `out × rank` factor rather than the `rows × out` product.
-            let b = (&lora.b * lora.scale)?;
-            y = (y + x.matmul(&lora.a.t()?)?.matmul(&b.t()?)?)?;
+            y = (y + lora.delta(&x)?)?;
         }
         *shape.last_mut().expect("checked above") = out;
         Ok(y.reshape(shape)?)
     }
+
+    /// Applies the layer to the rows of `x` (`rows × in`), adding each of `deltas`' updates to its
+    /// own rows only: one base product for a batch whose sequences use different adapters.
+    pub fn forward_rows(&self, x: &Tensor, deltas: &[RowDelta<'_>]) -> Result<Tensor> {
+        let y = self.forward(x)?;
+        if deltas.is_empty() {
+            return Ok(y);
+        }
+        let (mut parts, mut at) = (Vec::with_capacity(2 * deltas.len() + 1), 0);
+        for delta in deltas {
+            let n = delta.rows.len();
+            if delta.rows.start > at {
+                parts.push(y.narrow(0, at, delta.rows.start - at)?);
+            }
+            let update = delta.lora.delta(&x.narrow(0, delta.rows.start, n)?)?;
+            parts.push((y.narrow(0, delta.rows.start, n)? + update)?);
+            at = delta.rows.end;
+        }
+        let rows = y.dim(0)?;
+        if at < rows {
+            parts.push(y.narrow(0, at, rows - at)?);
+        }
+        Ok(Tensor::cat(&parts, 0)?)
+    }
+}
+
+impl LoraWeights {
+    /// `x·Aᵀ·(scale·B)ᵀ` for rows `x`, scaling the small `out × rank` factor rather than the
+    /// `rows × out` product.
+    fn delta(&self, x: &Tensor) -> Result<Tensor> {
+        let down = x.matmul(&self.a.t()?)?;
+        Ok(if self.scale == 1.0 {
+            down.matmul(&self.b.t()?)?
+        } else {
+            down.matmul(&(&self.b * self.scale)?.t()?)?
+        })
+    }
+}
+
+/// A LoRA update applied to a range of rows of a batch.
+#[derive(Clone, Debug)]
+pub struct RowDelta<'a> {
+    /// The rows, in the batch's row order.
+    pub rows: Range<usize>,
+    /// The update.
+    pub lora: &'a LoraWeights,
 }
 
 /// RMSNorm, one fused op forward and backward ([`fused::rms_norm`]).
@@ -142,14 +188,29 @@ impl Attention {
         offset: usize,
     ) -> Result<Tensor> {
         let (b, s, _) = x.dims3()?;
+        let qkv = [self.q.forward(x)?, self.k.forward(x)?, self.v.forward(x)?];
+        let out = self.attend(qkv, (b, s), rope, cache, offset)?;
+        self.o.forward(&out)
+    }
+
+    /// Attention of `b` sequences of `s` new positions each, from their projected queries, keys
+    /// and values; returns `b × s × heads·head_dim`, before the output projection.
+    fn attend(
+        &self,
+        [q, k, v]: [Tensor; 3],
+        (b, s): (usize, usize),
+        rope: &RotaryTables,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        offset: usize,
+    ) -> Result<Tensor> {
         let split = |t: Tensor, heads: usize| -> Result<Tensor> {
             Ok(t.reshape((b, s, heads, self.head_dim))?
                 .transpose(1, 2)?
                 .contiguous()?)
         };
-        let q = rope.apply(&split(self.q.forward(x)?, self.heads)?, offset)?;
-        let mut k = rope.apply(&split(self.k.forward(x)?, self.kv_heads)?, offset)?;
-        let mut v = split(self.v.forward(x)?, self.kv_heads)?;
+        let q = rope.apply(&split(q, self.heads)?, offset)?;
+        let mut k = rope.apply(&split(k, self.kv_heads)?, offset)?;
+        let mut v = split(v, self.kv_heads)?;
         if let Some(cache) = cache {
             if let Some((pk, pv)) = cache.as_ref() {
                 k = Tensor::cat(&[pk, &k], 2)?;
@@ -172,13 +233,48 @@ impl Attention {
             group * s,
             keys,
         ))?;
-        let out = probs
+        Ok(probs
             .matmul(&v)?
             .reshape((b, self.heads, s, self.head_dim))?
             .transpose(1, 2)?
-            .reshape((b, s, self.heads * self.head_dim))?;
-        self.o.forward(&out)
+            .reshape((b, s, self.heads * self.head_dim))?)
     }
+}
+
+impl Attention {
+    fn q_k_v(&self, projection: usize) -> &Linear {
+        match projection {
+            Q => &self.q,
+            K => &self.k,
+            _ => &self.v,
+        }
+    }
+}
+
+/// The updates of `projection` in `layer` for each run of consecutive sequences that share an
+/// adapter.
+fn row_deltas<'a>(
+    adapters: &[Option<&'a LoraSet>],
+    rows: &[Range<usize>],
+    layer: usize,
+    projection: usize,
+) -> Vec<RowDelta<'a>> {
+    let mut deltas: Vec<RowDelta<'a>> = Vec::new();
+    for (adapter, r) in adapters.iter().zip(rows) {
+        let Some(lora) = adapter.and_then(|a| a.get(layer, projection)) else {
+            continue;
+        };
+        match deltas.last_mut() {
+            Some(last) if std::ptr::eq(last.lora, lora) && last.rows.end == r.start => {
+                last.rows.end = r.end;
+            }
+            _ => deltas.push(RowDelta {
+                rows: r.clone(),
+                lora,
+            }),
+        }
+    }
+    deltas
 }
 
 #[derive(Clone, Debug)]
@@ -190,9 +286,38 @@ struct Mlp {
 
 impl Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let hidden = fused::swiglu(&self.gate.forward(x)?, &self.up.forward(x)?)?;
-        self.down.forward(&hidden)
+        self.forward_rows(x, &|_| Vec::new())
     }
+
+    /// The layer with the row updates `deltas(projection)` (indexes into [`PROJECTIONS`]).
+    fn forward_rows<'a>(
+        &self,
+        x: &Tensor,
+        deltas: &dyn Fn(usize) -> Vec<RowDelta<'a>>,
+    ) -> Result<Tensor> {
+        let gate = self.gate.forward_rows(x, &deltas(GATE))?;
+        let hidden = fused::swiglu(&gate, &self.up.forward_rows(x, &deltas(UP))?)?;
+        self.down.forward_rows(&hidden, &deltas(DOWN))
+    }
+}
+
+// Positions of the projections in [`PROJECTIONS`].
+const Q: usize = 0;
+const K: usize = 1;
+const V: usize = 2;
+const O: usize = 3;
+const GATE: usize = 4;
+const UP: usize = 5;
+const DOWN: usize = 6;
+
+/// One sequence's part in a batched step ([`Llama::forward_batch`]).
+pub struct BatchSeq<'a> {
+    /// The new tokens: a chunk of the prompt, or the token sampled last.
+    pub tokens: &'a [u32],
+    /// The sequence's keys and values so far, extended by the step.
+    pub cache: &'a mut KvCache,
+    /// The adapter the sequence runs with, if any.
+    pub adapter: Option<&'a LoraSet>,
 }
 
 #[derive(Clone, Debug)]
@@ -337,6 +462,70 @@ impl Llama {
             .forward(&hidden.narrow(1, seq - 1, 1)?.squeeze(1)?)
     }
 
+    /// One step for a batch of sequences, each with its own cache, length and adapter: the base
+    /// projections run once over all their rows, each adapter's update only over its sequences'
+    /// rows (consecutive sequences with the same adapter share one product). Returns the logits
+    /// of each sequence's last new position (`sequences × vocab`).
+    pub fn forward_batch(&self, seqs: &mut [BatchSeq<'_>]) -> Result<Tensor> {
+        let (mut ids, mut rows, mut offsets) = (Vec::new(), Vec::new(), Vec::new());
+        for seq in seqs.iter_mut() {
+            if seq.tokens.is_empty() {
+                return Err(MlError::Input("empty token sequence".into()));
+            }
+            let offset = seq.cache.len();
+            self.check_positions(offset + seq.tokens.len())?;
+            seq.cache.layers.resize(self.blocks.len(), None);
+            rows.push(ids.len()..ids.len() + seq.tokens.len());
+            ids.extend_from_slice(seq.tokens);
+            offsets.push(offset);
+        }
+        if seqs.is_empty() {
+            return Err(MlError::Input("empty batch".into()));
+        }
+        let adapters: Vec<Option<&LoraSet>> = seqs.iter().map(|s| s.adapter).collect();
+        let mut x = self
+            .embed
+            .embedding(&Tensor::new(ids.as_slice(), self.device())?)?;
+        for (i, block) in self.blocks.iter().enumerate() {
+            let deltas = |projection: usize| row_deltas(&adapters, &rows, i, projection);
+            let h = block.attn_norm.forward(&x)?;
+            let [q, k, v] = [Q, K, V].map(|p| block.attn.q_k_v(p).forward_rows(&h, &deltas(p)));
+            let (q, k, v) = (q?, k?, v?);
+            let mut outs = Vec::with_capacity(seqs.len());
+            for ((seq, r), &offset) in seqs.iter_mut().zip(&rows).zip(&offsets) {
+                let part = |t: &Tensor| t.narrow(0, r.start, r.len());
+                let qkv = [part(&q)?, part(&k)?, part(&v)?];
+                let cache = Some(&mut seq.cache.layers[i]);
+                let out = block
+                    .attn
+                    .attend(qkv, (1, r.len()), &self.rope, cache, offset)?;
+                outs.push(out.squeeze(0)?);
+            }
+            let attn = block
+                .attn
+                .o
+                .forward_rows(&Tensor::cat(&outs, 0)?, &deltas(O))?;
+            x = (x + attn)?;
+            x = (&x
+                + block
+                    .mlp
+                    .forward_rows(&block.mlp_norm.forward(&x)?, &deltas)?)?;
+        }
+        let last: Vec<u32> = rows.iter().map(|r| r.end as u32 - 1).collect();
+        let last = x.index_select(&Tensor::new(last.as_slice(), self.device())?, 0)?;
+        self.lm_head.forward(&self.norm.forward(&last)?)
+    }
+
+    fn check_positions(&self, positions: usize) -> Result<()> {
+        if positions > self.rope.positions() {
+            return Err(MlError::Input(format!(
+                "sequence of {positions} positions exceeds max_position_embeddings {}",
+                self.rope.positions()
+            )));
+        }
+        Ok(())
+    }
+
     fn hidden(&self, tokens: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
         let (b, s) = tokens.dims2()?;
         if s == 0 {
@@ -351,13 +540,7 @@ impl Llama {
             s,
             self.config.hidden_size,
         ))?;
-        if offset + s > self.rope.positions() {
-            return Err(MlError::Input(format!(
-                "sequence of {} positions exceeds max_position_embeddings {}",
-                offset + s,
-                self.rope.positions()
-            )));
-        }
+        self.check_positions(offset + s)?;
         for (i, block) in self.blocks.iter().enumerate() {
             let layer_cache = cache.as_mut().map(|c| &mut c.layers[i]);
             let attn = block.attn.forward(
@@ -396,6 +579,64 @@ mod tests {
             assert!(diff < 1e-5, "position {i} differs by {diff}");
         }
         assert_eq!(cache.len(), ids.len());
+        Ok(())
+    }
+
+    #[test]
+    fn a_mixed_adapter_batch_gives_each_sequence_its_own_logits() -> Result<()> {
+        use crate::lora::{Adapter, LoraConfig};
+        let config = ModelConfig::llama(50, 32, 2, 4, 2);
+        let base = Llama::new(config.clone(), &random_weights(&config, 5, &Device::Cpu)?)?;
+        let adapter = |seed, targets| -> Result<Adapter> {
+            let mut a = Adapter::init(
+                &config,
+                LoraConfig::new(4, 8.0, targets)?,
+                seed,
+                &Device::Cpu,
+            )?;
+            a.randomize_b_for_tests(seed)?;
+            Ok(a)
+        };
+        let (a1, a2) = (adapter(1, "q,k,v,o")?, adapter(2, "v,gate,up,down")?);
+        let (s1, s2) = (a1.to_set()?, a2.to_set()?);
+        // Two sequences on a1 (adjacent, so they share one product), one on a2, one on the base.
+        let prompts: [&[u32]; 4] = [&[3, 17, 8], &[4, 4, 9, 30, 2], &[7], &[11, 12]];
+        let sets = [Some(&s1), Some(&s1), Some(&s2), None];
+        let models = [&a1, &a1, &a2].map(|a| {
+            let mut m = base.clone();
+            a.apply(&mut m).map(|_| m)
+        });
+        let singles: Vec<&Llama> = models
+            .iter()
+            .map(|m| m.as_ref().unwrap())
+            .chain([&base])
+            .collect();
+        let mut caches = vec![KvCache::default(); 4];
+        let mut solo = vec![KvCache::default(); 4];
+        let mut inputs: Vec<Vec<u32>> = prompts.iter().map(|p| p.to_vec()).collect();
+        for _ in 0..3 {
+            let mut seqs: Vec<BatchSeq> = inputs
+                .iter()
+                .zip(caches.iter_mut())
+                .zip(sets)
+                .map(|((t, cache), adapter)| BatchSeq {
+                    tokens: t,
+                    cache,
+                    adapter,
+                })
+                .collect();
+            let batched = base.forward_batch(&mut seqs)?;
+            for (j, model) in singles.iter().enumerate() {
+                let input = Tensor::new(inputs[j].as_slice(), &Device::Cpu)?.unsqueeze(0)?;
+                let want = model.forward_cached(&input, &mut solo[j])?.squeeze(0)?;
+                let diff = (batched.get(j)? - want)?
+                    .abs()?
+                    .max_all()?
+                    .to_scalar::<f32>()?;
+                assert!(diff < 1e-5, "sequence {j} differs by {diff}");
+                inputs[j] = vec![(j as u32 * 7 + caches[j].len() as u32) % 50];
+            }
+        }
         Ok(())
     }
 

@@ -210,6 +210,44 @@ impl Adapter {
         Ok(())
     }
 
+    /// The adapter's updates by layer and projection, as [`Llama::forward_batch`] reads them,
+    /// with `B` pre-multiplied by the scale so that serving does not rescale it every step.
+    pub fn to_set(&self) -> Result<LoraSet> {
+        let scale = self.config.scale();
+        let mut set = LoraSet::default();
+        for ((layer, target), (a, b)) in &self.weights {
+            let projection = PROJECTIONS
+                .iter()
+                .position(|p| p == target)
+                .expect("targets are checked on creation");
+            if set.layers.len() <= *layer {
+                set.layers.resize(*layer + 1, Default::default());
+            }
+            set.bytes += (a.elem_count() + b.elem_count()) * a.dtype().size_in_bytes();
+            set.layers[*layer][projection] = Some(LoraWeights {
+                a: a.clone(),
+                b: (b * scale)?,
+                scale: 1.0,
+            });
+        }
+        Ok(set)
+    }
+
+    /// Replaces every `B` (zero after [`Adapter::init`]) by seeded noise, so that tests see the
+    /// adapter change the outputs.
+    #[cfg(test)]
+    pub(crate) fn randomize_b_for_tests(&mut self, seed: u64) -> Result<()> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let normal = rand_distr::Normal::new(0.0f32, 0.5).expect("valid deviation");
+        for (_, b) in self.weights.values_mut() {
+            let noise: Vec<f32> = (0..b.elem_count())
+                .map(|_| normal.sample(&mut rng))
+                .collect();
+            *b = Tensor::from_vec(noise, b.dims(), b.device())?;
+        }
+        Ok(())
+    }
+
     /// Writes `adapter_config.json` and `adapter_model.safetensors` in PEFT's format.
     pub fn save(&self, dir: &Path, base_model: &str) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| MlError::io(dir, e))?;
@@ -297,6 +335,25 @@ impl Adapter {
             )));
         }
         Ok(Self { config, weights })
+    }
+}
+
+/// An adapter ready to serve: its updates by layer and by projection (in [`PROJECTIONS`] order).
+#[derive(Clone, Debug, Default)]
+pub struct LoraSet {
+    layers: Vec<[Option<LoraWeights>; PROJECTIONS.len()]>,
+    bytes: usize,
+}
+
+impl LoraSet {
+    /// The update of `layer`'s projection number `projection` ([`PROJECTIONS`] order), if any.
+    pub fn get(&self, layer: usize, projection: usize) -> Option<&LoraWeights> {
+        self.layers.get(layer)?.get(projection)?.as_ref()
+    }
+
+    /// Bytes its tensors take, what an adapter cache counts against its budget.
+    pub fn size_bytes(&self) -> usize {
+        self.bytes
     }
 }
 
@@ -400,9 +457,7 @@ mod tests {
             2,
             &Device::Cpu,
         )?;
-        for (_, b) in adapter.weights.values_mut() {
-            *b = b.randn_like(0.0, 0.5)?;
-        }
+        adapter.randomize_b_for_tests(2)?;
         adapter.save(dir.path(), "base")?;
         let loaded = Adapter::load(dir.path(), base.config(), &Device::Cpu)?;
         let (mut a, mut b) = (base.clone(), base.clone());
