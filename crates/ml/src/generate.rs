@@ -69,71 +69,138 @@ pub fn generate(
     options: &GenerateOptions,
     on_text: &mut dyn FnMut(&str),
 ) -> Result<Generation> {
-    validate(options)?;
-    let eot = end_of_text(tokenizer);
-    let mut prompt_ids: Vec<u32> = eot.into_iter().collect();
-    prompt_ids.extend(encode(tokenizer, prompt)?);
+    let prompt_ids = encode_prompt(model, tokenizer, prompt)?;
+    let room = model.config().max_position_embeddings - prompt_ids.len();
+    let mut decoder = Decoder::new(tokenizer, options.clone(), room)?;
+    let mut cache = KvCache::default();
+    let mut input = prompt_ids.clone();
+    while decoder.finish_reason().is_none() {
+        let logits = model
+            .forward_cached(
+                &Tensor::new(input.as_slice(), model.device())?.unsqueeze(0)?,
+                &mut cache,
+            )?
+            .squeeze(0)?
+            .to_dtype(DType::F32)?;
+        let text = decoder.step(tokenizer, &logits.to_vec1::<f32>()?)?;
+        if !text.is_empty() {
+            on_text(&text);
+        }
+        input = decoder.tokens().last().copied().into_iter().collect();
+    }
+    Ok(decoder.into_generation(prompt_ids.len()))
+}
+
+/// The token ids a generation starts from: the end-of-text token (the start of a document in
+/// training) and the prompt's, refused when outside the vocabulary or filling the context.
+pub fn encode_prompt(model: &Llama, tokenizer: &Tokenizer, prompt: &str) -> Result<Vec<u32>> {
+    let mut ids: Vec<u32> = end_of_text(tokenizer).into_iter().collect();
+    ids.extend(encode(tokenizer, prompt)?);
     let vocab = model.config().vocab_size;
-    if let Some(bad) = prompt_ids.iter().find(|&&t| t as usize >= vocab) {
+    if let Some(bad) = ids.iter().find(|&&t| t as usize >= vocab) {
         return Err(MlError::Input(format!(
             "prompt token {bad} is outside the model's vocabulary of {vocab}"
         )));
     }
-    let room = model
-        .config()
-        .max_position_embeddings
-        .saturating_sub(prompt_ids.len());
-    if room == 0 {
+    let context = model.config().max_position_embeddings;
+    if ids.len() >= context {
         return Err(MlError::Input(format!(
-            "the prompt's {} tokens fill the context of {}",
-            prompt_ids.len(),
-            model.config().max_position_embeddings
+            "the prompt's {} tokens fill the context of {context}",
+            ids.len()
         )));
     }
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(options.seed);
-    let mut cache = KvCache::default();
-    let mut input = Tensor::new(prompt_ids.as_slice(), model.device())?.unsqueeze(0)?;
-    let (mut tokens, mut emitted) = (Vec::new(), 0usize);
-    let mut finish = FinishReason::Length;
-    let mut text = String::new();
-    while tokens.len() < options.max_tokens.min(room) {
-        let logits = model
-            .forward_cached(&input, &mut cache)?
-            .squeeze(0)?
-            .to_dtype(DType::F32)?;
-        let next = sample(&logits.to_vec1::<f32>()?, options, &mut rng);
-        if Some(next) == eot {
-            finish = FinishReason::Stop;
-            break;
-        }
-        tokens.push(next);
-        text = decode(tokenizer, &tokens)?;
-        if let Some(at) = options
-            .stop
-            .iter()
-            .filter_map(|s| text.find(s.as_str()))
-            .min()
-        {
-            text.truncate(at);
-            finish = FinishReason::Stop;
-            break;
-        }
-        let safe = settled_prefix(&text, &options.stop);
-        if safe > emitted {
-            on_text(&text[emitted..safe]);
-            emitted = safe;
-        }
-        input = Tensor::new(&[[next]], model.device())?;
+    Ok(ids)
+}
+
+/// The decoding side of one sequence: samples each next token from the model's logits, turns the
+/// tokens into text, watches for stop sequences and says when and why generation ends. The model
+/// side (one sequence or a batch of them) is the caller's.
+pub struct Decoder {
+    options: GenerateOptions,
+    rng: rand_chacha::ChaCha8Rng,
+    end_of_text: Option<u32>,
+    limit: usize,
+    tokens: Vec<u32>,
+    text: String,
+    emitted: usize,
+    finish: Option<FinishReason>,
+}
+
+impl Decoder {
+    /// A decoder that generates at most `room` tokens (what the context leaves after the prompt).
+    pub fn new(tokenizer: &Tokenizer, options: GenerateOptions, room: usize) -> Result<Self> {
+        validate(&options)?;
+        let limit = options.max_tokens.min(room);
+        Ok(Self {
+            rng: rand_chacha::ChaCha8Rng::seed_from_u64(options.seed),
+            end_of_text: end_of_text(tokenizer),
+            limit,
+            tokens: Vec::new(),
+            text: String::new(),
+            emitted: 0,
+            finish: (limit == 0).then_some(FinishReason::Length),
+            options,
+        })
     }
-    if text.len() > emitted {
-        on_text(&text[emitted..]);
+
+    /// Samples the next token from `logits` and returns the text it settles (possibly none, or
+    /// text held back from earlier steps); once finished, the rest of the text.
+    pub fn step(&mut self, tokenizer: &Tokenizer, logits: &[f32]) -> Result<String> {
+        if self.finish.is_some() {
+            return Ok(String::new());
+        }
+        let next = sample(logits, &self.options, &mut self.rng);
+        if Some(next) == self.end_of_text {
+            self.finish = Some(FinishReason::Stop);
+            return Ok(self.flush());
+        }
+        self.tokens.push(next);
+        self.text = decode(tokenizer, &self.tokens)?;
+        let stop = self.options.stop.iter();
+        if let Some(at) = stop.filter_map(|s| self.text.find(s.as_str())).min() {
+            self.text.truncate(at);
+            self.finish = Some(FinishReason::Stop);
+            return Ok(self.flush());
+        }
+        if self.tokens.len() >= self.limit {
+            self.finish = Some(FinishReason::Length);
+            return Ok(self.flush());
+        }
+        let safe = settled_prefix(&self.text, &self.options.stop).max(self.emitted);
+        let settled = self.text[self.emitted..safe].to_string();
+        self.emitted = safe;
+        Ok(settled)
     }
-    Ok(Generation {
-        text,
-        tokens,
-        prompt_tokens: prompt_ids.len(),
-        finish_reason: finish,
-    })
+
+    fn flush(&mut self) -> String {
+        let rest = self
+            .text
+            .get(self.emitted..)
+            .unwrap_or_default()
+            .to_string();
+        self.emitted = self.text.len();
+        rest
+    }
+
+    /// Why generation ended, once it has.
+    pub fn finish_reason(&self) -> Option<FinishReason> {
+        self.finish
+    }
+
+    /// The tokens generated so far.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// The finished generation, for a prompt of `prompt_tokens` tokens.
+    pub fn into_generation(self, prompt_tokens: usize) -> Generation {
+        Generation {
+            text: self.text,
+            tokens: self.tokens,
+            prompt_tokens,
+            finish_reason: self.finish.unwrap_or(FinishReason::Length),
+        }
+    }
 }
 
 fn validate(options: &GenerateOptions) -> Result<()> {
