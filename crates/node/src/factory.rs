@@ -224,7 +224,7 @@ pub fn dev_base_dir() -> PathBuf {
 }
 
 /// The dev base model, built on first use.
-fn dev_base() -> anyhow::Result<PathBuf> {
+pub(crate) fn dev_base() -> anyhow::Result<PathBuf> {
     let dir = dev_base_dir();
     if dir.join(checkpoint::WEIGHTS_FILE).is_file() {
         return Ok(dir);

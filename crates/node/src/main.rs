@@ -8,6 +8,7 @@ mod datadir;
 mod db;
 mod dev;
 mod factory;
+mod serve;
 mod statetest;
 
 use clap::{Parser, Subcommand};
@@ -55,6 +56,8 @@ enum Command {
     Attribution(attribution::AttributionArgs),
     /// Fine-tune LoRA adapters on a base model (ModelFactory), saved in the PEFT format.
     Train(factory::TrainArgs),
+    /// OpenLoRA: serve a base model and many adapters behind an OpenAI-compatible API.
+    Serve(serve::ServeArgs),
     /// Generate text with a base model and optionally an adapter.
     Generate(factory::GenerateArgs),
 }
@@ -78,6 +81,7 @@ fn main() -> std::process::ExitCode {
         Command::Attribution(args) => attribution::run(args),
         Command::Train(args) => factory::run_train(args),
         Command::Generate(args) => factory::run_generate(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

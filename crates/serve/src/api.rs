@@ -1,0 +1,511 @@
+//! The OpenAI-compatible HTTP API: `/v1/models`, `/v1/completions`, `/v1/chat/completions`
+//! (with server-sent events when `stream` is set) and `/metrics`.
+//!
+//! Errors use OpenAI's JSON shape (`{"error": {"message", "type", "param", "code"}}`) and status
+//! codes: 400 for bad parameters and prompts longer than the context, 404 for unknown models,
+//! 429 when the queue is full. A request's failure never touches another's.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use openledger_ml::MlError;
+use openledger_ml::generate::{FinishReason, GenerateOptions, encode_prompt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use crate::engine::{Engine, Event, Request, SubmitError};
+
+/// Most stop sequences a request may give, as OpenAI allows.
+const MAX_STOP: usize = 4;
+/// `max_tokens` of a completion request that gives none (OpenAI's default).
+const DEFAULT_COMPLETION_TOKENS: usize = 16;
+
+/// The API's shared state: the engine and the base model's id.
+struct Api {
+    engine: Arc<Engine>,
+    base_id: String,
+    ids: AtomicU64,
+}
+
+/// The API's routes over `engine`; the base model answers to `base_id`, each adapter to its id.
+pub fn router(engine: Arc<Engine>, base_id: String) -> Router {
+    let api = Arc::new(Api {
+        engine,
+        base_id,
+        ids: AtomicU64::new(0),
+    });
+    Router::new()
+        .route("/v1/models", get(models))
+        .route("/v1/completions", post(completions))
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no such endpoint",
+                "invalid_request_error",
+            )
+        })
+        .with_state(api)
+}
+
+/// An error in OpenAI's shape.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    message: String,
+    kind: &'static str,
+    param: Option<&'static str>,
+    code: Option<&'static str>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>, kind: &'static str) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            kind,
+            param: None,
+            code: None,
+        }
+    }
+
+    fn bad(param: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            param: Some(param),
+            ..Self::new(StatusCode::BAD_REQUEST, message, "invalid_request_error")
+        }
+    }
+
+    fn body(&self) -> Value {
+        json!({"error": {
+            "message": self.message, "type": self.kind, "param": self.param, "code": self.code,
+        }})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body())).into_response()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Self::One(s) => vec![s],
+            Self::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+/// The sampling and streaming fields both endpoints share.
+#[derive(Deserialize)]
+struct Sampling {
+    model: String,
+    max_tokens: Option<usize>,
+    max_completion_tokens: Option<usize>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    stop: Option<OneOrMany>,
+    seed: Option<u64>,
+    n: Option<usize>,
+    #[serde(default)]
+    stream: bool,
+    stream_options: Option<StreamOptions>,
+}
+
+impl Sampling {
+    fn options(&self, default_max: usize) -> Result<GenerateOptions, ApiError> {
+        let temperature = self.temperature.unwrap_or(1.0);
+        if !(0.0..=2.0).contains(&temperature) {
+            return Err(ApiError::bad(
+                "temperature",
+                format!("temperature {temperature} is not between 0 and 2"),
+            ));
+        }
+        let top_p = self.top_p.unwrap_or(1.0);
+        if !(top_p > 0.0 && top_p <= 1.0) {
+            return Err(ApiError::bad(
+                "top_p",
+                format!("top_p {top_p} is not in (0, 1]"),
+            ));
+        }
+        if self.n.is_some_and(|n| n != 1) {
+            return Err(ApiError::bad("n", "only n = 1 is supported"));
+        }
+        let stop: Vec<String> = match &self.stop {
+            None => Vec::new(),
+            Some(OneOrMany::One(s)) => vec![s.clone()],
+            Some(OneOrMany::Many(v)) => v.clone(),
+        };
+        if stop.len() > MAX_STOP || stop.iter().any(String::is_empty) {
+            return Err(ApiError::bad(
+                "stop",
+                format!("stop takes 1 to {MAX_STOP} non-empty strings"),
+            ));
+        }
+        Ok(GenerateOptions {
+            max_tokens: self
+                .max_completion_tokens
+                .or(self.max_tokens)
+                .unwrap_or(default_max),
+            temperature,
+            top_p,
+            stop,
+            seed: self.seed.unwrap_or_else(random_seed),
+        })
+    }
+}
+
+/// A seed for a request that gives none: each such request samples differently.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(Instant::now())
+}
+
+#[derive(Deserialize)]
+struct CompletionRequest {
+    prompt: OneOrMany,
+    #[serde(flatten)]
+    sampling: Sampling,
+}
+
+#[derive(Deserialize)]
+struct ChatMessage {
+    role: String,
+    content: String,
+}
+
+#[derive(Deserialize)]
+struct ChatRequest {
+    messages: Vec<ChatMessage>,
+    #[serde(flatten)]
+    sampling: Sampling,
+}
+
+/// The chat template: the documents the models learn from read `Q: … A: …`, so a conversation is
+/// written the same way: system text first, then each user turn as `Q: {content} A:` and each
+/// assistant turn as ` {content}` on the same line, turns separated by newlines.
+pub fn chat_prompt(messages: &[(&str, &str)]) -> Result<String, String> {
+    let mut prompt = String::new();
+    for (role, content) in messages {
+        match *role {
+            "system" | "developer" => {
+                prompt.push_str(content);
+                prompt.push('\n');
+            }
+            "user" => prompt.push_str(&format!("Q: {content} A:")),
+            "assistant" => prompt.push_str(&format!(" {content}\n")),
+            other => return Err(format!("unsupported message role {other:?}")),
+        }
+    }
+    if prompt.is_empty() {
+        return Err("messages must not be empty".into());
+    }
+    Ok(prompt)
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("invalid request body: {e}"),
+            "invalid_request_error",
+        )
+    })
+}
+
+async fn completions(State(api): State<Arc<Api>>, body: Bytes) -> Result<Response, ApiError> {
+    let request: CompletionRequest = parse(&body)?;
+    let mut prompts = request.prompt.into_vec();
+    if prompts.len() != 1 {
+        return Err(ApiError::bad("prompt", "give exactly one prompt"));
+    }
+    api.run(Kind::Text, prompts.remove(0), request.sampling)
+        .await
+}
+
+async fn chat_completions(State(api): State<Arc<Api>>, body: Bytes) -> Result<Response, ApiError> {
+    let request: ChatRequest = parse(&body)?;
+    let turns: Vec<(&str, &str)> = request
+        .messages
+        .iter()
+        .map(|m| (m.role.as_str(), m.content.as_str()))
+        .collect();
+    let prompt = chat_prompt(&turns).map_err(|e| ApiError::bad("messages", e))?;
+    api.run(Kind::Chat, prompt, request.sampling).await
+}
+
+async fn models(State(api): State<Arc<Api>>) -> Json<Value> {
+    let model = |id: &str, parent: Option<&str>| json!({"id": id, "object": "model", "created": 0, "owned_by": "openledger", "parent": parent});
+    let mut data = vec![model(&api.base_id, None)];
+    data.extend(
+        api.engine
+            .adapter_ids()
+            .iter()
+            .map(|id| model(id, Some(&api.base_id))),
+    );
+    Json(json!({"object": "list", "data": data}))
+}
+
+async fn metrics(State(api): State<Arc<Api>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        api.engine.metrics().render(),
+    )
+}
+
+/// Text completion or chat completion: the names and shapes that differ between them.
+#[derive(Clone, Copy)]
+enum Kind {
+    Text,
+    Chat,
+}
+
+impl Kind {
+    fn object(self, stream: bool) -> &'static str {
+        match (self, stream) {
+            (Self::Text, _) => "text_completion",
+            (Self::Chat, false) => "chat.completion",
+            (Self::Chat, true) => "chat.completion.chunk",
+        }
+    }
+
+    fn choice(self, text: &str, finish: Option<FinishReason>) -> Value {
+        match self {
+            Self::Text => {
+                json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish})
+            }
+            Self::Chat => json!({"index": 0, "logprobs": null, "finish_reason": finish,
+                "message": {"role": "assistant", "content": text}}),
+        }
+    }
+
+    fn chunk_choice(self, text: &str, first: bool, finish: Option<FinishReason>) -> Value {
+        match self {
+            Self::Text => self.choice(text, finish),
+            Self::Chat => {
+                let mut delta = json!({});
+                if first {
+                    delta["role"] = json!("assistant");
+                }
+                if !text.is_empty() || first {
+                    delta["content"] = json!(text);
+                }
+                json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish})
+            }
+        }
+    }
+}
+
+/// What is known of a response before its text.
+struct Head {
+    kind: Kind,
+    id: String,
+    created: u64,
+    model: String,
+}
+
+impl Head {
+    fn envelope(&self, stream: bool, choices: Vec<Value>) -> Value {
+        json!({"id": self.id, "object": self.kind.object(stream), "created": self.created,
+            "model": self.model, "choices": choices})
+    }
+}
+
+fn usage(prompt_tokens: usize, completion_tokens: usize) -> Value {
+    json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens})
+}
+
+impl Api {
+    async fn run(
+        &self,
+        kind: Kind,
+        prompt: String,
+        sampling: Sampling,
+    ) -> Result<Response, ApiError> {
+        let adapter = self.resolve(&sampling.model)?;
+        let default_max = match kind {
+            Kind::Text => DEFAULT_COMPLETION_TOKENS,
+            Kind::Chat => usize::MAX,
+        };
+        let options = sampling.options(default_max)?;
+        let ids = encode_prompt(self.engine.model(), self.engine.tokenizer(), &prompt)
+            .map_err(prompt_error)?;
+        let (events, receiver) = unbounded_channel();
+        self.engine
+            .submit(Request {
+                adapter,
+                prompt: ids,
+                options,
+                events,
+                arrived: Instant::now(),
+            })
+            .map_err(|e| match e {
+                SubmitError::Overloaded(_) => ApiError {
+                    code: Some("server_overloaded"),
+                    ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string(), "server_error")
+                },
+                SubmitError::Stopped => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    e.to_string(),
+                    "server_error",
+                ),
+            })?;
+        let prefix = match kind {
+            Kind::Text => "cmpl",
+            Kind::Chat => "chatcmpl",
+        };
+        let head = Head {
+            kind,
+            id: format!(
+                "{prefix}-{:x}{:06x}",
+                std::process::id(),
+                self.ids.fetch_add(1, Relaxed)
+            ),
+            created: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            model: sampling.model,
+        };
+        if sampling.stream {
+            let include_usage = sampling.stream_options.unwrap_or_default().include_usage;
+            return Ok(stream(head, receiver, include_usage));
+        }
+        collect(head, receiver).await
+    }
+
+    /// The adapter a model id names (`None` for the base model), or a 404.
+    fn resolve(&self, model: &str) -> Result<Option<String>, ApiError> {
+        if model == self.base_id {
+            return Ok(None);
+        }
+        if self.engine.has_adapter(model) {
+            return Ok(Some(model.to_string()));
+        }
+        Err(ApiError {
+            param: Some("model"),
+            code: Some("model_not_found"),
+            ..ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("The model `{model}` does not exist"),
+                "invalid_request_error",
+            )
+        })
+    }
+}
+
+fn prompt_error(e: MlError) -> ApiError {
+    let message = e.to_string();
+    let mut error = ApiError::bad("prompt", message);
+    if error.message.contains("fill the context") {
+        error.code = Some("context_length_exceeded");
+    }
+    error
+}
+
+async fn collect(head: Head, mut receiver: UnboundedReceiver<Event>) -> Result<Response, ApiError> {
+    let mut text = String::new();
+    while let Some(event) = receiver.recv().await {
+        match event {
+            Event::Text(t) => text.push_str(&t),
+            Event::Done {
+                finish_reason,
+                prompt_tokens,
+                completion_tokens,
+            } => {
+                let mut body =
+                    head.envelope(false, vec![head.kind.choice(&text, Some(finish_reason))]);
+                body["usage"] = usage(prompt_tokens, completion_tokens);
+                return Ok(Json(body).into_response());
+            }
+            Event::Failed(message) => {
+                return Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    message,
+                    "server_error",
+                ));
+            }
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the inference engine stopped",
+        "server_error",
+    ))
+}
+
+/// Server-sent events in OpenAI's chunk format, ending with `data: [DONE]`.
+fn stream(head: Head, mut receiver: UnboundedReceiver<Event>, include_usage: bool) -> Response {
+    let (frames, out) = unbounded_channel::<Result<SseEvent, Infallible>>();
+    tokio::spawn(async move {
+        let send = |value: Value| {
+            frames
+                .send(Ok(SseEvent::default().data(value.to_string())))
+                .is_ok()
+        };
+        let mut first = true;
+        while let Some(event) = receiver.recv().await {
+            let open = match event {
+                Event::Text(t) => {
+                    send(head.envelope(true, vec![head.kind.chunk_choice(&t, first, None)]))
+                }
+                Event::Done {
+                    finish_reason,
+                    prompt_tokens,
+                    completion_tokens,
+                } => {
+                    send(head.envelope(
+                        true,
+                        vec![head.kind.chunk_choice("", first, Some(finish_reason))],
+                    ));
+                    if include_usage {
+                        let mut last = head.envelope(true, Vec::new());
+                        last["usage"] = usage(prompt_tokens, completion_tokens);
+                        send(last);
+                    }
+                    break;
+                }
+                Event::Failed(message) => {
+                    send(
+                        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message, "server_error")
+                            .body(),
+                    );
+                    break;
+                }
+            };
+            first = false;
+            if !open {
+                return; // the client went away; dropping the receiver cancels the sequence
+            }
+        }
+        let _ = frames.send(Ok(SseEvent::default().data("[DONE]")));
+    });
+    Sse::new(UnboundedReceiverStream::new(out)).into_response()
+}

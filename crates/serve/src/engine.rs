@@ -1,0 +1,604 @@
+//! The scheduler: one thread owns the base model and runs continuous batching over every request,
+//! whatever its adapter.
+//!
+//! Each step it admits waiting requests whose adapter is loaded (up to `max_batch` sequences),
+//! starts loading cold adapters on their own threads (the batch keeps running meanwhile), gives
+//! prompts at most `prefill_chunk` tokens of the step so that long prompts do not starve the
+//! decodes, orders the batch by adapter so that sequences sharing one share its products, runs
+//! [`Llama::forward_batch`] once and hands each sequence's logits to its [`Decoder`].
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openledger_ml::generate::{Decoder, FinishReason, GenerateOptions};
+use openledger_ml::llama::BatchSeq;
+use openledger_ml::tokenizer::Tokenizer;
+use openledger_ml::{Adapter, Device, KvCache, Llama, LoraSet, ModelConfig};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::adapters::{AdapterCache, CacheLimits, Registry};
+use crate::metrics::Metrics;
+
+/// How the engine batches and caches.
+#[derive(Clone, Copy, Debug)]
+pub struct EngineConfig {
+    /// Most sequences in one step.
+    pub max_batch: usize,
+    /// Most requests waiting for a place; more are refused as overload.
+    pub queue: usize,
+    /// Capacity of the adapter cache.
+    pub cache: CacheLimits,
+    /// Most prompt tokens prefilled in one step (decodes always run).
+    pub prefill_chunk: usize,
+}
+
+/// A generation to run: its adapter (`None` for the base model), prompt ids and sampling, and
+/// where its events go.
+#[derive(Debug)]
+pub struct Request {
+    /// Adapter id, or `None` for the base model.
+    pub adapter: Option<String>,
+    /// Prompt token ids (see [`openledger_ml::generate::encode_prompt`]).
+    pub prompt: Vec<u32>,
+    /// Sampling settings.
+    pub options: GenerateOptions,
+    /// Receives the request's text as it is generated, then its end.
+    pub events: UnboundedSender<Event>,
+    /// When the request arrived, for time to first token.
+    pub arrived: Instant,
+}
+
+/// What a request hears from the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// More generated text.
+    Text(String),
+    /// Generation ended.
+    Done {
+        /// Why it ended.
+        finish_reason: FinishReason,
+        /// Prompt tokens, the start token included.
+        prompt_tokens: usize,
+        /// Generated tokens.
+        completion_tokens: usize,
+    },
+    /// The request failed (its adapter would not load, say); others are unaffected.
+    Failed(String),
+}
+
+/// Why a request was not queued.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SubmitError {
+    /// The queue is full.
+    #[error("the server is overloaded: {0} requests are already waiting; retry later")]
+    Overloaded(usize),
+    /// The engine thread has ended.
+    #[error("the inference engine has stopped")]
+    Stopped,
+}
+
+enum Message {
+    Request(Request),
+    Loaded(String, Result<Arc<LoraSet>, String>),
+    /// The engine handle was dropped: the thread ends (its loaders hold senders too).
+    Stop,
+}
+
+/// A handle on the engine thread; cheap to share behind an `Arc`.
+pub struct Engine {
+    sender: Mutex<Sender<Message>>,
+    queued: Arc<AtomicUsize>,
+    config: EngineConfig,
+    metrics: Arc<Metrics>,
+    model: Arc<Llama>,
+    tokenizer: Arc<Tokenizer>,
+    registry: Arc<Mutex<Registry>>,
+}
+
+impl Engine {
+    /// Starts the engine thread over `model`, with the adapters of `registry`.
+    pub fn start(
+        model: Llama,
+        tokenizer: Tokenizer,
+        registry: Registry,
+        config: EngineConfig,
+    ) -> Self {
+        let (sender, receiver) = channel();
+        let engine = Self {
+            sender: Mutex::new(sender.clone()),
+            queued: Arc::default(),
+            config,
+            metrics: Arc::default(),
+            model: Arc::new(model),
+            tokenizer: Arc::new(tokenizer),
+            registry: Arc::new(Mutex::new(registry)),
+        };
+        let scheduler = Scheduler {
+            model: engine.model.clone(),
+            tokenizer: engine.tokenizer.clone(),
+            registry: engine.registry.clone(),
+            metrics: engine.metrics.clone(),
+            queued: engine.queued.clone(),
+            config,
+            loader: sender,
+            cache: AdapterCache::new(config.cache),
+            waiting: VecDeque::new(),
+            loading: HashSet::new(),
+            fresh: HashMap::new(),
+            running: Vec::new(),
+            window: (Instant::now(), 0),
+        };
+        std::thread::Builder::new()
+            .name("openlora-engine".into())
+            .spawn(move || scheduler.run(receiver))
+            .expect("spawn the engine thread");
+        engine
+    }
+
+    /// Queues `request`, or refuses it when the queue is full.
+    pub fn submit(&self, request: Request) -> Result<(), SubmitError> {
+        let queued = self.queued.fetch_add(1, Relaxed);
+        if queued >= self.config.queue {
+            self.queued.fetch_sub(1, Relaxed);
+            self.metrics.rejected.fetch_add(1, Relaxed);
+            return Err(SubmitError::Overloaded(queued));
+        }
+        self.metrics.requests.fetch_add(1, Relaxed);
+        let sent = self
+            .sender
+            .lock()
+            .expect("sender lock")
+            .send(Message::Request(request));
+        sent.map_err(|_| SubmitError::Stopped)
+    }
+
+    /// The base model.
+    pub fn model(&self) -> &Llama {
+        &self.model
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The engine's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Whether adapter `id` is registered, reading the folder again if it was not (so adapters
+    /// saved after the server started are found).
+    pub fn has_adapter(&self, id: &str) -> bool {
+        let mut registry = self.registry.lock().expect("registry lock");
+        if registry.get(id).is_some() {
+            return true;
+        }
+        registry.rescan().is_ok() && registry.get(id).is_some()
+    }
+
+    /// Every registered adapter id.
+    pub fn adapter_ids(&self) -> Vec<String> {
+        let registry = self.registry.lock().expect("registry lock");
+        registry.ids().map(str::to_owned).collect()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.sender.lock().expect("sender lock").send(Message::Stop);
+    }
+}
+
+struct Waiting {
+    request: Request,
+    counted: bool,
+}
+
+struct Running {
+    request: Request,
+    adapter: Option<Arc<LoraSet>>,
+    cache: KvCache,
+    decoder: Decoder,
+    prefilled: usize,
+    done: bool,
+}
+
+enum Work {
+    Skip,
+    Prefill(std::ops::Range<usize>),
+    Decode,
+}
+
+struct Scheduler {
+    model: Arc<Llama>,
+    tokenizer: Arc<Tokenizer>,
+    registry: Arc<Mutex<Registry>>,
+    metrics: Arc<Metrics>,
+    queued: Arc<AtomicUsize>,
+    config: EngineConfig,
+    loader: Sender<Message>,
+    cache: AdapterCache,
+    waiting: VecDeque<Waiting>,
+    loading: HashSet<String>,
+    /// Adapters loaded but not cached (larger than the cache), kept while a request waits on them.
+    fresh: HashMap<String, Arc<LoraSet>>,
+    running: Vec<Running>,
+    /// Start of the current tokens-per-second window and the tokens generated in it.
+    window: (Instant, u64),
+}
+
+impl Scheduler {
+    fn run(mut self, receiver: Receiver<Message>) {
+        loop {
+            while let Ok(message) = receiver.try_recv() {
+                if !self.handle(message) {
+                    return;
+                }
+            }
+            self.admit();
+            self.publish();
+            if self.running.is_empty() {
+                self.metrics.tokens_per_second_milli.store(0, Relaxed);
+                if !receiver.recv().is_ok_and(|message| self.handle(message)) {
+                    return;
+                }
+                self.window = (Instant::now(), 0);
+                continue;
+            }
+            self.step();
+        }
+    }
+
+    /// Takes in one message; false when the engine is to stop.
+    fn handle(&mut self, message: Message) -> bool {
+        match message {
+            Message::Stop => return false,
+            Message::Request(request) => self.waiting.push_back(Waiting {
+                request,
+                counted: false,
+            }),
+            Message::Loaded(id, Ok(adapter)) => {
+                self.loading.remove(&id);
+                let evicted = self.cache.insert(&id, adapter.clone());
+                self.metrics
+                    .cache_evictions
+                    .fetch_add(evicted as u64, Relaxed);
+                self.fresh.insert(id, adapter);
+            }
+            Message::Loaded(id, Err(error)) => {
+                self.loading.remove(&id);
+                let failed = format!("adapter {id} could not be loaded: {error}");
+                let (bad, rest) = std::mem::take(&mut self.waiting)
+                    .into_iter()
+                    .partition(|w| w.request.adapter.as_deref() == Some(id.as_str()));
+                self.waiting = rest;
+                for w in bad {
+                    self.queued.fetch_sub(1, Relaxed);
+                    let _ = w.request.events.send(Event::Failed(failed.clone()));
+                }
+            }
+        }
+        true
+    }
+
+    /// Moves waiting requests whose adapter is at hand into the batch, in arrival order, and
+    /// starts loading the adapters of the others.
+    fn admit(&mut self) {
+        let mut i = 0;
+        while i < self.waiting.len() && self.running.len() < self.config.max_batch {
+            let waiting = &mut self.waiting[i];
+            let adapter = match &waiting.request.adapter {
+                None => Some(None),
+                Some(id) => self
+                    .cache
+                    .get(id)
+                    .or_else(|| self.fresh.get(id).cloned())
+                    .map(Some),
+            };
+            if !waiting.counted {
+                waiting.counted = true;
+                match adapter {
+                    Some(Some(_)) => self.metrics.cache_hits.fetch_add(1, Relaxed),
+                    None => self.metrics.cache_misses.fetch_add(1, Relaxed),
+                    Some(None) => 0, // the base model: no adapter to look up
+                };
+            }
+            match adapter {
+                Some(adapter) => {
+                    let waiting = self.waiting.remove(i).expect("index in range");
+                    self.start(waiting.request, adapter);
+                }
+                None => {
+                    let id = waiting
+                        .request
+                        .adapter
+                        .clone()
+                        .expect("a cold adapter has an id");
+                    self.load(id);
+                    i += 1;
+                }
+            }
+        }
+        let waiting = &self.waiting;
+        self.fresh.retain(|id, _| {
+            waiting
+                .iter()
+                .any(|w| w.request.adapter.as_deref() == Some(id))
+        });
+    }
+
+    fn load(&mut self, id: String) {
+        if !self.loading.insert(id.clone()) {
+            return;
+        }
+        let path: Option<PathBuf> = self
+            .registry
+            .lock()
+            .expect("registry lock")
+            .get(&id)
+            .map(Into::into);
+        let config: ModelConfig = self.model.config().clone();
+        let sender = self.loader.clone();
+        std::thread::spawn(move || {
+            let loaded = match path {
+                Some(path) => Adapter::load(&path, &config, &Device::Cpu)
+                    .and_then(|a| a.to_set())
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string()),
+                None => Err("it is no longer registered".to_string()),
+            };
+            let _ = sender.send(Message::Loaded(id, loaded));
+        });
+    }
+
+    fn start(&mut self, request: Request, adapter: Option<Arc<LoraSet>>) {
+        self.queued.fetch_sub(1, Relaxed);
+        let room = self
+            .model
+            .config()
+            .max_position_embeddings
+            .saturating_sub(request.prompt.len());
+        match Decoder::new(&self.tokenizer, request.options.clone(), room) {
+            Err(e) => {
+                let _ = request.events.send(Event::Failed(e.to_string()));
+            }
+            Ok(decoder) if decoder.finish_reason().is_some() => {
+                let _ = request.events.send(done(&decoder, request.prompt.len()));
+            }
+            Ok(decoder) => self.running.push(Running {
+                request,
+                adapter,
+                cache: KvCache::default(),
+                decoder,
+                prefilled: 0,
+                done: false,
+            }),
+        }
+    }
+
+    fn plan(&self) -> Vec<Work> {
+        let mut budget = self.config.prefill_chunk.max(1);
+        self.running
+            .iter()
+            .map(|r| {
+                let left = r.request.prompt.len() - r.prefilled;
+                if left == 0 {
+                    Work::Decode
+                } else if budget == 0 {
+                    Work::Skip
+                } else {
+                    let n = left.min(budget);
+                    budget -= n;
+                    Work::Prefill(r.prefilled..r.prefilled + n)
+                }
+            })
+            .collect()
+    }
+
+    fn step(&mut self) {
+        // Sequences of one adapter side by side, so that its update is one product per layer.
+        self.running
+            .sort_by(|a, b| a.request.adapter.cmp(&b.request.adapter));
+        let plan = self.plan();
+        let last: Vec<[u32; 1]> = self
+            .running
+            .iter()
+            .map(|r| [r.decoder.tokens().last().copied().unwrap_or_default()])
+            .collect();
+        let (mut seqs, mut members) = (Vec::new(), Vec::new());
+        for (i, (r, work)) in self.running.iter_mut().zip(&plan).enumerate() {
+            let tokens = match work {
+                Work::Skip => continue,
+                Work::Prefill(range) => &r.request.prompt[range.clone()],
+                Work::Decode => &last[i][..],
+            };
+            seqs.push(BatchSeq {
+                tokens,
+                cache: &mut r.cache,
+                adapter: r.adapter.as_deref(),
+            });
+            members.push(i);
+        }
+        let logits = self
+            .model
+            .forward_batch(&mut seqs)
+            .and_then(|l| Ok(l.to_vec2::<f32>()?));
+        drop(seqs);
+        match logits {
+            Ok(logits) => {
+                for (row, &i) in logits.iter().zip(&members) {
+                    if let Work::Prefill(range) = &plan[i] {
+                        self.metrics
+                            .prompt_tokens
+                            .fetch_add(range.len() as u64, Relaxed);
+                        self.running[i].prefilled = range.end;
+                    }
+                    self.advance(i, row);
+                }
+            }
+            Err(e) => {
+                for &i in &members {
+                    let _ = self.running[i]
+                        .request
+                        .events
+                        .send(Event::Failed(e.to_string()));
+                    self.running[i].done = true;
+                }
+            }
+        }
+        self.running
+            .retain(|r| !r.done && !r.request.events.is_closed());
+    }
+
+    /// Samples sequence `i`'s next token from `logits` once its prompt is in, and reports it.
+    fn advance(&mut self, i: usize, logits: &[f32]) {
+        let r = &mut self.running[i];
+        if r.prefilled < r.request.prompt.len() {
+            return;
+        }
+        if r.decoder.tokens().is_empty() {
+            self.metrics.observe_ttft(r.request.arrived.elapsed());
+        }
+        let produced = r.decoder.tokens().len();
+        match r.decoder.step(&self.tokenizer, logits) {
+            Ok(text) => {
+                if !text.is_empty() {
+                    let _ = r.request.events.send(Event::Text(text));
+                }
+                if r.decoder.finish_reason().is_some() {
+                    let _ = r
+                        .request
+                        .events
+                        .send(done(&r.decoder, r.request.prompt.len()));
+                    r.done = true;
+                }
+            }
+            Err(e) => {
+                let _ = r.request.events.send(Event::Failed(e.to_string()));
+                r.done = true;
+            }
+        }
+        let new = (r.decoder.tokens().len() - produced) as u64;
+        self.metrics.generated_tokens.fetch_add(new, Relaxed);
+        self.window.1 += new;
+    }
+
+    /// Updates the gauges.
+    fn publish(&mut self) {
+        let m = &self.metrics;
+        m.queue_depth.store(self.waiting.len() as u64, Relaxed);
+        m.active.store(self.running.len() as u64, Relaxed);
+        m.cached_adapters.store(self.cache.len() as u64, Relaxed);
+        m.cached_bytes.store(self.cache.bytes() as u64, Relaxed);
+        let elapsed = self.window.0.elapsed();
+        if elapsed >= Duration::from_secs(1) {
+            let rate = self.window.1 as f64 / elapsed.as_secs_f64();
+            m.tokens_per_second_milli
+                .store((rate * 1000.0) as u64, Relaxed);
+            self.window = (Instant::now(), 0);
+        }
+    }
+}
+
+fn done(decoder: &Decoder, prompt_tokens: usize) -> Event {
+    Event::Done {
+        finish_reason: decoder.finish_reason().unwrap_or(FinishReason::Length),
+        prompt_tokens,
+        completion_tokens: decoder.tokens().len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openledger_ml::checkpoint::random_weights;
+    use tokio::sync::mpsc::unbounded_channel;
+
+    fn engine(max_batch: usize, queue: usize) -> Engine {
+        let config = ModelConfig::llama(300, 32, 2, 4, 2);
+        let model = Llama::new(
+            config.clone(),
+            &random_weights(&config, 1, &Device::Cpu).unwrap(),
+        )
+        .unwrap();
+        let tokenizer =
+            openledger_ml::tokenizer::train(["some text to learn from"].into_iter(), 300).unwrap();
+        let cache = CacheLimits {
+            adapters: 1,
+            bytes: 1 << 20,
+        };
+        Engine::start(
+            model,
+            tokenizer,
+            Registry::default(),
+            EngineConfig {
+                max_batch,
+                queue,
+                cache,
+                prefill_chunk: 4,
+            },
+        )
+    }
+
+    fn request(
+        prompt: Vec<u32>,
+        max_tokens: usize,
+    ) -> (Request, tokio::sync::mpsc::UnboundedReceiver<Event>) {
+        let (events, receiver) = unbounded_channel();
+        let options = GenerateOptions {
+            max_tokens,
+            temperature: 0.0,
+            ..Default::default()
+        };
+        let request = Request {
+            adapter: None,
+            prompt,
+            options,
+            events,
+            arrived: Instant::now(),
+        };
+        (request, receiver)
+    }
+
+    #[test]
+    fn a_full_queue_refuses_requests() {
+        // With no room in the batch nothing leaves the queue, whatever the timing.
+        let engine = engine(0, 2);
+        let mut receivers = Vec::new();
+        for _ in 0..2 {
+            let (r, rx) = request(vec![1, 2], 3);
+            engine.submit(r).unwrap();
+            receivers.push(rx);
+        }
+        let (r, _rx) = request(vec![1, 2], 3);
+        assert_eq!(engine.submit(r), Err(SubmitError::Overloaded(2)));
+        assert_eq!(engine.metrics().rejected.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn a_long_prompt_is_prefilled_in_chunks_beside_running_decodes() {
+        let engine = engine(4, 8);
+        let long: Vec<u32> = (0..30).map(|i| i % 50).collect();
+        let (a, mut rx_a) = request(long, 5);
+        let (b, mut rx_b) = request(vec![3, 4], 5);
+        engine.submit(a).unwrap();
+        engine.submit(b).unwrap();
+        for (rx, prompt) in [(&mut rx_a, 30), (&mut rx_b, 2)] {
+            let last = std::iter::from_fn(|| rx.blocking_recv()).last().unwrap();
+            assert_eq!(
+                last,
+                Event::Done {
+                    finish_reason: FinishReason::Length,
+                    prompt_tokens: prompt,
+                    completion_tokens: 5
+                }
+            );
+        }
+        assert_eq!(engine.metrics().prompt_tokens.load(Relaxed), 32);
+    }
+}

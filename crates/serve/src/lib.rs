@@ -1,0 +1,15 @@
+//! OpenLoRA: one resident base model serving many LoRA adapters behind an OpenAI-compatible API.
+//!
+//! - [`adapters`]: the adapters registered under a folder, and a bounded LRU cache of loaded ones;
+//! - [`engine`]: continuous batching across requests for different adapters, on one thread that
+//!   owns the model;
+//! - [`api`]: the HTTP API (`/v1/models`, `/v1/completions`, `/v1/chat/completions`, `/metrics`);
+//! - [`metrics`]: the counters behind `/metrics`.
+
+pub mod adapters;
+pub mod api;
+pub mod engine;
+pub mod metrics;
+
+pub use adapters::{AdapterCache, CacheLimits, Registry};
+pub use engine::{Engine, EngineConfig, Event, Request, SubmitError};

@@ -1,0 +1,145 @@
+"""OpenLoRA through the official `openai` client: `openledger serve` with a base model and several
+adapters, answering completions and chat completions (streamed and not), batching requests for
+different adapters together without changing any one's answer, and refusing bad requests with
+OpenAI's error shapes while the others go on."""
+
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import openai
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from ml_cli import BIN, factory, run  # noqa: F401  (factory is a fixture)
+
+PROMPT = "Q: what is known? A:"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def flipped_copy(adapter, out):
+    """The adapter with every B negated: a second adapter whose outputs differ."""
+    shutil.copytree(adapter, out)
+    tensors = load_file(out / "adapter_model.safetensors")
+    save_file({k: -v if "lora_B" in k else v for k, v in tensors.items()}, out / "adapter_model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def server(factory, tmp_path_factory):  # noqa: F811
+    adapters = tmp_path_factory.mktemp("adapters")
+    shutil.copytree(factory["adapter"], adapters / "alpha")
+    flipped_copy(factory["adapter"], adapters / "beta")
+    shutil.copytree(factory["adapter"], adapters / "broken")
+    (adapters / "broken" / "adapter_model.safetensors").write_bytes(b"not a safetensors file")
+    port = free_port()
+    proc = subprocess.Popen(
+        [BIN, "serve", "--base", factory["base"], "--adapters", adapters, "--api-addr", f"127.0.0.1:{port}",
+         "--max-batch", "8", "--cache-adapters", "1"],
+        stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/v1/models", timeout=5)
+            break
+        except OSError:
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.1)
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
+    yield {"client": client, "url": url, "base": factory["base"], "adapter": factory["adapter"],
+           "base_id": factory["base"].name}
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def complete(client, model, prompt=PROMPT, **kw):
+    return client.completions.create(model=model, prompt=prompt, max_tokens=12, temperature=0, **kw)
+
+
+def test_models_lists_the_base_and_every_adapter(server):
+    ids = [m.id for m in server["client"].models.list()]
+    assert ids == [server["base_id"], "alpha", "beta", "broken"]
+
+
+def test_greedy_completions_equal_openledger_generate(server):
+    for model, adapter in [(server["base_id"], []), ("alpha", ["--adapter", server["adapter"]])]:
+        got = complete(server["client"], model)
+        want = run("generate", "--base", server["base"], *adapter, "--prompt", PROMPT, "--max-tokens", 12,
+                   "--temperature", 0).stdout
+        assert got.choices[0].text == want.rstrip("\n"), model
+        assert got.object == "text_completion" and got.model == model
+        assert got.usage.completion_tokens <= 12
+        assert got.usage.total_tokens == got.usage.prompt_tokens + got.usage.completion_tokens
+        assert got.choices[0].finish_reason in ("stop", "length")
+
+
+def test_requests_for_different_adapters_batched_together_keep_their_answers(server):
+    client = server["client"]
+    models = [server["base_id"], "alpha", "beta"] * 4
+    alone = {m: complete(client, m).choices[0].text for m in set(models)}
+    assert alone["alpha"] != alone["beta"], "the flipped adapter must answer differently"
+    with ThreadPoolExecutor(len(models)) as pool:
+        together = list(pool.map(lambda m: complete(client, m).choices[0].text, models))
+    assert together == [alone[m] for m in models]
+
+
+def test_chat_streams_the_same_text_as_a_whole_answer(server):
+    client = server["client"]
+    messages = [{"role": "system", "content": "Legal notes."}, {"role": "user", "content": "what is known?"}]
+    whole = client.chat.completions.create(model="alpha", messages=messages, max_tokens=10, seed=3,
+                                           temperature=0.9)
+    assert whole.choices[0].message.role == "assistant"
+    chunks = list(client.chat.completions.create(model="alpha", messages=messages, max_tokens=10, seed=3,
+                                                 temperature=0.9, stream=True,
+                                                 stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    assert chunks[0].choices[0].delta.role == "assistant"
+    finals = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finals == [whole.choices[0].finish_reason]
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+
+
+def test_bad_requests_get_openai_errors_and_change_nothing(server):
+    client = server["client"]
+    before = complete(client, "alpha").choices[0].text
+    with pytest.raises(openai.NotFoundError) as e:
+        complete(client, "no-such-adapter")
+    assert e.value.code == "model_not_found"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model="alpha", prompt=PROMPT, temperature=5)
+    assert e.value.param == "temperature"
+    with pytest.raises(openai.BadRequestError) as e:
+        complete(client, "alpha", prompt="word " * 500)
+    assert e.value.code == "context_length_exceeded"
+    with pytest.raises(openai.BadRequestError):
+        complete(client, "alpha", n=2)
+    with pytest.raises(openai.InternalServerError) as e:
+        complete(client, "broken")
+    assert "adapter broken could not be loaded" in e.value.message
+    assert complete(client, "alpha").choices[0].text == before
+
+
+def test_metrics_count_tokens_and_adapter_cache_traffic(server):
+    complete(server["client"], "alpha")
+    complete(server["client"], "beta")  # the cache holds one adapter: alpha is evicted
+    complete(server["client"], "alpha")
+    text = urllib.request.urlopen(f"{server['url']}/metrics", timeout=10).read().decode()
+    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+              if line and not line.startswith("#")}
+    assert values["openledger_serve_generated_tokens_total"] > 0
+    assert values["openledger_serve_adapter_cache_misses_total"] >= 3
+    assert values["openledger_serve_adapter_cache_evictions_total"] >= 2
+    assert values["openledger_serve_adapter_cache_adapters"] == 1
+    assert values['openledger_serve_time_to_first_token_seconds_bucket{le="+Inf"}'] >= 3
