@@ -68,6 +68,14 @@ pub enum MlError {
     /// Input data (a dataset, a prompt, options) cannot be used.
     #[error("invalid input: {0}")]
     Input(String),
+    /// A prompt leaves no room to generate in the model's context.
+    #[error("invalid input: the prompt's {tokens} tokens fill the context of {context}")]
+    ContextFull {
+        /// Tokens of the prompt.
+        tokens: usize,
+        /// The model's context length.
+        context: usize,
+    },
     /// The tokenizer failed to load, train or encode.
     #[error("tokenizer: {0}")]
     Tokenizer(String),

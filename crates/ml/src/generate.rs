@@ -104,10 +104,10 @@ pub fn encode_prompt(model: &Llama, tokenizer: &Tokenizer, prompt: &str) -> Resu
     }
     let context = model.config().max_position_embeddings;
     if ids.len() >= context {
-        return Err(MlError::Input(format!(
-            "the prompt's {} tokens fill the context of {context}",
-            ids.len()
-        )));
+        return Err(MlError::ContextFull {
+            tokens: ids.len(),
+            context,
+        });
     }
     Ok(ids)
 }

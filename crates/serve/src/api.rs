@@ -101,7 +101,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(untagged)]
 enum OneOrMany {
     One(String),
@@ -158,11 +158,7 @@ impl Sampling {
         if self.n.is_some_and(|n| n != 1) {
             return Err(ApiError::bad("n", "only n = 1 is supported"));
         }
-        let stop: Vec<String> = match &self.stop {
-            None => Vec::new(),
-            Some(OneOrMany::One(s)) => vec![s.clone()],
-            Some(OneOrMany::Many(v)) => v.clone(),
-        };
+        let stop = self.stop.clone().map_or_else(Vec::new, OneOrMany::into_vec);
         if stop.len() > MAX_STOP || stop.iter().any(String::is_empty) {
             return Err(ApiError::bad(
                 "stop",
@@ -422,12 +418,11 @@ impl Api {
 }
 
 fn prompt_error(e: MlError) -> ApiError {
-    let message = e.to_string();
-    let mut error = ApiError::bad("prompt", message);
-    if error.message.contains("fill the context") {
-        error.code = Some("context_length_exceeded");
+    let code = matches!(e, MlError::ContextFull { .. }).then_some("context_length_exceeded");
+    ApiError {
+        code,
+        ..ApiError::bad("prompt", e.to_string())
     }
-    error
 }
 
 async fn collect(head: Head, mut receiver: UnboundedReceiver<Event>) -> Result<Response, ApiError> {

@@ -90,7 +90,7 @@ enum Message {
 
 /// A handle on the engine thread; cheap to share behind an `Arc`.
 pub struct Engine {
-    sender: Mutex<Sender<Message>>,
+    sender: Sender<Message>,
     queued: Arc<AtomicUsize>,
     config: EngineConfig,
     metrics: Arc<Metrics>,
@@ -109,7 +109,7 @@ impl Engine {
     ) -> Self {
         let (sender, receiver) = channel();
         let engine = Self {
-            sender: Mutex::new(sender.clone()),
+            sender: sender.clone(),
             queued: Arc::default(),
             config,
             metrics: Arc::default(),
@@ -148,11 +148,7 @@ impl Engine {
             return Err(SubmitError::Overloaded(queued));
         }
         self.metrics.requests.fetch_add(1, Relaxed);
-        let sent = self
-            .sender
-            .lock()
-            .expect("sender lock")
-            .send(Message::Request(request));
+        let sent = self.sender.send(Message::Request(request));
         sent.map_err(|_| SubmitError::Stopped)
     }
 
@@ -190,7 +186,7 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        let _ = self.sender.lock().expect("sender lock").send(Message::Stop);
+        let _ = self.sender.send(Message::Stop);
     }
 }
 
@@ -519,7 +515,7 @@ mod tests {
     use openledger_ml::checkpoint::random_weights;
     use tokio::sync::mpsc::unbounded_channel;
 
-    fn engine(max_batch: usize, queue: usize) -> Engine {
+    fn engine(max_batch: usize, queue: usize, prefill_chunk: usize) -> Engine {
         let config = ModelConfig::llama(300, 32, 2, 4, 2);
         let model = Llama::new(
             config.clone(),
@@ -540,7 +536,7 @@ mod tests {
                 max_batch,
                 queue,
                 cache,
-                prefill_chunk: 4,
+                prefill_chunk,
             },
         )
     }
@@ -568,7 +564,7 @@ mod tests {
     #[test]
     fn a_full_queue_refuses_requests() {
         // With no room in the batch nothing leaves the queue, whatever the timing.
-        let engine = engine(0, 2);
+        let engine = engine(0, 2, 4);
         let mut receivers = Vec::new();
         for _ in 0..2 {
             let (r, rx) = request(vec![1, 2], 3);
@@ -581,24 +577,33 @@ mod tests {
     }
 
     #[test]
-    fn a_long_prompt_is_prefilled_in_chunks_beside_running_decodes() {
-        let engine = engine(4, 8);
-        let long: Vec<u32> = (0..30).map(|i| i % 50).collect();
-        let (a, mut rx_a) = request(long, 5);
-        let (b, mut rx_b) = request(vec![3, 4], 5);
-        engine.submit(a).unwrap();
-        engine.submit(b).unwrap();
-        for (rx, prompt) in [(&mut rx_a, 30), (&mut rx_b, 2)] {
-            let last = std::iter::from_fn(|| rx.blocking_recv()).last().unwrap();
+    fn prompts_fed_in_chunks_generate_what_whole_prompts_do() {
+        // Events of a 30-token and a 2-token prompt, run together.
+        let run = |prefill_chunk| {
+            let engine = engine(4, 8, prefill_chunk);
+            let long: Vec<u32> = (0..30).map(|i| i % 50).collect();
+            let (a, rx_a) = request(long, 5);
+            let (b, rx_b) = request(vec![3, 4], 5);
+            engine.submit(a).unwrap();
+            engine.submit(b).unwrap();
+            let events: Vec<Vec<Event>> = [rx_a, rx_b]
+                .into_iter()
+                .map(|mut rx| std::iter::from_fn(|| rx.blocking_recv()).collect())
+                .collect();
+            assert_eq!(engine.metrics().prompt_tokens.load(Relaxed), 32);
+            events
+        };
+        let chunked = run(4);
+        for (events, prompt) in chunked.iter().zip([30, 2]) {
             assert_eq!(
-                last,
-                Event::Done {
+                events.last(),
+                Some(&Event::Done {
                     finish_reason: FinishReason::Length,
                     prompt_tokens: prompt,
                     completion_tokens: 5
-                }
+                })
             );
         }
-        assert_eq!(engine.metrics().prompt_tokens.load(Relaxed), 32);
+        assert_eq!(chunked, run(64));
     }
 }

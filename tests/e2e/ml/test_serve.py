@@ -131,15 +131,23 @@ def test_bad_requests_get_openai_errors_and_change_nothing(server):
     assert complete(client, "alpha").choices[0].text == before
 
 
+def metrics(server):
+    text = urllib.request.urlopen(f"{server['url']}/metrics", timeout=10).read().decode()
+    return {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+            if line and not line.startswith("#")}
+
+
 def test_metrics_count_tokens_and_adapter_cache_traffic(server):
+    before = metrics(server)
     complete(server["client"], "alpha")
     complete(server["client"], "beta")  # the cache holds one adapter: alpha is evicted
-    complete(server["client"], "alpha")
-    text = urllib.request.urlopen(f"{server['url']}/metrics", timeout=10).read().decode()
-    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
-              if line and not line.startswith("#")}
-    assert values["openledger_serve_generated_tokens_total"] > 0
-    assert values["openledger_serve_adapter_cache_misses_total"] >= 3
-    assert values["openledger_serve_adapter_cache_evictions_total"] >= 2
-    assert values["openledger_serve_adapter_cache_adapters"] == 1
-    assert values['openledger_serve_time_to_first_token_seconds_bucket{le="+Inf"}'] >= 3
+    complete(server["client"], "alpha")  # and beta in turn
+    after = metrics(server)
+    grew = {k: after[k] - before.get(k, 0) for k in after}
+    assert grew["openledger_serve_generated_tokens_total"] > 0
+    assert grew["openledger_serve_adapter_cache_misses_total"] >= 2
+    assert grew["openledger_serve_adapter_cache_hits_total"] + grew["openledger_serve_adapter_cache_misses_total"] == 3
+    assert grew["openledger_serve_adapter_cache_evictions_total"] == 2
+    assert after["openledger_serve_adapter_cache_adapters"] == 1
+    assert grew['openledger_serve_time_to_first_token_seconds_bucket{le="+Inf"}'] == 3
+    assert after["openledger_serve_queue_depth"] == 0
