@@ -97,6 +97,8 @@ fn child(size: &str, mode: &str) {
 }
 
 fn main() {
+    // SAFETY: nothing has started a thread yet.
+    unsafe { openledger_ml::settle_thread_count() };
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--child") {
         child(&args[i + 1], &args[i + 2]);

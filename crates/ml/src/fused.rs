@@ -14,10 +14,24 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor, bail};
 use rayon::prelude::*;
 
+/// Fewest elements worth a parallel task. Below it, handing work to the pool (from a thread
+/// outside it, as the serving engine's is) costs more than doing it in place: a decode step's
+/// one-row inputs stay on the calling thread.
+const PARALLEL_GRAIN: usize = 4096;
+
+/// Rows of `len` elements per parallel task.
+fn grain(len: usize) -> usize {
+    (PARALLEL_GRAIN / len.max(1)).max(1)
+}
+
 type CResult<T> = candle_core::Result<T>;
 
 /// The contiguous f32 elements of an op's input.
-fn elements<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> CResult<&'a [f32]> {
+pub(crate) fn elements<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    op: &str,
+) -> CResult<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
         bail!(
             "{op}: only f32 tensors are supported, got {:?}",
@@ -47,6 +61,25 @@ fn same_shape(a: &Layout, b: &Layout, op: &str) -> CResult<()> {
 
 fn output(data: Vec<f32>, shape: &Shape) -> (CpuStorage, Shape) {
     (CpuStorage::F32(data), shape.clone())
+}
+
+/// A dot product in eight independent lanes, which the compiler turns into vector instructions
+/// (one running sum cannot be reordered, so it would stay scalar).
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a8
+        .remainder()
+        .iter()
+        .zip(b8.remainder())
+        .map(|(a, b)| a * b)
+        .sum();
+    for (a, b) in a8.zip(b8) {
+        for i in 0..8 {
+            lanes[i] += a[i] * b[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// Root-mean-square normalisation of the last dimension of `x`, scaled by `weight`.
@@ -90,7 +123,8 @@ impl CustomOp2 for RmsNorm {
         let x = elements(xs, xl, self.name())?;
         let w = self.weight(ws, wl, n)?;
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(n).zip(x.par_chunks(n)).for_each(|(y, x)| {
+        let rows = y.par_chunks_mut(n).zip(x.par_chunks(n));
+        rows.with_min_len(grain(n)).for_each(|(y, x)| {
             let r = self.inverse_rms(x);
             for ((y, x), w) in y.iter_mut().zip(x).zip(w) {
                 *y = x * r * w;
@@ -147,6 +181,7 @@ impl CustomOp3 for RmsNormInputGrad {
         let mut dx = vec![0f32; x.len()];
         dx.par_chunks_mut(n)
             .zip(x.par_chunks(n).zip(dy.par_chunks(n)))
+            .with_min_len(grain(n))
             .for_each(|(dx, (x, dy))| {
                 let r = norm.inverse_rms(x);
                 let dot: f32 = x.iter().zip(dy).zip(w).map(|((x, g), w)| x * g * w).sum();
@@ -244,6 +279,7 @@ impl CustomOp1 for CausalSoftmax {
         y.par_chunks_mut(keys)
             .zip(x.par_chunks(keys))
             .enumerate()
+            .with_min_len(grain(keys))
             .for_each(|(row, (y, x))| {
                 let seen = (self.offset + row % queries + 1).min(keys);
                 let max = x[..seen].iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
@@ -294,6 +330,7 @@ impl CustomOp2 for SoftmaxGrad {
         let mut dx = vec![0f32; y.len()];
         dx.par_chunks_mut(n)
             .zip(y.par_chunks(n).zip(dy.par_chunks(n)))
+            .with_min_len(grain(n))
             .for_each(|(dx, (y, dy))| {
                 let dot: f32 = y.iter().zip(dy).map(|(y, g)| y * g).sum();
                 for ((dx, y), g) in dx.iter_mut().zip(y).zip(dy) {
@@ -325,7 +362,7 @@ fn zip_map(
     let mut out = vec![0f32; a.len()];
     out.par_iter_mut()
         .zip(a.par_iter().zip(b))
-        .with_min_len(4096)
+        .with_min_len(PARALLEL_GRAIN)
         .for_each(|(o, (&a, &b))| *o = f(a, b));
     Ok(output(out, al.shape()))
 }
@@ -392,7 +429,7 @@ impl CustomOp3 for SwiGluGateGrad {
         let mut out = vec![0f32; gate.len()];
         out.par_iter_mut()
             .zip(gate.par_iter().zip(up).zip(dy))
-            .with_min_len(4096)
+            .with_min_len(PARALLEL_GRAIN)
             .for_each(|(o, ((&g, &u), &d))| {
                 let s = sigmoid(g);
                 *o = d * u * s * (1.0 + g * (1.0 - s));
@@ -475,6 +512,22 @@ impl RotaryTables {
     }
 }
 
+impl RotaryTables {
+    /// Rotates one head's vector (`head_dim` wide) in place to `position`, or back from it.
+    pub(crate) fn rotate(&self, head: &mut [f32], position: usize, inverse: bool) {
+        let half = self.half;
+        let at = position * half;
+        let (cos, sin) = (&self.cos[at..at + half], &self.sin[at..at + half]);
+        let sign = if inverse { -1.0 } else { 1.0 };
+        let (x1, x2) = head.split_at_mut(half);
+        for i in 0..half {
+            let (a, b, s) = (x1[i], x2[i], sign * sin[i]);
+            x1[i] = a * cos[i] - b * s;
+            x2[i] = a * s + b * cos[i];
+        }
+    }
+}
+
 /// Rotation of each `(x[i], x[i + half])` pair by its position's angle; the inverse rotation is
 /// the backward pass, as a rotation's transpose is its inverse.
 struct Rotate {
@@ -491,23 +544,14 @@ impl CustomOp1 for Rotate {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> CResult<(CpuStorage, Shape)> {
         let (_, _, seq, dim) = layout.shape().dims4()?;
         let x = elements(storage, layout, self.name())?;
-        let half = self.tables.half;
-        let sign = if self.inverse { -1.0 } else { 1.0 };
         let mut y = vec![0f32; x.len()];
         y.par_chunks_mut(seq * dim)
             .zip(x.par_chunks(seq * dim))
+            .with_min_len(grain(seq * dim))
             .for_each(|(y, x)| {
-                for (t, (y, x)) in y.chunks_mut(dim).zip(x.chunks(dim)).enumerate() {
-                    let at = (self.offset + t) * half;
-                    let cos = &self.tables.cos[at..at + half];
-                    let sin = &self.tables.sin[at..at + half];
-                    let (x1, x2) = x.split_at(half);
-                    let (y1, y2) = y.split_at_mut(half);
-                    for i in 0..half {
-                        let s = sign * sin[i];
-                        y1[i] = x1[i] * cos[i] - x2[i] * s;
-                        y2[i] = x1[i] * s + x2[i] * cos[i];
-                    }
+                y.copy_from_slice(x);
+                for (t, y) in y.chunks_mut(dim).enumerate() {
+                    self.tables.rotate(y, self.offset + t, self.inverse);
                 }
             });
         Ok(output(y, layout.shape()))

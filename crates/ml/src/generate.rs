@@ -70,10 +70,24 @@ pub fn generate(
     on_text: &mut dyn FnMut(&str),
 ) -> Result<Generation> {
     let prompt_ids = encode_prompt(model, tokenizer, prompt)?;
-    let room = model.config().max_position_embeddings - prompt_ids.len();
+    generate_ids(model, tokenizer, &prompt_ids, options, on_text)
+}
+
+/// [`generate`] from prompt token ids (see [`encode_prompt`]), one sequence at a time.
+pub fn generate_ids(
+    model: &Llama,
+    tokenizer: &Tokenizer,
+    prompt_ids: &[u32],
+    options: &GenerateOptions,
+    on_text: &mut dyn FnMut(&str),
+) -> Result<Generation> {
+    let room = model
+        .config()
+        .max_position_embeddings
+        .saturating_sub(prompt_ids.len());
     let mut decoder = Decoder::new(tokenizer, options.clone(), room)?;
     let mut cache = KvCache::default();
-    let mut input = prompt_ids.clone();
+    let mut input = prompt_ids.to_vec();
     while decoder.finish_reason().is_none() {
         let logits = model
             .forward_cached(
@@ -247,25 +261,29 @@ fn sample(logits: &[f32], options: &GenerateOptions, rng: &mut impl Rng) -> u32 
         return argmax();
     }
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut probs: Vec<(u32, f64)> = logits
+    let mut nucleus: Vec<(u32, f64)> = logits
         .iter()
         .enumerate()
         .map(|(i, &l)| (i as u32, (((l - max) as f64) / options.temperature).exp()))
         .collect();
-    probs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    let total: f64 = probs.iter().map(|p| p.1).sum();
-    let mut kept = 0.0;
-    let cut = probs
-        .iter()
-        .position(|p| {
-            kept += p.1 / total;
-            kept >= options.top_p
-        })
-        .map_or(probs.len(), |i| i + 1);
-    let nucleus = &probs[..cut];
+    if options.top_p < 1.0 {
+        // The nucleus: most likely first (ties by token id, a total order), cut where the mass
+        // reaches top_p. With top_p = 1 every token is in it and the order does not matter.
+        nucleus.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let total: f64 = nucleus.iter().map(|p| p.1).sum();
+        let mut kept = 0.0;
+        let cut = nucleus
+            .iter()
+            .position(|p| {
+                kept += p.1 / total;
+                kept >= options.top_p
+            })
+            .map_or(nucleus.len(), |i| i + 1);
+        nucleus.truncate(cut);
+    }
     let mass: f64 = nucleus.iter().map(|p| p.1).sum();
     let mut draw = rng.random::<f64>() * mass;
-    for &(token, p) in nucleus {
+    for &(token, p) in &nucleus {
         draw -= p;
         if draw <= 0.0 {
             return token;

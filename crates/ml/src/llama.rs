@@ -14,7 +14,10 @@ use crate::config::ModelConfig;
 use crate::error::{MlError, Result};
 use crate::frozen::frozen_linear;
 use crate::fused::{self, RotaryTables};
+pub use crate::kv_cache::KvCache;
+use crate::kv_cache::{self, Heads, SeqRows};
 use crate::lora::LoraSet;
+pub use crate::multi_lora::{self, RowDelta};
 
 /// Named weights in Hugging Face's naming, as a checkpoint stores them.
 pub type Weights = HashMap<String, Tensor>;
@@ -94,21 +97,7 @@ impl Linear {
         if deltas.is_empty() {
             return Ok(y);
         }
-        let (mut parts, mut at) = (Vec::with_capacity(2 * deltas.len() + 1), 0);
-        for delta in deltas {
-            let n = delta.rows.len();
-            if delta.rows.start > at {
-                parts.push(y.narrow(0, at, delta.rows.start - at)?);
-            }
-            let update = delta.lora.delta(&x.narrow(0, delta.rows.start, n)?)?;
-            parts.push((y.narrow(0, delta.rows.start, n)? + update)?);
-            at = delta.rows.end;
-        }
-        let rows = y.dim(0)?;
-        if at < rows {
-            parts.push(y.narrow(0, at, rows - at)?);
-        }
-        Ok(Tensor::cat(&parts, 0)?)
+        multi_lora::add_deltas(x, &y, deltas)
     }
 }
 
@@ -125,15 +114,6 @@ impl LoraWeights {
     }
 }
 
-/// A LoRA update applied to a range of rows of a batch.
-#[derive(Clone, Debug)]
-pub struct RowDelta<'a> {
-    /// The rows, in the batch's row order.
-    pub rows: Range<usize>,
-    /// The update.
-    pub lora: &'a LoraWeights,
-}
-
 /// RMSNorm, one fused op forward and backward ([`fused::rms_norm`]).
 #[derive(Clone, Debug)]
 struct RmsNorm {
@@ -144,27 +124,6 @@ struct RmsNorm {
 impl RmsNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(fused::rms_norm(x, &self.weight, self.eps)?)
-    }
-}
-
-/// Keys and values of the positions seen so far, one pair per layer.
-#[derive(Clone, Debug, Default)]
-pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
-}
-
-impl KvCache {
-    /// Number of positions cached.
-    pub fn len(&self) -> usize {
-        match self.layers.first() {
-            Some(Some((k, _))) => k.dim(2).unwrap_or(0),
-            _ => 0,
-        }
-    }
-
-    /// Whether nothing is cached yet.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -180,44 +139,17 @@ struct Attention {
 }
 
 impl Attention {
-    fn forward(
-        &self,
-        x: &Tensor,
-        rope: &RotaryTables,
-        cache: Option<&mut Option<(Tensor, Tensor)>>,
-        offset: usize,
-    ) -> Result<Tensor> {
+    /// Attention of `b × s` positions in training (differentiable; no cache).
+    fn forward(&self, x: &Tensor, rope: &RotaryTables) -> Result<Tensor> {
         let (b, s, _) = x.dims3()?;
-        let qkv = [self.q.forward(x)?, self.k.forward(x)?, self.v.forward(x)?];
-        let out = self.attend(qkv, (b, s), rope, cache, offset)?;
-        self.o.forward(&out)
-    }
-
-    /// Attention of `b` sequences of `s` new positions each, from their projected queries, keys
-    /// and values; returns `b × s × heads·head_dim`, before the output projection.
-    fn attend(
-        &self,
-        [q, k, v]: [Tensor; 3],
-        (b, s): (usize, usize),
-        rope: &RotaryTables,
-        cache: Option<&mut Option<(Tensor, Tensor)>>,
-        offset: usize,
-    ) -> Result<Tensor> {
         let split = |t: Tensor, heads: usize| -> Result<Tensor> {
             Ok(t.reshape((b, s, heads, self.head_dim))?
                 .transpose(1, 2)?
                 .contiguous()?)
         };
-        let q = rope.apply(&split(q, self.heads)?, offset)?;
-        let mut k = rope.apply(&split(k, self.kv_heads)?, offset)?;
-        let mut v = split(v, self.kv_heads)?;
-        if let Some(cache) = cache {
-            if let Some((pk, pv)) = cache.as_ref() {
-                k = Tensor::cat(&[pk, &k], 2)?;
-                v = Tensor::cat(&[pv, &v], 2)?;
-            }
-            *cache = Some((k.clone(), v.clone()));
-        }
+        let q = rope.apply(&split(self.q.forward(x)?, self.heads)?, 0)?;
+        let k = rope.apply(&split(self.k.forward(x)?, self.kv_heads)?, 0)?;
+        let v = split(self.v.forward(x)?, self.kv_heads)?;
         // The query heads that share a key-value head are stacked along the sequence, so one
         // product per key-value head serves its group without copying keys and values.
         let group = self.heads / self.kv_heads;
@@ -227,17 +159,26 @@ impl Attention {
             .matmul(&k.t()?)?
             .reshape((b, self.kv_heads, group, s, keys))?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let probs = fused::causal_softmax(&scores, scale, offset)?.reshape((
+        let probs = fused::causal_softmax(&scores, scale, 0)?.reshape((
             b,
             self.kv_heads,
             group * s,
             keys,
         ))?;
-        Ok(probs
+        let out = probs
             .matmul(&v)?
             .reshape((b, self.heads, s, self.head_dim))?
             .transpose(1, 2)?
-            .reshape((b, s, self.heads * self.head_dim))?)
+            .reshape((b, s, self.heads * self.head_dim))?;
+        self.o.forward(&out)
+    }
+
+    fn shape(&self) -> Heads {
+        Heads {
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+        }
     }
 }
 
@@ -450,39 +391,53 @@ impl Llama {
 
     /// Logits (`batch × seq × vocab`) for token ids (`batch × seq`, u32), without a cache.
     pub fn forward(&self, tokens: &Tensor) -> Result<Tensor> {
-        let hidden = self.hidden(tokens, None)?;
+        let hidden = self.hidden(tokens)?;
         self.lm_head.forward(&hidden)
     }
 
-    /// Logits of the last position only (`batch × vocab`), extending `cache` with the new tokens.
+    /// Logits of the last position only (`1 × vocab`) of one sequence's new tokens (`1 × seq`),
+    /// extending `cache` with them.
     pub fn forward_cached(&self, tokens: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
-        let hidden = self.hidden(tokens, Some(cache))?;
-        let seq = hidden.dim(1)?;
-        self.lm_head
-            .forward(&hidden.narrow(1, seq - 1, 1)?.squeeze(1)?)
+        let (b, _) = tokens.dims2()?;
+        if b != 1 {
+            return Err(MlError::Input(format!(
+                "a cache holds one sequence, not a batch of {b}: use forward_batch"
+            )));
+        }
+        let tokens: Vec<u32> = tokens.squeeze(0)?.to_vec1()?;
+        self.forward_batch(&mut [BatchSeq {
+            tokens: &tokens,
+            cache,
+            adapter: None,
+        }])
     }
 
     /// One step for a batch of sequences, each with its own cache, length and adapter: the base
     /// projections run once over all their rows, each adapter's update only over its sequences'
-    /// rows (consecutive sequences with the same adapter share one product). Returns the logits
-    /// of each sequence's last new position (`sequences × vocab`).
+    /// rows, and attention over each sequence's own cache. Returns the logits of each sequence's
+    /// last new position (`sequences × vocab`).
     pub fn forward_batch(&self, seqs: &mut [BatchSeq<'_>]) -> Result<Tensor> {
-        let (mut ids, mut rows, mut offsets) = (Vec::new(), Vec::new(), Vec::new());
-        for seq in seqs.iter_mut() {
-            if seq.tokens.is_empty() {
-                return Err(MlError::Input("empty token sequence".into()));
-            }
-            let offset = seq.cache.len();
-            self.check_positions(offset + seq.tokens.len())?;
-            seq.cache.layers.resize(self.blocks.len(), None);
-            rows.push(ids.len()..ids.len() + seq.tokens.len());
-            ids.extend_from_slice(seq.tokens);
-            offsets.push(offset);
-        }
         if seqs.is_empty() {
             return Err(MlError::Input("empty batch".into()));
         }
+        let (mut ids, mut rows) = (Vec::new(), Vec::new());
+        for seq in seqs.iter() {
+            if seq.tokens.is_empty() {
+                return Err(MlError::Input("empty token sequence".into()));
+            }
+            self.check_positions(seq.cache.len() + seq.tokens.len())?;
+            rows.push(ids.len()..ids.len() + seq.tokens.len());
+            ids.extend_from_slice(seq.tokens);
+        }
         let adapters: Vec<Option<&LoraSet>> = seqs.iter().map(|s| s.adapter).collect();
+        let mut parts: Vec<SeqRows> = seqs
+            .iter_mut()
+            .zip(&rows)
+            .map(|(seq, rows)| SeqRows {
+                rows: rows.clone(),
+                cache: &mut *seq.cache,
+            })
+            .collect();
         let mut x = self
             .embed
             .embedding(&Tensor::new(ids.as_slice(), self.device())?)?;
@@ -490,26 +445,16 @@ impl Llama {
             let deltas = |projection: usize| row_deltas(&adapters, &rows, i, projection);
             let h = block.attn_norm.forward(&x)?;
             let [q, k, v] = [Q, K, V].map(|p| block.attn.q_k_v(p).forward_rows(&h, &deltas(p)));
-            let (q, k, v) = (q?, k?, v?);
-            let mut outs = Vec::with_capacity(seqs.len());
-            for ((seq, r), &offset) in seqs.iter_mut().zip(&rows).zip(&offsets) {
-                let part = |t: &Tensor| t.narrow(0, r.start, r.len());
-                let qkv = [part(&q)?, part(&k)?, part(&v)?];
-                let cache = Some(&mut seq.cache.layers[i]);
-                let out = block
-                    .attn
-                    .attend(qkv, (1, r.len()), &self.rope, cache, offset)?;
-                outs.push(out.squeeze(0)?);
-            }
-            let attn = block
-                .attn
-                .o
-                .forward_rows(&Tensor::cat(&outs, 0)?, &deltas(O))?;
-            x = (x + attn)?;
+            let qkv = [&q?, &k?, &v?];
+            let out = kv_cache::attend(block.attn.shape(), &self.rope, i, qkv, &mut parts)?;
+            x = (x + block.attn.o.forward_rows(&out, &deltas(O))?)?;
             x = (&x
                 + block
                     .mlp
                     .forward_rows(&block.mlp_norm.forward(&x)?, &deltas)?)?;
+        }
+        for part in parts {
+            part.cache.advance(part.rows.len());
         }
         let last: Vec<u32> = rows.iter().map(|r| r.end as u32 - 1).collect();
         let last = x.index_select(&Tensor::new(last.as_slice(), self.device())?, 0)?;
@@ -526,30 +471,22 @@ impl Llama {
         Ok(())
     }
 
-    fn hidden(&self, tokens: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
+    fn hidden(&self, tokens: &Tensor) -> Result<Tensor> {
         let (b, s) = tokens.dims2()?;
         if s == 0 {
             return Err(MlError::Input("empty token sequence".into()));
-        }
-        let offset = cache.as_ref().map_or(0, |c| c.len());
-        if let Some(cache) = cache.as_mut() {
-            cache.layers.resize(self.blocks.len(), None);
         }
         let mut x = self.embed.embedding(&tokens.flatten_all()?)?.reshape((
             b,
             s,
             self.config.hidden_size,
         ))?;
-        self.check_positions(offset + s)?;
-        for (i, block) in self.blocks.iter().enumerate() {
-            let layer_cache = cache.as_mut().map(|c| &mut c.layers[i]);
-            let attn = block.attn.forward(
-                &block.attn_norm.forward(&x)?,
-                &self.rope,
-                layer_cache,
-                offset,
-            )?;
-            x = (x + attn)?;
+        self.check_positions(s)?;
+        for block in &self.blocks {
+            x = (&x
+                + block
+                    .attn
+                    .forward(&block.attn_norm.forward(&x)?, &self.rope)?)?;
             x = (&x + block.mlp.forward(&block.mlp_norm.forward(&x)?)?)?;
         }
         self.norm.forward(&x)
@@ -612,8 +549,8 @@ mod tests {
             .chain([&base])
             .collect();
         let mut caches = vec![KvCache::default(); 4];
-        let mut solo = vec![KvCache::default(); 4];
         let mut inputs: Vec<Vec<u32>> = prompts.iter().map(|p| p.to_vec()).collect();
+        let mut histories = inputs.clone();
         for _ in 0..3 {
             let mut seqs: Vec<BatchSeq> = inputs
                 .iter()
@@ -627,14 +564,17 @@ mod tests {
                 .collect();
             let batched = base.forward_batch(&mut seqs)?;
             for (j, model) in singles.iter().enumerate() {
-                let input = Tensor::new(inputs[j].as_slice(), &Device::Cpu)?.unsqueeze(0)?;
-                let want = model.forward_cached(&input, &mut solo[j])?.squeeze(0)?;
+                // The reference: the whole history through the training path, no cache.
+                let history = Tensor::new(histories[j].as_slice(), &Device::Cpu)?.unsqueeze(0)?;
+                let want = model.forward(&history)?.squeeze(0)?;
+                let want = want.get(histories[j].len() - 1)?;
                 let diff = (batched.get(j)? - want)?
                     .abs()?
                     .max_all()?
                     .to_scalar::<f32>()?;
                 assert!(diff < 1e-5, "sequence {j} differs by {diff}");
                 inputs[j] = vec![(j as u32 * 7 + caches[j].len() as u32) % 50];
+                histories[j].extend(&inputs[j]);
             }
         }
         Ok(())

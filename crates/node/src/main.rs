@@ -63,6 +63,8 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // SAFETY: nothing has started a thread yet.
+    unsafe { openledger_ml::settle_thread_count() };
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {

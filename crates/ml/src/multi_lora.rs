@@ -1,0 +1,169 @@
+//! Many LoRA adapters over one batch in one pass: each row gets its own adapter's low-rank update
+//! (Punica's BGMV kernel, on the CPU).
+//!
+//! A batch's base projection is one matrix product whatever its adapters. The updates `x·Aᵀ·Bᵀ`
+//! are small per row (rank × (in + out) multiply-adds), so as candle ops (a slice, two products
+//! and an add for each adapter, then a concatenation) their dispatch costs far more than their
+//! arithmetic once a batch holds dozens of adapters. This op does them all in one pass that reads
+//! every adapter's factors in place. Serving only: it has no backward.
+
+use std::ops::Range;
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Storage, Tensor, bail};
+
+use crate::error::Result;
+use crate::fused::{dot, elements};
+use crate::llama::LoraWeights;
+
+/// A LoRA update applied to a range of rows of a batch.
+#[derive(Clone, Debug)]
+pub struct RowDelta<'a> {
+    /// The rows, in the batch's row order.
+    pub rows: Range<usize>,
+    /// The update.
+    pub lora: &'a LoraWeights,
+}
+
+/// `y` (`rows × out`) plus, on each of `deltas`' rows, that delta's `scale · x·Aᵀ·Bᵀ` for rows
+/// `x` (`rows × in`).
+pub fn add_deltas(x: &Tensor, y: &Tensor, deltas: &[RowDelta<'_>]) -> Result<Tensor> {
+    Ok(x.contiguous()?
+        .apply_op2_no_bwd(&y.contiguous()?, &AddDeltas(deltas))?)
+}
+
+struct AddDeltas<'a, 'b>(&'b [RowDelta<'a>]);
+
+impl CustomOp2 for AddDeltas<'_, '_> {
+    fn name(&self) -> &'static str {
+        "multi-lora"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ys: &CpuStorage,
+        yl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (rows, inputs) = xl.shape().dims2()?;
+        let (y_rows, outputs) = yl.shape().dims2()?;
+        if rows != y_rows {
+            bail!("multi-lora: {rows} input rows but {y_rows} output rows");
+        }
+        let x = elements(xs, xl, "multi-lora")?;
+        let mut y = elements(ys, yl, "multi-lora")?.to_vec();
+        for delta in self.0 {
+            if delta.rows.end > rows {
+                bail!("multi-lora: rows {:?} of a batch of {rows}", delta.rows);
+            }
+            let (a_storage, a_layout) = delta.lora.a.storage_and_layout();
+            let (b_storage, b_layout) = delta.lora.b.storage_and_layout();
+            let (rank, a_inputs) = a_layout.shape().dims2()?;
+            if a_inputs != inputs || b_layout.shape().dims2()? != (outputs, rank) {
+                bail!(
+                    "multi-lora: factors {:?} and {:?} do not fit a {inputs} to {outputs} layer",
+                    a_layout.dims(),
+                    b_layout.dims()
+                );
+            }
+            let (a, b) = (cpu(&a_storage, a_layout)?, cpu(&b_storage, b_layout)?);
+            let scale = delta.lora.scale as f32;
+            let mut down = vec![0f32; rank];
+            for row in delta.rows.clone() {
+                let x = &x[row * inputs..][..inputs];
+                for (d, a) in down.iter_mut().zip(a.chunks_exact(inputs)) {
+                    *d = scale * dot(a, x);
+                }
+                let y = &mut y[row * outputs..][..outputs];
+                for (y, b) in y.iter_mut().zip(b.chunks_exact(rank)) {
+                    *y += dot(b, &down);
+                }
+            }
+        }
+        Ok((CpuStorage::F32(y), yl.shape().clone()))
+    }
+}
+
+fn cpu<'a>(storage: &'a Storage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
+    match storage {
+        Storage::Cpu(s) => elements(s, layout, "multi-lora"),
+        _ => bail!("multi-lora: LoRA factors must be on the CPU"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn random(shape: (usize, usize), seed: u64) -> Tensor {
+        let n = shape.0 * shape.1;
+        let values =
+            (0..n).map(|i| ((i as u64 * 7919 + seed * 104_729) % 1000) as f32 / 500.0 - 1.0);
+        Tensor::from_vec(values.collect(), shape, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn each_row_gets_its_own_adapters_update() {
+        let (rows, inputs, outputs, rank) = (5, 19, 11, 3);
+        let x = random((rows, inputs), 1);
+        let y = random((rows, outputs), 2);
+        let lora = |seed| LoraWeights {
+            a: random((rank, inputs), seed),
+            b: random((outputs, rank), seed + 1),
+            scale: 0.5,
+        };
+        let (first, second) = (lora(3), lora(5));
+        let deltas = [
+            RowDelta {
+                rows: 0..2,
+                lora: &first,
+            },
+            RowDelta {
+                rows: 3..5,
+                lora: &second,
+            },
+        ];
+        let got = add_deltas(&x, &y, &deltas)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let update = |l: &LoraWeights, r: Range<usize>| {
+            let x = x.narrow(0, r.start, r.len()).unwrap();
+            let d = x
+                .matmul(&l.a.t().unwrap())
+                .unwrap()
+                .matmul(&l.b.t().unwrap());
+            (d.unwrap() * l.scale).unwrap()
+        };
+        let expected = Tensor::cat(
+            &[
+                (y.narrow(0, 0, 2).unwrap() + update(&first, 0..2)).unwrap(),
+                y.narrow(0, 2, 1).unwrap(),
+                (y.narrow(0, 3, 2).unwrap() + update(&second, 3..5)).unwrap(),
+            ],
+            0,
+        )
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+        for (g, e) in got.iter().flatten().zip(expected.iter().flatten()) {
+            assert!((g - e).abs() < 1e-5, "{g} vs {e}");
+        }
+    }
+
+    #[test]
+    fn factors_of_the_wrong_shape_are_refused() {
+        let lora = LoraWeights {
+            a: random((2, 7), 1),
+            b: random((4, 2), 2),
+            scale: 1.0,
+        };
+        let deltas = [RowDelta {
+            rows: 0..1,
+            lora: &lora,
+        }];
+        let error = add_deltas(&random((1, 8), 3), &random((1, 4), 4), &deltas).unwrap_err();
+        assert!(error.to_string().contains("do not fit"), "{error}");
+    }
+}
