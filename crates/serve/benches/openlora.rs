@@ -1,0 +1,472 @@
+//! OpenLoRA serving throughput: the engine's continuous batching over many adapters, side by side
+//! with the two ways users would otherwise serve LoRA adapters, on the same request mix.
+//!
+//! Modes:
+//! - `batched`: the engine `openledger serve` runs (batch of up to 32, adapter cache of 64);
+//! - `one-at-a-time`: the same engine with a batch of one (adapters applied unmerged);
+//! - `swap`: one request at a time, the adapter merged into a copy of the base weights for each
+//!   request (what a server without multi-adapter batching does), with the same adapter cache.
+//!
+//! Scenarios: (a) every request for one adapter; (b) 32 adapters in turn, so a full batch holds
+//! 32 distinct adapters; (c) 1,000 registered adapters requested Zipf(1.0), a cache of 64.
+//!
+//! 32 closed-loop clients each send their next request when the last one ends; time to first
+//! token counts from sending, so it includes queueing. Base weights are seeded random ones of the
+//! dev base model's shape and of a ~50M-parameter shape (throughput depends on the shape, not the
+//! values); adapters are rank 8 on q,k,v,o, written in PEFT format to a temporary folder.
+//!
+//! Run: `cargo bench -p openledger-serve --bench openlora [-- dev|50m]`.
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openledger_ml::checkpoint::random_weights;
+use openledger_ml::generate::{GenerateOptions, generate_ids};
+use openledger_ml::llama::PROJECTIONS;
+use openledger_ml::synth::{DOMAINS, SynthOptions, corpus};
+use openledger_ml::tokenizer::{Tokenizer, encode, end_of_text, train};
+use openledger_ml::{Adapter, Device, Llama, LoraConfig, LoraSet, ModelConfig, Weights};
+use openledger_serve::adapters::{AdapterCache, CacheLimits, Registry};
+use openledger_serve::engine::{Engine, EngineConfig, Event, Request};
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Zipf};
+use tokio::sync::mpsc::unbounded_channel;
+
+const CLIENTS: usize = 32;
+const MAX_BATCH: usize = 32;
+const ADAPTERS: usize = 1000;
+const CACHE: usize = 64;
+const GENERATED: usize = 32;
+
+/// One request of the mix.
+#[derive(Clone)]
+struct Spec {
+    adapter: Option<String>,
+    prompt: Vec<u32>,
+    options: GenerateOptions,
+}
+
+/// What a client saw of one request.
+struct Outcome {
+    ttft: Duration,
+    tokens: usize,
+}
+
+/// One run of a mode on a scenario.
+struct Run {
+    tokens_per_second: f64,
+    ttfts: Vec<Duration>,
+    /// Adapter cache hits and misses, where the mode counts them.
+    lookups: Option<(u64, u64)>,
+}
+
+/// A mode's runs on a scenario: the median throughput, time to first token over every request.
+struct Summary {
+    tokens_per_second: f64,
+    ttft_p50: Duration,
+    ttft_p99: Duration,
+    hit_rate: Option<f64>,
+}
+
+impl Summary {
+    fn of(mut runs: Vec<Run>) -> Self {
+        runs.sort_by(|a, b| a.tokens_per_second.total_cmp(&b.tokens_per_second));
+        let mut ttfts: Vec<Duration> = runs.iter().flat_map(|r| r.ttfts.clone()).collect();
+        ttfts.sort();
+        let quantile = |q: f64| ttfts[((ttfts.len() - 1) as f64 * q).round() as usize];
+        let lookups = runs.iter().filter_map(|r| r.lookups);
+        let (hits, misses) = lookups.fold((0, 0), |(h, m), (a, b)| (h + a, m + b));
+        Self {
+            tokens_per_second: runs[runs.len() / 2].tokens_per_second,
+            ttft_p50: quantile(0.5),
+            ttft_p99: quantile(0.99),
+            hit_rate: (hits + misses > 0).then(|| hits as f64 / (hits + misses) as f64),
+        }
+    }
+}
+
+/// Runs of the batched mode per scenario, whose median is reported.
+const ROUNDS: usize = 3;
+const MODES: [&str; 3] = ["batched", "one-at-a-time", "swap"];
+
+fn main() {
+    // SAFETY: nothing has started a thread yet.
+    unsafe { openledger_ml::settle_thread_count() };
+    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let (tokenizer, text) = tokenizer();
+    for size in ["dev", "50m"] {
+        if only.as_deref().is_none_or(|o| o == size) {
+            bench_size(size, &tokenizer, &text);
+        }
+    }
+}
+
+/// A tokenizer of the dev base model's vocabulary, and token ids of text to draw prompts from.
+fn tokenizer() -> (Tokenizer, Vec<u32>) {
+    let mut texts = Vec::new();
+    for (i, domain) in DOMAINS.iter().enumerate() {
+        let options = SynthOptions {
+            domain: domain.to_string(),
+            contributors: 4,
+            rows: 100,
+            seed: i as u64,
+            noise_contributor: None,
+        };
+        let (_, files) = corpus(&options).expect("synthetic corpus");
+        texts.extend(files.into_iter().flatten().map(|row| row.text));
+    }
+    let vocab = openledger_ml::devbase::VOCAB_SIZE;
+    let tokenizer = train(texts.iter().map(String::as_str), vocab).expect("tokenizer");
+    let ids = encode(&tokenizer, &texts.join(" ")).expect("encode");
+    (tokenizer, ids)
+}
+
+fn config(size: &str, vocab: usize) -> ModelConfig {
+    match size {
+        "dev" => openledger_ml::devbase::config_with_vocab(vocab),
+        _ => {
+            let mut c = ModelConfig::llama(vocab, 576, 14, 9, 3);
+            c.intermediate_size = 1536;
+            c
+        }
+    }
+}
+
+fn bench_size(size: &str, tokenizer: &Tokenizer, text: &[u32]) {
+    let dev = Device::Cpu;
+    let config = config(size, tokenizer.get_vocab_size(true));
+    let weights = random_weights(&config, 1, &dev).expect("weights");
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let lora = LoraConfig::new(8, 16.0, "q,k,v,o").expect("LoRA config");
+    for i in 0..ADAPTERS {
+        let adapter = Adapter::init(&config, lora.clone(), i as u64, &dev).expect("adapter");
+        adapter
+            .save(&folder.path().join(id(i)), "bench-base")
+            .expect("save adapter");
+    }
+    // The baselines serve one request at a time, so a run of them lasts long enough to be steady;
+    // on the larger model they run once, the short batched runs three times.
+    let (requests, baseline_rounds) = if size == "dev" {
+        (128, ROUNDS)
+    } else {
+        (48, 1)
+    };
+    let adapter_bytes = load(folder.path(), &config, 0).size_bytes();
+    println!(
+        "\n{size} base: {:.1}M parameters; {ADAPTERS} adapters of {} KiB (rank 8 on q,k,v,o); \
+         {CLIENTS} clients; {requests} requests of 16-80 prompt tokens and up to {GENERATED} \
+         generated (temperature 1, top_p 1); median of {ROUNDS} rounds ({baseline_rounds} for \
+         the baselines), modes interleaved",
+        config.parameter_count() as f64 / 1e6,
+        adapter_bytes / 1024,
+    );
+    println!(
+        "{:<18} {:<14} {:>9} {:>12} {:>12} {:>10}",
+        "scenario", "mode", "tok/s", "p50 TTFT ms", "p99 TTFT ms", "cache hits"
+    );
+    let model = Llama::new(config.clone(), &weights).expect("model");
+    let start = end_of_text(tokenizer).expect("end-of-text token");
+    let mut figures = Vec::new();
+    for (name, pick) in scenarios() {
+        // Earlier traffic from the same distribution, whose adapters the cache holds at the start.
+        let history: Vec<Spec> = mix(text, start, CACHE, &pick, 8)
+            .into_iter()
+            .map(|spec| Spec {
+                prompt: spec.prompt[..4].to_vec(),
+                options: GenerateOptions {
+                    max_tokens: 1,
+                    ..spec.options
+                },
+                ..spec
+            })
+            .collect();
+        let mix = mix(text, start, requests, &pick, 7);
+        let mut runs: [Vec<Run>; 3] = Default::default();
+        for round in 0..ROUNDS {
+            for (mode, runs) in MODES.iter().zip(&mut runs) {
+                if *mode != "batched" && round >= baseline_rounds {
+                    continue;
+                }
+                runs.push(match *mode {
+                    "swap" => swap(&model, &weights, tokenizer, folder.path(), &history, &mix),
+                    _ => {
+                        let batch = if *mode == "batched" { MAX_BATCH } else { 1 };
+                        batched(&model, tokenizer, folder.path(), batch, &history, &mix)
+                    }
+                });
+            }
+        }
+        for (mode, runs) in MODES.iter().zip(runs) {
+            let summary = Summary::of(runs);
+            let hits = summary
+                .hit_rate
+                .map_or("-".into(), |h| format!("{:.0}%", h * 100.0));
+            println!(
+                "{name:<18} {mode:<14} {:>9.1} {:>12.1} {:>12.1} {hits:>10}",
+                summary.tokens_per_second,
+                ms(summary.ttft_p50),
+                ms(summary.ttft_p99),
+            );
+            figures.push(summary.tokens_per_second);
+        }
+    }
+    let [a, _, a_swap, b, _, b_swap, c, c_one, c_swap] = figures[..] else {
+        unreachable!("three scenarios of three modes")
+    };
+    println!("(b) / (a), batched: {:.2} (target >= 0.80)", b / a);
+    println!(
+        "batched / swap: (a) {:.1}x, (b) {:.1}x, (c) {:.1}x (target >= 3x); \
+         batched / one-at-a-time, (c): {:.1}x",
+        a / a_swap,
+        b / b_swap,
+        c / c_swap,
+        c / c_one
+    );
+    cold_load(folder.path(), &config);
+}
+
+type Pick = Box<dyn Fn(usize, &mut rand_chacha::ChaCha8Rng) -> usize>;
+
+/// Each scenario's choice of adapter for request `i`.
+fn scenarios() -> [(&'static str, Pick); 3] {
+    let zipf = Zipf::new(ADAPTERS as f64, 1.0).expect("Zipf parameters");
+    [
+        ("(a) one adapter", Box::new(|_, _| 0)),
+        ("(b) 32 adapters", Box::new(|i, _| i % 32)),
+        (
+            "(c) 1000, Zipf",
+            Box::new(move |_, rng| zipf.sample(rng) as usize - 1),
+        ),
+    ]
+}
+
+/// `requests` requests with prompts cut from `text` and adapters chosen by `pick`.
+fn mix(text: &[u32], start: u32, requests: usize, pick: &Pick, seed: u64) -> Vec<Spec> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..requests)
+        .map(|i| {
+            let len = rng.random_range(16..=80);
+            let from = rng.random_range(0..text.len() - len);
+            let prompt = [start]
+                .into_iter()
+                .chain(text[from..from + len].iter().copied());
+            Spec {
+                adapter: Some(id(pick(i, &mut rng))),
+                prompt: prompt.collect(),
+                options: GenerateOptions {
+                    max_tokens: GENERATED,
+                    temperature: 1.0,
+                    top_p: 1.0,
+                    seed: i as u64,
+                    ..Default::default()
+                },
+            }
+        })
+        .collect()
+}
+
+fn id(i: usize) -> String {
+    format!("adapter-{i:04}")
+}
+
+/// The engine over the registered adapters with a batch of `max_batch`.
+fn batched(
+    model: &Llama,
+    tokenizer: &Tokenizer,
+    adapters: &Path,
+    max_batch: usize,
+    history: &[Spec],
+    mix: &[Spec],
+) -> Run {
+    let config = EngineConfig {
+        max_batch,
+        queue: 256,
+        cache: cache_limits(),
+        prefill_chunk: 256,
+    };
+    let registry = Registry::scan(adapters).expect("scan adapters");
+    let engine = Engine::start(model.clone(), tokenizer.clone(), registry, config);
+    let submit = |request| engine.submit(request).expect("queued");
+    drive(history, &submit);
+    let metrics = engine.metrics();
+    let lookups = || {
+        (
+            metrics.cache_hits.load(Relaxed),
+            metrics.cache_misses.load(Relaxed),
+        )
+    };
+    let before = lookups();
+    let mut run = drive(mix, &submit);
+    let after = lookups();
+    run.lookups = Some((after.0 - before.0, after.1 - before.1));
+    run
+}
+
+/// One request at a time, each on the base weights with its adapter merged in.
+fn swap(
+    model: &Llama,
+    weights: &Weights,
+    tokenizer: &Tokenizer,
+    adapters: &Path,
+    history: &[Spec],
+    mix: &[Spec],
+) -> Run {
+    let (sender, receiver) = mpsc::channel::<Request>();
+    let config = model.config().clone();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut cache = AdapterCache::new(cache_limits());
+            for request in receiver {
+                let id = request
+                    .adapter
+                    .as_deref()
+                    .expect("every request has an adapter");
+                let adapter = cache.get(id).unwrap_or_else(|| {
+                    let index = id["adapter-".len()..].parse().expect("adapter number");
+                    let loaded = Arc::new(load(adapters, &config, index));
+                    cache.insert(id, loaded.clone());
+                    loaded
+                });
+                let merged = Llama::new(config.clone(), &merge(weights, &adapter, &config))
+                    .expect("merged model");
+                let events = request.events;
+                let generation = generate_ids(
+                    &merged,
+                    tokenizer,
+                    &request.prompt,
+                    &request.options,
+                    &mut |text| drop(events.send(Event::Text(text.into()))),
+                )
+                .expect("generation");
+                let _ = events.send(Event::Done {
+                    finish_reason: generation.finish_reason,
+                    prompt_tokens: generation.prompt_tokens,
+                    completion_tokens: generation.tokens.len(),
+                });
+            }
+        });
+        let submit = |request| sender.send(request).expect("swap server");
+        drive(history, &submit);
+        let run = drive(mix, &submit);
+        drop(sender);
+        run
+    })
+}
+
+/// The base weights with `adapter`'s `B·A` added to each projection it targets.
+fn merge(base: &Weights, adapter: &LoraSet, config: &ModelConfig) -> Weights {
+    let mut weights = base.clone();
+    for layer in 0..config.num_hidden_layers {
+        for (p, projection) in PROJECTIONS.iter().enumerate() {
+            let Some(lora) = adapter.get(layer, p) else {
+                continue;
+            };
+            let block = if p < 4 { "self_attn" } else { "mlp" };
+            let name = format!("model.layers.{layer}.{block}.{projection}.weight");
+            let delta = lora
+                .b
+                .matmul(&lora.a)
+                .and_then(|d| d.affine(lora.scale, 0.0));
+            let merged = (&weights[&name] + delta.expect("B·A")).expect("W + B·A");
+            weights.insert(name, merged);
+        }
+    }
+    weights
+}
+
+fn cache_limits() -> CacheLimits {
+    CacheLimits {
+        adapters: CACHE,
+        bytes: 1 << 32,
+    }
+}
+
+fn load(adapters: &Path, config: &ModelConfig, i: usize) -> LoraSet {
+    Adapter::load(&adapters.join(id(i)), config, &Device::Cpu)
+        .and_then(|a| a.to_set())
+        .expect("load adapter")
+}
+
+/// Runs `mix` from `CLIENTS` closed-loop clients and measures it.
+fn drive(mix: &[Spec], submit: &(dyn Fn(Request) + Sync)) -> Run {
+    let next = AtomicUsize::new(0);
+    let outcomes = Mutex::new(Vec::with_capacity(mix.len()));
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..CLIENTS {
+            scope.spawn(|| {
+                while let Some(spec) = mix.get(next.fetch_add(1, Relaxed)) {
+                    let outcome = request(spec, submit);
+                    outcomes.lock().unwrap().push(outcome);
+                }
+            });
+        }
+    });
+    let elapsed = started.elapsed();
+    let outcomes = outcomes.into_inner().unwrap();
+    let tokens: usize = outcomes.iter().map(|o| o.tokens).sum();
+    Run {
+        tokens_per_second: tokens as f64 / elapsed.as_secs_f64(),
+        ttfts: outcomes.iter().map(|o| o.ttft).collect(),
+        lookups: None,
+    }
+}
+
+/// Sends one request and waits for its end.
+fn request(spec: &Spec, submit: &(dyn Fn(Request) + Sync)) -> Outcome {
+    let (events, mut receiver) = unbounded_channel();
+    let arrived = Instant::now();
+    submit(Request {
+        adapter: spec.adapter.clone(),
+        prompt: spec.prompt.clone(),
+        options: spec.options.clone(),
+        events,
+        arrived,
+    });
+    let mut ttft = None;
+    loop {
+        match receiver.blocking_recv() {
+            Some(Event::Text(_)) => {
+                ttft.get_or_insert(arrived.elapsed());
+            }
+            Some(Event::Done {
+                completion_tokens, ..
+            }) => {
+                return Outcome {
+                    ttft: ttft.unwrap_or_else(|| arrived.elapsed()),
+                    tokens: completion_tokens,
+                };
+            }
+            Some(Event::Failed(error)) => panic!("request failed: {error}"),
+            None => panic!("the server dropped a request"),
+        }
+    }
+}
+
+/// Time to read one adapter from its files into a servable set, over adapters not yet loaded.
+fn cold_load(adapters: &Path, config: &ModelConfig) {
+    let mut times: Vec<Duration> = (900..ADAPTERS)
+        .map(|i| {
+            let started = Instant::now();
+            load(adapters, config, i);
+            started.elapsed()
+        })
+        .collect();
+    times.sort();
+    println!(
+        "cold adapter load (PEFT files in the page cache to a servable set): median {:.2} ms, \
+         p99 {:.2} ms",
+        ms(times[times.len() / 2]),
+        ms(times[times.len() * 99 / 100])
+    );
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
