@@ -235,7 +235,7 @@ impl SpanIndex {
 
 /// Parts per million by the largest-remainder method: floors first, then one more ppm each to the
 /// largest remainders (ties to the contribution first in id order) until they sum to 1,000,000.
-fn to_ppm(scores: &BTreeMap<&str, u128>) -> Vec<Credit> {
+pub(crate) fn to_ppm(scores: &BTreeMap<&str, u128>) -> Vec<Credit> {
     let total: u128 = scores.values().sum();
     if total == 0 {
         return Vec::new();
