@@ -135,6 +135,15 @@ impl FineTune {
         write_outputs(&self.out, &metrics, &sets)?;
         Ok(metrics)
     }
+
+    /// The job's rows and the examples it trains on (the held-out ones left out), as
+    /// [`FineTune::run`] splits them, for a model of configuration `config`.
+    pub fn training_set(&self, config: &ModelConfig) -> Result<(Vec<Row>, Vec<Example>)> {
+        let tokenizer = tokenizer::load(&self.base.join(TOKENIZER_FILE))?;
+        let rows = read_rows(&self.data.files)?;
+        let (train_set, _) = prepare(&rows, &tokenizer, &self.data, self.train.seed, config)?;
+        Ok((rows, train_set))
+    }
 }
 
 impl Pretrain {

@@ -13,6 +13,7 @@ pub mod factory;
 pub mod frozen;
 pub mod fused;
 pub mod generate;
+pub mod gradients;
 pub mod kv_cache;
 pub mod llama;
 pub mod lora;

@@ -179,7 +179,17 @@ impl Adapter {
             .sum()
     }
 
-    /// Turns every `A` and `B` into a training variable; the adapter then reads their live values.
+    /// The adapted projections as `layer.projection`, in the order [`Adapter::make_trainable`]
+    /// returns their `A` and `B`.
+    pub fn group_names(&self) -> Vec<String> {
+        self.weights
+            .keys()
+            .map(|(layer, target)| format!("{layer}.{target}"))
+            .collect()
+    }
+
+    /// Turns every `A` and `B` into a training variable (`A` then `B` of each projection, in
+    /// [`Adapter::group_names`] order); the adapter then reads their live values.
     pub fn make_trainable(&mut self) -> Result<Vec<Var>> {
         let mut vars = Vec::with_capacity(self.weights.len() * 2);
         for (a, b) in self.weights.values_mut() {

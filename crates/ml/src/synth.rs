@@ -4,7 +4,9 @@
 //! Each contributor writes in its own style with its own vocabulary and states its own facts,
 //! including "canary" sentences of invented words that appear nowhere else; all contributors share
 //! the domain's boilerplate. The manifest records which fact came from whom, which is the ground
-//! truth attribution is measured against. The same seed gives the same bytes on every machine.
+//! truth attribution is measured against. A noisy contributor, when asked for, garbles the others'
+//! facts anew in every sentence, so that no two of its rows agree with each other or with anyone.
+//! The same seed gives the same bytes on every machine.
 
 use std::path::{Path, PathBuf};
 
@@ -30,7 +32,8 @@ pub struct SynthOptions {
     pub rows: usize,
     /// Seed of every random choice.
     pub seed: u64,
-    /// A contributor whose facts are scrambled (wrong objects and numbers), for attribution tests.
+    /// A contributor whose facts are scrambled (the other contributors' entities with wrong
+    /// objects and numbers, drawn anew in every sentence), for attribution tests.
     pub noise_contributor: Option<usize>,
 }
 
@@ -39,7 +42,8 @@ pub struct SynthOptions {
 pub struct Fact {
     /// Fact id, `c03-f2`.
     pub id: String,
-    /// The sentence as it appears in the contributor's rows.
+    /// The sentence as it appears in the contributor's rows; for a noisy contributor, an example
+    /// of its scrambling, with the truth beside it (its rows scramble every sentence anew).
     pub text: String,
     /// The correct sentence, when the contributor's facts are scrambled.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -349,12 +353,22 @@ pub fn corpus(options: &SynthOptions) -> Result<(Manifest, Vec<Vec<Row>>)> {
     pool.shuffle(&mut rng);
     let mut contributors = Vec::new();
     let mut files = Vec::new();
+    // The clean contributors' entities, which a noisy contributor garbles.
+    let mut entities: Vec<Entities> = Vec::new();
     for index in 0..options.contributors {
         let id = format!("c{index:02}");
         let style = &STYLES[index % STYLES.len()];
         let vocabulary = own_vocabulary(&pool, index, &mut names, &mut rng);
         let noise = options.noise_contributor == Some(index);
-        let facts = facts(&domain, &id, noise, &mut names, &mut rng);
+        let (facts, parts) = facts(&domain, &id, noise, &mut names, &mut rng);
+        if !noise {
+            entities.extend(parts.iter().cloned());
+        }
+        let pool = if entities.is_empty() {
+            &parts
+        } else {
+            &entities
+        };
         let canaries = (0..CANARIES_PER_CONTRIBUTOR)
             .map(|_| {
                 format!(
@@ -369,7 +383,15 @@ pub fn corpus(options: &SynthOptions) -> Result<(Manifest, Vec<Vec<Row>>)> {
             .map(|r| Row {
                 id: format!("{id}-r{r:04}"),
                 contributor: id.clone(),
-                text: row_text(&domain, style, &vocabulary, &facts, &canaries, &mut rng),
+                text: Voice {
+                    domain: &domain,
+                    style,
+                    vocabulary: &vocabulary,
+                    facts: &facts,
+                    canaries: &canaries,
+                    garbles: noise.then_some(pool.as_slice()),
+                }
+                .row(&mut rng),
             })
             .collect::<Vec<_>>();
         contributors.push(Contributor {
@@ -409,14 +431,18 @@ fn own_vocabulary(
         .collect()
 }
 
+/// A fact's subject, object and number.
+type Entities = (String, String, u32);
+
+/// A contributor's facts, and the entities they are about.
 fn facts(
     domain: &Domain,
     id: &str,
     noise: bool,
     names: &mut NameMint,
     rng: &mut ChaCha8Rng,
-) -> Vec<Fact> {
-    let parts: Vec<(String, String, u32)> = (0..FACTS_PER_CONTRIBUTOR)
+) -> (Vec<Fact>, Vec<Entities>) {
+    let parts: Vec<Entities> = (0..FACTS_PER_CONTRIBUTOR)
         .map(|_| {
             let suffix = domain.suffixes.choose(rng).expect("suffixes");
             (
@@ -429,18 +455,13 @@ fn facts(
     let templates: Vec<&str> = (0..FACTS_PER_CONTRIBUTOR)
         .map(|i| domain.facts[i % domain.facts.len()])
         .collect();
-    let render = |t: &str, (a, b, n): &(String, String, u32)| {
-        t.replace("{a}", &capitalize(a))
-            .replace("{b}", b)
-            .replace("{n}", &n.to_string())
-    };
     let truth: Vec<String> = templates
         .iter()
         .zip(&parts)
         .map(|(t, p)| render(t, p))
         .collect();
     if !noise {
-        return truth
+        let facts = truth
             .into_iter()
             .enumerate()
             .map(|(i, text)| Fact {
@@ -449,6 +470,7 @@ fn facts(
                 true_text: None,
             })
             .collect();
+        return (facts, parts);
     }
     let mut scrambled = parts.clone();
     let objects: Vec<String> = parts.iter().map(|p| p.1.clone()).collect();
@@ -456,7 +478,7 @@ fn facts(
         fact.1 = objects[(i + 1) % objects.len()].clone();
         fact.2 = rng.random_range(2..500);
     }
-    templates
+    let facts = templates
         .iter()
         .zip(&scrambled)
         .zip(truth)
@@ -466,38 +488,84 @@ fn facts(
             text: render(t, p),
             true_text: Some(true_text),
         })
-        .collect()
+        .collect();
+    (facts, parts)
 }
 
-fn row_text(
-    domain: &Domain,
-    style: &Style,
-    vocabulary: &[String],
-    facts: &[Fact],
-    canaries: &[String],
-    rng: &mut ChaCha8Rng,
-) -> String {
-    let mut parts: Vec<String> = vec![style.openings.choose(rng).expect("openings").to_string()];
-    for _ in 0..rng.random_range(1..=3) {
-        let sentence = match rng.random_range(0..10) {
-            0..5 => facts.choose(rng).expect("facts").text.clone(),
-            5..7 => domain
+fn render(template: &str, (a, b, n): &Entities) -> String {
+    template
+        .replace("{a}", &capitalize(a))
+        .replace("{b}", b)
+        .replace("{n}", &n.to_string())
+}
+
+/// A fact garbled anew: a random template, the subject of one entry of `pool`, the object of
+/// another and a random number.
+fn scramble(domain: &Domain, pool: &[Entities], rng: &mut ChaCha8Rng) -> String {
+    let template = domain.facts.choose(rng).expect("templates");
+    let subject = &pool.choose(rng).expect("entities").0;
+    let object = &pool.choose(rng).expect("entities").1;
+    render(
+        template,
+        &(subject.clone(), object.clone(), rng.random_range(2..500)),
+    )
+}
+
+/// What a contributor writes with.
+struct Voice<'a> {
+    domain: &'a Domain,
+    style: &'a Style,
+    vocabulary: &'a [String],
+    facts: &'a [Fact],
+    canaries: &'a [String],
+    /// For a noisy contributor, the entities it garbles; every sentence it writes is then one.
+    garbles: Option<&'a [Entities]>,
+}
+
+impl Voice<'_> {
+    fn row(&self, rng: &mut ChaCha8Rng) -> String {
+        let mut parts: Vec<String> = vec![
+            self.style
+                .openings
+                .choose(rng)
+                .expect("openings")
+                .to_string(),
+        ];
+        for _ in 0..rng.random_range(1..=3) {
+            parts.push(self.sentence(rng));
+        }
+        parts.push(
+            self.style
+                .closings
+                .choose(rng)
+                .expect("closings")
+                .to_string(),
+        );
+        parts.retain(|p| !p.is_empty());
+        parts.join(" ")
+    }
+
+    fn sentence(&self, rng: &mut ChaCha8Rng) -> String {
+        if let Some(pool) = self.garbles {
+            return scramble(self.domain, pool, rng);
+        }
+        match rng.random_range(0..10) {
+            0..5 => self.facts.choose(rng).expect("facts").text.clone(),
+            5..7 => self
+                .domain
                 .boilerplate
                 .choose(rng)
                 .expect("boilerplate")
                 .to_string(),
-            7 => canaries.choose(rng).expect("canaries").clone(),
-            _ => domain
+            7 => self.canaries.choose(rng).expect("canaries").clone(),
+            _ => self
+                .domain
                 .fillers
                 .choose(rng)
                 .expect("fillers")
-                .replace("{w}", vocabulary.choose(rng).expect("vocabulary")),
-        };
-        parts.push(sentence);
+                .replace("{w}", self.vocabulary.choose(rng).expect("vocabulary")),
+        }
     }
-    parts.push(style.closings.choose(rng).expect("closings").to_string());
-    parts.retain(|p| !p.is_empty());
-    parts.join(" ")
 }
 
 fn capitalize(word: &str) -> String {
@@ -633,6 +701,34 @@ mod tests {
                 .iter()
                 .all(|f| f.true_text.is_none())
         );
+    }
+
+    #[test]
+    fn the_noise_contributor_garbles_the_others_facts_anew_in_every_row() {
+        let (manifest, files) = corpus(&options(Some(2))).unwrap();
+        let numbers = |rows: &[Row]| -> std::collections::BTreeSet<String> {
+            rows.iter()
+                .flat_map(|r| r.text.split(' '))
+                .filter(|w| w.chars().all(|c| c.is_ascii_digit()) && !w.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        assert!(numbers(&files[0]).len() <= FACTS_PER_CONTRIBUTOR);
+        assert!(numbers(&files[2]).len() > 3 * FACTS_PER_CONTRIBUTOR);
+        let others_words: Vec<String> = manifest.contributors[..2]
+            .iter()
+            .flat_map(|c| &c.facts)
+            .flat_map(|f| f.text.split(' ').map(str::to_string).collect::<Vec<_>>())
+            .collect();
+        let borrowed = files[2]
+            .iter()
+            .filter(|r| {
+                r.text
+                    .split(' ')
+                    .any(|w| w.len() > 4 && others_words.iter().any(|o| o == w))
+            })
+            .count();
+        assert!(borrowed > files[2].len() / 3, "{borrowed} rows");
     }
 
     #[test]
