@@ -266,6 +266,10 @@ pub struct TrainArgs {
     /// Peak learning rate [default: 2e-4]
     #[arg(long)]
     lr: Option<f64>,
+    /// Buckets per LoRA module of the sketched training gradients recorded for gradient
+    /// influence (`influence.bin`); 0 records none.
+    #[arg(long, default_value_t = crate::attribution::influence::DEFAULT_DIMS)]
+    influence_dims: usize,
     #[command(flatten)]
     optim: OptimArgs,
 }
@@ -288,7 +292,11 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         train: args.optim.apply(args.lr, TrainOptions::default()),
     };
     let metrics = run_with_bar(|bar| job.run(bar))?;
-    report(&metrics, &args.out, args.optim.json)
+    report(&metrics, &args.out, args.optim.json)?;
+    if args.influence_dims > 0 {
+        crate::attribution::influence::record(&job, args.influence_dims, args.optim.json)?;
+    }
+    Ok(())
 }
 
 /// Options of `openledger generate`.

@@ -1,13 +1,16 @@
-//! `openledger attribution index` and `openledger attribution query`: span attribution from the
-//! command line, on data files and a tokenizer, with no node needed.
+//! `openledger attribution`: span attribution (`index`, `query`) on data files and a tokenizer,
+//! and gradient influence (`influence`) on an adapter, from the command line with no node needed.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use openledger_attribution::{Attribution, RowTokens, SpanIndex, SpanOptions, fingerprint};
+use openledger_attribution::{Attribution, Credit, RowTokens, SpanIndex, SpanOptions, fingerprint};
 use openledger_ml::{data, tokenizer};
+
+pub mod eval;
+pub mod influence;
 
 /// The copy of the tokenizer kept in an index directory, so queries tokenize as the rows were.
 const TOKENIZER_FILE: &str = "tokenizer.json";
@@ -51,6 +54,24 @@ enum AttributionCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Measure attribution quality on generated data with a known ground truth.
+    Eval(eval::EvalArgs),
+    /// Attribute a text to an adapter's training rows by gradient influence (DataInf, with
+    /// TracIn beside it).
+    Influence {
+        /// Base checkpoint directory [default: the dev base model]
+        #[arg(long)]
+        base: Option<PathBuf>,
+        /// The adapter directory, with the influence.bin that `openledger train` wrote.
+        #[arg(long)]
+        adapter: PathBuf,
+        /// The output text to attribute.
+        #[arg(long)]
+        text: String,
+        /// Print the attribution as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs `openledger attribution`.
@@ -68,6 +89,13 @@ pub fn run(args: AttributionArgs) -> anyhow::Result<()> {
             min_len,
             json,
         } => query(&index, &text, tokenizer.as_deref(), min_len, json),
+        AttributionCommand::Influence {
+            base,
+            adapter,
+            text,
+            json,
+        } => influence::query(&influence::base_or_dev(base)?, &adapter, &text, json),
+        AttributionCommand::Eval(args) => eval::run(args),
     }
 }
 
@@ -76,8 +104,15 @@ fn read_tokenizer(path: &Path) -> anyhow::Result<(tokenizer::Tokenizer, String)>
     Ok((tokenizer::load(path)?, fingerprint(&bytes)))
 }
 
-fn index(files: &[PathBuf], tokenizer_path: &Path, out: &Path) -> anyhow::Result<()> {
-    let started = Instant::now();
+/// A span index over the rows of data files, with the tokenizer it was built with and that
+/// tokenizer's fingerprint.
+pub(crate) struct BuiltIndex {
+    pub index: SpanIndex,
+    pub tokenizer: tokenizer::Tokenizer,
+    pub fingerprint: String,
+}
+
+pub(crate) fn build_index(files: &[PathBuf], tokenizer_path: &Path) -> anyhow::Result<BuiltIndex> {
     let (tok, print) = read_tokenizer(tokenizer_path)?;
     let rows = data::read_rows(files)?;
     let tokens: Vec<Vec<u32>> = rows
@@ -92,12 +127,22 @@ fn index(files: &[PathBuf], tokenizer_path: &Path, out: &Path) -> anyhow::Result
         }),
         &print,
     )?;
+    Ok(BuiltIndex {
+        index,
+        tokenizer: tok,
+        fingerprint: print,
+    })
+}
+
+fn index(files: &[PathBuf], tokenizer_path: &Path, out: &Path) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let BuiltIndex { index, .. } = build_index(files, tokenizer_path)?;
     index.save(out)?;
     std::fs::copy(tokenizer_path, out.join(TOKENIZER_FILE))
         .with_context(|| format!("copy the tokenizer into {}", out.display()))?;
     println!(
         "indexed {} rows, {} tokens ({:.1} MB) into {} in {:.2} s",
-        rows.len(),
+        index.rows().len(),
         index.len(),
         index.size_bytes() as f64 / 1e6,
         out.display(),
@@ -131,6 +176,18 @@ fn query(
     Ok(())
 }
 
+/// Prints weights a line per contribution: ppm, percent, id.
+pub(crate) fn print_weights(weights: &[Credit]) {
+    for credit in weights {
+        println!(
+            "{:>9} ppm  {:>6.2}%  {}",
+            credit.ppm,
+            credit.ppm as f64 / 1e4,
+            credit.contribution
+        );
+    }
+}
+
 fn print_attribution(
     attribution: &Attribution,
     tok: &tokenizer::Tokenizer,
@@ -139,14 +196,7 @@ fn print_attribution(
     if !attribution.is_attributed() {
         println!("no attribution: no span of the text occurs in the indexed rows");
     }
-    for credit in &attribution.weights {
-        println!(
-            "{:>9} ppm  {:>6.2}%  {}",
-            credit.ppm,
-            credit.ppm as f64 / 1e4,
-            credit.contribution
-        );
-    }
+    print_weights(&attribution.weights);
     for span in &attribution.spans {
         let text = tokenizer::decode(tok, &output[span.start..span.start + span.len])?;
         let rows: Vec<String> = span
