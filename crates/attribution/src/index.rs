@@ -304,7 +304,7 @@ fn concatenate<'a>(
         text.push(u32::MAX);
         if text.len() > MAX_TOKENS {
             return Err(AttributionError::Input(format!(
-                "more than {MAX_TOKENS} tokens: split the rows into several indexes (shards)"
+                "more than {MAX_TOKENS} tokens: build a ShardedIndex"
             )));
         }
     }

@@ -16,6 +16,7 @@ pub mod error;
 pub mod index;
 pub mod influence;
 pub mod quality;
+pub mod shards;
 pub mod span;
 
 pub use error::{AttributionError, Result};
@@ -23,4 +24,5 @@ pub use index::{IndexRow, RowTokens, SpanIndex, fingerprint};
 pub use influence::{
     GradientRow, GradientStore, INFLUENCE_FILE, Influence, RowInfluence, RowScores, Sketch,
 };
+pub use shards::ShardedIndex;
 pub use span::{Attribution, Credit, Evidence, SpanOptions, SpanRow};

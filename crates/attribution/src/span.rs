@@ -108,48 +108,7 @@ impl SpanIndex {
         tokenizer: &str,
         options: &SpanOptions,
     ) -> Result<Attribution> {
-        if tokenizer != self.tokenizer() {
-            return Err(AttributionError::TokenizerMismatch {
-                index: self.tokenizer().to_string(),
-                query: tokenizer.to_string(),
-            });
-        }
-        if output.len() > MAX_OUTPUT_TOKENS {
-            return Err(AttributionError::Input(format!(
-                "an output of {} tokens is longer than the {MAX_OUTPUT_TOKENS} attributed at once",
-                output.len()
-            )));
-        }
-        if options.min_len == 0 {
-            return Err(AttributionError::Input("min_len must be at least 1".into()));
-        }
-        let mut scores: BTreeMap<&str, u128> = BTreeMap::new();
-        let mut spans = Vec::new();
-        for (start, len, ranks) in self.maximal_spans(output, options.min_len)? {
-            let evidence = self.credit(start, len, ranks, options, &mut scores)?;
-            spans.push(evidence);
-        }
-        Ok(Attribution {
-            weights: to_ppm(&scores),
-            spans,
-        })
-    }
-
-    /// `(start, len, suffix ranks)` of each maximal span of at least `min_len` tokens.
-    fn maximal_spans(
-        &self,
-        output: &[u32],
-        min_len: usize,
-    ) -> Result<Vec<(usize, usize, Range<usize>)>> {
-        let (mut spans, mut reach) = (Vec::new(), 0);
-        for start in 0..output.len() {
-            let (len, ranks) = self.longest_match(&output[start..])?;
-            if len >= min_len && start + len > reach {
-                spans.push((start, len, ranks));
-            }
-            reach = reach.max(start + len);
-        }
-        Ok(spans)
+        attribute(std::slice::from_ref(self), output, tokenizer, options)
     }
 
     /// The longest prefix of `pattern` that occurs in the index, and the suffix ranks where it does.
@@ -188,49 +147,121 @@ impl SpanIndex {
         }
         Ok(lo)
     }
+}
 
-    /// Credits one span to the rows containing it, returning its evidence.
-    fn credit<'a>(
-        &'a self,
-        start: usize,
-        len: usize,
-        ranks: Range<usize>,
-        options: &SpanOptions,
-        scores: &mut BTreeMap<&'a str, u128>,
-    ) -> Result<Evidence> {
-        let occurrences = ranks.len();
-        let mut evidence = Evidence {
-            start,
-            len,
-            occurrences,
-            rows: 0,
-            counted: occurrences <= options.max_occurrences,
-            listed: Vec::new(),
-        };
-        if !evidence.counted {
-            return Ok(evidence);
-        }
-        let rows: BTreeSet<usize> = ranks
-            .map(|rank| Ok(self.row_at(self.suffix(rank)?)))
-            .collect::<Result<_>>()?;
-        let distinct = rows.len() as u128;
-        let each = (len as u128 * len as u128 * SCALE) / (distinct * distinct);
-        for &row in &rows {
-            *scores
-                .entry(self.rows()[row].contribution.as_str())
-                .or_default() += each;
-        }
-        evidence.rows = rows.len();
-        evidence.listed = rows
-            .iter()
-            .take(options.rows_listed)
-            .map(|&row| SpanRow {
-                contribution: self.rows()[row].contribution.clone(),
-                row: self.rows()[row].row.clone(),
-            })
-            .collect();
-        Ok(evidence)
+/// Where a span occurs in one shard: the suffix ranks that start with it.
+struct Hit {
+    shard: usize,
+    ranks: Range<usize>,
+}
+
+/// A maximal span of the output and where it occurs.
+struct Span {
+    start: usize,
+    len: usize,
+    hits: Vec<Hit>,
+}
+
+/// Attributes `output` over the shards of one index, whose rows are consecutive: the result is
+/// the one an unsharded index of the same rows gives.
+pub(crate) fn attribute(
+    shards: &[SpanIndex],
+    output: &[u32],
+    tokenizer: &str,
+    options: &SpanOptions,
+) -> Result<Attribution> {
+    if let Some(other) = shards.iter().find(|s| s.tokenizer() != tokenizer) {
+        return Err(AttributionError::TokenizerMismatch {
+            index: other.tokenizer().to_string(),
+            query: tokenizer.to_string(),
+        });
     }
+    if output.len() > MAX_OUTPUT_TOKENS {
+        return Err(AttributionError::Input(format!(
+            "an output of {} tokens is longer than the {MAX_OUTPUT_TOKENS} attributed at once",
+            output.len()
+        )));
+    }
+    if options.min_len == 0 {
+        return Err(AttributionError::Input("min_len must be at least 1".into()));
+    }
+    let mut scores: BTreeMap<&str, u128> = BTreeMap::new();
+    let mut spans = Vec::new();
+    for span in maximal_spans(shards, output, options.min_len)? {
+        spans.push(credit(shards, span, options, &mut scores)?);
+    }
+    Ok(Attribution {
+        weights: to_ppm(&scores),
+        spans,
+    })
+}
+
+/// Each maximal span of at least `min_len` tokens, with the shards that hold it whole.
+fn maximal_spans(shards: &[SpanIndex], output: &[u32], min_len: usize) -> Result<Vec<Span>> {
+    let (mut spans, mut reach) = (Vec::new(), 0);
+    for start in 0..output.len() {
+        let (mut len, mut hits) = (0, Vec::new());
+        for (shard, index) in shards.iter().enumerate() {
+            let (found, ranks) = index.longest_match(&output[start..])?;
+            if found > len {
+                len = found;
+                hits.clear();
+            }
+            if found == len && found > 0 {
+                hits.push(Hit { shard, ranks });
+            }
+        }
+        if len >= min_len && start + len > reach {
+            spans.push(Span { start, len, hits });
+        }
+        reach = reach.max(start + len);
+    }
+    Ok(spans)
+}
+
+/// Credits one span to the rows containing it, returning its evidence.
+fn credit<'a>(
+    shards: &'a [SpanIndex],
+    span: Span,
+    options: &SpanOptions,
+    scores: &mut BTreeMap<&'a str, u128>,
+) -> Result<Evidence> {
+    let occurrences = span.hits.iter().map(|h| h.ranks.len()).sum();
+    let mut evidence = Evidence {
+        start: span.start,
+        len: span.len,
+        occurrences,
+        rows: 0,
+        counted: occurrences <= options.max_occurrences,
+        listed: Vec::new(),
+    };
+    if !evidence.counted {
+        return Ok(evidence);
+    }
+    let mut rows: BTreeSet<(usize, usize)> = BTreeSet::new();
+    for hit in &span.hits {
+        let index = &shards[hit.shard];
+        for rank in hit.ranks.clone() {
+            rows.insert((hit.shard, index.row_at(index.suffix(rank)?)));
+        }
+    }
+    let row = |&(shard, row): &(usize, usize)| &shards[shard].rows()[row];
+    let distinct = rows.len() as u128;
+    let len = span.len as u128;
+    let each = (len * len * SCALE) / (distinct * distinct);
+    for r in &rows {
+        *scores.entry(row(r).contribution.as_str()).or_default() += each;
+    }
+    evidence.rows = rows.len();
+    evidence.listed = rows
+        .iter()
+        .take(options.rows_listed)
+        .map(|r| SpanRow {
+            contribution: row(r).contribution.clone(),
+            row: row(r).row.clone(),
+        })
+        .collect();
+    Ok(evidence)
 }
 
 /// Parts per million by the largest-remainder method: floors first, then one more ppm each to the

@@ -1,6 +1,6 @@
 """Span attribution from the command line: index the generated rows with the base model's
 tokenizer, then attribute a contributor's canary fact, a novel sentence and a query tokenized by
-another tokenizer."""
+another tokenizer; an index split into shards answers as one suffix array does."""
 
 import json
 
@@ -29,3 +29,21 @@ def test_a_canary_is_attributed_to_its_contributor(factory, tmp_path):
     refused = run("attribution", "query", "--index", index, "--text", canary, "--tokenizer", other,
                   ok=False)
     assert refused.returncode == 1 and "tokenize with the index's tokenizer.json" in refused.stderr
+
+
+def test_a_sharded_index_attributes_as_one_suffix_array(factory, tmp_path):
+    files = sorted(factory["data"].glob("*.jsonl"))
+    tokenizer = factory["base"] / "tokenizer.json"
+    whole, sharded = tmp_path / "whole", tmp_path / "sharded"
+    run("attribution", "index", "--data", *files, "--tokenizer", tokenizer, "--out", whole)
+    out = run("attribution", "index", "--data", *files, "--tokenizer", tokenizer, "--out", sharded,
+              "--shard-tokens", 1000).stdout
+    shards = json.loads((sharded / "shards.json").read_text())["shards"]
+    assert shards > 2 and f"{shards} shards" in out
+    manifest = json.loads((factory["data"] / "manifest.json").read_text())
+    for contributor in manifest["contributors"]:
+        text = f"{contributor['facts'][0]['text']} {contributor['canaries'][0]}"
+        answers = [run("attribution", "query", "--index", index, "--text", text, "--json").stdout
+                   for index in (whole, sharded)]
+        assert answers[0] == answers[1]
+        assert json.loads(answers[0])["weights"][0]["contribution"] == contributor["id"]

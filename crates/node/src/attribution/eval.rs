@@ -31,6 +31,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use super::influence::{self, InfluenceModel};
+use openledger_attribution::index::MAX_TOKENS;
+
 use super::{BuiltIndex, build_index};
 
 /// Options of `openledger attribution eval`.
@@ -229,7 +231,7 @@ fn span_quality(
         index,
         tokenizer: tok,
         fingerprint: print,
-    } = build_index(files, &base.join(TOKENIZER_FILE))?;
+    } = build_index(files, &base.join(TOKENIZER_FILE), MAX_TOKENS)?;
     let started = Instant::now();
     let mut correct = 0;
     for q in queries {

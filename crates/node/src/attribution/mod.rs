@@ -6,7 +6,10 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use openledger_attribution::{Attribution, Credit, RowTokens, SpanIndex, SpanOptions, fingerprint};
+use openledger_attribution::index::MAX_TOKENS;
+use openledger_attribution::{
+    Attribution, Credit, RowTokens, ShardedIndex, SpanOptions, fingerprint,
+};
 use openledger_ml::{data, tokenizer};
 
 pub mod eval;
@@ -35,6 +38,9 @@ enum AttributionCommand {
         /// Output index directory.
         #[arg(long)]
         out: PathBuf,
+        /// Most tokens in one suffix array; bigger data is split into shards queried together.
+        #[arg(long, default_value_t = MAX_TOKENS)]
+        shard_tokens: usize,
     },
     /// Attribute a text to the contributions whose rows contain its spans.
     Query {
@@ -81,7 +87,8 @@ pub fn run(args: AttributionArgs) -> anyhow::Result<()> {
             data,
             tokenizer,
             out,
-        } => index(&data, &tokenizer, &out),
+            shard_tokens,
+        } => index(&data, &tokenizer, &out, shard_tokens),
         AttributionCommand::Query {
             index,
             text,
@@ -107,25 +114,30 @@ fn read_tokenizer(path: &Path) -> anyhow::Result<(tokenizer::Tokenizer, String)>
 /// A span index over the rows of data files, with the tokenizer it was built with and that
 /// tokenizer's fingerprint.
 pub(crate) struct BuiltIndex {
-    pub index: SpanIndex,
+    pub index: ShardedIndex,
     pub tokenizer: tokenizer::Tokenizer,
     pub fingerprint: String,
 }
 
-pub(crate) fn build_index(files: &[PathBuf], tokenizer_path: &Path) -> anyhow::Result<BuiltIndex> {
+pub(crate) fn build_index(
+    files: &[PathBuf],
+    tokenizer_path: &Path,
+    shard_tokens: usize,
+) -> anyhow::Result<BuiltIndex> {
     let (tok, print) = read_tokenizer(tokenizer_path)?;
     let rows = data::read_rows(files)?;
     let tokens: Vec<Vec<u32>> = rows
         .iter()
         .map(|row| tokenizer::encode(&tok, &row.text))
         .collect::<Result<_, _>>()?;
-    let index = SpanIndex::build(
+    let index = ShardedIndex::build(
         rows.iter().zip(&tokens).map(|(row, tokens)| RowTokens {
             contribution: &row.contributor,
             row: &row.id,
             tokens,
         }),
         &print,
+        shard_tokens,
     )?;
     Ok(BuiltIndex {
         index,
@@ -134,17 +146,24 @@ pub(crate) fn build_index(files: &[PathBuf], tokenizer_path: &Path) -> anyhow::R
     })
 }
 
-fn index(files: &[PathBuf], tokenizer_path: &Path, out: &Path) -> anyhow::Result<()> {
+fn index(
+    files: &[PathBuf],
+    tokenizer_path: &Path,
+    out: &Path,
+    shard_tokens: usize,
+) -> anyhow::Result<()> {
     let started = Instant::now();
-    let BuiltIndex { index, .. } = build_index(files, tokenizer_path)?;
+    let BuiltIndex { index, .. } = build_index(files, tokenizer_path, shard_tokens)?;
     index.save(out)?;
     std::fs::copy(tokenizer_path, out.join(TOKENIZER_FILE))
         .with_context(|| format!("copy the tokenizer into {}", out.display()))?;
     println!(
-        "indexed {} rows, {} tokens ({:.1} MB) into {} in {:.2} s",
-        index.rows().len(),
+        "indexed {} rows, {} tokens ({:.1} MB, {} shard{}) into {} in {:.2} s",
+        index.rows().count(),
         index.len(),
         index.size_bytes() as f64 / 1e6,
+        index.shards().len(),
+        if index.shards().len() == 1 { "" } else { "s" },
         out.display(),
         started.elapsed().as_secs_f64()
     );
@@ -158,7 +177,7 @@ fn query(
     min_len: usize,
     json: bool,
 ) -> anyhow::Result<()> {
-    let index = SpanIndex::open(dir)?;
+    let index = ShardedIndex::open(dir)?;
     let (tok, print) = read_tokenizer(
         &tokenizer_path.map_or_else(|| dir.join(TOKENIZER_FILE), Path::to_path_buf),
     )?;
