@@ -3,9 +3,11 @@ gradients next to the adapter, `openledger attribution influence` scores a text 
 `openledger attribution eval` measures both attribution engines on generated data."""
 
 import json
+import os
 import shutil
+import subprocess
 
-from ml_cli import factory, run  # noqa: F401 (factory is a fixture)
+from ml_cli import BIN, factory, run  # noqa: F401 (factory is a fixture)
 
 
 def influence(factory, adapter, text, ok=True):
@@ -13,7 +15,7 @@ def influence(factory, adapter, text, ok=True):
                "--text", text, "--json", ok=ok)
 
 
-def test_a_training_row_is_most_influenced_by_itself(factory):
+def test_a_training_row_is_among_its_own_most_influential_and_answers_repeat(factory):
     adapter = factory["adapter"]
     assert (adapter / "influence.bin").is_file()
     rows = json.loads((adapter / "rows.json").read_text())
@@ -31,6 +33,11 @@ def test_a_training_row_is_most_influenced_by_itself(factory):
     listed = [r["row"] for r in result["top_rows"]]
     assert row["id"] in listed, listed
     assert influence(factory, adapter, text).stdout == first
+    one_thread = subprocess.run(
+        [BIN, "attribution", "influence", "--base", factory["base"], "--adapter", adapter, "--text",
+         text, "--json"], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "RAYON_NUM_THREADS": "1"})
+    assert one_thread.returncode == 0 and one_thread.stdout == first
 
 
 def test_missing_damaged_or_stale_gradients_are_refused(factory, tmp_path):
