@@ -180,6 +180,10 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
                 .any(|r| r.contributor == q.owner && r.text.contains(&q.text))
         })
         .collect();
+    anyhow::ensure!(
+        !queries.is_empty(),
+        "no clean contributor's rows state one of its facts; generate more --rows"
+    );
     let novel = corpus(&args, args.seed ^ 0x5EED, &work.path().join("novel"))?;
     let novel: Vec<String> = novel
         .contributors
