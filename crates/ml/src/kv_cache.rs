@@ -82,12 +82,18 @@ pub(crate) fn attend(
     // Which sequence each row belongs to, and its position there.
     let mut owners = vec![(0, 0); rows];
     for (s, seq) in seqs.iter_mut().enumerate() {
+        if seq.rows.end > rows {
+            return Err(MlError::Input(format!(
+                "sequence {s}'s rows {:?} run past the batch's {rows} rows",
+                seq.rows
+            )));
+        }
         let offset = seq.cache.len;
         if seq.cache.layers.len() <= layer {
             seq.cache.layers.resize(layer + 1, Default::default());
         }
         let (keys, values) = &mut seq.cache.layers[layer];
-        if keys.len() != offset * kv_width || seq.rows.end > rows {
+        if keys.len() != offset * kv_width {
             return Err(MlError::Input(format!(
                 "layer {layer}'s cache holds {} positions where {offset} were expected",
                 keys.len() / kv_width

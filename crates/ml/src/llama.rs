@@ -502,14 +502,19 @@ mod tests {
     fn the_kv_cache_gives_the_logits_of_a_full_forward() -> Result<()> {
         let config = ModelConfig::llama(50, 32, 2, 4, 2);
         let model = Llama::new(config.clone(), &random_weights(&config, 5, &Device::Cpu)?)?;
-        let ids = [3u32, 17, 8, 42, 1, 9];
+        // A prefill of 48 positions is enough work for the parallel attention path.
+        let ids: Vec<u32> = (0..52).map(|i| (i * 7 + 3) % 50).collect();
+        let prefill = 48;
         let full = model.forward(&Tensor::new(&ids[..], &Device::Cpu)?.unsqueeze(0)?)?;
         let mut cache = KvCache::default();
-        model.forward_cached(
-            &Tensor::new(&ids[..3], &Device::Cpu)?.unsqueeze(0)?,
+        let first = model.forward_cached(
+            &Tensor::new(&ids[..prefill], &Device::Cpu)?.unsqueeze(0)?,
             &mut cache,
         )?;
-        for (i, &id) in ids.iter().enumerate().skip(3) {
+        let want = full.narrow(1, prefill - 1, 1)?.squeeze(1)?;
+        let diff = (first - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "the prefill's last position differs by {diff}");
+        for (i, &id) in ids.iter().enumerate().skip(prefill) {
             let step = model.forward_cached(&Tensor::new(&[[id]], &Device::Cpu)?, &mut cache)?;
             let want = full.narrow(1, i, 1)?.squeeze(1)?;
             let diff = (step - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
