@@ -223,8 +223,16 @@ pub fn dev_base_dir() -> PathBuf {
         .join("dev-base")
 }
 
+/// The base checkpoint a command was given, or the dev base model, built on first use.
+pub(crate) fn base_or_dev(base: Option<&Path>) -> anyhow::Result<PathBuf> {
+    match base {
+        Some(dir) => Ok(dir.to_path_buf()),
+        None => dev_base(),
+    }
+}
+
 /// The dev base model, built on first use.
-pub(crate) fn dev_base() -> anyhow::Result<PathBuf> {
+fn dev_base() -> anyhow::Result<PathBuf> {
     let dir = dev_base_dir();
     if dir.join(checkpoint::WEIGHTS_FILE).is_file() {
         return Ok(dir);
@@ -276,10 +284,7 @@ pub struct TrainArgs {
 
 /// Runs `openledger train`.
 pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
-    let base = match &args.base {
-        Some(dir) => dir.clone(),
-        None => dev_base()?,
-    };
+    let base = base_or_dev(args.base.as_deref())?;
     let job = FineTune {
         base,
         data: DataOptions {
@@ -334,10 +339,7 @@ pub struct GenerateArgs {
 /// Runs `openledger generate`.
 pub fn run_generate(args: GenerateArgs) -> anyhow::Result<()> {
     use std::io::Write;
-    let base = match &args.base {
-        Some(dir) => dir.clone(),
-        None => dev_base()?,
-    };
+    let base = base_or_dev(args.base.as_deref())?;
     let device = openledger_ml::Device::Cpu;
     let mut model = checkpoint::load_model(&base, &device)?;
     let tok = tokenizer::load(&base.join(checkpoint::TOKENIZER_FILE))?;

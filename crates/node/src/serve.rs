@@ -9,7 +9,7 @@ use clap::Args;
 use openledger_ml::{checkpoint, tokenizer};
 use openledger_serve::{CacheLimits, Engine, EngineConfig, Registry};
 
-use crate::factory::dev_base;
+use crate::factory::base_or_dev;
 
 /// Arguments of `openledger serve`.
 #[derive(Debug, Args)]
@@ -45,10 +45,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.max_batch == 0 || args.queue == 0 {
         anyhow::bail!("--max-batch and --queue must be at least 1");
     }
-    let base = match &args.base {
-        Some(dir) => dir.clone(),
-        None => dev_base()?,
-    };
+    let base = base_or_dev(args.base.as_deref())?;
     let model = checkpoint::load_model(&base, &openledger_ml::Device::Cpu)?;
     let tok = tokenizer::load(&base.join(checkpoint::TOKENIZER_FILE))?;
     let registry = match &args.adapters {

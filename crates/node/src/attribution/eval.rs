@@ -31,6 +31,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use super::influence::{self, InfluenceModel};
+use crate::factory::base_or_dev;
 use openledger_attribution::index::MAX_TOKENS;
 
 use super::{BuiltIndex, build_index};
@@ -149,7 +150,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         args.contributors >= 2,
         "--contributors must be at least 2: one clean and one noisy"
     );
-    let base = influence::base_or_dev(args.base.clone())?;
+    let base = base_or_dev(args.base.as_deref())?;
     let work = tempfile::tempdir().context("cannot create a scratch directory")?;
     let manifest = corpus(&args, args.seed, work.path())?;
     let files: Vec<PathBuf> = manifest

@@ -2,7 +2,7 @@
 //! sketched gradients next to the adapter, and `openledger attribution influence` scores a text
 //! against them.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -154,12 +154,4 @@ pub fn query(base: &Path, adapter: &Path, text: &str, json: bool) -> anyhow::Res
         started.elapsed().as_secs_f64() * 1e3
     );
     Ok(())
-}
-
-/// The base checkpoint: the one given, or the dev base model.
-pub fn base_or_dev(base: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    match base {
-        Some(dir) => Ok(dir),
-        None => crate::factory::dev_base(),
-    }
 }

@@ -12,6 +12,8 @@ use openledger_attribution::{
 };
 use openledger_ml::{data, tokenizer};
 
+use crate::factory::base_or_dev;
+
 pub mod eval;
 pub mod influence;
 
@@ -101,7 +103,7 @@ pub fn run(args: AttributionArgs) -> anyhow::Result<()> {
             adapter,
             text,
             json,
-        } => influence::query(&influence::base_or_dev(base)?, &adapter, &text, json),
+        } => influence::query(&base_or_dev(base.as_deref())?, &adapter, &text, json),
         AttributionCommand::Eval(args) => eval::run(args),
     }
 }
