@@ -125,7 +125,19 @@ impl ShardedIndex {
         tokenizer: &str,
         options: &SpanOptions,
     ) -> Result<Attribution> {
-        attribute(&self.shards, output, tokenizer, options)
+        attribute(&self.shards, &[], output, tokenizer, options)
+    }
+
+    /// Attributes `output` as the continuation of `prompt`: spans may begin in the prompt but
+    /// must reach into the output (positions in the evidence count from the prompt's start).
+    pub fn attribute_continuation(
+        &self,
+        prompt: &[u32],
+        output: &[u32],
+        tokenizer: &str,
+        options: &SpanOptions,
+    ) -> Result<Attribution> {
+        attribute(&self.shards, prompt, output, tokenizer, options)
     }
 
     /// The shards, in row order.
@@ -209,6 +221,39 @@ mod tests {
                 whole.attribute(&output, TOK, &options).unwrap()
             );
         }
+    }
+
+    #[test]
+    fn a_continuation_counts_the_spans_that_reach_past_its_prompt() {
+        let corpus = [
+            ("alice", vec![1, 2, 3, 4, 5, 6]),
+            ("bob", vec![20, 21, 22, 23, 24]),
+        ]
+        .map(|(c, t)| (c.to_string(), format!("{c}-r0"), t));
+        let index = ShardedIndex::build(rows(&corpus), TOK, MAX_TOKENS).unwrap();
+        let options = SpanOptions {
+            min_len: 4,
+            ..SpanOptions::default()
+        };
+        // Bob's span lies in the prompt alone; Alice's begins there and reaches the output.
+        let prompt = [20, 21, 22, 23, 9, 1, 2];
+        let output = [3, 4, 9];
+        let got = index
+            .attribute_continuation(&prompt, &output, TOK, &options)
+            .unwrap();
+        assert_eq!(got.weights.len(), 1);
+        assert_eq!(
+            (got.weights[0].contribution.as_str(), got.weights[0].ppm),
+            ("alice", 1_000_000)
+        );
+        assert_eq!((got.spans[0].start, got.spans[0].len), (5, 4));
+        // Alone, the output is shorter than any span that counts.
+        assert!(
+            !index
+                .attribute(&output, TOK, &options)
+                .unwrap()
+                .is_attributed()
+        );
     }
 
     #[test]

@@ -108,7 +108,7 @@ impl SpanIndex {
         tokenizer: &str,
         options: &SpanOptions,
     ) -> Result<Attribution> {
-        attribute(std::slice::from_ref(self), output, tokenizer, options)
+        attribute(std::slice::from_ref(self), &[], output, tokenizer, options)
     }
 
     /// The longest prefix of `pattern` that occurs in the index, and the suffix ranks where it does.
@@ -162,10 +162,15 @@ struct Span {
     hits: Vec<Hit>,
 }
 
-/// Attributes `output` over the shards of one index, whose rows are consecutive: the result is
-/// the one an unsharded index of the same rows gives.
+/// Attributes `output`, the continuation of `context`, over the shards of one index, whose rows
+/// are consecutive: the result is the one an unsharded index of the same rows gives.
+///
+/// Spans are searched in `context` followed by `output`, and those that reach into `output`
+/// count: a model that completes a fact its prompt began learned the whole fact from someone.
+/// Positions in the evidence count from the start of `context`.
 pub(crate) fn attribute(
     shards: &[SpanIndex],
+    context: &[u32],
     output: &[u32],
     tokenizer: &str,
     options: &SpanOptions,
@@ -176,10 +181,11 @@ pub(crate) fn attribute(
             query: tokenizer.to_string(),
         });
     }
-    if output.len() > MAX_OUTPUT_TOKENS {
+    let text = [context, output].concat();
+    if text.len() > MAX_OUTPUT_TOKENS {
         return Err(AttributionError::Input(format!(
             "an output of {} tokens is longer than the {MAX_OUTPUT_TOKENS} attributed at once",
-            output.len()
+            text.len()
         )));
     }
     if options.min_len == 0 {
@@ -187,8 +193,10 @@ pub(crate) fn attribute(
     }
     let mut scores: BTreeMap<&str, u128> = BTreeMap::new();
     let mut spans = Vec::new();
-    for span in maximal_spans(shards, output, options.min_len)? {
-        spans.push(credit(shards, span, options, &mut scores)?);
+    for span in maximal_spans(shards, &text, options.min_len)? {
+        if span.start + span.len > context.len() {
+            spans.push(credit(shards, span, options, &mut scores)?);
+        }
     }
     Ok(Attribution {
         weights: to_ppm(&scores),
