@@ -68,6 +68,40 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| default_datadir("dev"));
     let datadir = DataDir::open(&datadir_path)?;
+    let (chain, content) = open_chain(&datadir, genesis, args.max_upload_mib << 20)?;
+
+    let datadir_shown = datadir.path().to_path_buf();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let addresses = accounts.iter().map(|a| a.address).collect();
+        let addrs = (args.rpc_addr, args.api_addr);
+        let block_time = Duration::from_secs_f64(args.block_time);
+        let services =
+            Services::start(chain.clone(), content, addresses, addrs, block_time).await?;
+        print_banner(
+            &chain,
+            &accounts,
+            &args,
+            &datadir_shown,
+            (services.rpc_addr, services.api_addr),
+        );
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        services.stop().await;
+        anyhow::Ok(())
+    })?;
+    drop(datadir);
+    Ok(())
+}
+
+/// Opens the chain in `datadir` with the protocol modules, and its content store.
+pub(crate) fn open_chain(
+    datadir: &DataDir,
+    genesis: Genesis,
+    max_upload_bytes: u64,
+) -> anyhow::Result<(Arc<Chain>, ContentStore)> {
     let store = Store::open(&datadir.chain_db()).with_context(|| {
         format!(
             "cannot open the chain store in {}",
@@ -80,47 +114,63 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         pool: PoolLimits::default(),
     };
     let chain = Arc::new(Chain::open(store, config)?);
-    let content = ContentStore::open(datadir.content_dir(), args.max_upload_mib << 20)
+    let content = ContentStore::open(datadir.content_dir(), max_upload_bytes)
         .context("cannot open the content store")?;
+    Ok((chain, content))
+}
 
-    let datadir_shown = datadir.path().to_path_buf();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
+/// The services of a running node: JSON-RPC, the content API and the block producer.
+pub(crate) struct Services {
+    /// Where JSON-RPC listens (HTTP and WebSocket).
+    pub rpc_addr: SocketAddr,
+    /// Where the content API listens.
+    pub api_addr: SocketAddr,
+    rpc: openledger_rpc::RpcServer,
+    api: tokio::task::JoinHandle<std::io::Result<()>>,
+    producer: tokio::task::JoinHandle<()>,
+}
+
+impl Services {
+    /// Starts the services on `(rpc, api)` addresses (port 0 picks a free one); `accounts` are
+    /// the ones `eth_accounts` lists.
+    pub async fn start(
+        chain: Arc<Chain>,
+        content: ContentStore,
+        accounts: Vec<alloy_primitives::Address>,
+        (rpc_addr, api_addr): (SocketAddr, SocketAddr),
+        block_time: Duration,
+    ) -> anyhow::Result<Self> {
         let rpc_config = RpcConfig {
-            addr: args.rpc_addr,
-            accounts: accounts.iter().map(|a| a.address).collect(),
+            addr: rpc_addr,
+            accounts,
             ..RpcConfig::default()
         };
-        let server = openledger_rpc::start(chain.clone(), rpc_config)
+        let rpc = openledger_rpc::start(chain.clone(), rpc_config)
             .await
-            .with_context(|| format!("cannot serve JSON-RPC on {}", args.rpc_addr))?;
-        let api_listener = tokio::net::TcpListener::bind(args.api_addr)
+            .with_context(|| format!("cannot serve JSON-RPC on {rpc_addr}"))?;
+        let api_listener = tokio::net::TcpListener::bind(api_addr)
             .await
-            .with_context(|| format!("cannot serve the content API on {}", args.api_addr))?;
+            .with_context(|| format!("cannot serve the content API on {api_addr}"))?;
         let api_addr = api_listener.local_addr()?;
         let api = tokio::spawn(
             axum::serve(api_listener, content_api::router(content, chain.clone())).into_future(),
         );
-        print_banner(
-            &chain,
-            &accounts,
-            &args,
-            &datadir_shown,
-            (server.local_addr, api_addr),
-        );
-        let block_time = Duration::from_secs_f64(args.block_time);
-        let producer = tokio::spawn(miner::run(chain.clone(), block_time));
-        shutdown_signal().await;
-        tracing::info!("shutting down");
-        producer.abort();
-        api.abort();
-        server.stop().await;
-        anyhow::Ok(())
-    })?;
-    drop(datadir);
-    Ok(())
+        let producer = tokio::spawn(miner::run(chain, block_time));
+        Ok(Self {
+            rpc_addr: rpc.local_addr,
+            api_addr,
+            rpc,
+            api,
+            producer,
+        })
+    }
+
+    /// Stops them all.
+    pub async fn stop(self) {
+        self.producer.abort();
+        self.api.abort();
+        self.rpc.stop().await;
+    }
 }
 
 async fn shutdown_signal() {

@@ -370,7 +370,7 @@ pub fn run_generate(args: GenerateArgs) -> anyhow::Result<()> {
 }
 
 /// Runs a training job under a progress bar showing loss, learning rate and tokens/s.
-fn run_with_bar(
+pub(crate) fn run_with_bar(
     job: impl FnOnce(&mut dyn FnMut(&Progress)) -> openledger_ml::Result<Metrics>,
 ) -> anyhow::Result<Metrics> {
     let bar = ProgressBar::new(0);

@@ -6,6 +6,7 @@ mod cli;
 mod content_api;
 mod datadir;
 mod db;
+mod demo;
 mod dev;
 mod factory;
 mod serve;
@@ -30,6 +31,8 @@ struct Cli {
 enum Command {
     /// Run a single-node development chain with prefunded accounts.
     Dev(dev::DevArgs),
+    /// Run the flywheel end to end on a fresh dev chain: contribute, organize, build, use, reward.
+    Demo(demo::DemoArgs),
     /// Run Ethereum GeneralStateTests JSON files through the chain's execution.
     Statetest(statetest::StateTestArgs),
     /// Inspect and check a data directory.
@@ -66,9 +69,14 @@ fn main() -> std::process::ExitCode {
     // SAFETY: nothing has started a thread yet.
     unsafe { openledger_ml::settle_thread_count() };
     let cli = Cli::parse();
-    init_logging();
+    // The demo embeds a node whose block-by-block log would drown its own progress.
+    init_logging(match cli.command {
+        Command::Demo(_) => "warn",
+        _ => "info,jsonrpsee=warn",
+    });
     let result = match cli.command {
         Command::Dev(args) => dev::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Statetest(args) => statetest::run(args),
         Command::Db(args) => db::run(args),
         Command::Datanet(args) => cli::datanet::run(args),
@@ -94,9 +102,10 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn init_logging() {
+/// Logs to stderr, filtered by `OPENLEDGER_LOG` or else `default`.
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("OPENLEDGER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,jsonrpsee=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

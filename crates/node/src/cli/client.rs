@@ -158,6 +158,27 @@ impl Client {
         }
     }
 
+    /// The timestamp of the newest block.
+    pub async fn latest_timestamp(&self) -> anyhow::Result<u64> {
+        let latest: alloy_rpc_types_eth::Block = self
+            .request("eth_getBlockByNumber", rpc_params!["latest", false])
+            .await?;
+        Ok(latest.header.timestamp)
+    }
+
+    /// Moves the dev chain's clock `seconds` forward and seals a block that far after the
+    /// latest one (blocks sealed one per transaction can run ahead of the wall clock).
+    pub async fn advance_time(&self, seconds: u64) -> anyhow::Result<()> {
+        let latest = self.latest_timestamp().await?;
+        let _: serde_json::Value = self
+            .request("evm_increaseTime", rpc_params![U64::from(seconds)])
+            .await?;
+        let _: serde_json::Value = self
+            .request("evm_mine", rpc_params![U64::from(latest + seconds)])
+            .await?;
+        Ok(())
+    }
+
     /// An account's OPEN balance.
     pub async fn balance(&self, account: Address) -> anyhow::Result<U256> {
         self.request("eth_getBalance", rpc_params![account, "latest"])

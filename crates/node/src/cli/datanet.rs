@@ -366,11 +366,23 @@ async fn upload(
         .and_then(|n| n.to_str())
         .context("the file needs a UTF-8 name")?
         .to_string();
+    upload_bytes(&common.api_url, datanet, name, bytes, contributor).await
+}
+
+/// Uploads a file's `bytes` to the content API at `api_url`, checking the quota of
+/// `contributor` too; returns the API's answer.
+pub(crate) async fn upload_bytes(
+    api_url: &str,
+    datanet: U256,
+    name: String,
+    bytes: Vec<u8>,
+    contributor: Option<alloy_primitives::Address>,
+) -> anyhow::Result<Value> {
     let form = reqwest::multipart::Form::new().part(
         "file",
         reqwest::multipart::Part::bytes(bytes).file_name(name),
     );
-    let mut url = format!("{}/datanets/{datanet}/files", common.api_url);
+    let mut url = format!("{api_url}/datanets/{datanet}/files");
     if let Some(contributor) = contributor {
         url.push_str(&format!("?contributor={contributor}"));
     }
@@ -379,7 +391,7 @@ async fn upload(
         .multipart(form)
         .send()
         .await
-        .with_context(|| format!("cannot reach the content API at {}", common.api_url))?;
+        .with_context(|| format!("cannot reach the content API at {api_url}"))?;
     let status = response.status();
     let body: Value = response
         .json()

@@ -23,7 +23,7 @@ use clap::Args;
 use openledger_primitives::format_open;
 
 use crate::accounts::dev_accounts;
-pub use client::Client;
+pub use client::{Client, events};
 
 /// Options every protocol command takes.
 #[derive(Debug, Args)]

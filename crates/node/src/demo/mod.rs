@@ -1,0 +1,783 @@
+//! `openledger demo`: the flywheel end to end on a fresh dev chain. Contributors upload data to
+//! a datanet, its owner approves a version, governance approves a model, the ModelFactory trains
+//! it, an operator deploys it with stake, a user pays for inferences that are attributed to the
+//! data and settled on-chain, validators rate some, and everyone claims what they earned.
+//!
+//! Every step is a transaction signed by the actor it belongs to and sent through the node's own
+//! JSON-RPC, and every file goes through its content API, as any client's would.
+
+mod actors;
+mod report;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use alloy_primitives::{B256, Bytes, U256, keccak256, utils::parse_ether};
+use alloy_signer::SignerSync;
+use alloy_sol_types::SolCall;
+use anyhow::{Context, bail};
+use clap::Args;
+use openledger_attribution::{Attribution, SpanOptions};
+use openledger_ml::{
+    Device,
+    checkpoint::{self, TOKENIZER_FILE},
+    data::Row,
+    factory::{DataOptions, FineTune, Metrics},
+    generate::{GenerateOptions, generate},
+    lora::{Adapter, LoraConfig},
+    synth::{Manifest, SynthOptions},
+    tokenizer,
+    train::TrainOptions,
+};
+use openledger_primitives::{
+    DEV_CHAIN_ID, Genesis,
+    addresses::{DATANETS, FEEDBACK, GOPEN, GOVERNOR, MODELS, SETTLEMENT, STAKING},
+};
+use openledger_protocol::abi::{
+    IDatanets, IFeedback, IGOPEN, IGovernor, IModels, ISettlement, IStaking,
+};
+use serde_json::Value;
+
+use crate::attribution::{BuiltIndex, build_index};
+use crate::cli::events;
+use crate::datadir::DataDir;
+use crate::dev::{Services, open_chain};
+use actors::{Actor, Cast};
+use report::{Inference, Report};
+
+/// Options of `openledger demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Data directory, empty or missing [default: a temporary directory, removed at the end]
+    #[arg(long, value_name = "DIR")]
+    datadir: Option<PathBuf>,
+    /// Base checkpoint directory [default: the dev base model, built on first use]
+    #[arg(long)]
+    base: Option<PathBuf>,
+    /// Data contributors.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=8))]
+    contributors: u32,
+    /// Rows each contributor uploads.
+    #[arg(long, default_value_t = 60)]
+    rows: usize,
+    /// Inferences the user pays for.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=200))]
+    inferences: u32,
+    /// Epochs of the fine-tuning.
+    #[arg(long, default_value_t = 12)]
+    epochs: usize,
+    /// Seed of the generated domain and of the training.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print the report as JSON (progress still goes to stderr).
+    #[arg(long)]
+    json: bool,
+}
+
+/// OPEN the operator charges per 1,000 prompt and generated tokens.
+const INPUT_RATE: &str = "0.1";
+const OUTPUT_RATE: &str = "0.4";
+/// OPEN the owner wraps into GOPEN to carry the governance vote alone.
+const GOPEN_STAKE: &str = "1000";
+/// OPEN the staker delegates to the model, and the user prepays into escrow.
+const DELEGATED_STAKE: &str = "25";
+const ESCROW: &str = "20";
+/// Receipts the validators rate.
+const RATED: usize = 2;
+/// Tokens each answer may generate.
+const ANSWER_TOKENS: usize = 24;
+
+/// Runs `openledger demo`.
+pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let scratch = tempfile::tempdir().context("cannot create a scratch directory")?;
+    let datadir_path = match &args.datadir {
+        Some(dir) => {
+            if dir.read_dir().is_ok_and(|mut d| d.next().is_some()) {
+                bail!(
+                    "{} is not empty: the demo starts a new chain, give it an empty directory",
+                    dir.display()
+                );
+            }
+            dir.clone()
+        }
+        None => scratch.path().join("datadir"),
+    };
+    let base = crate::factory::base_or_dev(args.base.as_deref())?;
+    let contributors = args.contributors as usize;
+    let accounts = Cast::accounts(contributors)?;
+    let genesis = Genesis::dev(DEV_CHAIN_ID, &accounts);
+    let datadir = DataDir::open(&datadir_path)?;
+    let (chain, content) = open_chain(&datadir, genesis, 16 << 20)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(async {
+        let loopback = "127.0.0.1:0".parse().expect("an address");
+        let services = Services::start(
+            chain.clone(),
+            content,
+            accounts,
+            (loopback, loopback),
+            Duration::ZERO,
+        )
+        .await?;
+        let urls = Urls {
+            rpc: format!("http://{}", services.rpc_addr),
+            api: format!("http://{}", services.api_addr),
+        };
+        let demo = Demo {
+            args: &args,
+            base: &base,
+            urls: &urls,
+            cast: Cast::connect(contributors, &urls.rpc)?,
+            work: scratch.path(),
+            step: 0,
+            started: Instant::now(),
+        };
+        let result = demo.run().await;
+        services.stop().await;
+        result
+    })?;
+    drop(datadir);
+    if args.json {
+        println!("{:#}", report.to_json());
+    } else {
+        println!("{report}");
+    }
+    Ok(())
+}
+
+/// Where the embedded node listens.
+pub(crate) struct Urls {
+    rpc: String,
+    api: String,
+}
+
+/// The demo's state as it goes.
+struct Demo<'a> {
+    args: &'a DemoArgs,
+    base: &'a Path,
+    urls: &'a Urls,
+    cast: Cast,
+    work: &'a Path,
+    step: usize,
+    started: Instant,
+}
+
+/// Steps the demo prints progress for.
+const STEPS: usize = 11;
+
+impl Demo<'_> {
+    /// Prints the next step's title.
+    fn step(&mut self, title: &str) {
+        self.step += 1;
+        eprintln!(
+            "[{:>2}/{STEPS}] {:>5.1}s  {title}",
+            self.step,
+            self.started.elapsed().as_secs_f64()
+        );
+    }
+
+    async fn run(mut self) -> anyhow::Result<Report> {
+        self.step("generating a domain: one corpus per contributor");
+        let (manifest, corpora) = openledger_ml::synth::corpus(&SynthOptions {
+            domain: "medical".into(),
+            contributors: self.cast.contributors.len(),
+            rows: self.args.rows,
+            seed: self.args.seed,
+            noise_contributor: None,
+        })?;
+        self.step("creating and publishing a datanet; contributors upload their files");
+        let datanet = self.create_datanet(&manifest).await?;
+        let contributions = self.contribute(datanet, &corpora).await?;
+        self.step("the owner approves the contributions: datanet version 1");
+        let version = self.approve(datanet, &contributions).await?;
+        self.step("the creator proposes a model; GOPEN holders approve it through governance");
+        let model = self.propose_model(datanet).await?;
+        self.govern_approval(model).await?;
+        self.step("ModelFactory: fine-tuning a LoRA adapter on the datanet version");
+        let rows = self.version_rows(datanet, version).await?;
+        let (adapter, metrics) = self.train(&rows)?;
+        self.register(model, &adapter, version).await?;
+        self.step("the operator stakes and deploys the model; a staker backs it");
+        self.deploy(model).await?;
+        self.step("indexing the datanet version for span attribution");
+        let index = build_index(
+            &[self.work.join("rows.jsonl")],
+            &self.base.join(TOKENIZER_FILE),
+            openledger_attribution::index::MAX_TOKENS,
+        )?;
+        self.step("a user pays for inferences; each answer is attributed and settled");
+        let inferences = self.infer(&manifest, &adapter, &index, datanet, version)?;
+        let settled = self.settle(model, &inferences).await?;
+        self.step("validators rate settled inferences (commit, reveal, finalize)");
+        let receipts: Vec<B256> = events::<ISettlement::Settled>(&settled)
+            .iter()
+            .map(|s| s.orderHash)
+            .collect();
+        let ratings = self.rate(&receipts[..RATED.min(receipts.len())]).await?;
+        self.step("everyone claims what they earned");
+        let claims = self.claim(model).await?;
+        self.step("checking that every fee is accounted for");
+        Report::new(
+            &self.cast,
+            &contributions,
+            &metrics,
+            &inferences,
+            &settled,
+            &ratings,
+            &claims,
+        )
+    }
+
+    async fn create_datanet(&self, manifest: &Manifest) -> anyhow::Result<U256> {
+        let owner = &self.cast.owner.client;
+        let call = IDatanets::createDatanetCall {
+            name: format!("{} notes", manifest.domain),
+            summary: format!(
+                "Generated {} corpus, one style per contributor",
+                manifest.domain
+            ),
+            descriptionHash: B256::ZERO,
+            tags: vec![manifest.domain.clone(), "demo".into()],
+            dataType: "text".into(),
+            licence: "CC-BY-4.0".into(),
+            isPublic: true,
+        };
+        let receipt = owner.send(DATANETS, &call, U256::ZERO).await?;
+        let id = events::<IDatanets::DatanetCreated>(&receipt)
+            .pop()
+            .context("no DatanetCreated event")?
+            .datanetId;
+        let fee = owner
+            .view(DATANETS, &IDatanets::publishFeeCall { datanetId: id })
+            .await?;
+        owner
+            .send(DATANETS, &IDatanets::publishCall { datanetId: id }, fee)
+            .await?;
+        Ok(id)
+    }
+
+    /// Each contributor uploads its rows as a text file and submits the contribution.
+    async fn contribute(&self, datanet: U256, corpora: &[Vec<Row>]) -> anyhow::Result<Vec<U256>> {
+        let mut ids = Vec::new();
+        for (actor, rows) in self.cast.contributors.iter().zip(corpora) {
+            let text: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
+            let uploaded = crate::cli::datanet::upload_bytes(
+                &self.urls.api,
+                datanet,
+                format!("{}.txt", actor.name.replace(' ', "-")),
+                text.join("\n\n").into_bytes(),
+                Some(actor.address),
+            )
+            .await?;
+            let count = |name: &str| uploaded[name].as_u64().context("a count in the upload");
+            let call = IDatanets::contributeCall {
+                datanetId: datanet,
+                contentHash: serde_json::from_value(uploaded["contentHash"].clone())?,
+                rows: count("rows")?,
+                size: count("size")?,
+                licence: "CC-BY-4.0".into(),
+            };
+            let receipt = actor.client.send(DATANETS, &call, U256::ZERO).await?;
+            let event = events::<IDatanets::Contributed>(&receipt)
+                .pop()
+                .context("no Contributed event")?;
+            ids.push(event.contributionId);
+        }
+        Ok(ids)
+    }
+
+    async fn approve(&self, datanet: U256, ids: &[U256]) -> anyhow::Result<u64> {
+        let owner = &self.cast.owner.client;
+        let fee = owner
+            .view(
+                DATANETS,
+                &IDatanets::versionFeeCall {
+                    datanetId: datanet,
+                    contributionIds: ids.to_vec(),
+                },
+            )
+            .await?;
+        let call = IDatanets::approveCall {
+            datanetId: datanet,
+            contributionIds: ids.to_vec(),
+        };
+        let receipt = owner.send(DATANETS, &call, fee).await?;
+        Ok(events::<IDatanets::VersionCreated>(&receipt)
+            .pop()
+            .context("no VersionCreated event")?
+            .version)
+    }
+
+    async fn propose_model(&self, datanet: U256) -> anyhow::Result<U256> {
+        let call = IModels::proposeModelCall {
+            name: "medical-notes-lora".into(),
+            baseModel: self.base.display().to_string(),
+            datanetIds: vec![datanet],
+            metadataHash: B256::ZERO,
+        };
+        let receipt = self
+            .cast
+            .creator
+            .client
+            .send(MODELS, &call, U256::ZERO)
+            .await?;
+        Ok(events::<IModels::ModelProposed>(&receipt)
+            .pop()
+            .context("no ModelProposed event")?
+            .modelId)
+    }
+
+    /// The owner wraps OPEN into GOPEN, proposes the model's approval, votes it through, queues
+    /// and executes it, moving the dev chain's clock over the delays.
+    async fn govern_approval(&self, model: U256) -> anyhow::Result<()> {
+        let voter = &self.cast.owner.client;
+        voter
+            .send(GOPEN, &IGOPEN::depositCall {}, open(GOPEN_STAKE))
+            .await?;
+        let delegate = IGOPEN::delegateCall {
+            delegatee: self.cast.owner.address,
+        };
+        voter.send(GOPEN, &delegate, U256::ZERO).await?;
+        voter.advance_time(1).await?;
+        let description = format!("Approve model {model} for training");
+        let targets = vec![MODELS];
+        let values = vec![U256::ZERO];
+        let calldatas: Vec<Bytes> = vec![
+            IModels::approveModelCall { modelId: model }
+                .abi_encode()
+                .into(),
+        ];
+        let propose = IGovernor::proposeCall {
+            targets: targets.clone(),
+            values: values.clone(),
+            calldatas: calldatas.clone(),
+            description: description.clone(),
+        };
+        let receipt = voter.send(GOVERNOR, &propose, U256::ZERO).await?;
+        let proposal = events::<IGovernor::ProposalCreated>(&receipt)
+            .pop()
+            .context("no ProposalCreated event")?
+            .proposalId;
+        let delay = voter.view(GOVERNOR, &IGovernor::votingDelayCall {}).await?;
+        voter.advance_time(delay.to::<u64>() + 1).await?;
+        let vote = IGovernor::castVoteCall {
+            proposalId: proposal,
+            support: 1,
+        };
+        voter.send(GOVERNOR, &vote, U256::ZERO).await?;
+        let period = voter
+            .view(GOVERNOR, &IGovernor::votingPeriodCall {})
+            .await?;
+        voter.advance_time(period.to::<u64>() + 1).await?;
+        let description_hash = keccak256(description.as_bytes());
+        let queue = IGovernor::queueCall {
+            targets: targets.clone(),
+            values: values.clone(),
+            calldatas: calldatas.clone(),
+            descriptionHash: description_hash,
+        };
+        voter.send(GOVERNOR, &queue, U256::ZERO).await?;
+        let timelock = voter
+            .view(GOVERNOR, &IGovernor::timelockDelayCall {})
+            .await?;
+        voter.advance_time(timelock.to::<u64>() + 1).await?;
+        let execute = IGovernor::executeCall {
+            targets,
+            values,
+            calldatas,
+            descriptionHash: description_hash,
+        };
+        voter.send(GOVERNOR, &execute, U256::ZERO).await?;
+        Ok(())
+    }
+
+    /// The rows of a datanet version, read back from the content API, each labelled with its
+    /// contribution id; also written to `rows.jsonl` for training and indexing.
+    async fn version_rows(&self, datanet: U256, version: u64) -> anyhow::Result<Vec<Row>> {
+        let client = &self.cast.owner.client;
+        let v = client
+            .view(
+                DATANETS,
+                &IDatanets::getVersionCall {
+                    datanetId: datanet,
+                    version,
+                },
+            )
+            .await?;
+        let mut rows = Vec::new();
+        for id in &v.contributionIds {
+            let c = client
+                .view(
+                    DATANETS,
+                    &IDatanets::getContributionCall {
+                        contributionId: *id,
+                    },
+                )
+                .await?;
+            for (i, text) in self
+                .fetch_rows(c.contentHash)
+                .await?
+                .into_iter()
+                .enumerate()
+            {
+                rows.push(Row {
+                    id: format!("{id}:{i}"),
+                    contributor: id.to_string(),
+                    text,
+                });
+            }
+        }
+        let lines: Vec<String> = rows
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<_, _>>()?;
+        std::fs::write(self.work.join("rows.jsonl"), lines.join("\n"))?;
+        Ok(rows)
+    }
+
+    async fn fetch_rows(&self, hash: B256) -> anyhow::Result<Vec<String>> {
+        let mut rows = Vec::new();
+        loop {
+            let url = format!(
+                "{}/contributions/{hash}/rows?offset={}",
+                self.urls.api,
+                rows.len()
+            );
+            let page: Value = reqwest::get(&url).await?.error_for_status()?.json().await?;
+            let total = page["total"].as_u64().context("no row total")? as usize;
+            let got: Vec<String> = serde_json::from_value(page["rows"].clone())?;
+            if got.is_empty() && rows.len() < total {
+                bail!("the content API stopped at row {} of {total}", rows.len());
+            }
+            rows.extend(got);
+            if rows.len() >= total {
+                return Ok(rows);
+            }
+        }
+    }
+
+    /// Fine-tunes the adapter and records its training gradients for influence queries.
+    fn train(&self, rows: &[Row]) -> anyhow::Result<(PathBuf, Metrics)> {
+        let out = self.work.join("adapter");
+        let job = FineTune {
+            base: self.base.to_path_buf(),
+            data: DataOptions {
+                files: vec![self.work.join("rows.jsonl")],
+                eval_split: 0.1,
+                context: 128,
+            },
+            out: out.clone(),
+            lora: LoraConfig::new(8, 16.0, "q,k,v,o,gate,up,down")?,
+            train: TrainOptions {
+                lr: 5e-3,
+                epochs: self.args.epochs,
+                seed: self.args.seed,
+                ..TrainOptions::default()
+            },
+        };
+        eprintln!("         {} rows", rows.len());
+        let metrics = crate::factory::run_with_bar(|bar| job.run(bar))?;
+        crate::attribution::influence::record(
+            &job,
+            crate::attribution::influence::DEFAULT_DIMS,
+            true,
+        )?;
+        Ok((out, metrics))
+    }
+
+    async fn register(&self, model: U256, adapter: &Path, version: u64) -> anyhow::Result<()> {
+        let hash_of = |name: &str| -> anyhow::Result<B256> {
+            let path = adapter.join(name);
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            Ok(keccak256(bytes))
+        };
+        let call = IModels::registerArtifactCall {
+            modelId: model,
+            adapterHash: hash_of("adapter_model.safetensors")?,
+            datanetVersions: vec![version],
+            metricsHash: hash_of("metrics.json")?,
+        };
+        self.cast
+            .creator
+            .client
+            .send(MODELS, &call, U256::ZERO)
+            .await?;
+        Ok(())
+    }
+
+    async fn deploy(&self, model: U256) -> anyhow::Result<()> {
+        let operator = &self.cast.operator;
+        let minimum = operator
+            .client
+            .view(STAKING, &IStaking::minimumStakeCall { modelId: model })
+            .await?;
+        // The minimum grows with the model's fee volume: twice today's leaves room to serve.
+        let stake = IStaking::stakeOperatorCall { modelId: model };
+        operator
+            .client
+            .send(STAKING, &stake, minimum * U256::from(2))
+            .await?;
+        let deploy = IModels::deployCall {
+            modelId: model,
+            operator: operator.address,
+            inputRatePer1k: open(INPUT_RATE),
+            outputRatePer1k: open(OUTPUT_RATE),
+        };
+        self.cast
+            .creator
+            .client
+            .send(MODELS, &deploy, U256::ZERO)
+            .await?;
+        let back = IStaking::stakeCall { modelId: model };
+        self.cast
+            .staker
+            .client
+            .send(STAKING, &back, open(DELEGATED_STAKE))
+            .await?;
+        Ok(())
+    }
+
+    /// Generates an answer for each prompt (the start of a contributor's fact) with the adapter
+    /// and attributes it against the datanet version's index.
+    fn infer(
+        &self,
+        manifest: &Manifest,
+        adapter: &Path,
+        index: &BuiltIndex,
+        datanet: U256,
+        version: u64,
+    ) -> anyhow::Result<Vec<Inference>> {
+        let device = Device::Cpu;
+        let mut llm = checkpoint::load_model(self.base, &device)?;
+        Adapter::load(adapter, llm.config(), &device)?.apply(&mut llm)?;
+        let options = GenerateOptions {
+            max_tokens: ANSWER_TOKENS,
+            temperature: 0.0,
+            top_p: 1.0,
+            stop: vec!["\n".into()],
+            seed: self.args.seed,
+        };
+        let prompts = prompts(manifest, self.args.inferences as usize);
+        let mut out = Vec::new();
+        for prompt in prompts {
+            let answer = generate(&llm, &index.tokenizer, &prompt, &options, &mut |_| {})?;
+            let context = tokenizer::encode(&index.tokenizer, &prompt)?;
+            let tokens = tokenizer::encode(&index.tokenizer, &answer.text)?;
+            let attribution = index.index.attribute_continuation(
+                &context,
+                &tokens,
+                &index.fingerprint,
+                &SpanOptions::default(),
+            )?;
+            let spans = span_texts(&attribution, &index.tokenizer, &[context, tokens].concat())?;
+            out.push(Inference {
+                datanet,
+                version,
+                input_tokens: answer.prompt_tokens as u64,
+                output_tokens: answer.tokens.len() as u64,
+                prompt,
+                output: answer.text,
+                attribution,
+                spans,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The user prepays escrow and signs an order per inference; the operator settles them all
+    /// in one batch.
+    async fn settle(
+        &self,
+        model: U256,
+        inferences: &[Inference],
+    ) -> anyhow::Result<alloy_rpc_types_eth::TransactionReceipt> {
+        let user = &self.cast.user;
+        user.client
+            .send(SETTLEMENT, &ISettlement::depositCall {}, open(ESCROW))
+            .await?;
+        let expiry = self.now().await? + 3_600;
+        let mut batch = Vec::new();
+        for (nonce, inference) in inferences.iter().enumerate() {
+            let quote = ISettlement::quoteCall {
+                modelId: model,
+                inputTokens: inference.input_tokens,
+                outputTokens: inference.output_tokens,
+            };
+            let order = ISettlement::InferenceOrder {
+                user: user.address,
+                modelId: model,
+                maxFee: user.client.view(SETTLEMENT, &quote).await?,
+                nonce: U256::from(nonce),
+                expiry,
+            };
+            let digest = user
+                .client
+                .view(
+                    SETTLEMENT,
+                    &ISettlement::orderDigestCall {
+                        order: order.clone(),
+                    },
+                )
+                .await?;
+            let signature = user.signer.sign_hash_sync(&digest)?;
+            batch.push(ISettlement::Settlement {
+                order,
+                signature: Bytes::from(signature.as_bytes().to_vec()),
+                receipt: inference.receipt()?,
+            });
+        }
+        let call = ISettlement::settleBatchCall { settlements: batch };
+        self.cast
+            .operator
+            .client
+            .send(SETTLEMENT, &call, U256::ZERO)
+            .await
+    }
+
+    async fn now(&self) -> anyhow::Result<u64> {
+        self.cast.owner.client.latest_timestamp().await
+    }
+
+    /// Both validators stake, commit a rating of each receipt, reveal it and finalize; returns
+    /// the finalize receipts.
+    async fn rate(
+        &self,
+        receipts: &[B256],
+    ) -> anyhow::Result<Vec<alloy_rpc_types_eth::TransactionReceipt>> {
+        let first = &self.cast.validators[0].client;
+        let params = first.view(FEEDBACK, &IFeedback::paramsCall {}).await?;
+        for v in &self.cast.validators {
+            v.client
+                .send(
+                    FEEDBACK,
+                    &IFeedback::registerValidatorCall {},
+                    params.validatorMinStake,
+                )
+                .await?;
+        }
+        let ratings = |v: &Actor, receipt: B256| -> anyhow::Result<(B256, B256)> {
+            let salt = v
+                .client
+                .signer_secret(&[b"openledger demo salt", &receipt[..]].concat())?;
+            let commitment = openledger_protocol::feedback::commitment(
+                receipt,
+                v.address,
+                SCORE,
+                false,
+                B256::ZERO,
+                salt,
+            );
+            Ok((salt, commitment))
+        };
+        for &receipt in receipts {
+            for v in &self.cast.validators {
+                let (_, commitment) = ratings(v, receipt)?;
+                let call = IFeedback::rateCall {
+                    receiptId: receipt,
+                    commitment,
+                };
+                v.client.send(FEEDBACK, &call, U256::ZERO).await?;
+            }
+        }
+        first.advance_time(params.commitWindow + 1).await?;
+        for &receipt in receipts {
+            for v in &self.cast.validators {
+                let (salt, _) = ratings(v, receipt)?;
+                let call = IFeedback::revealCall {
+                    receiptId: receipt,
+                    score: SCORE,
+                    harmful: false,
+                    labelsHash: B256::ZERO,
+                    salt,
+                };
+                v.client.send(FEEDBACK, &call, U256::ZERO).await?;
+            }
+        }
+        first.advance_time(params.revealWindow + 1).await?;
+        let mut finalized = Vec::new();
+        for &receipt in receipts {
+            let call = IFeedback::finalizeCall { receiptId: receipt };
+            finalized.push(first.send(FEEDBACK, &call, U256::ZERO).await?);
+        }
+        Ok(finalized)
+    }
+
+    /// Every actor with something to claim claims it, from the Settlement, Staking and
+    /// Feedback modules; returns the claim receipts.
+    async fn claim(
+        &self,
+        model: U256,
+    ) -> anyhow::Result<Vec<alloy_rpc_types_eth::TransactionReceipt>> {
+        let mut receipts = Vec::new();
+        for actor in self.cast.all() {
+            let c = &actor.client;
+            let a = actor.address;
+            if !c
+                .view(SETTLEMENT, &ISettlement::rewardsCall { account: a })
+                .await?
+                .is_zero()
+            {
+                receipts.push(
+                    c.send(SETTLEMENT, &ISettlement::claimCall {}, U256::ZERO)
+                        .await?,
+                );
+            }
+            let pending = IStaking::pendingRewardsCall {
+                modelId: model,
+                account: a,
+            };
+            if !c.view(STAKING, &pending).await?.is_zero() {
+                let call = IStaking::claimCall { modelId: model };
+                receipts.push(c.send(STAKING, &call, U256::ZERO).await?);
+            }
+            let validator = c
+                .view(FEEDBACK, &IFeedback::validatorOfCall { validator: a })
+                .await?;
+            if !validator.rewards.is_zero() {
+                receipts.push(
+                    c.send(FEEDBACK, &IFeedback::claimCall {}, U256::ZERO)
+                        .await?,
+                );
+            }
+        }
+        Ok(receipts)
+    }
+}
+
+/// The score both validators give.
+const SCORE: u8 = 4;
+
+/// Prompts made of the first half of contributors' facts, taking each contributor in turn.
+fn prompts(manifest: &Manifest, count: usize) -> Vec<String> {
+    let contributors = &manifest.contributors;
+    (0..count)
+        .map(|i| {
+            let c = &contributors[i % contributors.len()];
+            let fact = &c.facts[(i / contributors.len()) % c.facts.len()];
+            let words: Vec<&str> = fact.text.split_whitespace().collect();
+            words[..words.len().div_ceil(2)].join(" ")
+        })
+        .collect()
+}
+
+/// The text of each counted span of an attribution.
+fn span_texts(
+    attribution: &Attribution,
+    tok: &tokenizer::Tokenizer,
+    tokens: &[u32],
+) -> anyhow::Result<Vec<String>> {
+    attribution
+        .spans
+        .iter()
+        .filter(|s| s.counted)
+        .map(|s| Ok(tokenizer::decode(tok, &tokens[s.start..s.start + s.len])?))
+        .collect()
+}
+
+/// An amount of OPEN written as a decimal constant.
+fn open(amount: &str) -> U256 {
+    parse_ether(amount).expect("a valid OPEN constant")
+}

@@ -1,0 +1,314 @@
+//! What the demo prints at the end: who earned what, read back from the modules' events, with
+//! the check that every fee charged is accounted for to the wei.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use alloy_primitives::{Address, U256, keccak256};
+use alloy_rpc_types_eth::TransactionReceipt;
+use alloy_sol_types::SolEvent;
+use anyhow::Context;
+use openledger_attribution::Attribution;
+use openledger_ml::factory::Metrics;
+use openledger_primitives::{
+    addresses::{FEEDBACK, SETTLEMENT, STAKING},
+    format_open,
+};
+use openledger_protocol::abi::{IFeedback, ISettlement, IStaking};
+use serde_json::{Value, json};
+
+use super::actors::Cast;
+
+/// One answer the user paid for.
+pub struct Inference {
+    pub datanet: U256,
+    pub version: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub prompt: String,
+    pub output: String,
+    pub attribution: Attribution,
+    /// The text of each span that counted.
+    pub spans: Vec<String>,
+}
+
+impl Inference {
+    /// The receipt the operator settles: token counts, hashes, and the span attribution's
+    /// weights (method 1), or none (method 0) when no span of the answer is in the data.
+    pub fn receipt(&self) -> anyhow::Result<ISettlement::InferenceReceipt> {
+        let weights = &self.attribution.weights;
+        let ids = weights
+            .iter()
+            .map(|c| c.contribution.parse::<U256>())
+            .collect::<Result<Vec<_>, _>>()
+            .context("a contribution id in the index is not a number")?;
+        Ok(ISettlement::InferenceReceipt {
+            inputTokens: self.input_tokens,
+            outputTokens: self.output_tokens,
+            promptHash: keccak256(self.prompt.as_bytes()),
+            outputHash: keccak256(self.output.as_bytes()),
+            datanetId: self.datanet,
+            datanetVersion: self.version,
+            method: u8::from(!ids.is_empty()),
+            contributionIds: ids,
+            weights: weights.iter().map(|c| c.ppm).collect(),
+        })
+    }
+}
+
+/// A line of the earnings table.
+struct Earning {
+    who: String,
+    role: String,
+    earned: U256,
+}
+
+/// The demo's outcome.
+pub struct Report {
+    train_rows: usize,
+    loss: (f64, f64),
+    inferences: usize,
+    attributed: usize,
+    fees: U256,
+    earnings: Vec<Earning>,
+    accounted: U256,
+    /// What each actor claimed, beside what it earned.
+    claims: BTreeMap<String, (U256, U256)>,
+    evidence: Option<Value>,
+}
+
+/// The events of type `E` that `module` emitted in `receipts`.
+fn module_events<E: SolEvent>(receipts: &[&TransactionReceipt], module: Address) -> Vec<E> {
+    receipts
+        .iter()
+        .flat_map(|r| r.inner.logs())
+        .filter(|log| log.address() == module)
+        .filter_map(|log| E::decode_log_data(log.data()).ok())
+        .collect()
+}
+
+impl Report {
+    /// Reads the settlement, rating and claim receipts back into who earned and claimed what.
+    pub fn new(
+        cast: &Cast,
+        contributions: &[U256],
+        metrics: &Metrics,
+        inferences: &[Inference],
+        settled: &TransactionReceipt,
+        ratings: &[TransactionReceipt],
+        claims: &[TransactionReceipt],
+    ) -> anyhow::Result<Self> {
+        let settled = [settled];
+        let fees: U256 = module_events::<ISettlement::Settled>(&settled, SETTLEMENT)
+            .iter()
+            .map(|s| s.fee)
+            .sum();
+        let mut earned: BTreeMap<(String, String), U256> = BTreeMap::new();
+        let mut add = |who: String, role: &str, amount: U256| {
+            *earned.entry((who, role.to_string())).or_default() += amount;
+        };
+        for r in module_events::<ISettlement::RewardAccrued>(&settled, SETTLEMENT) {
+            let role = match r.role {
+                ISettlement::Role::Creator => "creator's share",
+                ISettlement::Role::Stakers => "stakers' share (no delegators)",
+                ISettlement::Role::Contributor => "data contributions",
+                _ => "datanet owner (unattributed)",
+            };
+            add(cast.name_of(r.account), role, r.amount);
+        }
+        let to_treasury = module_events::<ISettlement::TreasuryPaid>(&settled, SETTLEMENT)
+            .iter()
+            .map(|t| t.amount)
+            .chain(
+                module_events::<ISettlement::RewardCut>(&settled, SETTLEMENT)
+                    .iter()
+                    .map(|c| c.amount),
+            )
+            .sum();
+        add("treasury".into(), "platform fee and dust", to_treasury);
+        let stakers: U256 = module_events::<IStaking::RewardsDistributed>(&settled, STAKING)
+            .iter()
+            .map(|d| d.amount)
+            .sum();
+        add(cast.staker.name.clone(), "stakers' share", stakers);
+        let pool: U256 = module_events::<IFeedback::ReceiptRecorded>(&settled, FEEDBACK)
+            .iter()
+            .map(|r| r.reward)
+            .sum();
+        let ratings: Vec<&TransactionReceipt> = ratings.iter().collect();
+        let mut rated = U256::ZERO;
+        for s in module_events::<IFeedback::RatingScored>(&ratings, FEEDBACK) {
+            add(cast.name_of(s.validator), "ratings", s.reward);
+            rated += s.reward;
+        }
+        add(
+            "feedback pool".into(),
+            "left for receipts not rated",
+            pool.checked_sub(rated)
+                .context("validators earned more than the feedback pool held")?,
+        );
+        let accounted = earned.values().copied().sum();
+        let earnings: Vec<Earning> = earned
+            .into_iter()
+            .filter(|(_, amount)| !amount.is_zero())
+            .map(|((who, role), earned)| Earning { who, role, earned })
+            .collect();
+        let mut claimed: BTreeMap<String, (U256, U256)> = claimed_by(cast, claims)
+            .into_iter()
+            .map(|(who, amount)| (who, (amount, U256::ZERO)))
+            .collect();
+        for e in &earnings {
+            if let Some(line) = claimed.get_mut(&e.who) {
+                line.1 += e.earned;
+            }
+        }
+        Ok(Self {
+            train_rows: metrics.train_rows,
+            loss: (
+                metrics.eval_before.as_ref().map_or(f64::NAN, |e| e.loss),
+                metrics.eval_after.as_ref().map_or(f64::NAN, |e| e.loss),
+            ),
+            inferences: inferences.len(),
+            attributed: inferences
+                .iter()
+                .filter(|i| i.attribution.is_attributed())
+                .count(),
+            fees,
+            earnings,
+            accounted,
+            claims: claimed,
+            evidence: evidence(cast, contributions, inferences),
+        })
+    }
+
+    /// Whether the earnings add up to the fees charged, to the wei.
+    pub fn conserved(&self) -> bool {
+        self.fees == self.accounted
+    }
+
+    /// The report as JSON (amounts in wei, as decimal strings).
+    pub fn to_json(&self) -> Value {
+        json!({
+            "trainRows": self.train_rows,
+            "evalLossBefore": self.loss.0,
+            "evalLossAfter": self.loss.1,
+            "inferences": self.inferences,
+            "attributed": self.attributed,
+            "fees": self.fees.to_string(),
+            "accounted": self.accounted.to_string(),
+            "conserved": self.conserved(),
+            "earnings": self.earnings.iter().map(|e| json!({
+                "who": e.who, "role": e.role, "earned": e.earned.to_string(),
+            })).collect::<Vec<_>>(),
+            "claims": self.claims.iter().map(|(who, (claimed, earned))| json!({
+                "who": who, "claimed": claimed.to_string(), "earned": earned.to_string(),
+            })).collect::<Vec<_>>(),
+            "evidence": self.evidence,
+        })
+    }
+}
+
+/// What each actor claimed from the Settlement, Staking and Feedback modules together.
+fn claimed_by(cast: &Cast, claims: &[TransactionReceipt]) -> BTreeMap<String, U256> {
+    let claims: Vec<&TransactionReceipt> = claims.iter().collect();
+    let settlement = module_events::<ISettlement::Claimed>(&claims, SETTLEMENT)
+        .into_iter()
+        .map(|c| (c.account, c.amount));
+    let staking = module_events::<IStaking::RewardsClaimed>(&claims, STAKING)
+        .into_iter()
+        .map(|c| (c.account, c.amount));
+    let feedback = module_events::<IFeedback::RewardsClaimed>(&claims, FEEDBACK)
+        .into_iter()
+        .map(|c| (c.validator, c.amount));
+    let mut out = BTreeMap::new();
+    for (account, amount) in settlement.chain(staking).chain(feedback) {
+        *out.entry(cast.name_of(account)).or_default() += amount;
+    }
+    out
+}
+
+/// The attribution of the first attributed answer, with contributions named by contributor.
+fn evidence(cast: &Cast, contributions: &[U256], inferences: &[Inference]) -> Option<Value> {
+    let inference = inferences.iter().find(|i| i.attribution.is_attributed())?;
+    let name = |id: &str| {
+        contributions
+            .iter()
+            .zip(&cast.contributors)
+            .find(|(c, _)| c.to_string() == id)
+            .map_or_else(|| id.to_string(), |(_, a)| a.name.clone())
+    };
+    Some(json!({
+        "prompt": inference.prompt,
+        "output": inference.output,
+        "spans": inference.spans,
+        "weights": inference.attribution.weights.iter().map(|c| json!({
+            "contribution": c.contribution, "contributor": name(&c.contribution), "ppm": c.ppm,
+        })).collect::<Vec<_>>(),
+    }))
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "\nModel trained on {} rows: held-out loss {:.3} -> {:.3}",
+            self.train_rows, self.loss.0, self.loss.1
+        )?;
+        writeln!(
+            f,
+            "{} inferences settled in one batch, {} attributed to the data, fees {} OPEN\n",
+            self.inferences,
+            self.attributed,
+            format_open(self.fees)
+        )?;
+        writeln!(f, "{:<16} {:<32} {:>22}", "who", "for", "earned (OPEN)")?;
+        for e in &self.earnings {
+            writeln!(
+                f,
+                "{:<16} {:<32} {:>22}",
+                e.who,
+                e.role,
+                format_open(e.earned)
+            )?;
+        }
+        writeln!(
+            f,
+            "{:<16} {:<32} {:>22}",
+            "total",
+            "",
+            format_open(self.accounted)
+        )?;
+        let check = if self.conserved() {
+            "conserved: the earnings add up to the fees charged, to the wei"
+        } else {
+            "NOT CONSERVED: the earnings differ from the fees charged"
+        };
+        writeln!(f, "{check}\n")?;
+        for (who, (claimed, earned)) in &self.claims {
+            writeln!(
+                f,
+                "{who} claimed {} OPEN of the {} earned",
+                format_open(*claimed),
+                format_open(*earned)
+            )?;
+        }
+        if let Some(e) = &self.evidence {
+            writeln!(f, "\nAttribution of one answer")?;
+            writeln!(f, "  prompt  {}", e["prompt"].as_str().unwrap_or_default())?;
+            writeln!(f, "  answer  {}", e["output"].as_str().unwrap_or_default())?;
+            for span in e["spans"].as_array().into_iter().flatten() {
+                writeln!(f, "  span    {span}")?;
+            }
+            for w in e["weights"].as_array().into_iter().flatten() {
+                writeln!(
+                    f,
+                    "  {:>7} ppm  {} (contribution {})",
+                    w["ppm"],
+                    w["contributor"].as_str().unwrap_or_default(),
+                    w["contribution"].as_str().unwrap_or_default()
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
