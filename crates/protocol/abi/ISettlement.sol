@@ -15,6 +15,17 @@ pragma solidity ^0.8.20;
 /// Staking module for the model's delegators (to the creator while it has none). A contributor
 /// whose penalty score has reached the Staking module's threshold loses its penalty cut to the
 /// treasury. Rewards accrue and are paid by claim().
+///
+/// Every settled receipt is recorded (the hash of its ReceiptRecord, given whole in the
+/// ReceiptRecorded event). For challengeWindow() seconds anyone can challenge a receipt settled
+/// with span attribution (method 0 or 1) by sending its record, prompt and output texts with a
+/// bond of challengeBond(): the node recomputes the span attribution of the output, as the
+/// continuation of the prompt, over the receipt's datanet version (deterministic integer
+/// arithmetic; gas grows with the texts' length). If the recomputed weights differ from the
+/// settled ones, the challenge is upheld: the operator loses challengeSlashPpm() of its stake,
+/// from which the receipt's contributor pool is paid again by the recomputed weights, half of
+/// the rest rewards the challenger and the other half goes to the treasury; the bond is
+/// returned. Otherwise the bond goes to the treasury and the receipt is verified for good.
 interface ISettlement {
     struct InferenceOrder {
         address user;
@@ -46,6 +57,32 @@ interface ISettlement {
         InferenceReceipt receipt;
     }
 
+    enum ReceiptStatus {
+        Unknown,
+        Settled,
+        /// A challenge proved its weights wrong and it was re-settled.
+        Corrected,
+        /// A challenge confirmed its weights.
+        Verified
+    }
+
+    /// What a challenge needs of a settled receipt, as its ReceiptRecorded event gives it; only
+    /// its hash is stored.
+    struct ReceiptRecord {
+        uint256 modelId;
+        /// The operator that settled it.
+        address operator;
+        uint256 datanetId;
+        uint64 datanetVersion;
+        uint8 method;
+        bytes32 promptHash;
+        bytes32 outputHash;
+        /// keccak256(abi.encode(contributionIds, weights)) with the pairs sorted by contribution id.
+        bytes32 weightsHash;
+        /// The receipt's contributor pool, in wei.
+        uint256 pool;
+    }
+
     enum Role {
         Creator,
         Stakers,
@@ -72,6 +109,17 @@ interface ISettlement {
     event TreasuryPaid(bytes32 indexed orderHash, uint256 amount);
     event Claimed(address indexed account, uint256 amount);
     event RewardCut(address indexed account, uint256 indexed modelId, uint256 amount);
+    event ReceiptRecorded(bytes32 indexed receiptId, ReceiptRecord record);
+    event Challenged(
+        bytes32 indexed receiptId,
+        address indexed challenger,
+        bool upheld,
+        bytes32 settledWeightsHash,
+        bytes32 recomputedWeightsHash
+    );
+    event Resettled(
+        bytes32 indexed receiptId, uint256 slashed, uint256 toContributors, uint256 toChallenger, uint256 toTreasury
+    );
     event ParamsSet(uint256 platformFee, uint32 creatorShare, uint32 stakersShare, uint32 contributorsShare);
 
     error InvalidCalldata();
@@ -96,6 +144,15 @@ interface ISettlement {
     error StakeBelowMinimum(uint256 modelId, uint256 stake, uint256 minimum);
     error NotGovernance(address account);
     error SharesDoNotSum(uint256 sum);
+    error UnknownReceipt(bytes32 receiptId);
+    error RecordMismatch(bytes32 receiptId);
+    error AlreadyResolved(bytes32 receiptId, ReceiptStatus status);
+    error ChallengeWindowClosed(bytes32 receiptId, uint64 deadline);
+    error BondTooLow(uint256 bond, uint256 required);
+    error TextMismatch(bytes32 promptHash, bytes32 outputHash);
+    error TextTooLong(uint256 length, uint256 max);
+    error NotSpanAttributed(uint8 method);
+    error AttributionUnavailable(uint256 datanetId, uint64 version, string reason);
 
     /// @notice Adds the OPEN sent to the caller's escrow.
     function deposit() external payable;
@@ -110,6 +167,22 @@ interface ISettlement {
         returns (uint256 fee);
     /// @notice Settles many receipts in one transaction, all or none.
     function settleBatch(Settlement[] calldata settlements) external returns (uint256 totalFee);
+
+    /// @notice Challenges a settled receipt's span attribution, with a bond (see the notice above).
+    function challenge(
+        bytes32 receiptId,
+        ReceiptRecord calldata record,
+        string calldata prompt,
+        string calldata output
+    ) external payable returns (bool upheld);
+    /// @notice A receipt's status, when it was settled and the hash of its ReceiptRecord.
+    function receiptStatus(bytes32 receiptId)
+        external
+        view
+        returns (ReceiptStatus status, uint64 settledAt, bytes32 recordHash);
+    function challengeBond() external view returns (uint256);
+    function challengeWindow() external view returns (uint64);
+    function challengeSlashPpm() external view returns (uint32);
 
     /// @notice Pays the caller's accrued rewards.
     function claim() external returns (uint256 amount);

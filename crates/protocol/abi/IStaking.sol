@@ -12,6 +12,9 @@ pragma solidity ^0.8.20;
 /// restarts its clock. slash() takes `ppm` of all the model's stake, bonded and unbonding:
 /// first from the operator, then from delegators pro rata (their shares keep their number and
 /// lose value); reporterSharePpm of it goes to the beneficiary and the rest to the treasury.
+/// slashOperator() is the Settlement module's, when a challenge proves a settled attribution
+/// wrong: it takes `ppm` of the operator's own stake and sends it to Settlement, which re-pays
+/// the contributors from it.
 /// Flagged adversarial contributions raise their contributor's penalty score; from
 /// penaltyThreshold flags on, penaltyCutPpm of the contributor's rewards go to the treasury.
 interface IStaking {
@@ -99,6 +102,8 @@ interface IStaking {
     function notifyFee(uint256 modelId, uint256 fee) external payable;
     /// @notice Governance only: slashes `ppm` of the model's stake (see the contract notice).
     function slash(uint256 modelId, uint32 ppm, string calldata reason, address beneficiary) external;
+    /// @notice Settlement only: takes `ppm` of the operator's stake and sends it to Settlement.
+    function slashOperator(uint256 modelId, uint32 ppm, string calldata reason) external returns (uint256 amount);
     /// @notice Governance or the datanet's owner: marks a contribution adversarial.
     function flagContribution(uint256 contributionId, string calldata reason) external;
     /// @notice Governance only.

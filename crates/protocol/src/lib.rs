@@ -22,15 +22,24 @@ use std::sync::Arc;
 
 use openledger_chain::{Modules, NativeModule};
 
-/// Every module the node runs.
+/// Every module the node runs, with no attribution oracle: challenges revert as unavailable.
 pub fn modules() -> Modules {
+    modules_with(settlement::Settlement::default())
+}
+
+/// Every module the node runs, challenges recomputed by `oracle`.
+pub fn modules_with_oracle(oracle: Arc<dyn settlement::challenge::AttributionOracle>) -> Modules {
+    modules_with(settlement::Settlement::with_oracle(oracle))
+}
+
+fn modules_with(settlement: settlement::Settlement) -> Modules {
     let all: Vec<Arc<dyn NativeModule>> = vec![
         Arc::new(datanets::Datanets),
         Arc::new(feedback::Feedback),
         Arc::new(gopen::Gopen),
         Arc::new(governor::Governor),
         Arc::new(models::Models),
-        Arc::new(settlement::Settlement),
+        Arc::new(settlement),
         Arc::new(staking::Staking),
         Arc::new(treasury::Treasury),
     ];

@@ -282,6 +282,8 @@ pub const ADMIN: Address = Address::repeat_byte(0xad);
 pub struct Fixture {
     /// The host the modules run on.
     pub host: MemoryHost,
+    /// The Settlement module calls go to (with or without an attribution oracle).
+    pub settlement: crate::settlement::Settlement,
 }
 
 impl Fixture {
@@ -302,7 +304,10 @@ impl Fixture {
             host.fund(account(n), milli(1_000_000));
         }
         host.fund(ADMIN, milli(1_000_000));
-        Self { host }
+        Self {
+            host,
+            settlement: crate::settlement::Settlement::default(),
+        }
     }
 
     /// Sends a typed call to the Datanets module.
@@ -333,8 +338,7 @@ impl Fixture {
         value: U256,
         call: &C,
     ) -> Result<C::Return, ModuleError> {
-        self.host
-            .send(&crate::settlement::Settlement, caller, value, call)
+        self.host.send(&self.settlement, caller, value, call)
     }
 
     /// Sends a typed call to the GOPEN module.

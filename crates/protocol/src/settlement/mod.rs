@@ -6,7 +6,10 @@
 //! accrues the rewards; see `abi/ISettlement.sol` for the rules. Escrows and unclaimed rewards
 //! are the module account's whole balance.
 
+pub mod challenge;
 pub mod fee;
+
+use std::sync::Arc;
 
 use alloy_primitives::{Address, B256, Bytes, Signature, U256};
 use alloy_sol_types::{Eip712Domain, SolCall, SolStruct, eip712_domain};
@@ -20,7 +23,7 @@ use crate::{
         ISettlement::{self, ISettlementCalls, InferenceOrder, InferenceReceipt, Role},
         IStaking,
     },
-    call::{decode, emit, no_value, revert},
+    call::{decode, emit, no_value, returns, revert},
     datanets::{contribution_info, datanet_info},
     feedback::reward_for,
     governor::is_governance,
@@ -28,6 +31,7 @@ use crate::{
     staking::{reward_cut_ppm, stake_check},
     storage::{Slot, Storage, consecutive},
 };
+use challenge::AttributionOracle;
 use fee::{FeeError, Shares};
 
 /// The parameters: four words, slots 0 to 3: the platform fee, then the creator's, stakers'
@@ -40,9 +44,20 @@ const NONCES: Slot = Slot::root(6);
 /// Gas for recovering the signer of an order (as the `ecrecover` precompile).
 const RECOVER_GAS: u64 = 3_000;
 
-/// The settlement module.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Settlement;
+/// The settlement module; challenges need an [`AttributionOracle`].
+#[derive(Debug, Clone, Default)]
+pub struct Settlement {
+    oracle: Option<Arc<dyn AttributionOracle>>,
+}
+
+impl Settlement {
+    /// The module, recomputing challenged attributions with `oracle`.
+    pub fn with_oracle(oracle: Arc<dyn AttributionOracle>) -> Self {
+        Self {
+            oracle: Some(oracle),
+        }
+    }
+}
 
 impl NativeModule for Settlement {
     fn address(&self) -> Address {
@@ -65,7 +80,10 @@ impl NativeModule for Settlement {
 
     fn call(&self, call: ModuleCall<'_>, host: &mut dyn ModuleHost) -> Result<Bytes, ModuleError> {
         let decoded: ISettlementCalls = decode(call.input, ISettlement::InvalidCalldata {})?;
-        if !matches!(decoded, ISettlementCalls::deposit(_)) {
+        if !matches!(
+            decoded,
+            ISettlementCalls::deposit(_) | ISettlementCalls::challenge(_)
+        ) {
             no_value(&call, ISettlement::NotPayable {})?;
         }
         let mut s = Storage::own(host);
@@ -94,6 +112,21 @@ impl NativeModule for Settlement {
                 Ok(ISettlement::settleBatchCall::abi_encode_returns(&total).into())
             }
             C::claim(_) => claim(&mut s, caller),
+            C::challenge(c) => {
+                challenge::challenge(&mut s, self.oracle.as_deref(), caller, call.value, c)
+            }
+            C::receiptStatus(c) => {
+                let (status, settled_at, hash) = challenge::status(&mut s, c.receiptId)?;
+                let out = ISettlement::receiptStatusReturn {
+                    status,
+                    settledAt: settled_at,
+                    recordHash: hash,
+                };
+                Ok(ISettlement::receiptStatusCall::abi_encode_returns(&out).into())
+            }
+            C::challengeBond(_) => Ok(returns(&challenge::CHALLENGE_BOND)),
+            C::challengeWindow(_) => Ok(returns(&challenge::CHALLENGE_WINDOW)),
+            C::challengeSlashPpm(_) => Ok(returns(&challenge::CHALLENGE_SLASH_PPM)),
             C::rewards(c) => {
                 let amount: U256 = s.get(REWARDS.at(c.account))?;
                 Ok(ISettlement::rewardsCall::abi_encode_returns(&amount).into())
@@ -269,6 +302,17 @@ fn settle(
     s.set(escrow, available - fee)?;
     s.set(nonce, true)?;
     let order_hash = order.eip712_hash_struct();
+    let record = ISettlement::ReceiptRecord {
+        modelId: order.modelId,
+        operator: model.operator,
+        datanetId: receipt.datanetId,
+        datanetVersion: receipt.datanetVersion,
+        method: receipt.method,
+        promptHash: receipt.promptHash,
+        outputHash: receipt.outputHash,
+        weightsHash: challenge::weights_hash(&receipt.contributionIds, &receipt.weights),
+        pool: split.contributor_pool,
+    };
     emit(
         s.host(),
         &ISettlement::Settled {
@@ -285,6 +329,7 @@ fn settle(
             method: receipt.method,
         },
     )?;
+    challenge::record(s, order_hash, record)?;
     // The platform fee is the treasury's, less the receipt's feedback reward.
     let feedback_reward = reward_for(s.host(), platform_fee)?;
     let to_treasury = split.treasury - feedback_reward;

@@ -1,4 +1,6 @@
-use alloy_primitives::{Address, B256, U256};
+use std::sync::Arc;
+
+use alloy_primitives::{Address, B256, U256, keccak256};
 use alloy_signer::SignerSync;
 use alloy_signer_local::PrivateKeySigner;
 use alloy_sol_types::SolStruct;
@@ -6,11 +8,11 @@ use openledger_chain::ModuleError;
 use openledger_primitives::{ProtocolParams, addresses};
 use proptest::prelude::*;
 
-use super::{Settlement, domain};
+use super::{Settlement, challenge, challenge::AttributionOracle, domain};
 use crate::{
     abi::{
         IFeedback, IModels,
-        ISettlement::{self, InferenceOrder, InferenceReceipt, Role},
+        ISettlement::{self, InferenceOrder, InferenceReceipt, ReceiptRecord, ReceiptStatus, Role},
         IStaking,
     },
     models::Models,
@@ -112,16 +114,18 @@ impl Market {
     }
 
     fn rewards(&mut self, account: Address) -> U256 {
-        self.f
-            .host
-            .view(&Settlement, &ISettlement::rewardsCall { account })
+        self.f.host.view(
+            &Settlement::default(),
+            &ISettlement::rewardsCall { account },
+        )
     }
 
     fn escrow(&mut self) -> U256 {
         let account = self.user.address();
-        self.f
-            .host
-            .view(&Settlement, &ISettlement::balanceOfCall { account })
+        self.f.host.view(
+            &Settlement::default(),
+            &ISettlement::balanceOfCall { account },
+        )
     }
 }
 
@@ -478,7 +482,7 @@ fn an_order_is_charged_once_before_it_expires_and_never_above_its_limit() {
         },
     );
     assert!(!m.f.host.view(
-        &Settlement,
+        &Settlement::default(),
         &ISettlement::nonceUsedCall {
             user,
             nonce: U256::from(8)
@@ -682,7 +686,7 @@ fn a_batch_settles_all_or_nothing() {
 fn views_quote_the_formula_and_the_domain() {
     let mut m = Market::new();
     let quote = m.f.host.view(
-        &Settlement,
+        &Settlement::default(),
         &ISettlement::quoteCall {
             modelId: m.model,
             inputTokens: 1_500,
@@ -692,7 +696,7 @@ fn views_quote_the_formula_and_the_domain() {
     assert_eq!(quote, milli(960) + milli(200) + milli(500));
     let order = m.order(1);
     let digest = m.f.host.view(
-        &Settlement,
+        &Settlement::default(),
         &ISettlement::orderDigestCall {
             order: order.clone(),
         },
@@ -701,7 +705,9 @@ fn views_quote_the_formula_and_the_domain() {
         digest,
         order.eip712_signing_hash(&domain(m.f.host.chain_id))
     );
-    let shares = m.f.host.view(&Settlement, &ISettlement::sharesCall {});
+    let shares =
+        m.f.host
+            .view(&Settlement::default(), &ISettlement::sharesCall {});
     assert_eq!(
         (shares.creator, shares.stakers, shares.contributors),
         (700_000, 100_000, 200_000)
@@ -755,4 +761,253 @@ proptest! {
             m.escrow() + accrued.iter().copied().sum::<U256>()
         );
     }
+}
+
+/// An oracle that answers the same weights for any text, standing for the node's span index.
+#[derive(Debug)]
+struct FixedOracle(Vec<(U256, u32)>);
+
+impl AttributionOracle for FixedOracle {
+    fn span_weights(&self, _: U256, _: u64, _: &str, _: &str) -> Result<Vec<(U256, u32)>, String> {
+        Ok(self.0.clone())
+    }
+}
+
+const PROMPT: &str = "Patients with triza";
+const OUTPUT: &str = " should avoid Zataine.";
+const CHALLENGER: Address = Address::repeat_byte(7);
+
+impl Market {
+    /// A market whose node recomputes `weights` for every challenged text.
+    fn with_oracle(weights: Vec<(U256, u32)>) -> Self {
+        let mut m = Self::new();
+        m.f.settlement = Settlement::with_oracle(Arc::new(FixedOracle(weights)));
+        m.f.host.fund(CHALLENGER, milli(10_000));
+        m
+    }
+
+    /// Settles the worked example's receipt for [`PROMPT`] and [`OUTPUT`]; returns its id and
+    /// record, as the ReceiptRecorded event gives them.
+    fn settle_texts(&mut self, nonce: u64) -> (B256, ReceiptRecord) {
+        let receipt = InferenceReceipt {
+            promptHash: keccak256(PROMPT),
+            outputHash: keccak256(OUTPUT),
+            ..self.receipt()
+        };
+        self.settle(self.order(nonce), receipt).unwrap();
+        let recorded = self
+            .f
+            .host
+            .events::<ISettlement::ReceiptRecorded>()
+            .pop()
+            .unwrap();
+        (recorded.receiptId, recorded.record)
+    }
+
+    fn challenge(
+        &mut self,
+        id: B256,
+        record: &ReceiptRecord,
+        bond: U256,
+        output: &str,
+    ) -> Result<bool, ModuleError> {
+        let call = ISettlement::challengeCall {
+            receiptId: id,
+            record: record.clone(),
+            prompt: PROMPT.into(),
+            output: output.into(),
+        };
+        self.f.settlement(CHALLENGER, bond, &call)
+    }
+
+    fn status(&mut self, id: B256) -> ReceiptStatus {
+        let call = ISettlement::receiptStatusCall { receiptId: id };
+        self.f.host.view(&self.f.settlement.clone(), &call).status
+    }
+}
+
+#[test]
+fn a_challenge_of_tampered_weights_slashes_the_operator_and_repays_the_contributors() {
+    // The texts are all Alice's; the operator settled them 25% Alice, 75% Bob.
+    let mut m = Market::with_oracle(Vec::new());
+    let alice = m.alice;
+    m.f.settlement = Settlement::with_oracle(Arc::new(FixedOracle(vec![(alice, 1_000_000)])));
+    let (id, record) = m.settle_texts(1);
+    assert_eq!(record.pool, milli(128));
+    assert_eq!(m.status(id), ReceiptStatus::Settled);
+    let stake_call = IStaking::operatorStakeCall {
+        modelId: m.model,
+        operator: OPERATOR,
+    };
+    let stake = m.f.host.view(&crate::staking::Staking, &stake_call);
+    let (challenger, treasury) = (
+        m.f.host.balance_of(CHALLENGER),
+        m.f.host.balance_of(addresses::TREASURY),
+    );
+
+    assert!(m.challenge(id, &record, milli(1_000), OUTPUT).unwrap());
+
+    let slashed = stake / U256::from(10);
+    assert_eq!(
+        m.f.host.view(&crate::staking::Staking, &stake_call),
+        stake - slashed
+    );
+    // Alice's quarter from the settlement, then the whole pool again from the slash.
+    assert_eq!(m.rewards(ALICE), milli(32) + milli(128));
+    assert_eq!(m.rewards(BOB), milli(96));
+    let rest = slashed - milli(128);
+    let resettled = m.f.host.events::<ISettlement::Resettled>().pop().unwrap();
+    assert_eq!(
+        (
+            resettled.slashed,
+            resettled.toContributors,
+            resettled.toChallenger
+        ),
+        (slashed, milli(128), rest / U256::from(2))
+    );
+    assert_eq!(
+        resettled.toChallenger + resettled.toTreasury + resettled.toContributors,
+        slashed
+    );
+    // The bond came back, with half of what the slash left after re-paying the pool.
+    assert_eq!(
+        m.f.host.balance_of(CHALLENGER),
+        challenger + rest / U256::from(2)
+    );
+    assert_eq!(
+        m.f.host.balance_of(addresses::TREASURY),
+        treasury + resettled.toTreasury
+    );
+    assert_eq!(m.status(id), ReceiptStatus::Corrected);
+    assert_reverts(
+        m.challenge(id, &record, milli(1_000), OUTPUT),
+        ISettlement::AlreadyResolved {
+            receiptId: id,
+            status: ReceiptStatus::Corrected,
+        },
+    );
+}
+
+#[test]
+fn a_challenge_of_right_weights_loses_its_bond_and_verifies_the_receipt() {
+    let mut m = Market::with_oracle(Vec::new());
+    // The node recomputes the settled weights, listed in another order.
+    let (bob, alice) = (m.bob, m.alice);
+    m.f.settlement = Settlement::with_oracle(Arc::new(FixedOracle(vec![
+        (bob, 750_000),
+        (alice, 250_000),
+    ])));
+    let (id, record) = m.settle_texts(1);
+    let (challenger, treasury) = (
+        m.f.host.balance_of(CHALLENGER),
+        m.f.host.balance_of(addresses::TREASURY),
+    );
+    assert!(!m.challenge(id, &record, milli(1_500), OUTPUT).unwrap());
+    assert_eq!(m.f.host.balance_of(CHALLENGER), challenger - milli(1_500));
+    assert_eq!(
+        m.f.host.balance_of(addresses::TREASURY),
+        treasury + milli(1_500)
+    );
+    assert_eq!((m.rewards(ALICE), m.rewards(BOB)), (milli(32), milli(96)));
+    assert_eq!(m.status(id), ReceiptStatus::Verified);
+    let challenged = m.f.host.events::<ISettlement::Challenged>().pop().unwrap();
+    assert!(!challenged.upheld);
+    assert_eq!(
+        challenged.settledWeightsHash,
+        challenged.recomputedWeightsHash
+    );
+}
+
+#[test]
+fn challenges_are_refused_with_a_clear_reason_and_change_nothing() {
+    let mut m = Market::with_oracle(Vec::new());
+    let (id, record) = m.settle_texts(1);
+    let bond = milli(1_000);
+    let balance = m.f.host.balance_of(CHALLENGER);
+    assert_reverts(
+        m.challenge(B256::repeat_byte(9), &record, bond, OUTPUT),
+        ISettlement::UnknownReceipt {
+            receiptId: B256::repeat_byte(9),
+        },
+    );
+    assert_reverts(
+        m.challenge(id, &record, milli(999), OUTPUT),
+        ISettlement::BondTooLow {
+            bond: milli(999),
+            required: milli(1_000),
+        },
+    );
+    let forged = ReceiptRecord {
+        pool: milli(1_000_000),
+        ..record.clone()
+    };
+    assert_reverts(
+        m.challenge(id, &forged, bond, OUTPUT),
+        ISettlement::RecordMismatch { receiptId: id },
+    );
+    assert_reverts(
+        m.challenge(id, &record, bond, "another answer"),
+        ISettlement::TextMismatch {
+            promptHash: record.promptHash,
+            outputHash: record.outputHash,
+        },
+    );
+    assert_reverts(
+        m.challenge(
+            id,
+            &record,
+            bond,
+            &"x".repeat(challenge::MAX_CHALLENGE_TEXT),
+        ),
+        ISettlement::TextTooLong {
+            length: U256::from(challenge::MAX_CHALLENGE_TEXT + PROMPT.len()),
+            max: U256::from(challenge::MAX_CHALLENGE_TEXT),
+        },
+    );
+    m.f.settlement = Settlement::default();
+    assert_reverts(
+        m.challenge(id, &record, bond, OUTPUT),
+        ISettlement::AttributionUnavailable {
+            datanetId: m.datanet,
+            version: 1,
+            reason: "this node runs no attribution oracle".into(),
+        },
+    );
+    m.f.host.timestamp += challenge::CHALLENGE_WINDOW + 1;
+    m.f.settlement = Settlement::with_oracle(Arc::new(FixedOracle(Vec::new())));
+    let (_, settled_at, _) = {
+        let call = ISettlement::receiptStatusCall { receiptId: id };
+        let r = m.f.host.view(&m.f.settlement.clone(), &call);
+        (r.status, r.settledAt, r.recordHash)
+    };
+    assert_reverts(
+        m.challenge(id, &record, bond, OUTPUT),
+        ISettlement::ChallengeWindowClosed {
+            receiptId: id,
+            deadline: settled_at + challenge::CHALLENGE_WINDOW,
+        },
+    );
+    assert_eq!(m.f.host.balance_of(CHALLENGER), balance);
+    assert_eq!(m.status(id), ReceiptStatus::Settled);
+}
+
+#[test]
+fn gradient_attributed_receipts_are_not_span_challenged() {
+    let mut m = Market::with_oracle(Vec::new());
+    let receipt = InferenceReceipt {
+        method: 2,
+        promptHash: keccak256(PROMPT),
+        outputHash: keccak256(OUTPUT),
+        ..m.receipt()
+    };
+    m.settle(m.order(1), receipt).unwrap();
+    let recorded =
+        m.f.host
+            .events::<ISettlement::ReceiptRecorded>()
+            .pop()
+            .unwrap();
+    assert_reverts(
+        m.challenge(recorded.receiptId, &recorded.record, milli(1_000), OUTPUT),
+        ISettlement::NotSpanAttributed { method: 2 },
+    );
 }

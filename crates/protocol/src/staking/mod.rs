@@ -113,6 +113,7 @@ impl NativeModule for Staking {
             C::claim(c) => claim(&mut s, caller, c.modelId),
             C::notifyFee(c) => notify_fee(&mut s, caller, c.modelId, c.fee, call.value),
             C::slash(c) => slash(&mut s, caller, c),
+            C::slashOperator(c) => slash_operator(&mut s, caller, c),
             C::flagContribution(c) => flag(&mut s, caller, c.contributionId, c.reason),
             C::setParams(c) => set_params(&mut s, caller, c.params),
             C::params(_) => {
@@ -465,19 +466,28 @@ fn minimum(s: &mut Storage<'_>, id: U256) -> Result<U256, ModuleError> {
     Ok(base + ppm_of(trailing_volume(s, id)?, ppm))
 }
 
+/// The model a slash of `ppm` for `reason` applies to, once both are checked.
+fn slashed_model(
+    s: &mut Storage<'_>,
+    id: U256,
+    ppm: u32,
+    reason: &str,
+) -> Result<crate::models::ModelInfo, ModuleError> {
+    if ppm == 0 || u64::from(ppm) > PPM {
+        return Err(revert(IStaking::InvalidPpm {
+            ppm: U256::from(ppm),
+        }));
+    }
+    check_len(reason, MAX_REASON, too_long, "reason")?;
+    model_info(s.host(), id)?.ok_or_else(|| revert(IStaking::UnknownModel { modelId: id }))
+}
+
 fn slash(s: &mut Storage<'_>, caller: Address, c: IStaking::slashCall) -> Out {
     if !is_governance(s.host(), caller)? {
         return Err(revert(IStaking::NotGovernance { account: caller }));
     }
-    if c.ppm == 0 || u64::from(c.ppm) > PPM {
-        return Err(revert(IStaking::InvalidPpm {
-            ppm: U256::from(c.ppm),
-        }));
-    }
-    check_len(&c.reason, MAX_REASON, too_long, "reason")?;
     let id = c.modelId;
-    let model =
-        model_info(s.host(), id)?.ok_or_else(|| revert(IStaking::UnknownModel { modelId: id }))?;
+    let model = slashed_model(s, id, c.ppm, &c.reason)?;
     let base = POOLS.at(id);
     let op_slot = OPERATOR_STAKE.at(id).at(model.operator);
     let operator: U256 = s.get(op_slot)?;
@@ -514,11 +524,53 @@ fn slash(s: &mut Storage<'_>, caller: Address, c: IStaking::slashCall) -> Out {
             reason: c.reason,
         },
     )?;
-    if model.status == Status::Deployed && operator - from_operator < minimum(s, id)? {
+    mark_if_under_collateralised(s, id, model.status, operator - from_operator)?;
+    Ok(Bytes::new())
+}
+
+/// A deployed model whose operator's stake fell below the minimum is marked Slashed.
+fn mark_if_under_collateralised(
+    s: &mut Storage<'_>,
+    id: U256,
+    status: Status,
+    operator_stake: U256,
+) -> Result<(), ModuleError> {
+    if status == Status::Deployed && operator_stake < minimum(s, id)? {
         let call = IModels::markSlashedCall { modelId: id }.abi_encode();
         s.host().call_module(addresses::MODELS, &call, U256::ZERO)?;
     }
-    Ok(Bytes::new())
+    Ok(())
+}
+
+/// Settlement's penalty for a settled attribution a challenge proved wrong: `ppm` of the
+/// operator's own stake (delegators did not settle it), sent to Settlement to re-pay the
+/// contributors.
+fn slash_operator(s: &mut Storage<'_>, caller: Address, c: IStaking::slashOperatorCall) -> Out {
+    if caller != addresses::SETTLEMENT {
+        return Err(revert(IStaking::NotSettlement { account: caller }));
+    }
+    let id = c.modelId;
+    let model = slashed_model(s, id, c.ppm, &c.reason)?;
+    let op_slot = OPERATOR_STAKE.at(id).at(model.operator);
+    let operator: U256 = s.get(op_slot)?;
+    let amount = ppm_of(operator, U256::from(c.ppm));
+    s.set(op_slot, operator - amount)?;
+    s.host().transfer(caller, amount)?;
+    emit(
+        s.host(),
+        &IStaking::Slashed {
+            modelId: id,
+            ppm: U256::from(c.ppm),
+            fromOperator: amount,
+            fromDelegators: U256::ZERO,
+            toBeneficiary: amount,
+            toTreasury: U256::ZERO,
+            beneficiary: caller,
+            reason: c.reason,
+        },
+    )?;
+    mark_if_under_collateralised(s, id, model.status, operator - amount)?;
+    Ok(IStaking::slashOperatorCall::abi_encode_returns(&amount).into())
 }
 
 fn flag(s: &mut Storage<'_>, caller: Address, contribution: U256, reason: String) -> Out {

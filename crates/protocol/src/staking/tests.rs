@@ -211,6 +211,21 @@ fn rewards_and_notifications_come_only_from_settlement() {
             account: account(3),
         },
     );
+    // Only a challenge upheld by Settlement slashes an operator without governance.
+    assert_reverts(
+        f.staking(
+            account(3),
+            U256::ZERO,
+            &IStaking::slashOperatorCall {
+                modelId: model,
+                ppm: 100_000,
+                reason: "mine".into(),
+            },
+        ),
+        IStaking::NotSettlement {
+            account: account(3),
+        },
+    );
     assert_reverts(
         f.staking(
             account(3),
