@@ -59,6 +59,11 @@ impl DataDir {
         self.path.join("content")
     }
 
+    /// The span indexes of datanet versions, by which challenges are recomputed.
+    pub fn attribution_dir(&self) -> PathBuf {
+        self.path.join("attribution")
+    }
+
     /// The directory.
     pub fn path(&self) -> &Path {
         &self.path

@@ -12,6 +12,7 @@ use openledger_rpc::RpcConfig;
 
 use crate::{
     accounts::{DERIVATION_PATH, DEV_MNEMONIC, DevAccount, dev_accounts},
+    attribution::registry::IndexRegistry,
     content_api,
     datadir::{DataDir, default_datadir},
 };
@@ -68,7 +69,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| default_datadir("dev"));
     let datadir = DataDir::open(&datadir_path)?;
-    let (chain, content) = open_chain(&datadir, genesis, args.max_upload_mib << 20)?;
+    let (chain, content, _) = open_chain(&datadir, genesis, args.max_upload_mib << 20)?;
 
     let datadir_shown = datadir.path().to_path_buf();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -96,12 +97,14 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens the chain in `datadir` with the protocol modules, and its content store.
+/// Opens the chain in `datadir` with the protocol modules, its content store, and the span
+/// indexes Settlement recomputes challenged attributions with.
 pub(crate) fn open_chain(
     datadir: &DataDir,
     genesis: Genesis,
     max_upload_bytes: u64,
-) -> anyhow::Result<(Arc<Chain>, ContentStore)> {
+) -> anyhow::Result<(Arc<Chain>, ContentStore, Arc<IndexRegistry>)> {
+    let indexes = Arc::new(IndexRegistry::new(datadir.attribution_dir()));
     let store = Store::open(&datadir.chain_db()).with_context(|| {
         format!(
             "cannot open the chain store in {}",
@@ -110,13 +113,13 @@ pub(crate) fn open_chain(
     })?;
     let config = ChainConfig {
         genesis,
-        modules: openledger_protocol::modules(),
+        modules: openledger_protocol::modules_with_oracle(indexes.clone()),
         pool: PoolLimits::default(),
     };
     let chain = Arc::new(Chain::open(store, config)?);
     let content = ContentStore::open(datadir.content_dir(), max_upload_bytes)
         .context("cannot open the content store")?;
-    Ok((chain, content))
+    Ok((chain, content, indexes))
 }
 
 /// The services of a running node: JSON-RPC, the content API and the block producer.

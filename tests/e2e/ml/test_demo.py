@@ -36,15 +36,15 @@ def test_the_demo_accounts_for_every_fee_and_leaves_a_valid_chain(base, tmp_path
     datadir = tmp_path / "chain"
     result = demo(base, datadir)
     report = json.loads(result.stdout)
-    assert "[11/11]" in result.stderr, result.stderr
+    assert "[12/12]" in result.stderr, result.stderr
 
     assert report["inferences"] == 4
     assert report["evalLossAfter"] < report["evalLossBefore"]
-    fees = int(report["fees"])
-    assert fees > 0 and report["conserved"]
-    assert sum(int(e["earned"]) for e in report["earnings"]) == fees
+    fees, slashed = int(report["fees"]), int(report["slashed"])
+    assert fees > 0 and slashed > 0 and report["conserved"]
+    assert sum(int(e["earned"]) for e in report["earnings"]) == fees + slashed
     earners = {e["who"] for e in report["earnings"]}
-    assert {"model creator", "staker", "treasury", "validator 1", "validator 2"} <= earners
+    assert {"model creator", "staker", "treasury", "validator 1", "validator 2", "challenger"} <= earners
     for claim in report["claims"]:
         assert claim["claimed"] == claim["earned"], claim
 
@@ -52,8 +52,20 @@ def test_the_demo_accounts_for_every_fee_and_leaves_a_valid_chain(base, tmp_path
     evidence = report["evidence"]
     assert sum(w["ppm"] for w in evidence["weights"]) == 1_000_000
     assert {w["contributor"] for w in evidence["weights"]} <= {"contributor 1", "contributor 2"}
-    paid = {e["who"] for e in report["earnings"] if e["role"] == "data contributions"}
+    paid = {e["who"] for e in report["earnings"]
+            if e["role"] in ("data contributions", "re-settled from the slash")}
     assert {w["contributor"] for w in evidence["weights"]} <= paid
+
+    # The operator settled the first attributed answer with all its weight elsewhere; the
+    # challenge recomputed the attribution, slashed the operator and re-paid the contributors
+    # the evidence names, from the slash.
+    challenge = report["challenge"]
+    assert challenge["upheld"] and challenge["settledWeightsHash"] != challenge["recomputedWeightsHash"]
+    assert challenge["settledTo"] not in {w["contributor"] for w in evidence["weights"]}
+    assert {r["who"] for r in challenge["repaid"]} == {w["contributor"] for w in evidence["weights"]}
+    moved = sum(int(challenge[k]) for k in ("toContributors", "toChallenger", "toTreasury"))
+    assert int(challenge["slashed"]) == moved == slashed
+    assert any(e["who"] == "challenger" and int(e["earned"]) > 0 for e in report["earnings"])
 
     verified = run("db", "verify", "--datadir", datadir).stdout
     assert verified.splitlines()[-1] == "ok", verified

@@ -16,6 +16,7 @@ use crate::factory::base_or_dev;
 
 pub mod eval;
 pub mod influence;
+pub mod registry;
 
 /// The copy of the tokenizer kept in an index directory, so queries tokenize as the rows were.
 const TOKENIZER_FILE: &str = "tokenizer.json";

@@ -14,7 +14,7 @@ pub struct Actor {
     pub client: Client,
 }
 
-/// Everyone in the demo. Dev accounts 0 to 6 play the fixed roles, the contributors follow.
+/// Everyone in the demo. Dev accounts 0 to 7 play the fixed roles, the contributors follow.
 pub struct Cast {
     /// Owns and curates the datanet; holds the GOPEN that votes the model through.
     pub owner: Actor,
@@ -28,11 +28,13 @@ pub struct Cast {
     pub user: Actor,
     /// Rate settled inferences.
     pub validators: [Actor; 2],
+    /// Checks settled attributions and challenges a wrong one.
+    pub challenger: Actor,
     /// Upload the data.
     pub contributors: Vec<Actor>,
 }
 
-const ROLES: [&str; 7] = [
+const ROLES: [&str; 8] = [
     "datanet owner",
     "model creator",
     "operator",
@@ -40,6 +42,7 @@ const ROLES: [&str; 7] = [
     "user",
     "validator 1",
     "validator 2",
+    "challenger",
 ];
 
 impl Cast {
@@ -83,6 +86,7 @@ impl Cast {
             staker: next(),
             user: next(),
             validators: [next(), next()],
+            challenger: next(),
             contributors: actors.collect(),
         })
     }
@@ -98,6 +102,7 @@ impl Cast {
         ]
         .into_iter()
         .chain(&self.validators)
+        .chain([&self.challenger])
         .chain(&self.contributors)
     }
 

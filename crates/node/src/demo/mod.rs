@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use alloy_primitives::{B256, Bytes, U256, keccak256, utils::parse_ether};
+use alloy_rpc_types_eth::TransactionReceipt;
 use alloy_signer::SignerSync;
 use alloy_sol_types::SolCall;
 use anyhow::{Context, bail};
 use clap::Args;
-use openledger_attribution::{Attribution, SpanOptions};
 use openledger_ml::{
     Device,
     checkpoint::{self, TOKENIZER_FILE},
@@ -38,12 +38,12 @@ use openledger_protocol::abi::{
 };
 use serde_json::Value;
 
-use crate::attribution::{BuiltIndex, build_index};
+use crate::attribution::{build_index, registry::IndexRegistry};
 use crate::cli::events;
 use crate::datadir::DataDir;
 use crate::dev::{Services, open_chain};
 use actors::{Actor, Cast};
-use report::{Inference, Report};
+use report::{Inference, Receipts, Report};
 
 /// Options of `openledger demo`.
 #[derive(Debug, Args)]
@@ -107,7 +107,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let accounts = Cast::accounts(contributors)?;
     let genesis = Genesis::dev(DEV_CHAIN_ID, &accounts);
     let datadir = DataDir::open(&datadir_path)?;
-    let (chain, content) = open_chain(&datadir, genesis, 16 << 20)?;
+    let (chain, content, indexes) = open_chain(&datadir, genesis, 16 << 20)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -130,6 +130,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             base: &base,
             urls: &urls,
             cast: Cast::connect(contributors, &urls.rpc)?,
+            indexes: &indexes,
             work: scratch.path(),
             step: 0,
             started: Instant::now(),
@@ -159,13 +160,14 @@ struct Demo<'a> {
     base: &'a Path,
     urls: &'a Urls,
     cast: Cast,
+    indexes: &'a IndexRegistry,
     work: &'a Path,
     step: usize,
     started: Instant,
 }
 
 /// Steps the demo prints progress for.
-const STEPS: usize = 11;
+const STEPS: usize = 12;
 
 impl Demo<'_> {
     /// Prints the next step's title.
@@ -202,32 +204,40 @@ impl Demo<'_> {
         self.step("the operator stakes and deploys the model; a staker backs it");
         self.deploy(model).await?;
         self.step("indexing the datanet version for span attribution");
+        let tokenizer_path = self.base.join(TOKENIZER_FILE);
         let index = build_index(
             &[self.work.join("rows.jsonl")],
-            &self.base.join(TOKENIZER_FILE),
+            &tokenizer_path,
             openledger_attribution::index::MAX_TOKENS,
         )?;
+        self.indexes
+            .install(datanet, version, &index, &tokenizer_path)?;
         self.step("a user pays for inferences; each answer is attributed and settled");
-        let inferences = self.infer(&manifest, &adapter, &index, datanet, version)?;
-        let settled = self.settle(model, &inferences).await?;
+        let inferences = self.infer(&manifest, &adapter, datanet, version)?;
+        let tampered = tamper(&inferences, &contributions);
+        let settled = self.settle(model, &inferences, tampered).await?;
         self.step("validators rate settled inferences (commit, reveal, finalize)");
         let receipts: Vec<B256> = events::<ISettlement::Settled>(&settled)
             .iter()
             .map(|s| s.orderHash)
             .collect();
         let ratings = self.rate(&receipts[..RATED.min(receipts.len())]).await?;
+        self.step("a challenger recomputes a tampered receipt's attribution");
+        let challenge = match tampered {
+            Some((k, _)) => Some(self.challenge(&settled, k, &inferences[k]).await?),
+            None => None,
+        };
         self.step("everyone claims what they earned");
         let claims = self.claim(model).await?;
         self.step("checking that every fee is accounted for");
-        Report::new(
-            &self.cast,
-            &contributions,
-            &metrics,
-            &inferences,
-            &settled,
-            &ratings,
-            &claims,
-        )
+        let receipts = Receipts {
+            settled,
+            ratings,
+            tampered,
+            challenge,
+            claims,
+        };
+        Report::new(&self.cast, &contributions, &metrics, &inferences, &receipts)
     }
 
     async fn create_datanet(&self, manifest: &Manifest) -> anyhow::Result<U256> {
@@ -546,13 +556,13 @@ impl Demo<'_> {
         &self,
         manifest: &Manifest,
         adapter: &Path,
-        index: &BuiltIndex,
         datanet: U256,
         version: u64,
     ) -> anyhow::Result<Vec<Inference>> {
         let device = Device::Cpu;
         let mut llm = checkpoint::load_model(self.base, &device)?;
         Adapter::load(adapter, llm.config(), &device)?.apply(&mut llm)?;
+        let tok = tokenizer::load(&self.base.join(TOKENIZER_FILE))?;
         let options = GenerateOptions {
             max_tokens: ANSWER_TOKENS,
             temperature: 0.0,
@@ -560,19 +570,21 @@ impl Demo<'_> {
             stop: vec!["\n".into()],
             seed: self.args.seed,
         };
-        let prompts = prompts(manifest, self.args.inferences as usize);
         let mut out = Vec::new();
-        for prompt in prompts {
-            let answer = generate(&llm, &index.tokenizer, &prompt, &options, &mut |_| {})?;
-            let context = tokenizer::encode(&index.tokenizer, &prompt)?;
-            let tokens = tokenizer::encode(&index.tokenizer, &answer.text)?;
-            let attribution = index.index.attribute_continuation(
-                &context,
-                &tokens,
-                &index.fingerprint,
-                &SpanOptions::default(),
-            )?;
-            let spans = span_texts(&attribution, &index.tokenizer, &[context, tokens].concat())?;
+        for prompt in prompts(manifest, self.args.inferences as usize) {
+            let answer = generate(&llm, &tok, &prompt, &options, &mut |_| {})?;
+            let (attribution, tokens) =
+                self.indexes
+                    .attribute(datanet, version, &prompt, &answer.text)?;
+            let spans = attribution
+                .spans
+                .iter()
+                .filter(|s| s.counted)
+                .map(|s| {
+                    let span = &tokens[s.start..s.start + s.len];
+                    self.indexes.decode(datanet, version, span)
+                })
+                .collect::<anyhow::Result<_>>()?;
             out.push(Inference {
                 datanet,
                 version,
@@ -593,7 +605,8 @@ impl Demo<'_> {
         &self,
         model: U256,
         inferences: &[Inference],
-    ) -> anyhow::Result<alloy_rpc_types_eth::TransactionReceipt> {
+        tampered: Option<(usize, U256)>,
+    ) -> anyhow::Result<TransactionReceipt> {
         let user = &self.cast.user;
         user.client
             .send(SETTLEMENT, &ISettlement::depositCall {}, open(ESCROW))
@@ -623,10 +636,15 @@ impl Demo<'_> {
                 )
                 .await?;
             let signature = user.signer.sign_hash_sync(&digest)?;
+            let mut receipt = inference.receipt()?;
+            if let Some((_, victim)) = tampered.filter(|(k, _)| *k == nonce) {
+                receipt.contributionIds = vec![victim];
+                receipt.weights = vec![1_000_000];
+            }
             batch.push(ISettlement::Settlement {
                 order,
                 signature: Bytes::from(signature.as_bytes().to_vec()),
-                receipt: inference.receipt()?,
+                receipt,
             });
         }
         let call = ISettlement::settleBatchCall { settlements: batch };
@@ -637,16 +655,38 @@ impl Demo<'_> {
             .await
     }
 
+    /// The challenger sends the tampered receipt's record (from its ReceiptRecorded event),
+    /// prompt and answer with the bond; the node recomputes the attribution.
+    async fn challenge(
+        &self,
+        settled: &TransactionReceipt,
+        k: usize,
+        inference: &Inference,
+    ) -> anyhow::Result<TransactionReceipt> {
+        let recorded = events::<ISettlement::ReceiptRecorded>(settled);
+        let recorded = recorded
+            .get(k)
+            .context("no record of the tampered receipt")?;
+        let client = &self.cast.challenger.client;
+        let bond = client
+            .view(SETTLEMENT, &ISettlement::challengeBondCall {})
+            .await?;
+        let call = ISettlement::challengeCall {
+            receiptId: recorded.receiptId,
+            record: recorded.record.clone(),
+            prompt: inference.prompt.clone(),
+            output: inference.output.clone(),
+        };
+        client.send(SETTLEMENT, &call, bond).await
+    }
+
     async fn now(&self) -> anyhow::Result<u64> {
         self.cast.owner.client.latest_timestamp().await
     }
 
     /// Both validators stake, commit a rating of each receipt, reveal it and finalize; returns
     /// the finalize receipts.
-    async fn rate(
-        &self,
-        receipts: &[B256],
-    ) -> anyhow::Result<Vec<alloy_rpc_types_eth::TransactionReceipt>> {
+    async fn rate(&self, receipts: &[B256]) -> anyhow::Result<Vec<TransactionReceipt>> {
         let first = &self.cast.validators[0].client;
         let params = first.view(FEEDBACK, &IFeedback::paramsCall {}).await?;
         for v in &self.cast.validators {
@@ -707,10 +747,7 @@ impl Demo<'_> {
 
     /// Every actor with something to claim claims it, from the Settlement, Staking and
     /// Feedback modules; returns the claim receipts.
-    async fn claim(
-        &self,
-        model: U256,
-    ) -> anyhow::Result<Vec<alloy_rpc_types_eth::TransactionReceipt>> {
+    async fn claim(&self, model: U256) -> anyhow::Result<Vec<TransactionReceipt>> {
         let mut receipts = Vec::new();
         for actor in self.cast.all() {
             let c = &actor.client;
@@ -747,6 +784,19 @@ impl Demo<'_> {
     }
 }
 
+/// The operator's fraud the demo catches: the first attributed answer settled with all its
+/// weight on a contribution the attribution did not credit most. Returns the answer's index and
+/// that contribution.
+fn tamper(inferences: &[Inference], contributions: &[U256]) -> Option<(usize, U256)> {
+    inferences.iter().enumerate().find_map(|(k, inference)| {
+        let top = inference.attribution.weights.first()?;
+        let victim = contributions
+            .iter()
+            .find(|c| c.to_string() != top.contribution)?;
+        Some((k, *victim))
+    })
+}
+
 /// The score both validators give.
 const SCORE: u8 = 4;
 
@@ -760,20 +810,6 @@ fn prompts(manifest: &Manifest, count: usize) -> Vec<String> {
             let words: Vec<&str> = fact.text.split_whitespace().collect();
             words[..words.len().div_ceil(2)].join(" ")
         })
-        .collect()
-}
-
-/// The text of each counted span of an attribution.
-fn span_texts(
-    attribution: &Attribution,
-    tok: &tokenizer::Tokenizer,
-    tokens: &[u32],
-) -> anyhow::Result<Vec<String>> {
-    attribution
-        .spans
-        .iter()
-        .filter(|s| s.counted)
-        .map(|s| Ok(tokenizer::decode(tok, &tokens[s.start..s.start + s.len])?))
         .collect()
 }
 

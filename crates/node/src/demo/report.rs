@@ -56,6 +56,21 @@ impl Inference {
     }
 }
 
+/// The transactions the report reads back.
+pub struct Receipts {
+    /// The operator's `settleBatch`.
+    pub settled: TransactionReceipt,
+    /// The validators' `finalize` calls.
+    pub ratings: Vec<TransactionReceipt>,
+    /// The answer the operator settled with tampered weights, and the contribution they
+    /// credited in full.
+    pub tampered: Option<(usize, U256)>,
+    /// The challenge of the tampered receipt.
+    pub challenge: Option<TransactionReceipt>,
+    /// Everyone's claims.
+    pub claims: Vec<TransactionReceipt>,
+}
+
 /// A line of the earnings table.
 struct Earning {
     who: String,
@@ -70,11 +85,14 @@ pub struct Report {
     inferences: usize,
     attributed: usize,
     fees: U256,
+    /// What upheld challenges took from the operator's stake.
+    slashed: U256,
     earnings: Vec<Earning>,
     accounted: U256,
     /// What each actor claimed, beside what it earned.
     claims: BTreeMap<String, (U256, U256)>,
     evidence: Option<Value>,
+    challenge: Option<Value>,
 }
 
 /// The events of type `E` that `module` emitted in `receipts`.
@@ -94,11 +112,9 @@ impl Report {
         contributions: &[U256],
         metrics: &Metrics,
         inferences: &[Inference],
-        settled: &TransactionReceipt,
-        ratings: &[TransactionReceipt],
-        claims: &[TransactionReceipt],
+        receipts: &Receipts,
     ) -> anyhow::Result<Self> {
-        let settled = [settled];
+        let settled = [&receipts.settled];
         let fees: U256 = module_events::<ISettlement::Settled>(&settled, SETTLEMENT)
             .iter()
             .map(|s| s.fee)
@@ -135,7 +151,7 @@ impl Report {
             .iter()
             .map(|r| r.reward)
             .sum();
-        let ratings: Vec<&TransactionReceipt> = ratings.iter().collect();
+        let ratings: Vec<&TransactionReceipt> = receipts.ratings.iter().collect();
         let mut rated = U256::ZERO;
         for s in module_events::<IFeedback::RatingScored>(&ratings, FEEDBACK) {
             add(cast.name_of(s.validator), "ratings", s.reward);
@@ -147,13 +163,34 @@ impl Report {
             pool.checked_sub(rated)
                 .context("validators earned more than the feedback pool held")?,
         );
+        let challenge: Vec<&TransactionReceipt> = receipts.challenge.iter().collect();
+        let mut slashed = U256::ZERO;
+        for r in module_events::<ISettlement::Resettled>(&challenge, SETTLEMENT) {
+            add(
+                cast.challenger.name.clone(),
+                "upheld challenge",
+                r.toChallenger,
+            );
+            add("treasury".into(), "slash remainder and dust", r.toTreasury);
+            slashed += r.slashed;
+        }
+        for r in module_events::<ISettlement::RewardAccrued>(&challenge, SETTLEMENT) {
+            add(
+                cast.name_of(r.account),
+                "re-settled from the slash",
+                r.amount,
+            );
+        }
+        for c in module_events::<ISettlement::RewardCut>(&challenge, SETTLEMENT) {
+            add("treasury".into(), "slash remainder and dust", c.amount);
+        }
         let accounted = earned.values().copied().sum();
         let earnings: Vec<Earning> = earned
             .into_iter()
             .filter(|(_, amount)| !amount.is_zero())
             .map(|((who, role), earned)| Earning { who, role, earned })
             .collect();
-        let mut claimed: BTreeMap<String, (U256, U256)> = claimed_by(cast, claims)
+        let mut claimed: BTreeMap<String, (U256, U256)> = claimed_by(cast, &receipts.claims)
             .into_iter()
             .map(|(who, amount)| (who, (amount, U256::ZERO)))
             .collect();
@@ -174,16 +211,18 @@ impl Report {
                 .filter(|i| i.attribution.is_attributed())
                 .count(),
             fees,
+            slashed,
             earnings,
             accounted,
             claims: claimed,
             evidence: evidence(cast, contributions, inferences),
+            challenge: challenge_summary(cast, contributions, receipts.tampered, &challenge),
         })
     }
 
-    /// Whether the earnings add up to the fees charged, to the wei.
+    /// Whether the earnings add up to the fees charged and the stake slashed, to the wei.
     pub fn conserved(&self) -> bool {
-        self.fees == self.accounted
+        self.fees + self.slashed == self.accounted
     }
 
     /// The report as JSON (amounts in wei, as decimal strings).
@@ -195,6 +234,7 @@ impl Report {
             "inferences": self.inferences,
             "attributed": self.attributed,
             "fees": self.fees.to_string(),
+            "slashed": self.slashed.to_string(),
             "accounted": self.accounted.to_string(),
             "conserved": self.conserved(),
             "earnings": self.earnings.iter().map(|e| json!({
@@ -204,6 +244,7 @@ impl Report {
                 "who": who, "claimed": claimed.to_string(), "earned": earned.to_string(),
             })).collect::<Vec<_>>(),
             "evidence": self.evidence,
+            "challenge": self.challenge,
         })
     }
 }
@@ -227,16 +268,48 @@ fn claimed_by(cast: &Cast, claims: &[TransactionReceipt]) -> BTreeMap<String, U2
     out
 }
 
+/// The name of the contributor of contribution `id`.
+fn contributor(cast: &Cast, contributions: &[U256], id: &str) -> String {
+    contributions
+        .iter()
+        .zip(&cast.contributors)
+        .find(|(c, _)| c.to_string() == id)
+        .map_or_else(|| id.to_string(), |(_, a)| a.name.clone())
+}
+
+/// What the challenge found and moved.
+fn challenge_summary(
+    cast: &Cast,
+    contributions: &[U256],
+    tampered: Option<(usize, U256)>,
+    challenge: &[&TransactionReceipt],
+) -> Option<Value> {
+    let (answer, victim) = tampered?;
+    let found = module_events::<ISettlement::Challenged>(challenge, SETTLEMENT).pop()?;
+    let moved = module_events::<ISettlement::Resettled>(challenge, SETTLEMENT).pop();
+    let repaid: Vec<Value> = module_events::<ISettlement::RewardAccrued>(challenge, SETTLEMENT)
+        .iter()
+        .map(|r| json!({"who": cast.name_of(r.account), "amount": r.amount.to_string()}))
+        .collect();
+    Some(json!({
+        "answer": answer + 1,
+        "settledTo": contributor(cast, contributions, &victim.to_string()),
+        "receiptId": found.receiptId,
+        "upheld": found.upheld,
+        "settledWeightsHash": found.settledWeightsHash,
+        "recomputedWeightsHash": found.recomputedWeightsHash,
+        "slashed": moved.as_ref().map(|m| m.slashed.to_string()),
+        "toContributors": moved.as_ref().map(|m| m.toContributors.to_string()),
+        "toChallenger": moved.as_ref().map(|m| m.toChallenger.to_string()),
+        "toTreasury": moved.as_ref().map(|m| m.toTreasury.to_string()),
+        "repaid": repaid,
+    }))
+}
+
 /// The attribution of the first attributed answer, with contributions named by contributor.
 fn evidence(cast: &Cast, contributions: &[U256], inferences: &[Inference]) -> Option<Value> {
     let inference = inferences.iter().find(|i| i.attribution.is_attributed())?;
-    let name = |id: &str| {
-        contributions
-            .iter()
-            .zip(&cast.contributors)
-            .find(|(c, _)| c.to_string() == id)
-            .map_or_else(|| id.to_string(), |(_, a)| a.name.clone())
-    };
+    let name = |id: &str| contributor(cast, contributions, id);
     Some(json!({
         "prompt": inference.prompt,
         "output": inference.output,
@@ -245,6 +318,14 @@ fn evidence(cast: &Cast, contributions: &[U256], inferences: &[Inference]) -> Op
             "contribution": c.contribution, "contributor": name(&c.contribution), "ppm": c.ppm,
         })).collect::<Vec<_>>(),
     }))
+}
+
+/// An amount in wei, given as a decimal string, in OPEN.
+fn open_of(value: &Value) -> String {
+    value
+        .as_str()
+        .and_then(|v| v.parse::<U256>().ok())
+        .map_or_else(|| "-".to_string(), format_open)
 }
 
 impl fmt::Display for Report {
@@ -279,9 +360,9 @@ impl fmt::Display for Report {
             format_open(self.accounted)
         )?;
         let check = if self.conserved() {
-            "conserved: the earnings add up to the fees charged, to the wei"
+            "conserved: the earnings add up to the fees charged and the stake slashed, to the wei"
         } else {
-            "NOT CONSERVED: the earnings differ from the fees charged"
+            "NOT CONSERVED: the earnings differ from the fees charged and the stake slashed"
         };
         writeln!(f, "{check}\n")?;
         for (who, (claimed, earned)) in &self.claims {
@@ -291,6 +372,37 @@ impl fmt::Display for Report {
                 format_open(*claimed),
                 format_open(*earned)
             )?;
+        }
+        if let Some(c) = &self.challenge {
+            let open = |key: &str| open_of(&c[key]);
+            writeln!(
+                f,
+                "\nChallenge: the operator settled answer {} with all its weight on {}",
+                c["answer"],
+                c["settledTo"].as_str().unwrap_or_default()
+            )?;
+            let verdict = if c["upheld"] == true {
+                "upheld: the recomputed attribution differs"
+            } else {
+                "rejected: the recomputed attribution matches"
+            };
+            writeln!(f, "  {verdict}")?;
+            writeln!(
+                f,
+                "  operator slashed {} OPEN: {} re-paid to contributors, {} to the challenger, {} to the treasury",
+                open("slashed"),
+                open("toContributors"),
+                open("toChallenger"),
+                open("toTreasury")
+            )?;
+            for r in c["repaid"].as_array().into_iter().flatten() {
+                writeln!(
+                    f,
+                    "  re-paid {} {} OPEN",
+                    r["who"].as_str().unwrap_or_default(),
+                    open_of(&r["amount"])
+                )?;
+            }
         }
         if let Some(e) = &self.evidence {
             writeln!(f, "\nAttribution of one answer")?;
