@@ -15,6 +15,8 @@ use openledger_ml::synth::SynthOptions;
 use openledger_ml::train::{Progress, TrainOptions};
 use openledger_ml::{Adapter, LoraConfig, checkpoint, data, devbase, tokenizer};
 
+use crate::jobs::{self, DatanetVersion};
+
 /// Options of `openledger data`.
 #[derive(Debug, Args)]
 pub struct DataArgs {
@@ -257,8 +259,18 @@ pub struct TrainArgs {
     #[arg(long)]
     base: Option<PathBuf>,
     /// Data files: JSONL rows (text, id, contributor) or text with one row per line.
-    #[arg(long, num_args = 1.., required = true)]
+    #[arg(long, num_args = 1.., required_unless_present = "datanets", conflicts_with = "datanets")]
     data: Vec<PathBuf>,
+    /// Train on the rows of a datanet version, ID@VERSION, read from a running node
+    /// (repeatable); each row keeps its contribution id for attribution.
+    #[arg(long = "datanet", value_name = "ID@VERSION")]
+    datanets: Vec<DatanetVersion>,
+    /// Register the adapter as this model's artifact on-chain once trained (signed by the
+    /// model's creator: --account, --private-key or --keystore).
+    #[arg(long, value_name = "ID", requires = "datanets")]
+    model: Option<alloy_primitives::U256>,
+    #[command(flatten)]
+    node: NodeArgs,
     /// Output directory for the PEFT adapter, metrics.json, loss_curve.svg and rows.json.
     #[arg(long)]
     out: PathBuf,
@@ -282,13 +294,39 @@ pub struct TrainArgs {
     optim: OptimArgs,
 }
 
+/// The node `openledger train --datanet` reads from and registers with.
+#[derive(Debug, Args)]
+struct NodeArgs {
+    /// JSON-RPC endpoint of the node (with --datanet).
+    #[arg(
+        long,
+        env = "OPENLEDGER_RPC_URL",
+        default_value = "http://127.0.0.1:8545"
+    )]
+    rpc_url: String,
+    /// Content API of the node (with --datanet).
+    #[arg(
+        long,
+        env = "OPENLEDGER_API_URL",
+        default_value = "http://127.0.0.1:8580"
+    )]
+    api_url: String,
+    #[command(flatten)]
+    signer: crate::cli::SignerArgs,
+}
+
 /// Runs `openledger train`.
 pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     let base = base_or_dev(args.base.as_deref())?;
+    let files = if args.datanets.is_empty() {
+        args.data.clone()
+    } else {
+        vec![datanet_rows(&args)?]
+    };
     let job = FineTune {
         base,
         data: DataOptions {
-            files: args.data.clone(),
+            files,
             eval_split: args.optim.eval_split,
             context: args.optim.context,
         },
@@ -301,7 +339,46 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     if args.influence_dims > 0 {
         crate::attribution::influence::record(&job, args.influence_dims, args.optim.json)?;
     }
+    if let Some(model) = args.model {
+        register(&args, model)?;
+    }
     Ok(())
+}
+
+/// Reads the rows of the `--datanet` versions from the node into `<out>/datanet-rows.jsonl`.
+fn datanet_rows(args: &TrainArgs) -> anyhow::Result<PathBuf> {
+    let client = crate::cli::Client::new(&args.node.rpc_url, None)?;
+    let path = args.out.join("datanet-rows.jsonl");
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    crate::cli::block_on(async {
+        let mut rows = Vec::new();
+        for at in &args.datanets {
+            rows.extend(jobs::version_rows(&client, &args.node.api_url, *at).await?);
+        }
+        jobs::write_rows(&rows, &path)
+    })?;
+    Ok(path)
+}
+
+/// Registers the trained adapter as `model`'s artifact.
+fn register(args: &TrainArgs, model: alloy_primitives::U256) -> anyhow::Result<()> {
+    let client = crate::cli::Client::new(&args.node.rpc_url, args.node.signer.signer()?)?;
+    crate::cli::block_on(async {
+        let (hash, receipt) =
+            jobs::register_artifact(&client, model, &args.out, &args.datanets).await?;
+        if args.optim.json {
+            let out = serde_json::json!({"modelId": model.to_string(), "adapterHash": hash,
+                                         "tx": receipt.transaction_hash});
+            println!("{out}");
+        } else {
+            println!(
+                "registered the adapter {hash} as model {model}'s artifact (tx {})",
+                receipt.transaction_hash
+            );
+        }
+        Ok(())
+    })
 }
 
 /// Options of `openledger generate`.

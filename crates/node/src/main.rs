@@ -9,6 +9,7 @@ mod db;
 mod demo;
 mod dev;
 mod factory;
+mod jobs;
 mod serve;
 mod statetest;
 

@@ -53,7 +53,7 @@ pub struct Common {
 
 /// Who signs transactions.
 #[derive(Debug, Args)]
-struct SignerArgs {
+pub(crate) struct SignerArgs {
     /// Sign with dev account N of the test mnemonic (as printed by `openledger dev`).
     #[arg(long, global = true, value_name = "N", conflicts_with_all = ["private_key", "keystore"])]
     account: Option<u32>,
@@ -79,7 +79,7 @@ struct SignerArgs {
 }
 
 impl SignerArgs {
-    fn signer(&self) -> anyhow::Result<Option<PrivateKeySigner>> {
+    pub(crate) fn signer(&self) -> anyhow::Result<Option<PrivateKeySigner>> {
         if let Some(index) = self.account {
             let account = dev_accounts(index + 1)?.pop().expect("index + 1 accounts");
             return Ok(Some(PrivateKeySigner::from_bytes(&account.key)?));
@@ -123,7 +123,9 @@ impl Common {
 }
 
 /// Runs an async command on a fresh single-threaded runtime.
-fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
+pub(crate) fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(
+    f: F,
+) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?

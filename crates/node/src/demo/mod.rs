@@ -36,12 +36,12 @@ use openledger_primitives::{
 use openledger_protocol::abi::{
     IDatanets, IFeedback, IGOPEN, IGovernor, IModels, ISettlement, IStaking,
 };
-use serde_json::Value;
 
 use crate::attribution::{build_index, registry::IndexRegistry};
 use crate::cli::events;
 use crate::datadir::DataDir;
 use crate::dev::{Services, open_chain};
+use crate::jobs::{self, DatanetVersion};
 use actors::{Actor, Cast};
 use report::{Inference, Receipts, Report};
 
@@ -198,9 +198,11 @@ impl Demo<'_> {
         let model = self.propose_model(datanet).await?;
         self.govern_approval(model).await?;
         self.step("ModelFactory: fine-tuning a LoRA adapter on the datanet version");
-        let rows = self.version_rows(datanet, version).await?;
+        let at = DatanetVersion { datanet, version };
+        let rows = self.version_rows(at).await?;
         let (adapter, metrics) = self.train(&rows)?;
-        self.register(model, &adapter, version).await?;
+        let creator = &self.cast.creator.client;
+        jobs::register_artifact(creator, model, &adapter, &[at]).await?;
         self.step("the operator stakes and deploys the model; a staker backs it");
         self.deploy(model).await?;
         self.step("indexing the datanet version for span attribution");
@@ -403,69 +405,13 @@ impl Demo<'_> {
         Ok(())
     }
 
-    /// The rows of a datanet version, read back from the content API, each labelled with its
-    /// contribution id; also written to `rows.jsonl` for training and indexing.
-    async fn version_rows(&self, datanet: U256, version: u64) -> anyhow::Result<Vec<Row>> {
+    /// The rows of the datanet version, read back through the node, written to `rows.jsonl`
+    /// for training and indexing.
+    async fn version_rows(&self, at: DatanetVersion) -> anyhow::Result<Vec<Row>> {
         let client = &self.cast.owner.client;
-        let v = client
-            .view(
-                DATANETS,
-                &IDatanets::getVersionCall {
-                    datanetId: datanet,
-                    version,
-                },
-            )
-            .await?;
-        let mut rows = Vec::new();
-        for id in &v.contributionIds {
-            let c = client
-                .view(
-                    DATANETS,
-                    &IDatanets::getContributionCall {
-                        contributionId: *id,
-                    },
-                )
-                .await?;
-            for (i, text) in self
-                .fetch_rows(c.contentHash)
-                .await?
-                .into_iter()
-                .enumerate()
-            {
-                rows.push(Row {
-                    id: format!("{id}:{i}"),
-                    contributor: id.to_string(),
-                    text,
-                });
-            }
-        }
-        let lines: Vec<String> = rows
-            .iter()
-            .map(serde_json::to_string)
-            .collect::<Result<_, _>>()?;
-        std::fs::write(self.work.join("rows.jsonl"), lines.join("\n"))?;
+        let rows = jobs::version_rows(client, &self.urls.api, at).await?;
+        jobs::write_rows(&rows, &self.work.join("rows.jsonl"))?;
         Ok(rows)
-    }
-
-    async fn fetch_rows(&self, hash: B256) -> anyhow::Result<Vec<String>> {
-        let mut rows = Vec::new();
-        loop {
-            let url = format!(
-                "{}/contributions/{hash}/rows?offset={}",
-                self.urls.api,
-                rows.len()
-            );
-            let page: Value = reqwest::get(&url).await?.error_for_status()?.json().await?;
-            let total = page["total"].as_u64().context("no row total")? as usize;
-            let got: Vec<String> = serde_json::from_value(page["rows"].clone())?;
-            if got.is_empty() && rows.len() < total {
-                bail!("the content API stopped at row {} of {total}", rows.len());
-            }
-            rows.extend(got);
-            if rows.len() >= total {
-                return Ok(rows);
-            }
-        }
     }
 
     /// Fine-tunes the adapter and records its training gradients for influence queries.
@@ -495,27 +441,6 @@ impl Demo<'_> {
             true,
         )?;
         Ok((out, metrics))
-    }
-
-    async fn register(&self, model: U256, adapter: &Path, version: u64) -> anyhow::Result<()> {
-        let hash_of = |name: &str| -> anyhow::Result<B256> {
-            let path = adapter.join(name);
-            let bytes =
-                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-            Ok(keccak256(bytes))
-        };
-        let call = IModels::registerArtifactCall {
-            modelId: model,
-            adapterHash: hash_of("adapter_model.safetensors")?,
-            datanetVersions: vec![version],
-            metricsHash: hash_of("metrics.json")?,
-        };
-        self.cast
-            .creator
-            .client
-            .send(MODELS, &call, U256::ZERO)
-            .await?;
-        Ok(())
     }
 
     async fn deploy(&self, model: U256) -> anyhow::Result<()> {

@@ -1,0 +1,183 @@
+//! Training on datanet versions: which contributions a version holds comes from the chain, their
+//! rows from the node's content API (each labelled with its contribution id, so attribution can
+//! credit it), and the trained adapter is registered on-chain by the model's creator.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use alloy_primitives::{B256, U256, keccak256};
+use alloy_rpc_types_eth::TransactionReceipt;
+use anyhow::{Context, bail};
+use openledger_ml::data::Row;
+use openledger_ml::factory::METRICS_FILE;
+use openledger_ml::lora::ADAPTER_WEIGHTS_FILE;
+use openledger_primitives::addresses::{DATANETS, MODELS};
+use openledger_protocol::abi::{IDatanets, IModels};
+use serde_json::Value;
+
+use crate::cli::Client;
+
+/// A datanet at one of its versions, written `ID@VERSION`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DatanetVersion {
+    /// The datanet.
+    pub datanet: U256,
+    /// One of its approval rounds, from 1.
+    pub version: u64,
+}
+
+impl FromStr for DatanetVersion {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (id, version) = s
+            .split_once('@')
+            .ok_or_else(|| format!("{s:?} is not ID@VERSION, for example 1@2"))?;
+        let datanet = id
+            .parse()
+            .map_err(|_| format!("{id:?} is not a datanet id"))?;
+        let version = version
+            .parse()
+            .ok()
+            .filter(|v| *v > 0)
+            .ok_or_else(|| format!("{version:?} is not a version (1, 2, ...)"))?;
+        Ok(Self { datanet, version })
+    }
+}
+
+/// The rows of every contribution approved up to `at`, in the version's order, each labelled
+/// `<contribution>:<row>` with its contribution id as contributor.
+pub async fn version_rows(
+    client: &Client,
+    api_url: &str,
+    at: DatanetVersion,
+) -> anyhow::Result<Vec<Row>> {
+    let version = client
+        .view(
+            DATANETS,
+            &IDatanets::getVersionCall {
+                datanetId: at.datanet,
+                version: at.version,
+            },
+        )
+        .await
+        .with_context(|| format!("datanet {}@{}", at.datanet, at.version))?;
+    let mut rows = Vec::new();
+    for id in &version.contributionIds {
+        let call = IDatanets::getContributionCall {
+            contributionId: *id,
+        };
+        let contribution = client.view(DATANETS, &call).await?;
+        let texts = contribution_rows(api_url, contribution.contentHash).await?;
+        rows.extend(texts.into_iter().enumerate().map(|(i, text)| Row {
+            id: format!("{id}:{i}"),
+            contributor: id.to_string(),
+            text,
+        }));
+    }
+    if rows.is_empty() {
+        bail!(
+            "datanet {} version {} holds no rows",
+            at.datanet,
+            at.version
+        );
+    }
+    Ok(rows)
+}
+
+/// Every row of a contribution's file, paged from the content API.
+async fn contribution_rows(api_url: &str, hash: B256) -> anyhow::Result<Vec<String>> {
+    let mut rows = Vec::new();
+    loop {
+        let url = format!("{api_url}/contributions/{hash}/rows?offset={}", rows.len());
+        let page: Value = reqwest::get(&url)
+            .await
+            .with_context(|| format!("cannot reach the content API at {api_url}"))?
+            .error_for_status()
+            .with_context(|| format!("the content API has no rows of {hash}"))?
+            .json()
+            .await?;
+        let total = page["total"].as_u64().context("no row total")? as usize;
+        let got: Vec<String> = serde_json::from_value(page["rows"].clone())?;
+        if got.is_empty() && rows.len() < total {
+            bail!("the content API stopped at row {} of {total}", rows.len());
+        }
+        rows.extend(got);
+        if rows.len() >= total {
+            return Ok(rows);
+        }
+    }
+}
+
+/// Writes rows as JSONL, the format `openledger train --data` reads.
+pub fn write_rows(rows: &[Row], path: &Path) -> anyhow::Result<()> {
+    let lines: Vec<String> = rows
+        .iter()
+        .map(serde_json::to_string)
+        .collect::<Result<_, _>>()?;
+    std::fs::write(path, lines.join("\n") + "\n")
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The hash of a file, as the chain records adapters and metrics.
+fn file_hash(path: &Path) -> anyhow::Result<B256> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(keccak256(bytes))
+}
+
+/// Registers the adapter in `adapter` as `model`'s artifact (signed by the client, which must
+/// be the model's creator), trained on `versions`: one for each of the model's datanets.
+pub async fn register_artifact(
+    client: &Client,
+    model: U256,
+    adapter: &Path,
+    versions: &[DatanetVersion],
+) -> anyhow::Result<(B256, TransactionReceipt)> {
+    let info = client
+        .view(MODELS, &IModels::getModelCall { modelId: model })
+        .await?;
+    let versions = info
+        .datanetIds
+        .iter()
+        .map(|id| {
+            versions
+                .iter()
+                .find(|v| v.datanet == *id)
+                .map(|v| v.version)
+                .with_context(|| {
+                    format!(
+                        "model {model} learns from datanet {id} too: add --datanet {id}@VERSION"
+                    )
+                })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let adapter_hash = file_hash(&adapter.join(ADAPTER_WEIGHTS_FILE))?;
+    let call = IModels::registerArtifactCall {
+        modelId: model,
+        adapterHash: adapter_hash,
+        datanetVersions: versions,
+        metricsHash: file_hash(&adapter.join(METRICS_FILE))?,
+    };
+    let receipt = client.send(MODELS, &call, U256::ZERO).await?;
+    Ok((adapter_hash, receipt))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datanet_versions_parse_and_bad_ones_say_why() {
+        let at: DatanetVersion = "12@3".parse().unwrap();
+        assert_eq!((at.datanet, at.version), (U256::from(12), 3));
+        for (bad, why) in [
+            ("12", "ID@VERSION"),
+            ("x@1", "not a datanet id"),
+            ("1@0", "not a version"),
+            ("1@v2", "not a version"),
+        ] {
+            let err = bad.parse::<DatanetVersion>().unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+}
