@@ -3,6 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
+use alloy_signer_local::PrivateKeySigner;
 use anyhow::Context;
 use clap::Args;
 use openledger_chain::{Chain, ChainConfig, Store, mempool::PoolLimits, miner};
@@ -15,6 +16,7 @@ use crate::{
     attribution::registry::IndexRegistry,
     content_api,
     datadir::{DataDir, default_datadir},
+    flywheel::{self, BaseModel, Flywheel},
 };
 
 /// Options of `openledger dev`.
@@ -42,6 +44,10 @@ pub struct DevArgs {
     /// Block gas limit of the built-in dev genesis (a genesis file sets its own).
     #[arg(long, value_name = "GAS", default_value_t = 30_000_000)]
     gas_limit: u64,
+    /// Base checkpoint the AI services use (tokenizer for span indexes, training jobs)
+    /// [default: the dev base model, built when first needed]
+    #[arg(long, value_name = "DIR")]
+    base: Option<PathBuf>,
     /// Number of dev accounts to derive, print and fund (built-in genesis only).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     accounts: u32,
@@ -69,7 +75,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| default_datadir("dev"));
     let datadir = DataDir::open(&datadir_path)?;
-    let (chain, content, _) = open_chain(&datadir, genesis, args.max_upload_mib << 20)?;
+    let (chain, content, indexes) = open_chain(&datadir, genesis, args.max_upload_mib << 20)?;
 
     let datadir_shown = datadir.path().to_path_buf();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -79,8 +85,28 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         let addresses = accounts.iter().map(|a| a.address).collect();
         let addrs = (args.rpc_addr, args.api_addr);
         let block_time = Duration::from_secs_f64(args.block_time);
-        let services =
-            Services::start(chain.clone(), content, addresses, addrs, block_time).await?;
+        let keys = accounts
+            .iter()
+            .map(|a| PrivateKeySigner::from_bytes(&a.key))
+            .collect::<Result<Vec<_>, _>>()?;
+        let services = Services::start(
+            chain.clone(),
+            content,
+            addresses,
+            addrs,
+            block_time,
+            |rpc, api| {
+                let flywheel = Flywheel {
+                    rpc_url: rpc.to_string(),
+                    api_url: api.to_string(),
+                    base: BaseModel::new(args.base.clone()),
+                    indexes,
+                    accounts: keys,
+                };
+                flywheel::start(flywheel, &datadir_shown)
+            },
+        )
+        .await?;
         print_banner(
             &chain,
             &accounts,
@@ -135,13 +161,15 @@ pub(crate) struct Services {
 
 impl Services {
     /// Starts the services on `(rpc, api)` addresses (port 0 picks a free one); `accounts` are
-    /// the ones `eth_accounts` lists.
+    /// the ones `eth_accounts` lists; `more` gives routes to serve beside the content API, from
+    /// the RPC and API URLs.
     pub async fn start(
         chain: Arc<Chain>,
         content: ContentStore,
         accounts: Vec<alloy_primitives::Address>,
         (rpc_addr, api_addr): (SocketAddr, SocketAddr),
         block_time: Duration,
+        more: impl FnOnce(&str, &str) -> anyhow::Result<axum::Router>,
     ) -> anyhow::Result<Self> {
         let rpc_config = RpcConfig {
             addr: rpc_addr,
@@ -155,9 +183,12 @@ impl Services {
             .await
             .with_context(|| format!("cannot serve the content API on {api_addr}"))?;
         let api_addr = api_listener.local_addr()?;
-        let api = tokio::spawn(
-            axum::serve(api_listener, content_api::router(content, chain.clone())).into_future(),
-        );
+        let routes = more(
+            &format!("http://{}", rpc.local_addr),
+            &format!("http://{api_addr}"),
+        )?;
+        let app = content_api::router(content, chain.clone()).merge(routes);
+        let api = tokio::spawn(axum::serve(api_listener, app).into_future());
         let producer = tokio::spawn(miner::run(chain, block_time));
         Ok(Self {
             rpc_addr: rpc.local_addr,

@@ -9,6 +9,7 @@ mod db;
 mod demo;
 mod dev;
 mod factory;
+mod flywheel;
 mod jobs;
 mod serve;
 mod statetest;

@@ -27,7 +27,14 @@ def cli_json(node, *args):
     return json.loads(cli(node, *args, "--json").stdout)
 
 
-def tiny_base(node, root):
+def model_info(w3, model) -> dict:
+    """`IModels.getModel` through web3.py, by field name."""
+    models = module(w3, "IModels")
+    fields = next(f for f in models.abi if f.get("name") == "getModel")["outputs"][0]["components"]
+    return dict(zip([f["name"] for f in fields], models.functions.getModel(int(model)).call()))
+
+
+def tiny_base(root):
     """Generated data as plain-text files, and a tiny base model pre-trained on them."""
     subprocess.run([str(BINARY), "data", "synth", "--contributors", "2", "--rows", "20", "--seed", "3",
                     "--out", str(root / "synth")], check=True, capture_output=True, timeout=120)
@@ -46,7 +53,7 @@ def tiny_base(node, root):
 
 def test_a_creator_trains_on_a_datanet_version_and_registers_the_adapter(own_node, own_w3, tmp_path):
     node, w3 = own_node, own_w3
-    base, files = tiny_base(node, tmp_path)
+    base, files = tiny_base(tmp_path)
     datanet = cli_json(node, "datanet", "create", "--name", "Ward notes", "--account", "0")["datanetId"]
     contributions = [cli_json(node, "datanet", "contribute", datanet, f, "--account", str(n + 3))
                      for n, f in enumerate(files)]
@@ -72,14 +79,9 @@ def test_a_creator_trains_on_a_datanet_version_and_registers_the_adapter(own_nod
     assert {r["contributor"] for r in trained_on} == set(ids)
     assert (adapter / "influence.bin").is_file()
 
-    info = module(w3, "IModels").functions.getModel(int(model)).call()
-    by_name = dict(zip([o["name"] for o in next(
-        f for f in module(w3, "IModels").abi if f.get("name") == "getModel")["outputs"][0]["components"]],
-        info))
-    assert by_name["status"] == TRAINED
-    assert by_name["datanetVersions"] == [1]
-    weights = (adapter / "adapter_model.safetensors").read_bytes()
-    assert by_name["adapterHash"] == Web3.keccak(weights)
+    info = model_info(w3, model)
+    assert info["status"] == TRAINED and info["datanetVersions"] == [1]
+    assert info["adapterHash"] == Web3.keccak((adapter / "adapter_model.safetensors").read_bytes())
 
     missing = cli(node, "train", "--base", base, "--datanet", f"{datanet}@7", "--out", tmp_path / "x",
                   check=False)

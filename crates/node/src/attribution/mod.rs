@@ -127,8 +127,16 @@ pub(crate) fn build_index(
     tokenizer_path: &Path,
     shard_tokens: usize,
 ) -> anyhow::Result<BuiltIndex> {
+    index_rows(&data::read_rows(files)?, tokenizer_path, shard_tokens)
+}
+
+/// A span index over `rows`, tokenized by the tokenizer at `tokenizer_path`.
+pub(crate) fn index_rows(
+    rows: &[data::Row],
+    tokenizer_path: &Path,
+    shard_tokens: usize,
+) -> anyhow::Result<BuiltIndex> {
     let (tok, print) = read_tokenizer(tokenizer_path)?;
-    let rows = data::read_rows(files)?;
     let tokens: Vec<Vec<u32>> = rows
         .iter()
         .map(|row| tokenizer::encode(&tok, &row.text))

@@ -64,14 +64,31 @@ impl IndexRegistry {
         tokenizer_path: &Path,
     ) -> anyhow::Result<()> {
         let dir = self.dir_of(datanet, version);
-        built.index.save(&dir)?;
-        std::fs::copy(tokenizer_path, dir.join(TOKENIZER_FILE))
-            .with_context(|| format!("copy the tokenizer into {}", dir.display()))?;
+        // Written aside and renamed, so that a crash never leaves a half index in place.
+        let partial = dir.with_extension("partial");
+        if partial.exists() {
+            std::fs::remove_dir_all(&partial)
+                .with_context(|| format!("cannot clear {}", partial.display()))?;
+        }
+        built.index.save(&partial)?;
+        std::fs::copy(tokenizer_path, partial.join(TOKENIZER_FILE))
+            .with_context(|| format!("copy the tokenizer into {}", partial.display()))?;
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("cannot replace {}", dir.display()))?;
+        }
+        std::fs::rename(&partial, &dir)
+            .with_context(|| format!("cannot move the index to {}", dir.display()))?;
         self.open
             .lock()
             .expect("registry lock")
             .remove(&(datanet, version));
         Ok(())
+    }
+
+    /// Whether this node holds the index of `datanet` at `version`.
+    pub fn has(&self, datanet: U256, version: u64) -> bool {
+        self.dir_of(datanet, version).is_dir()
     }
 
     fn load(&self, datanet: U256, version: u64) -> anyhow::Result<Arc<Loaded>> {

@@ -119,6 +119,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             accounts,
             (loopback, loopback),
             Duration::ZERO,
+            |_, _| Ok(axum::Router::new()),
         )
         .await?;
         let urls = Urls {

@@ -1,0 +1,160 @@
+//! Builds the span index of every approved datanet version, in the background, with the base
+//! model's tokenizer, into the [`IndexRegistry`] that serving and challenges read.
+//!
+//! It watches the chain rather than being told: every second it lists the datanets' versions
+//! and builds those with no index yet, so a restart picks up whatever a crash interrupted (an
+//! index is renamed into place only once whole).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use alloy_primitives::U256;
+use axum::{Json, Router, extract::Path, extract::State, routing::get};
+use openledger_ml::checkpoint::TOKENIZER_FILE;
+use openledger_primitives::addresses::DATANETS;
+use openledger_protocol::abi::IDatanets;
+use serde::Serialize;
+
+use super::{ApiError, Flywheel};
+use crate::attribution::index_rows;
+use crate::cli::Client;
+use crate::jobs::{DatanetVersion, version_rows};
+use openledger_attribution::index::MAX_TOKENS;
+
+/// How often the chain is checked for new versions.
+const POLL: Duration = Duration::from_secs(1);
+
+/// Where a version's index stands.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase", tag = "status")]
+enum IndexStatus {
+    Building,
+    Ready,
+    Failed { error: String },
+}
+
+/// The indexing service.
+pub struct Indexer {
+    flywheel: Arc<Flywheel>,
+    status: Mutex<HashMap<(U256, u64), IndexStatus>>,
+}
+
+impl Indexer {
+    /// Starts watching the chain.
+    pub fn start(flywheel: Arc<Flywheel>) -> Arc<Self> {
+        let indexer = Arc::new(Self {
+            flywheel,
+            status: Mutex::default(),
+        });
+        let worker = indexer.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = worker.scan().await {
+                    tracing::debug!("index scan: {e:#}");
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        });
+        indexer
+    }
+
+    /// Builds the index of every version that has none and has not failed.
+    async fn scan(&self) -> anyhow::Result<()> {
+        let client = Client::new(&self.flywheel.rpc_url, None)?;
+        let count = client
+            .view(DATANETS, &IDatanets::datanetCountCall {})
+            .await?;
+        for datanet in 1..=count.to::<u64>() {
+            let datanet = U256::from(datanet);
+            let info = client
+                .view(DATANETS, &IDatanets::getDatanetCall { datanetId: datanet })
+                .await?;
+            for version in 1..=info.versionCount {
+                let known = self.get(datanet, version);
+                if matches!(known, Some(IndexStatus::Failed { .. }))
+                    || self.flywheel.indexes.has(datanet, version)
+                {
+                    continue;
+                }
+                self.set(datanet, version, IndexStatus::Building);
+                let status = match self
+                    .build(&client, DatanetVersion { datanet, version })
+                    .await
+                {
+                    Ok(()) => IndexStatus::Ready,
+                    Err(e) => {
+                        tracing::warn!("cannot index datanet {datanet} version {version}: {e:#}");
+                        IndexStatus::Failed {
+                            error: format!("{e:#}"),
+                        }
+                    }
+                };
+                self.set(datanet, version, status);
+            }
+        }
+        Ok(())
+    }
+
+    async fn build(&self, client: &Client, at: DatanetVersion) -> anyhow::Result<()> {
+        let rows = version_rows(client, &self.flywheel.api_url, at).await?;
+        let tokenizer = self.flywheel.base.path().await?.join(TOKENIZER_FILE);
+        let indexes = self.flywheel.indexes.clone();
+        tokio::task::spawn_blocking(move || {
+            let built = index_rows(&rows, &tokenizer, MAX_TOKENS)?;
+            indexes.install(at.datanet, at.version, &built, &tokenizer)?;
+            tracing::info!(
+                "indexed datanet {} version {}: {} rows",
+                at.datanet,
+                at.version,
+                rows.len()
+            );
+            anyhow::Ok(())
+        })
+        .await?
+    }
+
+    fn get(&self, datanet: U256, version: u64) -> Option<IndexStatus> {
+        self.status
+            .lock()
+            .expect("status lock")
+            .get(&(datanet, version))
+            .cloned()
+    }
+
+    fn set(&self, datanet: U256, version: u64, status: IndexStatus) {
+        self.status
+            .lock()
+            .expect("status lock")
+            .insert((datanet, version), status);
+    }
+
+    /// `GET /datanets/{id}/versions/{v}/index`.
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new()
+            .route("/datanets/{id}/versions/{version}/index", get(index_status))
+            .with_state(self)
+    }
+}
+
+async fn index_status(
+    State(indexer): State<Arc<Indexer>>,
+    Path((datanet, version)): Path<(String, u64)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let datanet: U256 = datanet
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("{datanet:?} is not a datanet id")))?;
+    let status = if indexer.flywheel.indexes.has(datanet, version) {
+        IndexStatus::Ready
+    } else {
+        indexer.get(datanet, version).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no index of datanet {datanet} version {version}: not approved yet, or not seen yet"
+            ))
+        })?
+    };
+    let mut body = serde_json::to_value(status).expect("status serializes");
+    body["datanetId"] = datanet.to_string().into();
+    body["version"] = version.into();
+    Ok(Json(body))
+}

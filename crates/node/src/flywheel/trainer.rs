@@ -1,0 +1,370 @@
+//! Training jobs: `POST /jobs/train` fine-tunes a LoRA adapter for an Approved model on datanet
+//! versions, one job at a time, and registers it on-chain as the model's artifact, signed by the
+//! dev account the API key stands for (which must be the model's creator).
+//!
+//! A job is kept in `<datadir>/jobs/<id>/job.json`; its adapter goes to
+//! `<datadir>/adapters/model-<id>/` with its metrics, loss curve and gradient sketches. A job a
+//! crash interrupted runs again on restart: training is deterministic under its seed, and an
+//! artifact already registered with the same adapter is not registered twice.
+
+use std::collections::BTreeMap;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use alloy_primitives::{B256, U256};
+use alloy_signer_local::PrivateKeySigner;
+use anyhow::Context;
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode, header},
+    response::IntoResponse,
+    routing::{get, post},
+};
+use openledger_ml::factory::{DataOptions, FineTune, LOSS_CURVE_FILE};
+use openledger_ml::lora::LoraConfig;
+use openledger_ml::train::TrainOptions;
+use openledger_primitives::addresses::MODELS;
+use openledger_protocol::abi::IModels;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::{ApiError, Flywheel};
+use crate::cli::Client;
+use crate::jobs::{DatanetVersion, register_artifact, version_rows, write_rows};
+
+/// What a client asks for; unset options take `openledger train`'s defaults.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TrainRequest {
+    model: u64,
+    /// `ID@VERSION` for each of the model's datanets.
+    datanets: Vec<String>,
+    #[serde(default = "default_rank")]
+    rank: usize,
+    #[serde(default = "default_alpha")]
+    alpha: f64,
+    #[serde(default = "default_targets")]
+    targets: String,
+    lr: Option<f64>,
+    epochs: Option<usize>,
+    #[serde(default)]
+    seed: u64,
+    #[serde(default = "default_context")]
+    context: usize,
+    #[serde(default = "default_influence_dims")]
+    influence_dims: usize,
+}
+
+fn default_rank() -> usize {
+    8
+}
+fn default_alpha() -> f64 {
+    16.0
+}
+fn default_targets() -> String {
+    "q,k,v,o".into()
+}
+fn default_context() -> usize {
+    128
+}
+fn default_influence_dims() -> usize {
+    crate::attribution::influence::DEFAULT_DIMS
+}
+
+/// Where a job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Status {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// A job as `GET /jobs/{id}` shows it and `job.json` keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Job {
+    id: u64,
+    request: TrainRequest,
+    /// The dev account that asked, whose key signs the registration.
+    account: usize,
+    status: Status,
+    step: usize,
+    total_steps: usize,
+    /// Training loss per step so far: the loss curve.
+    losses: Vec<f64>,
+    eval_loss_before: Option<f64>,
+    eval_loss_after: Option<f64>,
+    adapter: Option<PathBuf>,
+    adapter_hash: Option<B256>,
+    tx: Option<B256>,
+    error: Option<String>,
+}
+
+/// The job runner.
+pub struct Trainer {
+    flywheel: Arc<Flywheel>,
+    dir: PathBuf,
+    adapters: PathBuf,
+    jobs: Mutex<BTreeMap<u64, Job>>,
+    queue: mpsc::UnboundedSender<u64>,
+}
+
+impl Trainer {
+    /// Loads the jobs in `dir`, queues again those a stop interrupted, and starts the worker.
+    pub fn start(
+        flywheel: Arc<Flywheel>,
+        dir: PathBuf,
+        adapters: PathBuf,
+    ) -> anyhow::Result<Arc<Self>> {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let mut jobs = BTreeMap::new();
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path().join("job.json");
+            if let Ok(bytes) = std::fs::read(&path) {
+                let job: Job = serde_json::from_slice(&bytes)
+                    .with_context(|| format!("{} is corrupt", path.display()))?;
+                jobs.insert(job.id, job);
+            }
+        }
+        let (queue, mut next) = mpsc::unbounded_channel();
+        for job in jobs
+            .values()
+            .filter(|j| matches!(j.status, Status::Queued | Status::Running))
+        {
+            queue.send(job.id).expect("the receiver is alive");
+        }
+        let trainer = Arc::new(Self {
+            flywheel,
+            dir,
+            adapters,
+            jobs: Mutex::new(jobs),
+            queue,
+        });
+        let worker = trainer.clone();
+        tokio::spawn(async move {
+            while let Some(id) = next.recv().await {
+                worker.run(id).await;
+            }
+        });
+        Ok(trainer)
+    }
+
+    fn job(&self, id: u64) -> Option<Job> {
+        self.jobs.lock().expect("jobs lock").get(&id).cloned()
+    }
+
+    /// Changes a job in memory, and on disk when `persist` (status changes, not every step).
+    fn update(&self, id: u64, persist: bool, change: impl FnOnce(&mut Job)) {
+        let mut jobs = self.jobs.lock().expect("jobs lock");
+        let Some(job) = jobs.get_mut(&id) else { return };
+        change(job);
+        if persist && let Err(e) = self.save(job) {
+            tracing::warn!("cannot save job {id}: {e:#}");
+        }
+    }
+
+    fn save(&self, job: &Job) -> anyhow::Result<()> {
+        let dir = self.dir.join(job.id.to_string());
+        std::fs::create_dir_all(&dir)?;
+        let tmp = dir.join("job.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(job)?)?;
+        std::fs::rename(&tmp, dir.join("job.json"))?;
+        Ok(())
+    }
+
+    async fn run(self: &Arc<Self>, id: u64) {
+        self.update(id, true, |j| {
+            j.status = Status::Running;
+            j.error = None;
+            j.step = 0;
+            j.losses.clear();
+        });
+        let outcome = self.train_and_register(id).await;
+        self.update(id, true, |j| match outcome {
+            Ok((hash, tx)) => {
+                j.status = Status::Succeeded;
+                j.adapter_hash = Some(hash);
+                j.tx = tx;
+            }
+            Err(e) => {
+                j.status = Status::Failed;
+                j.error = Some(format!("{e:#}"));
+            }
+        });
+    }
+
+    async fn train_and_register(self: &Arc<Self>, id: u64) -> anyhow::Result<(B256, Option<B256>)> {
+        let job = self.job(id).context("the job vanished")?;
+        let request = &job.request;
+        let signer = self.flywheel.accounts[job.account].clone();
+        let client = Client::new(&self.flywheel.rpc_url, Some(signer))?;
+        let versions = request
+            .datanets
+            .iter()
+            .map(|d| d.parse::<DatanetVersion>().map_err(anyhow::Error::msg))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let work = self.dir.join(id.to_string());
+        let mut rows = Vec::new();
+        for at in &versions {
+            rows.extend(version_rows(&client, &self.flywheel.api_url, *at).await?);
+        }
+        let data = work.join("datanet-rows.jsonl");
+        write_rows(&rows, &data)?;
+        let out = self.adapters.join(format!("model-{}", request.model));
+        let fine_tune = FineTune {
+            base: self.flywheel.base.path().await?,
+            data: DataOptions {
+                files: vec![data],
+                eval_split: 0.1,
+                context: request.context,
+            },
+            out: out.clone(),
+            lora: LoraConfig::new(request.rank, request.alpha, &request.targets)?,
+            train: TrainOptions {
+                lr: request.lr.unwrap_or(TrainOptions::default().lr),
+                epochs: request.epochs.unwrap_or(TrainOptions::default().epochs),
+                seed: request.seed,
+                ..TrainOptions::default()
+            },
+        };
+        let dims = request.influence_dims;
+        let trainer = self.clone();
+        let metrics = tokio::task::spawn_blocking(move || {
+            let metrics = fine_tune.run(&mut |p| {
+                trainer.update(id, false, |j| {
+                    j.step = p.step;
+                    j.total_steps = p.total_steps;
+                    j.losses.push(p.loss);
+                });
+            })?;
+            if dims > 0 {
+                crate::attribution::influence::record(&fine_tune, dims, true)?;
+            }
+            anyhow::Ok(metrics)
+        })
+        .await??;
+        self.update(id, true, |j| {
+            j.eval_loss_before = metrics.eval_before.as_ref().map(|e| e.loss);
+            j.eval_loss_after = metrics.eval_after.as_ref().map(|e| e.loss);
+            j.adapter = Some(out.clone());
+        });
+        let model = U256::from(request.model);
+        let registered = client
+            .view(MODELS, &IModels::getModelCall { modelId: model })
+            .await?;
+        let ours = file_keccak(&out.join(openledger_ml::lora::ADAPTER_WEIGHTS_FILE))?;
+        if registered.adapterHash == ours {
+            // Registered before a crash cut the job short: done already.
+            return Ok((ours, None));
+        }
+        let (hash, receipt) = register_artifact(&client, model, &out, &versions).await?;
+        Ok((hash, Some(receipt.transaction_hash)))
+    }
+
+    /// The routes of the job API.
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new()
+            .route("/jobs/train", post(submit))
+            .route("/jobs", get(list))
+            .route("/jobs/{id}", get(show))
+            .route("/jobs/{id}/loss_curve.svg", get(loss_curve))
+            .with_state(self)
+    }
+}
+
+fn file_keccak(path: &FsPath) -> anyhow::Result<B256> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(alloy_primitives::keccak256(bytes))
+}
+
+async fn submit(
+    State(trainer): State<Arc<Trainer>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let signer: PrivateKeySigner = trainer.flywheel.account(&headers)?;
+    let account = trainer
+        .flywheel
+        .accounts
+        .iter()
+        .position(|a| a.address() == signer.address())
+        .expect("the key is one of the accounts");
+    let request: TrainRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid training request: {e}")))?;
+    if request.datanets.is_empty() {
+        return Err(ApiError::bad_request(
+            "datanets: give ID@VERSION for each of the model's datanets",
+        ));
+    }
+    for d in &request.datanets {
+        d.parse::<DatanetVersion>().map_err(ApiError::bad_request)?;
+    }
+    LoraConfig::new(request.rank, request.alpha, &request.targets)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let job = {
+        let mut jobs = trainer.jobs.lock().expect("jobs lock");
+        let id = jobs.keys().next_back().map_or(1, |last| last + 1);
+        let job = Job {
+            id,
+            request,
+            account,
+            status: Status::Queued,
+            step: 0,
+            total_steps: 0,
+            losses: Vec::new(),
+            eval_loss_before: None,
+            eval_loss_after: None,
+            adapter: None,
+            adapter_hash: None,
+            tx: None,
+            error: None,
+        };
+        trainer
+            .save(&job)
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
+        jobs.insert(id, job.clone());
+        job
+    };
+    trainer.queue.send(job.id).expect("the worker is alive");
+    Ok((StatusCode::ACCEPTED, Json(job)))
+}
+
+async fn list(State(trainer): State<Arc<Trainer>>) -> Json<Vec<Job>> {
+    Json(
+        trainer
+            .jobs
+            .lock()
+            .expect("jobs lock")
+            .values()
+            .cloned()
+            .collect(),
+    )
+}
+
+async fn show(
+    State(trainer): State<Arc<Trainer>>,
+    Path(id): Path<u64>,
+) -> Result<Json<Job>, ApiError> {
+    trainer
+        .job(id)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
+}
+
+async fn loss_curve(
+    State(trainer): State<Arc<Trainer>>,
+    Path(id): Path<u64>,
+) -> Result<impl IntoResponse, ApiError> {
+    let job = trainer
+        .job(id)
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    let svg = job
+        .adapter
+        .and_then(|dir| std::fs::read(dir.join(LOSS_CURVE_FILE)).ok())
+        .ok_or_else(|| ApiError::not_found(format!("job {id} has no loss curve yet")))?;
+    Ok(([(header::CONTENT_TYPE, "image/svg+xml")], svg))
+}

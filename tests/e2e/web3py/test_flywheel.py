@@ -1,0 +1,166 @@
+"""The AI services inside `openledger dev`: an approved datanet version gets its span index built
+in the background, and a training job over HTTP (POST /jobs/train, with a dev API key) trains an
+adapter on it and registers it on-chain as the model's artifact. Checked with web3.py and HTTP."""
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from web3 import Web3
+
+from conftest import BINARY, Node, client, free_port
+from test_jobs import TRAINED, cli, cli_json, model_info, tiny_base
+from test_modules import module
+
+DEADLINE = 240  # seconds: a bound on waiting for background work, never a pacing assumption
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return tiny_base(tmp_path_factory.mktemp("flywheel"))
+
+
+@pytest.fixture(scope="module")
+def setup(base):
+    path, files = base
+    node = Node(extra_args=("--base", str(path)))
+    yield node, client(node), files
+    node.stop()
+
+
+class Restartable:
+    """A dev node on a data directory that outlives it, for crash tests."""
+
+    def __init__(self, datadir: Path, base: Path):
+        self.datadir, self.base, self.proc = datadir, base, None
+
+    def start(self):
+        self.port, self.api_port = free_port(), free_port()
+        self.http_url = f"http://127.0.0.1:{self.port}"
+        self.api_url = f"http://127.0.0.1:{self.api_port}"
+        log = open(self.datadir.parent / "node.log", "a")
+        self.proc = subprocess.Popen(
+            [str(BINARY), "dev", "--datadir", str(self.datadir), "--rpc-addr", f"127.0.0.1:{self.port}",
+             "--api-addr", f"127.0.0.1:{self.api_port}", "--block-time", "0", "--base", str(self.base)],
+            stdout=log, stderr=subprocess.STDOUT)
+        w3 = Web3(Web3.HTTPProvider(self.http_url, request_kwargs={"timeout": 30}))
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                w3.eth.block_number
+                requests.get(f"{self.api_url}/jobs", timeout=5).raise_for_status()
+                return w3
+            except Exception:
+                assert self.proc.poll() is None and time.monotonic() < deadline, "the node did not start"
+                time.sleep(0.1)
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+
+def wait_for(url: str, done) -> dict:
+    """GETs `url` until `done(body)` holds (or the deadline passes) and returns the body."""
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        body = requests.get(url, timeout=30).json()
+        if done(body):
+            return body
+        assert time.monotonic() < deadline, body
+        time.sleep(0.2)
+
+
+def test_an_approved_version_is_indexed_and_a_job_trains_and_registers_its_model(setup):
+    node, w3, files = setup
+    datanet = cli_json(node, "datanet", "create", "--name", "Ward notes", "--account", "0")["datanetId"]
+    ids = [cli_json(node, "datanet", "contribute", datanet, f, "--account", str(n + 3))["contributionId"]
+           for n, f in enumerate(files)]
+    index_url = f"{node.api_url}/datanets/{datanet}/versions/1/index"
+    assert requests.get(index_url, timeout=30).status_code == 404  # not approved yet
+    cli(node, "datanet", "approve", datanet, *ids, "--account", "0")
+    status = wait_for(index_url, lambda b: b.get("status") in ("ready", "failed"))
+    assert status == {"status": "ready", "datanetId": datanet, "version": 1}
+    assert (Path(node.datadir.name) / "attribution" / f"datanet-{datanet}" / "v1").is_dir()
+
+    model = cli_json(node, "model", "propose", "--name", "ward-lora", "--base-model", "tiny",
+                     "--datanet", datanet, "--account", "2")["modelId"]
+    cli(node, "model", "approve", model, "--account", "0")
+    job = {"model": int(model), "datanets": [f"{datanet}@1"], "rank": 4, "targets": "q,v", "epochs": 1,
+           "context": 64, "influenceDims": 16}
+    jobs = f"{node.api_url}/jobs/train"
+    unauthorized = requests.post(jobs, json=job, timeout=30)
+    assert unauthorized.status_code == 401 and "API key" in unauthorized.json()["error"]
+    bad = requests.post(jobs, json={**job, "datanets": ["1-1"]}, headers=key(2), timeout=30)
+    assert bad.status_code == 400 and "ID@VERSION" in bad.json()["error"]
+    typo = requests.post(jobs, json={**job, "epoch": 1}, headers=key(2), timeout=30)
+    assert typo.status_code == 400 and "epoch" in typo.json()["error"]
+
+    accepted = requests.post(jobs, json=job, headers=key(2), timeout=30)
+    assert accepted.status_code == 202, accepted.text
+    url = f"{node.api_url}/jobs/{accepted.json()['id']}"
+    done = wait_for(url, lambda b: b["status"] in ("succeeded", "failed"))
+    assert done["status"] == "succeeded", done
+    assert done["step"] == done["totalSteps"] > 0 and len(done["losses"]) == done["totalSteps"]
+    assert done["evalLossAfter"] is not None and done["tx"] is not None
+    curve = requests.get(f"{url}/loss_curve.svg", timeout=30)
+    assert curve.status_code == 200 and curve.headers["content-type"] == "image/svg+xml"
+    assert b"<svg" in curve.content
+
+    info = model_info(w3, model)
+    adapter = Path(node.datadir.name) / "adapters" / f"model-{model}"
+    assert info["status"] == TRAINED and info["datanetVersions"] == [1]
+    assert info["adapterHash"] == Web3.keccak((adapter / "adapter_model.safetensors").read_bytes())
+    assert done["adapterHash"] == "0x" + info["adapterHash"].hex()
+
+    # A job asked by someone who is not the model's creator fails at registration, readably.
+    other = cli_json(node, "model", "propose", "--name", "other", "--base-model", "tiny",
+                     "--datanet", datanet, "--account", "2")["modelId"]
+    cli(node, "model", "approve", other, "--account", "0")
+    stolen = requests.post(jobs, json={**job, "model": int(other)}, headers=key(1), timeout=30)
+    failed = wait_for(f"{node.api_url}/jobs/{stolen.json()['id']}",
+                      lambda b: b["status"] in ("succeeded", "failed"))
+    assert failed["status"] == "failed" and "NotCreator" in failed["error"], failed
+    assert model_info(w3, other)["status"] == TRAINED - 1  # still Approved
+
+
+def key(account: int) -> dict:
+    return {"Authorization": f"Bearer dev-{account}"}
+
+
+def test_a_training_job_cut_by_a_crash_finishes_after_restart_and_registers_once(base, tmp_path):
+    path, files = base
+    node = Restartable(tmp_path / "datadir", path)
+    w3 = node.start()
+    try:
+        datanet = cli_json(node, "datanet", "create", "--name", "Crash notes", "--account", "0")["datanetId"]
+        ids = [cli_json(node, "datanet", "contribute", datanet, f, "--account", "3")["contributionId"]
+               for f in files]
+        cli(node, "datanet", "approve", datanet, *ids, "--account", "0")
+        model = cli_json(node, "model", "propose", "--name", "crash-lora", "--base-model", "tiny",
+                         "--datanet", datanet, "--account", "2")["modelId"]
+        cli(node, "model", "approve", model, "--account", "0")
+        job = {"model": int(model), "datanets": [f"{datanet}@1"], "rank": 4, "targets": "q,v",
+               "epochs": 30, "context": 64, "influenceDims": 16}
+        accepted = requests.post(f"{node.api_url}/jobs/train", json=job, headers=key(2), timeout=30)
+        job_id = accepted.json()["id"]
+        at_kill = wait_for(f"{node.api_url}/jobs/{job_id}",
+                           lambda b: b["step"] > 0 or b["status"] in ("succeeded", "failed"))
+        print("killed at", at_kill["status"], at_kill["step"], "of", at_kill["totalSteps"])
+        # Killed wherever the job is (training, sketching, registering, or done): the outcome
+        # after the restart must be the same.
+        node.kill()
+        w3 = node.start()
+        done = wait_for(f"{node.api_url}/jobs/{job_id}", lambda b: b["status"] in ("succeeded", "failed"))
+        assert done["status"] == "succeeded", done
+        info = model_info(w3, model)
+        adapter = node.datadir / "adapters" / f"model-{model}" / "adapter_model.safetensors"
+        assert info["status"] == TRAINED
+        assert info["adapterHash"] == Web3.keccak(adapter.read_bytes())
+        registered = module(w3, "IModels").events.ArtifactRegistered().get_logs(
+            from_block=0, argument_filters={"modelId": int(model)})
+        assert len(registered) == 1
+    finally:
+        node.kill()
