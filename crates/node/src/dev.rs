@@ -273,7 +273,7 @@ fn print_banner(
         ));
     }
     out.push_str(&format!(
-        "JSON-RPC on http://{addr} and ws://{addr}\nContent API on http://{api_addr}\n"
+        "JSON-RPC on http://{addr} and ws://{addr}\nContent API, span indexes and training jobs on http://{api_addr}\n"
     ));
     println!("{out}");
 }

@@ -120,7 +120,7 @@ pub fn write_rows(rows: &[Row], path: &Path) -> anyhow::Result<()> {
 }
 
 /// The hash of a file, as the chain records adapters and metrics.
-fn file_hash(path: &Path) -> anyhow::Result<B256> {
+pub fn file_hash(path: &Path) -> anyhow::Result<B256> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     Ok(keccak256(bytes))
 }

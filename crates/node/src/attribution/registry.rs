@@ -139,7 +139,7 @@ impl IndexRegistry {
         Ok((attribution, [context, answer].concat()))
     }
 
-    /// The text of `tokens[start..start + len]`, decoded with the index's tokenizer.
+    /// The text of `tokens`, decoded with the tokenizer of the index of `datanet` at `version`.
     pub fn decode(&self, datanet: U256, version: u64, tokens: &[u32]) -> anyhow::Result<String> {
         Ok(tokenizer::decode(
             &self.load(datanet, version)?.tokenizer,

@@ -150,7 +150,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 /// Where the embedded node listens.
-pub(crate) struct Urls {
+struct Urls {
     rpc: String,
     api: String,
 }
@@ -326,7 +326,10 @@ impl Demo<'_> {
     async fn propose_model(&self, datanet: U256) -> anyhow::Result<U256> {
         let call = IModels::proposeModelCall {
             name: "medical-notes-lora".into(),
-            baseModel: self.base.display().to_string(),
+            baseModel: self
+                .base
+                .file_name()
+                .map_or_else(|| "base".into(), |n| n.to_string_lossy().into_owned()),
             datanetIds: vec![datanet],
             metadataHash: B256::ZERO,
         };

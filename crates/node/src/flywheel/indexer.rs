@@ -49,8 +49,12 @@ impl Indexer {
         });
         let worker = indexer.clone();
         tokio::spawn(async move {
+            let client = match Client::new(&worker.flywheel.rpc_url, None) {
+                Ok(client) => client,
+                Err(e) => return tracing::error!("the indexer cannot reach the node: {e:#}"),
+            };
             loop {
-                if let Err(e) = worker.scan().await {
+                if let Err(e) = worker.scan(&client).await {
                     tracing::debug!("index scan: {e:#}");
                 }
                 tokio::time::sleep(POLL).await;
@@ -60,8 +64,7 @@ impl Indexer {
     }
 
     /// Builds the index of every version that has none and has not failed.
-    async fn scan(&self) -> anyhow::Result<()> {
-        let client = Client::new(&self.flywheel.rpc_url, None)?;
+    async fn scan(&self, client: &Client) -> anyhow::Result<()> {
         let count = client
             .view(DATANETS, &IDatanets::datanetCountCall {})
             .await?;
@@ -79,7 +82,7 @@ impl Indexer {
                 }
                 self.set(datanet, version, IndexStatus::Building);
                 let status = match self
-                    .build(&client, DatanetVersion { datanet, version })
+                    .build(client, DatanetVersion { datanet, version })
                     .await
                 {
                     Ok(()) => IndexStatus::Ready,

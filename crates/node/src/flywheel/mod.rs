@@ -70,8 +70,8 @@ pub struct Flywheel {
 }
 
 impl Flywheel {
-    /// The dev account an API key stands for.
-    fn account(&self, headers: &HeaderMap) -> Result<PrivateKeySigner, ApiError> {
+    /// The index of the dev account an API key stands for.
+    fn account(&self, headers: &HeaderMap) -> Result<usize, ApiError> {
         let unauthorized = |m: String| ApiError(StatusCode::UNAUTHORIZED, m);
         let key = headers
             .get(header::AUTHORIZATION)
@@ -82,7 +82,7 @@ impl Flywheel {
             })?;
         key.strip_prefix("dev-")
             .and_then(|n| n.parse::<usize>().ok())
-            .and_then(|n| self.accounts.get(n).cloned())
+            .filter(|&n| n < self.accounts.len())
             .ok_or_else(|| {
                 unauthorized(format!(
                     "unknown API key {key:?}: dev-0 to dev-{} stand for the dev accounts",

@@ -8,11 +8,10 @@
 //! artifact already registered with the same adapter is not registered twice.
 
 use std::collections::BTreeMap;
-use std::path::{Path as FsPath, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use alloy_primitives::{B256, U256};
-use alloy_signer_local::PrivateKeySigner;
 use anyhow::Context;
 use axum::{
     Json, Router,
@@ -31,7 +30,7 @@ use tokio::sync::mpsc;
 
 use super::{ApiError, Flywheel};
 use crate::cli::Client;
-use crate::jobs::{DatanetVersion, register_artifact, version_rows, write_rows};
+use crate::jobs::{DatanetVersion, file_hash, register_artifact, version_rows, write_rows};
 
 /// What a client asks for; unset options take `openledger train`'s defaults.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -256,7 +255,7 @@ impl Trainer {
         let registered = client
             .view(MODELS, &IModels::getModelCall { modelId: model })
             .await?;
-        let ours = file_keccak(&out.join(openledger_ml::lora::ADAPTER_WEIGHTS_FILE))?;
+        let ours = file_hash(&out.join(openledger_ml::lora::ADAPTER_WEIGHTS_FILE))?;
         if registered.adapterHash == ours {
             // Registered before a crash cut the job short: done already.
             return Ok((ours, None));
@@ -276,23 +275,12 @@ impl Trainer {
     }
 }
 
-fn file_keccak(path: &FsPath) -> anyhow::Result<B256> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(alloy_primitives::keccak256(bytes))
-}
-
 async fn submit(
     State(trainer): State<Arc<Trainer>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
-    let signer: PrivateKeySigner = trainer.flywheel.account(&headers)?;
-    let account = trainer
-        .flywheel
-        .accounts
-        .iter()
-        .position(|a| a.address() == signer.address())
-        .expect("the key is one of the accounts");
+    let account = trainer.flywheel.account(&headers)?;
     let request: TrainRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid training request: {e}")))?;
     if request.datanets.is_empty() {

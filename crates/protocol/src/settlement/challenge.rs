@@ -121,7 +121,7 @@ pub(super) fn challenge(
 ) -> Result<Bytes, ModuleError> {
     let id = c.receiptId;
     let record = &c.record;
-    check(s, id, bond, record, &c.prompt, &c.output)?;
+    let settled_at = check(s, id, bond, record, &c.prompt, &c.output)?;
     let oracle =
         oracle.ok_or_else(|| unavailable(record, "this node runs no attribution oracle".into()))?;
     let recomputed = oracle
@@ -135,7 +135,6 @@ pub(super) fn challenge(
     let (ids, weights): (Vec<U256>, Vec<u32>) = recomputed.into_iter().unzip();
     let recomputed_hash = weights_hash(&ids, &weights);
     let upheld = recomputed_hash != record.weightsHash;
-    let (_, settled_at, _) = status(s, id)?;
     let outcome = if upheld {
         ReceiptStatus::Corrected
     } else {
@@ -164,7 +163,8 @@ pub(super) fn challenge(
     Ok(ISettlement::challengeCall::abi_encode_returns(&upheld).into())
 }
 
-/// Everything a challenge must satisfy before anything is recomputed.
+/// Everything a challenge must satisfy before anything is recomputed; returns when the receipt
+/// was settled.
 fn check(
     s: &mut Storage<'_>,
     id: B256,
@@ -172,7 +172,7 @@ fn check(
     record: &ReceiptRecord,
     prompt: &str,
     output: &str,
-) -> Result<(), ModuleError> {
+) -> Result<u64, ModuleError> {
     let (status, settled_at, hash) = status(s, id)?;
     match status {
         ReceiptStatus::Unknown => {
@@ -222,7 +222,7 @@ fn check(
             outputHash: record.outputHash,
         }));
     }
-    Ok(())
+    Ok(settled_at)
 }
 
 fn unavailable(record: &ReceiptRecord, reason: String) -> ModuleError {
