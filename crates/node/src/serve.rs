@@ -1,7 +1,7 @@
 //! `openledger serve`: OpenLoRA, the base model and its adapters behind an OpenAI-compatible API.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -46,18 +46,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         anyhow::bail!("--max-batch and --queue must be at least 1");
     }
     let base = base_or_dev(args.base.as_deref())?;
-    let model = checkpoint::load_model(&base, &openledger_ml::Device::Cpu)?;
-    let tok = tokenizer::load(&base.join(checkpoint::TOKENIZER_FILE))?;
     let registry = match &args.adapters {
         Some(dir) => Registry::scan(dir)
             .with_context(|| format!("cannot read the adapters folder {}", dir.display()))?,
         None => Registry::default(),
     };
-    let base_id = base
-        .canonicalize()
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| "base".into());
     let adapters = registry.len();
     let config = EngineConfig {
         max_batch: args.max_batch,
@@ -68,7 +61,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         prefill_chunk: args.prefill_chunk.max(1),
     };
-    let engine = Arc::new(Engine::start(model, tok, registry, config));
+    let (engine, base_id) = start_engine(&base, registry, config)?;
     let app = openledger_serve::api::router(engine, base_id.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -88,4 +81,24 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .context("the API server failed")
     })
+}
+
+/// Loads the base checkpoint `base` and starts the engine on it with the adapters of
+/// `registry`; returns it with the id the base model answers to (its directory's name).
+pub fn start_engine(
+    base: &Path,
+    registry: Registry,
+    config: EngineConfig,
+) -> anyhow::Result<(Arc<Engine>, String)> {
+    let model = checkpoint::load_model(base, &openledger_ml::Device::Cpu)?;
+    let tok = tokenizer::load(&base.join(checkpoint::TOKENIZER_FILE))?;
+    let base_id = base
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "base".into());
+    Ok((
+        Arc::new(Engine::start(model, tok, registry, config)),
+        base_id,
+    ))
 }

@@ -12,7 +12,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -25,6 +25,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::engine::{Engine, Event, Request, SubmitError};
+use crate::hook::{Admitted, Call, Completion, CompletionHook, Refusal};
 
 /// Most stop sequences a request may give, as OpenAI allows.
 const MAX_STOP: usize = 4;
@@ -36,14 +37,26 @@ struct Api {
     engine: Arc<Engine>,
     base_id: String,
     ids: AtomicU64,
+    hook: Option<Arc<dyn CompletionHook>>,
 }
 
 /// The API's routes over `engine`; the base model answers to `base_id`, each adapter to its id.
 pub fn router(engine: Arc<Engine>, base_id: String) -> Router {
+    build(engine, base_id, None)
+}
+
+/// The same routes, with `hook` admitting every completion request and recording every
+/// completion.
+pub fn router_with(engine: Arc<Engine>, base_id: String, hook: Arc<dyn CompletionHook>) -> Router {
+    build(engine, base_id, Some(hook))
+}
+
+fn build(engine: Arc<Engine>, base_id: String, hook: Option<Arc<dyn CompletionHook>>) -> Router {
     let api = Arc::new(Api {
         engine,
         base_id,
         ids: AtomicU64::new(0),
+        hook,
     });
     Router::new()
         .route("/v1/models", get(models))
@@ -95,6 +108,17 @@ impl ApiError {
     }
 }
 
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        let kind = if refusal.status.is_server_error() {
+            "server_error"
+        } else {
+            "invalid_request_error"
+        };
+        Self::new(refusal.status, refusal.message, kind)
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.status, Json(self.body())).into_response()
@@ -137,6 +161,8 @@ struct Sampling {
     #[serde(default)]
     stream: bool,
     stream_options: Option<StreamOptions>,
+    /// What the completion hook reads (a client-signed order, say).
+    openledger: Option<Value>,
 }
 
 impl Sampling {
@@ -236,17 +262,25 @@ fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
     })
 }
 
-async fn completions(State(api): State<Arc<Api>>, body: Bytes) -> Result<Response, ApiError> {
+async fn completions(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let request: CompletionRequest = parse(&body)?;
     let mut prompts = request.prompt.into_vec();
     if prompts.len() != 1 {
         return Err(ApiError::bad("prompt", "give exactly one prompt"));
     }
-    api.run(Kind::Text, prompts.remove(0), request.sampling)
+    api.run(Kind::Text, prompts.remove(0), request.sampling, &headers)
         .await
 }
 
-async fn chat_completions(State(api): State<Arc<Api>>, body: Bytes) -> Result<Response, ApiError> {
+async fn chat_completions(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let request: ChatRequest = parse(&body)?;
     let turns: Vec<(&str, &str)> = request
         .messages
@@ -254,7 +288,8 @@ async fn chat_completions(State(api): State<Arc<Api>>, body: Bytes) -> Result<Re
         .map(|m| (m.role.as_str(), m.content.as_str()))
         .collect();
     let prompt = chat_prompt(&turns).map_err(|e| ApiError::bad("messages", e))?;
-    api.run(Kind::Chat, prompt, request.sampling).await
+    api.run(Kind::Chat, prompt, request.sampling, &headers)
+        .await
 }
 
 async fn models(State(api): State<Arc<Api>>) -> Json<Value> {
@@ -325,6 +360,9 @@ struct Head {
     id: String,
     created: u64,
     model: String,
+    prompt: String,
+    /// What the hook finishes the completion with.
+    admitted: Option<Box<dyn Admitted>>,
 }
 
 impl Head {
@@ -332,6 +370,24 @@ impl Head {
         json!({"id": self.id, "object": self.kind.object(stream), "created": self.created,
             "model": self.model, "choices": choices})
     }
+}
+
+/// The completion's record from the hook, if there is one: its value, or the error that kept
+/// the completion from being recorded.
+async fn record(
+    admitted: Option<Box<dyn Admitted>>,
+    prompt: String,
+    output: String,
+    (prompt_tokens, completion_tokens): (usize, usize),
+) -> Option<Value> {
+    let completion = Completion {
+        prompt,
+        output,
+        prompt_tokens,
+        completion_tokens,
+    };
+    let recorded = admitted?.complete(completion).await;
+    Some(recorded.unwrap_or_else(|refusal| json!({"error": refusal.message})))
 }
 
 fn usage(prompt_tokens: usize, completion_tokens: usize) -> Value {
@@ -345,6 +401,7 @@ impl Api {
         kind: Kind,
         prompt: String,
         sampling: Sampling,
+        headers: &HeaderMap,
     ) -> Result<Response, ApiError> {
         let adapter = self.resolve(&sampling.model)?;
         let default_max = match kind {
@@ -354,6 +411,17 @@ impl Api {
         let options = sampling.options(default_max)?;
         let ids = encode_prompt(self.engine.model(), self.engine.tokenizer(), &prompt)
             .map_err(prompt_error)?;
+        let admitted = match &self.hook {
+            Some(hook) => Some(
+                hook.admit(Call {
+                    model: &sampling.model,
+                    headers,
+                    extra: sampling.openledger.as_ref(),
+                })
+                .await?,
+            ),
+            None => None,
+        };
         let (events, receiver) = unbounded_channel();
         self.engine
             .submit(Request {
@@ -389,6 +457,8 @@ impl Api {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             model: sampling.model,
+            prompt,
+            admitted,
         };
         if sampling.stream {
             let include_usage = sampling.stream_options.unwrap_or_default().include_usage;
@@ -425,7 +495,10 @@ fn prompt_error(e: MlError) -> ApiError {
     }
 }
 
-async fn collect(head: Head, mut receiver: UnboundedReceiver<Event>) -> Result<Response, ApiError> {
+async fn collect(
+    mut head: Head,
+    mut receiver: UnboundedReceiver<Event>,
+) -> Result<Response, ApiError> {
     let mut text = String::new();
     while let Some(event) = receiver.recv().await {
         match event {
@@ -438,6 +511,11 @@ async fn collect(head: Head, mut receiver: UnboundedReceiver<Event>) -> Result<R
                 let mut body =
                     head.envelope(false, vec![head.kind.choice(&text, Some(finish_reason))]);
                 body["usage"] = usage(prompt_tokens, completion_tokens);
+                let tokens = (prompt_tokens, completion_tokens);
+                let prompt = std::mem::take(&mut head.prompt);
+                if let Some(record) = record(head.admitted, prompt, text, tokens).await {
+                    body["openledger"] = record;
+                }
                 return Ok(Json(body).into_response());
             }
             Event::Failed(message) => {
@@ -457,7 +535,8 @@ async fn collect(head: Head, mut receiver: UnboundedReceiver<Event>) -> Result<R
 }
 
 /// Server-sent events in OpenAI's chunk format, ending with `data: [DONE]`.
-fn stream(head: Head, mut receiver: UnboundedReceiver<Event>, include_usage: bool) -> Response {
+/// With a hook, a last chunk without choices carries the completion's `openledger` record.
+fn stream(mut head: Head, mut receiver: UnboundedReceiver<Event>, include_usage: bool) -> Response {
     let (frames, out) = unbounded_channel::<Result<SseEvent, Infallible>>();
     tokio::spawn(async move {
         let send = |value: Value| {
@@ -466,9 +545,11 @@ fn stream(head: Head, mut receiver: UnboundedReceiver<Event>, include_usage: boo
                 .is_ok()
         };
         let mut first = true;
+        let mut text = String::new();
         while let Some(event) = receiver.recv().await {
             let open = match event {
                 Event::Text(t) => {
+                    text.push_str(&t);
                     send(head.envelope(true, vec![head.kind.chunk_choice(&t, first, None)]))
                 }
                 Event::Done {
@@ -483,6 +564,14 @@ fn stream(head: Head, mut receiver: UnboundedReceiver<Event>, include_usage: boo
                     if include_usage {
                         let mut last = head.envelope(true, Vec::new());
                         last["usage"] = usage(prompt_tokens, completion_tokens);
+                        send(last);
+                    }
+                    let tokens = (prompt_tokens, completion_tokens);
+                    let prompt = std::mem::take(&mut head.prompt);
+                    let admitted = head.admitted.take();
+                    if let Some(record) = record(admitted, prompt, text, tokens).await {
+                        let mut last = head.envelope(true, Vec::new());
+                        last["openledger"] = record;
                         send(last);
                     }
                     break;

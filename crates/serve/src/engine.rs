@@ -36,6 +36,22 @@ pub struct EngineConfig {
     pub prefill_chunk: usize,
 }
 
+impl Default for EngineConfig {
+    /// `openledger serve`'s defaults: 32 sequences a step, 256 waiting, 64 adapters or 1 GiB
+    /// of them loaded, 256 prompt tokens prefilled a step.
+    fn default() -> Self {
+        Self {
+            max_batch: 32,
+            queue: 256,
+            cache: CacheLimits {
+                adapters: 64,
+                bytes: 1 << 30,
+            },
+            prefill_chunk: 256,
+        }
+    }
+}
+
 /// A generation to run: its adapter (`None` for the base model), prompt ids and sampling, and
 /// where its events go.
 #[derive(Debug)]

@@ -4,11 +4,13 @@
 //! - [`engine`]: continuous batching across requests for different adapters, on one thread that
 //!   owns the model;
 //! - [`api`]: the HTTP API (`/v1/models`, `/v1/completions`, `/v1/chat/completions`, `/metrics`);
+//! - [`hook`]: the seam where a deployment admits and records each completion (the ledger);
 //! - [`metrics`]: the counters behind `/metrics`.
 
 pub mod adapters;
 pub mod api;
 pub mod engine;
+pub mod hook;
 pub mod metrics;
 
 pub use adapters::{AdapterCache, CacheLimits, Registry};

@@ -1,0 +1,60 @@
+//! The seam where a deployment wraps each completion: before generation it may refuse the request
+//! (who pays, is this model deployed), after it the completion is recorded (attributed, settled)
+//! and what the record returns is added to the response as its `openledger` field.
+//!
+//! OpenLoRA itself knows nothing of the chain; `openledger dev` plugs the ledger in here.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::Value;
+
+/// A boxed future of a hook's result.
+pub type HookFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, Refusal>> + Send + 'a>>;
+
+/// Why a hook refused: sent to the client as an OpenAI-shaped error with this status.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl Refusal {
+    /// A refusal with `status`.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+/// A request as the hook sees it before generation.
+pub struct Call<'a> {
+    /// The model id asked for.
+    pub model: &'a str,
+    pub headers: &'a HeaderMap,
+    /// The request body's `openledger` field, if any (a client-signed order, say).
+    pub extra: Option<&'a Value>,
+}
+
+/// A finished completion.
+pub struct Completion {
+    pub prompt: String,
+    pub output: String,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+}
+
+/// Wraps completions; [`crate::api::router_with`] calls it on every request.
+pub trait CompletionHook: Send + Sync {
+    /// Admits `call` (returning what finishes it) or refuses it before any token is generated.
+    fn admit<'a>(&'a self, call: Call<'a>) -> HookFuture<'a, Box<dyn Admitted>>;
+}
+
+/// An admitted request, waiting for its completion.
+pub trait Admitted: Send {
+    /// Records `completion`; the value becomes the response's `openledger` field.
+    fn complete(self: Box<Self>, completion: Completion) -> HookFuture<'static, Value>;
+}
