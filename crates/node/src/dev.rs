@@ -89,6 +89,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
             .iter()
             .map(|a| PrivateKeySigner::from_bytes(&a.key))
             .collect::<Result<Vec<_>, _>>()?;
+        let chain_id = chain.chain_id();
         let services = Services::start(
             chain.clone(),
             content,
@@ -102,8 +103,10 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
                     base: BaseModel::new(args.base.clone()),
                     indexes,
                     accounts: keys,
+                    chain_id,
+                    datadir: datadir_shown.clone(),
                 };
-                flywheel::start(flywheel, &datadir_shown)
+                flywheel::start(flywheel)
             },
         )
         .await?;
@@ -273,7 +276,7 @@ fn print_banner(
         ));
     }
     out.push_str(&format!(
-        "JSON-RPC on http://{addr} and ws://{addr}\nContent API, span indexes and training jobs on http://{api_addr}\n"
+        "JSON-RPC on http://{addr} and ws://{addr}\nContent API, span indexes and training jobs on http://{api_addr}\nOpenAI-compatible API (OpenLoRA) on http://{api_addr}/v1\n"
     ));
     println!("{out}");
 }

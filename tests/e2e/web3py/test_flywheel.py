@@ -37,14 +37,14 @@ class Restartable:
     def __init__(self, datadir: Path, base: Path):
         self.datadir, self.base, self.proc = datadir, base, None
 
-    def start(self):
+    def start(self, block_time: str = "0"):
         self.port, self.api_port = free_port(), free_port()
         self.http_url = f"http://127.0.0.1:{self.port}"
         self.api_url = f"http://127.0.0.1:{self.api_port}"
         log = open(self.datadir.parent / "node.log", "a")
         self.proc = subprocess.Popen(
             [str(BINARY), "dev", "--datadir", str(self.datadir), "--rpc-addr", f"127.0.0.1:{self.port}",
-             "--api-addr", f"127.0.0.1:{self.api_port}", "--block-time", "0", "--base", str(self.base)],
+             "--api-addr", f"127.0.0.1:{self.api_port}", "--block-time", block_time, "--base", str(self.base)],
             stdout=log, stderr=subprocess.STDOUT)
         w3 = Web3(Web3.HTTPProvider(self.http_url, request_kwargs={"timeout": 30}))
         deadline = time.monotonic() + 60

@@ -101,6 +101,18 @@ impl Client {
         call: &C,
         value: U256,
     ) -> anyhow::Result<TransactionReceipt> {
+        let hash = self.submit(to, call, value).await?;
+        self.wait(hash).await
+    }
+
+    /// Signs and sends a call to `to` with `value` attached, without waiting for it to be
+    /// included; fails (sending nothing) when it would revert.
+    pub async fn submit<C: SolCall>(
+        &self,
+        to: Address,
+        call: &C,
+        value: U256,
+    ) -> anyhow::Result<B256> {
         let signer = self.signer()?;
         let from = signer.address();
         let input = Bytes::from(call.abi_encode());
@@ -134,9 +146,12 @@ impl Client {
         let signature = signer.sign_transaction_sync(&mut tx)?;
         let envelope = TxEnvelope::from(tx.into_signed(signature));
         let raw = Bytes::from(envelope.encoded_2718());
-        let hash: alloy_primitives::B256 = self
-            .request("eth_sendRawTransaction", rpc_params![raw])
-            .await?;
+        self.request("eth_sendRawTransaction", rpc_params![raw])
+            .await
+    }
+
+    /// Waits for transaction `hash`'s receipt; fails unless it succeeded.
+    pub async fn wait(&self, hash: B256) -> anyhow::Result<TransactionReceipt> {
         let deadline = tokio::time::Instant::now() + RECEIPT_TIMEOUT;
         loop {
             let receipt: Option<TransactionReceipt> = self

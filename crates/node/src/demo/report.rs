@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use alloy_primitives::{Address, U256, keccak256};
+use alloy_primitives::{Address, U256};
 use alloy_rpc_types_eth::TransactionReceipt;
 use alloy_sol_types::SolEvent;
 use anyhow::Context;
@@ -36,23 +36,13 @@ impl Inference {
     /// The receipt the operator settles: token counts, hashes, and the span attribution's
     /// weights (method 1), or none (method 0) when no span of the answer is in the data.
     pub fn receipt(&self) -> anyhow::Result<ISettlement::InferenceReceipt> {
-        let weights = &self.attribution.weights;
-        let ids = weights
-            .iter()
-            .map(|c| c.contribution.parse::<U256>())
-            .collect::<Result<Vec<_>, _>>()
-            .context("a contribution id in the index is not a number")?;
-        Ok(ISettlement::InferenceReceipt {
-            inputTokens: self.input_tokens,
-            outputTokens: self.output_tokens,
-            promptHash: keccak256(self.prompt.as_bytes()),
-            outputHash: keccak256(self.output.as_bytes()),
-            datanetId: self.datanet,
-            datanetVersion: self.version,
-            method: u8::from(!ids.is_empty()),
-            contributionIds: ids,
-            weights: weights.iter().map(|c| c.ppm).collect(),
-        })
+        crate::flywheel::inference_receipt(
+            (self.input_tokens, self.output_tokens),
+            (&self.prompt, &self.output),
+            (self.datanet, self.version),
+            crate::flywheel::METHOD_SPAN,
+            &self.attribution.weights,
+        )
     }
 }
 

@@ -1,18 +1,28 @@
 //! The AI services of `openledger dev`, each on its own task and each reaching the chain through
 //! its JSON-RPC like any client: the indexer builds the span index of every approved datanet
-//! version, and the trainer runs training jobs on datanet versions and registers their adapters.
+//! version, the trainer runs training jobs on datanet versions and registers their adapters, and
+//! OpenLoRA serves the deployed models, each completion attributed and settled by the ledger.
 //!
 //! HTTP, beside the content API:
 //! - `GET /datanets/{id}/versions/{v}/index`: the version's span index, building, ready or failed;
-//! - `POST /jobs/train`, `GET /jobs`, `GET /jobs/{id}`, `GET /jobs/{id}/loss_curve.svg`.
+//! - `POST /jobs/train`, `GET /jobs`, `GET /jobs/{id}`, `GET /jobs/{id}/loss_curve.svg`;
+//! - `/v1/...`: the OpenAI-compatible API (`model-<id>` names a model);
+//! - `GET /settlements/{receiptId}`: a completion's settlement, pending, failed or settled.
 //!
 //! In dev mode an API key stands for a dev account: `Authorization: Bearer dev-<N>` acts as dev
 //! account N, whose transactions the node signs.
 
 mod indexer;
+mod ledger;
+mod openlora;
+mod settler;
 mod trainer;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use ledger::Ledger;
+use openlora::OpenLora;
+use settler::Settler;
 use std::sync::Arc;
 
 use alloy_signer_local::PrivateKeySigner;
@@ -26,6 +36,7 @@ use tokio::sync::OnceCell;
 use crate::attribution::registry::IndexRegistry;
 
 pub use indexer::Indexer;
+pub use ledger::{METHOD_SPAN, inference_receipt};
 pub use trainer::Trainer;
 
 /// The base model the services use: the one given, or the dev base model, built on first need
@@ -67,9 +78,23 @@ pub struct Flywheel {
     pub indexes: Arc<IndexRegistry>,
     /// Keys of the dev accounts API keys stand for.
     pub accounts: Vec<PrivateKeySigner>,
+    /// The chain's id, which orders are signed for.
+    pub chain_id: u64,
+    /// The node's data directory: jobs, adapters and settlements are kept under it.
+    pub datadir: PathBuf,
 }
 
 impl Flywheel {
+    /// Where trained adapters are kept, one `model-<id>` directory each.
+    fn adapters_dir(&self) -> PathBuf {
+        self.datadir.join("adapters")
+    }
+
+    /// The adapter directory of model `id`.
+    fn adapter_dir(&self, id: alloy_primitives::U256) -> PathBuf {
+        self.adapters_dir().join(format!("model-{id}"))
+    }
+
     /// The index of the dev account an API key stands for.
     fn account(&self, headers: &HeaderMap) -> Result<usize, ApiError> {
         let unauthorized = |m: String| ApiError(StatusCode::UNAUTHORIZED, m);
@@ -92,13 +117,24 @@ impl Flywheel {
     }
 }
 
-/// Starts the indexer and the trainer on the current runtime, keeping jobs and adapters under
-/// the data directory `datadir`; returns their routes.
-pub fn start(flywheel: Flywheel, datadir: &Path) -> anyhow::Result<Router> {
+/// Starts the indexer, the trainer, the settlement batcher and OpenLoRA on the current runtime;
+/// returns their routes.
+pub fn start(flywheel: Flywheel) -> anyhow::Result<Router> {
     let flywheel = Arc::new(flywheel);
     let indexer = Indexer::start(flywheel.clone());
-    let trainer = Trainer::start(flywheel, datadir.join("jobs"), datadir.join("adapters"))?;
-    Ok(indexer.router().merge(trainer.router()))
+    let trainer = Trainer::start(flywheel.clone())?;
+    let settler = Settler::start(
+        &flywheel.rpc_url,
+        &flywheel.accounts,
+        flywheel.datadir.join("settlements"),
+    )?;
+    let ledger = Ledger::new(flywheel.clone(), settler.clone())?;
+    let openlora = OpenLora::new(flywheel, ledger);
+    Ok(indexer
+        .router()
+        .merge(trainer.router())
+        .merge(openlora.router())
+        .merge(settler.router()))
 }
 
 /// An API error: a status and a message, sent as `{"error": message}`.

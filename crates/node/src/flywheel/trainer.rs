@@ -106,18 +106,15 @@ struct Job {
 pub struct Trainer {
     flywheel: Arc<Flywheel>,
     dir: PathBuf,
-    adapters: PathBuf,
     jobs: Mutex<BTreeMap<u64, Job>>,
     queue: mpsc::UnboundedSender<u64>,
 }
 
 impl Trainer {
-    /// Loads the jobs in `dir`, queues again those a stop interrupted, and starts the worker.
-    pub fn start(
-        flywheel: Arc<Flywheel>,
-        dir: PathBuf,
-        adapters: PathBuf,
-    ) -> anyhow::Result<Arc<Self>> {
+    /// Loads the jobs in `<datadir>/jobs`, queues again those a stop interrupted, and starts the
+    /// worker.
+    pub fn start(flywheel: Arc<Flywheel>) -> anyhow::Result<Arc<Self>> {
+        let dir = flywheel.datadir.join("jobs");
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let mut jobs = BTreeMap::new();
@@ -139,7 +136,6 @@ impl Trainer {
         let trainer = Arc::new(Self {
             flywheel,
             dir,
-            adapters,
             jobs: Mutex::new(jobs),
             queue,
         });
@@ -213,7 +209,7 @@ impl Trainer {
         }
         let data = work.join("datanet-rows.jsonl");
         write_rows(&rows, &data)?;
-        let out = self.adapters.join(format!("model-{}", request.model));
+        let out = self.flywheel.adapter_dir(U256::from(request.model));
         let fine_tune = FineTune {
             base: self.flywheel.base.path().await?,
             data: DataOptions {

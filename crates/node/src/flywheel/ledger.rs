@@ -1,0 +1,492 @@
+//! The ledger around OpenLoRA: every completion of a deployed model is paid for by a signed
+//! order, attributed to the data of the model's datanet version, and settled on-chain by the
+//! model's operator. The response's `openledger` field holds the attribution and the settlement.
+//!
+//! Who pays, either way:
+//! - an API key standing for a dev account (`Authorization: Bearer dev-<N>`): the node signs the
+//!   account's order after the completion, for exactly its fee;
+//! - an order the client signed (EIP-712, domain `OpenLedger Settlement`), sent as the request
+//!   body's `openledger` field: `{"order": {"user", "modelId", "maxFee", "nonce", "expiry"},
+//!   "signature"}`. It is checked before any token is generated.
+//!
+//! Either way the payer must hold escrow in Settlement (`openledger settle deposit`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use alloy_primitives::{Address, B256, Bytes, Signature, U256, keccak256};
+use alloy_signer::SignerSync;
+use alloy_signer_local::PrivateKeySigner;
+use alloy_sol_types::SolStruct;
+use anyhow::Context;
+use axum::http::StatusCode;
+use openledger_attribution::{Attribution, Credit};
+use openledger_primitives::addresses::{MODELS, SETTLEMENT};
+use openledger_protocol::abi::{IModels, ISettlement};
+use openledger_serve::hook::{Admitted, Call, Completion, CompletionHook, HookFuture, Refusal};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Flywheel, settler::Settler};
+use crate::attribution::influence::InfluenceModel;
+use crate::cli::Client;
+
+/// How long an order the node signs stays valid, in seconds.
+const ORDER_LIFETIME: u64 = 3_600;
+
+/// The attribution engines a receipt names.
+const METHOD_NONE: u8 = 0;
+pub const METHOD_SPAN: u8 = 1;
+const METHOD_GRADIENT: u8 = 2;
+
+/// The completion hook of `openledger dev`.
+#[derive(Clone)]
+pub struct Ledger {
+    flywheel: Arc<Flywheel>,
+    settler: Arc<Settler>,
+    reader: Arc<Client>,
+    chain_id: u64,
+    influence: Arc<Mutex<InfluenceCache>>,
+}
+
+/// Loaded gradient stores, by model, with the adapter hash they belong to.
+type InfluenceCache = HashMap<U256, (B256, Arc<InfluenceModel>)>;
+
+/// Who pays for a completion.
+enum Payer {
+    /// A dev account, whose order the node signs.
+    Dev(PrivateKeySigner),
+    /// An order the client signed.
+    Signed(ISettlement::InferenceOrder, Bytes),
+}
+
+/// A client-signed order as the request body carries it.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SignedOrder {
+    order: OrderJson,
+    signature: Bytes,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct OrderJson {
+    user: Address,
+    model_id: U256,
+    max_fee: U256,
+    nonce: U256,
+    expiry: u64,
+}
+
+/// An admitted completion of a deployed model.
+struct Pending {
+    ledger: Ledger,
+    model_id: U256,
+    model: IModels::Model,
+    payer: Payer,
+}
+
+fn refusal(status: StatusCode) -> impl Fn(String) -> Refusal {
+    move |message| Refusal::new(status, message)
+}
+
+fn unavailable(e: anyhow::Error) -> Refusal {
+    Refusal::new(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}"))
+}
+
+impl Ledger {
+    /// The ledger of the node at `flywheel.rpc_url`, settling through `settler`.
+    pub fn new(flywheel: Arc<Flywheel>, settler: Arc<Settler>) -> anyhow::Result<Self> {
+        let reader = Client::new(&flywheel.rpc_url, None)?;
+        let chain_id = flywheel.chain_id;
+        Ok(Self {
+            flywheel,
+            settler,
+            reader: Arc::new(reader),
+            chain_id,
+            influence: Arc::default(),
+        })
+    }
+
+    async fn admit(&self, call: Call<'_>) -> Result<Pending, Refusal> {
+        let model_id = call
+            .model
+            .strip_prefix("model-")
+            .and_then(|id| id.parse::<U256>().ok())
+            .ok_or_else(|| {
+                Refusal::new(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "`{}` is not an on-chain model: ask for model-<id>, a deployed model",
+                        call.model
+                    ),
+                )
+            })?;
+        let model = self
+            .reader
+            .view(MODELS, &IModels::getModelCall { modelId: model_id })
+            .await
+            .map_err(unavailable)?;
+        if model.status != IModels::Status::Deployed {
+            return Err(Refusal::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "model {model_id} is {:?}, not Deployed: deploy it with operator stake first",
+                    model.status
+                ),
+            ));
+        }
+        if !self.operator_key(model.operator) {
+            return Err(Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "this node holds no key of model {model_id}'s operator {}, so it cannot \
+                     settle its completions",
+                    model.operator
+                ),
+            ));
+        }
+        let payer = match call.extra {
+            Some(extra) => self.check_order(extra, model_id).await?,
+            None => {
+                let account = self
+                    .flywheel
+                    .account(call.headers)
+                    .map_err(|e| Refusal::new(e.0, e.1))?;
+                Payer::Dev(self.flywheel.accounts[account].clone())
+            }
+        };
+        let user = match &payer {
+            Payer::Dev(key) => key.address(),
+            Payer::Signed(order, _) => order.user,
+        };
+        let escrow = self
+            .reader
+            .view(SETTLEMENT, &ISettlement::balanceOfCall { account: user })
+            .await
+            .map_err(unavailable)?;
+        if escrow.is_zero() {
+            return Err(Refusal::new(
+                StatusCode::PAYMENT_REQUIRED,
+                format!("{user} holds no escrow in Settlement: deposit OPEN first"),
+            ));
+        }
+        Ok(Pending {
+            ledger: self.clone(),
+            model_id,
+            model,
+            payer,
+        })
+    }
+
+    fn operator_key(&self, operator: Address) -> bool {
+        self.flywheel
+            .accounts
+            .iter()
+            .any(|k| k.address() == operator)
+    }
+
+    /// Checks a client-signed order before generation: its signature, model, expiry and nonce,
+    /// and that its maximum fee is in escrow.
+    async fn check_order(&self, extra: &Value, model_id: U256) -> Result<Payer, Refusal> {
+        let bad = refusal(StatusCode::BAD_REQUEST);
+        let signed = SignedOrder::deserialize(extra)
+            .map_err(|e| bad(format!("openledger: not a signed order ({e})")))?;
+        let o = signed.order;
+        let order = ISettlement::InferenceOrder {
+            user: o.user,
+            modelId: o.model_id,
+            maxFee: o.max_fee,
+            nonce: o.nonce,
+            expiry: o.expiry,
+        };
+        if order.modelId != model_id {
+            return Err(bad(format!(
+                "the order is for model {}, not model {model_id}",
+                order.modelId
+            )));
+        }
+        let digest =
+            order.eip712_signing_hash(&openledger_protocol::settlement::domain(self.chain_id));
+        let signer = Signature::try_from(signed.signature.as_ref())
+            .ok()
+            .and_then(|s| s.recover_address_from_prehash(&digest).ok());
+        if signer != Some(order.user) {
+            return Err(Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                format!("the order's signature is not {}'s", order.user),
+            ));
+        }
+        let now = self.reader.latest_timestamp().await.map_err(unavailable)?;
+        if order.expiry <= now {
+            return Err(bad(format!("the order expired at {}", order.expiry)));
+        }
+        let used = ISettlement::nonceUsedCall {
+            user: order.user,
+            nonce: order.nonce,
+        };
+        if self
+            .reader
+            .view(SETTLEMENT, &used)
+            .await
+            .map_err(unavailable)?
+        {
+            return Err(bad(format!("the order's nonce {} is spent", order.nonce)));
+        }
+        Ok(Payer::Signed(order, signed.signature))
+    }
+
+    /// The gradient influence of `text` on model `id`'s adapter, when it carries sketches.
+    async fn influence(
+        &self,
+        id: U256,
+        adapter_hash: B256,
+        text: String,
+    ) -> anyhow::Result<Option<openledger_attribution::Influence>> {
+        let adapter = self.flywheel.adapter_dir(id);
+        if !adapter
+            .join(openledger_attribution::INFLUENCE_FILE)
+            .is_file()
+        {
+            return Ok(None);
+        }
+        let cached = self
+            .influence
+            .lock()
+            .expect("influence lock")
+            .get(&id)
+            .filter(|(hash, _)| *hash == adapter_hash)
+            .map(|(_, model)| model.clone());
+        let model = match cached {
+            Some(model) => model,
+            None => {
+                let base = self.flywheel.base.path().await?;
+                let model = tokio::task::spawn_blocking(move || {
+                    InfluenceModel::open(&base, &adapter).map(Arc::new)
+                })
+                .await??;
+                self.influence
+                    .lock()
+                    .expect("influence lock")
+                    .insert(id, (adapter_hash, model.clone()));
+                model
+            }
+        };
+        Ok(Some(
+            tokio::task::spawn_blocking(move || model.attribute(&text)).await??,
+        ))
+    }
+}
+
+impl CompletionHook for Ledger {
+    fn admit<'a>(&'a self, call: Call<'a>) -> HookFuture<'a, Box<dyn Admitted>> {
+        Box::pin(async move {
+            let pending = Ledger::admit(self, call).await?;
+            Ok(Box::new(pending) as Box<dyn Admitted>)
+        })
+    }
+}
+
+impl Admitted for Pending {
+    fn complete(self: Box<Self>, completion: Completion) -> HookFuture<'static, Value> {
+        Box::pin(async move { self.settle(completion).await.map_err(unavailable) })
+    }
+}
+
+/// How a completion was attributed.
+struct Attributed {
+    datanet: U256,
+    version: u64,
+    method: u8,
+    weights: Vec<Credit>,
+    evidence: Value,
+}
+
+impl Pending {
+    async fn settle(self, c: Completion) -> anyhow::Result<Value> {
+        let attributed = self.attribute(&c).await?;
+        let receipt = receipt(&c, &attributed)?;
+        let quote = ISettlement::quoteCall {
+            modelId: self.model_id,
+            inputTokens: receipt.inputTokens,
+            outputTokens: receipt.outputTokens,
+        };
+        let fee = self.ledger.reader.view(SETTLEMENT, &quote).await?;
+        let (order, signature) = match self.payer {
+            Payer::Dev(key) => {
+                let expiry = self.ledger.reader.latest_timestamp().await? + ORDER_LIFETIME;
+                let order = ISettlement::InferenceOrder {
+                    user: key.address(),
+                    modelId: self.model_id,
+                    maxFee: fee,
+                    nonce: U256::from_be_bytes(rand::random::<[u8; 32]>()),
+                    expiry,
+                };
+                let domain = openledger_protocol::settlement::domain(self.ledger.chain_id);
+                let signature = key.sign_hash_sync(&order.eip712_signing_hash(&domain))?;
+                (order, Bytes::from(signature.as_bytes().to_vec()))
+            }
+            Payer::Signed(order, signature) => {
+                if fee > order.maxFee {
+                    anyhow::bail!(
+                        "the fee {fee} is above the order's maxFee {}: nothing was charged",
+                        order.maxFee
+                    );
+                }
+                (order, signature)
+            }
+        };
+        let user = order.user;
+        let settlement = ISettlement::Settlement {
+            order,
+            signature,
+            receipt,
+        };
+        let (id, tx) = self
+            .ledger
+            .settler
+            .settle(self.model.operator, settlement)
+            .await?;
+        Ok(json!({
+            "modelId": self.model_id.to_string(),
+            "user": user,
+            "fee": fee.to_string(),
+            "receiptId": id,
+            "settlementTx": tx,
+            "attribution": attributed.evidence,
+        }))
+    }
+
+    /// Attributes the completion: span attribution against each of the model's datanet
+    /// versions in turn, else the adapter's gradient influence, else nothing.
+    async fn attribute(&self, c: &Completion) -> anyhow::Result<Attributed> {
+        let versions = self
+            .model
+            .datanetIds
+            .iter()
+            .copied()
+            .zip(self.model.datanetVersions.iter().copied());
+        let mut first = None;
+        let mut errors = Vec::new();
+        for (datanet, version) in versions {
+            first.get_or_insert((datanet, version));
+            match self.span(datanet, version, c).await {
+                Ok((attribution, spans)) if attribution.is_attributed() => {
+                    return Ok(Attributed {
+                        datanet,
+                        version,
+                        method: METHOD_SPAN,
+                        weights: attribution.weights.clone(),
+                        evidence: json!({
+                            "method": "span", "datanetId": datanet.to_string(),
+                            "datanetVersion": version, "weights": attribution.weights,
+                            "spans": spans,
+                        }),
+                    });
+                }
+                Ok(_) => {}
+                Err(e) => errors.push(format!("datanet {datanet}@{version}: {e:#}")),
+            }
+        }
+        let (datanet, version) = first.context("the model names no datanet")?;
+        let text = format!("{}{}", c.prompt, c.output);
+        let influence = self
+            .ledger
+            .influence(self.model_id, self.model.adapterHash, text)
+            .await
+            .unwrap_or_else(|e| {
+                errors.push(format!("gradient influence: {e:#}"));
+                None
+            });
+        let (method, weights, evidence) = match influence {
+            Some(i) if !i.weights.is_empty() => (
+                METHOD_GRADIENT,
+                i.weights.clone(),
+                json!({"method": "gradient", "weights": i.weights, "topRows": i.top_rows}),
+            ),
+            _ => (
+                METHOD_NONE,
+                Vec::new(),
+                json!({"method": "none", "weights": []}),
+            ),
+        };
+        let mut evidence = evidence;
+        evidence["datanetId"] = json!(datanet.to_string());
+        evidence["datanetVersion"] = json!(version);
+        if !errors.is_empty() {
+            evidence["errors"] = json!(errors);
+        }
+        Ok(Attributed {
+            datanet,
+            version,
+            method,
+            weights,
+            evidence,
+        })
+    }
+
+    /// The span attribution against `datanet` at `version`, with the text of each span that
+    /// counted.
+    async fn span(
+        &self,
+        datanet: U256,
+        version: u64,
+        c: &Completion,
+    ) -> anyhow::Result<(Attribution, Vec<Value>)> {
+        let indexes = self.ledger.flywheel.indexes.clone();
+        let (prompt, output) = (c.prompt.clone(), c.output.clone());
+        tokio::task::spawn_blocking(move || {
+            let (attribution, tokens) = indexes.attribute(datanet, version, &prompt, &output)?;
+            let spans = attribution
+                .spans
+                .iter()
+                .filter(|s| s.counted)
+                .map(|s| {
+                    let text =
+                        indexes.decode(datanet, version, &tokens[s.start..s.start + s.len])?;
+                    Ok(json!({"text": text, "rows": s.rows, "occurrences": s.occurrences}))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            Ok((attribution, spans))
+        })
+        .await?
+    }
+}
+
+/// The receipt of a completion attributed as `a`: token counts, hashes, and the weights.
+fn receipt(c: &Completion, a: &Attributed) -> anyhow::Result<ISettlement::InferenceReceipt> {
+    inference_receipt(
+        (c.prompt_tokens as u64, c.completion_tokens as u64),
+        (&c.prompt, &c.output),
+        (a.datanet, a.version),
+        a.method,
+        &a.weights,
+    )
+}
+
+/// A receipt: token counts, the prompt's and output's hashes, the datanet version, and the
+/// attribution `method`'s weights (which must name contribution ids).
+pub fn inference_receipt(
+    (input_tokens, output_tokens): (u64, u64),
+    (prompt, output): (&str, &str),
+    (datanet, version): (U256, u64),
+    method: u8,
+    weights: &[Credit],
+) -> anyhow::Result<ISettlement::InferenceReceipt> {
+    let ids = weights
+        .iter()
+        .map(|c| c.contribution.parse::<U256>())
+        .collect::<Result<Vec<_>, _>>()
+        .context("a credited contribution id is not a number")?;
+    Ok(ISettlement::InferenceReceipt {
+        inputTokens: input_tokens,
+        outputTokens: output_tokens,
+        promptHash: keccak256(prompt.as_bytes()),
+        outputHash: keccak256(output.as_bytes()),
+        datanetId: datanet,
+        datanetVersion: version,
+        method: if ids.is_empty() { METHOD_NONE } else { method },
+        contributionIds: ids,
+        weights: weights.iter().map(|c| c.ppm).collect(),
+    })
+}

@@ -1,0 +1,333 @@
+//! The settlement batcher: completions' signed orders and receipts are queued, and whatever
+//! arrives within a few milliseconds goes on-chain together in one `settleBatch` per operator,
+//! signed with the operator's key. A caller learns the transaction hash as soon as the batch is
+//! sent, not when it is included, so settling never holds a response for a block.
+//!
+//! Every settlement is written to `<datadir>/settlements/pending/<receiptId>.json` before it is
+//! queued and removed only once the chain has it, so a crash loses none: on restart the pending
+//! ones are sent again. None is charged twice: the order's nonce is spent on-chain by the first
+//! settlement, and a settlement whose nonce is already spent is dropped as done. A batch that
+//! reverts is retried one settlement at a time; one that still fails is moved to `failed/` with
+//! the reason.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy_primitives::{Address, B256, Bytes, U256};
+use alloy_signer_local::PrivateKeySigner;
+use alloy_sol_types::{SolStruct, SolValue};
+use anyhow::Context;
+use axum::{
+    Json, Router,
+    extract::{Path as UrlPath, State},
+    http::StatusCode,
+    routing::get,
+};
+use openledger_primitives::addresses::SETTLEMENT;
+use openledger_protocol::abi::ISettlement;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use super::ApiError;
+use crate::cli::Client;
+
+/// How long the batcher waits for more settlements after the first of a batch.
+const BATCH_WINDOW: Duration = Duration::from_millis(25);
+/// Most settlements in one transaction.
+const MAX_BATCH: usize = 64;
+
+/// A settlement as it is kept on disk.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    operator: Address,
+    /// The ABI encoding of the `ISettlement.Settlement`.
+    settlement: Bytes,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// A queued settlement, with who waits for its transaction hash.
+struct Queued {
+    id: B256,
+    operator: Address,
+    settlement: ISettlement::Settlement,
+    reply: Option<oneshot::Sender<Result<B256, String>>>,
+}
+
+/// The batcher's handle.
+pub struct Settler {
+    dir: PathBuf,
+    queue: mpsc::UnboundedSender<Queued>,
+    reader: Client,
+}
+
+/// The receipt id of `settlement`: its order's EIP-712 struct hash, as Settlement records it.
+pub fn receipt_id(settlement: &ISettlement::Settlement) -> B256 {
+    settlement.order.eip712_hash_struct()
+}
+
+impl Settler {
+    /// Starts the batcher on the node at `rpc_url`, settling as the operators whose keys are in
+    /// `keys`, with its queue in `dir`; queues again what a stop left pending.
+    pub fn start(
+        rpc_url: &str,
+        keys: &[PrivateKeySigner],
+        dir: PathBuf,
+    ) -> anyhow::Result<Arc<Self>> {
+        for sub in ["pending", "failed"] {
+            std::fs::create_dir_all(dir.join(sub))
+                .with_context(|| format!("cannot create {}", dir.join(sub).display()))?;
+        }
+        let (queue, receiver) = mpsc::unbounded_channel();
+        for (id, stored) in read_dir(&dir.join("pending"))? {
+            let settlement = ISettlement::Settlement::abi_decode(&stored.settlement)
+                .with_context(|| format!("the pending settlement {id} is corrupt"))?;
+            tracing::info!("settling {id} again, left pending by the last run");
+            let queued = Queued {
+                id,
+                operator: stored.operator,
+                settlement,
+                reply: None,
+            };
+            queue.send(queued).expect("the receiver is alive");
+        }
+        let operators = keys
+            .iter()
+            .map(|k| Ok((k.address(), Client::new(rpc_url, Some(k.clone()))?)))
+            .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+        let worker = Worker {
+            dir: dir.clone(),
+            operators,
+        };
+        tokio::spawn(worker.run(receiver));
+        Ok(Arc::new(Self {
+            dir,
+            queue,
+            reader: Client::new(rpc_url, None)?,
+        }))
+    }
+
+    /// Keeps `settlement` on disk and queues it for `operator`; returns its receipt id and the
+    /// hash of the transaction it went out in.
+    pub async fn settle(
+        &self,
+        operator: Address,
+        settlement: ISettlement::Settlement,
+    ) -> anyhow::Result<(B256, B256)> {
+        let id = receipt_id(&settlement);
+        let stored = Stored {
+            operator,
+            settlement: settlement.abi_encode().into(),
+            error: None,
+        };
+        write(&self.dir.join("pending"), id, &stored)?;
+        let (reply, answer) = oneshot::channel();
+        let queued = Queued {
+            id,
+            operator,
+            settlement,
+            reply: Some(reply),
+        };
+        self.queue
+            .send(queued)
+            .map_err(|_| anyhow::anyhow!("the settlement batcher stopped"))?;
+        let tx = answer
+            .await
+            .context("the settlement batcher stopped")?
+            .map_err(anyhow::Error::msg)?;
+        Ok((id, tx))
+    }
+
+    /// Where settlement `id` stands in this node's queue: `pending`, or `failed` with the
+    /// reason; `None` when the queue holds no record of it.
+    fn queued(&self, id: B256) -> Option<(&'static str, Option<String>)> {
+        ["pending", "failed"].into_iter().find_map(|state| {
+            let bytes = std::fs::read(self.dir.join(state).join(file_name(id))).ok()?;
+            let stored: Stored = serde_json::from_slice(&bytes).ok()?;
+            Some((state, stored.error))
+        })
+    }
+
+    /// `GET /settlements/{receiptId}`.
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new()
+            .route("/settlements/{id}", get(show))
+            .with_state(self)
+    }
+}
+
+/// A settlement's state: the chain's receipt status once it holds the receipt (`settled`,
+/// `verified`, `corrected`), else `pending` or `failed` (with `error`) in this node's queue.
+async fn show(
+    State(settler): State<Arc<Settler>>,
+    UrlPath(id): UrlPath<B256>,
+) -> Result<Json<Value>, ApiError> {
+    let status = settler
+        .reader
+        .view(
+            SETTLEMENT,
+            &ISettlement::receiptStatusCall { receiptId: id },
+        )
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")))?;
+    if status.status != ISettlement::ReceiptStatus::Unknown {
+        return Ok(Json(json!({
+            "receiptId": id,
+            "state": format!("{:?}", status.status).to_lowercase(),
+            "settledAt": status.settledAt,
+        })));
+    }
+    let (state, error) = settler
+        .queued(id)
+        .ok_or_else(|| ApiError::not_found(format!("no settlement {id}")))?;
+    Ok(Json(
+        json!({"receiptId": id, "state": state, "error": error}),
+    ))
+}
+
+struct Worker {
+    dir: PathBuf,
+    operators: BTreeMap<Address, Client>,
+}
+
+impl Worker {
+    async fn run(self, mut receiver: mpsc::UnboundedReceiver<Queued>) {
+        while let Some(first) = receiver.recv().await {
+            let mut batch = vec![first];
+            let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
+            while batch.len() < MAX_BATCH {
+                match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                    Ok(Some(next)) => batch.push(next),
+                    _ => break,
+                }
+            }
+            let mut by_operator: BTreeMap<Address, Vec<Queued>> = BTreeMap::new();
+            for queued in batch {
+                by_operator.entry(queued.operator).or_default().push(queued);
+            }
+            for (operator, batch) in by_operator {
+                self.settle(operator, batch).await;
+            }
+        }
+    }
+
+    /// Settles `batch` for `operator`: in one transaction, or one by one when that fails.
+    async fn settle(&self, operator: Address, mut batch: Vec<Queued>) {
+        let Some(client) = self.operators.get(&operator) else {
+            for queued in batch {
+                self.fail(
+                    queued,
+                    format!("this node holds no key of operator {operator}"),
+                );
+            }
+            return;
+        };
+        batch = self.drop_settled(client, batch).await;
+        if batch.is_empty() {
+            return;
+        }
+        let settlements = batch.iter().map(|q| q.settlement.clone()).collect();
+        let call = ISettlement::settleBatchCall { settlements };
+        let sent = match client.submit(SETTLEMENT, &call, U256::ZERO).await {
+            Ok(hash) => {
+                for queued in &mut batch {
+                    if let Some(reply) = queued.reply.take() {
+                        let _ = reply.send(Ok(hash));
+                    }
+                }
+                client.wait(hash).await.map(|_| ())
+            }
+            Err(e) => Err(e),
+        };
+        match sent {
+            Ok(()) => batch.iter().for_each(|q| self.done(q.id)),
+            Err(e) if batch.len() == 1 => {
+                if let Some(queued) = self.drop_settled(client, batch).await.pop() {
+                    self.fail(queued, format!("{e:#}"));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "a batch of {} failed ({e:#}); settling one by one",
+                    batch.len()
+                );
+                for queued in batch {
+                    Box::pin(self.settle(operator, vec![queued])).await;
+                }
+            }
+        }
+    }
+
+    /// `batch` less the settlements whose nonce the chain has spent (settled already, before a
+    /// crash or by an earlier batch), which are done. A settlement whose check fails is kept.
+    async fn drop_settled(&self, client: &Client, batch: Vec<Queued>) -> Vec<Queued> {
+        let mut left = Vec::new();
+        for queued in batch {
+            let order = &queued.settlement.order;
+            let used = ISettlement::nonceUsedCall {
+                user: order.user,
+                nonce: order.nonce,
+            };
+            match client.view(SETTLEMENT, &used).await {
+                Ok(true) => self.done(queued.id),
+                _ => left.push(queued),
+            }
+        }
+        left
+    }
+
+    fn done(&self, id: B256) {
+        let _ = std::fs::remove_file(self.dir.join("pending").join(file_name(id)));
+    }
+
+    /// Moves `queued` to `failed/` with `error`, telling whoever still waits.
+    fn fail(&self, queued: Queued, error: String) {
+        tracing::warn!("settlement {} failed: {error}", queued.id);
+        let stored = Stored {
+            operator: queued.operator,
+            settlement: queued.settlement.abi_encode().into(),
+            error: Some(error.clone()),
+        };
+        if let Err(e) = write(&self.dir.join("failed"), queued.id, &stored) {
+            tracing::warn!("cannot record the failed settlement {}: {e:#}", queued.id);
+        }
+        self.done(queued.id);
+        if let Some(reply) = queued.reply {
+            let _ = reply.send(Err(error));
+        }
+    }
+}
+
+fn file_name(id: B256) -> String {
+    format!("{id}.json")
+}
+
+/// Writes `stored` as `dir/<id>.json`, whole or not at all.
+fn write(dir: &Path, id: B256, stored: &Stored) -> anyhow::Result<()> {
+    let path = dir.join(file_name(id));
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(stored)?)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The settlements kept in `dir`, by receipt id.
+fn read_dir(dir: &Path) -> anyhow::Result<Vec<(B256, Stored)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let id = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".json"))
+            .and_then(|n| n.parse::<B256>().ok());
+        let Some(id) = id else { continue };
+        let stored = serde_json::from_slice(&std::fs::read(&path)?)
+            .with_context(|| format!("{} is corrupt", path.display()))?;
+        out.push((id, stored));
+    }
+    Ok(out)
+}

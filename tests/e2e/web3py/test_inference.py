@@ -1,0 +1,194 @@
+"""OpenLoRA inside `openledger dev`: a deployed model answers on the OpenAI API at once, and every
+completion is attributed and settled on-chain, paid by a dev account behind an API key or by an
+order the client signed itself. Checked with the official `openai` client and web3.py, including
+a node killed in the middle of settling."""
+
+from decimal import Decimal
+
+import openai
+import pytest
+import requests
+from eth_account import Account
+from web3 import Web3
+
+from conftest import DEV_KEYS, OPEN, Node, client, send, base_tx
+from test_flywheel import Restartable, base, key, wait_for  # noqa: F401 (base is a fixture)
+from test_jobs import cli, cli_json
+from test_modules import module, sign_order, transact
+
+PPM = 1_000_000
+
+
+@pytest.fixture(scope="module")
+def served(base):  # noqa: F811
+    path, files = base
+    node = Node(extra_args=("--base", str(path)))
+    w3 = client(node)
+    model = trained_model(node, files)
+    yield node, w3, model
+    node.stop()
+
+
+def trained_model(node, files) -> int:
+    """A datanet contributed to by dev accounts 3 and 4 and approved, and a model proposed by dev
+    account 2, approved, and trained on it by a job (with gradient sketches)."""
+    datanet = cli_json(node, "datanet", "create", "--name", "Served notes", "--account", "0")["datanetId"]
+    ids = [cli_json(node, "datanet", "contribute", datanet, f, "--account", str(n + 3))["contributionId"]
+           for n, f in enumerate(files)]
+    cli(node, "datanet", "approve", datanet, *ids, "--account", "0")
+    wait_for(f"{node.api_url}/datanets/{datanet}/versions/1/index", lambda b: b.get("status") == "ready")
+    model = cli_json(node, "model", "propose", "--name", "served-lora", "--base-model", "tiny",
+                     "--datanet", datanet, "--account", "2")["modelId"]
+    cli(node, "model", "approve", model, "--account", "0")
+    job = {"model": int(model), "datanets": [f"{datanet}@1"], "rank": 4, "targets": "q,v", "epochs": 2,
+           "context": 64, "influenceDims": 16}
+    accepted = requests.post(f"{node.api_url}/jobs/train", json=job, headers=key(2), timeout=30)
+    done = wait_for(f"{node.api_url}/jobs/{accepted.json()['id']}",
+                    lambda b: b["status"] in ("succeeded", "failed"))
+    assert done["status"] == "succeeded", done
+    return int(model)
+
+
+def deploy(node, w3, model: int):
+    """Dev account 1 stakes twice the minimum as operator; the creator deploys with it."""
+    minimum = module(w3, "IStaking").functions.minimumStake(model).call()
+    cli(node, "stake", "operator", model, str(Web3.from_wei(2 * minimum, "ether")), "--account", "1")
+    assert cli_json(node, "model", "show", model)["status"] == "Trained"
+    cli(node, "model", "deploy", model, "--operator", w3.eth.accounts[1], "--input-rate", "0.1",
+        "--output-rate", "0.4", "--account", "2")
+
+
+def openai_client(node, api_key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{node.api_url}/v1", api_key=api_key, max_retries=0, timeout=120)
+
+
+def prompt_from(files) -> str:
+    """The first half of the first row of the data, for the model to go on with."""
+    words = files[0].read_text().split("\n\n")[0].split()
+    return " ".join(words[: len(words) // 2])
+
+
+def settled(w3, record: dict) -> dict:
+    """The Settled event of the completion's settlement transaction, checked against the record."""
+    receipt = w3.eth.wait_for_transaction_receipt(record["settlementTx"], timeout=60)
+    assert receipt.status == 1
+    events = module(w3, "ISettlement").events.Settled().process_receipt(receipt)
+    mine = [e.args for e in events if "0x" + e.args.orderHash.hex() == record["receiptId"]]
+    assert len(mine) == 1, events
+    return mine[0]
+
+
+def check_attribution(attribution: dict, fee_event) -> None:
+    """The attribution in the response is what was settled: the same method and datanet version,
+    weights that sum to a million parts (or none)."""
+    methods = {"none": 0, "span": 1, "gradient": 2}
+    assert fee_event.method == methods[attribution["method"]]
+    assert int(attribution["datanetId"]) == fee_event.datanetId
+    assert attribution["datanetVersion"] == fee_event.datanetVersion == 1
+    total = sum(c["ppm"] for c in attribution["weights"])
+    assert total == (PPM if attribution["method"] != "none" else 0), attribution
+
+
+def test_a_deployed_model_answers_and_every_completion_is_attributed_and_settled(served, base):  # noqa: F811
+    node, w3, model = served
+    _, files = base
+    name = f"model-{model}"
+    user = openai_client(node, "dev-4")
+    with pytest.raises(openai.PermissionDeniedError, match="not Deployed"):
+        user.completions.create(model=name, prompt="Q: hello A:", max_tokens=4)
+    deploy(node, w3, model)
+    with pytest.raises(openai.NotFoundError):
+        user.completions.create(model="model-999", prompt="Q: hello A:", max_tokens=4)
+    with pytest.raises(openai.APIStatusError, match="no escrow") as broke:
+        user.completions.create(model=name, prompt="Q: hello A:", max_tokens=4)
+    assert broke.value.status_code == 402
+    with pytest.raises(openai.AuthenticationError, match="unknown API key"):
+        openai_client(node, "sk-nobody").completions.create(model=name, prompt="Q: hello A:", max_tokens=4)
+
+    cli(node, "settle", "deposit", "20", "--account", "4")
+    settlement = module(w3, "ISettlement")
+    payer = w3.eth.accounts[4]
+    escrow = settlement.functions.balanceOf(payer).call()
+    prompt = prompt_from(files)
+    answer = user.completions.create(model=name, prompt=prompt, max_tokens=12, temperature=0)
+    record = answer.model_dump()["openledger"]
+    print("attribution:", record["attribution"])
+    event = settled(w3, record)
+    assert event.user == payer and event.modelId == model and int(record["fee"]) == event.fee > 0
+    assert event.promptHash == Web3.keccak(text=prompt)
+    assert event.outputHash == Web3.keccak(text=answer.choices[0].text)
+    assert (event.inputTokens, event.outputTokens) == (answer.usage.prompt_tokens, answer.usage.completion_tokens)
+    check_attribution(record["attribution"], event)
+    assert settlement.functions.balanceOf(payer).call() == escrow - event.fee
+
+    # Streamed chat: the last chunk carries the record.
+    chunks = list(user.chat.completions.create(model=name, messages=[{"role": "user", "content": "hello"}],
+                                               max_tokens=6, stream=True))
+    streamed = chunks[-1].model_dump()["openledger"]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    event = settled(w3, streamed)
+    assert event.outputHash == Web3.keccak(text=text)
+    check_attribution(streamed["attribution"], event)
+    status = requests.get(f"{node.api_url}/settlements/{streamed['receiptId']}", timeout=30).json()
+    assert status["state"] == "settled"
+
+
+def test_a_client_signed_order_pays_and_cannot_be_spent_twice(served):
+    node, w3, model = served
+    if module(w3, "IModels").functions.getModel(model).call()[2] != 4:
+        deploy(node, w3, model)
+    user = Account.create()
+    send(w3, {**base_tx(w3), "to": user.address, "value": 5 * OPEN, "gas": 21_000, "maxFeePerGas": 10**11,
+              "maxPriorityFeePerGas": 10**9}, DEV_KEYS[0])
+    transact(w3, module(w3, "ISettlement").functions.deposit(), user.key, value=2 * OPEN)
+    order, signed = sign_order(w3, user, model, 7)
+    body = {"order": {"user": order[0], "modelId": hex(order[1]), "maxFee": hex(order[2]),
+                      "nonce": hex(order[3]), "expiry": order[4]},
+            "signature": "0x" + signed.signature.hex().removeprefix("0x")}
+    anyone = openai_client(node, "unused")
+    forged = {**body, "signature": "0x" + Account.create().unsafe_sign_hash(b"\x01" * 32).signature.hex()
+              .removeprefix("0x")}
+    with pytest.raises(openai.AuthenticationError, match="signature"):
+        anyone.completions.create(model=f"model-{model}", prompt="Q: hi A:", max_tokens=4,
+                                  extra_body={"openledger": forged})
+    answer = anyone.completions.create(model=f"model-{model}", prompt="Q: hi A:", max_tokens=4,
+                                       extra_body={"openledger": body})
+    record = answer.model_dump()["openledger"]
+    event = settled(w3, record)
+    assert event.user == user.address and Decimal(event.fee) <= Decimal(2 * OPEN)
+    assert module(w3, "ISettlement").functions.nonceUsed(user.address, 7).call()
+    with pytest.raises(openai.BadRequestError, match="spent"):
+        anyone.completions.create(model=f"model-{model}", prompt="Q: hi A:", max_tokens=4,
+                                  extra_body={"openledger": body})
+
+
+def test_a_settlement_cut_by_a_crash_is_charged_once_after_restart(base, tmp_path):  # noqa: F811
+    path, files = base
+    node = Restartable(tmp_path / "datadir", path)
+    w3 = node.start()
+    try:
+        model = trained_model(node, files)
+        deploy(node, w3, model)
+        cli(node, "settle", "deposit", "20", "--account", "4")
+        payer = w3.eth.accounts[4]
+        escrow = module(w3, "ISettlement").functions.balanceOf(payer).call()
+        node.kill()
+        # Blocks an hour apart: the settlement is sent but not included when the node dies.
+        w3 = node.start(block_time="3600")
+        answer = openai_client(node, "dev-4").completions.create(
+            model=f"model-{model}", prompt=prompt_from(files), max_tokens=8, temperature=0)
+        record = answer.model_dump()["openledger"]
+        pending = requests.get(f"{node.api_url}/settlements/{record['receiptId']}", timeout=30).json()
+        assert pending["state"] == "pending", pending
+        node.kill()
+        w3 = node.start()
+        status = wait_for(f"{node.api_url}/settlements/{record['receiptId']}",
+                          lambda b: b.get("state") != "pending")
+        assert status["state"] == "settled", status
+        settlement = module(w3, "ISettlement")
+        events = [e.args for e in settlement.events.Settled().get_logs(from_block=0)
+                  if "0x" + e.args.orderHash.hex() == record["receiptId"]]
+        assert len(events) == 1
+        assert settlement.functions.balanceOf(payer).call() == escrow - int(record["fee"]) == escrow - events[0].fee
+    finally:
+        node.kill()
