@@ -132,6 +132,14 @@ def test_a_deployed_model_answers_and_every_completion_is_attributed_and_settled
     status = requests.get(f"{node.api_url}/settlements/{streamed['receiptId']}", timeout=30).json()
     assert status["state"] == "settled"
 
+    # The creator's share is claimable at once.
+    creator = w3.eth.accounts[2]
+    owed = settlement.functions.rewards(creator).call()
+    assert owed > 0
+    claim = w3.eth.get_transaction_receipt(cli_json(node, "settle", "claim", "--account", "2")["tx"])
+    assert settlement.events.Claimed().process_receipt(claim)[0].args.amount == owed
+    assert settlement.functions.rewards(creator).call() == 0
+
 
 def test_a_client_signed_order_pays_and_cannot_be_spent_twice(served):
     node, w3, model = served
@@ -173,22 +181,62 @@ def test_a_settlement_cut_by_a_crash_is_charged_once_after_restart(base, tmp_pat
         payer = w3.eth.accounts[4]
         escrow = module(w3, "ISettlement").functions.balanceOf(payer).call()
         node.kill()
-        # Blocks an hour apart: the settlement is sent but not included when the node dies.
+        # Blocks an hour apart: the settlements are sent but not included when the node dies.
         w3 = node.start(block_time="3600")
-        answer = openai_client(node, "dev-4").completions.create(
-            model=f"model-{model}", prompt=prompt_from(files), max_tokens=8, temperature=0)
-        record = answer.model_dump()["openledger"]
-        pending = requests.get(f"{node.api_url}/settlements/{record['receiptId']}", timeout=30).json()
-        assert pending["state"] == "pending", pending
+        user = openai_client(node, "dev-4")
+        records = [user.completions.create(model=f"model-{model}", prompt=prompt_from(files), max_tokens=n,
+                                           temperature=0).model_dump()["openledger"] for n in (4, 6, 8)]
+        for record in records:
+            pending = requests.get(f"{node.api_url}/settlements/{record['receiptId']}", timeout=30).json()
+            assert pending["state"] == "pending", pending
         node.kill()
         w3 = node.start()
-        status = wait_for(f"{node.api_url}/settlements/{record['receiptId']}",
-                          lambda b: b.get("state") != "pending")
-        assert status["state"] == "settled", status
+        for record in records:
+            status = wait_for(f"{node.api_url}/settlements/{record['receiptId']}",
+                              lambda b: b.get("state") != "pending")
+            assert status["state"] == "settled", status
         settlement = module(w3, "ISettlement")
-        events = [e.args for e in settlement.events.Settled().get_logs(from_block=0)
-                  if "0x" + e.args.orderHash.hex() == record["receiptId"]]
-        assert len(events) == 1
-        assert settlement.functions.balanceOf(payer).call() == escrow - int(record["fee"]) == escrow - events[0].fee
+        ids = {r["receiptId"] for r in records}
+        events = [e for e in settlement.events.Settled().get_logs(from_block=0) if "0x" + e.args.orderHash.hex() in ids]
+        assert sorted("0x" + e.args.orderHash.hex() for e in events) == sorted(ids)  # each once
+        # The lost transactions are sent again together: one batch.
+        assert len({e.transactionHash for e in events}) == 1
+        fees = sum(int(r["fee"]) for r in records)
+        assert settlement.functions.balanceOf(payer).call() == escrow - fees == escrow - sum(e.args.fee for e in events)
     finally:
         node.kill()
+
+
+def test_an_operator_who_settles_tampered_weights_is_caught_by_a_challenge(served, base):  # noqa: F811
+    node, w3, model = served
+    _, files = base
+    if module(w3, "IModels").functions.getModel(model).call()[2] != 4:
+        deploy(node, w3, model)
+    settlement, staking = module(w3, "ISettlement"), module(w3, "IStaking")
+    user = Account.create()
+    send(w3, {**base_tx(w3), "to": user.address, "value": 5 * OPEN, "gas": 21_000, "maxFeePerGas": 10**11,
+              "maxPriorityFeePerGas": 10**9}, DEV_KEYS[0])
+    transact(w3, settlement.functions.deposit(), user.key, value=2 * OPEN)
+    # The answer repeats contributor 1's row; the operator credits it all to contribution 2.
+    row = files[0].read_text().split("\n\n")[0]
+    prompt = prompt_from(files)
+    output = row[len(prompt):]
+    order, signature = sign_order(w3, user, model, 11)
+    receipt = (len(prompt) // 4, len(output) // 4, Web3.keccak(text=prompt), Web3.keccak(text=output), 1, 1, 1,
+               [2], [PPM])
+    settled_receipt, _ = transact(w3, settlement.functions.settle(order, signature.signature, receipt), DEV_KEYS[1])
+    recorded = settlement.events.ReceiptRecorded().process_receipt(settled_receipt)[0].args
+    record = tuple(recorded.record.values())
+    stake_before = staking.functions.operatorStake(model, w3.eth.accounts[1]).call()
+    challenger = DEV_KEYS[2]
+    bond = settlement.functions.challengeBond().call()
+    balance_before = w3.eth.get_balance(Account.from_key(challenger).address)
+    challenged, gas = transact(w3, settlement.functions.challenge(recorded.receiptId, record, prompt, output),
+                               challenger, value=bond)
+    verdict = settlement.events.Challenged().process_receipt(challenged)[0].args
+    resettled = settlement.events.Resettled().process_receipt(challenged)[0].args
+    assert verdict.upheld and verdict.settledWeightsHash != verdict.recomputedWeightsHash
+    assert settlement.functions.receiptStatus(recorded.receiptId).call()[0] == 2  # Corrected
+    assert staking.functions.operatorStake(model, w3.eth.accounts[1]).call() == stake_before - resettled.slashed > 0
+    paid = w3.eth.get_balance(Account.from_key(challenger).address) - balance_before + gas
+    assert paid == resettled.toChallenger > 0  # the bond came back, and half of what the slash left

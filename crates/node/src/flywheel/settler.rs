@@ -3,6 +3,8 @@
 //! signed with the operator's key. A caller learns the transaction hash as soon as the batch is
 //! sent, not when it is included, so settling never holds a response for a block.
 //!
+//! Sending does not wait for inclusion: while one batch waits for its block, the next is sent.
+//!
 //! Every settlement is written to `<datadir>/settlements/pending/<receiptId>.json` before it is
 //! queued and removed only once the chain has it, so a crash loses none: on restart the pending
 //! ones are sent again. None is charged twice: the order's nonce is spent on-chain by the first
@@ -98,10 +100,11 @@ impl Settler {
             .iter()
             .map(|k| Ok((k.address(), Client::new(rpc_url, Some(k.clone()))?)))
             .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
-        let worker = Worker {
+        let worker = Arc::new(Worker {
             dir: dir.clone(),
             operators,
-        };
+            sending: tokio::sync::Mutex::new(()),
+        });
         tokio::spawn(worker.run(receiver));
         Ok(Arc::new(Self {
             dir,
@@ -188,13 +191,17 @@ async fn show(
     ))
 }
 
+/// A batch being sent.
+type Sending = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 struct Worker {
     dir: PathBuf,
     operators: BTreeMap<Address, Client>,
+    sending: tokio::sync::Mutex<()>,
 }
 
 impl Worker {
-    async fn run(self, mut receiver: mpsc::UnboundedReceiver<Queued>) {
+    async fn run(self: Arc<Self>, mut receiver: mpsc::UnboundedReceiver<Queued>) {
         while let Some(first) = receiver.recv().await {
             let mut batch = vec![first];
             let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
@@ -209,13 +216,20 @@ impl Worker {
                 by_operator.entry(queued.operator).or_default().push(queued);
             }
             for (operator, batch) in by_operator {
-                self.settle(operator, batch).await;
+                self.clone().send(operator, batch).await;
             }
         }
     }
 
-    /// Settles `batch` for `operator`: in one transaction, or one by one when that fails.
-    async fn settle(&self, operator: Address, mut batch: Vec<Queued>) {
+    /// Sends `batch` for `operator` in one transaction and tells whoever waits its hash; its
+    /// inclusion is awaited on a task of its own, so the next batch goes out at once.
+    ///
+    /// Boxed, as sending and retrying call each other.
+    fn send(self: Arc<Self>, operator: Address, batch: Vec<Queued>) -> Sending {
+        Box::pin(async move { self.send_now(operator, batch).await })
+    }
+
+    async fn send_now(self: Arc<Self>, operator: Address, batch: Vec<Queued>) {
         let Some(client) = self.operators.get(&operator) else {
             for queued in batch {
                 self.fail(
@@ -225,39 +239,55 @@ impl Worker {
             }
             return;
         };
-        batch = self.drop_settled(client, batch).await;
+        let mut batch = self.drop_settled(client, batch).await;
         if batch.is_empty() {
             return;
         }
         let settlements = batch.iter().map(|q| q.settlement.clone()).collect();
         let call = ISettlement::settleBatchCall { settlements };
-        let sent = match client.submit(SETTLEMENT, &call, U256::ZERO).await {
+        let sent = {
+            // One transaction at a time, so that each takes the next account nonce.
+            let _turn = self.sending.lock().await;
+            client.submit(SETTLEMENT, &call, U256::ZERO).await
+        };
+        match sent {
             Ok(hash) => {
                 for queued in &mut batch {
                     if let Some(reply) = queued.reply.take() {
                         let _ = reply.send(Ok(hash));
                     }
                 }
-                client.wait(hash).await.map(|_| ())
+                tokio::spawn(self.confirm(operator, hash, batch));
             }
-            Err(e) => Err(e),
-        };
-        match sent {
-            Ok(()) => batch.iter().for_each(|q| self.done(q.id)),
-            Err(e) if batch.len() == 1 => {
-                if let Some(queued) = self.drop_settled(client, batch).await.pop() {
-                    self.fail(queued, format!("{e:#}"));
-                }
+            Err(e) => self.retry(operator, batch, e).await,
+        }
+    }
+
+    /// Waits for `batch`'s transaction `hash`: done when it succeeded, retried when not.
+    async fn confirm(self: Arc<Self>, operator: Address, hash: B256, batch: Vec<Queued>) {
+        let client = &self.operators[&operator];
+        match client.wait(hash).await {
+            Ok(_) => batch.iter().for_each(|q| self.done(q.id)),
+            Err(e) => self.retry(operator, batch, e).await,
+        }
+    }
+
+    /// After `batch` failed with `error`: each of a batch is sent alone; one alone that the
+    /// chain has not settled meanwhile has failed.
+    async fn retry(self: Arc<Self>, operator: Address, batch: Vec<Queued>, error: anyhow::Error) {
+        if batch.len() == 1 {
+            let client = &self.operators[&operator];
+            if let Some(queued) = self.drop_settled(client, batch).await.pop() {
+                self.fail(queued, format!("{error:#}"));
             }
-            Err(e) => {
-                tracing::warn!(
-                    "a batch of {} failed ({e:#}); settling one by one",
-                    batch.len()
-                );
-                for queued in batch {
-                    Box::pin(self.settle(operator, vec![queued])).await;
-                }
-            }
+            return;
+        }
+        tracing::warn!(
+            "a batch of {} failed ({error:#}); settling one by one",
+            batch.len()
+        );
+        for queued in batch {
+            self.clone().send(operator, vec![queued]).await;
         }
     }
 
