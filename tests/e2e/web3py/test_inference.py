@@ -68,6 +68,15 @@ def prompt_from(files) -> str:
     return " ".join(words[: len(words) // 2])
 
 
+def funded_user(w3):
+    """A new account, funded with 5 OPEN by dev account 0, with 2 OPEN of it in escrow."""
+    user = Account.create()
+    send(w3, {**base_tx(w3), "to": user.address, "value": 5 * OPEN, "gas": 21_000, "maxFeePerGas": 10**11,
+              "maxPriorityFeePerGas": 10**9}, DEV_KEYS[0])
+    transact(w3, module(w3, "ISettlement").functions.deposit(), user.key, value=2 * OPEN)
+    return user
+
+
 def settled(w3, record: dict) -> dict:
     """The Settled event of the completion's settlement transaction, checked against the record."""
     receipt = w3.eth.wait_for_transaction_receipt(record["settlementTx"], timeout=60)
@@ -145,10 +154,7 @@ def test_a_client_signed_order_pays_and_cannot_be_spent_twice(served):
     node, w3, model = served
     if module(w3, "IModels").functions.getModel(model).call()[2] != 4:
         deploy(node, w3, model)
-    user = Account.create()
-    send(w3, {**base_tx(w3), "to": user.address, "value": 5 * OPEN, "gas": 21_000, "maxFeePerGas": 10**11,
-              "maxPriorityFeePerGas": 10**9}, DEV_KEYS[0])
-    transact(w3, module(w3, "ISettlement").functions.deposit(), user.key, value=2 * OPEN)
+    user = funded_user(w3)
     order, signed = sign_order(w3, user, model, 7)
     body = {"order": {"user": order[0], "modelId": hex(order[1]), "maxFee": hex(order[2]),
                       "nonce": hex(order[3]), "expiry": order[4]},
@@ -207,27 +213,33 @@ def test_a_settlement_cut_by_a_crash_is_charged_once_after_restart(base, tmp_pat
         node.kill()
 
 
+def settle_tampered(w3, model: int, files, nonce: int):
+    """The operator (dev account 1) settles, through web3.py, an answer that repeats contributor
+    1's row with all the weight on contribution 2; returns the settlement's receipt, the prompt
+    and the output."""
+    settlement = module(w3, "ISettlement")
+    user = funded_user(w3)
+    row = files[0].read_text().split("\n\n")[0]
+    prompt = prompt_from(files)
+    output = row[len(prompt):]
+    order, signature = sign_order(w3, user, model, nonce)
+    receipt = (len(prompt) // 4, len(output) // 4, Web3.keccak(text=prompt), Web3.keccak(text=output), 1, 1, 1,
+               [2], [PPM])
+    settled_receipt, _ = transact(w3, settlement.functions.settle(order, signature.signature, receipt), DEV_KEYS[1])
+    return settled_receipt, prompt, output
+
+
 def test_an_operator_who_settles_tampered_weights_is_caught_by_a_challenge(served, base):  # noqa: F811
     node, w3, model = served
     _, files = base
     if module(w3, "IModels").functions.getModel(model).call()[2] != 4:
         deploy(node, w3, model)
     settlement, staking = module(w3, "ISettlement"), module(w3, "IStaking")
-    user = Account.create()
-    send(w3, {**base_tx(w3), "to": user.address, "value": 5 * OPEN, "gas": 21_000, "maxFeePerGas": 10**11,
-              "maxPriorityFeePerGas": 10**9}, DEV_KEYS[0])
-    transact(w3, settlement.functions.deposit(), user.key, value=2 * OPEN)
-    # The answer repeats contributor 1's row; the operator credits it all to contribution 2.
-    row = files[0].read_text().split("\n\n")[0]
-    prompt = prompt_from(files)
-    output = row[len(prompt):]
-    order, signature = sign_order(w3, user, model, 11)
-    receipt = (len(prompt) // 4, len(output) // 4, Web3.keccak(text=prompt), Web3.keccak(text=output), 1, 1, 1,
-               [2], [PPM])
-    settled_receipt, _ = transact(w3, settlement.functions.settle(order, signature.signature, receipt), DEV_KEYS[1])
+    settled_receipt, prompt, output = settle_tampered(w3, model, files, 11)
     recorded = settlement.events.ReceiptRecorded().process_receipt(settled_receipt)[0].args
     record = tuple(recorded.record.values())
-    stake_before = staking.functions.operatorStake(model, w3.eth.accounts[1]).call()
+    operator = w3.eth.accounts[1]
+    stake_before = staking.functions.operatorStake(model, operator).call()
     challenger = DEV_KEYS[2]
     bond = settlement.functions.challengeBond().call()
     balance_before = w3.eth.get_balance(Account.from_key(challenger).address)
@@ -237,6 +249,17 @@ def test_an_operator_who_settles_tampered_weights_is_caught_by_a_challenge(serve
     resettled = settlement.events.Resettled().process_receipt(challenged)[0].args
     assert verdict.upheld and verdict.settledWeightsHash != verdict.recomputedWeightsHash
     assert settlement.functions.receiptStatus(recorded.receiptId).call()[0] == 2  # Corrected
-    assert staking.functions.operatorStake(model, w3.eth.accounts[1]).call() == stake_before - resettled.slashed > 0
+    assert staking.functions.operatorStake(model, operator).call() == stake_before - resettled.slashed > 0
     paid = w3.eth.get_balance(Account.from_key(challenger).address) - balance_before + gas
     assert paid == resettled.toChallenger > 0  # the bond came back, and half of what the slash left
+
+    # The same from the command line, which finds the record in the receipt's event itself.
+    settled_receipt, prompt, output = settle_tampered(w3, model, files, 12)
+    receipt_id = "0x" + settlement.events.ReceiptRecorded().process_receipt(settled_receipt)[0].args.receiptId.hex()
+    sent = cli_json(node, "settle", "challenge", receipt_id, "--prompt", prompt, "--output", output,
+                    "--account", "5")
+    verdict = settlement.events.Challenged().process_receipt(w3.eth.get_transaction_receipt(sent["tx"]))[0].args
+    assert verdict.upheld and settlement.functions.receiptStatus(receipt_id).call()[0] == 2
+    again = cli(node, "settle", "challenge", receipt_id, "--prompt", prompt, "--output", output, "--account", "5",
+                check=False)
+    assert again.returncode != 0 and "AlreadyResolved" in again.stderr

@@ -1,12 +1,14 @@
-//! `openledger settle ...`: escrow and rewards.
+//! `openledger settle ...`: escrow, rewards and challenges.
 
-use alloy_primitives::{Address, U256};
+use alloy_primitives::{Address, B256, U256};
+use alloy_sol_types::SolEvent;
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use openledger_primitives::addresses::SETTLEMENT;
 use openledger_protocol::abi::ISettlement;
 use serde_json::json;
 
-use super::{Common, block_on, open, parse_open};
+use super::{Client, Common, block_on, events, open, parse_open};
 
 /// Options of `openledger settle`.
 #[derive(Debug, Args)]
@@ -33,6 +35,19 @@ enum SettleCommand {
     },
     /// Pay out your accrued rewards.
     Claim,
+    /// Challenge a settled receipt's span attribution, with the bond, inside the challenge
+    /// window: the node recomputes the attribution of the output; wrong weights are re-settled,
+    /// the operator slashed and you paid from the slash; right ones cost you the bond.
+    Challenge {
+        /// The receipt id: its order's hash (`receiptId` in a completion's record).
+        receipt_id: B256,
+        /// The prompt the receipt was for.
+        #[arg(long)]
+        prompt: String,
+        /// The output the receipt was for.
+        #[arg(long)]
+        output: String,
+    },
     /// Show an account's claimable rewards and escrow (default: the signer's).
     Rewards {
         /// The account.
@@ -67,6 +82,11 @@ pub fn run(args: SettleArgs) -> anyhow::Result<()> {
                     .await?;
                 (receipt, format!("Claimed {}", open(amount)))
             }
+            SettleCommand::Challenge {
+                receipt_id,
+                prompt,
+                output,
+            } => challenge(&client, receipt_id, prompt, output).await?,
             SettleCommand::Rewards { address } => {
                 let account = match address {
                     Some(account) => account,
@@ -99,4 +119,45 @@ pub fn run(args: SettleArgs) -> anyhow::Result<()> {
         );
         Ok(())
     })
+}
+
+/// Sends a challenge of `receipt_id` with the record its `ReceiptRecorded` event holds.
+async fn challenge(
+    client: &Client,
+    receipt_id: B256,
+    prompt: String,
+    output: String,
+) -> anyhow::Result<(alloy_rpc_types_eth::TransactionReceipt, String)> {
+    let head = client.block_number().await?;
+    let topics = [ISettlement::ReceiptRecorded::SIGNATURE_HASH];
+    let record = client
+        .logs(SETTLEMENT, &topics, 0, head)
+        .await?
+        .iter()
+        .filter_map(|log| ISettlement::ReceiptRecorded::decode_log_data(log.data()).ok())
+        .find(|e| e.receiptId == receipt_id)
+        .map(|e| e.record)
+        .with_context(|| format!("no receipt {receipt_id} was settled on this chain"))?;
+    let bond = client
+        .view(SETTLEMENT, &ISettlement::challengeBondCall {})
+        .await?;
+    let call = ISettlement::challengeCall {
+        receiptId: receipt_id,
+        record,
+        prompt,
+        output,
+    };
+    let receipt = client.send(SETTLEMENT, &call, bond).await?;
+    let text = match events::<ISettlement::Resettled>(&receipt).pop() {
+        Some(r) => format!(
+            "Challenge upheld: receipt re-settled, {} slashed from the operator, {} paid to you",
+            open(r.slashed),
+            open(r.toChallenger)
+        ),
+        None => format!(
+            "Challenge rejected: the settled weights were right; the bond of {} went to the treasury",
+            open(bond)
+        ),
+    };
+    Ok((receipt, text))
 }
