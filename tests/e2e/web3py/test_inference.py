@@ -108,7 +108,7 @@ def test_a_deployed_model_answers_and_every_completion_is_attributed_and_settled
     deploy(node, w3, model)
     with pytest.raises(openai.NotFoundError):
         user.completions.create(model="model-999", prompt="Q: hello A:", max_tokens=4)
-    with pytest.raises(openai.APIStatusError, match="no escrow") as broke:
+    with pytest.raises(openai.APIStatusError, match="deposit OPEN first") as broke:
         user.completions.create(model=name, prompt="Q: hello A:", max_tokens=4)
     assert broke.value.status_code == 402
     with pytest.raises(openai.AuthenticationError, match="unknown API key"):

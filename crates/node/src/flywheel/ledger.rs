@@ -86,10 +86,6 @@ struct Pending {
     payer: Payer,
 }
 
-fn refusal(status: StatusCode) -> impl Fn(String) -> Refusal {
-    move |message| Refusal::new(status, message)
-}
-
 fn unavailable(e: anyhow::Error) -> Refusal {
     Refusal::new(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}"))
 }
@@ -156,19 +152,23 @@ impl Ledger {
                 Payer::Dev(self.flywheel.accounts[account].clone())
             }
         };
-        let user = match &payer {
-            Payer::Dev(key) => key.address(),
-            Payer::Signed(order, _) => order.user,
+        // A dev account's fee is known only after the completion; a signed order's cap before.
+        let (user, needed) = match &payer {
+            Payer::Dev(key) => (key.address(), U256::from(1)),
+            Payer::Signed(order, _) => (order.user, order.maxFee),
         };
         let escrow = self
             .reader
             .view(SETTLEMENT, &ISettlement::balanceOfCall { account: user })
             .await
             .map_err(unavailable)?;
-        if escrow.is_zero() {
+        if escrow < needed {
             return Err(Refusal::new(
                 StatusCode::PAYMENT_REQUIRED,
-                format!("{user} holds no escrow in Settlement: deposit OPEN first"),
+                format!(
+                    "{user} holds {escrow} wei of escrow in Settlement, under the {needed} this \
+                     completion may cost: deposit OPEN first"
+                ),
             ));
         }
         Ok(Pending {
@@ -189,7 +189,7 @@ impl Ledger {
     /// Checks a client-signed order before generation: its signature, model, expiry and nonce,
     /// and that its maximum fee is in escrow.
     async fn check_order(&self, extra: &Value, model_id: U256) -> Result<Payer, Refusal> {
-        let bad = refusal(StatusCode::BAD_REQUEST);
+        let bad = |message: String| Refusal::new(StatusCode::BAD_REQUEST, message);
         let signed = SignedOrder::deserialize(extra)
             .map_err(|e| bad(format!("openledger: not a signed order ({e})")))?;
         let o = signed.order;

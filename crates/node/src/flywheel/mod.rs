@@ -19,10 +19,6 @@ mod settler;
 mod trainer;
 
 use std::path::PathBuf;
-
-use ledger::Ledger;
-use openlora::OpenLora;
-use settler::Settler;
 use std::sync::Arc;
 
 use alloy_signer_local::PrivateKeySigner;
@@ -34,6 +30,9 @@ use axum::{
 use tokio::sync::OnceCell;
 
 use crate::attribution::registry::IndexRegistry;
+use ledger::Ledger;
+use openlora::OpenLora;
+use settler::Settler;
 
 pub use indexer::Indexer;
 pub use ledger::{METHOD_SPAN, inference_receipt};
