@@ -239,7 +239,11 @@ impl Worker {
             }
             return;
         };
-        let mut batch = self.drop_settled(client, batch).await;
+        // A settlement nobody has been answered for yet carries a nonce checked at admission or
+        // drawn at random; only those sent before (recovered, retried) may be on-chain already.
+        let (mut batch, sent_before): (Vec<_>, Vec<_>) =
+            batch.into_iter().partition(|q| q.reply.is_some());
+        batch.extend(self.drop_settled(client, sent_before).await);
         if batch.is_empty() {
             return;
         }
