@@ -417,6 +417,13 @@ impl Llama {
     /// rows, and attention over each sequence's own cache. Returns the logits of each sequence's
     /// last new position (`sequences × vocab`).
     pub fn forward_batch(&self, seqs: &mut [BatchSeq<'_>]) -> Result<Tensor> {
+        // A step is a few dozen ops that each split their work over rayon's workers. Called from
+        // outside the pool, each op would be handed to it and waited for, a hand-off that costs
+        // more than a small model's op; run on a worker, the ops share their work directly.
+        rayon::scope(|_| self.step(seqs))
+    }
+
+    fn step(&self, seqs: &mut [BatchSeq<'_>]) -> Result<Tensor> {
         if seqs.is_empty() {
             return Err(MlError::Input("empty batch".into()));
         }
