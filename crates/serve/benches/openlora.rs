@@ -77,15 +77,14 @@ struct Summary {
 }
 
 impl Summary {
-    fn of(mut runs: Vec<Run>) -> Self {
-        runs.sort_by(|a, b| a.tokens_per_second.total_cmp(&b.tokens_per_second));
+    fn of(runs: Vec<Run>) -> Self {
         let mut ttfts: Vec<Duration> = runs.iter().flat_map(|r| r.ttfts.clone()).collect();
         ttfts.sort();
         let quantile = |q: f64| ttfts[((ttfts.len() - 1) as f64 * q).round() as usize];
         let lookups = runs.iter().filter_map(|r| r.lookups);
         let (hits, misses) = lookups.fold((0, 0), |(h, m), (a, b)| (h + a, m + b));
         Self {
-            tokens_per_second: runs[runs.len() / 2].tokens_per_second,
+            tokens_per_second: median(runs.iter().map(|r| r.tokens_per_second).collect()),
             ttft_p50: quantile(0.5),
             ttft_p99: quantile(0.99),
             hit_rate: (hits + misses > 0).then(|| hits as f64 / (hits + misses) as f64),
