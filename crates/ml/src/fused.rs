@@ -1,9 +1,10 @@
 //! Fused CPU kernels that train: each is one parallel pass forward and one backward.
 //!
-//! candle composes RMSNorm, masked softmax, SwiGLU, rotary embeddings and cross-entropy from
-//! elementwise primitives, each a full pass over memory forward and more backward; its own fused
-//! versions of several of them have no backward pass, so a model built on them cannot train. These
-//! ops have both. They take f32 tensors on the CPU, the dtype and device the engine trains in.
+//! candle composes RMSNorm, masked softmax, SwiGLU and cross-entropy from elementwise primitives,
+//! each a full pass over memory forward and more backward; its own fused versions of several of
+//! them have no backward pass, so a model built on them cannot train. These ops have both. They
+//! take f32 tensors on the CPU, the dtype and device the engine trains in. Rotary embeddings are
+//! applied inside the training attention op (the `attention` module), with the tables kept here.
 //!
 //! Reductions over rows (the RMSNorm weight gradient) add fixed-size blocks in a fixed order, so a
 //! result does not depend on how many threads computed it: training stays deterministic.
@@ -63,8 +64,18 @@ fn output(data: Vec<f32>, shape: &Shape) -> (CpuStorage, Shape) {
     (CpuStorage::F32(data), shape.clone())
 }
 
+/// Runs `f` compiled for the widest vector instructions the CPU has: AVX2 on x86-64 where
+/// present, twice the width of the SSE2 the project is built for. Matrix products already choose
+/// their kernels at run time (gemm); this does the same for the hand-written kernels. What `f`
+/// calls is compiled with it only when inlined, hence `#[inline(always)]` on the helpers.
+#[inline(always)]
+pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    pulp::Arch::new().dispatch(f)
+}
+
 /// A dot product in eight independent lanes, which the compiler turns into vector instructions
 /// (one running sum cannot be reordered, so it would stay scalar).
+#[inline(always)]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0f32; 8];
     let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -93,8 +104,9 @@ struct RmsNorm {
 }
 
 impl RmsNorm {
+    #[inline(always)]
     fn inverse_rms(&self, row: &[f32]) -> f32 {
-        let mean = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
+        let mean = dot(row, row) / row.len() as f32;
         1.0 / (mean + self.eps).sqrt()
     }
 
@@ -125,10 +137,12 @@ impl CustomOp2 for RmsNorm {
         let mut y = vec![0f32; x.len()];
         let rows = y.par_chunks_mut(n).zip(x.par_chunks(n));
         rows.with_min_len(grain(n)).for_each(|(y, x)| {
-            let r = self.inverse_rms(x);
-            for ((y, x), w) in y.iter_mut().zip(x).zip(w) {
-                *y = x * r * w;
-            }
+            vectorized(|| {
+                let r = self.inverse_rms(x);
+                for ((y, x), w) in y.iter_mut().zip(x).zip(w) {
+                    *y = x * r * w;
+                }
+            })
         });
         Ok(output(y, xl.shape()))
     }
@@ -183,12 +197,17 @@ impl CustomOp3 for RmsNormInputGrad {
             .zip(x.par_chunks(n).zip(dy.par_chunks(n)))
             .with_min_len(grain(n))
             .for_each(|(dx, (x, dy))| {
-                let r = norm.inverse_rms(x);
-                let dot: f32 = x.iter().zip(dy).zip(w).map(|((x, g), w)| x * g * w).sum();
-                let k = r * r * r * dot / n as f32;
-                for (((dx, x), g), w) in dx.iter_mut().zip(x).zip(dy).zip(w) {
-                    *dx = r * g * w - x * k;
-                }
+                vectorized(|| {
+                    let r = norm.inverse_rms(x);
+                    // dx holds dy⊙w first, so that ⟨dy⊙w, x⟩ is a vectorised dot product.
+                    for ((dx, g), w) in dx.iter_mut().zip(dy).zip(w) {
+                        *dx = g * w;
+                    }
+                    let k = r * r * r * dot(dx, x) / n as f32;
+                    for (dx, x) in dx.iter_mut().zip(x) {
+                        *dx = r * *dx - x * k;
+                    }
+                })
             });
         Ok(output(dx, xl.shape()))
     }
@@ -227,12 +246,14 @@ impl CustomOp2 for RmsNormWeightGrad {
             .zip(dy.par_chunks(block))
             .map(|(x, dy)| {
                 let mut sum = vec![0f32; n];
-                for (x, dy) in x.chunks(n).zip(dy.chunks(n)) {
-                    let r = norm.inverse_rms(x);
-                    for ((s, x), g) in sum.iter_mut().zip(x).zip(dy) {
-                        *s += g * x * r;
+                vectorized(|| {
+                    for (x, dy) in x.chunks(n).zip(dy.chunks(n)) {
+                        let r = norm.inverse_rms(x);
+                        for ((s, x), g) in sum.iter_mut().zip(x).zip(dy) {
+                            *s += g * x * r;
+                        }
                     }
-                }
+                });
                 sum
             })
             .collect();
@@ -305,8 +326,8 @@ impl CustomOp1 for CausalSoftmax {
 }
 
 /// `dx = scale · y ⊙ (dy − ⟨dy, y⟩)` per row.
-struct SoftmaxGrad {
-    scale: f32,
+pub(crate) struct SoftmaxGrad {
+    pub scale: f32,
 }
 
 impl CustomOp2 for SoftmaxGrad {
@@ -332,10 +353,12 @@ impl CustomOp2 for SoftmaxGrad {
             .zip(y.par_chunks(n).zip(dy.par_chunks(n)))
             .with_min_len(grain(n))
             .for_each(|(dx, (y, dy))| {
-                let dot: f32 = y.iter().zip(dy).map(|(y, g)| y * g).sum();
-                for ((dx, y), g) in dx.iter_mut().zip(y).zip(dy) {
-                    *dx = self.scale * y * (g - dot);
-                }
+                vectorized(|| {
+                    let dot = dot(y, dy);
+                    for ((dx, y), g) in dx.iter_mut().zip(y).zip(dy) {
+                        *dx = self.scale * y * (g - dot);
+                    }
+                })
             });
         Ok(output(dx, yl.shape()))
     }
@@ -487,33 +510,8 @@ impl RotaryTables {
         self.cos.len() / self.half.max(1)
     }
 
-    /// Rotates `x` (`batch × heads × seq × head_dim`, rotate-half layout as in Hugging Face's
-    /// Llama) for positions `offset..offset + seq`.
-    pub fn apply(&self, x: &Tensor, offset: usize) -> CResult<Tensor> {
-        let (_, _, seq, dim) = x.dims4()?;
-        if dim != 2 * self.half {
-            bail!(
-                "rotary embedding: heads of {dim} for tables of {}",
-                2 * self.half
-            );
-        }
-        if offset + seq > self.positions() {
-            bail!(
-                "rotary embedding: positions up to {} beyond the {} in the tables",
-                offset + seq,
-                self.positions()
-            );
-        }
-        x.contiguous()?.apply_op1(Rotate {
-            tables: self.clone(),
-            offset,
-            inverse: false,
-        })
-    }
-}
-
-impl RotaryTables {
     /// Rotates one head's vector (`head_dim` wide) in place to `position`, or back from it.
+    #[inline(always)]
     pub(crate) fn rotate(&self, head: &mut [f32], position: usize, inverse: bool) {
         let half = self.half;
         let at = position * half;
@@ -525,45 +523,6 @@ impl RotaryTables {
             x1[i] = a * cos[i] - b * s;
             x2[i] = a * s + b * cos[i];
         }
-    }
-}
-
-/// Rotation of each `(x[i], x[i + half])` pair by its position's angle; the inverse rotation is
-/// the backward pass, as a rotation's transpose is its inverse.
-struct Rotate {
-    tables: RotaryTables,
-    offset: usize,
-    inverse: bool,
-}
-
-impl CustomOp1 for Rotate {
-    fn name(&self) -> &'static str {
-        "rotary-embedding"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> CResult<(CpuStorage, Shape)> {
-        let (_, _, seq, dim) = layout.shape().dims4()?;
-        let x = elements(storage, layout, self.name())?;
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(seq * dim)
-            .zip(x.par_chunks(seq * dim))
-            .with_min_len(grain(seq * dim))
-            .for_each(|(y, x)| {
-                y.copy_from_slice(x);
-                for (t, y) in y.chunks_mut(dim).enumerate() {
-                    self.tables.rotate(y, self.offset + t, self.inverse);
-                }
-            });
-        Ok(output(y, layout.shape()))
-    }
-
-    fn bwd(&self, _x: &Tensor, _y: &Tensor, dy: &Tensor) -> CResult<Option<Tensor>> {
-        let inverse = Rotate {
-            tables: self.tables.clone(),
-            offset: self.offset,
-            inverse: !self.inverse,
-        };
-        Ok(Some(dy.contiguous()?.apply_op1_no_bwd(&inverse)?))
     }
 }
 
@@ -655,7 +614,7 @@ impl CustomOp2 for CrossEntropyGrad {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use candle_core::{D, DType, Device, Var};
 
     use super::*;
@@ -675,7 +634,7 @@ mod tests {
 
     /// Checks `fused` against `reference` (composed of candle's differentiable primitives) on the
     /// value and on the gradient of every input, under a random upstream gradient.
-    fn check(
+    pub(crate) fn check(
         shapes: &[&[usize]],
         fused: impl Fn(&[Tensor]) -> CResult<Tensor>,
         reference: impl Fn(&[Tensor]) -> CResult<Tensor>,
@@ -754,27 +713,44 @@ mod tests {
         )
     }
 
-    #[test]
-    fn rotation_matches_rotate_half() -> CResult<()> {
-        let tables = RotaryTables::new(8, 16, 10_000.0);
-        check(
-            &[&[2, 3, 5, 8]],
-            |t| tables.apply(&t[0], 4),
-            |t| {
-                let dev = Device::Cpu;
-                let cos = Tensor::from_slice(&tables.cos[16..36], (5, 4), &dev)?;
-                let sin = Tensor::from_slice(&tables.sin[16..36], (5, 4), &dev)?;
-                let (cos, sin) = (
-                    Tensor::cat(&[&cos, &cos], 1)?,
-                    Tensor::cat(&[&sin, &sin], 1)?,
-                );
-                let x = &t[0];
-                let rotated = Tensor::cat(&[&x.narrow(3, 4, 4)?.neg()?, &x.narrow(3, 0, 4)?], 3)?;
-                x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?
-            },
+    /// Hugging Face's rotate-half rotation of `x` (`… × seq × head_dim`) to positions
+    /// `offset..offset + seq`, in candle's differentiable primitives.
+    pub(crate) fn rotate_half(x: &Tensor, tables: &RotaryTables, offset: usize) -> CResult<Tensor> {
+        let dims = x.dims();
+        let (seq, half) = (dims[dims.len() - 2], tables.half);
+        let dev = Device::Cpu;
+        let at = offset * half..(offset + seq) * half;
+        let cos = Tensor::from_slice(&tables.cos[at.clone()], (seq, half), &dev)?;
+        let sin = Tensor::from_slice(&tables.sin[at], (seq, half), &dev)?;
+        let (cos, sin) = (
+            Tensor::cat(&[&cos, &cos], 1)?,
+            Tensor::cat(&[&sin, &sin], 1)?,
+        );
+        let last = dims.len() - 1;
+        let rotated = Tensor::cat(
+            &[
+                &x.narrow(last, half, half)?.neg()?,
+                &x.narrow(last, 0, half)?,
+            ],
+            last,
         )?;
-        let too_far = tables.apply(&Tensor::zeros((1, 1, 4, 8), DType::F32, &Device::Cpu)?, 13);
-        assert!(too_far.unwrap_err().to_string().contains("beyond the 16"));
+        x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?
+    }
+
+    #[test]
+    fn rotation_matches_rotate_half_and_inverts() -> CResult<()> {
+        let tables = RotaryTables::new(8, 16, 10_000.0);
+        let x = Tensor::randn(0f32, 1., (5, 8), &Device::Cpu)?;
+        let mut rows = x.to_vec2::<f32>()?;
+        for (t, row) in rows.iter_mut().enumerate() {
+            tables.rotate(row, 4 + t, false);
+        }
+        let rotated = Tensor::new(rows.clone(), &Device::Cpu)?;
+        assert!(max_diff(&rotated, &rotate_half(&x, &tables, 4)?) < 1e-5);
+        for (t, row) in rows.iter_mut().enumerate() {
+            tables.rotate(row, 4 + t, true);
+        }
+        assert!(max_diff(&Tensor::new(rows, &Device::Cpu)?, &x) < 1e-5);
         Ok(())
     }
 

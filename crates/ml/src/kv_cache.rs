@@ -13,7 +13,7 @@ use candle_core::Tensor;
 use rayon::prelude::*;
 
 use crate::error::{MlError, Result};
-use crate::fused::{RotaryTables, dot};
+use crate::fused::{RotaryTables, dot, vectorized};
 
 /// Multiply-adds below which one step's attention stays on the calling thread.
 const PARALLEL_WORK: usize = 1 << 16;
@@ -115,7 +115,6 @@ pub(crate) fn attend(
     }
     let caches: Vec<&(Vec<f32>, Vec<f32>)> = seqs.iter().map(|s| &s.cache.layers[layer]).collect();
     let work = owners.iter().map(|&(_, p)| p + 1).sum::<usize>() * q_width * 2;
-    let group = heads / kv_heads;
     let scale = 1.0 / (head_dim as f32).sqrt();
     let mut out = vec![0f32; rows * q_width];
     out.par_chunks_mut(q_width)
@@ -123,29 +122,48 @@ pub(crate) fn attend(
         .zip(owners.par_iter())
         .with_min_len(if work < PARALLEL_WORK { rows.max(1) } else { 1 })
         .for_each(|((out, q), &(s, position))| {
-            let (keys, values) = caches[s];
-            let mut scores = vec![0f32; position + 1];
-            for (h, (out, q)) in out
-                .chunks_exact_mut(head_dim)
-                .zip(q.chunks_exact(head_dim))
-                .enumerate()
-            {
-                let at = (h / group) * head_dim;
-                for (j, score) in scores.iter_mut().enumerate() {
-                    *score = scale * dot(q, &keys[j * kv_width + at..][..head_dim]);
-                }
-                softmax(&mut scores);
-                for (j, &weight) in scores.iter().enumerate() {
-                    let value = &values[j * kv_width + at..][..head_dim];
-                    for (o, v) in out.iter_mut().zip(value) {
-                        *o += weight * v;
-                    }
-                }
-            }
+            vectorized(|| attend_row(caches[s], out, q, position, shape, scale))
         });
     Ok(Tensor::from_vec(out, (rows, q_width), &device)?)
 }
 
+/// One new position's attention over its sequence's cache (`keys`, `values`) and itself.
+#[inline(always)]
+fn attend_row(
+    (keys, values): &(Vec<f32>, Vec<f32>),
+    out: &mut [f32],
+    q: &[f32],
+    position: usize,
+    shape: Heads,
+    scale: f32,
+) {
+    let Heads {
+        heads,
+        kv_heads,
+        head_dim,
+    } = shape;
+    let (group, kv_width) = (heads / kv_heads, kv_heads * head_dim);
+    let mut scores = vec![0f32; position + 1];
+    for (h, (out, q)) in out
+        .chunks_exact_mut(head_dim)
+        .zip(q.chunks_exact(head_dim))
+        .enumerate()
+    {
+        let at = (h / group) * head_dim;
+        for (j, score) in scores.iter_mut().enumerate() {
+            *score = scale * dot(q, &keys[j * kv_width + at..][..head_dim]);
+        }
+        softmax(&mut scores);
+        for (j, &weight) in scores.iter().enumerate() {
+            let value = &values[j * kv_width + at..][..head_dim];
+            for (o, v) in out.iter_mut().zip(value) {
+                *o += weight * v;
+            }
+        }
+    }
+}
+
+#[inline(always)]
 fn softmax(x: &mut [f32]) {
     let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     let mut sum = 0.0;

@@ -4,6 +4,7 @@
 //! Nothing here downloads anything: checkpoints are Hugging Face directories on disk, adapters are
 //! written in the PEFT format, and the dev base model is trained from data this crate generates.
 
+mod attention;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

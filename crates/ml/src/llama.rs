@@ -10,6 +10,7 @@ use std::ops::Range;
 
 use candle_core::{Device, Tensor};
 
+use crate::attention::attention;
 use crate::config::ModelConfig;
 use crate::error::{MlError, Result};
 use crate::frozen::frozen_linear;
@@ -141,35 +142,8 @@ struct Attention {
 impl Attention {
     /// Attention of `b × s` positions in training (differentiable; no cache).
     fn forward(&self, x: &Tensor, rope: &RotaryTables) -> Result<Tensor> {
-        let (b, s, _) = x.dims3()?;
-        let split = |t: Tensor, heads: usize| -> Result<Tensor> {
-            Ok(t.reshape((b, s, heads, self.head_dim))?
-                .transpose(1, 2)?
-                .contiguous()?)
-        };
-        let q = rope.apply(&split(self.q.forward(x)?, self.heads)?, 0)?;
-        let k = rope.apply(&split(self.k.forward(x)?, self.kv_heads)?, 0)?;
-        let v = split(self.v.forward(x)?, self.kv_heads)?;
-        // The query heads that share a key-value head are stacked along the sequence, so one
-        // product per key-value head serves its group without copying keys and values.
-        let group = self.heads / self.kv_heads;
-        let keys = k.dim(2)?;
-        let q = q.reshape((b, self.kv_heads, group * s, self.head_dim))?;
-        let scores = q
-            .matmul(&k.t()?)?
-            .reshape((b, self.kv_heads, group, s, keys))?;
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let probs = fused::causal_softmax(&scores, scale, 0)?.reshape((
-            b,
-            self.kv_heads,
-            group * s,
-            keys,
-        ))?;
-        let out = probs
-            .matmul(&v)?
-            .reshape((b, self.heads, s, self.head_dim))?
-            .transpose(1, 2)?
-            .reshape((b, s, self.heads * self.head_dim))?;
+        let [q, k, v] = [&self.q, &self.k, &self.v].map(|p| p.forward(x));
+        let out = attention(&q?, &k?, &v?, self.shape(), rope)?;
         self.o.forward(&out)
     }
 

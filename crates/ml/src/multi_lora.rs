@@ -12,7 +12,7 @@ use std::ops::Range;
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Storage, Tensor, bail};
 
 use crate::error::Result;
-use crate::fused::{dot, elements};
+use crate::fused::{dot, elements, vectorized};
 use crate::llama::LoraWeights;
 
 /// A LoRA update applied to a range of rows of a batch.
@@ -68,17 +68,29 @@ impl CustomOp2 for AddDeltas<'_, '_> {
             }
             let (a, b) = (cpu(&a_storage, a_layout)?, cpu(&b_storage, b_layout)?);
             let scale = delta.lora.scale as f32;
-            let mut down = vec![0f32; rank];
-            for row in delta.rows.clone() {
-                let x = &x[row * inputs..][..inputs];
-                for (d, a) in down.iter_mut().zip(a.chunks_exact(inputs)) {
-                    *d = scale * dot(a, x);
-                }
-                let y = &mut y[row * outputs..][..outputs];
-                for (y, b) in y.iter_mut().zip(b.chunks_exact(rank)) {
-                    *y += dot(b, &down);
+            // `B` column by column (`rank × out`), so that each row's update is `rank` runs of
+            // `y += d·column` over contiguous memory rather than `out` dot products of `rank`.
+            let mut columns = vec![0f32; rank * outputs];
+            for (o, b) in b.chunks_exact(rank).enumerate() {
+                for (r, &b) in b.iter().enumerate() {
+                    columns[r * outputs + o] = b;
                 }
             }
+            let mut down = vec![0f32; rank];
+            vectorized(|| {
+                for row in delta.rows.clone() {
+                    let x = &x[row * inputs..][..inputs];
+                    for (d, a) in down.iter_mut().zip(a.chunks_exact(inputs)) {
+                        *d = scale * dot(a, x);
+                    }
+                    let y = &mut y[row * outputs..][..outputs];
+                    for (&d, column) in down.iter().zip(columns.chunks_exact(outputs)) {
+                        for (y, c) in y.iter_mut().zip(column) {
+                            *y += d * c;
+                        }
+                    }
+                }
+            });
         }
         Ok((CpuStorage::F32(y), yl.shape().clone()))
     }
