@@ -9,7 +9,7 @@
 //! attention weights; the backward pass computes the three input gradients with four products and
 //! one pass of softmax gradient. The products are candle's, on tensors that record no graph.
 
-use std::sync::Mutex;
+use std::sync::OnceLock;
 
 use candle_core::{CpuStorage, CustomOp3, Device, Layout, Shape, Storage, Tensor, bail};
 use rayon::prelude::*;
@@ -55,7 +55,7 @@ pub(crate) fn attention(
     let op = Attention {
         shape,
         rope: rope.clone(),
-        saved: Mutex::new(None),
+        saved: OnceLock::new(),
     };
     q.contiguous()?
         .apply_op3(&k.contiguous()?, &v.contiguous()?, op)
@@ -65,13 +65,12 @@ struct Attention {
     shape: Heads,
     rope: RotaryTables,
     /// What the forward pass computed that the backward pass reuses.
-    saved: Mutex<Option<Saved>>,
+    saved: OnceLock<Saved>,
 }
 
 /// Head-major (`batch × kv_heads × rows × head_dim`, a key-value head's group of query heads
 /// stacked along the rows) rotated queries and keys, values, and the attention weights
 /// (`batch × kv_heads × group·seq × seq`).
-#[derive(Clone)]
 struct Saved {
     q: Tensor,
     k: Tensor,
@@ -194,7 +193,9 @@ impl CustomOp3 for Attention {
         let grouped = (batch, self.shape.kv_heads, group, seq, seq);
         let probs = causal_softmax(&scores.reshape(grouped)?, scale, 0)?.reshape(scores.shape())?;
         let out = with_elements(&probs.matmul(&v)?, |o| q_layout.merge(o, None))?;
-        *self.saved.lock().expect("attention's saved state") = Some(Saved { q, k, v, probs });
+        if self.saved.set(Saved { q, k, v, probs }).is_err() {
+            bail!("attention: the op ran forward twice");
+        }
         Ok((CpuStorage::F32(out), Shape::from(q_layout.shape())))
     }
 
@@ -206,7 +207,7 @@ impl CustomOp3 for Attention {
         _out: &Tensor,
         grad: &Tensor,
     ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let Some(saved) = self.saved.lock().expect("attention's saved state").clone() else {
+        let Some(saved) = self.saved.get() else {
             bail!("attention: backward pass before the forward pass");
         };
         let (batch, seq, _) = q.dims3()?;
