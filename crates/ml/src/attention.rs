@@ -115,16 +115,19 @@ impl HeadLayout {
             .enumerate()
             .for_each(|(i, out)| {
                 let (b, o) = (i / outer, i % outer);
-                vectorized(|| {
-                    for (r, row) in out.chunks_exact_mut(head_dim).enumerate() {
-                        let from = ((b * inner + r) * outer + o) * head_dim;
-                        row.copy_from_slice(&x[from..from + head_dim]);
-                        if let Some(rope) = rope {
-                            let position = if to_heads { r } else { o };
-                            rope.rotate(row, position, !to_heads);
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        for (r, row) in out.chunks_exact_mut(head_dim).enumerate() {
+                            let from = ((b * inner + r) * outer + o) * head_dim;
+                            row.copy_from_slice(&x[from..from + head_dim]);
+                            if let Some(rope) = rope {
+                                let position = if to_heads { r } else { o };
+                                rope.rotate(row, position, !to_heads);
+                            }
                         }
-                    }
-                })
+                    },
+                )
             });
         out
     }

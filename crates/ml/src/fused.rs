@@ -93,6 +93,73 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
+/// The sum of `x` in eight independent lanes (see [`dot`]).
+#[inline(always)]
+pub(crate) fn sum(x: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let x8 = x.chunks_exact(8);
+    let tail: f32 = x8.remainder().iter().sum();
+    for x in x8 {
+        for i in 0..8 {
+            lanes[i] += x[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// The largest element of `x` (negative infinity when empty), in eight independent lanes.
+#[inline(always)]
+pub(crate) fn max(x: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let x8 = x.chunks_exact(8);
+    let tail = x8
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    for x in x8 {
+        for i in 0..8 {
+            lanes[i] = lanes[i].max(x[i]);
+        }
+    }
+    lanes.iter().fold(tail, |m, &v| m.max(v))
+}
+
+/// `e^x` without a library call or a branch, so that a loop of it becomes vector instructions
+/// (the C library's `expf` is called once per element). Cephes' method: `x = n·ln 2 + r` with
+/// `|r| ≤ ln 2 / 2`, a degree-6 polynomial for `e^r`, and `2^n` put straight into the exponent
+/// bits. Within 2 ulp of the exact value on `[-87, 88]`; the input is clamped to that range, so
+/// it underflows to about 1e-38 rather than 0 and saturates near 2e38 rather than infinity.
+#[inline(always)]
+pub(crate) fn exp(x: f32) -> f32 {
+    // Adding 1.5·2²³ rounds to the nearest integer and leaves it in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 88.0);
+    let shifted = x * std::f32::consts::LOG2_E + ROUND;
+    let n = shifted - ROUND;
+    // ln 2 in two parts, the first exact in few bits, so that `n·ln 2` loses nothing.
+    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let p = ((((1.987_569_1e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 0.5;
+    let e_r = p * r * r + r + 1.0;
+    let n = shifted.to_bits() as i32 - ROUND.to_bits() as i32;
+    e_r * f32::from_bits(((n + 127) << 23) as u32)
+}
+
+/// `x` replaced by `softmax(scale · x)`.
+#[inline(always)]
+pub(crate) fn softmax(x: &mut [f32], scale: f32) {
+    let max = max(x);
+    for v in x.iter_mut() {
+        *v = exp(scale * (*v - max));
+    }
+    let inverse = 1.0 / sum(x);
+    for v in x.iter_mut() {
+        *v *= inverse;
+    }
+}
+
 /// Root-mean-square normalisation of the last dimension of `x`, scaled by `weight`.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> CResult<Tensor> {
     x.contiguous()?
@@ -137,12 +204,15 @@ impl CustomOp2 for RmsNorm {
         let mut y = vec![0f32; x.len()];
         let rows = y.par_chunks_mut(n).zip(x.par_chunks(n));
         rows.with_min_len(grain(n)).for_each(|(y, x)| {
-            vectorized(|| {
-                let r = self.inverse_rms(x);
-                for ((y, x), w) in y.iter_mut().zip(x).zip(w) {
-                    *y = x * r * w;
-                }
-            })
+            vectorized(
+                #[inline(always)]
+                || {
+                    let r = self.inverse_rms(x);
+                    for ((y, x), w) in y.iter_mut().zip(x).zip(w) {
+                        *y = x * r * w;
+                    }
+                },
+            )
         });
         Ok(output(y, xl.shape()))
     }
@@ -197,17 +267,20 @@ impl CustomOp3 for RmsNormInputGrad {
             .zip(x.par_chunks(n).zip(dy.par_chunks(n)))
             .with_min_len(grain(n))
             .for_each(|(dx, (x, dy))| {
-                vectorized(|| {
-                    let r = norm.inverse_rms(x);
-                    // dx holds dy⊙w first, so that ⟨dy⊙w, x⟩ is a vectorised dot product.
-                    for ((dx, g), w) in dx.iter_mut().zip(dy).zip(w) {
-                        *dx = g * w;
-                    }
-                    let k = r * r * r * dot(dx, x) / n as f32;
-                    for (dx, x) in dx.iter_mut().zip(x) {
-                        *dx = r * *dx - x * k;
-                    }
-                })
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        let r = norm.inverse_rms(x);
+                        // dx holds dy⊙w first, so that ⟨dy⊙w, x⟩ is a vectorised dot product.
+                        for ((dx, g), w) in dx.iter_mut().zip(dy).zip(w) {
+                            *dx = g * w;
+                        }
+                        let k = r * r * r * dot(dx, x) / n as f32;
+                        for (dx, x) in dx.iter_mut().zip(x) {
+                            *dx = r * *dx - x * k;
+                        }
+                    },
+                )
             });
         Ok(output(dx, xl.shape()))
     }
@@ -246,14 +319,17 @@ impl CustomOp2 for RmsNormWeightGrad {
             .zip(dy.par_chunks(block))
             .map(|(x, dy)| {
                 let mut sum = vec![0f32; n];
-                vectorized(|| {
-                    for (x, dy) in x.chunks(n).zip(dy.chunks(n)) {
-                        let r = norm.inverse_rms(x);
-                        for ((s, x), g) in sum.iter_mut().zip(x).zip(dy) {
-                            *s += g * x * r;
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        for (x, dy) in x.chunks(n).zip(dy.chunks(n)) {
+                            let r = norm.inverse_rms(x);
+                            for ((s, x), g) in sum.iter_mut().zip(x).zip(dy) {
+                                *s += g * x * r;
+                            }
                         }
-                    }
-                });
+                    },
+                );
                 sum
             })
             .collect();
@@ -303,15 +379,11 @@ impl CustomOp1 for CausalSoftmax {
             .with_min_len(grain(keys))
             .for_each(|(row, (y, x))| {
                 let seen = (self.offset + row % queries + 1).min(keys);
-                let max = x[..seen].iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                let mut sum = 0f32;
-                for (y, x) in y[..seen].iter_mut().zip(x) {
-                    *y = (self.scale * (x - max)).exp();
-                    sum += *y;
-                }
-                for y in &mut y[..seen] {
-                    *y /= sum;
-                }
+                y[..seen].copy_from_slice(&x[..seen]);
+                vectorized(
+                    #[inline(always)]
+                    || softmax(&mut y[..seen], self.scale),
+                );
             });
         Ok(output(y, layout.shape()))
     }
@@ -353,12 +425,15 @@ impl CustomOp2 for SoftmaxGrad {
             .zip(y.par_chunks(n).zip(dy.par_chunks(n)))
             .with_min_len(grain(n))
             .for_each(|(dx, (y, dy))| {
-                vectorized(|| {
-                    let dot = dot(y, dy);
-                    for ((dx, y), g) in dx.iter_mut().zip(y).zip(dy) {
-                        *dx = self.scale * y * (g - dot);
-                    }
-                })
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        let dot = dot(y, dy);
+                        for ((dx, y), g) in dx.iter_mut().zip(y).zip(dy) {
+                            *dx = self.scale * y * (g - dot);
+                        }
+                    },
+                )
             });
         Ok(output(dx, yl.shape()))
     }
@@ -369,8 +444,9 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> CResult<Tensor> {
     gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu)
 }
 
+#[inline(always)]
 fn sigmoid(v: f32) -> f32 {
-    1.0 / (1.0 + (-v).exp())
+    1.0 / (1.0 + exp(-v))
 }
 
 /// An elementwise map of two same-shaped tensors.
@@ -383,10 +459,21 @@ fn zip_map(
     same_shape(al, bl, op)?;
     let (a, b) = (elements(a, al, op)?, elements(b, bl, op)?);
     let mut out = vec![0f32; a.len()];
-    out.par_iter_mut()
-        .zip(a.par_iter().zip(b))
-        .with_min_len(PARALLEL_GRAIN)
-        .for_each(|(o, (&a, &b))| *o = f(a, b));
+    out.par_chunks_mut(PARALLEL_GRAIN)
+        .zip(
+            a.par_chunks(PARALLEL_GRAIN)
+                .zip(b.par_chunks(PARALLEL_GRAIN)),
+        )
+        .for_each(|(out, (a, b))| {
+            vectorized(
+                #[inline(always)]
+                || {
+                    for (o, (&a, &b)) in out.iter_mut().zip(a.iter().zip(b)) {
+                        *o = f(a, b);
+                    }
+                },
+            )
+        });
     Ok(output(out, al.shape()))
 }
 
@@ -549,9 +636,18 @@ struct CrossEntropy {
 }
 
 /// `log Σ exp(row)`, computed stably.
+#[inline(always)]
 fn log_sum_exp(row: &[f32]) -> f32 {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    max + row.iter().map(|v| (v - max).exp()).sum::<f32>().ln()
+    let max = max(row);
+    let mut lanes = [0f32; 8];
+    let row8 = row.chunks_exact(8);
+    let tail: f32 = row8.remainder().iter().map(|&v| exp(v - max)).sum();
+    for v in row8 {
+        for i in 0..8 {
+            lanes[i] += exp(v[i] - max);
+        }
+    }
+    max + (sum(&lanes) + tail).ln()
 }
 
 impl CustomOp1 for CrossEntropy {
@@ -565,7 +661,12 @@ impl CustomOp1 for CrossEntropy {
         let nll: Vec<f32> = logits
             .par_chunks(vocab)
             .zip(self.targets.par_iter())
-            .map(|(row, &t)| log_sum_exp(row) - row[t as usize])
+            .map(|(row, &t)| {
+                vectorized(
+                    #[inline(always)]
+                    || log_sum_exp(row),
+                ) - row[t as usize]
+            })
             .collect();
         Ok(output(nll, &Shape::from(self.targets.len())))
     }
@@ -603,10 +704,15 @@ impl CustomOp2 for CrossEntropyGrad {
             .zip(logits.par_chunks(vocab))
             .zip(self.targets.par_iter().zip(grad))
             .for_each(|((out, row), (&t, &g))| {
-                let lse = log_sum_exp(row);
-                for (o, v) in out.iter_mut().zip(row) {
-                    *o = (v - lse).exp() * g;
-                }
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        let lse = log_sum_exp(row);
+                        for (o, v) in out.iter_mut().zip(row) {
+                            *o = exp(v - lse) * g;
+                        }
+                    },
+                );
                 out[t as usize] -= g;
             });
         Ok(output(out, ll.shape()))
@@ -663,6 +769,33 @@ pub(crate) mod tests {
             assert!(diff < 1e-3, "gradient of input {i} differs by {diff}");
         }
         Ok(())
+    }
+
+    #[test]
+    fn exp_is_within_two_ulp_of_the_libraries() {
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let (got, want) = (exp(x), x.exp());
+            let ulp = want.to_bits().abs_diff(got.to_bits());
+            assert!(ulp <= 2, "exp({x}) = {got}, the library says {want}");
+            x += 0.0137;
+        }
+        assert!(exp(-1000.0) > 0.0 && exp(-1000.0) < 1e-37);
+        assert!(exp(1000.0).is_finite());
+        assert_eq!(exp(0.0), 1.0);
+    }
+
+    #[test]
+    fn lane_reductions_match_the_plain_ones() {
+        let x: Vec<f32> = (0..37).map(|i| ((i * 7919) % 101) as f32 - 50.0).collect();
+        assert_eq!(max(&x), x.iter().copied().fold(f32::NEG_INFINITY, f32::max));
+        assert!((sum(&x) - x.iter().sum::<f32>()).abs() < 1e-3);
+        let mut y = x.clone();
+        softmax(&mut y, 0.1);
+        let total: f32 = x.iter().map(|v| (0.1 * (v - 49.0)).exp()).sum();
+        for (y, x) in y.iter().zip(&x) {
+            assert!((y - (0.1 * (x - 49.0)).exp() / total).abs() < 1e-6);
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
 use crate::error::{MlError, Result};
+use crate::fused::{exp, max, vectorized};
 use crate::llama::{KvCache, Llama};
 use crate::tokenizer::{decode, encode, end_of_text};
 
@@ -260,11 +261,23 @@ fn sample(logits: &[f32], options: &GenerateOptions, rng: &mut impl Rng) -> u32 
     if options.temperature == 0.0 {
         return argmax();
     }
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut nucleus: Vec<(u32, f64)> = logits
+    // Weights in f32 with a vectorized exp: this runs for every token of every sequence on the
+    // serving engine's thread, between the batch's steps.
+    let inverse_temperature = (1.0 / options.temperature) as f32;
+    let mut weights = vec![0f32; logits.len()];
+    vectorized(
+        #[inline(always)]
+        || {
+            let max = max(logits);
+            for (w, &l) in weights.iter_mut().zip(logits) {
+                *w = exp((l - max) * inverse_temperature);
+            }
+        },
+    );
+    let mut nucleus: Vec<(u32, f64)> = weights
         .iter()
         .enumerate()
-        .map(|(i, &l)| (i as u32, (((l - max) as f64) / options.temperature).exp()))
+        .map(|(i, &w)| (i as u32, w.into()))
         .collect();
     if options.top_p < 1.0 {
         // The nucleus: most likely first (ties by token id, a total order), cut where the mass

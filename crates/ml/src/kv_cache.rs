@@ -13,7 +13,7 @@ use candle_core::Tensor;
 use rayon::prelude::*;
 
 use crate::error::{MlError, Result};
-use crate::fused::{RotaryTables, dot, vectorized};
+use crate::fused::{RotaryTables, dot, softmax, vectorized};
 
 /// Multiply-adds below which one step's attention stays on the calling thread.
 const PARALLEL_WORK: usize = 1 << 16;
@@ -121,13 +121,18 @@ pub(crate) fn attend(
         .zip(q.par_chunks(q_width))
         .zip(owners.par_iter())
         .with_min_len(if work < PARALLEL_WORK { rows.max(1) } else { 1 })
-        .for_each(|((out, q), &(s, position))| {
-            vectorized(|| attend_row(caches[s], out, q, position, shape, scale))
+        .for_each_with(Vec::new(), |scores, ((out, q), &(s, position))| {
+            vectorized(
+                #[inline(always)]
+                || attend_row(caches[s], out, q, position, shape, scale, scores),
+            )
         });
     Ok(Tensor::from_vec(out, (rows, q_width), &device)?)
 }
 
-/// One new position's attention over its sequence's cache (`keys`, `values`) and itself.
+/// One new position's attention over its sequence's cache (`keys`, `values`) and itself. The
+/// query heads that share a key/value head are done together, so that each key and value is read
+/// once for all of them; `scores` is room for the scores, reused from row to row.
 #[inline(always)]
 fn attend_row(
     (keys, values): &(Vec<f32>, Vec<f32>),
@@ -136,42 +141,39 @@ fn attend_row(
     position: usize,
     shape: Heads,
     scale: f32,
+    scores: &mut Vec<f32>,
 ) {
     let Heads {
         heads,
         kv_heads,
         head_dim,
     } = shape;
-    let (group, kv_width) = (heads / kv_heads, kv_heads * head_dim);
-    let mut scores = vec![0f32; position + 1];
-    for (h, (out, q)) in out
-        .chunks_exact_mut(head_dim)
-        .zip(q.chunks_exact(head_dim))
+    let (group, kv_width, seen) = (heads / kv_heads, kv_heads * head_dim, position + 1);
+    scores.resize(group * seen, 0.0);
+    let group_width = group * head_dim;
+    for (kv, (out, q)) in out
+        .chunks_exact_mut(group_width)
+        .zip(q.chunks_exact(group_width))
         .enumerate()
     {
-        let at = (h / group) * head_dim;
-        for (j, score) in scores.iter_mut().enumerate() {
-            *score = scale * dot(q, &keys[j * kv_width + at..][..head_dim]);
-        }
-        softmax(&mut scores);
-        for (j, &weight) in scores.iter().enumerate() {
-            let value = &values[j * kv_width + at..][..head_dim];
-            for (o, v) in out.iter_mut().zip(value) {
-                *o += weight * v;
+        let at = kv * head_dim;
+        for j in 0..seen {
+            let key = &keys[j * kv_width + at..][..head_dim];
+            for (g, q) in q.chunks_exact(head_dim).enumerate() {
+                scores[g * seen + j] = dot(q, key);
             }
         }
-    }
-}
-
-#[inline(always)]
-fn softmax(x: &mut [f32]) {
-    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let mut sum = 0.0;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    for v in x.iter_mut() {
-        *v /= sum;
+        for scores in scores.chunks_exact_mut(seen) {
+            softmax(scores, scale);
+        }
+        for j in 0..seen {
+            let value = &values[j * kv_width + at..][..head_dim];
+            for (g, out) in out.chunks_exact_mut(head_dim).enumerate() {
+                let weight = scores[g * seen + j];
+                for (o, v) in out.iter_mut().zip(value) {
+                    *o += weight * v;
+                }
+            }
+        }
     }
 }

@@ -77,20 +77,23 @@ impl CustomOp2 for AddDeltas<'_, '_> {
                 }
             }
             let mut down = vec![0f32; rank];
-            vectorized(|| {
-                for row in delta.rows.clone() {
-                    let x = &x[row * inputs..][..inputs];
-                    for (d, a) in down.iter_mut().zip(a.chunks_exact(inputs)) {
-                        *d = scale * dot(a, x);
-                    }
-                    let y = &mut y[row * outputs..][..outputs];
-                    for (&d, column) in down.iter().zip(columns.chunks_exact(outputs)) {
-                        for (y, c) in y.iter_mut().zip(column) {
-                            *y += d * c;
+            vectorized(
+                #[inline(always)]
+                || {
+                    for row in delta.rows.clone() {
+                        let x = &x[row * inputs..][..inputs];
+                        for (d, a) in down.iter_mut().zip(a.chunks_exact(inputs)) {
+                            *d = scale * dot(a, x);
+                        }
+                        let y = &mut y[row * outputs..][..outputs];
+                        for (&d, column) in down.iter().zip(columns.chunks_exact(outputs)) {
+                            for (y, c) in y.iter_mut().zip(column) {
+                                *y += d * c;
+                            }
                         }
                     }
-                }
-            });
+                },
+            );
         }
         Ok((CpuStorage::F32(y), yl.shape().clone()))
     }
