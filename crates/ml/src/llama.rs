@@ -338,6 +338,38 @@ impl Llama {
         })
     }
 
+    /// The model with its projection weights laid out for inference, each one's transpose
+    /// (`in × out`) contiguous in memory. A product `x·Wᵀ` then hands the matrix kernels `Wᵀ` row
+    /// by row, which they read as is, where the checkpoint's layout makes them gather the whole
+    /// weight into their own layout again on every call, element by element: on the dev model
+    /// that gathering took a fifth of a serving step. Training keeps the checkpoint's layout,
+    /// which its backward product `dy·W` reads as is. With tied embeddings the embedding table
+    /// takes the head's layout too, so the weight stays one copy; a token's row is then read
+    /// with a stride, a few hundred values per token.
+    pub fn for_inference(mut self) -> Result<Self> {
+        let transposed = |w: &Tensor| -> Result<Tensor> { Ok(w.t()?.contiguous()?.t()?) };
+        for block in &mut self.blocks {
+            let (attn, mlp) = (&mut block.attn, &mut block.mlp);
+            for linear in [
+                &mut attn.q,
+                &mut attn.k,
+                &mut attn.v,
+                &mut attn.o,
+                &mut mlp.gate,
+                &mut mlp.up,
+                &mut mlp.down,
+            ] {
+                linear.weight = transposed(&linear.weight)?;
+            }
+        }
+        let head = transposed(&self.lm_head.weight)?;
+        if self.config.tie_word_embeddings {
+            self.embed = head.clone();
+        }
+        self.lm_head.weight = head;
+        Ok(self)
+    }
+
     /// The model's configuration.
     pub fn config(&self) -> &ModelConfig {
         &self.config
@@ -394,7 +426,31 @@ impl Llama {
         // A step is a few dozen ops that each split their work over rayon's workers. Called from
         // outside the pool, each op would be handed to it and waited for, a hand-off that costs
         // more than a small model's op; run on a worker, the ops share their work directly.
-        rayon::scope(|_| self.step(seqs))
+        rayon::scope(|_| self.step_in_halves(seqs))
+    }
+
+    /// [`Self::step`] for each half of the batch (by rows), side by side. One stream of ops leaves
+    /// workers idle at the end of every op, waiting for the slowest part of it, and on a small
+    /// model those gaps cost as much as the arithmetic; with two independent streams a worker
+    /// idle in one finds work in the other. Rows do not interact, so the halves compute what one
+    /// step would.
+    fn step_in_halves(&self, seqs: &mut [BatchSeq<'_>]) -> Result<Tensor> {
+        if seqs.len() < 2 {
+            return self.step(seqs);
+        }
+        let total: usize = seqs.iter().map(|s| s.tokens.len()).sum();
+        let mut rows = 0;
+        let before_middle = seqs
+            .iter()
+            .take_while(|s| {
+                rows += s.tokens.len();
+                rows * 2 < total
+            })
+            .count();
+        let half = (before_middle + 1).min(seqs.len() - 1);
+        let (left, right) = seqs.split_at_mut(half);
+        let (left, right) = rayon::join(|| self.step(left), || self.step(right));
+        Ok(Tensor::cat(&[left?, right?], 0)?)
     }
 
     fn step(&self, seqs: &mut [BatchSeq<'_>]) -> Result<Tensor> {
@@ -419,9 +475,7 @@ impl Llama {
                 cache: &mut *seq.cache,
             })
             .collect();
-        let mut x = self
-            .embed
-            .embedding(&Tensor::new(ids.as_slice(), self.device())?)?;
+        let mut x = self.embedding(&Tensor::new(ids.as_slice(), self.device())?)?;
         for (i, block) in self.blocks.iter().enumerate() {
             let deltas = |projection: usize| row_deltas(&adapters, &rows, i, projection);
             let h = block.attn_norm.forward(&x)?;
@@ -442,6 +496,16 @@ impl Llama {
         self.lm_head.forward(&self.norm.forward(&last)?)
     }
 
+    /// The embeddings of token ids (a vector), from a table in either layout (see
+    /// [`Self::for_inference`]).
+    fn embedding(&self, ids: &Tensor) -> Result<Tensor> {
+        Ok(if self.embed.is_contiguous() {
+            self.embed.embedding(ids)?
+        } else {
+            self.embed.t()?.index_select(ids, 1)?.t()?.contiguous()?
+        })
+    }
+
     fn check_positions(&self, positions: usize) -> Result<()> {
         if positions > self.rope.positions() {
             return Err(MlError::Input(format!(
@@ -457,11 +521,9 @@ impl Llama {
         if s == 0 {
             return Err(MlError::Input("empty token sequence".into()));
         }
-        let mut x = self.embed.embedding(&tokens.flatten_all()?)?.reshape((
-            b,
-            s,
-            self.config.hidden_size,
-        ))?;
+        let mut x =
+            self.embedding(&tokens.flatten_all()?)?
+                .reshape((b, s, self.config.hidden_size))?;
         self.check_positions(s)?;
         for block in &self.blocks {
             x = (&x

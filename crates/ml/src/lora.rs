@@ -221,7 +221,9 @@ impl Adapter {
     }
 
     /// The adapter's updates by layer and projection, as [`Llama::forward_batch`] reads them,
-    /// with `B` pre-multiplied by the scale so that serving does not rescale it every step.
+    /// with `B` pre-multiplied by the scale so that serving does not rescale it every step, and
+    /// stored column by column (the multi-LoRA pass's layout) so that it is not rearranged on
+    /// every step either.
     pub fn to_set(&self) -> Result<LoraSet> {
         let scale = self.config.scale();
         let mut set = LoraSet::default();
@@ -236,7 +238,7 @@ impl Adapter {
             set.bytes += (a.elem_count() + b.elem_count()) * a.dtype().size_in_bytes();
             set.layers[*layer][projection] = Some(LoraWeights {
                 a: a.clone(),
-                b: (b * scale)?,
+                b: (b * scale)?.t()?.contiguous()?.t()?,
                 scale: 1.0,
             });
         }

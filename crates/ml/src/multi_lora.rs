@@ -7,6 +7,7 @@
 //! arithmetic once a batch holds dozens of adapters. This op does them all in one pass that reads
 //! every adapter's factors in place. Serving only: it has no backward.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Storage, Tensor, bail};
@@ -66,16 +67,24 @@ impl CustomOp2 for AddDeltas<'_, '_> {
                     b_layout.dims()
                 );
             }
-            let (a, b) = (cpu(&a_storage, a_layout)?, cpu(&b_storage, b_layout)?);
+            let a = cpu(&a_storage, a_layout)?;
             let scale = delta.lora.scale as f32;
             // `B` column by column (`rank × out`), so that each row's update is `rank` runs of
-            // `y += d·column` over contiguous memory rather than `out` dot products of `rank`.
-            let mut columns = vec![0f32; rank * outputs];
-            for (o, b) in b.chunks_exact(rank).enumerate() {
-                for (r, &b) in b.iter().enumerate() {
-                    columns[r * outputs + o] = b;
+            // `y += d·column` over contiguous memory rather than `out` dot products of `rank`:
+            // as stored when the adapter was made ready to serve, else rearranged here.
+            let columns: Cow<[f32]> = match cpu(&b_storage, &b_layout.transpose(0, 1)?) {
+                Ok(columns) => Cow::Borrowed(columns),
+                Err(_) => {
+                    let b = cpu(&b_storage, b_layout)?;
+                    let mut columns = vec![0f32; rank * outputs];
+                    for (o, b) in b.chunks_exact(rank).enumerate() {
+                        for (r, &b) in b.iter().enumerate() {
+                            columns[r * outputs + o] = b;
+                        }
+                    }
+                    Cow::Owned(columns)
                 }
-            }
+            };
             let mut down = vec![0f32; rank];
             vectorized(
                 #[inline(always)]
@@ -128,7 +137,9 @@ mod tests {
             b: random((outputs, rank), seed + 1),
             scale: 0.5,
         };
-        let (first, second) = (lora(3), lora(5));
+        let (first, mut second) = (lora(3), lora(5));
+        // The second `B` column by column, as a served adapter stores it.
+        second.b = second.b.t().unwrap().contiguous().unwrap().t().unwrap();
         let deltas = [
             RowDelta {
                 rows: 0..2,

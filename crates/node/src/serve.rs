@@ -90,7 +90,7 @@ pub fn start_engine(
     registry: Registry,
     config: EngineConfig,
 ) -> anyhow::Result<(Arc<Engine>, String)> {
-    let model = checkpoint::load_model(base, &openledger_ml::Device::Cpu)?;
+    let model = checkpoint::load_model(base, &openledger_ml::Device::Cpu)?.for_inference()?;
     let tok = tokenizer::load(&base.join(checkpoint::TOKENIZER_FILE))?;
     let base_id = base
         .canonicalize()
