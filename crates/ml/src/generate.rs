@@ -274,35 +274,45 @@ fn sample(logits: &[f32], options: &GenerateOptions, rng: &mut impl Rng) -> u32 
             }
         },
     );
-    let mut nucleus: Vec<(u32, f64)> = weights
+    let weighted = weights
         .iter()
         .enumerate()
-        .map(|(i, &w)| (i as u32, w.into()))
-        .collect();
-    if options.top_p < 1.0 {
-        // The nucleus: most likely first (ties by token id, a total order), cut where the mass
-        // reaches top_p. With top_p = 1 every token is in it and the order does not matter.
-        nucleus.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let total: f64 = nucleus.iter().map(|p| p.1).sum();
-        let mut kept = 0.0;
-        let cut = nucleus
-            .iter()
-            .position(|p| {
-                kept += p.1 / total;
-                kept >= options.top_p
-            })
-            .map_or(nucleus.len(), |i| i + 1);
-        nucleus.truncate(cut);
+        .map(|(i, &w)| (i as u32, f64::from(w)));
+    if options.top_p >= 1.0 {
+        // Every token is in the nucleus, in id order.
+        return draw(weighted, rng).unwrap_or_else(argmax);
     }
-    let mass: f64 = nucleus.iter().map(|p| p.1).sum();
+    // The nucleus: most likely first (ties by token id, a total order), cut where the mass
+    // reaches top_p.
+    let mut nucleus: Vec<(u32, f64)> = weighted.collect();
+    nucleus.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let total: f64 = nucleus.iter().map(|p| p.1).sum();
+    let mut kept = 0.0;
+    let cut = nucleus
+        .iter()
+        .position(|p| {
+            kept += p.1 / total;
+            kept >= options.top_p
+        })
+        .map_or(nucleus.len(), |i| i + 1);
+    nucleus.truncate(cut);
+    draw(nucleus.iter().copied(), rng).unwrap_or_else(argmax)
+}
+
+/// Draws a token with probability proportional to its weight; the last one when rounding leaves
+/// the draw past the end, none when there are none.
+fn draw(weighted: impl Iterator<Item = (u32, f64)> + Clone, rng: &mut impl Rng) -> Option<u32> {
+    let mass: f64 = weighted.clone().map(|p| p.1).sum();
     let mut draw = rng.random::<f64>() * mass;
-    for &(token, p) in &nucleus {
+    let mut last = None;
+    for (token, p) in weighted {
         draw -= p;
         if draw <= 0.0 {
-            return token;
+            return Some(token);
         }
+        last = Some(token);
     }
-    nucleus.last().map_or_else(argmax, |p| p.0)
+    last
 }
 
 #[cfg(test)]
