@@ -96,12 +96,18 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// The sum of `x` in eight independent lanes (see [`dot`]).
 #[inline(always)]
 pub(crate) fn sum(x: &[f32]) -> f32 {
+    sum_of(x, |v| v)
+}
+
+/// The sum of `f` over `x`, in eight independent lanes.
+#[inline(always)]
+fn sum_of(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut lanes = [0f32; 8];
     let x8 = x.chunks_exact(8);
-    let tail: f32 = x8.remainder().iter().sum();
+    let tail: f32 = x8.remainder().iter().map(|&v| f(v)).sum();
     for x in x8 {
         for i in 0..8 {
-            lanes[i] += x[i];
+            lanes[i] += f(x[i]);
         }
     }
     lanes.iter().sum::<f32>() + tail
@@ -127,8 +133,9 @@ pub(crate) fn max(x: &[f32]) -> f32 {
 /// `e^x` without a library call or a branch, so that a loop of it becomes vector instructions
 /// (the C library's `expf` is called once per element). Cephes' method: `x = n·ln 2 + r` with
 /// `|r| ≤ ln 2 / 2`, a degree-6 polynomial for `e^r`, and `2^n` put straight into the exponent
-/// bits. Within 2 ulp of the exact value on `[-87, 88]`; the input is clamped to that range, so
-/// it underflows to about 1e-38 rather than 0 and saturates near 2e38 rather than infinity.
+/// bits. Within 2 ulp of the C library's `expf` on `[-87, 88]`; the input is clamped to that
+/// range, so it underflows to about 1e-38 rather than 0 and saturates near 2e38 rather than
+/// infinity.
 #[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
     // Adding 1.5·2²³ rounds to the nearest integer and leaves it in the low mantissa bits.
@@ -639,15 +646,7 @@ struct CrossEntropy {
 #[inline(always)]
 fn log_sum_exp(row: &[f32]) -> f32 {
     let max = max(row);
-    let mut lanes = [0f32; 8];
-    let row8 = row.chunks_exact(8);
-    let tail: f32 = row8.remainder().iter().map(|&v| exp(v - max)).sum();
-    for v in row8 {
-        for i in 0..8 {
-            lanes[i] += exp(v[i] - max);
-        }
-    }
-    max + (sum(&lanes) + tail).ln()
+    max + sum_of(row, |v| exp(v - max)).ln()
 }
 
 impl CustomOp1 for CrossEntropy {

@@ -568,6 +568,31 @@ mod tests {
     }
 
     #[test]
+    fn the_inference_layout_gives_the_same_logits() -> Result<()> {
+        for tied in [true, false] {
+            let mut config = ModelConfig::llama(50, 32, 2, 4, 2);
+            config.tie_word_embeddings = tied;
+            let weights = random_weights(&config, 9, &Device::Cpu)?;
+            let model = Llama::new(config.clone(), &weights)?;
+            let served = Llama::new(config, &weights)?.for_inference()?;
+            let ids = Tensor::new(&[[3u32, 14, 15, 9, 26, 5]], &Device::Cpu)?;
+            let diff = (model.forward(&ids)? - served.forward(&ids)?)?
+                .abs()?
+                .max_all()?
+                .to_scalar::<f32>()?;
+            assert!(diff < 1e-5, "tied {tied}: full forward differs by {diff}");
+            let [mut a, mut b] = [KvCache::default(), KvCache::default()];
+            let (mine, theirs) = (
+                model.forward_cached(&ids, &mut a)?,
+                served.forward_cached(&ids, &mut b)?,
+            );
+            let diff = (mine - theirs)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(diff < 1e-5, "tied {tied}: cached forward differs by {diff}");
+        }
+        Ok(())
+    }
+
+    #[test]
     fn a_mixed_adapter_batch_gives_each_sequence_its_own_logits() -> Result<()> {
         use crate::lora::{Adapter, LoraConfig};
         let config = ModelConfig::llama(50, 32, 2, 4, 2);
