@@ -254,6 +254,12 @@ pub struct Llama {
     rope: RotaryTables,
 }
 
+/// `w` (`rows × columns`) with the same shape and values, stored column by column: its transpose
+/// is contiguous, the layout the inference kernels read.
+pub(crate) fn column_major(w: &Tensor) -> Result<Tensor> {
+    Ok(w.t()?.contiguous()?.t()?)
+}
+
 /// The projections LoRA can target, in Hugging Face's module names.
 pub const PROJECTIONS: [&str; 7] = [
     "q_proj",
@@ -347,7 +353,6 @@ impl Llama {
     /// takes the head's layout too, so the weight stays one copy; a token's row is then read
     /// with a stride, a few hundred values per token.
     pub fn for_inference(mut self) -> Result<Self> {
-        let transposed = |w: &Tensor| -> Result<Tensor> { Ok(w.t()?.contiguous()?.t()?) };
         for block in &mut self.blocks {
             let (attn, mlp) = (&mut block.attn, &mut block.mlp);
             for linear in [
@@ -359,10 +364,10 @@ impl Llama {
                 &mut mlp.up,
                 &mut mlp.down,
             ] {
-                linear.weight = transposed(&linear.weight)?;
+                linear.weight = column_major(&linear.weight)?;
             }
         }
-        let head = transposed(&self.lm_head.weight)?;
+        let head = column_major(&self.lm_head.weight)?;
         if self.config.tie_word_embeddings {
             self.embed = head.clone();
         }

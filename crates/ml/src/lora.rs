@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::{read_safetensors, write_safetensors};
 use crate::config::ModelConfig;
 use crate::error::{MlError, Result};
-use crate::llama::{Llama, LoraWeights, PROJECTIONS};
+use crate::llama::{Llama, LoraWeights, PROJECTIONS, column_major};
 
 /// The adapter's configuration file.
 pub const ADAPTER_CONFIG_FILE: &str = "adapter_config.json";
@@ -238,7 +238,7 @@ impl Adapter {
             set.bytes += (a.elem_count() + b.elem_count()) * a.dtype().size_in_bytes();
             set.layers[*layer][projection] = Some(LoraWeights {
                 a: a.clone(),
-                b: (b * scale)?.t()?.contiguous()?.t()?,
+                b: column_major(&(b * scale)?)?,
                 scale: 1.0,
             });
         }
