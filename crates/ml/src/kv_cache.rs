@@ -62,15 +62,19 @@ pub(crate) struct Heads {
 
 /// One sequence's new rows in a step, and its cache.
 pub(crate) struct SeqRows<'a> {
+    /// Its rows of the step's keys and values, one per new position.
     pub rows: Range<usize>,
+    /// Its rows of the step's queries: those of its last `queries.len()` new positions (all of
+    /// them, or where only the last position's output is read, that one).
+    pub queries: Range<usize>,
     pub cache: &'a mut KvCache,
 }
 
-/// Attention in layer `layer` for every sequence's new rows of `q`, `k` and `v` (`rows × width`,
-/// before rotation): appends their keys and values to each sequence's cache and returns each
-/// row's output (`rows × heads·head_dim`), every new position seeing its own sequence's earlier
-/// positions and itself. Caches advance only when the caller calls [`KvCache::advance`], after
-/// the last layer.
+/// Attention in layer `layer` for the sequences' new rows of `k` and `v` and their queries `q`
+/// (each `rows × width`, before rotation): appends the keys and values to each sequence's cache
+/// and returns each query's output (`queries × heads·head_dim`), every position seeing its own
+/// sequence's earlier positions and itself. Caches advance only when the caller calls
+/// [`KvCache::advance`], after the last layer.
 pub(crate) fn attend(
     shape: Heads,
     rope: &RotaryTables,
@@ -88,14 +92,15 @@ pub(crate) fn attend(
     let mut q: Vec<f32> = q.flatten_all()?.to_vec1()?;
     let (mut k, v): (Vec<f32>, Vec<f32>) =
         (k.flatten_all()?.to_vec1()?, v.flatten_all()?.to_vec1()?);
-    let rows = q.len() / q_width;
-    // Which sequence each row belongs to, and its position there.
-    let mut owners = vec![(0, 0); rows];
+    let (rows, queries) = (k.len() / kv_width, q.len() / q_width);
+    // Which sequence each query belongs to, and its position there.
+    let mut owners = vec![(0, 0); queries];
     for (s, seq) in seqs.iter_mut().enumerate() {
-        if seq.rows.end > rows {
+        if seq.rows.end > rows || seq.queries.end > queries || seq.queries.len() > seq.rows.len() {
             return Err(MlError::Input(format!(
-                "sequence {s}'s rows {:?} run past the batch's {rows} rows",
-                seq.rows
+                "sequence {s}'s rows {:?} and queries {:?} do not fit the batch's {rows} rows \
+                 and {queries} queries",
+                seq.rows, seq.queries
             )));
         }
         let offset = seq.cache.len;
@@ -113,10 +118,6 @@ pub(crate) fn attend(
         }
         for (i, row) in seq.rows.clone().enumerate() {
             let position = offset + i;
-            owners[row] = (s, position);
-            for head in q[row * q_width..][..q_width].chunks_exact_mut(head_dim) {
-                rope.rotate(head, position, false);
-            }
             let key = &mut k[row * kv_width..][..kv_width];
             for head in key.chunks_exact_mut(head_dim) {
                 rope.rotate(head, position, false);
@@ -130,22 +131,33 @@ pub(crate) fn attend(
             }
             values.extend_from_slice(&v[row * kv_width..][..kv_width]);
         }
+        let first = offset + seq.rows.len() - seq.queries.len();
+        for (i, row) in seq.queries.clone().enumerate() {
+            owners[row] = (s, first + i);
+            for head in q[row * q_width..][..q_width].chunks_exact_mut(head_dim) {
+                rope.rotate(head, first + i, false);
+            }
+        }
     }
     let caches: Vec<&(Vec<f32>, Vec<f32>)> = seqs.iter().map(|s| &s.cache.layers[layer]).collect();
     let work = owners.iter().map(|&(_, p)| p + 1).sum::<usize>() * q_width * 2;
     let scale = 1.0 / (head_dim as f32).sqrt();
-    let mut out = vec![0f32; rows * q_width];
+    let mut out = vec![0f32; queries * q_width];
     out.par_chunks_mut(q_width)
         .zip(q.par_chunks(q_width))
         .zip(owners.par_iter())
-        .with_min_len(if work < PARALLEL_WORK { rows.max(1) } else { 1 })
+        .with_min_len(if work < PARALLEL_WORK {
+            queries.max(1)
+        } else {
+            1
+        })
         .for_each_with(Vec::new(), |scores, ((out, q), &(s, position))| {
             vectorized(
                 #[inline(always)]
                 || attend_row(caches[s], out, q, position, shape, scale, scores),
             )
         });
-    Ok(Tensor::from_vec(out, (rows, q_width), &device)?)
+    Ok(Tensor::from_vec(out, (queries, q_width), &device)?)
 }
 
 /// One new position's attention over its sequence's cache (`keys`, `values`) and itself. The
@@ -352,6 +364,7 @@ mod tests {
                         row += p.len();
                         SeqRows {
                             rows: row - p.len()..row,
+                            queries: row - p.len()..row,
                             cache,
                         }
                     })

@@ -477,15 +477,32 @@ impl Llama {
             .zip(&rows)
             .map(|(seq, rows)| SeqRows {
                 rows: rows.clone(),
+                queries: rows.clone(),
                 cache: &mut *seq.cache,
             })
             .collect();
         let mut x = self.embedding(&Tensor::new(ids.as_slice(), self.device())?)?;
+        let mut queries = rows.clone();
         for (i, block) in self.blocks.iter().enumerate() {
-            let deltas = |projection: usize| row_deltas(&adapters, &rows, i, projection);
-            let h = block.attn_norm.forward(&x)?;
-            let [q, k, v] = [Q, K, V].map(|p| block.attn.q_k_v(p).forward_rows(&h, &deltas(p)));
-            let qkv = [&q?, &k?, &v?];
+            let mut h = block.attn_norm.forward(&x)?;
+            let [k, v] = [K, V].map(|p| {
+                let deltas = row_deltas(&adapters, &rows, i, p);
+                block.attn.q_k_v(p).forward_rows(&h, &deltas)
+            });
+            if i + 1 == self.blocks.len() && rows.len() < ids.len() {
+                // The last layer's output is read at each sequence's last position only, for its
+                // logits: a prompt's other positions need their keys and values, nothing more.
+                let last: Vec<u32> = rows.iter().map(|r| r.end as u32 - 1).collect();
+                let last = Tensor::new(last.as_slice(), self.device())?;
+                (x, h) = (x.index_select(&last, 0)?, h.index_select(&last, 0)?);
+                queries = (0..rows.len()).map(|s| s..s + 1).collect();
+                for (part, queries) in parts.iter_mut().zip(&queries) {
+                    part.queries = queries.clone();
+                }
+            }
+            let deltas = |projection: usize| row_deltas(&adapters, &queries, i, projection);
+            let q = block.attn.q.forward_rows(&h, &deltas(Q))?;
+            let qkv = [&q, &k?, &v?];
             let out = kv_cache::attend(block.attn.shape(), &self.rope, i, qkv, &mut parts)?;
             x = (x + block.attn.o.forward_rows(&out, &deltas(O))?)?;
             x = (&x
@@ -496,9 +513,7 @@ impl Llama {
         for part in parts {
             part.cache.advance(part.rows.len());
         }
-        let last: Vec<u32> = rows.iter().map(|r| r.end as u32 - 1).collect();
-        let last = x.index_select(&Tensor::new(last.as_slice(), self.device())?, 0)?;
-        self.lm_head.forward(&self.norm.forward(&last)?)
+        self.lm_head.forward(&self.norm.forward(&x)?)
     }
 
     /// The embeddings of token ids (a vector), from a table in either layout (see
