@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::Mutex;
 
 use candle_core::{Device, Tensor};
 
@@ -428,10 +429,33 @@ impl Llama {
     /// rows, and attention over each sequence's own cache. Returns the logits of each sequence's
     /// last new position (`sequences × vocab`).
     pub fn forward_batch(&self, seqs: &mut [BatchSeq<'_>]) -> Result<Tensor> {
+        let vocab = self.config.vocab_size;
+        let logits = Mutex::new(vec![0f32; seqs.len() * vocab]);
+        self.forward_batch_with(seqs, &|i, row| {
+            let mut logits = logits.lock().expect("no panic while copying logits");
+            logits[i * vocab..][..vocab].copy_from_slice(row);
+        })?;
+        let logits = logits.into_inner().expect("no panic while copying logits");
+        Ok(Tensor::from_vec(
+            logits,
+            (seqs.len(), vocab),
+            self.device(),
+        )?)
+    }
+
+    /// [`Self::forward_batch`], handing each sequence's logits to `then` (with its index in
+    /// `seqs`) on the worker that computed them, as soon as its half of the batch is done. A
+    /// server samples and streams one half's next tokens there while the other half computes,
+    /// rather than after the step on one thread while the workers wait.
+    pub fn forward_batch_with(
+        &self,
+        seqs: &mut [BatchSeq<'_>],
+        then: &(dyn Fn(usize, &[f32]) + Sync),
+    ) -> Result<()> {
         // A step is a few dozen ops that each split their work over rayon's workers. Called from
         // outside the pool, each op would be handed to it and waited for, a hand-off that costs
         // more than a small model's op; run on a worker, the ops share their work directly.
-        rayon::scope(|_| self.step_in_halves(seqs))
+        rayon::scope(|_| self.step_in_halves(seqs, then))
     }
 
     /// [`Self::step`] for each half of the batch (by rows), side by side. One stream of ops leaves
@@ -439,9 +463,13 @@ impl Llama {
     /// model those gaps cost as much as the arithmetic; with two independent streams a worker
     /// idle in one finds work in the other. Rows do not interact, so the halves compute what one
     /// step would.
-    fn step_in_halves(&self, seqs: &mut [BatchSeq<'_>]) -> Result<Tensor> {
+    fn step_in_halves(
+        &self,
+        seqs: &mut [BatchSeq<'_>],
+        then: &(dyn Fn(usize, &[f32]) + Sync),
+    ) -> Result<()> {
         if seqs.len() < 2 {
-            return self.step(seqs);
+            return self.step_then(seqs, 0, then);
         }
         let total: usize = seqs.iter().map(|s| s.tokens.len()).sum();
         let mut rows = 0;
@@ -454,8 +482,25 @@ impl Llama {
             .count();
         let half = (before_middle + 1).min(seqs.len() - 1);
         let (left, right) = seqs.split_at_mut(half);
-        let (left, right) = rayon::join(|| self.step(left), || self.step(right));
-        Ok(Tensor::cat(&[left?, right?], 0)?)
+        let (left, right) = rayon::join(
+            || self.step_then(left, 0, then),
+            || self.step_then(right, half, then),
+        );
+        left.and(right)
+    }
+
+    /// [`Self::step`], then `then` for each sequence's logits, the first sequence numbered `first`.
+    fn step_then(
+        &self,
+        seqs: &mut [BatchSeq<'_>],
+        first: usize,
+        then: &(dyn Fn(usize, &[f32]) + Sync),
+    ) -> Result<()> {
+        let logits: Vec<f32> = self.step(seqs)?.flatten_all()?.to_vec1()?;
+        for (i, row) in logits.chunks_exact(logits.len() / seqs.len()).enumerate() {
+            then(first + i, row);
+        }
+        Ok(())
     }
 
     fn step(&self, seqs: &mut [BatchSeq<'_>]) -> Result<Tensor> {

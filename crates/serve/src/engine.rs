@@ -5,11 +5,12 @@
 //! starts loading cold adapters on their own threads (the batch keeps running meanwhile), gives
 //! prompts at most `prefill_chunk` tokens of the step so that long prompts do not starve the
 //! decodes, orders the batch by adapter so that sequences sharing one share its products, runs
-//! [`Llama::forward_batch`] once and hands each sequence's logits to its [`Decoder`].
+//! [`Llama::forward_batch_with`] once and hands each sequence's logits to its [`Decoder`] on the
+//! worker that computed them.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -422,82 +423,53 @@ impl Scheduler {
             .iter()
             .map(|r| [r.decoder.tokens().last().copied().unwrap_or_default()])
             .collect();
-        let (mut seqs, mut members) = (Vec::new(), Vec::new());
+        let (mut seqs, mut turns) = (Vec::new(), Vec::new());
         for (i, (r, work)) in self.running.iter_mut().zip(&plan).enumerate() {
-            let tokens = match work {
+            let Running {
+                request,
+                adapter,
+                cache,
+                decoder,
+                prefilled,
+                done,
+            } = r;
+            let request = &*request;
+            let (tokens, prefill) = match work {
                 Work::Skip => continue,
-                Work::Prefill(range) => &r.request.prompt[range.clone()],
-                Work::Decode => &last[i][..],
+                Work::Prefill(range) => (&request.prompt[range.clone()], Some(range.end)),
+                Work::Decode => (&last[i][..], None),
             };
             seqs.push(BatchSeq {
                 tokens,
-                cache: &mut r.cache,
-                adapter: r.adapter.as_deref(),
+                cache,
+                adapter: adapter.as_deref(),
             });
-            members.push(i);
+            let turn = Turn {
+                request,
+                decoder,
+                prefilled,
+                prefill,
+                done,
+            };
+            turns.push(Mutex::new(turn));
         }
-        let logits = self
-            .model
-            .forward_batch(&mut seqs)
-            .and_then(|l| Ok(l.to_vec2::<f32>()?));
+        let generated = AtomicU64::new(0);
+        let (metrics, tokenizer) = (&*self.metrics, &*self.tokenizer);
+        let outcome = self.model.forward_batch_with(&mut seqs, &|k, logits| {
+            let mut turn = turns[k].lock().expect("each turn is taken once");
+            generated.fetch_add(turn.advance(metrics, tokenizer, logits), Relaxed);
+        });
         drop(seqs);
-        match logits {
-            Ok(logits) => {
-                for (row, &i) in logits.iter().zip(&members) {
-                    if let Work::Prefill(range) = &plan[i] {
-                        self.metrics
-                            .prompt_tokens
-                            .fetch_add(range.len() as u64, Relaxed);
-                        self.running[i].prefilled = range.end;
-                    }
-                    self.advance(i, row);
-                }
-            }
-            Err(e) => {
-                for &i in &members {
-                    let _ = self.running[i]
-                        .request
-                        .events
-                        .send(Event::Failed(e.to_string()));
-                    self.running[i].done = true;
-                }
+        if let Err(e) = outcome {
+            for turn in turns {
+                let turn = turn.into_inner().expect("each turn is taken once");
+                let _ = turn.request.events.send(Event::Failed(e.to_string()));
+                *turn.done = true;
             }
         }
+        self.window.1 += generated.into_inner();
         self.running
             .retain(|r| !r.done && !r.request.events.is_closed());
-    }
-
-    /// Samples sequence `i`'s next token from `logits` once its prompt is in, and reports it.
-    fn advance(&mut self, i: usize, logits: &[f32]) {
-        let r = &mut self.running[i];
-        if r.prefilled < r.request.prompt.len() {
-            return;
-        }
-        if r.decoder.tokens().is_empty() {
-            self.metrics.observe_ttft(r.request.arrived.elapsed());
-        }
-        let produced = r.decoder.tokens().len();
-        match r.decoder.step(&self.tokenizer, logits) {
-            Ok(text) => {
-                if !text.is_empty() {
-                    let _ = r.request.events.send(Event::Text(text));
-                }
-                if r.decoder.finish_reason().is_some() {
-                    let _ = r
-                        .request
-                        .events
-                        .send(done(&r.decoder, r.request.prompt.len()));
-                    r.done = true;
-                }
-            }
-            Err(e) => {
-                let _ = r.request.events.send(Event::Failed(e.to_string()));
-                r.done = true;
-            }
-        }
-        let new = (r.decoder.tokens().len() - produced) as u64;
-        self.metrics.generated_tokens.fetch_add(new, Relaxed);
-        self.window.1 += new;
     }
 
     /// Updates the gauges.
@@ -514,6 +486,55 @@ impl Scheduler {
                 .store((rate * 1000.0) as u64, Relaxed);
             self.window = (Instant::now(), 0);
         }
+    }
+}
+
+/// One running sequence's part in a step, taken up with its logits on the worker that computed
+/// them ([`Llama::forward_batch_with`]).
+struct Turn<'a> {
+    request: &'a Request,
+    decoder: &'a mut Decoder,
+    prefilled: &'a mut usize,
+    /// Where the prompt's prefill stands after this step, if the step prefilled.
+    prefill: Option<usize>,
+    done: &'a mut bool,
+}
+
+impl Turn<'_> {
+    /// Records the step's prefill; once the prompt is in, samples the next token from `logits`
+    /// and sends its text. Returns the number of tokens generated.
+    fn advance(&mut self, metrics: &Metrics, tokenizer: &Tokenizer, logits: &[f32]) -> u64 {
+        if let Some(end) = self.prefill.take() {
+            let added = end - *self.prefilled;
+            metrics.prompt_tokens.fetch_add(added as u64, Relaxed);
+            *self.prefilled = end;
+        }
+        let (request, decoder) = (self.request, &mut *self.decoder);
+        if *self.prefilled < request.prompt.len() {
+            return 0;
+        }
+        if decoder.tokens().is_empty() {
+            metrics.observe_ttft(request.arrived.elapsed());
+        }
+        let produced = decoder.tokens().len();
+        match decoder.step(tokenizer, logits) {
+            Ok(text) => {
+                if !text.is_empty() {
+                    let _ = request.events.send(Event::Text(text));
+                }
+                if decoder.finish_reason().is_some() {
+                    let _ = request.events.send(done(decoder, request.prompt.len()));
+                    *self.done = true;
+                }
+            }
+            Err(e) => {
+                let _ = request.events.send(Event::Failed(e.to_string()));
+                *self.done = true;
+            }
+        }
+        let new = (decoder.tokens().len() - produced) as u64;
+        metrics.generated_tokens.fetch_add(new, Relaxed);
+        new
     }
 }
 
