@@ -157,16 +157,6 @@ impl Attention {
     }
 }
 
-impl Attention {
-    fn q_k_v(&self, projection: usize) -> &Linear {
-        match projection {
-            Q => &self.q,
-            K => &self.k,
-            _ => &self.v,
-        }
-    }
-}
-
 /// The updates of `projection` in `layer` for each run of consecutive sequences that share an
 /// adapter.
 fn row_deltas<'a>(
@@ -530,10 +520,8 @@ impl Llama {
         let mut queries = rows.clone();
         for (i, block) in self.blocks.iter().enumerate() {
             let mut h = block.attn_norm.forward(&x)?;
-            let [k, v] = [K, V].map(|p| {
-                let deltas = row_deltas(&adapters, &rows, i, p);
-                block.attn.q_k_v(p).forward_rows(&h, &deltas)
-            });
+            let [k, v] = [(K, &block.attn.k), (V, &block.attn.v)]
+                .map(|(p, linear)| linear.forward_rows(&h, &row_deltas(&adapters, &rows, i, p)));
             if i + 1 == self.blocks.len() && rows.len() < ids.len() {
                 // The last layer's output is read at each sequence's last position only, for its
                 // logits: a prompt's other positions need their keys and values, nothing more.
