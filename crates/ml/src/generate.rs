@@ -326,8 +326,8 @@ fn sample(logits: &[f32], options: &GenerateOptions, rng: &mut impl Rng) -> u32 
             kept >= options.top_p
         })
         .map_or(nucleus.len(), |i| i + 1);
-    let kept: Vec<f32> = nucleus[..cut].iter().map(|p| p.1).collect();
-    draw(&kept, rng).map_or_else(argmax, |i| nucleus[i].0)
+    let weights: Vec<f32> = nucleus[..cut].iter().map(|p| p.1).collect();
+    draw(&weights, rng).map_or_else(argmax, |i| nucleus[i].0)
 }
 
 /// Draws an index with probability proportional to its weight; the last one when rounding leaves
