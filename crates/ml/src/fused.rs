@@ -64,8 +64,8 @@ fn output(data: Vec<f32>, shape: &Shape) -> (CpuStorage, Shape) {
     (CpuStorage::F32(data), shape.clone())
 }
 
-/// Runs `f` compiled for the widest vector instructions the CPU has: AVX2 on x86-64 where
-/// present, twice the width of the SSE2 the project is built for. Matrix products already choose
+/// Runs `f` compiled for the widest vector instructions the CPU has: AVX-512 or AVX2 (with FMA)
+/// on x86-64 where present, where the project is built for SSE2. Matrix products already choose
 /// their kernels at run time (gemm); this does the same for the hand-written kernels. What `f`
 /// calls is compiled with it only when inlined, hence `#[inline(always)]` on the helpers.
 #[inline(always)]
