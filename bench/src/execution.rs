@@ -1,5 +1,6 @@
 //! Block execution and commit throughput without RPC: transactions go straight into the pool and
-//! the timer covers only block production (execution, state root, durable commit).
+//! the timer covers only block production (execution, state root, durable commit), with the same
+//! block gas limit as the RPC runs, so that the blocks are as large as theirs.
 
 use std::time::{Duration, Instant};
 
@@ -53,7 +54,10 @@ pub fn measure(args: &Args, token: &Bytes) -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let mut funded: Vec<Address> = vec![deployer.address()];
         funded.extend(senders.iter().map(|s| s.address()));
-        let genesis = Genesis::dev(CHAIN_ID, &funded);
+        let genesis = Genesis {
+            gas_limit: args.gas_limit,
+            ..Genesis::dev(CHAIN_ID, &funded)
+        };
         let pool = PoolLimits {
             max_total: args.txs + 1_000,
             max_per_sender: args.txs,

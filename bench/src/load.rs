@@ -2,10 +2,9 @@
 
 use std::{
     collections::HashMap,
-    net::TcpListener,
+    net::{SocketAddr, TcpListener},
     path::Path,
     process::{Child, Command, Stdio},
-    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -19,16 +18,15 @@ use jsonrpsee::{
 };
 use std::os::unix::process::CommandExt;
 
-use tokio::{sync::Semaphore, task::JoinSet};
-
 use crate::{
-    Args,
+    Args, submit,
     workload::{Workload, dev_signer, fund_tokens, presign, sign},
 };
 
 /// A node under load; killed when dropped.
 struct Node {
     child: Child,
+    addr: SocketAddr,
     client: HttpClient,
     _datadir: tempfile::TempDir,
 }
@@ -53,6 +51,7 @@ async fn start(name: &'static str, binary: &Path, args: &Args) -> anyhow::Result
         bail!("{name} binary not found at {}", binary.display());
     }
     let port = free_port()?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let datadir = tempfile::tempdir()?;
     let mut command = Command::new(binary);
     match name {
@@ -89,6 +88,7 @@ async fn start(name: &'static str, binary: &Path, args: &Args) -> anyhow::Result
         .build(format!("http://127.0.0.1:{port}"))?;
     let mut node = Node {
         child,
+        addr,
         client,
         _datadir: datadir,
     };
@@ -229,26 +229,29 @@ async fn run(
         args.txs,
     );
     let hashes: Vec<B256> = txs.iter().map(keccak256).collect();
+    let requests = submit::requests(&txs);
     let start_block = ask_quantity(&node.client, "eth_blockNumber").await?;
 
     let started = Instant::now();
     let watcher = tokio::spawn(watch_inclusions(
         node.client.clone(),
         start_block,
-        hashes.clone(),
+        hashes,
         started,
     ));
-    let submitted = submit_all(&node.client, txs, args.concurrency, started).await?;
+    let shape = submit::Shape {
+        concurrency: args.concurrency,
+        batch: args.batch as usize,
+    };
+    let submitted = submit::submit_all(node.addr, requests, shape, started).await?;
     let submit_time = started.elapsed();
     let included = watcher.await??;
 
-    let last = included
-        .values()
-        .copied()
-        .fold(Duration::ZERO, Duration::max);
-    let mut latencies: Vec<f64> = hashes
+    let last = included.iter().copied().fold(Duration::ZERO, Duration::max);
+    let mut latencies: Vec<f64> = included
         .iter()
-        .map(|h| (included[h].saturating_sub(submitted[h])).as_secs_f64() * 1000.0)
+        .zip(&submitted)
+        .map(|(included, sent)| included.saturating_sub(*sent).as_secs_f64() * 1000.0)
         .collect();
     latencies.sort_by(f64::total_cmp);
     let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
@@ -261,48 +264,16 @@ async fn run(
     })
 }
 
-/// Submits every transaction with at most `concurrency` requests in flight; returns when each was
-/// sent (relative to `started`).
-async fn submit_all(
-    client: &HttpClient,
-    txs: Vec<Bytes>,
-    concurrency: usize,
-    started: Instant,
-) -> anyhow::Result<HashMap<B256, Duration>> {
-    let permits = Arc::new(Semaphore::new(concurrency));
-    let mut tasks = JoinSet::new();
-    for raw in txs {
-        let permit = permits.clone().acquire_owned().await?;
-        let client = client.clone();
-        tasks.spawn(async move {
-            let hash = keccak256(&raw);
-            let sent = started.elapsed();
-            let result: Result<B256, _> = client
-                .request("eth_sendRawTransaction", rpc_params![raw])
-                .await;
-            drop(permit);
-            result
-                .map(|_| (hash, sent))
-                .with_context(|| format!("submitting {hash}"))
-        });
-    }
-    let mut out = HashMap::new();
-    while let Some(done) = tasks.join_next().await {
-        let (hash, sent) = done??;
-        out.insert(hash, sent);
-    }
-    Ok(out)
-}
-
-/// Follows new blocks and records when each awaited transaction was first seen included.
+/// Follows new blocks and records when each awaited transaction was first seen included, in the
+/// order of `hashes`.
 async fn watch_inclusions(
     client: HttpClient,
     mut seen_up_to: u64,
     hashes: Vec<B256>,
     started: Instant,
-) -> anyhow::Result<HashMap<B256, Duration>> {
-    let mut pending: std::collections::HashSet<B256> = hashes.into_iter().collect();
-    let mut included = HashMap::new();
+) -> anyhow::Result<Vec<Duration>> {
+    let mut included = vec![Duration::ZERO; hashes.len()];
+    let mut pending: HashMap<B256, usize> = hashes.into_iter().zip(0..).collect();
     let deadline = Instant::now() + Duration::from_secs(600);
     while !pending.is_empty() {
         if Instant::now() > deadline {
@@ -319,8 +290,8 @@ async fn watch_inclusions(
             let now = started.elapsed();
             for tx in block["transactions"].as_array().into_iter().flatten() {
                 let hash: B256 = serde_json::from_value(tx.clone())?;
-                if pending.remove(&hash) {
-                    included.insert(hash, now);
+                if let Some(index) = pending.remove(&hash) {
+                    included[index] = now;
                 }
             }
         }

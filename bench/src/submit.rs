@@ -1,0 +1,197 @@
+//! The submitting side of the load: `eth_sendRawTransaction` over plain HTTP/1.1 keep-alive
+//! connections, one request in flight per connection.
+//!
+//! The load generator shares the machine's cores with the node under test, so every microsecond it
+//! spends per transaction is taken from the node. A general JSON-RPC client (tracing, a task per
+//! call, a pooled client, request serialization) cost ~55 µs a transaction here, a third of what
+//! the node needed; this submitter builds every request before the clock starts and then only
+//! writes them and reads the answers, on `concurrency` connections each driven by one task.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use alloy_primitives::Bytes;
+use anyhow::{Context, bail};
+use http_body_util::{BodyExt, Full};
+use hyper::{
+    Request,
+    body::Bytes as Body,
+    client::conn::http1::{self, SendRequest},
+    header::{self, HeaderValue},
+};
+use hyper_util::rt::TokioIo;
+use tokio::{net::TcpStream, task::JoinSet};
+
+/// Pre-built `eth_sendRawTransaction` requests, one per transaction, with the transaction's
+/// index as the JSON-RPC id.
+pub fn requests(txs: &[Bytes]) -> Vec<Body> {
+    txs.iter()
+        .enumerate()
+        .map(|(id, raw)| {
+            serde_json::json!({
+                "jsonrpc": "2.0",
+                "id": id,
+                "method": "eth_sendRawTransaction",
+                "params": [raw],
+            })
+            .to_string()
+            .into()
+        })
+        .collect()
+}
+
+/// The JSON-RPC answer to one submission: the hash, or the node's refusal.
+#[derive(serde::Deserialize)]
+struct Response {
+    id: usize,
+    error: Option<serde_json::Value>,
+}
+
+/// Refusals that say "not now" rather than "never": the pool, or the sender's share of it, is
+/// full until the next block takes transactions out.
+const BACKPRESSURE: [&str; 2] = ["txpool is full", "account limit exceeded"];
+
+/// How long a submitter waits before sending refused-for-now transactions again.
+const BACKPRESSURE_PAUSE: Duration = Duration::from_millis(5);
+
+/// How the load is sent: `concurrency` connections, each with one HTTP request in flight that
+/// carries `batch` transactions (a single JSON-RPC call when `batch` is 1, a JSON-RPC batch
+/// otherwise).
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    /// Connections, each with one request in flight.
+    pub concurrency: usize,
+    /// Transactions per HTTP request.
+    pub batch: usize,
+}
+
+/// Sends every request to `addr`; returns when each transaction was first sent, relative to
+/// `started`, in the order of `requests`. Backpressure is answered by sending again a moment
+/// later, as a client would; any other refusal fails the run: the load is pre-signed to be
+/// valid, so it means the node lost or rejected a transaction.
+pub async fn submit_all(
+    addr: SocketAddr,
+    requests: Vec<Body>,
+    shape: Shape,
+    started: Instant,
+) -> anyhow::Result<Vec<Duration>> {
+    let requests = Arc::new(requests);
+    let next = Arc::new(AtomicUsize::new(0));
+    let host = HeaderValue::try_from(addr.to_string())?;
+    let mut workers = JoinSet::new();
+    for _ in 0..shape.concurrency.max(1) {
+        let worker = Worker {
+            connection: connect(addr).await?,
+            host: host.clone(),
+            requests: requests.clone(),
+        };
+        workers.spawn(worker.run(next.clone(), shape.batch.max(1), started));
+    }
+    let mut sent = vec![Duration::ZERO; requests.len()];
+    while let Some(done) = workers.join_next().await {
+        for (index, at) in done?? {
+            sent[index] = at;
+        }
+    }
+    Ok(sent)
+}
+
+async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Body>>> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+/// One connection and the requests it takes from.
+struct Worker {
+    connection: SendRequest<Full<Body>>,
+    host: HeaderValue,
+    requests: Arc<Vec<Body>>,
+}
+
+impl Worker {
+    /// Takes the next `batch` unsent transactions until none is left.
+    async fn run(
+        mut self,
+        next: Arc<AtomicUsize>,
+        batch: usize,
+        started: Instant,
+    ) -> anyhow::Result<Vec<(usize, Duration)>> {
+        let mut sent = Vec::new();
+        loop {
+            let first = next.fetch_add(batch, Ordering::Relaxed);
+            if first >= self.requests.len() {
+                return Ok(sent);
+            }
+            let mut unsent: Vec<usize> =
+                (first..(first + batch).min(self.requests.len())).collect();
+            let at = started.elapsed();
+            sent.extend(unsent.iter().map(|&index| (index, at)));
+            loop {
+                unsent = self
+                    .send(&unsent)
+                    .await
+                    .with_context(|| format!("submitting transactions {unsent:?}"))?;
+                if unsent.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(BACKPRESSURE_PAUSE).await;
+            }
+        }
+    }
+
+    /// Sends the transactions at `indices` in one HTTP request; returns those refused for now.
+    async fn send(&mut self, indices: &[usize]) -> anyhow::Result<Vec<usize>> {
+        let body = match indices {
+            [single] => self.requests[*single].clone(),
+            _ => {
+                let mut joined = b"[".to_vec();
+                for (k, &index) in indices.iter().enumerate() {
+                    if k > 0 {
+                        joined.push(b',');
+                    }
+                    joined.extend_from_slice(&self.requests[index]);
+                }
+                joined.push(b']');
+                joined.into()
+            }
+        };
+        let request = Request::post("/")
+            .header(header::HOST, self.host.clone())
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body))?;
+        self.connection.ready().await?;
+        let response = self.connection.send_request(request).await?;
+        let answer = response.into_body().collect().await?.to_bytes();
+        let answers: Vec<Response> = match indices {
+            [_] => vec![serde_json::from_slice(&answer)?],
+            _ => serde_json::from_slice(&answer)?,
+        };
+        anyhow::ensure!(
+            answers.len() == indices.len(),
+            "{} answers to {} transactions",
+            answers.len(),
+            indices.len()
+        );
+        let mut again = Vec::new();
+        for Response { id, error } in answers {
+            let Some(error) = error else { continue };
+            let message = error["message"].as_str().unwrap_or_default();
+            if !BACKPRESSURE.iter().any(|m| message.starts_with(m)) {
+                bail!("transaction {id} refused: {error}");
+            }
+            again.push(id);
+        }
+        Ok(again)
+    }
+}
