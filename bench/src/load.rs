@@ -241,7 +241,7 @@ async fn run(
     ));
     let shape = submit::Shape {
         concurrency: args.concurrency,
-        batch: args.batch as usize,
+        batch: args.batch,
     };
     let submitted = submit::submit_all(node.addr, requests, shape, started).await?;
     let submit_time = started.elapsed();

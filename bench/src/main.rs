@@ -38,8 +38,12 @@ pub struct Args {
     /// Transactions per HTTP request: 1 sends each as its own JSON-RPC call, as wallets do;
     /// more sends JSON-RPC batches, which takes most of the per-request HTTP cost off both
     /// the node and the load generator.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
-    batch: u64,
+    #[arg(
+        long,
+        default_value_t = 1,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000)
+    )]
+    batch: usize,
     /// Runs per node and workload, alternating between the nodes; the ratio is taken between
     /// the median runs (throughput on a shared machine varies by ±15% from run to run).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]

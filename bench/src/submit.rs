@@ -46,7 +46,9 @@ pub fn requests(txs: &[Bytes]) -> Vec<Body> {
         .collect()
 }
 
-/// The JSON-RPC answer to one submission: the hash, or the node's refusal.
+/// The JSON-RPC answer to one submission: which transaction it answers (the id is its index) and
+/// the node's refusal, if any; an accepted one carries its hash, which the watcher sees again in
+/// the block that includes it.
 #[derive(serde::Deserialize)]
 struct Response {
     id: usize,

@@ -25,12 +25,13 @@ pub struct PoolLimits {
     pub max_nonce_gap: u64,
 }
 
-/// The whole pool holds a few blocks' worth of the node's sustained rate (~10,000 transfers a
-/// second on two cores): transactions stay pooled while the block that holds them is sealed, so
-/// with a smaller cap a steady load is refused as "txpool is full" while the node keeps up.
 impl Default for PoolLimits {
     fn default() -> Self {
         Self {
+            // A few blocks' worth of the node's sustained rate (~10,000 transfers a second on
+            // two cores): transactions stay pooled while the block that holds them is sealed,
+            // so with a smaller cap a steady load is refused as "txpool is full" while the
+            // node keeps up.
             max_total: 50_000,
             max_per_sender: 256,
             max_nonce_gap: 1_024,
