@@ -48,7 +48,8 @@ pub struct Args {
     /// the median runs (throughput on a shared machine varies by ±15% from run to run).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     repeat: u32,
-    /// Block time given to both nodes, in seconds.
+    /// Block time given to both nodes, in seconds; 0 mines a block as soon as transactions
+    /// arrive (anvil's default).
     #[arg(long, default_value_t = 1)]
     block_time: u64,
     /// Block gas limit given to both nodes: high enough that neither is bound by it, so the

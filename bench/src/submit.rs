@@ -73,18 +73,28 @@ pub struct Shape {
     pub batch: usize,
 }
 
-/// Sends every request to `addr`; returns when each transaction was first sent, relative to
-/// `started`, in the order of `requests`. Backpressure is answered by sending again a moment
-/// later, as a client would; any other refusal fails the run: the load is pre-signed to be
-/// valid, so it means the node lost or rejected a transaction.
+/// What the submitters saw.
+pub struct Submitted {
+    /// When each transaction was first sent, relative to the start, in the order of the
+    /// requests.
+    pub sent: Vec<Duration>,
+    /// Submissions refused for now (backpressure) and sent again: when not zero, the node's pool
+    /// limits, not its speed, bounded part of the run.
+    pub refused: usize,
+}
+
+/// Sends every request to `addr`. Backpressure is answered by sending again a moment later, as
+/// a client would; any other refusal fails the run: the load is pre-signed to be valid, so it
+/// means the node lost or rejected a transaction.
 pub async fn submit_all(
     addr: SocketAddr,
     requests: Vec<Body>,
     shape: Shape,
     started: Instant,
-) -> anyhow::Result<Vec<Duration>> {
+) -> anyhow::Result<Submitted> {
     let requests = Arc::new(requests);
     let next = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
     let host = HeaderValue::try_from(addr.to_string())?;
     let mut workers = JoinSet::new();
     for _ in 0..shape.concurrency.max(1) {
@@ -92,6 +102,7 @@ pub async fn submit_all(
             connection: connect(addr).await?,
             host: host.clone(),
             requests: requests.clone(),
+            refused: refused.clone(),
         };
         workers.spawn(worker.run(next.clone(), shape.batch.max(1), started));
     }
@@ -101,7 +112,10 @@ pub async fn submit_all(
             sent[index] = at;
         }
     }
-    Ok(sent)
+    Ok(Submitted {
+        sent,
+        refused: refused.load(Ordering::Relaxed),
+    })
 }
 
 async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Body>>> {
@@ -119,6 +133,7 @@ struct Worker {
     connection: SendRequest<Full<Body>>,
     host: HeaderValue,
     requests: Arc<Vec<Body>>,
+    refused: Arc<AtomicUsize>,
 }
 
 impl Worker {
@@ -194,6 +209,7 @@ impl Worker {
             }
             again.push(id);
         }
+        self.refused.fetch_add(again.len(), Ordering::Relaxed);
         Ok(again)
     }
 }
