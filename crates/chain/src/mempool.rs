@@ -33,8 +33,13 @@ impl Default for PoolLimits {
             // so with a smaller cap a steady load is refused as "txpool is full" while the
             // node keeps up.
             max_total: 50_000,
-            max_per_sender: 256,
-            max_nonce_gap: 1_024,
+            // Room for one sender to keep several blocks' worth in flight: a script sending
+            // from one account, or a busy sender under load, would otherwise be refused while
+            // the node keeps up (at 256, a hundred senders at ~14,000 transfers a second
+            // already were, and one sender was held to 256 a block). The global limit and its
+            // fee-based eviction still keep one sender from taking the whole pool cheaply.
+            max_per_sender: 4_096,
+            max_nonce_gap: 4_096,
         }
     }
 }
