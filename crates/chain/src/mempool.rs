@@ -19,7 +19,9 @@ use alloy_primitives::{Address, B256};
 pub struct PoolLimits {
     /// Transactions in the whole pool.
     pub max_total: usize,
-    /// Transactions of one sender.
+    /// Transactions of one sender, and how many nonces from its account nonce on they may
+    /// span: a sender's slots can never all be taken by transactions waiting behind a gap, so
+    /// the transaction that fills the gap always fits.
     pub max_per_sender: usize,
     /// How far ahead of the account nonce a transaction may be.
     pub max_nonce_gap: u64,
@@ -186,7 +188,8 @@ impl Mempool {
         let mut evicted = Vec::new();
         if replaced.is_none() {
             let count = self.by_sender.get(&pooled.sender).map_or(0, BTreeMap::len);
-            if count >= self.limits.max_per_sender {
+            let span = nonce - state_nonce + 1;
+            if count >= self.limits.max_per_sender || span > self.limits.max_per_sender as u64 {
                 return Err(PoolError::SenderFull(count));
             }
             if self.len() >= self.limits.max_total {
@@ -440,6 +443,20 @@ mod tests {
         // A sender never evicts its own earlier nonce (that would open a gap).
         let added = pool.add(tx(2, 1, 70, 1), 0).unwrap();
         assert_eq!(added.evicted, vec![better.hash]);
+    }
+
+    #[test]
+    fn a_gap_always_has_room_to_be_filled() {
+        let limits = PoolLimits {
+            max_per_sender: 2,
+            ..PoolLimits::default()
+        };
+        let mut pool = Mempool::new(limits);
+        pool.add(tx(1, 1, 100, 1), 0).unwrap();
+        // Nonce 2 would leave no slot for the missing nonce 0.
+        assert_eq!(pool.add(tx(1, 2, 100, 1), 0), Err(PoolError::SenderFull(1)));
+        pool.add(tx(1, 0, 100, 1), 0).unwrap();
+        assert_eq!(pool.len(), 2);
     }
 
     #[test]
