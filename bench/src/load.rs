@@ -271,7 +271,7 @@ async fn run(
 
 /// Follows new blocks and records when each awaited transaction was first seen included, in the
 /// order of `hashes`.
-async fn watch_inclusions(
+pub(crate) async fn watch_inclusions(
     client: HttpClient,
     mut seen_up_to: u64,
     hashes: Vec<B256>,

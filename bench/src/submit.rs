@@ -213,3 +213,113 @@ impl Worker {
         Ok(again)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use alloy_primitives::{Address, keccak256};
+    use alloy_signer_local::PrivateKeySigner;
+    use jsonrpsee::http_client::HttpClientBuilder;
+    use openledger_chain::{
+        Chain, ChainConfig, Store, mempool::PoolLimits, miner, modules::Modules,
+    };
+    use openledger_primitives::Genesis;
+    use openledger_rpc::RpcConfig;
+
+    use super::*;
+    use crate::{
+        load::watch_inclusions,
+        workload::{Workload, dev_signer, presign},
+    };
+
+    const CHAIN_ID: u64 = 1337;
+
+    fn presigned(senders: &[PrivateKeySigner], count: usize) -> Vec<Bytes> {
+        let nonces = vec![0; senders.len()];
+        presign(
+            Workload::Native,
+            senders,
+            &nonces,
+            CHAIN_ID,
+            Address::ZERO,
+            count,
+        )
+    }
+
+    /// A load larger than the pool lets one sender hold still lands whole: what the pool refuses
+    /// for now is sent again once blocks make room, and the watcher sees every transaction in a
+    /// block. Runs against the real JSON-RPC server over HTTP.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_load_over_the_sender_limit_lands_whole() {
+        let senders: Vec<PrivateKeySigner> = (1..=3).map(|i| dev_signer(i).unwrap()).collect();
+        let addresses: Vec<Address> = senders.iter().map(|s| s.address()).collect();
+        let config = ChainConfig {
+            genesis: Genesis::dev(CHAIN_ID, &addresses),
+            modules: Modules::new(Vec::new()),
+            pool: PoolLimits {
+                max_per_sender: 2,
+                ..PoolLimits::default()
+            },
+        };
+        let chain = Arc::new(Chain::open(Store::in_memory().unwrap(), config).unwrap());
+        let rpc = RpcConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..RpcConfig::default()
+        };
+        let server = openledger_rpc::start(chain.clone(), rpc).await.unwrap();
+
+        // With nothing mined, a batch of three transactions of one sender is answered with one
+        // of them refused for now (the pool holds two a sender), which is accepted once a block
+        // has made room.
+        let refused = Arc::new(AtomicUsize::new(0));
+        let mut worker = Worker {
+            connection: connect(server.local_addr).await.unwrap(),
+            host: HeaderValue::try_from(server.local_addr.to_string()).unwrap(),
+            requests: Arc::new(requests(&presigned(&senders[2..], 3))),
+            refused: refused.clone(),
+        };
+        let again = worker.send(&[0, 1, 2]).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(refused.load(Ordering::Relaxed), 1);
+        chain.produce_block(chain.now()).unwrap();
+        assert_eq!(worker.send(&again).await.unwrap(), Vec::<usize>::new());
+
+        // Then a whole load from the other two senders, with a block mined whenever
+        // transactions arrive.
+        let miner = tokio::spawn(miner::run(chain.clone(), Duration::ZERO));
+        let client = HttpClientBuilder::default()
+            .build(format!("http://{}", server.local_addr))
+            .unwrap();
+        let txs = presigned(&senders[..2], 40);
+        let started = Instant::now();
+        let watcher = tokio::spawn(watch_inclusions(
+            client,
+            0,
+            txs.iter().map(keccak256).collect(),
+            started,
+        ));
+        let shape = Shape {
+            concurrency: 4,
+            batch: 1,
+        };
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            submit_all(server.local_addr, requests(&txs), shape, started),
+        )
+        .await
+        .expect("the load is submitted within a minute")
+        .unwrap();
+        tokio::time::timeout(Duration::from_secs(60), watcher)
+            .await
+            .expect("every transaction is included within a minute")
+            .unwrap()
+            .unwrap();
+        let reader = chain.reader().unwrap();
+        for sender in &addresses[..2] {
+            assert_eq!(reader.account(sender).unwrap().unwrap().nonce, 20);
+        }
+        miner.abort();
+        server.stop().await;
+    }
+}
