@@ -200,7 +200,7 @@ pub struct Outcome {
     pub p50_ms: f64,
     /// 99th percentile latency (ms).
     pub p99_ms: f64,
-    /// Submissions refused for now (a full pool) and sent again.
+    /// Submissions refused for now (a full pool, or a sender's full share) and sent again.
     pub refused: usize,
 }
 

@@ -256,7 +256,7 @@ mod tests {
         let addresses: Vec<Address> = senders.iter().map(|s| s.address()).collect();
         let config = ChainConfig {
             genesis: Genesis::dev(CHAIN_ID, &addresses),
-            modules: Modules::new(Vec::new()),
+            modules: Modules::default(),
             pool: PoolLimits {
                 max_per_sender: 2,
                 ..PoolLimits::default()

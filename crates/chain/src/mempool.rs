@@ -23,7 +23,9 @@ pub struct PoolLimits {
     /// span: a sender's slots can never all be taken by transactions waiting behind a gap, so
     /// the transaction that fills the gap always fits.
     pub max_per_sender: usize,
-    /// How far ahead of the account nonce a transaction may be.
+    /// How far ahead of the account nonce a transaction may be at all ("nonce too high").
+    /// Nearer ones past the per-sender span are refused only for now, as the sender's share
+    /// being full, since they fit once earlier nonces are mined.
     pub max_nonce_gap: u64,
 }
 
