@@ -243,11 +243,7 @@ async fn run(
         hashes,
         started,
     ));
-    let shape = submit::Shape {
-        concurrency: args.concurrency,
-        batch: args.batch,
-    };
-    let submitted = submit::submit_all(node.addr, requests, shape, started).await?;
+    let submitted = submit::submit_all(node.addr, requests, shape(args), started).await?;
     let submit_time = started.elapsed();
     let included = watcher.await??;
 
@@ -267,6 +263,36 @@ async fn run(
         p99_ms: pct(0.99),
         refused: submitted.refused,
     })
+}
+
+fn shape(args: &Args) -> submit::Shape {
+    submit::Shape {
+        concurrency: args.concurrency,
+        batch: args.batch,
+    }
+}
+
+/// Measures how many trivial calls (`eth_chainId`) each node answers a second over the same
+/// connections as the load: the part of a submission's cost that is HTTP, JSON-RPC and the load
+/// generator, before the transaction's own (signature recovery, pool admission, execution).
+pub async fn floor(args: &Args) -> anyhow::Result<()> {
+    println!(
+        "
+request floor: {} eth_chainId calls, same connections",
+        args.txs
+    );
+    let mut rates = Vec::new();
+    for (name, binary) in [("anvil", &args.anvil), ("openledger", &args.openledger)] {
+        let node = start(name, binary, args).await?;
+        let requests = submit::trivial_calls("eth_chainId", args.txs);
+        let started = Instant::now();
+        submit::submit_all(node.addr, requests, shape(args), started).await?;
+        let rate = args.txs as f64 / started.elapsed().as_secs_f64();
+        println!("{name:<11} {rate:>10.0} calls/s");
+        rates.push(rate);
+    }
+    println!("ratio openledger/anvil: {:.2}x calls", rates[1] / rates[0]);
+    Ok(())
 }
 
 /// Follows new blocks and records when each awaited transaction was first seen included, in the

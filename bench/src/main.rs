@@ -76,6 +76,11 @@ pub struct Args {
     /// Skip the RPC load (only measure in-process execution).
     #[arg(long)]
     execution_only: bool,
+    /// Also measure each node's request floor: as many `eth_chainId` calls as there are
+    /// transactions, over the same connections. Every submission pays that floor (HTTP, JSON-RPC,
+    /// the load generator) before any work of its own.
+    #[arg(long)]
+    floor: bool,
 }
 
 #[tokio::main]
@@ -87,6 +92,9 @@ async fn main() -> anyhow::Result<()> {
     );
     let token = workload::token_artifact(&args.contracts)?;
     if !args.execution_only {
+        if args.floor {
+            load::floor(&args).await?;
+        }
         load::compare(&args, &token).await?;
     }
     execution::measure(&args, &token)?;

@@ -33,17 +33,27 @@ use tokio::{net::TcpStream, task::JoinSet};
 pub fn requests(txs: &[Bytes]) -> Vec<Body> {
     txs.iter()
         .enumerate()
-        .map(|(id, raw)| {
-            serde_json::json!({
-                "jsonrpc": "2.0",
-                "id": id,
-                "method": "eth_sendRawTransaction",
-                "params": [raw],
-            })
-            .to_string()
-            .into()
-        })
+        .map(|(id, raw)| call(id, "eth_sendRawTransaction", serde_json::json!([raw])))
         .collect()
+}
+
+/// `count` pre-built calls of a method that takes no parameters, such as `eth_chainId`: what a
+/// node answers at no cost beyond HTTP and JSON-RPC.
+pub fn trivial_calls(method: &str, count: usize) -> Vec<Body> {
+    (0..count)
+        .map(|id| call(id, method, serde_json::json!([])))
+        .collect()
+}
+
+fn call(id: usize, method: &str, params: serde_json::Value) -> Body {
+    serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "method": method,
+        "params": params,
+    })
+    .to_string()
+    .into()
 }
 
 /// The JSON-RPC answer to one submission: which transaction it answers (the id is its index) and
@@ -247,6 +257,53 @@ mod tests {
         )
     }
 
+    /// A chain in memory behind the real JSON-RPC server, on a free local port.
+    async fn serve(config: ChainConfig) -> (Arc<Chain>, openledger_rpc::RpcServer) {
+        let chain = Arc::new(Chain::open(Store::in_memory().unwrap(), config).unwrap());
+        let rpc = RpcConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..RpcConfig::default()
+        };
+        let server = openledger_rpc::start(chain.clone(), rpc).await.unwrap();
+        (chain, server)
+    }
+
+    /// The request floor's calls are real calls the node answers, one by one and in batches:
+    /// an unknown method or a malformed request would be an error, which fails the run.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_request_floor_is_answered_call_by_call() {
+        let config = ChainConfig {
+            genesis: Genesis::dev(CHAIN_ID, &[]),
+            modules: Modules::default(),
+            pool: PoolLimits::default(),
+        };
+        let (_chain, server) = serve(config).await;
+        for batch in [1, 7] {
+            let shape = Shape {
+                concurrency: 3,
+                batch,
+            };
+            let calls = trivial_calls("eth_chainId", 50);
+            let answered = tokio::time::timeout(
+                Duration::from_secs(30),
+                submit_all(server.local_addr, calls, shape, Instant::now()),
+            )
+            .await
+            .expect("50 calls are answered within 30 s")
+            .unwrap();
+            assert_eq!(answered.sent.len(), 50);
+            assert_eq!(answered.refused, 0);
+        }
+        let unknown = trivial_calls("eth_noSuchMethod", 1);
+        let shape = Shape {
+            concurrency: 1,
+            batch: 1,
+        };
+        let refused = submit_all(server.local_addr, unknown, shape, Instant::now()).await;
+        assert!(refused.is_err(), "an unknown method fails the run");
+        server.stop().await;
+    }
+
     /// A load larger than the pool lets one sender hold still lands whole: what the pool refuses
     /// for now is sent again once blocks make room, and the watcher sees every transaction in a
     /// block. Runs against the real JSON-RPC server over HTTP.
@@ -262,12 +319,7 @@ mod tests {
                 ..PoolLimits::default()
             },
         };
-        let chain = Arc::new(Chain::open(Store::in_memory().unwrap(), config).unwrap());
-        let rpc = RpcConfig {
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            ..RpcConfig::default()
-        };
-        let server = openledger_rpc::start(chain.clone(), rpc).await.unwrap();
+        let (chain, server) = serve(config).await;
 
         // With nothing mined, a batch of three transactions of one sender is answered with one
         // of them refused for now (the pool holds two a sender), which is accepted once a block
