@@ -277,8 +277,7 @@ fn shape(args: &Args) -> submit::Shape {
 /// generator, before the transaction's own (signature recovery, pool admission, execution).
 pub async fn floor(args: &Args) -> anyhow::Result<()> {
     println!(
-        "
-request floor: {} eth_chainId calls, same connections",
+        "\nrequest floor: {} eth_chainId calls, same connections",
         args.txs
     );
     let mut rates = Vec::new();

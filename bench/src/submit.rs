@@ -271,7 +271,7 @@ mod tests {
     /// The request floor's calls are real calls the node answers, one by one and in batches:
     /// an unknown method or a malformed request would be an error, which fails the run.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_request_floor_is_answered_call_by_call() {
+    async fn the_request_floor_calls_are_answered() {
         let config = ChainConfig {
             genesis: Genesis::dev(CHAIN_ID, &[]),
             modules: Modules::default(),
