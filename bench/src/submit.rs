@@ -94,8 +94,9 @@ pub struct Submitted {
 }
 
 /// Sends every request to `addr`. Backpressure is answered by sending again a moment later, as
-/// a client would; any other refusal fails the run: the load is pre-signed to be valid, so it
-/// means the node lost or rejected a transaction.
+/// a client would; any other error fails the run: every request is meant to succeed (a load
+/// pre-signed to be valid, or the floor's trivial calls), so it means the node lost or
+/// rejected one.
 pub async fn submit_all(
     addr: SocketAddr,
     requests: Vec<Body>,
@@ -215,7 +216,7 @@ impl Worker {
             let Some(error) = error else { continue };
             let message = error["message"].as_str().unwrap_or_default();
             if !BACKPRESSURE.iter().any(|m| message.starts_with(m)) {
-                bail!("transaction {id} refused: {error}");
+                bail!("request {id} refused: {error}");
             }
             again.push(id);
         }
