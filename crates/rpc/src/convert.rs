@@ -4,7 +4,7 @@ use alloy_consensus::{
     Header, ReceiptEnvelope, Transaction as _, TxEnvelope, transaction::Recovered,
 };
 use alloy_eips::eip2718::Decodable2718;
-use alloy_primitives::{Address, B256, U256};
+use alloy_primitives::{Address, B256, U256, keccak256};
 use alloy_rpc_types_eth::{
     Block, BlockTransactions, Header as RpcHeader, Log, Transaction, TransactionReceipt,
 };
@@ -84,9 +84,8 @@ pub fn rpc_block(reader: &StoreReader, number: u64, full: bool) -> RpcResult<Opt
     };
     let body = reader.body(number)?.unwrap_or_default();
     let hash = header.hash_slow();
-    let txs = decode_body(&body)?;
     let transactions = if full {
-        let txs = txs
+        let txs = decode_body(&body)?
             .into_iter()
             .enumerate()
             .map(|(i, (tx, sender))| {
@@ -95,7 +94,10 @@ pub fn rpc_block(reader: &StoreReader, number: u64, full: bool) -> RpcResult<Opt
             .collect();
         BlockTransactions::Full(txs)
     } else {
-        BlockTransactions::Hashes(txs.iter().map(|(tx, _)| *tx.tx_hash()).collect())
+        // A transaction's hash is the hash of its EIP-2718 encoding, which is what the body
+        // stores: block followers ask for every new block, and decoding tens of thousands of
+        // transactions only to hash them again was a visible share of a node under load.
+        BlockTransactions::Hashes(body.transactions.iter().map(keccak256).collect())
     };
     let size_of_body: usize = body.transactions.iter().map(|t| t.len()).sum();
     let mut rpc = rpc_header(header, hash);

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope, TxLegacy};
 use alloy_eips::{BlockId, eip2718::Encodable2718};
 use alloy_primitives::{Address, B256, Bytes, TxKind, U256, keccak256};
 use alloy_rpc_types_eth::{Filter, TransactionRequest};
@@ -170,4 +170,46 @@ fn log_queries_over_too_many_blocks_are_refused() {
             .unwrap()
             .is_empty()
     );
+}
+
+#[test]
+fn a_block_lists_the_hashes_its_transactions_were_sent_under() {
+    let (api, signer) = setup();
+    let legacy = TxLegacy {
+        chain_id: Some(CHAIN_ID),
+        nonce: 0,
+        gas_price: 10_000_000_000,
+        gas_limit: 21_000,
+        to: TxKind::Call(Address::repeat_byte(4)),
+        ..Default::default()
+    };
+    let dynamic = TxEip1559 {
+        chain_id: CHAIN_ID,
+        nonce: 1,
+        gas_limit: 21_000,
+        max_fee_per_gas: 10_000_000_000,
+        to: TxKind::Call(Address::repeat_byte(5)),
+        ..Default::default()
+    };
+    let legacy_signature = signer.sign_hash_sync(&legacy.signature_hash()).unwrap();
+    let dynamic_signature = signer.sign_hash_sync(&dynamic.signature_hash()).unwrap();
+    let raws = [
+        TxEnvelope::from(legacy.into_signed(legacy_signature)),
+        TxEnvelope::from(dynamic.into_signed(dynamic_signature)),
+    ];
+    let sent: Vec<B256> = raws
+        .iter()
+        .map(|tx| api.send_raw_transaction(tx.encoded_2718().into()).unwrap())
+        .collect();
+    let number = api
+        .chain()
+        .produce_block(1_000)
+        .unwrap()
+        .header
+        .header
+        .number;
+    let hashes = api.block(BlockId::number(number), false).unwrap().unwrap();
+    assert_eq!(hashes.transactions.hashes().collect::<Vec<_>>(), sent);
+    let full = api.block(BlockId::number(number), true).unwrap().unwrap();
+    assert_eq!(full.transactions.hashes().collect::<Vec<_>>(), sent);
 }
