@@ -1,5 +1,6 @@
 //! The Ethereum API over a real chain: proofs that verify against the state root (now and at an
-//! older block), a native module called through `eth_call`, and request limits.
+//! older block), a native module called through `eth_call`, request limits, and the transaction
+//! hashes a block lists.
 
 use std::sync::Arc;
 
@@ -193,11 +194,11 @@ fn a_block_lists_the_hashes_its_transactions_were_sent_under() {
     };
     let legacy_signature = signer.sign_hash_sync(&legacy.signature_hash()).unwrap();
     let dynamic_signature = signer.sign_hash_sync(&dynamic.signature_hash()).unwrap();
-    let raws = [
+    let txs = [
         TxEnvelope::from(legacy.into_signed(legacy_signature)),
         TxEnvelope::from(dynamic.into_signed(dynamic_signature)),
     ];
-    let sent: Vec<B256> = raws
+    let sent: Vec<B256> = txs
         .iter()
         .map(|tx| api.send_raw_transaction(tx.encoded_2718().into()).unwrap())
         .collect();
