@@ -198,10 +198,13 @@ fn a_block_lists_the_hashes_its_transactions_were_sent_under() {
         TxEnvelope::from(legacy.into_signed(legacy_signature)),
         TxEnvelope::from(dynamic.into_signed(dynamic_signature)),
     ];
+    // The hashes a wallet computes for what it signed, and which the node must answer with.
+    let signed: Vec<B256> = txs.iter().map(|tx| *tx.tx_hash()).collect();
     let sent: Vec<B256> = txs
         .iter()
         .map(|tx| api.send_raw_transaction(tx.encoded_2718().into()).unwrap())
         .collect();
+    assert_eq!(sent, signed);
     let number = api
         .chain()
         .produce_block(1_000)
@@ -210,7 +213,7 @@ fn a_block_lists_the_hashes_its_transactions_were_sent_under() {
         .header
         .number;
     let hashes = api.block(BlockId::number(number), false).unwrap().unwrap();
-    assert_eq!(hashes.transactions.hashes().collect::<Vec<_>>(), sent);
+    assert_eq!(hashes.transactions.hashes().collect::<Vec<_>>(), signed);
     let full = api.block(BlockId::number(number), true).unwrap().unwrap();
-    assert_eq!(full.transactions.hashes().collect::<Vec<_>>(), sent);
+    assert_eq!(full.transactions.hashes().collect::<Vec<_>>(), signed);
 }
