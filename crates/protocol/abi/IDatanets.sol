@@ -9,9 +9,13 @@ pragma solidity ^0.8.20;
 /// every contribution approved up to it, in order. Publishing and each version pay a size-based
 /// fee to the treasury; daily quotas per contributor and per datanet bound contributions.
 interface IDatanets {
+    /// Where a contribution stands in its datanet's review.
     enum ContributionStatus {
+        /// Waiting for the owner or a curator.
         Pending,
+        /// Approved in a round, and so part of the version that round cut.
         Approved,
+        /// Rejected, with a reason code in `ContributionsRejected`.
         Rejected
     }
 
@@ -83,9 +87,13 @@ interface IDatanets {
 
     /// Which daily quota a contribution would exceed.
     enum Quota {
+        /// Bytes one contributor may add in a day (contributorDailyBytes).
         ContributorBytes,
+        /// Files one contributor may add in a day (contributorDailyFiles).
         ContributorFiles,
+        /// Bytes a datanet may take in a day (datanetDailyBytes).
         DatanetBytes,
+        /// Files a datanet may take in a day (datanetDailyFiles).
         DatanetFiles
     }
 

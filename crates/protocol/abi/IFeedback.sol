@@ -32,11 +32,17 @@ interface IFeedback {
         uint32 harmfulSlashPpm;
     }
 
+    /// Where a receipt's rating stands.
     enum Phase {
+        /// No receipt has this id.
         Unknown,
+        /// Within commitWindow of the settlement: validators commit ratings.
         Commit,
+        /// Within the revealWindow that follows: validators reveal them.
         Reveal,
+        /// Both windows have passed: anyone may finalize.
         Finalizable,
+        /// Finalized: the median is taken and the rewards are paid.
         Finalized
     }
 

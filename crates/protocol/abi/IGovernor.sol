@@ -11,14 +11,23 @@ pragma solidity ^0.8.20;
 /// runs the actions in order; if one fails the whole execution reverts and the proposal stays
 /// Queued. A queued proposal expires gracePeriod() seconds after it became executable.
 interface IGovernor {
+    /// A proposal's state, as OpenZeppelin's Governor numbers them.
     enum ProposalState {
+        /// Created; voting has not started (votingDelay).
         Pending,
+        /// Voting is open.
         Active,
+        /// Canceled by its proposer before voting started.
         Canceled,
+        /// Voting ended without quorum (For and Abstain) or without more For than Against.
         Defeated,
+        /// Voting ended with quorum and more For than Against: it may be queued.
         Succeeded,
+        /// Queued in the timelock, executable after timelockDelay.
         Queued,
+        /// Queued but not executed within gracePeriod.
         Expired,
+        /// Executed.
         Executed
     }
 

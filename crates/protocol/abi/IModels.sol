@@ -7,13 +7,21 @@ pragma solidity ^0.8.20;
 /// module at its minimum) -> Retired, or Slashed when a slash leaves the operator's stake under
 /// the minimum. Out-of-order transitions revert with WrongStatus.
 interface IModels {
+    /// A model's place in its lifecycle (see above).
     enum Status {
+        /// No model has this id.
         None,
+        /// Proposed by its creator, waiting for governance.
         Proposed,
+        /// Approved by governance: its artifact may be registered.
         Approved,
+        /// Its trained artifact is registered.
         Trained,
+        /// Served: operator and prices published.
         Deployed,
+        /// Retired by its creator or governance.
         Retired,
+        /// Slashed below its minimum operator stake.
         Slashed
     }
 

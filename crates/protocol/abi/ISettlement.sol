@@ -57,8 +57,11 @@ interface ISettlement {
         InferenceReceipt receipt;
     }
 
+    /// Where a settled receipt stands against challenges.
     enum ReceiptStatus {
+        /// No receipt has this id.
         Unknown,
+        /// Settled; challengeable while its window is open.
         Settled,
         /// A challenge proved its weights wrong and it was re-settled.
         Corrected,
@@ -83,10 +86,15 @@ interface ISettlement {
         uint256 pool;
     }
 
+    /// Why a reward accrued to an account (RewardAccrued).
     enum Role {
+        /// The model's creator share.
         Creator,
+        /// The stakers' share, accrued to the creator while the model has no delegators.
         Stakers,
+        /// A contributor's attribution-weighted part of the contributors' pool.
         Contributor,
+        /// The contributors' pool, to the datanet's owner when a receipt carries no weights.
         DatanetOwner
     }
 

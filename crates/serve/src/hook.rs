@@ -16,7 +16,10 @@ pub type HookFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, Refusal>> + S
 /// Why a hook refused: sent to the client as an OpenAI-shaped error with this status.
 #[derive(Debug, Clone)]
 pub struct Refusal {
+    /// The HTTP status the client gets (402 for a payer without escrow, 503 when the chain is
+    /// unreachable, ...).
     pub status: StatusCode,
+    /// What the client reads in the error's `message`.
     pub message: String,
 }
 
@@ -34,6 +37,7 @@ impl Refusal {
 pub struct Call<'a> {
     /// The model id asked for.
     pub model: &'a str,
+    /// The request's headers: where a deployment finds who pays (a dev account's index, say).
     pub headers: &'a HeaderMap,
     /// The request body's `openledger` field, if any (a client-signed order, say).
     pub extra: Option<&'a Value>,
@@ -41,9 +45,13 @@ pub struct Call<'a> {
 
 /// A finished completion.
 pub struct Completion {
+    /// The text the model continued (a chat's messages as rendered for the model).
     pub prompt: String,
+    /// The generated text.
     pub output: String,
+    /// The prompt's length in tokens, as billed.
     pub prompt_tokens: usize,
+    /// The output's length in tokens, as billed.
     pub completion_tokens: usize,
 }
 
