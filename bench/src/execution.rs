@@ -1,6 +1,6 @@
 //! Block execution and commit throughput without RPC: transactions go straight into the pool and
 //! the timer covers only block production (execution, state root, durable commit), in blocks of
-//! [`BLOCK_GAS`], about as large as the RPC runs' one-second blocks. The admission of
+//! [`BLOCK_GAS`], of the order of the RPC runs' one-second blocks. The admission of
 //! the transactions into the pool (decoding, signature recovery, the pool's checks) is timed
 //! apart, one thread, as `admit tx/s`.
 
