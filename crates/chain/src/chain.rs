@@ -205,7 +205,8 @@ impl Chain {
         self.events.subscribe()
     }
 
-    /// Resolves when a transaction enters the pool (for instant mining).
+    /// Resolves when a transaction enters the pool, or when a block was sealed with pooled
+    /// transactions left out for lack of gas (for instant mining: those are waiting too).
     pub async fn transaction_arrived(&self) {
         self.tx_arrived.notified().await
     }
@@ -288,6 +289,7 @@ impl Chain {
         let mut included: Vec<(PooledTx, ReceiptEnvelope)> = Vec::with_capacity(candidates.len());
         let mut dropped: Vec<B256> = Vec::new();
         let mut skipped_senders: Vec<Address> = Vec::new();
+        let mut left_for_gas = false;
         for candidate in candidates {
             if skipped_senders.contains(&candidate.sender) {
                 continue;
@@ -295,7 +297,10 @@ impl Chain {
             match executor.execute(&candidate.tx, candidate.sender) {
                 Ok(executed) => included.push((candidate, executed.receipt)),
                 Err(TxRejected::Store(e)) => return Err(ChainError::Execution(e)),
-                Err(TxRejected::BlockFull { .. }) => skipped_senders.push(candidate.sender),
+                Err(TxRejected::BlockFull { .. }) => {
+                    left_for_gas = true;
+                    skipped_senders.push(candidate.sender);
+                }
                 Err(TxRejected::Invalid(reason)) => {
                     tracing::debug!(tx = %candidate.hash, %reason, "dropping invalid transaction");
                     skipped_senders.push(candidate.sender);
@@ -309,6 +314,9 @@ impl Chain {
             .into_diff(parent.header.state_root, &reader)?;
         let block = self.commit(&params, included, gas_used, &diff)?;
         self.after_commit(&block, &dropped);
+        if left_for_gas {
+            self.tx_arrived.notify_one();
+        }
         Ok(block)
     }
 

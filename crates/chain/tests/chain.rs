@@ -1,14 +1,14 @@
 //! The chain through its own interface: blocks from pooled transactions, value conservation,
 //! restarts on the same store, and a native module called from the EVM.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
 use alloy_eips::eip2718::Encodable2718;
 use alloy_primitives::{Address, Bytes, TxKind, U256};
 use alloy_signer::SignerSync;
 use alloy_signer_local::PrivateKeySigner;
-use openledger_chain::{Chain, ChainConfig, Store, mempool::PoolLimits};
+use openledger_chain::{Chain, ChainConfig, Store, mempool::PoolLimits, miner};
 use openledger_primitives::{Genesis, OPEN, addresses};
 use proptest::prelude::*;
 
@@ -20,17 +20,20 @@ fn signers(n: usize) -> Vec<PrivateKeySigner> {
         .collect()
 }
 
-fn open(store: Store, signers: &[PrivateKeySigner]) -> Chain {
+fn config(signers: &[PrivateKeySigner]) -> ChainConfig {
     let genesis = Genesis::dev(
         CHAIN_ID,
         &signers.iter().map(|s| s.address()).collect::<Vec<_>>(),
     );
-    let config = ChainConfig {
+    ChainConfig {
         genesis,
         modules: Default::default(),
         pool: PoolLimits::default(),
-    };
-    Chain::open(store, config).unwrap()
+    }
+}
+
+fn open(store: Store, signers: &[PrivateKeySigner]) -> Chain {
+    Chain::open(store, config(signers)).unwrap()
 }
 
 fn transfer(
@@ -191,4 +194,40 @@ fn the_block_producer_orders_by_tip_and_skips_nonce_gaps() {
         "the gap closed: both nonces are included"
     );
     assert_eq!(chain.balance_at(&to, 2).unwrap(), U256::from(3));
+}
+
+/// Instant mining (a zero block time) does not strand what a full block left out: with room
+/// for one transfer a block, three submitted at once land in three blocks without a fourth
+/// transaction arriving to wake the producer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instant_mining_continues_past_a_full_block() {
+    let signers = signers(1);
+    let mut config = config(&signers);
+    config.genesis.gas_limit = 100_000;
+    let chain = Arc::new(Chain::open(Store::in_memory().unwrap(), config).unwrap());
+    let to = Address::repeat_byte(7);
+    for nonce in 0..3 {
+        chain
+            .submit_raw(&transfer(
+                &signers[0],
+                nonce,
+                to,
+                U256::from(1),
+                Bytes::new(),
+            ))
+            .unwrap();
+    }
+    let miner = tokio::spawn(miner::run(chain.clone(), Duration::ZERO));
+    let mut events = chain.subscribe();
+    let all_included = async {
+        while chain.pool_counts().unwrap() != (0, 0) {
+            events.recv().await.unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), all_included)
+        .await
+        .expect("the three transfers are mined within 30 s");
+    miner.abort();
+    assert_eq!(chain.head().header.number, 3, "one transfer a block");
+    assert_eq!(chain.balance_at(&to, 3).unwrap(), U256::from(3));
 }
