@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use alloy_primitives::{Address, B256, Bytes, TxKind, keccak256};
+use alloy_primitives::{Address, B256, Bytes, TxKind, U64, keccak256};
 use alloy_signer_local::PrivateKeySigner;
 use anyhow::{Context, bail};
 use jsonrpsee::{
@@ -202,6 +202,8 @@ pub struct Outcome {
     pub p99_ms: f64,
     /// Submissions refused for now (a full pool, or a sender's full share) and sent again.
     pub refused: usize,
+    /// Blocks the gas limit filled (see [`Inclusions::full_blocks`]).
+    pub full_blocks: usize,
 }
 
 async fn run(
@@ -241,11 +243,15 @@ async fn run(
         node.client.clone(),
         start_block,
         hashes,
+        workload.tx_gas(),
         started,
     ));
     let submitted = submit::submit_all(node.addr, requests, shape(args), started).await?;
     let submit_time = started.elapsed();
-    let included = watcher.await??;
+    let Inclusions {
+        at: included,
+        full_blocks,
+    } = watcher.await??;
 
     let last = included.iter().copied().fold(Duration::ZERO, Duration::max);
     let mut latencies: Vec<f64> = included
@@ -262,6 +268,7 @@ async fn run(
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
         refused: submitted.refused,
+        full_blocks,
     })
 }
 
@@ -294,22 +301,36 @@ pub async fn floor(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The one field of a block the watcher reads. Decoding only the hashes, straight into their
-/// type, keeps the watcher's cost per transaction small: it shares the cores with the node.
+/// The fields of a block the watcher reads. Decoding only these, straight into their types,
+/// keeps the watcher's cost per transaction small: it shares the cores with the node.
 #[derive(serde::Deserialize)]
-struct BlockHashes {
+#[serde(rename_all = "camelCase")]
+struct BlockSummary {
     transactions: Vec<B256>,
+    gas_used: U64,
+    gas_limit: U64,
 }
 
-/// Follows new blocks and records when each awaited transaction was first seen included, in the
-/// order of `hashes`.
+/// What the watcher saw of a run's blocks.
+pub(crate) struct Inclusions {
+    /// When each awaited transaction was first seen included, in the order of the hashes.
+    pub at: Vec<Duration>,
+    /// Blocks that holding the load had too little gas left for one more of its transactions:
+    /// while any block is full, the chain's gas limit bounds the run, not the node.
+    pub full_blocks: usize,
+}
+
+/// Follows new blocks and records when each awaited transaction was first seen included, and
+/// which blocks the gas limit filled (a block with less than `tx_gas` left).
 pub(crate) async fn watch_inclusions(
     client: HttpClient,
     mut seen_up_to: u64,
     hashes: Vec<B256>,
+    tx_gas: u64,
     started: Instant,
-) -> anyhow::Result<Vec<Duration>> {
+) -> anyhow::Result<Inclusions> {
     let mut included = vec![Duration::ZERO; hashes.len()];
+    let mut full_blocks = 0;
     let mut pending: HashMap<B256, usize> = hashes.into_iter().zip(0..).collect();
     let deadline = Instant::now() + Duration::from_secs(600);
     while !pending.is_empty() {
@@ -318,13 +339,16 @@ pub(crate) async fn watch_inclusions(
         }
         let head = ask_quantity(&client, "eth_blockNumber").await?;
         for number in seen_up_to + 1..=head {
-            let block: BlockHashes = client
+            let block: BlockSummary = client
                 .request(
                     "eth_getBlockByNumber",
                     rpc_params![format!("0x{number:x}"), false],
                 )
                 .await?;
             let now = started.elapsed();
+            if block.gas_limit.saturating_sub(block.gas_used) < U64::from(tx_gas) {
+                full_blocks += 1;
+            }
             for hash in block.transactions {
                 if let Some(index) = pending.remove(&hash) {
                     included[index] = now;
@@ -334,7 +358,10 @@ pub(crate) async fn watch_inclusions(
         seen_up_to = head;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    Ok(included)
+    Ok(Inclusions {
+        at: included,
+        full_blocks,
+    })
 }
 
 /// The run with the median throughput (the lower middle one for an even count).
@@ -348,6 +375,13 @@ fn print_outcome(workload: &str, name: &str, o: &Outcome) {
         "{:<8} {:<11} {:>10.0} {:>10.1} {:>10.1} {:>10.0} {:>8}",
         workload, name, o.tps, o.p50_ms, o.p99_ms, o.submit_tps, o.refused
     );
+    if o.full_blocks > 0 {
+        println!(
+            "warning: {} of {name}'s blocks were full: the gas limit, not the node, bounded \
+             this run (raise --gas-limit)",
+            o.full_blocks
+        );
+    }
 }
 
 /// Runs every workload against anvil, then openledger, `--repeat` times in alternation, and

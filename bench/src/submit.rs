@@ -240,7 +240,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        load::watch_inclusions,
+        load::{Inclusions, watch_inclusions},
         workload::{Workload, dev_signer, presign},
     };
 
@@ -338,18 +338,36 @@ mod tests {
         chain.produce_block(chain.now()).unwrap();
         assert_eq!(worker.send(&again).await.unwrap(), Vec::<usize>::new());
 
-        // Then a whole load from the other two senders, with a block mined whenever
-        // transactions arrive.
+        // Then a whole load from the other two senders.
+        let landed = land(&chain, &server, &presigned(&senders[..2], 40)).await;
+        assert_eq!(
+            landed.full_blocks, 0,
+            "30 million gas a block is not filled"
+        );
+        let reader = chain.reader().unwrap();
+        for sender in &addresses[..2] {
+            assert_eq!(reader.account(sender).unwrap().unwrap().nonce, 20);
+        }
+        server.stop().await;
+    }
+
+    /// Submits `txs` over HTTP with a block mined whenever transactions arrive, and waits until
+    /// the watcher has seen each included.
+    async fn land(
+        chain: &Arc<Chain>,
+        server: &openledger_rpc::RpcServer,
+        txs: &[Bytes],
+    ) -> Inclusions {
         let miner = tokio::spawn(miner::run(chain.clone(), Duration::ZERO));
         let client = HttpClientBuilder::default()
             .build(format!("http://{}", server.local_addr))
             .unwrap();
-        let txs = presigned(&senders[..2], 40);
         let started = Instant::now();
         let watcher = tokio::spawn(watch_inclusions(
             client,
             0,
             txs.iter().map(keccak256).collect(),
+            Workload::Native.tx_gas(),
             started,
         ));
         let shape = Shape {
@@ -358,21 +376,42 @@ mod tests {
         };
         tokio::time::timeout(
             Duration::from_secs(60),
-            submit_all(server.local_addr, requests(&txs), shape, started),
+            submit_all(server.local_addr, requests(txs), shape, started),
         )
         .await
         .expect("the load is submitted within a minute")
         .unwrap();
-        tokio::time::timeout(Duration::from_secs(60), watcher)
+        let landed = tokio::time::timeout(Duration::from_secs(60), watcher)
             .await
             .expect("every transaction is included within a minute")
             .unwrap()
             .unwrap();
-        let reader = chain.reader().unwrap();
-        for sender in &addresses[..2] {
-            assert_eq!(reader.account(sender).unwrap().unwrap().nonce, 20);
-        }
         miner.abort();
+        landed
+    }
+
+    /// When the chain's gas limit, not the node, bounds a run, the watcher says so: with room
+    /// for three transfers a block, nine submitted at once fill at least one block.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn blocks_the_gas_limit_filled_are_counted() {
+        let senders: Vec<PrivateKeySigner> = (1..=3).map(|i| dev_signer(i).unwrap()).collect();
+        let addresses: Vec<Address> = senders.iter().map(|s| s.address()).collect();
+        let mut genesis = Genesis::dev(CHAIN_ID, &addresses);
+        genesis.gas_limit = 3 * Workload::Native.tx_gas();
+        let config = ChainConfig {
+            genesis,
+            modules: Modules::default(),
+            pool: PoolLimits::default(),
+        };
+        let (chain, server) = serve(config).await;
+        let txs = presigned(&senders, 9);
+        let landed = land(&chain, &server, &txs).await;
+        assert!(landed.at.iter().all(|at| !at.is_zero()));
+        assert!(landed.full_blocks >= 1, "no full block seen");
+        assert!(
+            chain.head().header.number >= 3,
+            "nine transfers fit in no fewer than three blocks"
+        );
         server.stop().await;
     }
 }

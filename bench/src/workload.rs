@@ -30,6 +30,15 @@ impl Workload {
             Workload::Erc20 => "erc20",
         }
     }
+
+    /// The gas limit each of its transactions is signed with: a block with less gas left than
+    /// this cannot take another one.
+    pub fn tx_gas(self) -> u64 {
+        match self {
+            Workload::Native => 21_000,
+            Workload::Erc20 => 60_000,
+        }
+    }
 }
 
 /// Fee cap and tip of every benchmark transaction (the same on both nodes).
@@ -121,7 +130,7 @@ pub fn presign(
                     chain_id,
                     nonce,
                     TxKind::Call(recipient(i)),
-                    21_000,
+                    workload.tx_gas(),
                     Bytes::new(),
                 ),
                 Workload::Erc20 => {
@@ -135,7 +144,7 @@ pub fn presign(
                         chain_id,
                         nonce,
                         TxKind::Call(token),
-                        60_000,
+                        workload.tx_gas(),
                         data.into(),
                     )
                 }
