@@ -84,7 +84,10 @@ async fn start(name: &'static str, binary: &Path, args: &Args) -> anyhow::Result
         .stderr(std::fs::File::create(&log_path)?)
         .spawn()
         .with_context(|| format!("starting {name}"))?;
+    // A block of a large run lists more hashes than jsonrpsee's 10 MB default answer (a
+    // 200,000-transaction block is ~13 MB of them).
     let client = HttpClientBuilder::default()
+        .max_response_size(1 << 30)
         .max_concurrent_requests(1024)
         .request_timeout(Duration::from_secs(60))
         .build(format!("http://127.0.0.1:{port}"))?;
