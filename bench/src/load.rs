@@ -318,8 +318,8 @@ struct BlockSummary {
 pub(crate) struct Inclusions {
     /// When each awaited transaction was first seen included, in the order of the hashes.
     pub at: Vec<Duration>,
-    /// Blocks that holding the load had too little gas left for one more of its transactions:
-    /// while any block is full, the chain's gas limit bounds the run, not the node.
+    /// Blocks left with too little gas for one more of the load's transactions: while blocks
+    /// are full, the chain's gas limit bounds the run, not the node.
     pub full_blocks: usize,
 }
 
