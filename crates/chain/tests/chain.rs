@@ -13,6 +13,8 @@ use openledger_primitives::{Genesis, OPEN, addresses};
 use proptest::prelude::*;
 
 const CHAIN_ID: u64 = 1337;
+/// The gas limit every test transaction is signed with.
+const TX_GAS: u64 = 100_000;
 
 fn signers(n: usize) -> Vec<PrivateKeySigner> {
     (1..=n)
@@ -46,7 +48,7 @@ fn transfer(
     let tx = TxEip1559 {
         chain_id: CHAIN_ID,
         nonce,
-        gas_limit: 100_000,
+        gas_limit: TX_GAS,
         max_fee_per_gas: 10_000_000_000,
         max_priority_fee_per_gas: 1_000_000_000,
         to: TxKind::Call(to),
@@ -203,7 +205,7 @@ fn the_block_producer_orders_by_tip_and_skips_nonce_gaps() {
 async fn instant_mining_continues_past_a_full_block() {
     let signers = signers(1);
     let mut config = config(&signers);
-    config.genesis.gas_limit = 100_000;
+    config.genesis.gas_limit = TX_GAS;
     let chain = Arc::new(Chain::open(Store::in_memory().unwrap(), config).unwrap());
     let to = Address::repeat_byte(7);
     for nonce in 0..3 {
