@@ -234,11 +234,9 @@ fn write_state(txn: &WriteTransaction, number: u64, diff: &StateDiff) -> Result<
     let mut storage = txn.open_table(STORAGE)?;
     let mut storage_history = txn.open_table(STORAGE_HISTORY)?;
     for address in &diff.wiped {
-        let prefix = address.as_slice();
-        let mut end = prefix.to_vec();
-        end.push(0xff);
+        let (first, last) = slot_range(address);
         let slots: Vec<Vec<u8>> = storage
-            .range(prefix..end.as_slice())?
+            .range(first.as_slice()..=last.as_slice())?
             .map(|entry| entry.map(|(k, _)| k.value().to_vec()))
             .collect::<Result<_, _>>()?;
         for key in slots {
@@ -294,6 +292,14 @@ fn slot_key(address: &Address, slot: &U256) -> Vec<u8> {
     key.extend_from_slice(address.as_slice());
     key.extend_from_slice(&slot.to_be_bytes::<32>());
     key
+}
+
+/// The first and last storage keys of `address` (both inclusive): every slot, `0xff…` included.
+fn slot_range(address: &Address) -> (Vec<u8>, Vec<u8>) {
+    (
+        slot_key(address, &U256::ZERO),
+        slot_key(address, &U256::MAX),
+    )
 }
 
 fn history_key(prefix: &[u8], number: u64) -> Vec<u8> {
@@ -432,11 +438,9 @@ impl StoreReader {
     /// Every non-zero current storage slot of `address`.
     pub fn storage_slots(&self, address: &Address) -> Result<Vec<(U256, U256)>, StoreError> {
         let table = self.txn.open_table(STORAGE)?;
-        let start = address.as_slice();
-        let mut end = start.to_vec();
-        end.push(0xff);
+        let (first, last) = slot_range(address);
         let mut out = Vec::new();
-        for entry in table.range(start..end.as_slice())? {
+        for entry in table.range(first.as_slice()..=last.as_slice())? {
             let (key, value) = entry?;
             let slot = U256::from_be_slice(&key.value()[20..]);
             out.push((slot, U256::from_be_slice(value.value())));
@@ -473,4 +477,71 @@ pub fn chain_identity(genesis_hash: B256, chain_id: u64) -> Vec<u8> {
     let mut out = genesis_hash.to_vec();
     chain_id.encode(&mut out);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(store: &Store, number: u64, diff: StateDiff) {
+        let header = Header {
+            number,
+            ..Default::default()
+        };
+        store
+            .write_block(BlockWrite {
+                header: &header,
+                hash: B256::with_last_byte(number as u8),
+                body: &StoredBody::default(),
+                tx_hashes: &[],
+                receipts: &[],
+                diff: &diff,
+            })
+            .unwrap();
+    }
+
+    /// Slots whose first byte is 0xff are an account's like any other: listed by
+    /// `storage_slots` (which `db verify` checks the storage root with) and cleared by a wipe.
+    #[test]
+    fn slots_starting_with_0xff_are_listed_and_wiped() {
+        let store = Store::in_memory().unwrap();
+        let (a, next) = (Address::with_last_byte(1), Address::with_last_byte(2));
+        let high = U256::MAX - U256::from(7);
+        let slots = [U256::from(1), high, U256::MAX];
+        let mut storage: Vec<_> = slots.iter().map(|s| (a, *s, U256::from(9))).collect();
+        storage.push((next, U256::ZERO, U256::from(5)));
+        write(
+            &store,
+            0,
+            StateDiff {
+                storage,
+                ..Default::default()
+            },
+        );
+        let listed: Vec<U256> = store
+            .reader()
+            .unwrap()
+            .storage_slots(&a)
+            .unwrap()
+            .into_iter()
+            .map(|(slot, _)| slot)
+            .collect();
+        assert_eq!(listed, slots);
+
+        write(
+            &store,
+            1,
+            StateDiff {
+                wiped: vec![a],
+                ..Default::default()
+            },
+        );
+        let reader = store.reader().unwrap();
+        assert_eq!(reader.storage_slots(&a).unwrap(), Vec::new());
+        assert_eq!(reader.storage(&a, &high).unwrap(), U256::ZERO);
+        assert_eq!(
+            reader.storage_slots(&next).unwrap(),
+            vec![(U256::ZERO, U256::from(5))]
+        );
+    }
 }
