@@ -197,7 +197,10 @@ pub fn check_account(tx: &TxEnvelope, nonce: u64, balance: U256) -> Result<(), T
             got: tx.nonce(),
         });
     }
-    let cost = U256::from(tx.gas_limit()) * U256::from(tx.max_fee_per_gas()) + tx.value();
+    // A cost past 2^256 (a value near the maximum) can be paid by nobody: saturate, not wrap.
+    let cost = U256::from(tx.gas_limit())
+        .saturating_mul(U256::from(tx.max_fee_per_gas()))
+        .saturating_add(tx.value());
     if cost > balance {
         return Err(TxError::InsufficientFunds {
             balance,

@@ -78,7 +78,7 @@ proptest! {
         let signers = signers(4);
         let chain = open(Store::in_memory().unwrap(), &signers);
         let mut everyone: Vec<Address> = signers.iter().map(|s| s.address()).collect();
-        everyone.push(addresses::TREASURY);
+        everyone.extend([addresses::TREASURY, chain.genesis().coinbase]);
         let supply = total_balance(&chain, &everyone);
         let mut nonces = [0u64; 4];
         for (i, (from, to, amount)) in moves.into_iter().enumerate() {
@@ -154,6 +154,13 @@ fn invalid_transactions_are_refused_and_change_nothing() {
         Bytes::new(),
     );
     let err = chain.submit_raw(&too_much).unwrap_err().to_string();
+    assert!(
+        err.starts_with("insufficient funds for gas * price + value"),
+        "{err}"
+    );
+    // gas * price + value past 2^256: refused, not wrapped round to a small cost.
+    let unpayable = transfer(&signers[0], 0, to, U256::MAX - U256::from(1), Bytes::new());
+    let err = chain.submit_raw(&unpayable).unwrap_err().to_string();
     assert!(
         err.starts_with("insufficient funds for gas * price + value"),
         "{err}"
