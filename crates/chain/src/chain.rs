@@ -1,10 +1,7 @@
 //! The chain: the store, the pool and block production behind one handle that the RPC server,
 //! the block producer and the node's services share.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, Ordering},
-};
+use std::sync::Arc;
 
 use alloy_consensus::{ReceiptEnvelope, Transaction};
 use alloy_eips::{eip1559::BaseFeeParams, eip2718::Encodable2718};
@@ -25,6 +22,7 @@ use openledger_primitives::Genesis;
 
 use crate::{
     block::{BlockContents, BlockInfo, BlockParams, SealedHeader, build_header},
+    clock::Clock,
     evm::{BlockExecutor, FeeRouting, SPEC, TxRejected, build_evm, cfg_env},
     mempool::{Mempool, PoolError, PoolLimits, PooledTx},
     modules::Modules,
@@ -119,8 +117,8 @@ pub struct Chain {
     build: Mutex<()>,
     events: broadcast::Sender<ChainEvent>,
     tx_arrived: Notify,
-    /// Seconds added to the wall clock when stamping blocks (`evm_increaseTime`).
-    clock_offset: AtomicU64,
+    /// What blocks are stamped with: the wall clock, moved by the dev methods.
+    clock: Clock,
 }
 
 impl std::fmt::Debug for Chain {
@@ -156,7 +154,7 @@ impl Chain {
             build: Mutex::new(()),
             events,
             tx_arrived: Notify::new(),
-            clock_offset: AtomicU64::new(0),
+            clock: Clock::default(),
         })
     }
 
@@ -175,19 +173,16 @@ impl Chain {
         &self.modules
     }
 
-    /// The time the block producer stamps the next block with: the wall clock, moved forward by
-    /// [`Chain::advance_clock`]. Block timestamps still only ever increase.
+    /// The time the block producer stamps the next block with: the wall clock, moved by the
+    /// dev methods through [`Chain::clock`]. Block timestamps still only ever increase.
     pub fn now(&self) -> u64 {
-        crate::miner::unix_now().saturating_add(self.clock_offset.load(Ordering::Relaxed))
+        self.clock.now()
     }
 
-    /// Moves the chain's clock `seconds` forward, so that time-locked protocol steps (voting
-    /// periods, unbonding) can be tried on a dev chain without waiting; returns the total
-    /// offset. The offset lives in memory only.
-    pub fn advance_clock(&self, seconds: u64) -> u64 {
-        self.clock_offset
-            .fetch_add(seconds, Ordering::Relaxed)
-            .saturating_add(seconds)
+    /// The block clock, which dev chains move so that time-locked protocol steps (voting
+    /// periods, unbonding) can be tried without waiting. Its moves live in memory only.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// A consistent snapshot of the store.
@@ -262,7 +257,10 @@ impl Chain {
         let params = BlockParams {
             number: parent.header.number + 1,
             parent_hash: parent.hash,
-            timestamp: timestamp.max(parent.header.timestamp + 1),
+            timestamp: self
+                .clock
+                .take_for_block(timestamp)
+                .max(parent.header.timestamp.saturating_add(1)),
             gas_limit: self.genesis.gas_limit,
             base_fee: next_base_fee(&parent.header),
             beneficiary: self.genesis.coinbase,
@@ -409,7 +407,7 @@ impl Chain {
         let params = BlockParams {
             number: head.header.number + 1,
             parent_hash: head.hash,
-            timestamp: self.now().max(head.header.timestamp + 1),
+            timestamp: self.now().max(head.header.timestamp.saturating_add(1)),
             gas_limit: head.header.gas_limit,
             base_fee: next_base_fee(&head.header),
             beneficiary: self.genesis.coinbase,

@@ -6,10 +6,11 @@
 //! - [`evm`]: execution with revm under Prague rules, with fees routed by chain parameter.
 //! - [`modules`]: the seam where native protocol modules plug in as stateful precompiles.
 //! - [`mempool`], [`validation`]: the transaction pool and admission checks.
-//! - [`chain`], [`miner`]: the chain handle and the block producer.
+//! - [`chain`], [`miner`], [`clock`]: the chain handle, the block producer and its clock.
 
 pub mod block;
 pub mod chain;
+pub mod clock;
 pub mod evm;
 pub mod mempool;
 pub mod miner;

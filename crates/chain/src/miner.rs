@@ -36,6 +36,11 @@ async fn produce(chain: &Arc<Chain>) {
     let chain = chain.clone();
     let result = tokio::task::spawn_blocking(move || chain.produce_block(chain.now())).await;
     match result {
+        Ok(Ok(block)) if block.transactions.is_empty() => tracing::debug!(
+            number = block.header.header.number,
+            hash = %block.header.hash,
+            "sealed an empty block"
+        ),
         Ok(Ok(block)) => tracing::info!(
             number = block.header.header.number,
             hash = %block.header.hash,
