@@ -4,7 +4,11 @@
 //! State tests follow Ethereum's rules, not OpenLedger's: the base fee is burned and the
 //! coinbase comes from the test's environment, so the state roots can match the vectors.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+    str::FromStr,
+};
 
 use alloy_primitives::{B256, Bytes, U256, keccak256};
 use alloy_rlp::Encodable;
@@ -68,11 +72,16 @@ pub fn run_file(path: &Path) -> Vec<CaseResult> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let suite: TestSuite = match std::fs::read_to_string(path)
+    let parsed = std::fs::read_to_string(path)
         .map_err(|e| e.to_string())
         .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()))
-    {
-        Ok(suite) => suite,
+        .and_then(|mut json| {
+            let oversized = take_oversized_values(&mut json);
+            let suite: TestSuite = serde_json::from_value(json).map_err(|e| e.to_string())?;
+            Ok((suite, oversized))
+        });
+    let (suite, oversized) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => {
             return vec![CaseResult {
                 name: file,
@@ -101,6 +110,12 @@ pub fn run_file(path: &Path) -> Vec<CaseResult> {
                 let skipped = SKIPPED_TESTS.contains(&test_name.as_str());
                 let failure = if skipped {
                     None
+                } else if oversized.contains(&(test_name.clone(), i.value)) {
+                    // Like a transaction revm cannot build: refused, as geth's runner does.
+                    case.expect_exception.is_none().then(|| {
+                        "transaction value does not fit in 256 bits, yet no exception is expected"
+                            .to_string()
+                    })
                 } else {
                     run_case(unit, spec, case).err()
                 };
@@ -113,6 +128,41 @@ pub fn run_file(path: &Path) -> Vec<CaseResult> {
         }
     }
     results
+}
+
+/// The marker of a number the vectors write in full because it may not fit in 256 bits.
+const BIGINT: &str = "0x:bigint ";
+
+/// Finds the transaction values written `0x:bigint 0x…` (as in `ValueOverflow`): those that fit
+/// in 256 bits are rewritten as plain hex; those that do not are replaced by zero, so the test
+/// still parses, and returned as `(test, value index)` for their cases to count as invalid
+/// transactions.
+fn take_oversized_values(json: &mut serde_json::Value) -> HashSet<(String, usize)> {
+    let mut oversized = HashSet::new();
+    let Some(tests) = json.as_object_mut() else {
+        return oversized;
+    };
+    for (name, test) in tests {
+        let Some(values) = test
+            .pointer_mut("/transaction/value")
+            .and_then(|v| v.as_array_mut())
+        else {
+            continue;
+        };
+        for (index, value) in values.iter_mut().enumerate() {
+            let Some(digits) = value.as_str().and_then(|v| v.strip_prefix(BIGINT)) else {
+                continue;
+            };
+            *value = match U256::from_str(digits) {
+                Ok(fits) => serde_json::Value::String(format!("{fits:#x}")),
+                Err(_) => {
+                    oversized.insert((name.clone(), index));
+                    serde_json::Value::String("0x00".into())
+                }
+            };
+        }
+    }
+    oversized
 }
 
 /// State tests define `BLOCKHASH(n)` as keccak256 of the decimal number.
@@ -268,4 +318,75 @@ fn write_pre_state(store: &Store, unit: &TestUnit) -> Result<B256, String> {
         })
         .map_err(|e| e.to_string())?;
     Ok(diff.state_root)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `stExample/yulExample` (Cancun) with a second value, past 2^256, in two tests: one that
+    /// expects the transaction to be refused and one that (wrongly) does not.
+    fn value_overflow_suite() -> String {
+        let case = |value: usize, exception: bool| {
+            let expect = if exception {
+                r#""expectException": "TR_ValueOverflow","#
+            } else {
+                ""
+            };
+            format!(
+                r#"{{ {expect} "hash": "0x8c12a29b17cbe89ce577d2cb9e62fb2ae3a1918d56cd6c6757de311ac294c604",
+                     "indexes": {{ "data": 0, "gas": 0, "value": {value} }},
+                     "logs": "0x1dcc4de8dec75d7aab85b567b6ccd41ad312451b948a7413f0a142fd40d49347" }}"#
+            )
+        };
+        let test = |exception: bool| {
+            format!(
+                r#"{{
+                "env": {{ "currentBaseFee": "0x0a", "currentCoinbase": "0x2adc25665018aa1fe0e6bc666dac8fc2697ff9ba",
+                         "currentDifficulty": "0x020000", "currentExcessBlobGas": "0x00",
+                         "currentGasLimit": "0x05f5e100", "currentNumber": "0x01",
+                         "currentRandom": "0x0000000000000000000000000000000000000000000000000000000000020000",
+                         "currentTimestamp": "0x03e8" }},
+                "post": {{ "Cancun": [ {}, {} ] }},
+                "pre": {{
+                  "0x095e7baea6a6c7c4c2dfeb977efac326af552d87": {{ "balance": "0x0ba1a9ce0ba1a9ce", "code": "0x600360005560206000f3", "nonce": "0x00", "storage": {{}} }},
+                  "0xa94f5374fce5edbc8e2a8697c15331677e6ebf0b": {{ "balance": "0x0ba1a9ce0ba1a9ce", "code": "0x", "nonce": "0x00", "storage": {{}} }}
+                }},
+                "transaction": {{
+                  "data": ["0x"], "gasLimit": ["0x04c4b400"], "gasPrice": "0x0a", "nonce": "0x00",
+                  "secretKey": "0x45a915e4d060149eb4365960e6a7a45f334393093061116b197e3240065ff2d8",
+                  "sender": "0xa94f5374fce5edbc8e2a8697c15331677e6ebf0b",
+                  "to": "0x095e7baea6a6c7c4c2dfeb977efac326af552d87",
+                  "value": ["0x:bigint 0x00", "{BIGINT}0x010000000000000000000000000000000000000000000000000000000000000001"]
+                }}
+              }}"#,
+                case(0, false),
+                case(1, exception)
+            )
+        };
+        format!(
+            r#"{{ "overflowExpected": {}, "overflowUnexpected": {} }}"#,
+            test(true),
+            test(false)
+        )
+    }
+
+    #[test]
+    fn a_value_past_256_bits_is_an_invalid_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ValueOverflow.json");
+        std::fs::write(&path, value_overflow_suite()).unwrap();
+        let results = run_file(&path);
+        let failures: Vec<_> = results
+            .iter()
+            .filter_map(|r| r.failure.as_ref().map(|f| (r.name.as_str(), f.as_str())))
+            .collect();
+        assert_eq!(results.len(), 4, "{results:?}");
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert!(failures[0].0.contains("overflowUnexpected"), "{failures:?}");
+        assert!(
+            failures[0].1.contains("does not fit in 256 bits"),
+            "{failures:?}"
+        );
+    }
 }
