@@ -3,7 +3,7 @@
 use alloy_primitives::Bytes;
 use alloy_sol_types::{Revert, SolError};
 use jsonrpsee::types::ErrorObjectOwned;
-use openledger_chain::{CallError, ChainError, StoreError, SubmitError};
+use openledger_chain::{CallError, ChainError, StoreError, SubmitError, clock::ClockError};
 
 /// An error answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,6 +65,12 @@ impl From<ChainError> for RpcError {
 impl From<StoreError> for RpcError {
     fn from(e: StoreError) -> Self {
         ChainError::from(e).into()
+    }
+}
+
+impl From<ClockError> for RpcError {
+    fn from(e: ClockError) -> Self {
+        RpcError::InvalidParams(e.to_string())
     }
 }
 

@@ -32,6 +32,10 @@ pub const DEFAULT_PRIORITY_FEE: u128 = 1_000_000_000;
 /// Most blocks `eth_feeHistory` answers for at once.
 pub const MAX_FEE_HISTORY_BLOCKS: u64 = 1024;
 
+/// Most reward percentiles one `eth_feeHistory` may ask for (geth's limit): the answer grows
+/// with blocks times percentiles.
+pub const MAX_REWARD_PERCENTILES: usize = 100;
+
 /// The state the Ethereum API reads: the chain plus the server's settings.
 #[derive(Debug, Clone)]
 pub struct EthApi {
@@ -251,9 +255,19 @@ impl EthApi {
             .account(&env.caller)?
             .map_or(U256::ZERO, |a| a.balance);
         let mut hi = env.gas_limit.min(header.gas_limit);
+        // What the sender can pay for caps the gas: if that is what makes the call fail, the
+        // answer is the funds, as geth and anvil say, not the gas.
+        let mut short_of_funds = None;
         if env.gas_price > 0 {
-            let available = balance.saturating_sub(env.value) / U256::from(env.gas_price);
-            hi = hi.min(available.saturating_to());
+            let affordable: u64 =
+                (balance.saturating_sub(env.value) / U256::from(env.gas_price)).saturating_to();
+            if affordable < hi || balance < env.value {
+                hi = affordable;
+                short_of_funds = Some(RpcError::Rejected(format!(
+                    "insufficient funds for gas * price + value: balance {balance}, value {}, gas price {}: enough for {affordable} gas",
+                    env.value, env.gas_price
+                )));
+            }
         }
         // At the head, estimate for the block the transaction will land in.
         let run = |gas: u64, env: &mut TxEnv| -> RpcResult<CallResult> {
@@ -264,7 +278,15 @@ impl EthApi {
                 self.chain.call(env.clone(), number)?
             })
         };
-        let first = run(hi, &mut env)?;
+        let first = match run(hi, &mut env) {
+            Ok(result @ (ExecutionResult::Success { .. } | ExecutionResult::Revert { .. })) => {
+                result
+            }
+            other => match short_of_funds {
+                Some(short) => return Err(short),
+                None => other?,
+            },
+        };
         let used = match &first {
             ExecutionResult::Success { .. } => first.tx_gas_used(),
             ExecutionResult::Revert { output, .. } => {
@@ -309,14 +331,19 @@ impl EthApi {
         newest: BlockNumberOrTag,
         percentiles: Option<Vec<f64>>,
     ) -> RpcResult<FeeHistory> {
-        let (reader, head) = self.reader()?;
-        if let Some(p) = &percentiles
-            && (p.iter().any(|x| !(0.0..=100.0).contains(x)) || p.windows(2).any(|w| w[0] > w[1]))
-        {
-            return Err(RpcError::InvalidParams(
-                "reward percentiles must be ascending values in [0, 100]".into(),
-            ));
+        if let Some(p) = &percentiles {
+            if p.len() > MAX_REWARD_PERCENTILES {
+                return Err(RpcError::InvalidParams(format!(
+                    "invalid reward percentile: over the query limit {MAX_REWARD_PERCENTILES}"
+                )));
+            }
+            if p.iter().any(|x| !(0.0..=100.0).contains(x)) || p.windows(2).any(|w| w[0] > w[1]) {
+                return Err(RpcError::InvalidParams(
+                    "reward percentiles must be ascending values in [0, 100]".into(),
+                ));
+            }
         }
+        let (reader, head) = self.reader()?;
         let newest = self.resolve(&reader, head, BlockId::Number(newest))?;
         let count = count.clamp(0, MAX_FEE_HISTORY_BLOCKS).min(newest + 1);
         let oldest = newest + 1 - count;

@@ -8,6 +8,8 @@ pub mod convert;
 pub mod error;
 pub mod eth;
 pub mod filters;
+pub mod guard;
+pub mod params;
 pub mod pubsub;
 pub mod server;
 

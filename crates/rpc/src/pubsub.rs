@@ -14,6 +14,8 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::{
     convert::{TxLocation, rpc_header, rpc_log, rpc_transaction},
+    error::RpcError,
+    params::Args,
     server::RpcContext,
 };
 
@@ -24,22 +26,24 @@ enum Topic {
 }
 
 fn parse(params: &Params<'_>) -> Result<Topic, ErrorObjectOwned> {
-    let mut seq = params.sequence();
-    let name: String = seq.next()?;
-    match name.as_str() {
-        "newHeads" => Ok(Topic::NewHeads),
-        "logs" => Ok(Topic::Logs(Box::new(
-            seq.optional_next::<Filter>()?.unwrap_or_default(),
-        ))),
-        "newPendingTransactions" => Ok(Topic::PendingTransactions {
-            full: seq.optional_next::<bool>()?.unwrap_or(false),
-        }),
-        other => Err(ErrorObjectOwned::owned(
-            -32602,
-            format!("unsupported subscription: {other}"),
-            None::<()>,
-        )),
+    let mut args = Args::new(params, 2)?;
+    let name: String = args.required()?;
+    let topic = match name.as_str() {
+        "newHeads" => Topic::NewHeads,
+        "logs" => Topic::Logs(Box::new(args.optional::<Filter>()?.unwrap_or_default())),
+        "newPendingTransactions" => Topic::PendingTransactions {
+            full: args.optional::<bool>()?.unwrap_or(false),
+        },
+        other => {
+            return Err(
+                RpcError::InvalidParams(format!("unsupported subscription: {other}")).into(),
+            );
+        }
+    };
+    if matches!(topic, Topic::NewHeads) && args.optional::<serde_json::Value>()?.is_some() {
+        return Err(RpcError::InvalidParams("too many arguments, want at most 1".into()).into());
     }
+    Ok(topic)
 }
 
 /// Serves one `eth_subscribe` until the client unsubscribes or disconnects.

@@ -10,10 +10,10 @@ use alloy_serde::JsonStorageKey;
 use jsonrpsee::{
     RpcModule,
     server::{BatchRequestConfig, Server, ServerConfig, ServerHandle},
-    types::{ErrorObjectOwned, Params, params::ParamsSequence},
+    types::Params,
 };
 use openledger_chain::{Chain, ChainEvent};
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize};
 use tower_http::cors::{Any, CorsLayer};
 
 use crate::{
@@ -21,6 +21,8 @@ use crate::{
     error::{RpcError, RpcResult},
     eth::{DEFAULT_PRIORITY_FEE, EthApi},
     filters::Filters,
+    guard::RequestGuardLayer,
+    params::{Args, PrefixedBytes},
     pubsub,
 };
 
@@ -67,11 +69,16 @@ pub async fn start(chain: Arc<Chain>, config: RpcConfig) -> std::io::Result<RpcS
         .allow_origin(Any)
         .allow_methods(Any)
         .allow_headers(Any);
-    let server = Server::builder()
-        .set_config(server_config)
-        .set_http_middleware(tower::ServiceBuilder::new().layer(cors))
-        .build(config.addr)
-        .await?;
+    let server =
+        Server::builder()
+            .set_config(server_config)
+            .set_http_middleware(tower::ServiceBuilder::new().layer(cors).layer(
+                RequestGuardLayer {
+                    max_request_bytes: config.max_request_bytes,
+                },
+            ))
+            .build(config.addr)
+            .await?;
     let local_addr = server.local_addr()?;
     let context = Arc::new(RpcContext {
         api: EthApi::new(chain.clone(), config),
@@ -119,42 +126,34 @@ impl Quantity {
     }
 }
 
-fn invalid(e: ErrorObjectOwned) -> RpcError {
-    RpcError::InvalidParams(e.message().to_string())
-}
+type Handler<R> = fn(&RpcContext, &mut Args<'_>) -> RpcResult<R>;
 
-fn next<T: DeserializeOwned>(seq: &mut ParamsSequence<'_>) -> RpcResult<T> {
-    seq.next().map_err(invalid)
-}
-
-fn optional<T: DeserializeOwned>(seq: &mut ParamsSequence<'_>) -> RpcResult<Option<T>> {
-    seq.optional_next().map_err(invalid)
-}
-
-type Handler<R> = fn(&RpcContext, &mut ParamsSequence<'_>) -> RpcResult<R>;
-
-/// Registers a cheap method that runs on the connection's task.
+/// Registers a cheap method that takes at most `max` parameters and runs on the connection's
+/// task.
 fn quick<R: Serialize + Clone + Send + 'static>(
     module: &mut RpcModule<RpcContext>,
     name: &'static str,
+    max: usize,
     handler: Handler<R>,
 ) {
     module
         .register_method(name, move |params: Params<'_>, ctx: &RpcContext, _| {
-            handler(ctx, &mut params.sequence())
+            handler(ctx, &mut Args::new(&params, max)?)
         })
         .expect("method names are unique");
 }
 
-/// Registers a method that may run long (execution, log scans) on the blocking pool.
+/// Registers a method that takes at most `max` parameters and may run long (execution, log
+/// scans), on the blocking pool.
 fn heavy<R: Serialize + Clone + Send + 'static>(
     module: &mut RpcModule<RpcContext>,
     name: &'static str,
+    max: usize,
     handler: Handler<R>,
 ) {
     module
         .register_blocking_method(name, move |params: Params<'_>, ctx: Arc<RpcContext>, _| {
-            handler(&ctx, &mut params.sequence())
+            handler(&ctx, &mut Args::new(&params, max)?)
         })
         .expect("method names are unique");
 }
@@ -178,149 +177,188 @@ fn methods(context: Arc<RpcContext>) -> RpcModule<RpcContext> {
 }
 
 fn register_node(m: &mut RpcModule<RpcContext>) {
-    quick(m, "web3_clientVersion", |_, _| {
+    quick(m, "web3_clientVersion", 0, |_, _| {
         Ok(format!("openledger/v{}", env!("CARGO_PKG_VERSION")))
     });
-    quick(m, "web3_sha3", |_, p| {
-        Ok(alloy_primitives::keccak256(next::<Bytes>(p)?))
+    quick(m, "web3_sha3", 1, |_, p| {
+        Ok(alloy_primitives::keccak256(p.required::<Bytes>()?))
     });
-    quick(m, "net_version", |c, _| {
+    quick(m, "net_version", 0, |c, _| {
         Ok(c.api.chain().chain_id().to_string())
     });
-    quick(m, "net_listening", |_, _| Ok(true));
-    quick(m, "net_peerCount", |_, _| Ok(U64::ZERO));
-    quick(m, "eth_chainId", |c, _| {
+    quick(m, "net_listening", 0, |_, _| Ok(true));
+    quick(m, "net_peerCount", 0, |_, _| Ok(U64::ZERO));
+    quick(m, "eth_chainId", 0, |c, _| {
         Ok(U64::from(c.api.chain().chain_id()))
     });
-    quick(m, "eth_syncing", |_, _| Ok(false));
-    quick(m, "eth_mining", |_, _| Ok(true));
-    quick(m, "eth_hashrate", |_, _| Ok(U64::ZERO));
-    quick(m, "eth_blockNumber", |c, _| {
+    quick(m, "eth_syncing", 0, |_, _| Ok(false));
+    quick(m, "eth_mining", 0, |_, _| Ok(true));
+    quick(m, "eth_hashrate", 0, |_, _| Ok(U64::ZERO));
+    quick(m, "eth_blockNumber", 0, |c, _| {
         Ok(U64::from(c.api.block_number()))
     });
-    quick(m, "eth_accounts", |c, _| {
+    quick(m, "eth_accounts", 0, |c, _| {
         Ok(c.api.config().accounts.clone())
     });
-    quick(m, "eth_gasPrice", |c, _| Ok(U128::from(c.api.gas_price())));
-    quick(m, "eth_maxPriorityFeePerGas", |_, _| {
+    quick(m, "eth_gasPrice", 0, |c, _| {
+        Ok(U128::from(c.api.gas_price()))
+    });
+    quick(m, "eth_maxPriorityFeePerGas", 0, |_, _| {
         Ok(U128::from(DEFAULT_PRIORITY_FEE))
     });
-    quick(m, "eth_blobBaseFee", |_, _| Ok(U128::from(1u8)));
-    heavy(m, "eth_feeHistory", |c, p| {
-        let count: Quantity = next(p)?;
-        let newest: BlockNumberOrTag = next(p)?;
-        let percentiles: Option<Vec<f64>> = optional(p)?;
+    quick(m, "eth_blobBaseFee", 0, |_, _| Ok(U128::from(1u8)));
+    heavy(m, "eth_feeHistory", 3, |c, p| {
+        let count: Quantity = p.required()?;
+        let newest: BlockNumberOrTag = p.required()?;
+        let percentiles: Option<Vec<f64>> = p.optional()?;
         c.api.fee_history(count.get(), newest, percentiles)
     });
 }
 
 fn register_state(m: &mut RpcModule<RpcContext>) {
-    quick(m, "eth_getBalance", |c, p| {
-        c.api.balance(next(p)?, optional(p)?)
+    quick(m, "eth_getBalance", 2, |c, p| {
+        c.api.balance(p.required::<Address>()?, p.optional()?)
     });
-    quick(m, "eth_getTransactionCount", |c, p| {
-        Ok(U64::from(c.api.transaction_count(next(p)?, optional(p)?)?))
+    quick(m, "eth_getTransactionCount", 2, |c, p| {
+        let address = p.required::<Address>()?;
+        Ok(U64::from(c.api.transaction_count(address, p.optional()?)?))
     });
-    quick(m, "eth_getCode", |c, p| c.api.code(next(p)?, optional(p)?));
-    quick(m, "eth_getStorageAt", |c, p| {
-        let address: Address = next(p)?;
-        let slot: JsonStorageKey = next(p)?;
-        c.api.storage_at(address, slot, optional(p)?)
+    quick(m, "eth_getCode", 2, |c, p| {
+        c.api.code(p.required::<Address>()?, p.optional()?)
     });
-    heavy(m, "eth_getProof", |c, p| {
-        let address: Address = next(p)?;
-        let keys: Vec<JsonStorageKey> = next(p)?;
-        c.api.proof(address, keys, optional(p)?)
+    quick(m, "eth_getStorageAt", 3, |c, p| {
+        let address: Address = p.required()?;
+        let slot: JsonStorageKey = p.required()?;
+        c.api.storage_at(address, slot, p.optional()?)
     });
-    heavy(m, "eth_call", |c, p| {
-        let request: TransactionRequest = next(p)?;
-        c.api.call(request, optional(p)?)
+    heavy(m, "eth_getProof", 3, |c, p| {
+        let address: Address = p.required()?;
+        let keys: Vec<JsonStorageKey> = p.required()?;
+        c.api.proof(address, keys, p.optional()?)
     });
-    heavy(m, "eth_estimateGas", |c, p| {
-        let request: TransactionRequest = next(p)?;
-        Ok(U64::from(c.api.estimate_gas(request, optional(p)?)?))
+    heavy(m, "eth_call", 4, |c, p| {
+        let request: TransactionRequest = p.required()?;
+        let block = p.optional()?;
+        no_overrides(p)?;
+        c.api.call(request, block)
+    });
+    heavy(m, "eth_estimateGas", 4, |c, p| {
+        let request: TransactionRequest = p.required()?;
+        let block = p.optional()?;
+        no_overrides(p)?;
+        Ok(U64::from(c.api.estimate_gas(request, block)?))
     });
 }
 
+/// Refuses the state and block overrides of `eth_call`/`eth_estimateGas` (their third and
+/// fourth parameters), which the node does not apply, rather than ignoring them.
+fn no_overrides(p: &mut Args<'_>) -> RpcResult<()> {
+    for name in ["state overrides", "block overrides"] {
+        if p.optional::<serde_json::Value>()?.is_some() {
+            return Err(RpcError::InvalidParams(format!("{name} are not supported")));
+        }
+    }
+    Ok(())
+}
+
 fn register_blocks(m: &mut RpcModule<RpcContext>) {
-    quick(m, "eth_getBlockByNumber", |c, p| {
-        let tag: BlockNumberOrTag = next(p)?;
-        c.api.block(tag.into(), optional(p)?.unwrap_or(false))
+    quick(m, "eth_getBlockByNumber", 2, |c, p| {
+        let tag: BlockNumberOrTag = p.required()?;
+        c.api.block(tag.into(), p.optional()?.unwrap_or(false))
     });
-    quick(m, "eth_getBlockByHash", |c, p| {
-        let hash: B256 = next(p)?;
-        c.api.block(hash.into(), optional(p)?.unwrap_or(false))
+    quick(m, "eth_getBlockByHash", 2, |c, p| {
+        let hash: B256 = p.required()?;
+        c.api.block(hash.into(), p.optional()?.unwrap_or(false))
     });
-    quick(m, "eth_getBlockTransactionCountByNumber", |c, p| {
-        let tag: BlockNumberOrTag = next(p)?;
+    quick(m, "eth_getBlockTransactionCountByNumber", 1, |c, p| {
+        let tag: BlockNumberOrTag = p.required()?;
         Ok(c.api.block_transaction_count(tag.into())?.map(U64::from))
     });
-    quick(m, "eth_getBlockTransactionCountByHash", |c, p| {
-        let hash: B256 = next(p)?;
+    quick(m, "eth_getBlockTransactionCountByHash", 1, |c, p| {
+        let hash: B256 = p.required()?;
         Ok(c.api.block_transaction_count(hash.into())?.map(U64::from))
     });
-    quick(m, "eth_getUncleCountByBlockNumber", |_, _| Ok(U64::ZERO));
-    quick(m, "eth_getUncleCountByBlockHash", |_, _| Ok(U64::ZERO));
-    quick(m, "eth_getBlockReceipts", |c, p| {
-        c.api.block_receipts(next::<BlockId>(p)?)
+    quick(m, "eth_getUncleCountByBlockNumber", 1, |_, _| Ok(U64::ZERO));
+    quick(m, "eth_getUncleCountByBlockHash", 1, |_, _| Ok(U64::ZERO));
+    quick(m, "eth_getBlockReceipts", 1, |c, p| {
+        c.api.block_receipts(p.required::<BlockId>()?)
     });
 }
 
 fn register_transactions(m: &mut RpcModule<RpcContext>) {
-    quick(m, "eth_sendRawTransaction", |c, p| {
-        c.api.send_raw_transaction(next(p)?)
+    quick(m, "eth_sendRawTransaction", 1, |c, p| {
+        c.api.send_raw_transaction(p.required::<PrefixedBytes>()?.0)
     });
-    quick(m, "eth_getTransactionByHash", |c, p| {
-        c.api.transaction_by_hash(next(p)?)
+    quick(m, "eth_getTransactionByHash", 1, |c, p| {
+        c.api.transaction_by_hash(p.required::<B256>()?)
     });
-    quick(m, "eth_getTransactionByBlockNumberAndIndex", |c, p| {
-        let tag: BlockNumberOrTag = next(p)?;
-        let index: Quantity = next(p)?;
+    quick(m, "eth_getTransactionByBlockNumberAndIndex", 2, |c, p| {
+        let tag: BlockNumberOrTag = p.required()?;
+        let index: Quantity = p.required()?;
         c.api
             .transaction_by_block_and_index(tag.into(), index.get())
     });
-    quick(m, "eth_getTransactionByBlockHashAndIndex", |c, p| {
-        let hash: B256 = next(p)?;
-        let index: Quantity = next(p)?;
+    quick(m, "eth_getTransactionByBlockHashAndIndex", 2, |c, p| {
+        let hash: B256 = p.required()?;
+        let index: Quantity = p.required()?;
         c.api
             .transaction_by_block_and_index(hash.into(), index.get())
     });
-    quick(m, "eth_getTransactionReceipt", |c, p| {
-        c.api.receipt(next(p)?)
+    quick(m, "eth_getTransactionReceipt", 1, |c, p| {
+        c.api.receipt(p.required::<B256>()?)
     });
 }
 
 /// Hardhat's and anvil's clock controls, so that a dev chain's time-locked steps (voting
 /// periods, unbonding) can be exercised without waiting.
 fn register_dev(m: &mut RpcModule<RpcContext>) {
-    quick(m, "evm_increaseTime", |c, p| {
-        let seconds: Quantity = next(p)?;
-        Ok(c.api.chain().advance_clock(seconds.get()))
+    quick(m, "evm_increaseTime", 1, |c, p| {
+        let seconds: Quantity = p.required()?;
+        Ok(c.api.chain().clock().advance(seconds.get())?)
     });
-    heavy(m, "evm_mine", |c, p| {
-        let timestamp: Option<Quantity> = optional(p)?;
+    quick(m, "evm_setNextBlockTimestamp", 1, |c, p| {
+        let timestamp: Quantity = p.required()?;
+        set_next_timestamp(c, timestamp.get())?;
+        Ok(true)
+    });
+    heavy(m, "evm_mine", 1, |c, p| {
+        let timestamp: Option<Quantity> = p.optional()?;
+        if let Some(timestamp) = timestamp {
+            set_next_timestamp(c, timestamp.get())?;
+        }
         let chain = c.api.chain();
-        chain.produce_block(timestamp.map_or_else(|| chain.now(), Quantity::get))?;
+        chain.produce_block(chain.now())?;
         Ok("0x0")
     });
 }
 
+fn set_next_timestamp(c: &RpcContext, timestamp: u64) -> RpcResult<()> {
+    let chain = c.api.chain();
+    Ok(chain
+        .clock()
+        .set_next(timestamp, chain.head().header.timestamp)?)
+}
+
 fn register_logs(m: &mut RpcModule<RpcContext>) {
-    heavy(m, "eth_getLogs", |c, p| c.api.logs(&next::<Filter>(p)?));
-    quick(m, "eth_newFilter", |c, p| {
-        c.filters.new_logs(&c.api, next(p)?)
+    heavy(m, "eth_getLogs", 1, |c, p| {
+        c.api.logs(&p.required::<Filter>()?)
     });
-    quick(m, "eth_newBlockFilter", |c, _| c.filters.new_blocks(&c.api));
-    quick(m, "eth_newPendingTransactionFilter", |c, _| {
+    quick(m, "eth_newFilter", 1, |c, p| {
+        c.filters.new_logs(&c.api, p.required()?)
+    });
+    quick(m, "eth_newBlockFilter", 0, |c, _| {
+        c.filters.new_blocks(&c.api)
+    });
+    quick(m, "eth_newPendingTransactionFilter", 1, |c, _| {
         c.filters.new_pending()
     });
-    heavy(m, "eth_getFilterChanges", |c, p| {
-        c.filters.changes(&c.api, next::<U256>(p)?)
+    heavy(m, "eth_getFilterChanges", 1, |c, p| {
+        c.filters.changes(&c.api, p.required::<U256>()?)
     });
-    heavy(m, "eth_getFilterLogs", |c, p| {
-        c.filters.logs(&c.api, next::<U256>(p)?)
+    heavy(m, "eth_getFilterLogs", 1, |c, p| {
+        c.filters.logs(&c.api, p.required::<U256>()?)
     });
-    quick(m, "eth_uninstallFilter", |c, p| {
-        Ok(c.filters.uninstall(next::<U256>(p)?))
+    quick(m, "eth_uninstallFilter", 1, |c, p| {
+        Ok(c.filters.uninstall(p.required::<U256>()?))
     });
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope, TxLegacy};
-use alloy_eips::{BlockId, eip2718::Encodable2718};
+use alloy_eips::{BlockId, BlockNumberOrTag, eip2718::Encodable2718};
 use alloy_primitives::{Address, B256, Bytes, TxKind, U256, keccak256};
 use alloy_rpc_types_eth::{Filter, TransactionRequest};
 use alloy_serde::JsonStorageKey;
@@ -216,4 +216,62 @@ fn a_block_lists_the_hashes_its_transactions_were_sent_under() {
     assert_eq!(hashes.transactions.hashes().collect::<Vec<_>>(), signed);
     let full = api.block(BlockId::number(number), true).unwrap().unwrap();
     assert_eq!(full.transactions.hashes().collect::<Vec<_>>(), signed);
+}
+
+#[test]
+fn fee_history_refuses_more_percentiles_than_geth_allows_before_any_work() {
+    let (api, _) = setup();
+    api.chain().produce_block(1).unwrap();
+    let too_many: Vec<f64> = (0..=100).map(|i| i as f64 / 101.0 * 100.0).collect();
+    let err = api
+        .fee_history(1024, BlockNumberOrTag::Latest, Some(too_many.clone()))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        RpcError::InvalidParams("invalid reward percentile: over the query limit 100".into())
+    );
+    let history = api
+        .fee_history(
+            1024,
+            BlockNumberOrTag::Latest,
+            Some(too_many[..100].to_vec()),
+        )
+        .unwrap();
+    assert_eq!(history.reward.unwrap()[0].len(), 100);
+}
+
+#[test]
+fn estimating_gas_for_an_account_that_cannot_pay_names_the_funds() {
+    let (api, signer) = setup();
+    let request = |from: Address, price: u128, value: U256| TransactionRequest {
+        from: Some(from),
+        to: Some(TxKind::Call(Address::repeat_byte(9))),
+        max_fee_per_gas: Some(price),
+        value: Some(value),
+        ..Default::default()
+    };
+    let empty = Address::repeat_byte(0x77);
+    let err = api
+        .estimate_gas(request(empty, 2_000_000_000, U256::ZERO), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("insufficient funds for gas * price + value"),
+        "{err}"
+    );
+    let balance = api.balance(signer.address(), None).unwrap();
+    let err = api
+        .estimate_gas(request(signer.address(), 1, balance), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("insufficient funds for gas * price + value"),
+        "{err}"
+    );
+    // Without a fee, an empty account's transfer estimates as usual.
+    assert_eq!(
+        api.estimate_gas(request(empty, 0, U256::ZERO), None)
+            .unwrap(),
+        21_000
+    );
 }
