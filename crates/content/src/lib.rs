@@ -7,6 +7,8 @@
 
 mod rows;
 mod store;
+mod uploads;
 
-pub use rows::{Format, RowError, content_hash, row_hash, rows};
+pub use rows::{Format, MAX_ROWS, RowError, content_hash, row_hash, rows};
 pub use store::{ContentError, ContentStore, Manifest};
+pub use uploads::{PendingUploads, Upload};

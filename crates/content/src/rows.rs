@@ -50,7 +50,15 @@ pub enum RowError {
     /// The CSV is malformed.
     #[error("invalid CSV: {0}")]
     BadCsv(String),
+    /// More rows than one file may hold.
+    #[error("the file has more than {MAX_ROWS} rows: split it into several files")]
+    TooManyRows,
 }
+
+/// Most rows one file may hold. Every row costs a hash in the manifest, an entry in the span index
+/// and a line to page through, whatever its length: a file of tiny rows must not cost a thousand
+/// times its size.
+pub const MAX_ROWS: usize = 100_000;
 
 /// Splits a file's bytes into rows.
 pub fn rows(format: Format, bytes: &[u8]) -> Result<Vec<String>, RowError> {
@@ -62,6 +70,9 @@ pub fn rows(format: Format, bytes: &[u8]) -> Result<Vec<String>, RowError> {
     };
     if rows.is_empty() {
         return Err(RowError::Empty);
+    }
+    if rows.len() > MAX_ROWS {
+        return Err(RowError::TooManyRows);
     }
     Ok(rows)
 }

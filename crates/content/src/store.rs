@@ -154,6 +154,54 @@ impl ContentStore {
         Ok(rows)
     }
 
+    /// Rows `offset..offset + limit` of stored content and its row count, each row checked
+    /// against its hash in the manifest. Reads only as far as the page ends, so a client paging
+    /// through a large file does not make the node read it whole for every page.
+    pub fn rows_page(
+        &self,
+        hash: B256,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(usize, Vec<String>), ContentError> {
+        let manifest = self.manifest(hash)?;
+        if content_hash(&manifest.row_hashes) != hash {
+            return Err(ContentError::Corrupt(
+                hash,
+                "row hashes do not match".into(),
+            ));
+        }
+        let file =
+            fs::File::open(self.path(hash).join("rows.jsonl")).map_err(|e| not_found(e, hash))?;
+        let mut page = Vec::new();
+        for (line, expected) in BufReader::new(file)
+            .lines()
+            .zip(&manifest.row_hashes)
+            .skip(offset)
+            .take(limit)
+        {
+            let row = serde_json::from_str::<String>(&line?)
+                .map_err(|e| ContentError::Corrupt(hash, e.to_string()))?;
+            if row_hash(&row) != *expected {
+                return Err(ContentError::Corrupt(hash, "a row does not match".into()));
+            }
+            page.push(row);
+        }
+        let wanted = manifest.row_hashes.len().saturating_sub(offset).min(limit);
+        if page.len() != wanted {
+            return Err(ContentError::Corrupt(hash, "rows are missing".into()));
+        }
+        Ok((manifest.row_hashes.len(), page))
+    }
+
+    /// Deletes stored content (an upload nobody contributed). Deleting what is not there is not
+    /// an error.
+    pub fn remove(&self, hash: B256) -> Result<(), ContentError> {
+        match fs::remove_dir_all(self.path(hash)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
     fn path(&self, hash: B256) -> PathBuf {
         self.dir.join(format!("{hash:x}"))
     }
@@ -198,6 +246,47 @@ mod tests {
         // The same rows, differently laid out, are the same content.
         let again = store.put("again.md", b"one\n\n\n\ntwo").unwrap();
         assert_eq!(again.content_hash, manifest.content_hash);
+    }
+
+    #[test]
+    fn rows_are_read_page_by_page_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(dir.path(), 1 << 20).unwrap();
+        let text: Vec<String> = (0..10).map(|i| format!("row {i}")).collect();
+        let manifest = store.put("a.txt", text.join("\n\n").as_bytes()).unwrap();
+        let hash = manifest.content_hash;
+        assert_eq!(
+            store.rows_page(hash, 3, 4).unwrap(),
+            (10, text[3..7].to_vec())
+        );
+        assert_eq!(store.rows_page(hash, 8, 100).unwrap().1, text[8..].to_vec());
+        assert!(store.rows_page(hash, 10, 5).unwrap().1.is_empty());
+        let path = store.path(hash).join("rows.jsonl");
+        let tampered = fs::read_to_string(&path).unwrap().replace("row 5", "row X");
+        fs::write(&path, tampered).unwrap();
+        assert!(store.rows_page(hash, 0, 5).is_ok());
+        assert!(matches!(
+            store.rows_page(hash, 4, 2),
+            Err(ContentError::Corrupt(..))
+        ));
+        store.remove(hash).unwrap();
+        assert!(matches!(
+            store.rows_page(hash, 0, 1),
+            Err(ContentError::NotFound(_))
+        ));
+        store.remove(hash).unwrap();
+    }
+
+    #[test]
+    fn a_file_of_more_rows_than_allowed_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(dir.path(), 16 << 20).unwrap();
+        let tiny = "a\n\n".repeat(crate::MAX_ROWS + 1);
+        assert!(matches!(
+            store.put("tiny.txt", tiny.as_bytes()),
+            Err(ContentError::Rows(RowError::TooManyRows))
+        ));
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]

@@ -59,6 +59,11 @@ impl DataDir {
         self.path.join("content")
     }
 
+    /// The ledger of uploads not yet contributed.
+    pub fn uploads_file(&self) -> PathBuf {
+        self.path.join("uploads.json")
+    }
+
     /// The span indexes of datanet versions, by which challenges are recomputed.
     pub fn attribution_dir(&self) -> PathBuf {
         self.path.join("attribution")

@@ -7,16 +7,17 @@ use alloy_signer_local::PrivateKeySigner;
 use anyhow::Context;
 use clap::Args;
 use openledger_chain::{Chain, ChainConfig, Store, mempool::PoolLimits, miner};
-use openledger_content::ContentStore;
+use openledger_content::{ContentStore, PendingUploads};
 use openledger_primitives::{DEV_CHAIN_ID, Genesis, format_open};
 use openledger_rpc::RpcConfig;
 
 use crate::{
     accounts::{DERIVATION_PATH, DEV_MNEMONIC, DevAccount, dev_accounts},
     attribution::registry::IndexRegistry,
-    content_api,
+    content_api::{self, ContentApi},
     datadir::{DataDir, default_datadir},
     flywheel::{self, BaseModel, Flywheel},
+    http::{self, HttpLimits},
 };
 
 /// Options of `openledger dev`.
@@ -51,6 +52,10 @@ pub struct DevArgs {
     /// Number of dev accounts to derive, print and fund (built-in genesis only).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     accounts: u32,
+    /// Allow a non-loopback --api-addr although the dev API keys (`Authorization: Bearer
+    /// dev-N`) then let anyone who reaches it sign as the dev accounts and spend their escrow.
+    #[arg(long)]
+    expose_dev_keys: bool,
 }
 
 /// Runs the dev node until Ctrl-C or SIGTERM.
@@ -58,6 +63,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
     if !(args.block_time.is_finite() && args.block_time >= 0.0) {
         anyhow::bail!("--block-time must be a non-negative number of seconds");
     }
+    check_api_exposure(args.api_addr, args.expose_dev_keys)?;
     let accounts = dev_accounts(args.accounts)?;
     let genesis = match &args.genesis {
         Some(path) => Genesis::load(path)?,
@@ -126,13 +132,30 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuses a content API address other machines can reach unless the user said so: its dev API
+/// keys are public knowledge (`dev-0`…), so anyone reaching it could sign as the dev accounts.
+fn check_api_exposure(api_addr: SocketAddr, expose_dev_keys: bool) -> anyhow::Result<()> {
+    if api_addr.ip().is_loopback() {
+        return Ok(());
+    }
+    if !expose_dev_keys {
+        anyhow::bail!(
+            "--api-addr {api_addr} is not a loopback address: anyone who reaches it could use the \
+             dev API keys (`Authorization: Bearer dev-N`) to sign as the dev accounts and spend \
+             their escrow. Use 127.0.0.1, or pass --expose-dev-keys if that is what you want"
+        );
+    }
+    tracing::warn!(%api_addr, "the dev API keys are served on a non-loopback address (--expose-dev-keys)");
+    Ok(())
+}
+
 /// Opens the chain in `datadir` with the protocol modules, its content store, and the span
 /// indexes Settlement recomputes challenged attributions with.
 pub(crate) fn open_chain(
     datadir: &DataDir,
     genesis: Genesis,
     max_upload_bytes: u64,
-) -> anyhow::Result<(Arc<Chain>, ContentStore, Arc<IndexRegistry>)> {
+) -> anyhow::Result<(Arc<Chain>, Content, Arc<IndexRegistry>)> {
     let indexes = Arc::new(IndexRegistry::new(datadir.attribution_dir()));
     let store = Store::open(&datadir.chain_db()).with_context(|| {
         format!(
@@ -146,9 +169,24 @@ pub(crate) fn open_chain(
         pool: PoolLimits::default(),
     };
     let chain = Arc::new(Chain::open(store, config)?);
-    let content = ContentStore::open(datadir.content_dir(), max_upload_bytes)
+    let store = ContentStore::open(datadir.content_dir(), max_upload_bytes)
         .context("cannot open the content store")?;
-    Ok((chain, content, indexes))
+    let pending = PendingUploads::open(datadir.uploads_file())
+        .context("cannot open the ledger of pending uploads")?;
+    Ok((
+        chain,
+        Content {
+            store,
+            pending: Arc::new(pending),
+        },
+        indexes,
+    ))
+}
+
+/// The content store and its ledger of uploads not yet contributed.
+pub(crate) struct Content {
+    store: ContentStore,
+    pending: Arc<PendingUploads>,
 }
 
 /// The services of a running node: JSON-RPC, the content API and the block producer.
@@ -160,6 +198,7 @@ pub(crate) struct Services {
     rpc: openledger_rpc::RpcServer,
     api: tokio::task::JoinHandle<std::io::Result<()>>,
     producer: tokio::task::JoinHandle<()>,
+    keeper: tokio::task::JoinHandle<()>,
 }
 
 impl Services {
@@ -168,7 +207,7 @@ impl Services {
     /// the RPC and API URLs.
     pub async fn start(
         chain: Arc<Chain>,
-        content: ContentStore,
+        content: Content,
         accounts: Vec<alloy_primitives::Address>,
         (rpc_addr, api_addr): (SocketAddr, SocketAddr),
         block_time: Duration,
@@ -176,7 +215,7 @@ impl Services {
     ) -> anyhow::Result<Self> {
         let rpc_config = RpcConfig {
             addr: rpc_addr,
-            accounts,
+            accounts: accounts.clone(),
             ..RpcConfig::default()
         };
         let rpc = openledger_rpc::start(chain.clone(), rpc_config)
@@ -190,8 +229,19 @@ impl Services {
             &format!("http://{}", rpc.local_addr),
             &format!("http://{api_addr}"),
         )?;
-        let app = content_api::router(content, chain.clone()).merge(routes);
-        let api = tokio::spawn(axum::serve(api_listener, app).into_future());
+        let keeper = tokio::spawn(content_api::keeper::run(
+            chain.clone(),
+            content.store.clone(),
+            content.pending.clone(),
+        ));
+        let app = content_api::router(ContentApi {
+            store: content.store,
+            chain: chain.clone(),
+            pending: content.pending,
+            dev_accounts: accounts,
+        })
+        .merge(routes);
+        let api = tokio::spawn(http::serve(api_listener, app, HttpLimits::default()));
         let producer = tokio::spawn(miner::run(chain, block_time));
         Ok(Self {
             rpc_addr: rpc.local_addr,
@@ -199,11 +249,13 @@ impl Services {
             rpc,
             api,
             producer,
+            keeper,
         })
     }
 
     /// Stops them all.
     pub async fn stop(self) {
+        self.keeper.abort();
         self.producer.abort();
         self.api.abort();
         self.rpc.stop().await;

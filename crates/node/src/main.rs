@@ -10,6 +10,7 @@ mod demo;
 mod dev;
 mod factory;
 mod flywheel;
+mod http;
 mod jobs;
 mod serve;
 mod statetest;
@@ -85,6 +86,7 @@ fn main() -> std::process::ExitCode {
     // SAFETY: nothing has started a thread yet.
     unsafe { openledger_ml::settle_thread_count() };
     keep_freed_memory_between_blocks();
+    http::raise_fd_limit();
     let cli = Cli::parse();
     // The demo embeds a node whose block-by-block log would drown its own progress.
     init_logging(match cli.command {

@@ -74,12 +74,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             "OpenLoRA: serving {base_id} and {adapters} adapters on http://{}/v1",
             listener.local_addr()?
         );
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
-            .context("the API server failed")
+        tokio::select! {
+            served = crate::http::serve(listener, app, crate::http::HttpLimits::default()) => {
+                served.context("the API server failed")
+            }
+            _ = tokio::signal::ctrl_c() => Ok(()),
+        }
     })
 }
 

@@ -146,7 +146,9 @@ impl Genesis {
             base_fee_per_gas: default_base_fee(),
             timestamp: 0,
             base_fee_recipient: default_base_fee_recipient(),
-            coinbase: dev_accounts.first().copied().unwrap_or_default(),
+            // Nobody's account, as anvil and Hardhat do: a dev account's balance then moves only
+            // by what its own transactions do.
+            coinbase: Address::ZERO,
             extra_data: Bytes::new(),
             alloc,
             protocol: ProtocolParams {

@@ -8,6 +8,7 @@ import json
 import pytest
 import requests
 from eth_account import Account
+from eth_account.messages import encode_defunct
 from web3 import Web3
 from web3.exceptions import ContractCustomError
 
@@ -84,8 +85,13 @@ def inference_receipt(market: dict, weights, prompt: bytes = b"\x01" * 32) -> tu
             market["contributions"], weights)
 
 
-def upload(node, datanet_id: int, name: str, content: bytes) -> requests.Response:
-    return requests.post(f"{node.api_url}/datanets/{datanet_id}/files", files={"file": (name, content)}, timeout=30)
+def upload(node, datanet_id: int, name: str, content: bytes, key: str = OWNER) -> requests.Response:
+    """Uploads a file signed by `key`'s account, as the README says: an EIP-191 signature of the
+    file's keccak-256 and the datanet."""
+    message = f"OpenLedger upload of file {Web3.keccak(content).to_0x_hex()} to datanet {datanet_id}"
+    signature = Account.sign_message(encode_defunct(text=message), key).signature.to_0x_hex()
+    return requests.post(f"{node.api_url}/datanets/{datanet_id}/files", files={"file": (name, content)},
+                         headers={"X-OpenLedger-Signature": signature}, timeout=30)
 
 
 FILES = {
@@ -114,7 +120,7 @@ def build_market(w3, node) -> dict:
     stats_before = datanets.functions.contributorStats(address(CONTRIBUTOR)).call()
     contributions = []
     for key, (name, content) in FILES.items():
-        response = upload(node, datanet_id, name, content)
+        response = upload(node, datanet_id, name, content, key)
         assert response.status_code == 201, response.text
         up = response.json()
         receipt, _ = transact(w3, datanets.functions.contribute(

@@ -64,9 +64,15 @@ impl Client {
 
     fn signer(&self) -> anyhow::Result<&PrivateKeySigner> {
         self.signer.as_ref().context(
-            "this command sends a transaction: choose a signer with --account N (dev account), \
+            "this command signs as an account: choose a signer with --account N (dev account), \
              --private-key or --keystore",
         )
+    }
+
+    /// Signs `message` as wallets sign messages (EIP-191, `personal_sign`).
+    pub fn sign_message(&self, message: &str) -> anyhow::Result<alloy_primitives::Signature> {
+        use alloy_signer::SignerSync;
+        Ok(self.signer()?.sign_message_sync(message.as_bytes())?)
     }
 
     async fn request<T: serde::de::DeserializeOwned>(

@@ -10,6 +10,7 @@ use openledger_protocol::abi::IDatanets;
 use serde_json::{Value, json};
 
 use super::{Client, Common, block_on, client::events, open, text_hash};
+use crate::content_api::auth::{SIGNATURE_HEADER, upload_message};
 
 /// Options of `openledger datanet`.
 #[derive(Debug, Args)]
@@ -144,7 +145,7 @@ pub fn run(args: DatanetArgs) -> anyhow::Result<()> {
                 );
             }
             DatanetCommand::Upload { datanet, file } => {
-                let uploaded = upload(common, datanet, &file, client.sender().ok()).await?;
+                let uploaded = upload(common, datanet, &file, &client).await?;
                 common.print(uploaded.clone(), describe_upload(&uploaded));
             }
             DatanetCommand::Contribute {
@@ -152,7 +153,7 @@ pub fn run(args: DatanetArgs) -> anyhow::Result<()> {
                 file,
                 licence,
             } => {
-                let uploaded = upload(common, datanet, &file, Some(client.sender()?)).await?;
+                let uploaded = upload(common, datanet, &file, &client).await?;
                 let field = |name: &str| uploaded[name].clone();
                 let call = IDatanets::contributeCall {
                     datanetId: datanet,
@@ -358,7 +359,7 @@ async fn upload(
     common: &Common,
     datanet: U256,
     file: &std::path::Path,
-    contributor: Option<alloy_primitives::Address>,
+    client: &Client,
 ) -> anyhow::Result<Value> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let name = file
@@ -366,28 +367,30 @@ async fn upload(
         .and_then(|n| n.to_str())
         .context("the file needs a UTF-8 name")?
         .to_string();
-    upload_bytes(&common.api_url, datanet, name, bytes, contributor).await
+    upload_bytes(&common.api_url, datanet, name, bytes, client).await
 }
 
-/// Uploads a file's `bytes` to the content API at `api_url`, checking the quota of
-/// `contributor` too; returns the API's answer.
+/// Uploads a file's `bytes` to the content API at `api_url`, signed by `client`'s account,
+/// whose quota it counts against; returns the API's answer.
 pub(crate) async fn upload_bytes(
     api_url: &str,
     datanet: U256,
     name: String,
     bytes: Vec<u8>,
-    contributor: Option<alloy_primitives::Address>,
+    client: &Client,
 ) -> anyhow::Result<Value> {
+    let message = upload_message(datanet, alloy_primitives::keccak256(&bytes));
+    let signature = client.sign_message(&message)?;
     let form = reqwest::multipart::Form::new().part(
         "file",
         reqwest::multipart::Part::bytes(bytes).file_name(name),
     );
-    let mut url = format!("{api_url}/datanets/{datanet}/files");
-    if let Some(contributor) = contributor {
-        url.push_str(&format!("?contributor={contributor}"));
-    }
     let response = reqwest::Client::new()
-        .post(&url)
+        .post(format!("{api_url}/datanets/{datanet}/files"))
+        .header(
+            SIGNATURE_HEADER,
+            alloy_primitives::hex::encode_prefixed(signature.as_bytes()),
+        )
         .multipart(form)
         .send()
         .await

@@ -1,10 +1,16 @@
 //! The content API: uploads of datanet files into the content store, and reads of stored
 //! content, over HTTP next to the JSON-RPC server.
 //!
-//! `POST /datanets/{id}/files` (multipart, one `file` field) splits the file into rows, stores
-//! them and answers what to pass to `IDatanets.contribute`; `GET /contributions/{hash}` and
-//! `GET /contributions/{hash}/rows?offset=&limit=` read stored content back. Refused uploads get
-//! a 4xx with `{"error": "..."}` and store nothing.
+//! `POST /datanets/{id}/files` (multipart, one `file` field) takes a file from an account (see
+//! [`auth`]) for a published datanet it may contribute to, within its daily quotas, splits it into
+//! rows, stores them and answers what to pass to `IDatanets.contribute`; the upload counts against
+//! the quotas at once and is deleted if nobody contributes it within a day ([`keeper`]).
+//! `GET /contributions/{hash}` and `GET /contributions/{hash}/rows?offset=&limit=` read stored
+//! content back, a page at a time. Refused requests get a 4xx with `{"error": "..."}` and store
+//! nothing.
+
+pub mod auth;
+pub mod keeper;
 
 use std::{str::FromStr, sync::Arc};
 
@@ -12,13 +18,17 @@ use alloy_primitives::{Address, B256, U256};
 use alloy_sol_types::SolCall;
 use axum::{
     Json, Router,
-    extract::{DefaultBodyLimit, Multipart, Path, Query, State},
-    http::StatusCode,
+    extract::{
+        DefaultBodyLimit, Multipart, Path, Query, State,
+        multipart::MultipartRejection,
+        rejection::{PathRejection, QueryRejection},
+    },
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
 use openledger_chain::{CallError, Chain};
-use openledger_content::{ContentError, ContentStore, Format, Manifest};
+use openledger_content::{ContentError, ContentStore, Format, Manifest, PendingUploads, Upload};
 use openledger_primitives::addresses;
 use openledger_protocol::abi::IDatanets;
 use serde::{Deserialize, Serialize};
@@ -27,16 +37,25 @@ use serde::{Deserialize, Serialize};
 const MULTIPART_OVERHEAD: usize = 64 * 1024;
 /// Rows returned per page at most.
 const MAX_PAGE: usize = 1_000;
+/// Seconds in a quota day (quotas reset at midnight UTC, by the chain's clock).
+const DAY: u64 = 24 * 60 * 60;
 
+/// What the content API serves from.
 #[derive(Clone)]
-struct Api {
-    store: ContentStore,
-    chain: Arc<Chain>,
+pub struct ContentApi {
+    /// The content store.
+    pub store: ContentStore,
+    /// The chain, for datanets, curators and quotas.
+    pub chain: Arc<Chain>,
+    /// Uploads not yet contributed.
+    pub pending: Arc<PendingUploads>,
+    /// The accounts `Authorization: Bearer dev-<N>` stands for (none off a dev chain).
+    pub dev_accounts: Vec<Address>,
 }
 
 /// The content API's routes.
-pub fn router(store: ContentStore, chain: Arc<Chain>) -> Router {
-    let limit = usize::try_from(store.max_file_bytes())
+pub fn router(api: ContentApi) -> Router {
+    let limit = usize::try_from(api.store.max_file_bytes())
         .unwrap_or(usize::MAX)
         .saturating_add(MULTIPART_OVERHEAD);
     Router::new()
@@ -44,7 +63,7 @@ pub fn router(store: ContentStore, chain: Arc<Chain>) -> Router {
         .route("/contributions/{hash}", get(manifest))
         .route("/contributions/{hash}/rows", get(rows))
         .layer(DefaultBodyLimit::max(limit))
-        .with_state(Api { store, chain })
+        .with_state(api)
 }
 
 /// An API error: a status and a message, sent as `{"error": message}`.
@@ -70,7 +89,33 @@ impl From<ContentError> for ApiError {
     }
 }
 
-/// What an upload answers: the arguments of `IDatanets.contribute` and how the file was read.
+impl From<MultipartRejection> for ApiError {
+    fn from(e: MultipartRejection) -> Self {
+        Self(
+            e.status(),
+            format!("bad multipart upload: {}", e.body_text()),
+        )
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        Self(StatusCode::BAD_REQUEST, e.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        Self(StatusCode::BAD_REQUEST, e.body_text())
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+/// What an upload answers: the arguments of `IDatanets.contribute`, how the file was read, who
+/// it counts against and until when it waits for its contribution.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Uploaded {
@@ -80,28 +125,25 @@ struct Uploaded {
     size: u64,
     file_name: String,
     format: Format,
+    /// Checksummed, as wallets show it.
+    uploader: String,
+    expires_at: u64,
 }
 
-/// The query of an upload: who will contribute the file, to check their quota too.
+/// The query of an upload: the account that will contribute the file, which must be the one
+/// the upload is from.
 #[derive(Debug, Deserialize)]
 struct UploadQuery {
     contributor: Option<Address>,
 }
 
-async fn upload(
-    State(api): State<Api>,
-    Path(id): Path<String>,
-    Query(query): Query<UploadQuery>,
-    mut multipart: Multipart,
-) -> Result<(StatusCode, Json<Uploaded>), ApiError> {
-    let datanet_id = U256::from_str(&id).map_err(|_| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("invalid datanet id {id:?}"),
-        )
-    })?;
-    let contributor = query.contributor.unwrap_or_default();
-    let left = quota_left(&api.chain, datanet_id, contributor)?;
+/// A file read from a multipart upload.
+struct FilePart {
+    name: String,
+    bytes: axum::body::Bytes,
+}
+
+async fn read_file(mut multipart: Multipart) -> Result<FilePart, ApiError> {
     let multipart_error = |e: axum::extract::multipart::MultipartError| {
         ApiError(
             e.status(),
@@ -112,7 +154,7 @@ async fn upload(
         if field.name() != Some("file") {
             continue;
         }
-        let file_name = field
+        let name = field
             .file_name()
             .ok_or_else(|| {
                 ApiError(
@@ -122,35 +164,7 @@ async fn upload(
             })?
             .to_string();
         let bytes = field.bytes().await.map_err(multipart_error)?;
-        if bytes.len() as u64 > left.remainingBytes || left.remainingFiles == 0 {
-            return Err(ApiError(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!(
-                    "over the daily quota: {} bytes and {} files left today for datanet \
-                     {datanet_id}{}, and this file is {} bytes",
-                    left.remainingBytes,
-                    left.remainingFiles,
-                    query
-                        .contributor
-                        .map(|c| format!(" and contributor {c}"))
-                        .unwrap_or_default(),
-                    bytes.len()
-                ),
-            ));
-        }
-        let store = api.store.clone();
-        let manifest = tokio::task::spawn_blocking(move || store.put(&file_name, &bytes))
-            .await
-            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
-        let uploaded = Uploaded {
-            datanet_id: datanet_id.to_string(),
-            content_hash: manifest.content_hash,
-            rows: manifest.rows,
-            size: manifest.size,
-            file_name: manifest.file_name,
-            format: manifest.format,
-        };
-        return Ok((StatusCode::CREATED, Json(uploaded)));
+        return Ok(FilePart { name, bytes });
     }
     Err(ApiError(
         StatusCode::BAD_REQUEST,
@@ -158,27 +172,157 @@ async fn upload(
     ))
 }
 
-/// What the datanet (and the contributor, unless zero) may still receive today, from the
-/// Datanets module at the head; a 404 if the datanet does not exist.
-fn quota_left(
+async fn upload(
+    State(api): State<ContentApi>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<UploadQuery>, QueryRejection>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<(StatusCode, Json<Uploaded>), ApiError> {
+    let Path(id) = path?;
+    let Query(query) = query?;
+    let datanet_id = U256::from_str(&id).map_err(|_| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("invalid datanet id {id:?}"),
+        )
+    })?;
+    let credential = auth::credential(&headers, &api.dev_accounts)?;
+    let file = read_file(multipart?).await?;
+    let uploader = credential.uploader(datanet_id, &file.bytes)?;
+    if let Some(contributor) = query.contributor.filter(|c| *c != uploader) {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!("the upload is from {uploader}, not from the contributor {contributor}"),
+        ));
+    }
+    may_upload(&api.chain, datanet_id, uploader)?;
+    let now = api.chain.now();
+    check_quota(&api, datanet_id, uploader, now, file.bytes.len() as u64)?;
+    let store = api.store.clone();
+    let manifest = tokio::task::spawn_blocking(move || store.put(&file.name, &file.bytes))
+        .await
+        .map_err(internal)??;
+    api.pending
+        .add(Upload {
+            content_hash: manifest.content_hash,
+            uploader,
+            datanet: datanet_id,
+            size: manifest.size,
+            stored_at: now,
+        })
+        .map_err(internal)?;
+    let uploaded = Uploaded {
+        datanet_id: datanet_id.to_string(),
+        content_hash: manifest.content_hash,
+        rows: manifest.rows,
+        size: manifest.size,
+        file_name: manifest.file_name,
+        format: manifest.format,
+        uploader: uploader.to_checksum(None),
+        expires_at: now + keeper::UNCONTRIBUTED_TTL_SECS,
+    };
+    Ok((StatusCode::CREATED, Json(uploaded)))
+}
+
+/// Calls a view of the Datanets module; a revert means the datanet does not exist (404).
+fn datanets_view<C: SolCall>(
     chain: &Chain,
     datanet_id: U256,
-    contributor: Address,
-) -> Result<IDatanets::quotaLeftReturn, ApiError> {
-    let call = IDatanets::quotaLeftCall {
-        datanetId: datanet_id,
-        contributor,
-    };
+    call: C,
+) -> Result<C::Return, ApiError> {
     match chain.view(addresses::DATANETS, call.abi_encode().into()) {
-        Ok(output) => IDatanets::quotaLeftCall::abi_decode_returns(&output)
-            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
-        // The view reverts only for an unknown datanet.
+        Ok(output) => C::abi_decode_returns(&output).map_err(internal),
         Err(CallError::Invalid(_)) => Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("datanet {datanet_id} does not exist"),
         )),
-        Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        Err(e) => Err(internal(e)),
     }
+}
+
+/// Refuses an upload the chain would refuse to take as a contribution: to a draft datanet, or
+/// to a private one from an account not allowed to contribute.
+fn may_upload(chain: &Chain, datanet_id: U256, uploader: Address) -> Result<(), ApiError> {
+    let datanet = datanets_view(
+        chain,
+        datanet_id,
+        IDatanets::getDatanetCall {
+            datanetId: datanet_id,
+        },
+    )?;
+    if !datanet.published {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!(
+                "datanet {datanet_id} is a draft: its owner must publish it before it takes files"
+            ),
+        ));
+    }
+    let allowed = datanet.isPublic
+        || datanet.owner == uploader
+        || datanets_view(
+            chain,
+            datanet_id,
+            IDatanets::isCuratorCall {
+                datanetId: datanet_id,
+                account: uploader,
+            },
+        )?
+        || datanets_view(
+            chain,
+            datanet_id,
+            IDatanets::isContributorCall {
+                datanetId: datanet_id,
+                account: uploader,
+            },
+        )?;
+    if !allowed {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!(
+                "datanet {datanet_id} is private and {uploader} is not on its contributors' list \
+                 (its owner or a curator adds accounts with setContributor)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a file over what the datanet and the uploader may still receive today: the chain's
+/// quotas, less the uploads stored today and not yet contributed.
+fn check_quota(
+    api: &ContentApi,
+    datanet_id: U256,
+    uploader: Address,
+    now: u64,
+    size: u64,
+) -> Result<(), ApiError> {
+    keeper::apply_contributions(&api.chain, &api.pending).map_err(internal)?;
+    let left = datanets_view(
+        &api.chain,
+        datanet_id,
+        IDatanets::quotaLeftCall {
+            datanetId: datanet_id,
+            contributor: uploader,
+        },
+    )?;
+    let (pending_bytes, pending_files) =
+        api.pending
+            .usage_since(datanet_id, uploader, now - now % DAY);
+    let bytes_left = left.remainingBytes.saturating_sub(pending_bytes);
+    let files_left = left.remainingFiles.saturating_sub(pending_files);
+    if size > bytes_left || files_left == 0 {
+        return Err(ApiError(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "over the daily quota: {bytes_left} bytes and {files_left} files left today for \
+                 datanet {datanet_id} and {uploader} (uploads not yet contributed count), and \
+                 this file is {size} bytes"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn parse_hash(hash: &str) -> Result<B256, ApiError> {
@@ -191,11 +335,16 @@ fn parse_hash(hash: &str) -> Result<B256, ApiError> {
 }
 
 async fn manifest(
-    State(api): State<Api>,
-    Path(hash): Path<String>,
+    State(api): State<ContentApi>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Manifest>, ApiError> {
+    let Path(hash) = path?;
     let hash = parse_hash(&hash)?;
-    Ok(Json(api.store.manifest(hash)?))
+    let store = api.store.clone();
+    let manifest = tokio::task::spawn_blocking(move || store.manifest(hash))
+        .await
+        .map_err(internal)??;
+    Ok(Json(manifest))
 }
 
 #[derive(Debug, Deserialize)]
@@ -206,21 +355,22 @@ struct Page {
 }
 
 async fn rows(
-    State(api): State<Api>,
-    Path(hash): Path<String>,
-    Query(page): Query<Page>,
+    State(api): State<ContentApi>,
+    path: Result<Path<String>, PathRejection>,
+    page: Result<Query<Page>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let Path(hash) = path?;
+    let Query(page) = page?;
     let hash = parse_hash(&hash)?;
-    let store = api.store.clone();
-    let rows = tokio::task::spawn_blocking(move || store.rows(hash))
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     let limit = page.limit.unwrap_or(MAX_PAGE).min(MAX_PAGE);
-    let total = rows.len();
-    let page: Vec<String> = rows.into_iter().skip(page.offset).take(limit).collect();
+    let store = api.store.clone();
+    let (total, rows) =
+        tokio::task::spawn_blocking(move || store.rows_page(hash, page.offset, limit))
+            .await
+            .map_err(internal)??;
     Ok(Json(serde_json::json!({
         "contentHash": hash,
         "total": total,
-        "rows": page,
+        "rows": rows,
     })))
 }

@@ -281,7 +281,7 @@ impl Demo<'_> {
                 datanet,
                 format!("{}.txt", actor.name.replace(' ', "-")),
                 text.join("\n\n").into_bytes(),
-                Some(actor.address),
+                &actor.client,
             )
             .await?;
             let count = |name: &str| uploaded[name].as_u64().context("a count in the upload");

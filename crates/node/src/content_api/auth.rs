@@ -1,0 +1,89 @@
+//! Who an upload is from: the account that signed it, or the dev account an API key stands for.
+//!
+//! A signed upload carries `X-OpenLedger-Signature`, an EIP-191 (`personal_sign`) signature of
+//! [`upload_message`]: the datanet and the keccak-256 of the file's bytes, so a signature is good
+//! for one file to one datanet and cannot be moved to another.
+
+use alloy_primitives::{Address, B256, Signature, U256};
+use axum::http::{HeaderMap, StatusCode, header};
+
+use super::ApiError;
+
+/// The header that carries an upload's signature.
+pub const SIGNATURE_HEADER: &str = "x-openledger-signature";
+
+/// What an uploader signs (EIP-191) to upload a file with keccak-256 `file_hash` to `datanet`.
+pub fn upload_message(datanet: U256, file_hash: B256) -> String {
+    format!("OpenLedger upload of file {file_hash} to datanet {datanet}")
+}
+
+/// How a request says who it is from, read before its body.
+pub(super) enum Credential {
+    /// `Authorization: Bearer dev-<N>`: dev account N.
+    DevKey(Address),
+    /// A signature to check once the file is read.
+    Signature(Signature),
+}
+
+/// Reads the request's credential: an API key standing for one of `dev_accounts`, or a
+/// signature. Either is needed.
+pub(super) fn credential(
+    headers: &HeaderMap,
+    dev_accounts: &[Address],
+) -> Result<Credential, ApiError> {
+    let unauthorized = |m: String| ApiError(StatusCode::UNAUTHORIZED, m);
+    if let Some(value) = headers.get(SIGNATURE_HEADER) {
+        let bytes = value
+            .to_str()
+            .ok()
+            .and_then(|v| alloy_primitives::hex::decode(v.trim()).ok())
+            .ok_or_else(|| unauthorized(format!("{SIGNATURE_HEADER} is not hex")))?;
+        let signature = Signature::from_raw(&bytes).map_err(|e| {
+            unauthorized(format!(
+                "{SIGNATURE_HEADER} is not a 65-byte signature: {e}"
+            ))
+        })?;
+        return Ok(Credential::Signature(signature));
+    }
+    let Some(key) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return Err(unauthorized(format!(
+            "an upload must say who it is from: sign \"OpenLedger upload of file <keccak256 of the \
+             file> to datanet <id>\" (EIP-191) and send the signature as {SIGNATURE_HEADER}, or \
+             on a dev node send Authorization: Bearer dev-<N>"
+        )));
+    };
+    key.strip_prefix("dev-")
+        .and_then(|n| n.parse::<usize>().ok())
+        .and_then(|n| dev_accounts.get(n).copied())
+        .map(Credential::DevKey)
+        .ok_or_else(|| {
+            unauthorized(format!(
+                "unknown API key {key:?}: dev-0 to dev-{} stand for the dev accounts",
+                dev_accounts.len().saturating_sub(1)
+            ))
+        })
+}
+
+impl Credential {
+    /// The account the upload of `bytes` to `datanet` is from.
+    pub(super) fn uploader(&self, datanet: U256, bytes: &[u8]) -> Result<Address, ApiError> {
+        match self {
+            Credential::DevKey(account) => Ok(*account),
+            Credential::Signature(signature) => {
+                let message = upload_message(datanet, alloy_primitives::keccak256(bytes));
+                signature
+                    .recover_address_from_msg(message.as_bytes())
+                    .map_err(|e| {
+                        ApiError(
+                            StatusCode::UNAUTHORIZED,
+                            format!("the upload's signature recovers no account: {e}"),
+                        )
+                    })
+            }
+        }
+    }
+}

@@ -1,0 +1,127 @@
+"""The content API as an abuser and a careless user would meet it: uploads must say whose they
+are, go only where the uploader may contribute, count against quotas as soon as they are stored,
+and are collected when nobody contributes them; rows are read a page at a time; every refusal is a
+JSON `error`."""
+
+import time
+
+import requests
+from web3 import Web3
+
+from conftest import DEV_KEYS, TIMEOUT
+from test_modules import OWNER, address, module, transact, upload
+
+STRANGER = DEV_KEYS[2]
+
+
+def new_datanet(w3: Web3, public: bool = True, publish: bool = True) -> int:
+    datanets = module(w3, "IDatanets")
+    transact(w3, datanets.functions.createDatanet("uploads", "", b"\0" * 32, [], "text", "", public), OWNER)
+    datanet_id = datanets.functions.datanetCount().call()
+    if publish:
+        transact(w3, datanets.functions.publish(datanet_id), OWNER, value=datanets.functions.publishFee(datanet_id).call())
+    return datanet_id
+
+
+def stored(node, content_hash: str) -> bool:
+    return requests.get(f"{node.api_url}/contributions/{content_hash}", timeout=TIMEOUT).status_code == 200
+
+
+def post_file(node, datanet_id: int, content: bytes, headers=None) -> requests.Response:
+    return requests.post(f"{node.api_url}/datanets/{datanet_id}/files", files={"file": ("a.txt", content)},
+                         headers=headers or {}, timeout=TIMEOUT)
+
+
+def test_an_upload_must_say_whose_it_is(node, w3):
+    datanet_id = new_datanet(w3)
+    anonymous = post_file(node, datanet_id, b"nobody's file")
+    assert anonymous.status_code == 401 and "X-OpenLedger-Signature".lower() in anonymous.json()["error"].lower()
+    bad_key = post_file(node, datanet_id, b"nobody's file", {"Authorization": "Bearer dev-999"})
+    assert bad_key.status_code == 401 and "unknown API key" in bad_key.json()["error"]
+    garbage = post_file(node, datanet_id, b"x", {"X-OpenLedger-Signature": "0x1234"})
+    assert garbage.status_code == 401
+    # A dev key stands for its dev account; a signature for the account that signed.
+    by_key = post_file(node, datanet_id, b"a dev key's file", {"Authorization": "Bearer dev-1"})
+    assert by_key.status_code == 201 and by_key.json()["uploader"] == address(DEV_KEYS[1])
+    signed = upload(node, datanet_id, "b.txt", b"a signed file", STRANGER)
+    assert signed.status_code == 201 and signed.json()["uploader"] == address(STRANGER)
+    # A signature made for another file recovers another account, which is not the contributor.
+    claimed = requests.post(
+        f"{node.api_url}/datanets/{datanet_id}/files?contributor={address(STRANGER)}",
+        files={"file": ("c.txt", b"a different file")},
+        headers={"X-OpenLedger-Signature": signed.request.headers["X-OpenLedger-Signature"]}, timeout=TIMEOUT)
+    assert claimed.status_code == 403 and "not from the contributor" in claimed.json()["error"]
+
+
+def test_uploads_go_only_where_the_uploader_may_contribute(node, w3):
+    draft = new_datanet(w3, publish=False)
+    refused = upload(node, draft, "a.txt", b"to a draft", OWNER)
+    assert refused.status_code == 409 and "draft" in refused.json()["error"]
+    private = new_datanet(w3, public=False)
+    refused = upload(node, private, "a.txt", b"to a private datanet", STRANGER)
+    assert refused.status_code == 403 and "private" in refused.json()["error"]
+    # A one-row file's content hash is its row's hash, keccak256(0x00 . row): nothing was stored.
+    assert not stored(node, Web3.keccak(b"\x00to a private datanet").to_0x_hex())
+    transact(w3, module(w3, "IDatanets").functions.setContributor(private, address(STRANGER), True), OWNER)
+    assert upload(node, private, "a.txt", b"to a private datanet", STRANGER).status_code == 201
+    assert upload(node, private, "a.txt", b"the owner's own", OWNER).status_code == 201
+
+
+def test_files_of_too_many_rows_are_refused(node, w3):
+    datanet_id = new_datanet(w3)
+    tiny_rows = b"a\n\n" * 100_001
+    refused = upload(node, datanet_id, "tiny.txt", tiny_rows, OWNER)
+    assert refused.status_code == 400 and "more than 100000 rows" in refused.json()["error"]
+
+
+def test_rows_are_paged_and_bad_requests_get_json_errors(node, w3):
+    datanet_id = new_datanet(w3)
+    rows = [f"row {i}" for i in range(2_500)]
+    up = upload(node, datanet_id, "many.txt", "\n\n".join(rows).encode(), OWNER).json()
+    url = f"{node.api_url}/contributions/{up['contentHash']}/rows"
+    page = requests.get(url, params={"offset": 2_000, "limit": 5_000}, timeout=TIMEOUT).json()
+    assert page["total"] == 2_500 and page["rows"] == rows[2_000:2_500]
+    first = requests.get(url, timeout=TIMEOUT).json()
+    assert first["rows"] == rows[:1_000]
+    for response in (
+        requests.get(url, params={"offset": "many"}, timeout=TIMEOUT),
+        requests.post(f"{node.api_url}/datanets/{datanet_id}/files", data=b"not multipart", timeout=TIMEOUT),
+        requests.post(f"{node.api_url}/datanets/{datanet_id}/files", data=b"--x\r\n",
+                      headers={"Content-Type": "multipart/form-data; boundary=x",
+                               "Authorization": "Bearer dev-0"}, timeout=TIMEOUT),
+    ):
+        assert 400 <= response.status_code < 500, response.text
+        assert response.headers["content-type"].startswith("application/json"), response.text
+        assert response.json()["error"]
+
+
+def test_uploads_count_at_once_and_are_collected_when_nobody_contributes(own_node, own_w3, tmp_path):
+    node, w3 = own_node, own_w3
+    datanets = module(w3, "IDatanets")
+    datanet_id = new_datanet(w3)
+    params = datanets.functions.params().call()
+    # Each datanet takes 1,000 files a day by default: upload until the quota is used, without
+    # contributing any, and the next upload is refused though the chain has recorded nothing.
+    limit = datanets.functions.quotaLeft(datanet_id, address(OWNER)).call()[1]
+    assert 0 < limit <= 1_000, params
+    kept = upload(node, datanet_id, "kept.txt", b"contributed, so kept", OWNER).json()
+    transact(w3, datanets.functions.contribute(datanet_id, kept["contentHash"], kept["rows"], kept["size"], ""), OWNER)
+    hashes = []
+    for i in range(limit - 1):
+        response = post_file(node, datanet_id, f"file {i}".encode(), {"Authorization": f"Bearer dev-{i % 3}"})
+        assert response.status_code == 201, response.text
+        hashes.append(response.json()["contentHash"])
+    refused = upload(node, datanet_id, "one-more.txt", b"one more", OWNER)
+    assert refused.status_code == 429 and "not yet contributed" in refused.json()["error"]
+    assert refused.json()["error"].startswith("over the daily quota")
+    # A day later, uploads nobody contributed are gone and the contributed one stays.
+    latest = w3.eth.get_block("latest").timestamp
+    w3.provider.make_request("evm_increaseTime", [25 * 3600])
+    w3.provider.make_request("evm_mine", [latest + 25 * 3600])
+    deadline = time.monotonic() + TIMEOUT
+    while any(stored(node, h) for h in hashes[:5]):
+        assert time.monotonic() < deadline, "uploads nobody contributed were kept past a day"
+        time.sleep(0.2)
+    assert stored(node, kept["contentHash"])
+    # And they no longer count: the quota is the chain's again.
+    assert upload(node, datanet_id, "one-more.txt", b"one more", OWNER).status_code == 201

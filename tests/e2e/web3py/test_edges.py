@@ -1,0 +1,169 @@
+"""The node's edges, probed the way an abusive or careless client would: requests whose cost grows
+with their parameters, half-sent requests, clock moves past any date, unpayable values, and what
+`openledger dev` refuses to expose."""
+
+import socket
+import subprocess
+import time
+
+import pytest
+import requests
+from eth_account import Account
+from web3.exceptions import Web3RPCError
+
+from conftest import BINARY, DEV_KEYS, TIMEOUT, base_tx, free_port, send
+
+U64_MAX = 2**64 - 1
+LATEST_DATE = 253_402_300_799  # 9999-12-31T23:59:59Z
+
+
+def rpc(url: str, method: str, params: list) -> dict:
+    return requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params},
+                         timeout=TIMEOUT).json()
+
+
+def test_fee_history_percentiles_are_bounded_before_any_work(node, w3):
+    answer = rpc(node.http_url, "eth_feeHistory", ["0x400", "latest", [50.0] * 200_000])
+    assert answer["error"]["code"] == -32602
+    assert "over the query limit 100" in answer["error"]["message"]
+    history = w3.eth.fee_history(1024, "latest", [i / 2 for i in range(100)])
+    assert all(len(rewards) == 100 for rewards in history.reward)
+
+
+def test_a_value_nobody_can_pay_is_refused_not_dropped(w3):
+    key = DEV_KEYS[1]
+    sender = Account.from_key(key).address
+    tx = {**base_tx(w3, key), "to": Account.create().address, "value": 2**256 - 1, "gas": 21000,
+          "gasPrice": w3.eth.gas_price}
+    with pytest.raises(Web3RPCError, match="insufficient funds for gas \\* price \\+ value"):
+        w3.eth.send_raw_transaction(Account.sign_transaction(tx, key).raw_transaction)
+    assert w3.eth.get_transaction_count(sender, "pending") == tx["nonce"]
+
+
+def test_estimating_gas_from_an_empty_account_with_a_fee_names_the_funds(w3):
+    empty = Account.create().address
+    request = {"from": empty, "to": Account.create().address, "value": 0}
+    for fee in ({"maxFeePerGas": w3.eth.gas_price}, {"gasPrice": w3.eth.gas_price}):
+        with pytest.raises(Web3RPCError, match="insufficient funds for gas \\* price \\+ value"):
+            w3.eth.estimate_gas({**request, **fee})
+
+
+def test_the_block_producer_is_nobodys_dev_account(w3):
+    block = w3.eth.get_block("latest")
+    assert int(block.miner, 16) == 0
+    # Account 0's balance moves by exactly what its own transaction costs, though the block also
+    # carries another account's tip.
+    first, other = DEV_KEYS[0], DEV_KEYS[2]
+    account = Account.from_key(first).address
+    before = w3.eth.get_balance(account)
+    fee = {"maxFeePerGas": w3.eth.gas_price * 2, "maxPriorityFeePerGas": 10**9, "gas": 21000}
+    send(w3, {**base_tx(w3, other), "to": Account.create().address, "value": 1, **fee}, other)
+    receipt = send(w3, {**base_tx(w3, first), "to": Account.create().address, "value": 7, **fee}, first)
+    assert w3.eth.get_balance(account) == before - 7 - receipt.gasUsed * receipt.effectiveGasPrice
+
+
+def test_the_clock_cannot_be_sent_past_any_date_or_wrapped(own_node, own_w3):
+    w3 = own_w3
+    answer = rpc(own_node.http_url, "evm_mine", [hex(U64_MAX)])
+    assert answer["error"]["code"] == -32602 and "9999-12-31" in answer["error"]["message"]
+    answer = rpc(own_node.http_url, "evm_increaseTime", [hex(U64_MAX)])
+    assert "error" in answer
+    head = w3.eth.get_block("latest")
+    assert head.timestamp < LATEST_DATE
+    # A pinned next timestamp is used exactly, and the blocks after it follow on from it.
+    target = head.timestamp + 86_400
+    assert rpc(own_node.http_url, "evm_setNextBlockTimestamp", [target])["result"] is True
+    assert rpc(own_node.http_url, "evm_mine", [])["result"] == "0x0"
+    assert w3.eth.get_block("latest").timestamp == target
+    answer = rpc(own_node.http_url, "evm_mine", [target])
+    assert "not after the head block" in answer["error"]["message"]
+    rpc(own_node.http_url, "evm_mine", [])
+    assert target < w3.eth.get_block("latest").timestamp < target + 60
+    # Moving to the very last second is allowed; past it is not, and nothing wraps.
+    assert rpc(own_node.http_url, "evm_mine", [LATEST_DATE])["result"] == "0x0"
+    assert "error" in rpc(own_node.http_url, "evm_increaseTime", [1])
+    rpc(own_node.http_url, "evm_mine", [])
+    assert w3.eth.get_block("latest").timestamp >= LATEST_DATE
+
+
+def test_half_sent_requests_cannot_take_either_port_down(node, w3):
+    host, port = node.api_url.removeprefix("http://").split(":")
+    stalled = []
+    try:
+        for _ in range(600):
+            s = socket.create_connection((host, int(port)), timeout=TIMEOUT)
+            s.sendall(b"GET /jobs HTTP/1.1\r\nHost: x\r\nX-Slow:")
+            stalled.append(s)
+        # JSON-RPC answers at once, whatever the API port's clients do.
+        assert w3.eth.chain_id > 0
+        # The stalled requests are cut off by the header-read timeout, and the API serves again.
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(f"{node.api_url}/jobs", timeout=5).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, "the API port did not recover"
+            time.sleep(0.5)
+    finally:
+        for s in stalled:
+            s.close()
+
+
+def test_dev_keys_are_not_served_on_a_public_address_unless_asked():
+    with subprocess.Popen(
+        [str(BINARY), "dev", "--api-addr", f"0.0.0.0:{free_port()}", "--rpc-addr", f"127.0.0.1:{free_port()}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    ) as proc:
+        out, _ = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode != 0
+    assert "not a loopback address" in out and "--expose-dev-keys" in out
+
+
+def post(url: str, body) -> requests.Response:
+    data = body if isinstance(body, (str, bytes)) else None
+    return requests.post(url, data=data, json=None if data is not None else body,
+                         headers={"Content-Type": "application/json"}, timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("bad_id", [{}, [1], 1.5])
+def test_a_request_whose_id_json_rpc_forbids_is_invalid(node, bad_id):
+    answer = post(node.http_url, {"jsonrpc": "2.0", "id": bad_id, "method": "eth_chainId", "params": []})
+    assert answer.status_code == 200
+    assert answer.json()["error"]["code"] == -32600 and answer.json()["id"] is None
+    # In a batch, the bad entry is answered in its place and the others as usual.
+    batch = post(node.http_url, [{"jsonrpc": "2.0", "id": 7, "method": "eth_chainId", "params": []},
+                                 {"jsonrpc": "2.0", "id": bad_id, "method": "eth_chainId", "params": []}]).json()
+    assert len(batch) == 2
+    assert any(entry.get("id") == 7 and "result" in entry for entry in batch)
+    assert any(entry.get("id") is None and entry["error"]["code"] == -32600 for entry in batch)
+
+
+@pytest.mark.parametrize("body", ["{", "hello", ""])
+def test_a_body_that_is_not_json_is_a_parse_error_with_status_200(node, body):
+    answer = post(node.http_url, body)
+    assert answer.status_code == 200
+    assert answer.json()["error"]["code"] == -32700
+
+
+def test_parameters_are_checked_as_geth_checks_them(node):
+    def error(method, params):
+        answer = post(node.http_url, {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).json()
+        assert "result" not in answer, answer
+        assert answer["error"]["code"] == -32602, answer
+        return answer["error"]["message"]
+
+    assert error("eth_blockNumber", [1]) == "too many arguments, want at most 0"
+    assert error("eth_getBalance", ["0x" + "11" * 20, "latest", 3]) == "too many arguments, want at most 2"
+    assert error("eth_getBalance", "x") == "non-array args"
+    assert error("eth_chainId", "x") == "non-array args"
+    assert error("eth_getBalance", []) == "missing value for required argument 0"
+    assert error("eth_sendRawTransaction", ["02f8"]) == (
+        "invalid argument 0: json: cannot unmarshal hex string without 0x prefix into Go value of type hexutil.Bytes")
+    # What a client may leave out or send as null is still accepted.
+    ok = post(node.http_url, {"jsonrpc": "2.0", "id": 1, "method": "eth_getBalance",
+                              "params": ["0x" + "11" * 20]}).json()
+    assert ok["result"] == "0x0"
+    ok = post(node.http_url, {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"}).json()
+    assert ok["result"].startswith("0x")
