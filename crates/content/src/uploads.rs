@@ -75,15 +75,24 @@ impl PendingUploads {
         save(&self.path, &ledger)
     }
 
-    /// Bytes and files of uploads stored at or after `since` that count against `datanet`'s or
-    /// `uploader`'s quota (each upload once).
-    pub fn usage_since(&self, datanet: U256, uploader: Address, since: u64) -> (u64, u64) {
+    /// Bytes and files of the uploads stored at or after `since` that match `filter`.
+    fn usage_since(&self, since: u64, filter: impl Fn(&Upload) -> bool) -> (u64, u64) {
         self.ledger
             .lock()
             .pending
             .iter()
-            .filter(|p| p.stored_at >= since && (p.datanet == datanet || p.uploader == uploader))
+            .filter(|p| p.stored_at >= since && filter(p))
             .fold((0, 0), |(bytes, files), p| (bytes + p.size, files + 1))
+    }
+
+    /// Bytes and files of the uploads to `datanet` stored at or after `since`.
+    pub fn datanet_usage_since(&self, datanet: U256, since: u64) -> (u64, u64) {
+        self.usage_since(since, |p| p.datanet == datanet)
+    }
+
+    /// Bytes and files of the uploads by `uploader` stored at or after `since`.
+    pub fn uploader_usage_since(&self, uploader: Address, since: u64) -> (u64, u64) {
+        self.usage_since(since, |p| p.uploader == uploader)
     }
 
     /// Takes note of a contribution the chain recorded in block `block`: the matching upload
@@ -180,15 +189,18 @@ mod tests {
         ledger.add(upload(3, 0xa, 2, 5, 80)).unwrap();
         ledger.add(upload(4, 0xc, 3, 7, 10)).unwrap();
         let a = Address::repeat_byte(0xa);
-        // Datanet 1's uploads and account a's, each once; the one before `since` does not count.
-        assert_eq!(ledger.usage_since(U256::from(1), a, 20), (115, 3));
-        assert_eq!(ledger.usage_since(U256::from(3), a, 0), (112, 3));
+        // The same upload twice counts once; one stored before `since` does not count.
+        assert_eq!(ledger.datanet_usage_since(U256::from(1), 20), (110, 2));
+        assert_eq!(ledger.uploader_usage_since(a, 20), (105, 2));
+        assert_eq!(ledger.datanet_usage_since(U256::from(3), 20), (0, 0));
+        assert_eq!(ledger.datanet_usage_since(U256::from(3), 0), (7, 1));
 
         ledger
             .contributed(B256::repeat_byte(1), a, U256::from(1), 9)
             .unwrap();
         let reopened = PendingUploads::open(&path).unwrap();
-        assert_eq!(reopened.usage_since(U256::from(1), a, 20), (15, 2));
+        assert_eq!(reopened.datanet_usage_since(U256::from(1), 20), (10, 1));
+        assert_eq!(reopened.uploader_usage_since(a, 20), (5, 1));
         assert_eq!(reopened.last_block(), 9);
     }
 

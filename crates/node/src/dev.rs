@@ -234,13 +234,15 @@ impl Services {
             content.store.clone(),
             content.pending.clone(),
         ));
-        let app = content_api::router(ContentApi {
-            store: content.store,
-            chain: chain.clone(),
-            pending: content.pending,
-            dev_accounts: accounts,
-        })
-        .merge(routes);
+        let app = http::with_json_errors(
+            content_api::router(ContentApi {
+                store: content.store,
+                chain: chain.clone(),
+                pending: content.pending,
+                dev_accounts: accounts,
+            })
+            .merge(routes),
+        );
         let api = tokio::spawn(http::serve(api_listener, app, HttpLimits::default()));
         let producer = tokio::spawn(miner::run(chain, block_time));
         Ok(Self {

@@ -8,7 +8,13 @@
 
 use std::{sync::Arc, time::Duration};
 
-use axum::{Router, body::Body, extract::Request};
+use axum::{
+    Router,
+    body::Body,
+    extract::Request,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -83,6 +89,42 @@ pub async fn serve(listener: TcpListener, app: Router, limits: HttpLimits) -> st
             drop(permit);
         });
     }
+}
+
+/// Makes every error of `router` a JSON `{"error": "..."}`, as the API promises: an unknown
+/// path (404) or method (405), and the plain-text refusals of axum's extractors.
+pub fn with_json_errors(router: Router) -> Router {
+    router
+        .fallback(|| async { json_error(StatusCode::NOT_FOUND, "no such path".into()) })
+        .layer(axum::middleware::map_response(to_json_error))
+}
+
+fn json_error(status: StatusCode, message: String) -> Response {
+    (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+/// A response as is, unless it is an error whose body is not JSON: that body becomes the
+/// message of a JSON error with the same status.
+async fn to_json_error(response: Response) -> Response {
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let status = response.status();
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let text = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_lowercase()
+    } else {
+        text
+    };
+    json_error(status, message)
 }
 
 /// Raises this process's open-file limit to the most the system allows, so that many client
@@ -165,6 +207,36 @@ mod tests {
         // With their connections gone, others are served.
         assert!(get_ok(addr).await);
         task.abort();
+    }
+
+    #[tokio::test]
+    async fn every_error_is_json() {
+        use axum::routing::post;
+        let app = with_json_errors(Router::new().route(
+            "/n/{n}",
+            post(|axum::extract::Path(n): axum::extract::Path<u8>| async move { n.to_string() }),
+        ));
+        for (method, uri, status) in [
+            ("GET", "/nope", StatusCode::NOT_FOUND),
+            ("GET", "/n/1", StatusCode::METHOD_NOT_ALLOWED),
+            ("POST", "/n/x", StatusCode::BAD_REQUEST),
+        ] {
+            let request = Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(Body::empty())
+                .unwrap();
+            let response = app.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), status);
+            let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+                .await
+                .unwrap();
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert!(
+                json["error"].as_str().is_some_and(|e| !e.is_empty()),
+                "{json}"
+            );
+        }
     }
 
     #[tokio::test]

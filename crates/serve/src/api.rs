@@ -361,6 +361,8 @@ struct Head {
     created: u64,
     model: String,
     prompt: String,
+    /// The prompt's length in tokens, as billed.
+    prompt_tokens: usize,
     /// What the hook finishes the completion with.
     admitted: Option<Box<dyn Admitted>>,
 }
@@ -411,17 +413,26 @@ impl Api {
         let options = sampling.options(default_max)?;
         let ids = encode_prompt(self.engine.model(), self.engine.tokenizer(), &prompt)
             .map_err(prompt_error)?;
+        let room = self
+            .engine
+            .model()
+            .config()
+            .max_position_embeddings
+            .saturating_sub(ids.len());
         let admitted = match &self.hook {
             Some(hook) => Some(
                 hook.admit(Call {
                     model: &sampling.model,
                     headers,
                     extra: sampling.openledger.as_ref(),
+                    prompt_tokens: ids.len(),
+                    max_tokens: options.max_tokens.min(room),
                 })
                 .await?,
             ),
             None => None,
         };
+        let prompt_tokens = ids.len();
         let (events, receiver) = unbounded_channel();
         self.engine
             .submit(Request {
@@ -458,6 +469,7 @@ impl Api {
                 .map_or(0, |d| d.as_secs()),
             model: sampling.model,
             prompt,
+            prompt_tokens,
             admitted,
         };
         if sampling.stream {
@@ -546,9 +558,16 @@ fn stream(mut head: Head, mut receiver: UnboundedReceiver<Event>, include_usage:
         };
         let mut first = true;
         let mut text = String::new();
+        let mut generated = 0;
         while let Some(event) = receiver.recv().await {
             let open = match event {
+                // One event a token; a token that ends inside a character adds no text yet.
+                Event::Text(t) if t.is_empty() => {
+                    generated += 1;
+                    continue;
+                }
                 Event::Text(t) => {
+                    generated += 1;
                     text.push_str(&t);
                     send(head.envelope(true, vec![head.kind.chunk_choice(&t, first, None)]))
                 }
@@ -586,7 +605,18 @@ fn stream(mut head: Head, mut receiver: UnboundedReceiver<Event>, include_usage:
             };
             first = false;
             if !open {
-                return; // the client went away; dropping the receiver cancels the sequence
+                // The client went away: dropping the receiver cancels the sequence, and what
+                // was generated (and sent) until then is recorded, so it is paid for.
+                drop(receiver);
+                let tokens = (head.prompt_tokens, generated);
+                record(
+                    head.admitted.take(),
+                    std::mem::take(&mut head.prompt),
+                    text,
+                    tokens,
+                )
+                .await;
+                return;
             }
         }
         let _ = frames.send(Ok(SseEvent::default().data("[DONE]")));

@@ -72,7 +72,8 @@ pub struct Request {
 /// What a request hears from the engine.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// More generated text.
+    /// One more generated token, and the text it completes (empty while a character it starts
+    /// is unfinished).
     Text(String),
     /// Generation ended.
     Done {
@@ -519,9 +520,8 @@ impl Turn<'_> {
         let produced = decoder.tokens().len();
         match decoder.step(tokenizer, logits) {
             Ok(text) => {
-                if !text.is_empty() {
-                    let _ = request.events.send(Event::Text(text));
-                }
+                // One event a token, text or not, so a listener can count what was generated.
+                let _ = request.events.send(Event::Text(text));
                 if decoder.finish_reason().is_some() {
                     let _ = request.events.send(done(decoder, request.prompt.len()));
                     *self.done = true;

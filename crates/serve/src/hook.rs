@@ -41,9 +41,14 @@ pub struct Call<'a> {
     pub headers: &'a HeaderMap,
     /// The request body's `openledger` field, if any (a client-signed order, say).
     pub extra: Option<&'a Value>,
+    /// The prompt's length in tokens, as billed.
+    pub prompt_tokens: usize,
+    /// The most tokens the completion may generate (`max_tokens`, or what the context leaves):
+    /// with the prompt, what bounds its fee before any token is generated.
+    pub max_tokens: usize,
 }
 
-/// A finished completion.
+/// A finished completion, or what was generated of one whose client went away.
 pub struct Completion {
     /// The text the model continued (a chat's messages as rendered for the model).
     pub prompt: String,

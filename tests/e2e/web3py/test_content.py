@@ -3,12 +3,14 @@ are, go only where the uploader may contribute, count against quotas as soon as 
 and are collected when nobody contributes them; rows are read a page at a time; every refusal is a
 JSON `error`."""
 
+import json
 import time
 
 import requests
+from eth_account import Account
 from web3 import Web3
 
-from conftest import DEV_KEYS, TIMEOUT
+from conftest import DEV_KEYS, OPEN, TIMEOUT, Node, client
 from test_modules import OWNER, address, module, transact, upload
 
 STRANGER = DEV_KEYS[2]
@@ -95,25 +97,39 @@ def test_rows_are_paged_and_bad_requests_get_json_errors(node, w3):
         assert response.json()["error"]
 
 
-def test_uploads_count_at_once_and_are_collected_when_nobody_contributes(own_node, own_w3, tmp_path):
+def test_an_account_that_cannot_pay_to_contribute_cannot_upload(node, w3):
+    datanet_id = new_datanet(w3)
+    nobody = Account.create()
+    refused = upload(node, datanet_id, "a.txt", b"a sybil's file", nobody.key)
+    assert refused.status_code == 402 and "can contribute" in refused.json()["error"]
+    # A signature made for another file recovers some other account, which holds nothing either.
+    other = upload(node, datanet_id, "a.txt", b"one file", OWNER)
+    moved = requests.post(f"{node.api_url}/datanets/{datanet_id}/files", files={"file": ("b.txt", b"another")},
+                          headers={"X-OpenLedger-Signature": other.request.headers["X-OpenLedger-Signature"]},
+                          timeout=TIMEOUT)
+    assert moved.status_code == 402, moved.text
+
+
+def test_uploads_count_at_once_and_are_collected_when_nobody_contributes(own_node, own_w3):
     node, w3 = own_node, own_w3
     datanets = module(w3, "IDatanets")
     datanet_id = new_datanet(w3)
-    params = datanets.functions.params().call()
-    # Each datanet takes 1,000 files a day by default: upload until the quota is used, without
-    # contributing any, and the next upload is refused though the chain has recorded nothing.
-    limit = datanets.functions.quotaLeft(datanet_id, address(OWNER)).call()[1]
-    assert 0 < limit <= 1_000, params
     kept = upload(node, datanet_id, "kept.txt", b"contributed, so kept", OWNER).json()
     transact(w3, datanets.functions.contribute(datanet_id, kept["contentHash"], kept["rows"], kept["size"], ""), OWNER)
+    # The owner may upload 100 files a day by default: upload until that is used, without
+    # contributing any, and the next upload is refused though the chain has recorded one file.
+    limit = datanets.functions.quotaLeft(datanet_id, address(OWNER)).call()[1]
+    assert 0 < limit <= 100
     hashes = []
-    for i in range(limit - 1):
-        response = post_file(node, datanet_id, f"file {i}".encode(), {"Authorization": f"Bearer dev-{i % 3}"})
+    for i in range(limit):
+        response = post_file(node, datanet_id, f"file {i}".encode(), {"Authorization": "Bearer dev-0"})
         assert response.status_code == 201, response.text
         hashes.append(response.json()["contentHash"])
     refused = upload(node, datanet_id, "one-more.txt", b"one more", OWNER)
-    assert refused.status_code == 429 and "not yet contributed" in refused.json()["error"]
+    assert refused.status_code == 429, refused.text
     assert refused.json()["error"].startswith("over the daily quota")
+    # Another account is not held back by the owner's uploads.
+    assert upload(node, datanet_id, "theirs.txt", b"someone else's", STRANGER).status_code == 201
     # A day later, uploads nobody contributed are gone and the contributed one stays.
     latest = w3.eth.get_block("latest").timestamp
     w3.provider.make_request("evm_increaseTime", [25 * 3600])
@@ -123,5 +139,23 @@ def test_uploads_count_at_once_and_are_collected_when_nobody_contributes(own_nod
         assert time.monotonic() < deadline, "uploads nobody contributed were kept past a day"
         time.sleep(0.2)
     assert stored(node, kept["contentHash"])
-    # And they no longer count: the quota is the chain's again.
     assert upload(node, datanet_id, "one-more.txt", b"one more", OWNER).status_code == 201
+
+
+def test_a_datanets_quota_counts_uploads_not_yet_contributed(tmp_path):
+    """A node whose genesis allows each datanet two files a day: two uploads by two accounts,
+    neither contributed, use it up for everyone."""
+    accounts = {address(k): {"balance": hex(1000 * OPEN)} for k in (OWNER, STRANGER)}
+    genesis = {"chainId": 4243, "alloc": accounts, "protocol": {"admin": address(OWNER), "datanetDailyFiles": 2}}
+    path = tmp_path / "genesis.json"
+    path.write_text(json.dumps(genesis))
+    node = Node(extra_args=("--genesis", str(path)))
+    try:
+        w3 = client(node)
+        datanet_id = new_datanet(w3)
+        assert upload(node, datanet_id, "a.txt", b"first", OWNER).status_code == 201
+        assert upload(node, datanet_id, "b.txt", b"second", STRANGER).status_code == 201
+        refused = upload(node, datanet_id, "c.txt", b"third", STRANGER)
+        assert refused.status_code == 429 and "0 files left" in refused.json()["error"], refused.text
+    finally:
+        node.stop()

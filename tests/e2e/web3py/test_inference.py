@@ -3,6 +3,8 @@ completion is attributed and settled on-chain, paid by a dev account behind an A
 order the client signed itself. Checked with the official `openai` client and web3.py, including
 a node killed in the middle of settling."""
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import openai
@@ -174,6 +176,94 @@ def test_a_client_signed_order_pays_and_cannot_be_spent_twice(served):
     with pytest.raises(openai.BadRequestError, match="spent"):
         anyone.completions.create(model=f"model-{model}", prompt="Q: hi A:", max_tokens=4,
                                   extra_body={"openledger": body})
+
+
+def order_body(w3, user, model: int, nonce: int, max_fee: int) -> dict:
+    """The request's `openledger` field: an order signed by `user`, as the README shows it."""
+    order, signed = sign_order(w3, user, model, nonce, max_fee)
+    return {"order": {"user": order[0], "modelId": hex(order[1]), "maxFee": hex(order[2]),
+                      "nonce": hex(order[3]), "expiry": order[4]},
+            "signature": "0x" + signed.signature.hex().removeprefix("0x")}
+
+
+def at_once(n: int, request) -> list:
+    """Runs `request` n times at once; each outcome is its answer or the error it raised."""
+    with ThreadPoolExecutor(n) as pool:
+        futures = [pool.submit(request) for _ in range(n)]
+    return [f.exception() or f.result() for f in futures]
+
+
+def test_no_completion_is_served_before_its_worst_case_fee_is_secured(served):
+    node, w3, model = served
+    if module(w3, "IModels").functions.getModel(model).call()[2] != 4:
+        deploy(node, w3, model)
+    name, settlement = f"model-{model}", module(w3, "ISettlement")
+    anyone = openai_client(node, "unused")
+    user = funded_user(w3)
+    escrow = settlement.functions.balanceOf(user.address).call()
+
+    # An order capped at 1 wei cannot pay for 100 tokens: refused before any is generated.
+    tiny = order_body(w3, user, model, 21, max_fee=1)
+    with pytest.raises(openai.APIStatusError, match="raise maxFee or lower max_tokens") as refused:
+        anyone.completions.create(model=name, prompt="Q: hi A:", max_tokens=100, extra_body={"openledger": tiny})
+    assert refused.value.status_code == 402
+    assert not settlement.functions.nonceUsed(user.address, 21).call()
+
+    # One order sent four times at once is served once and charged once.
+    body = order_body(w3, user, model, 22, max_fee=2 * OPEN)
+    outcomes = at_once(4, lambda: anyone.completions.create(
+        model=name, prompt="Q: hi A:", max_tokens=4, extra_body={"openledger": body}))
+    served_once = [o for o in outcomes if not isinstance(o, Exception)]
+    assert len(served_once) == 1, outcomes
+    assert all(isinstance(o, (openai.ConflictError, openai.BadRequestError)) for o in outcomes if o not in served_once)
+    event = settled(w3, served_once[0].model_dump()["openledger"])
+    assert settlement.functions.balanceOf(user.address).call() == escrow - event.fee
+
+    # A dev account whose escrow covers one worst case, asked four times at once: one answer.
+    cli(node, "settle", "deposit", "1", "--account", "5")
+    probe = openai_client(node, "dev-5").completions.create(model=name, prompt="Q: hi A:", max_tokens=8)
+    worst = settlement.functions.quote(model, probe.usage.prompt_tokens, 8).call()
+    cli(node, "settle", "deposit", str(Web3.from_wei(worst, "ether")), "--account", "6")
+    dev6 = openai_client(node, "dev-6")
+    outcomes = at_once(4, lambda: dev6.completions.create(model=name, prompt="Q: hi A:", max_tokens=8))
+    answered = [o for o in outcomes if not isinstance(o, Exception)]
+    assert len(answered) == 1, outcomes
+    assert all(getattr(o, "status_code", None) == 402 for o in outcomes if o not in answered)
+    settled(w3, answered[0].model_dump()["openledger"])
+    with pytest.raises(openai.APIStatusError, match="wei") as broke:
+        dev6.completions.create(model=name, prompt="Q: hi A:", max_tokens=8)
+    assert broke.value.status_code == 402
+
+
+def test_a_stream_the_client_cuts_is_charged_for_what_was_generated(served):
+    node, w3, model = served
+    if module(w3, "IModels").functions.getModel(model).call()[2] != 4:
+        deploy(node, w3, model)
+    settlement = module(w3, "ISettlement")
+    cli(node, "settle", "deposit", "5", "--account", "7")
+    payer = w3.eth.accounts[7]
+    escrow = settlement.functions.balanceOf(payer).call()
+    stream = openai_client(node, "dev-7").completions.create(
+        model=f"model-{model}", prompt="Q: hello A:", max_tokens=200, temperature=1.0, stream=True)
+    for n, _ in enumerate(stream):
+        if n == 2:
+            break
+    stream.close()
+    charged = wait_for_value(lambda: escrow - settlement.functions.balanceOf(payer).call())
+    assert charged > 0
+    # At most the worst case of the 200 tokens asked for, at least the platform fee.
+    assert charged <= settlement.functions.quote(model, 200, 200).call()
+
+
+def wait_for_value(read, timeout: float = 60):
+    """Polls `read` until it is truthy (a settlement lands a block or two later)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = read()
+        if value:
+            return value
+        time.sleep(0.2)
+    return read()
 
 
 def test_a_settlement_cut_by_a_crash_is_charged_once_after_restart(base, tmp_path):  # noqa: F811

@@ -61,9 +61,9 @@ def expected_split(fee: int, platform_fee: int, shares, weights, feedback_ppm: i
     return {"creator": creator + stakers, "contributors": contributors, "treasury": treasury, "feedback": feedback}
 
 
-def sign_order(w3: Web3, user, model: int, nonce: int):
+def sign_order(w3: Web3, user, model: int, nonce: int, max_fee: int = 2 * OPEN):
     """A user's EIP-712 InferenceOrder for `model`, as a tuple for the ABI, and its signature."""
-    order = {"user": user.address, "modelId": model, "maxFee": 2 * OPEN, "nonce": nonce,
+    order = {"user": user.address, "modelId": model, "maxFee": max_fee, "nonce": nonce,
              "expiry": w3.eth.get_block("latest").timestamp + 3_600}
     signed = Account.sign_typed_data(
         user.key,

@@ -197,6 +197,7 @@ async fn upload(
         ));
     }
     may_upload(&api.chain, datanet_id, uploader)?;
+    can_pay_to_contribute(&api.chain, uploader)?;
     let now = api.chain.now();
     check_quota(&api, datanet_id, uploader, now, file.bytes.len() as u64)?;
     let store = api.store.clone();
@@ -289,6 +290,28 @@ fn may_upload(chain: &Chain, datanet_id: U256, uploader: Address) -> Result<(), 
     Ok(())
 }
 
+/// Gas a `contribute` call takes at most, with room to spare.
+const CONTRIBUTE_GAS: u64 = 300_000;
+
+/// Refuses an upload from an account that could not pay the gas to contribute it: such an
+/// upload can only take quota and disk from those who can (any key signs for free).
+fn can_pay_to_contribute(chain: &Chain, uploader: Address) -> Result<(), ApiError> {
+    let head = chain.head().header.number;
+    let balance = chain.balance_at(&uploader, head).map_err(internal)?;
+    let needed = U256::from(CONTRIBUTE_GAS) * U256::from(chain.next_base_fee());
+    if balance < needed {
+        return Err(ApiError(
+            StatusCode::PAYMENT_REQUIRED,
+            format!(
+                "{uploader} holds {balance} wei, under the {needed} wei of gas a contribution \
+                 costs now: only an account that can contribute a file may upload it (a signature \
+                 made for another file or datanet recovers another account)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Refuses a file over what the datanet and the uploader may still receive today: the chain's
 /// quotas, less the uploads stored today and not yet contributed.
 fn check_quota(
@@ -307,11 +330,28 @@ fn check_quota(
             contributor: uploader,
         },
     )?;
-    let (pending_bytes, pending_files) =
-        api.pending
-            .usage_since(datanet_id, uploader, now - now % DAY);
-    let bytes_left = left.remainingBytes.saturating_sub(pending_bytes);
-    let files_left = left.remainingFiles.saturating_sub(pending_files);
+    // The chain's answer is the tighter of the datanet's and the uploader's quota; each loses
+    // its own pending uploads (exact when the uploader's quota is the tighter, and never more
+    // generous than the chain when the datanet's is).
+    let datanet_only = datanets_view(
+        &api.chain,
+        datanet_id,
+        IDatanets::quotaLeftCall {
+            datanetId: datanet_id,
+            contributor: Address::ZERO,
+        },
+    )?;
+    let today = now - now % DAY;
+    let by_datanet = api.pending.datanet_usage_since(datanet_id, today);
+    let by_uploader = api.pending.uploader_usage_since(uploader, today);
+    let bytes_left = datanet_only
+        .remainingBytes
+        .saturating_sub(by_datanet.0)
+        .min(left.remainingBytes.saturating_sub(by_uploader.0));
+    let files_left = datanet_only
+        .remainingFiles
+        .saturating_sub(by_datanet.1)
+        .min(left.remainingFiles.saturating_sub(by_uploader.1));
     if size > bytes_left || files_left == 0 {
         return Err(ApiError(
             StatusCode::TOO_MANY_REQUESTS,

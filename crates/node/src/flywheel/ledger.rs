@@ -27,7 +27,11 @@ use openledger_serve::hook::{Admitted, Call, Completion, CompletionHook, HookFut
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Flywheel, settler::Settler};
+use super::{
+    Flywheel,
+    holds::{Hold, HoldError, Holds},
+    settler::{Settler, receipt_id},
+};
 use crate::attribution::influence::InfluenceModel;
 use crate::cli::Client;
 
@@ -44,6 +48,7 @@ const METHOD_GRADIENT: u8 = 2;
 pub struct Ledger {
     flywheel: Arc<Flywheel>,
     settler: Arc<Settler>,
+    holds: Arc<Holds>,
     reader: Arc<Client>,
     chain_id: u64,
     influence: Arc<Mutex<InfluenceCache>>,
@@ -84,6 +89,8 @@ struct Pending {
     model_id: U256,
     model: IModels::Model,
     payer: Payer,
+    /// The escrow held for the worst case until the completion is settled.
+    hold: Hold,
 }
 
 fn unavailable(e: anyhow::Error) -> Refusal {
@@ -91,13 +98,19 @@ fn unavailable(e: anyhow::Error) -> Refusal {
 }
 
 impl Ledger {
-    /// The ledger of the node at `flywheel.rpc_url`, settling through `settler`.
-    pub fn new(flywheel: Arc<Flywheel>, settler: Arc<Settler>) -> anyhow::Result<Self> {
+    /// The ledger of the node at `flywheel.rpc_url`, settling through `settler`, holding
+    /// escrow in `holds` (which the settler lets go of).
+    pub fn new(
+        flywheel: Arc<Flywheel>,
+        settler: Arc<Settler>,
+        holds: Arc<Holds>,
+    ) -> anyhow::Result<Self> {
         let reader = Client::new(&flywheel.rpc_url, None)?;
         let chain_id = flywheel.chain_id;
         Ok(Self {
             flywheel,
             settler,
+            holds,
             reader: Arc::new(reader),
             chain_id,
             influence: Arc::default(),
@@ -152,30 +165,56 @@ impl Ledger {
                 Payer::Dev(self.flywheel.accounts[account].clone())
             }
         };
-        // A dev account's fee is known only after the completion; a signed order's cap before.
-        let (user, needed) = match &payer {
-            Payer::Dev(key) => (key.address(), U256::from(1)),
-            Payer::Signed(order, _) => (order.user, order.maxFee),
+        // The worst case: every prompt token and as many output tokens as the request allows.
+        let quote = ISettlement::quoteCall {
+            modelId: model_id,
+            inputTokens: call.prompt_tokens as u64,
+            outputTokens: call.max_tokens as u64,
         };
+        let worst = self
+            .reader
+            .view(SETTLEMENT, &quote)
+            .await
+            .map_err(unavailable)?;
+        let (user, nonce) = match &payer {
+            Payer::Dev(key) => (key.address(), None),
+            Payer::Signed(order, _) => (order.user, Some(order.nonce)),
+        };
+        if let Payer::Signed(order, _) = &payer
+            && order.maxFee < worst
+        {
+            return Err(Refusal::new(
+                StatusCode::PAYMENT_REQUIRED,
+                format!(
+                    "the order's maxFee is {} wei, under the {worst} wei this completion may cost \
+                     ({} prompt tokens and up to {} generated): raise maxFee or lower max_tokens",
+                    order.maxFee, call.prompt_tokens, call.max_tokens
+                ),
+            ));
+        }
         let escrow = self
             .reader
             .view(SETTLEMENT, &ISettlement::balanceOfCall { account: user })
             .await
             .map_err(unavailable)?;
-        if escrow < needed {
-            return Err(Refusal::new(
-                StatusCode::PAYMENT_REQUIRED,
-                format!(
-                    "{user} holds {escrow} wei of escrow in Settlement, under the {needed} this \
-                     completion may cost: deposit OPEN first"
+        let hold = self
+            .holds
+            .hold(user, escrow, worst, nonce)
+            .map_err(|e| match e {
+                HoldError::Insufficient { .. } => Refusal::new(
+                    StatusCode::PAYMENT_REQUIRED,
+                    format!(
+                        "{e} (1 OPEN = 10^18 wei): deposit OPEN first (openledger settle deposit)"
+                    ),
                 ),
-            ));
-        }
+                HoldError::NonceInFlight(_) => Refusal::new(StatusCode::CONFLICT, e.to_string()),
+            })?;
         Ok(Pending {
             ledger: self.clone(),
             model_id,
             model,
             payer,
+            hold,
         })
     }
 
@@ -342,11 +381,15 @@ impl Pending {
             signature,
             receipt,
         };
-        let (id, tx) = self
+        // Held now for exactly the fee, until the settler has it on-chain or gives up.
+        let receipt = receipt_id(&settlement);
+        self.hold.into_settlement(receipt, fee);
+        let settled = self
             .ledger
             .settler
             .settle(self.model.operator, settlement)
-            .await?;
+            .await;
+        let (id, tx) = settled.inspect_err(|_| self.ledger.holds.release(receipt))?;
         Ok(json!({
             "modelId": self.model_id.to_string(),
             "user": user,

@@ -12,6 +12,7 @@
 //! In dev mode an API key stands for a dev account: `Authorization: Bearer dev-<N>` acts as dev
 //! account N, whose transactions the node signs.
 
+mod holds;
 mod indexer;
 mod ledger;
 mod openlora;
@@ -122,12 +123,14 @@ pub fn start(flywheel: Flywheel) -> anyhow::Result<Router> {
     let flywheel = Arc::new(flywheel);
     let indexer = Indexer::start(flywheel.clone());
     let trainer = Trainer::start(flywheel.clone())?;
+    let holds = Arc::new(holds::Holds::default());
     let settler = Settler::start(
         &flywheel.rpc_url,
         &flywheel.accounts,
         flywheel.datadir.join("settlements"),
+        holds.clone(),
     )?;
-    let ledger = Ledger::new(flywheel.clone(), settler.clone())?;
+    let ledger = Ledger::new(flywheel.clone(), settler.clone(), holds)?;
     let openlora = OpenLora::new(flywheel, ledger);
     Ok(indexer
         .router()

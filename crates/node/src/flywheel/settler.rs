@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-use super::ApiError;
+use super::{ApiError, holds::Holds};
 use crate::cli::Client;
 
 /// How long the batcher waits for more settlements after the first of a batch.
@@ -78,6 +78,7 @@ impl Settler {
         rpc_url: &str,
         keys: &[PrivateKeySigner],
         dir: PathBuf,
+        holds: Arc<Holds>,
     ) -> anyhow::Result<Arc<Self>> {
         for sub in ["pending", "failed"] {
             std::fs::create_dir_all(dir.join(sub))
@@ -102,6 +103,7 @@ impl Settler {
             .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
         let worker = Arc::new(Worker {
             dir: dir.clone(),
+            holds,
             operators,
             sending: tokio::sync::Mutex::new(()),
         });
@@ -196,6 +198,8 @@ type Sending = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 struct Worker {
     dir: PathBuf,
+    /// The escrow held for each settlement, let go of once it is done or failed.
+    holds: Arc<Holds>,
     operators: BTreeMap<Address, Client>,
     sending: tokio::sync::Mutex<()>,
 }
@@ -315,6 +319,7 @@ impl Worker {
 
     fn done(&self, id: B256) {
         let _ = std::fs::remove_file(self.dir.join("pending").join(file_name(id)));
+        self.holds.release(id);
     }
 
     /// Moves `queued` to `failed/` with `error`, telling whoever still waits.
