@@ -28,10 +28,10 @@ pub struct DevArgs {
     #[arg(long, value_name = "DIR")]
     datadir: Option<PathBuf>,
     /// JSON-RPC listen address, for HTTP and WebSocket alike.
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8545")]
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8545", value_parser = crate::http::listen_addr)]
     rpc_addr: SocketAddr,
     /// Content API listen address (datanet file uploads and reads).
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8580")]
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8580", value_parser = crate::http::listen_addr)]
     api_addr: SocketAddr,
     /// Largest datanet file the content API accepts, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 16)]

@@ -91,6 +91,16 @@ pub async fn serve(listener: TcpListener, app: Router, limits: HttpLimits) -> st
     }
 }
 
+/// A listen address given as `HOST:PORT`, the host an IP address or a name such as
+/// `localhost` (its first address).
+pub fn listen_addr(text: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    text.to_socket_addrs()
+        .map_err(|e| format!("{text:?} is not HOST:PORT ({e})"))?
+        .next()
+        .ok_or_else(|| format!("{text:?} names no address"))
+}
+
 /// Makes every error of `router` a JSON `{"error": "..."}`, as the API promises: an unknown
 /// path (404) or method (405), and the plain-text refusals of axum's extractors.
 pub fn with_json_errors(router: Router) -> Router {

@@ -45,25 +45,43 @@ impl FromStr for DatanetVersion {
     }
 }
 
-/// The rows of every contribution approved up to `at`, in the version's order, each labelled
-/// `<contribution>:<row>` with its contribution id as contributor.
+/// The contributions datanet version `at` covers: as `IDatanets` defines a version, every
+/// contribution approved up to it, round by round in approval order. Everything that asks which
+/// contributions are in a version (training, indexing, attribution) asks here.
+pub async fn version_contributions(
+    client: &Client,
+    at: DatanetVersion,
+) -> anyhow::Result<Vec<U256>> {
+    let round = |version: u64| async move {
+        let call = IDatanets::getVersionCall {
+            datanetId: at.datanet,
+            version,
+        };
+        let version = client
+            .view(DATANETS, &call)
+            .await
+            .with_context(|| format!("datanet {}@{version}", at.datanet))?;
+        anyhow::Ok(version.contributionIds)
+    };
+    // The version asked for first, so that one that does not exist is named as such.
+    let last = round(at.version).await?;
+    let mut ids = Vec::new();
+    for version in 1..at.version {
+        ids.extend(round(version).await?);
+    }
+    ids.extend(last);
+    Ok(ids)
+}
+
+/// The rows of every contribution version `at` covers (see [`version_contributions`]), in
+/// order, each labelled `<contribution>:<row>` with its contribution id as contributor.
 pub async fn version_rows(
     client: &Client,
     api_url: &str,
     at: DatanetVersion,
 ) -> anyhow::Result<Vec<Row>> {
-    let version = client
-        .view(
-            DATANETS,
-            &IDatanets::getVersionCall {
-                datanetId: at.datanet,
-                version: at.version,
-            },
-        )
-        .await
-        .with_context(|| format!("datanet {}@{}", at.datanet, at.version))?;
     let mut rows = Vec::new();
-    for id in &version.contributionIds {
+    for id in &version_contributions(client, at).await? {
         let call = IDatanets::getContributionCall {
             contributionId: *id,
         };

@@ -21,7 +21,7 @@ pub struct ServeArgs {
     #[arg(long)]
     adapters: Option<PathBuf>,
     /// Address of the HTTP API
-    #[arg(long, default_value = "127.0.0.1:8000")]
+    #[arg(long, default_value = "127.0.0.1:8000", value_parser = crate::http::listen_addr)]
     api_addr: SocketAddr,
     /// Most adapters kept loaded
     #[arg(long, default_value_t = 64)]

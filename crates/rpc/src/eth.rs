@@ -392,6 +392,12 @@ impl EthApi {
                 from_block,
                 to_block,
             } => {
+                if let (Some(BlockNumberOrTag::Number(from)), Some(BlockNumberOrTag::Number(to))) =
+                    (from_block, to_block)
+                    && from > to
+                {
+                    return Err(RpcError::InvalidParams("invalid block range params".into()));
+                }
                 let from = resolve_tag(from_block.unwrap_or_default(), head);
                 let to = resolve_tag(to_block.unwrap_or_default(), head).min(head);
                 (from, to)

@@ -160,6 +160,14 @@ fn log_queries_over_too_many_blocks_are_refused() {
         max_log_block_range: 2,
         ..RpcConfig::default()
     };
+    // A range that ends before it starts is an error, as geth says, not an empty answer.
+    let err = api
+        .logs(&Filter::new().from_block(3).to_block(1))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        RpcError::InvalidParams("invalid block range params".into())
+    );
     let limited = EthApi::new(api.chain().clone(), config);
     let err = limited
         .logs(&Filter::new().from_block(0).to_block(3))

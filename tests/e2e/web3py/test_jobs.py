@@ -86,3 +86,21 @@ def test_a_creator_trains_on_a_datanet_version_and_registers_the_adapter(own_nod
     missing = cli(node, "train", "--base", base, "--datanet", f"{datanet}@7", "--out", tmp_path / "x",
                   check=False)
     assert missing.returncode != 0 and f"datanet {datanet}@7" in missing.stderr, missing.stderr
+
+
+def test_a_version_covers_every_contribution_approved_up_to_it(own_node, tmp_path):
+    """Two approval rounds: training on version 2 reads the rows of both, as IDatanets defines a
+    version, not version 2's round alone."""
+    node = own_node
+    base, files = tiny_base(tmp_path)
+    datanet = cli_json(node, "datanet", "create", "--name", "Rounds", "--account", "0")["datanetId"]
+    first, second = [cli_json(node, "datanet", "contribute", datanet, f, "--account", str(n + 3))
+                     for n, f in enumerate(files)]
+    cli(node, "datanet", "approve", datanet, first["contributionId"], "--account", "0")
+    cli(node, "datanet", "approve", datanet, second["contributionId"], "--account", "0")
+    out = tmp_path / "v2"
+    cli(node, "train", "--base", base, "--datanet", f"{datanet}@2", "--out", out, "--rank", "2",
+        "--targets", "q", "--epochs", "1", "--context", "64")
+    rows = [json.loads(line) for line in (out / "datanet-rows.jsonl").read_text().splitlines()]
+    assert len(rows) == first["rows"] + second["rows"]
+    assert {r["contributor"] for r in rows} == {first["contributionId"], second["contributionId"]}
