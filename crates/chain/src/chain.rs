@@ -26,7 +26,7 @@ use crate::{
     evm::{BlockExecutor, FeeRouting, SPEC, TxRejected, build_evm, cfg_env},
     mempool::{Mempool, PoolError, PoolLimits, PooledTx},
     modules::Modules,
-    state::{Overlay, StateAt, StateDiff},
+    state::{Overlay, StateAt, StateDiff, StateEdit},
     store::{BlockWrite, Store, StoreError, StoreReader, StoredBody, chain_identity},
     trie::{EMPTY_ROOT_HASH, TrieError},
     validation::{TxError, check_account, check_raw},
@@ -251,6 +251,20 @@ impl Chain {
     /// Builds, executes and durably commits the next block with the best pooled transactions.
     /// The block is on disk before this returns and before any subscriber hears of it.
     pub fn produce_block(&self, timestamp: u64) -> Result<Arc<BlockInfo>, ChainError> {
+        self.produce_block_with(timestamp, &[])
+    }
+
+    /// Seals a block that makes `edits` (a dev chain's `anvil_setBalance` and kin) before its
+    /// transactions run, so that the state root and every later query cover them at once.
+    pub fn edit_state(&self, edits: &[StateEdit]) -> Result<Arc<BlockInfo>, ChainError> {
+        self.produce_block_with(self.now(), edits)
+    }
+
+    fn produce_block_with(
+        &self,
+        timestamp: u64,
+        edits: &[StateEdit],
+    ) -> Result<Arc<BlockInfo>, ChainError> {
         let _building = self.build.lock();
         let parent = self.head();
         let reader = self.reader()?;
@@ -275,8 +289,12 @@ impl Chain {
             })
         };
         let state = StateAt::new(&reader, parent.header.number, parent.header.number);
+        let mut overlay = Overlay::new(state);
+        for edit in edits {
+            overlay.edit(edit)?;
+        }
         let mut executor = BlockExecutor::new(
-            Overlay::new(state),
+            overlay,
             self.cfg.clone(),
             block_env(&params),
             &self.modules,

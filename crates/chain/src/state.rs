@@ -87,6 +87,32 @@ impl StateReader for StateAt<'_> {
     }
 }
 
+/// A change of state made outside any transaction, as dev tools make them (`anvil_setBalance`
+/// and its kin): the rest of the account stays as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateEdit {
+    /// Sets the balance.
+    Balance(Address, U256),
+    /// Sets the nonce.
+    Nonce(Address, u64),
+    /// Sets the code (empty removes it).
+    Code(Address, Bytes),
+    /// Sets one storage slot.
+    Storage(Address, U256, U256),
+}
+
+impl StateEdit {
+    /// The account edited.
+    pub fn address(&self) -> Address {
+        match self {
+            StateEdit::Balance(a, _)
+            | StateEdit::Nonce(a, _)
+            | StateEdit::Code(a, _)
+            | StateEdit::Storage(a, ..) => *a,
+        }
+    }
+}
+
 /// What a block changed, ready to be written: new account records (with their new storage
 /// roots), changed slots, wiped storages, new code and the trie nodes of the new state root.
 #[derive(Debug, Default)]
@@ -196,6 +222,30 @@ impl<S: StateReader> Overlay<S> {
             code_hash,
         ));
         self.accounts.insert(address, Some(info));
+    }
+
+    /// Applies a dev-chain edit of one account field or storage slot, keeping the rest of the
+    /// account as it is.
+    pub fn edit(&mut self, edit: &StateEdit) -> Result<(), StoreError> {
+        let address = edit.address();
+        let mut info = Database::basic(self, address)?.unwrap_or_default();
+        match edit {
+            StateEdit::Balance(_, balance) => info.balance = *balance,
+            StateEdit::Nonce(_, nonce) => info.nonce = *nonce,
+            StateEdit::Code(_, code) => {
+                info.code_hash = if code.is_empty() {
+                    KECCAK_EMPTY
+                } else {
+                    let hash = keccak256(code);
+                    self.codes.insert(hash, Bytecode::new_raw(code.clone()));
+                    hash
+                };
+                info.code = None;
+            }
+            StateEdit::Storage(_, slot, value) => self.set_storage(address, *slot, *value),
+        }
+        self.accounts.insert(address, Some(info));
+        Ok(())
     }
 
     /// Writes a storage slot outright.

@@ -12,7 +12,7 @@ use jsonrpsee::{
     server::{BatchRequestConfig, Server, ServerConfig, ServerHandle},
     types::Params,
 };
-use openledger_chain::{Chain, ChainEvent};
+use openledger_chain::{Chain, ChainEvent, state::StateEdit};
 use serde::{Deserialize, Serialize};
 use tower_http::cors::{Any, CorsLayer};
 
@@ -166,6 +166,7 @@ fn methods(context: Arc<RpcContext>) -> RpcModule<RpcContext> {
     register_transactions(&mut m);
     register_logs(&mut m);
     register_dev(&mut m);
+    register_dev_state(&mut m);
     m.register_subscription(
         "eth_subscribe",
         "eth_subscription",
@@ -330,6 +331,83 @@ fn register_dev(m: &mut RpcModule<RpcContext>) {
         chain.produce_block(chain.now())?;
         Ok("0x0")
     });
+}
+
+/// Most blocks one `anvil_mine`/`hardhat_mine` seals: each is a durable commit.
+pub const MAX_MINE_BLOCKS: u64 = 10_000;
+
+/// Reads a dev edit from a method's parameters.
+type EditParser = fn(&mut Args<'_>) -> RpcResult<StateEdit>;
+
+/// Registers a state edit under its anvil name (which answers null) and its Hardhat name (which
+/// answers true); the edit is sealed in a block of its own at once.
+fn register_edit(
+    m: &mut RpcModule<RpcContext>,
+    [anvil, hardhat]: [&'static str; 2],
+    max: usize,
+    parse: EditParser,
+) {
+    for (name, answer) in [(anvil, serde_json::Value::Null), (hardhat, true.into())] {
+        m.register_blocking_method(name, move |params: Params<'_>, ctx: Arc<RpcContext>, _| {
+            let edit = parse(&mut Args::new(&params, max)?)?;
+            ctx.api.chain().edit_state(&[edit])?;
+            RpcResult::Ok(answer.clone())
+        })
+        .expect("method names are unique");
+    }
+}
+
+/// anvil's and Hardhat's state edits and `mine`, for tests that set up state directly.
+fn register_dev_state(m: &mut RpcModule<RpcContext>) {
+    register_edit(m, ["anvil_setBalance", "hardhat_setBalance"], 2, |p| {
+        Ok(StateEdit::Balance(p.required()?, p.required()?))
+    });
+    register_edit(m, ["anvil_setNonce", "hardhat_setNonce"], 2, |p| {
+        let address = p.required()?;
+        Ok(StateEdit::Nonce(address, p.required::<Quantity>()?.get()))
+    });
+    register_edit(m, ["anvil_setCode", "hardhat_setCode"], 2, |p| {
+        Ok(StateEdit::Code(
+            p.required()?,
+            p.required::<PrefixedBytes>()?.0,
+        ))
+    });
+    register_edit(m, ["anvil_setStorageAt", "hardhat_setStorageAt"], 3, |p| {
+        let address = p.required()?;
+        let slot: JsonStorageKey = p.required()?;
+        let value: JsonStorageKey = p.required()?;
+        Ok(StateEdit::Storage(
+            address,
+            slot.as_b256().into(),
+            value.as_b256().into(),
+        ))
+    });
+    for name in ["anvil_mine", "hardhat_mine"] {
+        heavy(m, name, 2, |c, p| {
+            let blocks = p.optional::<Quantity>()?.map_or(1, Quantity::get);
+            let interval = p.optional::<Quantity>()?.map(Quantity::get);
+            mine(c, blocks, interval)?;
+            Ok(serde_json::Value::Null)
+        });
+    }
+}
+
+/// Seals `blocks` blocks, each `interval` seconds after the one before when given.
+fn mine(c: &RpcContext, blocks: u64, interval: Option<u64>) -> RpcResult<()> {
+    if blocks > MAX_MINE_BLOCKS {
+        return Err(RpcError::LimitExceeded(format!(
+            "at most {MAX_MINE_BLOCKS} blocks a call, not {blocks}"
+        )));
+    }
+    let chain = c.api.chain();
+    for _ in 0..blocks {
+        if let Some(interval) = interval {
+            let head = chain.head().header.timestamp;
+            set_next_timestamp(c, head.saturating_add(interval.max(1)))?;
+        }
+        chain.produce_block(chain.now())?;
+    }
+    Ok(())
 }
 
 fn set_next_timestamp(c: &RpcContext, timestamp: u64) -> RpcResult<()> {

@@ -11,7 +11,7 @@ import requests
 from eth_account import Account
 from web3.exceptions import Web3RPCError
 
-from conftest import BINARY, DEV_KEYS, TIMEOUT, base_tx, free_port, send
+from conftest import BINARY, DEV_KEYS, TIMEOUT, Node, base_tx, client, free_port, send
 
 U64_MAX = 2**64 - 1
 LATEST_DATE = 253_402_300_799  # 9999-12-31T23:59:59Z
@@ -167,3 +167,45 @@ def test_parameters_are_checked_as_geth_checks_them(node):
     assert ok["result"] == "0x0"
     ok = post(node.http_url, {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"}).json()
     assert ok["result"].startswith("0x")
+
+
+@pytest.fixture
+def fresh_node():
+    """A node of the test's own (the module's node has its clock at the year 9999)."""
+    node = Node()
+    yield node
+    node.stop()
+
+
+def test_anvil_and_hardhat_state_edits_take_effect_at_once(fresh_node, artifacts):
+    url, w3 = fresh_node.http_url, client(fresh_node)
+    target = Account.create().address
+    assert rpc(url, "anvil_setBalance", [target, hex(123 * 10**18)])["result"] is None
+    assert w3.eth.get_balance(target) == 123 * 10**18
+    assert rpc(url, "hardhat_setBalance", [target, hex(5)])["result"] is True
+    assert w3.eth.get_balance(target) == 5
+    rpc(url, "anvil_setNonce", [target, hex(9)])
+    assert w3.eth.get_transaction_count(target) == 9 and w3.eth.get_balance(target) == 5
+    # Code set on an address runs: the Counter's runtime code answers its getter.
+    counter = artifacts["Counter"]
+    runtime = w3.eth.get_code(deploy_counter(w3, counter))
+    rpc(url, "anvil_setCode", [target, runtime.to_0x_hex()])
+    assert w3.eth.get_code(target) == runtime
+    slot_value = "0x" + "00" * 31 + "2a"
+    rpc(url, "hardhat_setStorageAt", [target, "0x0", slot_value])
+    assert w3.eth.get_storage_at(target, 0) == bytes.fromhex(slot_value[2:])
+    # The edits are in the state root: a proof of the account verifies its new balance.
+    proof = w3.eth.get_proof(target, [0])
+    assert proof.balance == 5 and proof.nonce == 9
+    # Mining many blocks at an interval.
+    before = w3.eth.get_block("latest")
+    assert rpc(url, "anvil_mine", [hex(5), hex(60)])["result"] is None
+    after = w3.eth.get_block("latest")
+    assert after.number == before.number + 5 and after.timestamp == before.timestamp + 300
+    assert "at most" in rpc(url, "hardhat_mine", [hex(10**9)])["error"]["message"]
+
+
+def deploy_counter(w3, artifact) -> str:
+    contract = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+    tx = contract.constructor().build_transaction({**base_tx(w3), "from": Account.from_key(DEV_KEYS[0]).address})
+    return send(w3, tx).contractAddress
