@@ -9,6 +9,6 @@ mod rows;
 mod store;
 mod uploads;
 
-pub use rows::{Format, MAX_ROWS, RowError, content_hash, row_hash, rows};
-pub use store::{ContentError, ContentStore, Manifest};
+pub use rows::{Format, MAX_ROWS, RowError, content_hash, row_hash, row_text, rows};
+pub use store::{ContentError, ContentStore, Manifest, RowsPage};
 pub use uploads::{PendingUploads, Upload};

@@ -130,6 +130,52 @@ fn csv_records(text: &str) -> Result<Vec<String>, RowError> {
     Ok(rows)
 }
 
+/// The text of a stored row, as training, indexing and attribution read it: the one rule for what
+/// a row says, whatever its format. A JSONL row that is an object with a string `text` field is
+/// that field; an instruction record (`instruction`, optional `input`, `output`, as in Alpaca) is
+/// its parts joined by blank lines; a chat record (`messages` of `{role, content}`) is its
+/// messages, one `role: content` line each; a JSON string is that string. Any other row (a
+/// paragraph, a CSV record, other JSON) is its text as stored.
+pub fn row_text(format: Format, row: &str) -> String {
+    if format != Format::Jsonl {
+        return row.to_string();
+    }
+    match serde_json::from_str::<serde_json::Value>(row) {
+        Ok(serde_json::Value::String(text)) => text,
+        Ok(serde_json::Value::Object(record)) => {
+            record_text(&record).unwrap_or_else(|| row.to_string())
+        }
+        _ => row.to_string(),
+    }
+}
+
+fn record_text(record: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
+    let field = |name: &str| record.get(name).and_then(|v| v.as_str());
+    if let Some(text) = field("text") {
+        return Some(text.to_string());
+    }
+    if let (Some(instruction), Some(output)) = (field("instruction"), field("output")) {
+        let parts = [
+            Some(instruction),
+            field("input").filter(|i| !i.is_empty()),
+            Some(output),
+        ];
+        return Some(parts.into_iter().flatten().collect::<Vec<_>>().join("\n\n"));
+    }
+    let messages = record.get("messages")?.as_array()?;
+    let lines: Option<Vec<String>> = messages
+        .iter()
+        .map(|m| {
+            Some(format!(
+                "{}: {}",
+                m.get("role")?.as_str()?,
+                m.get("content")?.as_str()?
+            ))
+        })
+        .collect();
+    lines.filter(|l| !l.is_empty()).map(|l| l.join("\n"))
+}
+
 /// A row's hash: `keccak256(0x00 . row)` (the prefix keeps leaves apart from inner nodes).
 pub fn row_hash(row: &str) -> B256 {
     let mut preimage = Vec::with_capacity(row.len() + 1);
@@ -167,6 +213,38 @@ pub fn content_hash(row_hashes: &[B256]) -> B256 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rows_text_is_read_by_one_rule() {
+        let jsonl = |row: &str| row_text(Format::Jsonl, row);
+        assert_eq!(
+            jsonl(r#"{"id": 1, "text": "Aspirin thins blood."}"#),
+            "Aspirin thins blood."
+        );
+        assert_eq!(
+            jsonl(
+                r#"{"instruction": "Name a fever drug.", "input": "", "output": "Paracetamol."}"#
+            ),
+            "Name a fever drug.\n\nParacetamol."
+        );
+        assert_eq!(
+            jsonl(
+                r#"{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}"#
+            ),
+            "user: Hi\nassistant: Hello"
+        );
+        assert_eq!(jsonl(r#""just a string""#), "just a string");
+        assert_eq!(
+            jsonl(r#"{"q": "other", "a": "shape"}"#),
+            r#"{"q": "other", "a": "shape"}"#
+        );
+        // Only JSONL rows are read as JSON: a paragraph that looks like JSON is a paragraph.
+        assert_eq!(
+            row_text(Format::Text, r#"{"text": "x"}"#),
+            r#"{"text": "x"}"#
+        );
+        assert_eq!(row_text(Format::Csv, "a,b"), "a,b");
+    }
 
     #[test]
     fn text_splits_into_paragraphs() {

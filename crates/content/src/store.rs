@@ -29,6 +29,18 @@ pub struct Manifest {
     pub row_hashes: Vec<B256>,
 }
 
+/// A page of stored rows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RowsPage {
+    /// How many rows the content has.
+    pub total: usize,
+    /// How its file was split, which says how its rows are read ([`crate::row_text`]).
+    pub format: Format,
+    /// The rows asked for.
+    pub rows: Vec<String>,
+}
+
 /// Why the store refused or failed an operation.
 #[derive(Debug, thiserror::Error)]
 pub enum ContentError {
@@ -162,7 +174,7 @@ impl ContentStore {
         hash: B256,
         offset: usize,
         limit: usize,
-    ) -> Result<(usize, Vec<String>), ContentError> {
+    ) -> Result<RowsPage, ContentError> {
         let manifest = self.manifest(hash)?;
         if content_hash(&manifest.row_hashes) != hash {
             return Err(ContentError::Corrupt(
@@ -190,7 +202,11 @@ impl ContentStore {
         if page.len() != wanted {
             return Err(ContentError::Corrupt(hash, "rows are missing".into()));
         }
-        Ok((manifest.row_hashes.len(), page))
+        Ok(RowsPage {
+            total: manifest.row_hashes.len(),
+            format: manifest.format,
+            rows: page,
+        })
     }
 
     /// Deletes stored content (an upload nobody contributed). Deleting what is not there is not
@@ -255,12 +271,14 @@ mod tests {
         let text: Vec<String> = (0..10).map(|i| format!("row {i}")).collect();
         let manifest = store.put("a.txt", text.join("\n\n").as_bytes()).unwrap();
         let hash = manifest.content_hash;
+        let page = store.rows_page(hash, 3, 4).unwrap();
+        assert_eq!((page.total, page.format), (10, Format::Text));
+        assert_eq!(page.rows, text[3..7].to_vec());
         assert_eq!(
-            store.rows_page(hash, 3, 4).unwrap(),
-            (10, text[3..7].to_vec())
+            store.rows_page(hash, 8, 100).unwrap().rows,
+            text[8..].to_vec()
         );
-        assert_eq!(store.rows_page(hash, 8, 100).unwrap().1, text[8..].to_vec());
-        assert!(store.rows_page(hash, 10, 5).unwrap().1.is_empty());
+        assert!(store.rows_page(hash, 10, 5).unwrap().rows.is_empty());
         let path = store.path(hash).join("rows.jsonl");
         let tampered = fs::read_to_string(&path).unwrap().replace("row 5", "row X");
         fs::write(&path, tampered).unwrap();

@@ -8,6 +8,7 @@ use std::str::FromStr;
 use alloy_primitives::{B256, U256, keccak256};
 use alloy_rpc_types_eth::TransactionReceipt;
 use anyhow::{Context, bail};
+use openledger_content::{Format, row_text};
 use openledger_ml::data::Row;
 use openledger_ml::factory::METRICS_FILE;
 use openledger_ml::lora::ADAPTER_WEIGHTS_FILE;
@@ -103,7 +104,8 @@ pub async fn version_rows(
     Ok(rows)
 }
 
-/// Every row of a contribution's file, paged from the content API.
+/// The text of every row of a contribution's file, paged from the content API and read by
+/// the one rule for what a row says ([`openledger_content::row_text`]).
 async fn contribution_rows(api_url: &str, hash: B256) -> anyhow::Result<Vec<String>> {
     let mut rows = Vec::new();
     loop {
@@ -116,7 +118,12 @@ async fn contribution_rows(api_url: &str, hash: B256) -> anyhow::Result<Vec<Stri
             .json()
             .await?;
         let total = page["total"].as_u64().context("no row total")? as usize;
-        let got: Vec<String> = serde_json::from_value(page["rows"].clone())?;
+        let format: Format = serde_json::from_value(page["format"].clone())
+            .context("the content API named no format")?;
+        let got: Vec<String> = serde_json::from_value::<Vec<String>>(page["rows"].clone())?
+            .into_iter()
+            .map(|row| row_text(format, &row))
+            .collect();
         if got.is_empty() && rows.len() < total {
             bail!("the content API stopped at row {} of {total}", rows.len());
         }

@@ -104,3 +104,22 @@ def test_a_version_covers_every_contribution_approved_up_to_it(own_node, tmp_pat
     rows = [json.loads(line) for line in (out / "datanet-rows.jsonl").read_text().splitlines()]
     assert len(rows) == first["rows"] + second["rows"]
     assert {r["contributor"] for r in rows} == {first["contributionId"], second["contributionId"]}
+
+
+def test_jsonl_rows_are_trained_on_as_their_text(own_node, tmp_path):
+    """A JSONL contribution's rows are read by the README's rule: a record's `text` field, an
+    instruction record's parts, not the raw JSON line."""
+    node = own_node
+    base, _ = tiny_base(tmp_path)
+    records = [{"id": "r1", "text": "Aspirin thins the blood."},
+               {"instruction": "Name a fever drug.", "input": "", "output": "Paracetamol."}]
+    data = tmp_path / "notes.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    datanet = cli_json(node, "datanet", "create", "--name", "JSONL", "--account", "0")["datanetId"]
+    contribution = cli_json(node, "datanet", "contribute", datanet, data, "--account", "3")
+    cli(node, "datanet", "approve", datanet, contribution["contributionId"], "--account", "0")
+    out = tmp_path / "jsonl"
+    cli(node, "train", "--base", base, "--datanet", f"{datanet}@1", "--out", out, "--rank", "2",
+        "--targets", "q", "--epochs", "1", "--context", "64")
+    rows = [json.loads(line)["text"] for line in (out / "datanet-rows.jsonl").read_text().splitlines()]
+    assert rows == ["Aspirin thins the blood.", "Name a fever drug.\n\nParacetamol."]

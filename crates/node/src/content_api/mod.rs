@@ -404,13 +404,13 @@ async fn rows(
     let hash = parse_hash(&hash)?;
     let limit = page.limit.unwrap_or(MAX_PAGE).min(MAX_PAGE);
     let store = api.store.clone();
-    let (total, rows) =
-        tokio::task::spawn_blocking(move || store.rows_page(hash, page.offset, limit))
-            .await
-            .map_err(internal)??;
+    let page = tokio::task::spawn_blocking(move || store.rows_page(hash, page.offset, limit))
+        .await
+        .map_err(internal)??;
     Ok(Json(serde_json::json!({
         "contentHash": hash,
-        "total": total,
-        "rows": rows,
+        "total": page.total,
+        "format": page.format,
+        "rows": page.rows,
     })))
 }
