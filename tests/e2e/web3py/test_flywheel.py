@@ -115,15 +115,21 @@ def test_an_approved_version_is_indexed_and_a_job_trains_and_registers_its_model
     assert info["adapterHash"] == Web3.keccak((adapter / "adapter_model.safetensors").read_bytes())
     assert done["adapterHash"] == "0x" + info["adapterHash"].hex()
 
-    # A job asked by someone who is not the model's creator fails at registration, readably.
+    # What the chain would refuse is refused at submission, before any training: a job for a
+    # model whose adapter is registered (it is never overwritten), or from another account.
+    served = (adapter / "adapter_model.safetensors").read_bytes()
+    again = requests.post(jobs, json={**job, "seed": 7}, headers=key(2), timeout=30)
+    assert again.status_code == 409 and "never overwritten" in again.json()["error"], again.text
     other = cli_json(node, "model", "propose", "--name", "other", "--base-model", "tiny",
                      "--datanet", datanet, "--account", "2")["modelId"]
     cli(node, "model", "approve", other, "--account", "0")
     stolen = requests.post(jobs, json={**job, "model": int(other)}, headers=key(1), timeout=30)
-    failed = wait_for(f"{node.api_url}/jobs/{stolen.json()['id']}",
-                      lambda b: b["status"] in ("succeeded", "failed"))
-    assert failed["status"] == "failed" and "NotCreator" in failed["error"], failed
+    assert stolen.status_code == 403 and "creator" in stolen.json()["error"], stolen.text
+    missing = requests.post(jobs, json={**job, "model": 999}, headers=key(2), timeout=30)
+    assert missing.status_code == 404
     assert model_info(w3, other)["status"] == TRAINED - 1  # still Approved
+    assert (adapter / "adapter_model.safetensors").read_bytes() == served
+    assert len(requests.get(f"{node.api_url}/jobs", timeout=30).json()) == 1
 
 
 def key(account: int) -> dict:

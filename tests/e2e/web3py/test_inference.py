@@ -6,6 +6,7 @@ a node killed in the middle of settling."""
 import time
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
+from pathlib import Path
 
 import openai
 import pytest
@@ -253,6 +254,23 @@ def test_a_stream_the_client_cuts_is_charged_for_what_was_generated(served):
     assert charged > 0
     # At most the worst case of the 200 tokens asked for, at least the platform fee.
     assert charged <= settlement.functions.quote(model, 200, 200).call()
+
+
+def test_an_adapter_that_is_not_the_registered_one_is_not_served(served):
+    node, w3, model = served
+    if module(w3, "IModels").functions.getModel(model).call()[2] != 4:
+        deploy(node, w3, model)
+    cli(node, "settle", "deposit", "1", "--account", "8")
+    weights = Path(node.datadir.name) / "adapters" / f"model-{model}" / "adapter_model.safetensors"
+    original = weights.read_bytes()
+    weights.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    try:
+        with pytest.raises(openai.ConflictError, match="not to the adapterHash"):
+            openai_client(node, "dev-8").completions.create(model=f"model-{model}", prompt="Q: hi A:", max_tokens=4)
+    finally:
+        weights.write_bytes(original)
+    answer = openai_client(node, "dev-8").completions.create(model=f"model-{model}", prompt="Q: hi A:", max_tokens=4)
+    assert answer.model_dump()["openledger"]["settlementTx"]
 
 
 def wait_for_value(read, timeout: float = 60):

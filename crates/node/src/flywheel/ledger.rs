@@ -145,6 +145,7 @@ impl Ledger {
                 ),
             ));
         }
+        self.check_adapter(model_id, model.adapterHash).await?;
         if !self.operator_key(model.operator) {
             return Err(Refusal::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -216,6 +217,33 @@ impl Ledger {
             payer,
             hold,
         })
+    }
+
+    /// Refuses to serve model `id` unless the adapter file this node would serve is the one
+    /// registered on-chain (`registered`): what answers is what the chain says was trained.
+    async fn check_adapter(&self, id: U256, registered: B256) -> Result<(), Refusal> {
+        let path = self
+            .flywheel
+            .adapter_dir(id)
+            .join(openledger_ml::lora::ADAPTER_WEIGHTS_FILE);
+        let shown = path.display().to_string();
+        let hash = tokio::task::spawn_blocking(move || crate::jobs::file_hash(&path))
+            .await
+            .map_err(|e| unavailable(e.into()))?;
+        match hash {
+            Ok(hash) if hash == registered => Ok(()),
+            Ok(hash) => Err(Refusal::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "the adapter of model {id} on this node ({shown}) hashes to {hash}, not to the \
+                     adapterHash {registered} registered on-chain: it is not served"
+                ),
+            )),
+            Err(_) => Err(Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("this node holds no adapter of model {id} ({shown} is missing)"),
+            )),
+        }
     }
 
     fn operator_key(&self, operator: Address) -> bool {

@@ -2,10 +2,13 @@
 //! versions, one job at a time, and registers it on-chain as the model's artifact, signed by the
 //! dev account the API key stands for (which must be the model's creator).
 //!
-//! A job is kept in `<datadir>/jobs/<id>/job.json`; its adapter goes to
-//! `<datadir>/adapters/model-<id>/` with its metrics, loss curve and gradient sketches. A job a
-//! crash interrupted runs again on restart: training is deterministic under its seed, and an
-//! artifact already registered with the same adapter is not registered twice.
+//! A job is kept in `<datadir>/jobs/<id>/job.json` and trains into `<datadir>/jobs/<id>/adapter/`
+//! (metrics, loss curve and gradient sketches beside the weights); only once the adapter is
+//! registered on-chain is it copied to `<datadir>/adapters/model-<id>/`, where OpenLoRA serves
+//! it. A job is refused at submission unless its model is Approved and the caller its creator,
+//! so a registered adapter is never overwritten. A job a crash interrupted runs again on
+//! restart: training is deterministic under its seed, and an artifact already registered with the
+//! same adapter is not registered twice.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -209,7 +212,8 @@ impl Trainer {
         }
         let data = work.join("datanet-rows.jsonl");
         write_rows(&rows, &data)?;
-        let out = self.flywheel.adapter_dir(U256::from(request.model));
+        // Trained in the job's own folder: the served folder gets it only once registered.
+        let out = work.join("adapter");
         let fine_tune = FineTune {
             base: self.flywheel.base.path().await?,
             data: DataOptions {
@@ -252,12 +256,88 @@ impl Trainer {
             .view(MODELS, &IModels::getModelCall { modelId: model })
             .await?;
         let ours = file_hash(&out.join(openledger_ml::lora::ADAPTER_WEIGHTS_FILE))?;
-        if registered.adapterHash == ours {
+        let outcome = if registered.adapterHash == ours {
             // Registered before a crash cut the job short: done already.
-            return Ok((ours, None));
+            (ours, None)
+        } else {
+            let (hash, receipt) = register_artifact(&client, model, &out, &versions).await?;
+            (hash, Some(receipt.transaction_hash))
+        };
+        self.publish(model, &out, &work.join("publishing"))?;
+        Ok(outcome)
+    }
+
+    /// Puts a registered adapter where OpenLoRA serves it: copied to `staging` (on the same file
+    /// system, outside the adapters folder), then renamed into place, so the served folder is
+    /// never half written.
+    fn publish(
+        &self,
+        model: U256,
+        adapter: &std::path::Path,
+        staging: &std::path::Path,
+    ) -> anyhow::Result<()> {
+        let served = self.flywheel.adapter_dir(model);
+        let parent = served.parent().context("the adapters folder")?;
+        std::fs::create_dir_all(parent)?;
+        let _ = std::fs::remove_dir_all(staging);
+        std::fs::create_dir_all(staging)?;
+        for entry in std::fs::read_dir(adapter)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                std::fs::copy(entry.path(), staging.join(entry.file_name()))?;
+            }
         }
-        let (hash, receipt) = register_artifact(&client, model, &out, &versions).await?;
-        Ok((hash, Some(receipt.transaction_hash)))
+        // A folder from a job that never registered (older versions trained in place).
+        let _ = std::fs::remove_dir_all(&served);
+        std::fs::rename(staging, &served)
+            .with_context(|| format!("cannot publish the adapter to {}", served.display()))
+    }
+
+    /// Refuses at submission what the chain would refuse after training: a model that is not
+    /// Approved (a Trained or Deployed model's adapter is registered and served, and is never
+    /// overwritten), or an account that is not its creator.
+    async fn may_train(&self, model: u64, account: usize) -> Result<(), ApiError> {
+        let unavailable =
+            |e: anyhow::Error| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}"));
+        let client = Client::new(&self.flywheel.rpc_url, None).map_err(unavailable)?;
+        let count = client
+            .view(MODELS, &IModels::modelCountCall {})
+            .await
+            .map_err(unavailable)?;
+        if model == 0 || U256::from(model) > count {
+            return Err(ApiError::not_found(format!("model {model} does not exist")));
+        }
+        let info = client
+            .view(
+                MODELS,
+                &IModels::getModelCall {
+                    modelId: U256::from(model),
+                },
+            )
+            .await
+            .map_err(unavailable)?;
+        if info.status != IModels::Status::Approved {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                format!(
+                    "model {model} is {:?}: only an Approved model is trained; a registered \
+                     adapter is never overwritten",
+                    info.status
+                ),
+            ));
+        }
+        let caller = self.flywheel.accounts[account].address();
+        if info.creator != caller {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{caller} is not model {model}'s creator {}: only the creator registers its \
+                     adapter",
+                    info.creator
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The routes of the job API.
@@ -289,6 +369,7 @@ async fn submit(
     }
     LoraConfig::new(request.rank, request.alpha, &request.targets)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    trainer.may_train(request.model, account).await?;
     let job = {
         let mut jobs = trainer.jobs.lock().expect("jobs lock");
         let id = jobs.keys().next_back().map_or(1, |last| last + 1);
