@@ -317,6 +317,9 @@ struct NodeArgs {
 
 /// Runs `openledger train`.
 pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
+    if let Some(model) = args.model {
+        may_register(&args, model)?;
+    }
     let base = base_or_dev(args.base.as_deref())?;
     let files = if args.datanets.is_empty() {
         args.data.clone()
@@ -352,13 +355,41 @@ fn datanet_rows(args: &TrainArgs) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     crate::cli::block_on(async {
-        let mut rows = Vec::new();
-        for at in &args.datanets {
-            rows.extend(jobs::version_rows(&client, &args.node.api_url, *at).await?);
-        }
+        let rows = jobs::versions_rows(&client, &args.node.api_url, &args.datanets).await?;
         jobs::write_rows(&rows, &path)
     })?;
     Ok(path)
+}
+
+/// Refuses, before any training, what registering the adapter as `model`'s artifact would:
+/// a signer who is not its creator, a model that is not Approved, datanet versions that are not
+/// one for each of its datanets.
+fn may_register(args: &TrainArgs, model: alloy_primitives::U256) -> anyhow::Result<()> {
+    let client = crate::cli::Client::new(&args.node.rpc_url, args.node.signer.signer()?)?;
+    crate::cli::block_on(async {
+        let info = client
+            .view(
+                openledger_primitives::addresses::MODELS,
+                &openledger_protocol::abi::IModels::getModelCall { modelId: model },
+            )
+            .await
+            .with_context(|| format!("model {model}"))?;
+        if info.status != openledger_protocol::abi::IModels::Status::Approved {
+            anyhow::bail!(
+                "model {model} is {:?}: only an Approved model's artifact is registered",
+                info.status
+            );
+        }
+        let signer = client.sender()?;
+        if info.creator != signer {
+            anyhow::bail!(
+                "NotCreator: {signer} is not model {model}'s creator {}",
+                info.creator
+            );
+        }
+        jobs::model_versions(model, &info.datanetIds, &args.datanets)?;
+        anyhow::Ok(())
+    })
 }
 
 /// Registers the trained adapter as `model`'s artifact.

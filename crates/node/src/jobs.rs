@@ -46,6 +46,68 @@ impl FromStr for DatanetVersion {
     }
 }
 
+/// The versions a model learns from, one for each datanet: the latest given, since a version
+/// covers every earlier one (`1@1 1@3` is `1@3`; training on both would read version 1's rows
+/// twice, and registering the first would leave version 3's contributions unpaid).
+pub fn latest_versions(versions: &[DatanetVersion]) -> Vec<DatanetVersion> {
+    let mut latest: Vec<DatanetVersion> = Vec::new();
+    for at in versions {
+        match latest.iter_mut().find(|v| v.datanet == at.datanet) {
+            Some(kept) => kept.version = kept.version.max(at.version),
+            None => latest.push(*at),
+        }
+    }
+    latest
+}
+
+/// The version of each of model `model`'s datanets (`datanet_ids`, in its order) among
+/// `versions`, the latest of each: what its artifact registers. An error names a datanet the
+/// model learns from that is missing, or one given that it does not learn from (its rows would
+/// shape the adapter, yet its contributors could never be paid).
+pub fn model_versions(
+    model: U256,
+    datanet_ids: &[U256],
+    versions: &[DatanetVersion],
+) -> anyhow::Result<Vec<u64>> {
+    let latest = latest_versions(versions);
+    if let Some(extra) = latest.iter().find(|v| !datanet_ids.contains(&v.datanet)) {
+        bail!(
+            "datanet {} is not one of model {model}'s datanets ({})",
+            extra.datanet,
+            datanet_ids
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    datanet_ids
+        .iter()
+        .map(|id| {
+            latest
+                .iter()
+                .find(|v| v.datanet == *id)
+                .map(|v| v.version)
+                .with_context(|| {
+                    format!("model {model} learns from datanet {id} too: add {id}@VERSION")
+                })
+        })
+        .collect()
+}
+
+/// The rows of the given datanet versions (the latest of each datanet), in order.
+pub async fn versions_rows(
+    client: &Client,
+    api_url: &str,
+    versions: &[DatanetVersion],
+) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for at in latest_versions(versions) {
+        rows.extend(version_rows(client, api_url, at).await?);
+    }
+    Ok(rows)
+}
+
 /// The contributions datanet version `at` covers: as `IDatanets` defines a version, every
 /// contribution approved up to it, round by round in approval order. Everything that asks which
 /// contributions are in a version (training, indexing, attribution) asks here.
@@ -161,21 +223,7 @@ pub async fn register_artifact(
     let info = client
         .view(MODELS, &IModels::getModelCall { modelId: model })
         .await?;
-    let versions = info
-        .datanetIds
-        .iter()
-        .map(|id| {
-            versions
-                .iter()
-                .find(|v| v.datanet == *id)
-                .map(|v| v.version)
-                .with_context(|| {
-                    format!(
-                        "model {model} learns from datanet {id} too: add --datanet {id}@VERSION"
-                    )
-                })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let versions = model_versions(model, &info.datanetIds, versions)?;
     let adapter_hash = file_hash(&adapter.join(ADAPTER_WEIGHTS_FILE))?;
     let call = IModels::registerArtifactCall {
         modelId: model,
@@ -190,6 +238,15 @@ pub async fn register_artifact(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_latest_version_of_each_datanet_stands_for_the_earlier_ones() {
+        let at = |s: &str| s.parse::<DatanetVersion>().unwrap();
+        assert_eq!(
+            latest_versions(&[at("1@1"), at("2@4"), at("1@3"), at("1@2")]),
+            vec![at("1@3"), at("2@4")]
+        );
+    }
 
     #[test]
     fn datanet_versions_parse_and_bad_ones_say_why() {

@@ -88,7 +88,7 @@ def test_a_creator_trains_on_a_datanet_version_and_registers_the_adapter(own_nod
     assert missing.returncode != 0 and f"datanet {datanet}@7" in missing.stderr, missing.stderr
 
 
-def test_a_version_covers_every_contribution_approved_up_to_it(own_node, tmp_path):
+def test_a_version_covers_every_contribution_approved_up_to_it(own_node, own_w3, tmp_path):
     """Two approval rounds: training on version 2 reads the rows of both, as IDatanets defines a
     version, not version 2's round alone."""
     node = own_node
@@ -98,12 +98,24 @@ def test_a_version_covers_every_contribution_approved_up_to_it(own_node, tmp_pat
                      for n, f in enumerate(files)]
     cli(node, "datanet", "approve", datanet, first["contributionId"], "--account", "0")
     cli(node, "datanet", "approve", datanet, second["contributionId"], "--account", "0")
+    model = cli_json(node, "model", "propose", "--name", "rounds-lora", "--base-model", "tiny",
+                     "--datanet", datanet, "--account", "2")["modelId"]
+    cli(node, "model", "approve", model, "--account", "0")
+    train = ["train", "--base", base, "--rank", "2", "--targets", "q", "--epochs", "1", "--context", "64"]
+    # A datanet the model does not learn from is refused before any training.
+    other = cli_json(node, "datanet", "create", "--name", "Other", "--account", "0")["datanetId"]
+    refused = cli(node, *train, "--datanet", f"{datanet}@2", "--datanet", f"{other}@1", "--out",
+                  tmp_path / "x", "--model", model, "--account", "2", check=False)
+    assert refused.returncode != 0 and "not one of model" in refused.stderr, refused.stderr
+    assert not (tmp_path / "x" / "adapter_model.safetensors").exists()
+    # Versions 1 and 2 are version 2: its rows once each, and version 2 registered.
     out = tmp_path / "v2"
-    cli(node, "train", "--base", base, "--datanet", f"{datanet}@2", "--out", out, "--rank", "2",
-        "--targets", "q", "--epochs", "1", "--context", "64")
+    cli(node, *train, "--datanet", f"{datanet}@1", "--datanet", f"{datanet}@2", "--out", out,
+        "--model", model, "--account", "2")
     rows = [json.loads(line) for line in (out / "datanet-rows.jsonl").read_text().splitlines()]
     assert len(rows) == first["rows"] + second["rows"]
     assert {r["contributor"] for r in rows} == {first["contributionId"], second["contributionId"]}
+    assert model_info(own_w3, model)["datanetVersions"] == [2]
 
 
 def test_jsonl_rows_are_trained_on_as_their_text(own_node, tmp_path):

@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 
 use super::{ApiError, Flywheel};
 use crate::cli::Client;
-use crate::jobs::{DatanetVersion, file_hash, register_artifact, version_rows, write_rows};
+use crate::jobs::{DatanetVersion, file_hash, register_artifact, versions_rows, write_rows};
 
 /// What a client asks for; unset options take `openledger train`'s defaults.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -206,10 +206,7 @@ impl Trainer {
             .map(|d| d.parse::<DatanetVersion>().map_err(anyhow::Error::msg))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let work = self.dir.join(id.to_string());
-        let mut rows = Vec::new();
-        for at in &versions {
-            rows.extend(version_rows(&client, &self.flywheel.api_url, *at).await?);
-        }
+        let rows = versions_rows(&client, &self.flywheel.api_url, &versions).await?;
         let data = work.join("datanet-rows.jsonl");
         write_rows(&rows, &data)?;
         // Trained in the job's own folder: the served folder gets it only once registered.
@@ -296,7 +293,12 @@ impl Trainer {
     /// Refuses at submission what the chain would refuse after training: a model that is not
     /// Approved (a Trained or Deployed model's adapter is registered and served, and is never
     /// overwritten), or an account that is not its creator.
-    async fn may_train(&self, model: u64, account: usize) -> Result<(), ApiError> {
+    async fn may_train(
+        &self,
+        model: u64,
+        account: usize,
+        versions: &[DatanetVersion],
+    ) -> Result<(), ApiError> {
         let unavailable =
             |e: anyhow::Error| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}"));
         let client = Client::new(&self.flywheel.rpc_url, None).map_err(unavailable)?;
@@ -326,6 +328,8 @@ impl Trainer {
                 ),
             ));
         }
+        crate::jobs::model_versions(U256::from(model), &info.datanetIds, versions)
+            .map_err(|e| ApiError::bad_request(format!("datanets: {e:#}")))?;
         let caller = self.flywheel.accounts[account].address();
         if info.creator != caller {
             return Err(ApiError(
@@ -364,12 +368,14 @@ async fn submit(
             "datanets: give ID@VERSION for each of the model's datanets",
         ));
     }
-    for d in &request.datanets {
-        d.parse::<DatanetVersion>().map_err(ApiError::bad_request)?;
-    }
+    let versions = request
+        .datanets
+        .iter()
+        .map(|d| d.parse::<DatanetVersion>().map_err(ApiError::bad_request))
+        .collect::<Result<Vec<_>, _>>()?;
     LoraConfig::new(request.rank, request.alpha, &request.targets)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    trainer.may_train(request.model, account).await?;
+    trainer.may_train(request.model, account, &versions).await?;
     let job = {
         let mut jobs = trainer.jobs.lock().expect("jobs lock");
         let id = jobs.keys().next_back().map_or(1, |last| last + 1);
