@@ -97,6 +97,9 @@ def test_an_approved_version_is_indexed_and_a_job_trains_and_registers_its_model
     assert bad.status_code == 400 and "ID@VERSION" in bad.json()["error"]
     typo = requests.post(jobs, json={**job, "epoch": 1}, headers=key(2), timeout=30)
     assert typo.status_code == 400 and "epoch" in typo.json()["error"]
+    for field, value in [("lr", -1), ("alpha", -1), ("context", 0), ("epochs", 100_000_000), ("rank", 0)]:
+        refused = requests.post(jobs, json={**job, field: value}, headers=key(2), timeout=30)
+        assert refused.status_code == 400 and refused.json()["error"].startswith(field), refused.text
 
     accepted = requests.post(jobs, json=job, headers=key(2), timeout=30)
     assert accepted.status_code == 202, accepted.text

@@ -58,6 +58,52 @@ struct TrainRequest {
     influence_dims: usize,
 }
 
+/// Most epochs a job may ask for.
+const MAX_EPOCHS: usize = 100;
+/// Most optimizer steps a job runs, whatever its epochs and data: the node's one trainer is
+/// shared, so no job may hold it for long.
+const MAX_JOB_STEPS: usize = 20_000;
+
+impl TrainRequest {
+    /// Checks every field before the job is queued; the error names the field.
+    fn validate(&self) -> Result<(), String> {
+        let check = |ok: bool, field: &str, rule: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("{field}: {rule}"))
+            }
+        };
+        check((1..=256).contains(&self.rank), "rank", "from 1 to 256")?;
+        check(
+            self.alpha.is_finite() && self.alpha > 0.0,
+            "alpha",
+            "a positive number",
+        )?;
+        check(
+            self.lr
+                .is_none_or(|lr| lr.is_finite() && lr > 0.0 && lr <= 1.0),
+            "lr",
+            "a learning rate above 0 and at most 1",
+        )?;
+        check(
+            self.epochs.is_none_or(|e| (1..=MAX_EPOCHS).contains(&e)),
+            "epochs",
+            &format!("from 1 to {MAX_EPOCHS}"),
+        )?;
+        check(
+            (8..=4096).contains(&self.context),
+            "context",
+            "from 8 to 4096 tokens",
+        )?;
+        check(
+            self.influence_dims <= 1 << 16,
+            "influenceDims",
+            "at most 65536 (0 records no gradient sketches)",
+        )
+    }
+}
+
 fn default_rank() -> usize {
     8
 }
@@ -224,6 +270,7 @@ impl Trainer {
                 lr: request.lr.unwrap_or(TrainOptions::default().lr),
                 epochs: request.epochs.unwrap_or(TrainOptions::default().epochs),
                 seed: request.seed,
+                max_steps: Some(MAX_JOB_STEPS),
                 ..TrainOptions::default()
             },
         };
@@ -373,6 +420,7 @@ async fn submit(
         .iter()
         .map(|d| d.parse::<DatanetVersion>().map_err(ApiError::bad_request))
         .collect::<Result<Vec<_>, _>>()?;
+    request.validate().map_err(ApiError::bad_request)?;
     LoraConfig::new(request.rank, request.alpha, &request.targets)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     trainer.may_train(request.model, account, &versions).await?;
