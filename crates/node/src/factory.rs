@@ -233,9 +233,26 @@ pub(crate) fn base_or_dev(base: Option<&Path>) -> anyhow::Result<PathBuf> {
     }
 }
 
-/// The dev base model, built on first use.
+/// The dev base model, built on first use. Processes that need it at once (several nodes
+/// starting) take turns on a lock file: one builds it, the others then find it built.
 fn dev_base() -> anyhow::Result<PathBuf> {
     let dir = dev_base_dir();
+    if dir.join(checkpoint::WEIGHTS_FILE).is_file() {
+        return Ok(dir);
+    }
+    let parent = dir.parent().context("the models folder")?;
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
+    let lock = std::fs::File::create(dir.with_extension("lock"))
+        .with_context(|| format!("cannot lock {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a descriptor this function owns; it is released when `lock` closes.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            anyhow::bail!("cannot lock {}", dir.display());
+        }
+    }
     if dir.join(checkpoint::WEIGHTS_FILE).is_file() {
         return Ok(dir);
     }
@@ -245,10 +262,12 @@ fn dev_base() -> anyhow::Result<PathBuf> {
     );
     let work = tempfile::tempdir().context("cannot create a scratch directory")?;
     let staging = dir.with_extension("partial");
+    let _ = std::fs::remove_dir_all(&staging);
     let job = devbase::recipe(work.path(), &staging)?;
     run_with_bar(|bar| job.run(bar))?;
     std::fs::rename(&staging, &dir)
         .with_context(|| format!("cannot move the dev base model to {}", dir.display()))?;
+    drop(lock);
     Ok(dir)
 }
 

@@ -36,6 +36,17 @@ fn keep_freed_memory_between_blocks() {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10_000) };
 }
 
+/// Ends the process quietly when its output pipe closes (`openledger … | head`), as command-line
+/// tools do, instead of panicking in `println!`: Rust ignores SIGPIPE, so a write to a closed
+/// pipe fails and `println!` panics on the failure.
+fn exit_quietly_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: restores the default disposition of one signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// OpenLedger: the blockchain built for AI, with OPEN as gas.
 #[derive(Debug, Parser)]
 #[command(name = "openledger", version, about, long_about = None)]
@@ -88,6 +99,14 @@ fn main() -> std::process::ExitCode {
     keep_freed_memory_between_blocks();
     http::raise_fd_limit();
     let cli = Cli::parse();
+    // Servers keep Rust's default (a closed client socket must not kill the node); commands
+    // whose output is read by a pipe end with it.
+    if !matches!(
+        cli.command,
+        Command::Dev(_) | Command::Demo(_) | Command::Serve(_)
+    ) {
+        exit_quietly_on_closed_pipe();
+    }
     // The demo embeds a node whose block-by-block log would drown its own progress.
     init_logging(match cli.command {
         Command::Demo(_) => "warn",

@@ -2,6 +2,7 @@
 with their parameters, half-sent requests, clock moves past any date, unpayable values, and what
 `openledger dev` refuses to expose."""
 
+import os
 import socket
 import subprocess
 import time
@@ -209,3 +210,28 @@ def deploy_counter(w3, artifact) -> str:
     contract = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
     tx = contract.constructor().build_transaction({**base_tx(w3), "from": Account.from_key(DEV_KEYS[0]).address})
     return send(w3, tx).contractAddress
+
+
+def test_while_the_dev_base_builds_the_api_says_to_retry(tmp_path):
+    """A first start with no dev base model built yet: the node is up at once, builds the base in
+    the background, and OpenLoRA answers 503 with a Retry-After instead of hanging."""
+    port, api_port = free_port(), free_port()
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")}
+    proc = subprocess.Popen(
+        [str(BINARY), "dev", "--datadir", str(tmp_path / "chain"), "--rpc-addr", f"127.0.0.1:{port}",
+         "--api-addr", f"127.0.0.1:{api_port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            try:
+                answer = requests.get(f"http://127.0.0.1:{api_port}/v1/models", timeout=5)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline and proc.poll() is None, "the node did not start"
+                time.sleep(0.1)
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["retry-after"] == "5" and "retry" in answer.json()["error"]
+    finally:
+        proc.kill()
+        proc.wait()

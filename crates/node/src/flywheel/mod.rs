@@ -21,6 +21,7 @@ mod trainer;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use alloy_signer_local::PrivateKeySigner;
 use axum::{
@@ -39,11 +40,13 @@ pub use indexer::Indexer;
 pub use ledger::{METHOD_SPAN, inference_receipt};
 pub use trainer::Trainer;
 
-/// The base model the services use: the one given, or the dev base model, built on first need
-/// (so that the node starts at once).
+/// The base model the services use: the one given, or the dev base model, built in the
+/// background from the start (so that the node starts at once, and the first request does not
+/// wait for it unannounced).
 pub struct BaseModel {
     given: Option<PathBuf>,
     resolved: OnceCell<PathBuf>,
+    building: AtomicBool,
 }
 
 impl BaseModel {
@@ -52,6 +55,7 @@ impl BaseModel {
         Self {
             given,
             resolved: OnceCell::new(),
+            building: AtomicBool::new(false),
         }
     }
 
@@ -60,12 +64,22 @@ impl BaseModel {
         let path = self
             .resolved
             .get_or_try_init(|| async {
+                self.building.store(true, Ordering::Relaxed);
                 let given = self.given.clone();
-                tokio::task::spawn_blocking(move || crate::factory::base_or_dev(given.as_deref()))
-                    .await?
+                let built = tokio::task::spawn_blocking(move || {
+                    crate::factory::base_or_dev(given.as_deref())
+                })
+                .await;
+                self.building.store(false, Ordering::Relaxed);
+                built?
             })
             .await?;
         Ok(path.clone())
+    }
+
+    /// Whether the base is being built right now, so a request can be told to come back.
+    pub fn is_building(&self) -> bool {
+        !self.resolved.initialized() && self.building.load(Ordering::Relaxed)
     }
 }
 
@@ -121,6 +135,12 @@ impl Flywheel {
 /// returns their routes.
 pub fn start(flywheel: Flywheel) -> anyhow::Result<Router> {
     let flywheel = Arc::new(flywheel);
+    let building = flywheel.clone();
+    tokio::spawn(async move {
+        if let Err(e) = building.base.path().await {
+            tracing::error!("cannot build the base model: {e:#}");
+        }
+    });
     let indexer = Indexer::start(flywheel.clone());
     let trainer = Trainer::start(flywheel.clone())?;
     let holds = Arc::new(holds::Holds::default());

@@ -62,6 +62,15 @@ impl OpenLora {
 }
 
 async fn forward(State(openlora): State<Arc<OpenLora>>, request: Request) -> Response {
+    if openlora.flywheel.base.is_building() {
+        let busy = ApiError(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "the base model is being built (the first start of a node takes about a minute): \
+             retry in a few seconds"
+                .into(),
+        );
+        return ([(axum::http::header::RETRY_AFTER, "5")], busy).into_response();
+    }
     match openlora.api().await {
         Ok(api) => match api.oneshot(request).await {
             Ok(response) => response,
