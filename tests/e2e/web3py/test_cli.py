@@ -85,8 +85,16 @@ def test_escrow_with_raw_key_and_keystore_signers(node, tmp_path):
     password.write_text("correct horse\n")
     withdrawn = cli_json(node, "settle", "withdraw", "1", "--keystore", str(keystore), "--password-file", str(password))
     assert withdrawn["account"].lower() == address.lower()
+    # What a deposit or withdrawal prints is the escrow left, beside the wallet.
+    assert int(withdrawn["escrow"]) == 3 * OPEN // 2
     rewards = cli_json(node, "settle", "rewards", address)
     assert int(rewards["escrow"]) == 3 * OPEN // 2
+    deposited = cli(node, "settle", "deposit", "0.5", "--private-key", key).stdout
+    assert "now has 2 OPEN in escrow" in deposited, deposited
+    cli(node, "settle", "withdraw", "0.5", "--private-key", key)
+    # A read-only command without a signer or an address says what to give.
+    whose = cli(node, "settle", "rewards", check=False)
+    assert whose.returncode != 0 and "whose rewards" in whose.stderr
     password.write_text("wrong")
     wrong = cli(node, "settle", "withdraw", "1", "--keystore", str(keystore), "--password-file", str(password),
                 check=False)

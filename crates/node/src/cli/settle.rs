@@ -90,7 +90,9 @@ pub fn run(args: SettleArgs) -> anyhow::Result<()> {
             SettleCommand::Rewards { address } => {
                 let account = match address {
                     Some(account) => account,
-                    None => client.sender()?,
+                    None => client
+                        .sender()
+                        .context("say whose rewards to show: ADDRESS, or a signer")?,
                 };
                 let rewards = client
                     .view(SETTLEMENT, &ISettlement::rewardsCall { account })
@@ -112,10 +114,17 @@ pub fn run(args: SettleArgs) -> anyhow::Result<()> {
         };
         let sender = client.sender()?;
         let balance = client.balance(sender).await?;
+        let escrow = client
+            .view(SETTLEMENT, &ISettlement::balanceOfCall { account: sender })
+            .await?;
         common.print(
-            json!({"account": sender, "balance": balance.to_string(),
+            json!({"account": sender, "escrow": escrow.to_string(), "balance": balance.to_string(),
                    "tx": receipt.transaction_hash}),
-            format!("{text}; {sender} now holds {}", open(balance)),
+            format!(
+                "{text}; {sender} now has {} in escrow and {} in its wallet",
+                open(escrow),
+                open(balance)
+            ),
         );
         Ok(())
     })

@@ -1,6 +1,7 @@
 //! `openledger stake ...`: stake behind models, rewards, slashing and contributor flags.
 
 use alloy_primitives::{Address, U256};
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use openledger_primitives::addresses::STAKING;
 use openledger_protocol::abi::IStaking;
@@ -195,7 +196,9 @@ pub fn run(args: StakeArgs) -> anyhow::Result<()> {
             StakeCommand::Show { model, address } => {
                 let account = match address {
                     Some(account) => account,
-                    None => client.sender()?,
+                    None => client
+                        .sender()
+                        .context("say whose position to show: --address ADDR, or a signer")?,
                 };
                 let stake = client
                     .view(STAKING, &IStaking::modelStakeCall { modelId: model })
