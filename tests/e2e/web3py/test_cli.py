@@ -73,6 +73,9 @@ def test_models_go_through_their_lifecycle_from_the_command_line(node):
     assert "WrongStatus" in out_of_order.stderr
     shown = cli_json(node, "model", "show", model)
     assert shown["status"] == "Approved" and shown["datanetIds"] == [datanet]
+    listed = cli_json(node, "model", "list")
+    assert shown in listed and [m["id"] for m in listed] == sorted((m["id"] for m in listed), key=int)
+    assert "tiny-lora" in cli(node, "model", "list").stdout
 
 
 def test_escrow_with_raw_key_and_keystore_signers(node, tmp_path):

@@ -84,6 +84,15 @@ enum RegistryCommand {
         /// The model.
         model: U256,
     },
+    /// List models, oldest first: id, status, name, datanet versions.
+    List {
+        /// The first model id listed.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// Most models listed.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        limit: u64,
+    },
 }
 
 /// Runs `openledger model`.
@@ -161,31 +170,48 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
                 );
                 (receipt, json!({"modelId": model.to_string()}), text)
             }
+            RegistryCommand::List { from, limit } => {
+                let count: U256 = client.view(MODELS, &IModels::modelCountCall {}).await?;
+                let last = count
+                    .saturating_to::<u64>()
+                    .min(from.saturating_add(limit - 1));
+                let mut models = Vec::new();
+                for id in from.max(1)..=last {
+                    let call = IModels::getModelCall {
+                        modelId: U256::from(id),
+                    };
+                    models.push(client.view(MODELS, &call).await?);
+                }
+                let lines: Vec<String> = models
+                    .iter()
+                    .map(|m| {
+                        format!(
+                            "{:>5}  {:<9}  {}  ({})",
+                            m.id,
+                            format!("{:?}", m.status),
+                            m.name,
+                            datanet_versions(m).join(", ")
+                        )
+                    })
+                    .collect();
+                let text = if lines.is_empty() {
+                    format!("No models from id {from} ({count} in all)")
+                } else {
+                    format!("   id  status     name  (datanets)\n{}", lines.join("\n"))
+                };
+                common.print(
+                    json!(models.iter().map(model_json).collect::<Vec<_>>()),
+                    text,
+                );
+                return Ok(());
+            }
             RegistryCommand::Show { model } => {
                 let m = client
                     .view(MODELS, &IModels::getModelCall { modelId: model })
                     .await?;
-                let versions: Vec<String> = m
-                    .datanetIds
-                    .iter()
-                    .zip(
-                        m.datanetVersions
-                            .iter()
-                            .map(Some)
-                            .chain(std::iter::repeat(None)),
-                    )
-                    .map(|(id, v)| match v {
-                        Some(v) => format!("{id}@v{v}"),
-                        None => id.to_string(),
-                    })
-                    .collect();
+                let versions = datanet_versions(&m);
                 common.print(
-                    json!({"id": m.id.to_string(), "name": m.name, "creator": m.creator,
-                        "status": format!("{:?}", m.status), "baseModel": m.baseModel,
-                        "datanetIds": m.datanetIds.iter().map(U256::to_string).collect::<Vec<_>>(),
-                        "datanetVersions": m.datanetVersions, "adapterHash": m.adapterHash,
-                        "operator": m.operator, "inputRatePer1k": m.inputRatePer1k.to_string(),
-                        "outputRatePer1k": m.outputRatePer1k.to_string()}),
+                    model_json(&m),
                     format!(
                         "Model {}: {}\n  status     {:?}\n  creator    {}\n  base       {}\n  \
                          datanets   {}\n  adapter    {}\n  operator   {}\n  prices     {} / {} per 1k tokens",
@@ -209,4 +235,31 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
         common.print(json, text);
         Ok(())
     })
+}
+
+/// A model's datanets with the versions its artifact registers, `ID@vN` (just `ID` before).
+fn datanet_versions(m: &IModels::Model) -> Vec<String> {
+    m.datanetIds
+        .iter()
+        .zip(
+            m.datanetVersions
+                .iter()
+                .map(Some)
+                .chain(std::iter::repeat(None)),
+        )
+        .map(|(id, v)| match v {
+            Some(v) => format!("{id}@v{v}"),
+            None => id.to_string(),
+        })
+        .collect()
+}
+
+/// A model as `--json` prints it.
+fn model_json(m: &IModels::Model) -> serde_json::Value {
+    json!({"id": m.id.to_string(), "name": m.name, "creator": m.creator,
+        "status": format!("{:?}", m.status), "baseModel": m.baseModel,
+        "datanetIds": m.datanetIds.iter().map(U256::to_string).collect::<Vec<_>>(),
+        "datanetVersions": m.datanetVersions, "adapterHash": m.adapterHash,
+        "operator": m.operator, "inputRatePer1k": m.inputRatePer1k.to_string(),
+        "outputRatePer1k": m.outputRatePer1k.to_string()})
 }
