@@ -137,12 +137,19 @@ impl Ledger {
             .await
             .map_err(unavailable)?;
         if model.status != IModels::Status::Deployed {
+            let fix = match model.status {
+                IModels::Status::Slashed => {
+                    "a slashed model is never served again; its creator may propose a new one"
+                }
+                IModels::Status::Retired => "a retired model is not served any more",
+                IModels::Status::Trained => {
+                    "its creator deploys it with an operator's stake (openledger model deploy)"
+                }
+                _ => "it is served once trained and deployed with an operator's stake",
+            };
             return Err(Refusal::new(
                 StatusCode::FORBIDDEN,
-                format!(
-                    "model {model_id} is {:?}, not Deployed: deploy it with operator stake first",
-                    model.status
-                ),
+                format!("model {model_id} is {:?}, not Deployed: {fix}", model.status),
             ));
         }
         self.check_adapter(model_id, model.adapterHash).await?;
