@@ -241,6 +241,7 @@ impl Services {
                 pending: content.pending,
                 dev_accounts: accounts,
             })
+            .merge(crate::metrics::router(chain.clone()))
             .merge(routes),
         );
         let api = tokio::spawn(http::serve(api_listener, app, HttpLimits::default()));

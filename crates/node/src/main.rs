@@ -12,6 +12,7 @@ mod factory;
 mod flywheel;
 mod http;
 mod jobs;
+mod metrics;
 mod serve;
 mod statetest;
 

@@ -235,3 +235,11 @@ def test_while_the_dev_base_builds_the_api_says_to_retry(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_the_dev_node_serves_prometheus_metrics(node, w3):
+    text = requests.get(f"{node.api_url}/metrics", timeout=TIMEOUT).text
+    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if not line.startswith("#")}
+    assert values["openledger_chain_head_block"] >= 0
+    assert values["openledger_chain_gas_limit"] == w3.eth.get_block("latest").gasLimit
+    assert "# TYPE openledger_txpool_pending gauge" in text

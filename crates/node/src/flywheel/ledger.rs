@@ -149,7 +149,10 @@ impl Ledger {
             };
             return Err(Refusal::new(
                 StatusCode::FORBIDDEN,
-                format!("model {model_id} is {:?}, not Deployed: {fix}", model.status),
+                format!(
+                    "model {model_id} is {:?}, not Deployed: {fix}",
+                    model.status
+                ),
             ));
         }
         self.check_adapter(model_id, model.adapterHash).await?;
