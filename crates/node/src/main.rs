@@ -78,6 +78,8 @@ enum Command {
     Stake(cli::stake::StakeArgs),
     /// Validators: register, rate settled inferences (commit, reveal), finalize, claim.
     Validator(cli::feedback::ValidatorArgs),
+    /// The dev chain's clock: advance it by a duration (5m, 2h, 1d), show the latest block time.
+    Time(cli::time::TimeArgs),
     /// Validator feedback: export accepted ratings as a preference dataset.
     Feedback(cli::feedback::FeedbackArgs),
     /// Training data: generate synthetic domain corpora.
@@ -125,6 +127,7 @@ fn main() -> std::process::ExitCode {
         Command::Stake(args) => cli::stake::run(args),
         Command::Validator(args) => cli::feedback::run(args),
         Command::Feedback(args) => cli::feedback::run_feedback(args),
+        Command::Time(args) => cli::time::run(args),
         Command::Data(args) => factory::run_data(args),
         Command::Tokenizer(args) => factory::run_tokenizer(args),
         Command::Attribution(args) => attribution::run(args),

@@ -2,6 +2,7 @@
 with their parameters, half-sent requests, clock moves past any date, unpayable values, and what
 `openledger dev` refuses to expose."""
 
+import json
 import os
 import socket
 import subprocess
@@ -243,3 +244,22 @@ def test_the_dev_node_serves_prometheus_metrics(node, w3):
     assert values["openledger_chain_head_block"] >= 0
     assert values["openledger_chain_gas_limit"] == w3.eth.get_block("latest").gasLimit
     assert "# TYPE openledger_txpool_pending gauge" in text
+
+
+def test_the_clock_cli_moves_the_chain_by_durations(fresh_node):
+    w3 = client(fresh_node)
+
+    def cli(*args):
+        result = subprocess.run([str(BINARY), "time", *args, "--rpc-url", fresh_node.http_url, "--json"],
+                                capture_output=True, text=True, timeout=TIMEOUT)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    before = w3.eth.get_block("latest").timestamp
+    moved = cli("advance", "1h 30m")
+    assert moved["advancedSeconds"] == 5400 and moved["timestamp"] == before + 5400
+    assert w3.eth.get_block("latest").timestamp == before + 5400
+    assert cli("show")["date"].startswith(time.strftime("%Y-", time.gmtime(before + 5400)))
+    bad = subprocess.run([str(BINARY), "time", "advance", "soon", "--rpc-url", fresh_node.http_url],
+                         capture_output=True, text=True, timeout=TIMEOUT)
+    assert bad.returncode != 0 and "soon" in bad.stderr

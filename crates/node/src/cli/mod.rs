@@ -1,4 +1,4 @@
-//! The protocol commands: `openledger datanet|model|settle|gov|stake|validator|feedback ...`,
+//! The protocol commands: `openledger datanet|model|settle|gov|stake|validator|feedback|time`,
 //! clients of a running node.
 //!
 //! Transactions are signed locally with a dev account (`--account N`), a raw key
@@ -13,6 +13,7 @@ pub mod gov;
 pub mod model;
 pub mod settle;
 pub mod stake;
+pub mod time;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,59 @@
+//! `openledger time`: the dev chain's clock, moved in durations rather than raw
+//! `evm_increaseTime` calls, to step through governance delays, unbonding and validator windows.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::{Common, block_on};
+
+/// Options of `openledger time`.
+#[derive(Debug, Args)]
+pub struct TimeArgs {
+    #[command(subcommand)]
+    command: TimeCommand,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Debug, Subcommand)]
+enum TimeCommand {
+    /// Move the clock forward and seal a block that much after the latest one: `90s`, `5m`,
+    /// `1h 30m`, `2d` (a dev chain only).
+    Advance {
+        /// How far, as a duration.
+        #[arg(value_parser = humantime::parse_duration)]
+        by: Duration,
+    },
+    /// The latest block's time.
+    Show,
+}
+
+/// Runs `openledger time`.
+pub fn run(args: TimeArgs) -> anyhow::Result<()> {
+    block_on(async move {
+        let common = &args.common;
+        let client = common.client()?;
+        let before = client.latest_timestamp().await?;
+        if let TimeCommand::Advance { by } = args.command {
+            let seconds = by.as_secs();
+            if seconds == 0 {
+                anyhow::bail!("advance by at least a second");
+            }
+            client.advance_time(seconds).await?;
+        }
+        let now = client.latest_timestamp().await?;
+        let date = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(now));
+        let moved = humantime::format_duration(Duration::from_secs(now.saturating_sub(before)));
+        common.print(
+            json!({"timestamp": now, "date": date.to_string(), "advancedSeconds": now - before}),
+            if now > before {
+                format!("Latest block at {date} ({moved} later)")
+            } else {
+                format!("Latest block at {date}")
+            },
+        );
+        Ok(())
+    })
+}
