@@ -47,6 +47,7 @@ struct Ledger {
 pub struct PendingUploads {
     path: PathBuf,
     ledger: Mutex<Ledger>,
+    gate: Mutex<()>,
 }
 
 impl PendingUploads {
@@ -61,17 +62,25 @@ impl PendingUploads {
         Ok(Self {
             path,
             ledger: Mutex::new(ledger),
+            gate: Mutex::new(()),
         })
     }
 
+    /// A turn of its own for a step that reads the ledger, changes the content store and
+    /// records that (check a quota, store, record; expire, delete), so that no other such step
+    /// runs in between.
+    pub fn exclusive(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.gate.lock()
+    }
+
     /// Records a stored upload; the same content uploaded again by the same account to the same
-    /// datanet is recorded once.
+    /// datanet is recorded once, as stored at its latest upload (its wait starts again).
     pub fn add(&self, upload: Upload) -> std::io::Result<()> {
         let mut ledger = self.ledger.lock();
-        if ledger.pending.iter().any(|p| same_upload(p, &upload)) {
-            return Ok(());
+        match ledger.pending.iter_mut().find(|p| same_upload(p, &upload)) {
+            Some(earlier) => earlier.stored_at = earlier.stored_at.max(upload.stored_at),
+            None => ledger.pending.push(upload),
         }
-        ledger.pending.push(upload);
         save(&self.path, &ledger)
     }
 

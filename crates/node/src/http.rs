@@ -1,7 +1,7 @@
 //! Serving the node's HTTP APIs with limits, so that slow or numerous clients cannot take the
-//! node down: hyper's header-read timeout (a connection that never finishes its request head is
-//! closed, which also ends idle keep-alive connections), a cap on open connections, and a process
-//! file-descriptor limit raised as far as the system allows.
+//! node down: HTTP/1.1 with hyper's header-read timeout (a connection that sends nothing, or never
+//! finishes its request head, is closed, which also ends idle keep-alive connections), a cap on
+//! open connections, and a process file-descriptor limit raised as far as the system allows.
 //!
 //! `axum::serve` sets none of these (it gives hyper no timer, so hyper's own header timeout never
 //! runs); this is the same hyper-util connection builder with them set.
@@ -46,16 +46,14 @@ impl Default for HttpLimits {
 /// Serves `app` on `listener` under `limits` until the task is dropped.
 pub async fn serve(listener: TcpListener, app: Router, limits: HttpLimits) -> std::io::Result<()> {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let mut builder = Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only (no upgrades are served): the automatic builder would first read the bytes
+    // that tell HTTP/1 from HTTP/2 with no timeout, so a client stalling inside HTTP/2's preface
+    // could hold a connection for ever.
+    let mut builder = Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(limits.header_read_timeout)
-        .keep_alive_timeout(limits.header_read_timeout);
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -78,11 +76,19 @@ pub async fn serve(listener: TcpListener, app: Router, limits: HttpLimits) -> st
             .clone()
             .map_request(|request: Request<Incoming>| request.map(Body::new));
         let builder = builder.clone();
+        let first_byte = limits.header_read_timeout;
         tokio::spawn(async move {
-            let connection = builder.serve_connection_with_upgrades(
-                TokioIo::new(stream),
-                TowerToHyperService::new(service),
-            );
+            // hyper's header timer starts with the first byte: a client that sends nothing is
+            // given the same time to start.
+            let mut byte = [0u8; 1];
+            if !matches!(
+                tokio::time::timeout(first_byte, stream.peek(&mut byte)).await,
+                Ok(Ok(1))
+            ) {
+                return;
+            }
+            let connection =
+                builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
@@ -201,13 +207,14 @@ mod tests {
     async fn half_sent_requests_are_cut_off_and_cannot_lock_others_out() {
         let limits = HttpLimits {
             header_read_timeout: Duration::from_millis(300),
-            max_connections: 2,
+            max_connections: 3,
         };
         let (addr, task) = start(limits).await;
+        // Half a request head, nothing at all, and part of HTTP/2's preface.
         let mut stalled = Vec::new();
-        for _ in 0..2 {
+        for bytes in [&b"GET / HTTP/1.1\r\nhost:"[..], b"", b"PRI * HTTP/2.0"] {
             let mut stream = TcpStream::connect(addr).await.unwrap();
-            stream.write_all(b"GET / HTTP/1.1\r\nhost:").await.unwrap();
+            stream.write_all(bytes).await.unwrap();
             stalled.push(stream);
         }
         // Each stalled request is closed by the server, not left open for ever.

@@ -278,14 +278,24 @@ impl EthApi {
                 self.chain.call(env.clone(), number)?
             })
         };
-        let first = match run(hi, &mut env) {
-            Ok(result @ (ExecutionResult::Success { .. } | ExecutionResult::Revert { .. })) => {
-                result
+        // Out of gas, or not even the intrinsic gas, at what the funds allow: the funds are why.
+        let first = match (run(hi, &mut env), short_of_funds) {
+            (
+                Ok(ExecutionResult::Halt {
+                    reason: HaltReason::OutOfGas(_),
+                    ..
+                }),
+                Some(short),
+            ) => {
+                return Err(short);
             }
-            other => match short_of_funds {
-                Some(short) => return Err(short),
-                None => other?,
-            },
+            (Err(RpcError::Rejected(message)), Some(short))
+                if message.starts_with("intrinsic gas too low")
+                    || message.starts_with("insufficient funds") =>
+            {
+                return Err(short);
+            }
+            (result, _) => result?,
         };
         let used = match &first {
             ExecutionResult::Success { .. } => first.tx_gas_used(),

@@ -87,8 +87,11 @@ def inference_receipt(market: dict, weights, prompt: bytes = b"\x01" * 32) -> tu
 
 def upload(node, datanet_id: int, name: str, content: bytes, key: str = OWNER) -> requests.Response:
     """Uploads a file signed by `key`'s account, as the README says: an EIP-191 signature of the
-    file's keccak-256 and the datanet."""
-    message = f"OpenLedger upload of file {Web3.keccak(content).to_0x_hex()} to datanet {datanet_id}"
+    file's keccak-256, its name, the datanet and the chain."""
+    chain_id = int(requests.post(node.http_url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId",
+                                                      "params": []}, timeout=30).json()["result"], 16)
+    message = (f"OpenLedger upload of file {Web3.keccak(content).to_0x_hex()} named {name} "
+               f"to datanet {datanet_id} on chain {chain_id}")
     signature = Account.sign_message(encode_defunct(text=message), key).signature.to_0x_hex()
     return requests.post(f"{node.api_url}/datanets/{datanet_id}/files", files={"file": (name, content)},
                          headers={"X-OpenLedger-Signature": signature}, timeout=30)

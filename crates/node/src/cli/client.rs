@@ -179,6 +179,12 @@ impl Client {
         }
     }
 
+    /// The node's chain id.
+    pub async fn chain_id(&self) -> anyhow::Result<u64> {
+        let id: alloy_primitives::U64 = self.request("eth_chainId", rpc_params![]).await?;
+        Ok(id.to())
+    }
+
     /// The timestamp of the newest block.
     pub async fn latest_timestamp(&self) -> anyhow::Result<u64> {
         let latest: alloy_rpc_types_eth::Block = self

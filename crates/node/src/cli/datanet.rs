@@ -379,7 +379,13 @@ pub(crate) async fn upload_bytes(
     bytes: Vec<u8>,
     client: &Client,
 ) -> anyhow::Result<Value> {
-    let message = upload_message(datanet, alloy_primitives::keccak256(&bytes));
+    let chain_id = client.chain_id().await?;
+    let message = upload_message(
+        chain_id,
+        datanet,
+        &name,
+        alloy_primitives::keccak256(&bytes),
+    );
     let signature = client.sign_message(&message)?;
     let form = reqwest::multipart::Form::new().part(
         "file",

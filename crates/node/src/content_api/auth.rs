@@ -1,8 +1,8 @@
 //! Who an upload is from: the account that signed it, or the dev account an API key stands for.
 //!
 //! A signed upload carries `X-OpenLedger-Signature`, an EIP-191 (`personal_sign`) signature of
-//! [`upload_message`]: the datanet and the keccak-256 of the file's bytes, so a signature is good
-//! for one file to one datanet and cannot be moved to another.
+//! [`upload_message`]: the chain, the datanet, the file's name and the keccak-256 of its bytes, so
+//! a signature is good for one file, read one way, to one datanet, and cannot be moved.
 
 use alloy_primitives::{Address, B256, Signature, U256};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -12,9 +12,12 @@ use super::ApiError;
 /// The header that carries an upload's signature.
 pub const SIGNATURE_HEADER: &str = "x-openledger-signature";
 
-/// What an uploader signs (EIP-191) to upload a file with keccak-256 `file_hash` to `datanet`.
-pub fn upload_message(datanet: U256, file_hash: B256) -> String {
-    format!("OpenLedger upload of file {file_hash} to datanet {datanet}")
+/// What an uploader signs (EIP-191) to upload a file named `name` (its extension says how it
+/// is split into rows) with keccak-256 `file_hash` to `datanet` on chain `chain_id`.
+pub fn upload_message(chain_id: u64, datanet: U256, name: &str, file_hash: B256) -> String {
+    format!(
+        "OpenLedger upload of file {file_hash} named {name} to datanet {datanet} on chain {chain_id}"
+    )
 }
 
 /// How a request says who it is from, read before its body.
@@ -52,8 +55,8 @@ pub(super) fn credential(
     else {
         return Err(unauthorized(format!(
             "an upload must say who it is from: sign \"OpenLedger upload of file <keccak256 of the \
-             file> to datanet <id>\" (EIP-191) and send the signature as {SIGNATURE_HEADER}, or \
-             on a dev node send Authorization: Bearer dev-<N>"
+             file> named <file name> to datanet <id> on chain <chain id>\" (EIP-191) and send the \
+             signature as {SIGNATURE_HEADER}, or on a dev node send Authorization: Bearer dev-<N>"
         )));
     };
     key.strip_prefix("dev-")
@@ -70,11 +73,18 @@ pub(super) fn credential(
 
 impl Credential {
     /// The account the upload of `bytes` to `datanet` is from.
-    pub(super) fn uploader(&self, datanet: U256, bytes: &[u8]) -> Result<Address, ApiError> {
+    pub(super) fn uploader(
+        &self,
+        chain_id: u64,
+        datanet: U256,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<Address, ApiError> {
         match self {
             Credential::DevKey(account) => Ok(*account),
             Credential::Signature(signature) => {
-                let message = upload_message(datanet, alloy_primitives::keccak256(bytes));
+                let hash = alloy_primitives::keccak256(bytes);
+                let message = upload_message(chain_id, datanet, name, hash);
                 signature
                     .recover_address_from_msg(message.as_bytes())
                     .map_err(|e| {

@@ -47,6 +47,7 @@ pub async fn run(chain: Arc<Chain>, store: ContentStore, pending: Arc<PendingUpl
 fn catch_up(chain: &Chain, store: &ContentStore, pending: &PendingUploads) -> anyhow::Result<()> {
     apply_contributions(chain, pending)?;
     let cutoff = chain.now().saturating_sub(UNCONTRIBUTED_TTL_SECS);
+    let _gate = pending.exclusive();
     for hash in pending.expire(cutoff)? {
         store.remove(hash)?;
         tracing::info!(%hash, "deleted an upload nobody contributed within a day");

@@ -189,7 +189,8 @@ async fn upload(
     })?;
     let credential = auth::credential(&headers, &api.dev_accounts)?;
     let file = read_file(multipart?).await?;
-    let uploader = credential.uploader(datanet_id, &file.bytes)?;
+    let chain_id = api.chain.chain_id();
+    let uploader = credential.uploader(chain_id, datanet_id, &file.name, &file.bytes)?;
     if let Some(contributor) = query.contributor.filter(|c| *c != uploader) {
         return Err(ApiError(
             StatusCode::FORBIDDEN,
@@ -199,20 +200,26 @@ async fn upload(
     may_upload(&api.chain, datanet_id, uploader)?;
     can_pay_to_contribute(&api.chain, uploader)?;
     let now = api.chain.now();
-    check_quota(&api, datanet_id, uploader, now, file.bytes.len() as u64)?;
-    let store = api.store.clone();
-    let manifest = tokio::task::spawn_blocking(move || store.put(&file.name, &file.bytes))
-        .await
-        .map_err(internal)??;
-    api.pending
-        .add(Upload {
+    let store = api.clone();
+    // The quota check, the write and the ledger entry are one step under the ledger's gate:
+    // parallel uploads cannot all pass the same check, and the keeper cannot delete content
+    // between its write and its entry.
+    let manifest = tokio::task::spawn_blocking(move || {
+        let _gate = store.pending.exclusive();
+        check_quota(&store, datanet_id, uploader, now, file.bytes.len() as u64)?;
+        let manifest = store.store.put(&file.name, &file.bytes)?;
+        let upload = Upload {
             content_hash: manifest.content_hash,
             uploader,
             datanet: datanet_id,
             size: manifest.size,
             stored_at: now,
-        })
-        .map_err(internal)?;
+        };
+        store.pending.add(upload).map_err(internal)?;
+        Ok::<_, ApiError>(manifest)
+    })
+    .await
+    .map_err(internal)??;
     let uploaded = Uploaded {
         datanet_id: datanet_id.to_string(),
         content_hash: manifest.content_hash,

@@ -124,9 +124,20 @@ impl Holds {
         self.books.lock().release(HoldId::Receipt(receipt));
     }
 
+    /// Holds `amount` of `user`'s escrow for settlement `receipt`, found pending at start (its
+    /// order's `nonce` in flight again), without checking the escrow: it was checked when the
+    /// completion was served.
+    pub fn hold_pending(&self, receipt: B256, user: Address, amount: U256, nonce: U256) {
+        let mut books = self.books.lock();
+        *books.held.entry(user).or_default() += amount;
+        books
+            .holds
+            .insert(HoldId::Receipt(receipt), (user, amount, Some(nonce)));
+        books.nonces.insert((user, nonce));
+    }
+
     /// What `user`'s holds add up to.
-    #[cfg(test)]
-    fn held(&self, user: Address) -> U256 {
+    pub fn held(&self, user: Address) -> U256 {
         self.books
             .lock()
             .held

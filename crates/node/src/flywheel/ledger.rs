@@ -155,7 +155,6 @@ impl Ledger {
                 ),
             ));
         }
-        self.check_adapter(model_id, model.adapterHash).await?;
         if !self.operator_key(model.operator) {
             return Err(Refusal::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -220,6 +219,9 @@ impl Ledger {
                 ),
                 HoldError::NonceInFlight(_) => Refusal::new(StatusCode::CONFLICT, e.to_string()),
             })?;
+        self.recheck(&payer, user).await?;
+        // Hashed only for a request whose payment is secured.
+        self.check_adapter(model_id, model.adapterHash).await?;
         Ok(Pending {
             ledger: self.clone(),
             model_id,
@@ -227,6 +229,45 @@ impl Ledger {
             payer,
             hold,
         })
+    }
+
+    /// Reads the chain again once the hold is taken: a settlement that landed between the first
+    /// reads and the hold (spending the order's nonce, or escrow another completion held) would
+    /// otherwise go unseen. The caller's hold is let go when it drops on a refusal.
+    async fn recheck(&self, payer: &Payer, user: Address) -> Result<(), Refusal> {
+        let escrow = self
+            .reader
+            .view(SETTLEMENT, &ISettlement::balanceOfCall { account: user })
+            .await
+            .map_err(unavailable)?;
+        let held = self.holds.held(user);
+        if escrow < held {
+            return Err(Refusal::new(
+                StatusCode::PAYMENT_REQUIRED,
+                format!(
+                    "{user} holds {escrow} wei of escrow, under the {held} wei its completions in \
+                     progress may cost (1 OPEN = 10^18 wei): deposit OPEN first"
+                ),
+            ));
+        }
+        if let Payer::Signed(order, _) = payer {
+            let used = ISettlement::nonceUsedCall {
+                user: order.user,
+                nonce: order.nonce,
+            };
+            if self
+                .reader
+                .view(SETTLEMENT, &used)
+                .await
+                .map_err(unavailable)?
+            {
+                return Err(Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("the order's nonce {} is spent", order.nonce),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Refuses to serve model `id` unless the adapter file this node would serve is the one

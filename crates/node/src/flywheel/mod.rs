@@ -64,14 +64,10 @@ impl BaseModel {
         let path = self
             .resolved
             .get_or_try_init(|| async {
-                self.building.store(true, Ordering::Relaxed);
+                let _building = Building::start(&self.building);
                 let given = self.given.clone();
-                let built = tokio::task::spawn_blocking(move || {
-                    crate::factory::base_or_dev(given.as_deref())
-                })
-                .await;
-                self.building.store(false, Ordering::Relaxed);
-                built?
+                tokio::task::spawn_blocking(move || crate::factory::base_or_dev(given.as_deref()))
+                    .await?
             })
             .await?;
         Ok(path.clone())
@@ -80,6 +76,23 @@ impl BaseModel {
     /// Whether the base is being built right now, so a request can be told to come back.
     pub fn is_building(&self) -> bool {
         !self.resolved.initialized() && self.building.load(Ordering::Relaxed)
+    }
+}
+
+/// Marks the base model as being built for as long as it lives, however the build ends (done,
+/// failed, or its caller gone).
+struct Building<'a>(&'a AtomicBool);
+
+impl<'a> Building<'a> {
+    fn start(flag: &'a AtomicBool) -> Self {
+        flag.store(true, Ordering::Relaxed);
+        Self(flag)
+    }
+}
+
+impl Drop for Building<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
     }
 }
 

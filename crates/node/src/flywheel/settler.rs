@@ -89,6 +89,9 @@ impl Settler {
             let settlement = ISettlement::Settlement::abi_decode(&stored.settlement)
                 .with_context(|| format!("the pending settlement {id} is corrupt"))?;
             tracing::info!("settling {id} again, left pending by the last run");
+            // Its escrow and order nonce stay held until it is done, as before the stop.
+            let order = &settlement.order;
+            holds.hold_pending(id, order.user, order.maxFee, order.nonce);
             let queued = Queued {
                 id,
                 operator: stored.operator,
@@ -123,6 +126,9 @@ impl Settler {
         settlement: ISettlement::Settlement,
     ) -> anyhow::Result<(B256, B256)> {
         let id = receipt_id(&settlement);
+        if self.dir.join("pending").join(file_name(id)).exists() {
+            anyhow::bail!("a settlement of this order ({id}) is pending already");
+        }
         let stored = Stored {
             operator,
             settlement: settlement.abi_encode().into(),

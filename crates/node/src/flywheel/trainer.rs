@@ -252,11 +252,23 @@ impl Trainer {
             .map(|d| d.parse::<DatanetVersion>().map_err(anyhow::Error::msg))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let work = self.dir.join(id.to_string());
+        let out = work.join("adapter");
+        let model = U256::from(request.model);
+        // Registered before a stop cut the job short, but not yet published: publish what was
+        // registered rather than train again (which could not register a second adapter).
+        let registered = client
+            .view(MODELS, &IModels::getModelCall { modelId: model })
+            .await?
+            .adapterHash;
+        let weights = out.join(openledger_ml::lora::ADAPTER_WEIGHTS_FILE);
+        if weights.is_file() && file_hash(&weights)? == registered {
+            self.publish(model, &out, &work.join("publishing"))?;
+            return Ok((registered, None));
+        }
         let rows = versions_rows(&client, &self.flywheel.api_url, &versions).await?;
         let data = work.join("datanet-rows.jsonl");
         write_rows(&rows, &data)?;
         // Trained in the job's own folder: the served folder gets it only once registered.
-        let out = work.join("adapter");
         let fine_tune = FineTune {
             base: self.flywheel.base.path().await?,
             data: DataOptions {
@@ -295,11 +307,10 @@ impl Trainer {
             j.eval_loss_after = metrics.eval_after.as_ref().map(|e| e.loss);
             j.adapter = Some(out.clone());
         });
-        let model = U256::from(request.model);
         let registered = client
             .view(MODELS, &IModels::getModelCall { modelId: model })
             .await?;
-        let ours = file_hash(&out.join(openledger_ml::lora::ADAPTER_WEIGHTS_FILE))?;
+        let ours = file_hash(&weights)?;
         let outcome = if registered.adapterHash == ours {
             // Registered before a crash cut the job short: done already.
             (ours, None)
