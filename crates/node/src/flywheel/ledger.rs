@@ -251,21 +251,27 @@ impl Ledger {
             ));
         }
         if let Payer::Signed(order, _) = payer {
-            let used = ISettlement::nonceUsedCall {
-                user: order.user,
-                nonce: order.nonce,
-            };
-            if self
-                .reader
-                .view(SETTLEMENT, &used)
-                .await
-                .map_err(unavailable)?
-            {
-                return Err(Refusal::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("the order's nonce {} is spent", order.nonce),
-                ));
-            }
+            self.unspent(order).await?;
+        }
+        Ok(())
+    }
+
+    /// Refuses an order whose nonce the chain has spent (a settled order cannot pay again).
+    async fn unspent(&self, order: &ISettlement::InferenceOrder) -> Result<(), Refusal> {
+        let used = ISettlement::nonceUsedCall {
+            user: order.user,
+            nonce: order.nonce,
+        };
+        if self
+            .reader
+            .view(SETTLEMENT, &used)
+            .await
+            .map_err(unavailable)?
+        {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                format!("the order's nonce {} is spent", order.nonce),
+            ));
         }
         Ok(())
     }
@@ -339,18 +345,7 @@ impl Ledger {
         if order.expiry <= now {
             return Err(bad(format!("the order expired at {}", order.expiry)));
         }
-        let used = ISettlement::nonceUsedCall {
-            user: order.user,
-            nonce: order.nonce,
-        };
-        if self
-            .reader
-            .view(SETTLEMENT, &used)
-            .await
-            .map_err(unavailable)?
-        {
-            return Err(bad(format!("the order's nonce {} is spent", order.nonce)));
-        }
+        self.unspent(&order).await?;
         Ok(Payer::Signed(order, signed.signature))
     }
 
