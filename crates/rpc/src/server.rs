@@ -385,7 +385,11 @@ fn register_dev_state(m: &mut RpcModule<RpcContext>) {
     for name in ["anvil_mine", "hardhat_mine"] {
         heavy(m, name, 2, |c, p| {
             let blocks = p.optional::<Quantity>()?.map_or(1, Quantity::get);
-            let interval = p.optional::<Quantity>()?.map(Quantity::get);
+            // An interval of 0 (what viem sends when none is given) means none.
+            let interval = p
+                .optional::<Quantity>()?
+                .map(Quantity::get)
+                .filter(|i| *i > 0);
             mine(c, blocks, interval)?;
             Ok(serde_json::Value::Null)
         });
@@ -403,7 +407,7 @@ fn mine(c: &RpcContext, blocks: u64, interval: Option<u64>) -> RpcResult<()> {
     for _ in 0..blocks {
         if let Some(interval) = interval {
             let head = chain.head().header.timestamp;
-            set_next_timestamp(c, head.saturating_add(interval.max(1)))?;
+            set_next_timestamp(c, head.saturating_add(interval))?;
         }
         chain.produce_block(chain.now())?;
     }

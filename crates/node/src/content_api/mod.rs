@@ -32,11 +32,15 @@ use openledger_content::{ContentError, ContentStore, Format, Manifest, PendingUp
 use openledger_primitives::addresses;
 use openledger_protocol::abi::IDatanets;
 use serde::{Deserialize, Serialize};
+use tower_http::timeout::TimeoutLayer;
 
 /// Room for the multipart framing around the file itself.
 const MULTIPART_OVERHEAD: usize = 64 * 1024;
 /// Rows returned per page at most.
 const MAX_PAGE: usize = 1_000;
+/// How long an upload may take, its body included: a client trickling a body cannot hold one of
+/// the port's connections for longer.
+const UPLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 /// Seconds in a quota day (quotas reset at midnight UTC, by the chain's clock).
 const DAY: u64 = 24 * 60 * 60;
 
@@ -59,7 +63,13 @@ pub fn router(api: ContentApi) -> Router {
         .unwrap_or(usize::MAX)
         .saturating_add(MULTIPART_OVERHEAD);
     Router::new()
-        .route("/datanets/{id}/files", post(upload))
+        .route(
+            "/datanets/{id}/files",
+            post(upload).layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                UPLOAD_TIMEOUT,
+            )),
+        )
         .route("/contributions/{hash}", get(manifest))
         .route("/contributions/{hash}/rows", get(rows))
         .layer(DefaultBodyLimit::max(limit))

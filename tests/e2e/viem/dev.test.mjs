@@ -1,0 +1,55 @@
+// viem's test client (mode "anvil") against `openledger dev`: the state edits, mining and clock
+// moves that Foundry and Hardhat users set their tests up with.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { createPublicClient, createTestClient, defineChain, http, pad, toHex } from "viem";
+import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
+import { startNode } from "./node.mjs";
+
+let node, client, testClient;
+
+before(async () => {
+  node = await startNode();
+  const chain = defineChain({
+    id: node.chainId,
+    name: "OpenLedger dev",
+    nativeCurrency: { name: "OPEN", symbol: "OPEN", decimals: 18 },
+    rpcUrls: { default: { http: [node.url] } },
+  });
+  client = createPublicClient({ chain, transport: http(node.url) });
+  testClient = createTestClient({ chain, mode: "anvil", transport: http(node.url) });
+});
+
+after(async () => {
+  await node?.stop();
+});
+
+test("state edits take effect at once", async () => {
+  const address = privateKeyToAccount(generatePrivateKey()).address;
+  await testClient.setBalance({ address, value: 7n * 10n ** 18n });
+  assert.equal(await client.getBalance({ address }), 7n * 10n ** 18n);
+  await testClient.setNonce({ address, nonce: 5 });
+  assert.equal(await client.getTransactionCount({ address }), 5);
+  // PUSH1 42, PUSH1 0, MSTORE, PUSH1 32, PUSH1 0, RETURN: returns 42 to any call.
+  const code = "0x602a60005260206000f3";
+  await testClient.setCode({ address, bytecode: code });
+  assert.equal(await client.getCode({ address }), code);
+  assert.equal(BigInt((await client.call({ to: address })).data), 42n);
+  await testClient.setStorageAt({ address, index: 1, value: pad(toHex(9)) });
+  assert.equal(BigInt(await client.getStorageAt({ address, slot: toHex(1) })), 9n);
+});
+
+test("mining blocks at an interval and moving the clock", async () => {
+  const before = await client.getBlock();
+  await testClient.mine({ blocks: 3, interval: 10 });
+  const mined = await client.getBlock();
+  assert.equal(mined.number, before.number + 3n);
+  assert.equal(mined.timestamp, before.timestamp + 30n);
+  const next = mined.timestamp + 3600n;
+  await testClient.setNextBlockTimestamp({ timestamp: next });
+  await testClient.mine({ blocks: 1 });
+  assert.equal((await client.getBlock()).timestamp, next);
+  await testClient.increaseTime({ seconds: 60 });
+  await testClient.mine({ blocks: 1 });
+  assert.ok((await client.getBlock()).timestamp >= next + 60n);
+});
