@@ -148,24 +148,6 @@ impl ContentStore {
         serde_json::from_slice(&text).map_err(|e| ContentError::Corrupt(hash, e.to_string()))
     }
 
-    /// The rows of stored content, checked against its hash.
-    pub fn rows(&self, hash: B256) -> Result<Vec<String>, ContentError> {
-        let file =
-            fs::File::open(self.path(hash).join("rows.jsonl")).map_err(|e| not_found(e, hash))?;
-        let rows = BufReader::new(file)
-            .lines()
-            .map(|line| {
-                serde_json::from_str::<String>(&line?)
-                    .map_err(|e| ContentError::Corrupt(hash, e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let hashes: Vec<B256> = rows.iter().map(|r| row_hash(r)).collect();
-        if content_hash(&hashes) != hash {
-            return Err(ContentError::Corrupt(hash, "rows do not match".into()));
-        }
-        Ok(rows)
-    }
-
     /// Rows `offset..offset + limit` of stored content and its row count, each row checked
     /// against its hash in the manifest. Reads only as far as the page ends, so a client paging
     /// through a large file does not make the node read it whole for every page.
@@ -255,7 +237,7 @@ mod tests {
         let manifest = store.put("notes.txt", b"one\n\ntwo\n").unwrap();
         assert_eq!((manifest.rows, manifest.size), (2, 9));
         assert_eq!(
-            store.rows(manifest.content_hash).unwrap(),
+            store.rows_page(manifest.content_hash, 0, 10).unwrap().rows,
             vec!["one", "two"]
         );
         assert_eq!(store.manifest(manifest.content_hash).unwrap(), manifest);
@@ -325,7 +307,7 @@ mod tests {
         ));
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
         assert!(matches!(
-            store.rows(B256::repeat_byte(1)),
+            store.rows_page(B256::repeat_byte(1), 0, 1),
             Err(ContentError::NotFound(_))
         ));
     }
@@ -338,7 +320,7 @@ mod tests {
         let path = store.path(manifest.content_hash).join("rows.jsonl");
         fs::write(&path, "\"{\\\"a\\\":1}\"\n\"{\\\"b\\\":3}\"\n").unwrap();
         assert!(matches!(
-            store.rows(manifest.content_hash),
+            store.rows_page(manifest.content_hash, 0, 2),
             Err(ContentError::Corrupt(..))
         ));
     }
