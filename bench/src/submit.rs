@@ -358,7 +358,7 @@ mod tests {
         server: &openledger_rpc::RpcServer,
         txs: &[Bytes],
     ) -> Inclusions {
-        let miner = tokio::spawn(miner::run(chain.clone(), Duration::ZERO));
+        let miner = tokio::spawn(miner::run(chain.clone(), miner::Mining::OnArrival));
         let client = HttpClientBuilder::default()
             .build(format!("http://{}", server.local_addr))
             .unwrap();

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use alloy_consensus::{ReceiptEnvelope, Transaction};
+use alloy_consensus::{ReceiptEnvelope, Transaction, TypedTransaction};
 use alloy_eips::{eip1559::BaseFeeParams, eip2718::Encodable2718};
 use alloy_primitives::{Address, B256, Bloom, Bytes, U256};
 use parking_lot::{Mutex, RwLock};
@@ -16,7 +16,7 @@ use revm::{
     },
     primitives::eip4844::BLOB_BASE_FEE_UPDATE_FRACTION_PRAGUE,
 };
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, broadcast, watch};
 
 use openledger_primitives::Genesis;
 
@@ -25,11 +25,12 @@ use crate::{
     clock::Clock,
     evm::{BlockExecutor, FeeRouting, SPEC, TxRejected, build_evm, cfg_env},
     mempool::{Mempool, PoolError, PoolLimits, PooledTx},
+    miner::Mining,
     modules::Modules,
     state::{Overlay, StateAt, StateDiff, StateEdit},
     store::{BlockWrite, Store, StoreError, StoreReader, StoredBody, chain_identity},
     trie::{EMPTY_ROOT_HASH, TrieError},
-    validation::{TxError, check_account, check_raw},
+    validation::{CheckedTx, TxError, check_account, check_raw, check_unsigned, impersonated},
 };
 
 /// A failure of the chain itself (not of a user's input).
@@ -117,6 +118,8 @@ pub struct Chain {
     build: Mutex<()>,
     events: broadcast::Sender<ChainEvent>,
     tx_arrived: Notify,
+    /// When the block producer seals blocks; dev methods change it.
+    mining: watch::Sender<Mining>,
     /// What blocks are stamped with: the wall clock, moved by the dev methods.
     clock: Clock,
 }
@@ -154,8 +157,28 @@ impl Chain {
             build: Mutex::new(()),
             events,
             tx_arrived: Notify::new(),
+            mining: watch::Sender::new(Mining::Manual),
             clock: Clock::default(),
         })
+    }
+
+    /// When blocks are sealed now.
+    pub fn mining(&self) -> Mining {
+        *self.mining.borrow()
+    }
+
+    /// Changes when blocks are sealed (the producer follows at once); switching to sealing on
+    /// arrival seals what already waits in the pool.
+    pub fn set_mining(&self, mining: Mining) {
+        self.mining.send_replace(mining);
+        if mining == Mining::OnArrival && !self.pool.lock().is_empty() {
+            self.tx_arrived.notify_one();
+        }
+    }
+
+    /// Follows changes of [`Chain::mining`].
+    pub fn watch_mining(&self) -> watch::Receiver<Mining> {
+        self.mining.subscribe()
     }
 
     /// The chain id.
@@ -214,6 +237,23 @@ impl Chain {
     /// Validates a raw transaction and adds it to the pool; returns its hash.
     pub fn submit_raw(&self, raw: &[u8]) -> Result<B256, SubmitError> {
         let checked = check_raw(raw, self.chain_id(), self.genesis.gas_limit)?;
+        self.pool_checked(checked)
+    }
+
+    /// Admits `tx` as sent by `sender` without a signature to recover it from: a dev chain's
+    /// impersonated account (`anvil_impersonateAccount`). The transaction carries a placeholder
+    /// signature made from the sender, so that its hash is its own; blocks store the sender.
+    pub fn submit_as(&self, tx: TypedTransaction, sender: Address) -> Result<B256, SubmitError> {
+        let checked = check_unsigned(
+            impersonated(tx, sender),
+            sender,
+            self.chain_id(),
+            self.genesis.gas_limit,
+        )?;
+        self.pool_checked(checked)
+    }
+
+    fn pool_checked(&self, checked: CheckedTx) -> Result<B256, SubmitError> {
         let reader = self.reader()?;
         let account = reader.account(&checked.sender)?.unwrap_or_default();
         check_account(&checked.tx, account.nonce, account.balance)?;
@@ -254,10 +294,29 @@ impl Chain {
         self.produce_block_with(timestamp, &[])
     }
 
-    /// Seals a block that makes `edits` (a dev chain's `anvil_setBalance` and kin) before its
-    /// transactions run, so that the state root and every later query cover them at once.
+    /// Seals a block that makes `edits` (a dev chain's `anvil_setBalance` and kin) and nothing
+    /// else, so that the state root and every later query cover them at once, and a replay of
+    /// any block's transactions from its parent's state (a trace) is exact.
     pub fn edit_state(&self, edits: &[StateEdit]) -> Result<Arc<BlockInfo>, ChainError> {
-        self.produce_block_with(self.now(), edits)
+        let block = self.produce_block_with(self.now(), edits)?;
+        if !self.pool.lock().is_empty() {
+            // What waits in the pool goes in the next block, which a zero block time seals now.
+            self.tx_arrived.notify_one();
+        }
+        Ok(block)
+    }
+
+    /// Makes block `number` the head again, dropping every later block and what it changed (a
+    /// dev chain's `evm_revert`). The transactions those blocks held go with them; they are not
+    /// pooled again.
+    pub fn revert_to(&self, number: u64) -> Result<(), ChainError> {
+        let _building = self.build.lock();
+        self.store.unwind_to(number)?;
+        let header = self.reader()?.header(number)?.ok_or_else(|| {
+            StoreError::Corrupt(format!("block {number} is missing after an unwind"))
+        })?;
+        *self.head.write() = SealedHeader::seal(header);
+        Ok(())
     }
 
     fn produce_block_with(
@@ -281,7 +340,9 @@ impl Chain {
             prevrandao: BlockParams::prevrandao_for(parent.hash),
             extra_data: Bytes::new(),
         };
-        let candidates = {
+        let candidates = if !edits.is_empty() {
+            Vec::new()
+        } else {
             let pool = self.pool.lock();
             let nonces = state_nonces(&reader, pool.senders())?;
             pool.best(params.base_fee, |s| {
@@ -336,7 +397,7 @@ impl Chain {
         Ok(block)
     }
 
-    fn fees(&self) -> FeeRouting {
+    pub(crate) fn fees(&self) -> FeeRouting {
         FeeRouting {
             base_fee_recipient: self.genesis.base_fee_recipient,
         }
@@ -404,17 +465,7 @@ impl Chain {
         let header = reader
             .header(number)?
             .ok_or_else(|| CallError::Invalid(format!("block {number} not found")))?;
-        let params = BlockParams {
-            number: header.number,
-            parent_hash: header.parent_hash,
-            timestamp: header.timestamp,
-            gas_limit: header.gas_limit,
-            base_fee: header.base_fee_per_gas.unwrap_or_default(),
-            beneficiary: header.beneficiary,
-            prevrandao: header.mix_hash,
-            extra_data: Bytes::new(),
-        };
-        self.call_in(&reader, tx, number, params)
+        self.call_in(&reader, tx, number, params_of(&header))
     }
 
     /// Executes a call on the head state as the next block would run it: its number and the
@@ -443,13 +494,7 @@ impl Chain {
         params: BlockParams,
     ) -> Result<CallResult, CallError> {
         let head = self.head().header.number;
-        let mut cfg = self.cfg.clone();
-        cfg.disable_base_fee = true;
-        cfg.disable_nonce_check = true;
-        if tx.gas_price == 0 {
-            tx.gas_priority_fee = None;
-        }
-        tx.chain_id = Some(self.chain_id());
+        let cfg = self.call_cfg(&mut tx);
         let state = Overlay::new(StateAt::new(reader, number, head));
         let mut evm = build_evm(state, cfg, block_env(&params), &self.modules);
         match evm.transact(tx) {
@@ -457,6 +502,24 @@ impl Chain {
             Err(EVMError::Transaction(e)) => Err(CallError::Invalid(invalid_message(&e))),
             Err(e) => Err(CallError::Chain(ChainError::Execution(e.to_string()))),
         }
+    }
+
+    /// The rules a call runs under (no base fee, no nonce check: `eth_call` and its kin), with
+    /// `tx` made to fit them.
+    pub(crate) fn call_cfg(&self, tx: &mut TxEnv) -> CfgEnv {
+        let mut cfg = self.cfg.clone();
+        cfg.disable_base_fee = true;
+        cfg.disable_nonce_check = true;
+        if tx.gas_price == 0 {
+            tx.gas_priority_fee = None;
+        }
+        tx.chain_id = Some(self.chain_id());
+        cfg
+    }
+
+    /// The rules blocks run under.
+    pub(crate) fn cfg(&self) -> &CfgEnv {
+        &self.cfg
     }
 
     /// Calls a contract or module view at the head with `input`; its return data, or an error
@@ -520,7 +583,21 @@ fn next_base_fee(parent: &alloy_consensus::Header) -> u64 {
         .unwrap_or_default()
 }
 
-fn block_env(params: &BlockParams) -> BlockEnv {
+/// The parameters a stored block was sealed with.
+pub(crate) fn params_of(header: &alloy_consensus::Header) -> BlockParams {
+    BlockParams {
+        number: header.number,
+        parent_hash: header.parent_hash,
+        timestamp: header.timestamp,
+        gas_limit: header.gas_limit,
+        base_fee: header.base_fee_per_gas.unwrap_or_default(),
+        beneficiary: header.beneficiary,
+        prevrandao: header.mix_hash,
+        extra_data: Bytes::new(),
+    }
+}
+
+pub(crate) fn block_env(params: &BlockParams) -> BlockEnv {
     BlockEnv {
         number: U256::from(params.number),
         beneficiary: params.beneficiary,

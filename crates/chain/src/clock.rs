@@ -62,6 +62,14 @@ impl Clock {
         self.offset.load(Ordering::Relaxed)
     }
 
+    /// Puts the clock back to `offset` from the wall clock, with no pinned next timestamp (a
+    /// dev chain's `evm_revert` restoring a snapshot's time).
+    pub fn reset(&self, offset: i64) {
+        let mut next = self.next.lock();
+        *next = None;
+        self.offset.store(offset, Ordering::Relaxed);
+    }
+
     /// Moves the clock `seconds` forward; returns the new offset from the wall clock.
     pub fn advance(&self, seconds: u64) -> Result<i64, ClockError> {
         let mut next = self.next.lock();

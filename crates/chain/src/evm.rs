@@ -7,9 +7,11 @@ use alloy_consensus::{
 };
 use alloy_primitives::{Address, B256, Log, U256};
 use revm::{
-    Database, ExecuteEvm,
+    Database, ExecuteEvm, InspectEvm, Inspector,
     context::{BlockEnv, CfgEnv, Context, Evm, FrameStack, Journal, TxEnv},
-    context_interface::result::{EVMError, ExecutionResult, HaltReason, InvalidTransaction},
+    context_interface::result::{
+        EVMError, ExecutionResult, HaltReason, InvalidTransaction, ResultAndState,
+    },
     handler::{EthFrame, instructions::EthInstructions},
     interpreter::interpreter::EthInterpreter,
     primitives::hardfork::SpecId,
@@ -27,10 +29,11 @@ pub const SPEC: SpecId = SpecId::PRAGUE;
 /// The revm context over database `DB`.
 pub type ChainContext<DB> = Context<BlockEnv, TxEnv, CfgEnv, DB, Journal<DB>, ()>;
 
-/// The EVM with the chain's precompiles and native modules.
-pub type ChainEvm<DB> = Evm<
+/// The EVM with the chain's precompiles and native modules, watched by inspector `I` when a
+/// trace is asked for.
+pub type ChainEvm<DB, I = ()> = Evm<
     ChainContext<DB>,
-    (),
+    I,
     EthInstructions<EthInterpreter, ChainContext<DB>>,
     ChainPrecompiles,
     EthFrame<EthInterpreter>,
@@ -43,13 +46,24 @@ pub fn build_evm<DB: Database>(
     block: BlockEnv,
     modules: &Modules,
 ) -> ChainEvm<DB> {
+    build_evm_with(db, cfg, block, modules, ())
+}
+
+/// Builds an EVM over `db` for one block, with `inspector` watching what it runs.
+pub fn build_evm_with<DB: Database, I>(
+    db: DB,
+    cfg: CfgEnv,
+    block: BlockEnv,
+    modules: &Modules,
+    inspector: I,
+) -> ChainEvm<DB, I> {
     let spec = cfg.spec;
     let mut ctx: ChainContext<DB> = Context::new(db, spec);
     ctx.cfg = cfg;
     ctx.block = block;
     Evm {
         ctx,
-        inspector: (),
+        inspector,
         instruction: EthInstructions::new_mainnet_with_spec(spec),
         precompiles: ChainPrecompiles::new(spec, modules.clone()),
         frame_stack: FrameStack::new_prealloc(8),
@@ -136,9 +150,10 @@ pub struct Executed {
     pub receipt: ReceiptEnvelope,
 }
 
-/// Applies transactions to a block in order.
-pub struct BlockExecutor<S: StateReader> {
-    evm: ChainEvm<Overlay<S>>,
+/// Applies transactions to a block in order; inspector `I` watches the ones run with
+/// [`BlockExecutor::inspect`].
+pub struct BlockExecutor<S: StateReader, I = ()> {
+    evm: ChainEvm<Overlay<S>, I>,
     fees: FeeRouting,
     cumulative_gas: u64,
 }
@@ -152,8 +167,22 @@ impl<S: StateReader> BlockExecutor<S> {
         modules: &Modules,
         fees: FeeRouting,
     ) -> Self {
+        Self::with_inspector(state, cfg, block, modules, fees, ())
+    }
+}
+
+impl<S: StateReader, I> BlockExecutor<S, I> {
+    /// An executor whose [`BlockExecutor::inspect`] runs transactions under `inspector`.
+    pub fn with_inspector(
+        state: Overlay<S>,
+        cfg: CfgEnv,
+        block: BlockEnv,
+        modules: &Modules,
+        fees: FeeRouting,
+        inspector: I,
+    ) -> Self {
         Self {
-            evm: build_evm(state, cfg, block, modules),
+            evm: build_evm_with(state, cfg, block, modules, inspector),
             fees,
             cumulative_gas: 0,
         }
@@ -176,6 +205,13 @@ impl<S: StateReader> BlockExecutor<S> {
 
     /// Executes an already converted transaction (the state-test harness builds these directly).
     pub fn execute_env(&mut self, env: TxEnv) -> Result<Executed, TxRejected> {
+        self.check_fits(&env)?;
+        let tx_type = TxType::try_from(env.tx_type).unwrap_or(TxType::Legacy);
+        let out = self.evm.transact(env)?;
+        self.apply(tx_type, out)
+    }
+
+    fn check_fits(&self, env: &TxEnv) -> Result<(), TxRejected> {
         let remaining = self
             .evm
             .ctx
@@ -188,8 +224,11 @@ impl<S: StateReader> BlockExecutor<S> {
                 remaining,
             });
         }
-        let tx_type = TxType::try_from(env.tx_type).unwrap_or(TxType::Legacy);
-        let out = self.evm.transact(env)?;
+        Ok(())
+    }
+
+    /// Commits one transaction's outcome, routes its base fee and builds its receipt.
+    fn apply(&mut self, tx_type: TxType, out: ResultAndState) -> Result<Executed, TxRejected> {
         let result = out.result;
         revm::DatabaseCommit::commit(self.db_mut(), out.state);
         let gas_used = result.tx_gas_used();
@@ -202,6 +241,38 @@ impl<S: StateReader> BlockExecutor<S> {
             result,
             receipt,
         })
+    }
+
+    /// Executes `tx` from `sender` under the inspector and commits it as [`BlockExecutor::execute`]
+    /// does; `read` sees the inspector, the outcome and the state as it was before the
+    /// transaction (what a prestate trace reports), and its answer comes back beside the outcome.
+    pub fn inspect<T>(
+        &mut self,
+        tx: &TxEnvelope,
+        sender: Address,
+        read: impl FnOnce(&mut I, &TxEnv, &BlockEnv, &ResultAndState, &mut Overlay<S>) -> T,
+    ) -> Result<(Executed, T), TxRejected>
+    where
+        I: Inspector<ChainContext<Overlay<S>>>,
+    {
+        let env = tx_env(tx, sender);
+        self.check_fits(&env)?;
+        let tx_type = TxType::try_from(env.tx_type).unwrap_or(TxType::Legacy);
+        let out = self.evm.inspect_tx(env.clone())?;
+        let evm = &mut self.evm;
+        let answer = read(
+            &mut evm.inspector,
+            &env,
+            &evm.ctx.block,
+            &out,
+            &mut evm.ctx.journaled_state.database,
+        );
+        Ok((self.apply(tx_type, out)?, answer))
+    }
+
+    /// The inspector, as the last transaction left it.
+    pub fn inspector(&self) -> &I {
+        &self.evm.inspector
     }
 
     fn db_mut(&mut self) -> &mut Overlay<S> {

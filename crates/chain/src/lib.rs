@@ -7,6 +7,7 @@
 //! - [`modules`]: the seam where native protocol modules plug in as stateful precompiles.
 //! - [`mempool`], [`validation`]: the transaction pool and admission checks.
 //! - [`chain`], [`miner`], [`clock`]: the chain handle, the block producer and its clock.
+//! - [`trace`]: past transactions and calls replayed under geth-compatible tracers.
 
 pub mod block;
 pub mod chain;
@@ -18,6 +19,7 @@ pub mod modules;
 pub mod state;
 pub mod statetest;
 pub mod store;
+pub mod trace;
 pub mod trie;
 pub mod validation;
 pub mod verify;

@@ -1,5 +1,6 @@
-//! The block producer: seals a block every `block_time`, or as soon as a transaction arrives
-//! when the block time is zero.
+//! The block producer: seals a block every block time, as soon as a transaction arrives, or only
+//! when asked (a dev chain's `evm_mine`), as [`Chain::mining`] says; the dev methods switch
+//! between them while it runs.
 
 use std::{
     sync::Arc,
@@ -15,20 +16,59 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Produces blocks until the task is dropped. With a zero `block_time` a block is sealed for
-/// every batch of transactions that arrives; otherwise one block (possibly empty) per interval.
-pub async fn run(chain: Arc<Chain>, block_time: Duration) {
-    if block_time.is_zero() {
-        loop {
-            chain.transaction_arrived().await;
-            produce(&chain).await;
+/// When blocks are sealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mining {
+    /// A block for every batch of transactions that arrives (anvil's and Hardhat's automine).
+    OnArrival,
+    /// One block (possibly empty) per interval.
+    Every(Duration),
+    /// Only when a dev method asks.
+    Manual,
+}
+
+impl Mining {
+    /// The mode a block time selects: zero seals on arrival.
+    pub fn from_block_time(block_time: Duration) -> Self {
+        if block_time.is_zero() {
+            Mining::OnArrival
+        } else {
+            Mining::Every(block_time)
         }
     }
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + block_time, block_time);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+}
+
+/// Produces blocks until the task is dropped, starting with `mining` and following every later
+/// change of it.
+pub async fn run(chain: Arc<Chain>, mining: Mining) {
+    chain.set_mining(mining);
+    let mut changes = chain.watch_mining();
     loop {
-        ticker.tick().await;
-        produce(&chain).await;
+        let mining = *changes.borrow_and_update();
+        tokio::select! {
+            () = seal(&chain, mining) => {}
+            changed = changes.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Seals blocks as `mining` says, forever.
+async fn seal(chain: &Arc<Chain>, mining: Mining) {
+    match mining {
+        Mining::OnArrival => loop {
+            chain.transaction_arrived().await;
+            produce(chain).await;
+        },
+        Mining::Every(block_time) => {
+            let start = tokio::time::Instant::now() + block_time;
+            let mut ticker = tokio::time::interval_at(start, block_time);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                produce(chain).await;
+            }
+        }
+        Mining::Manual => std::future::pending().await,
     }
 }
 

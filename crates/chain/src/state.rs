@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use alloy_primitives::{Address, B256, Bytes, U256, keccak256, map::HashMap};
 use alloy_trie::{EMPTY_ROOT_HASH, KECCAK_EMPTY, TrieAccount};
 use revm::{
-    Database, DatabaseCommit,
+    Database, DatabaseCommit, DatabaseRef,
     bytecode::Bytecode,
     database_interface::DBErrorMarker,
     primitives::AddressMap,
@@ -389,15 +389,47 @@ impl<S: StateReader> Overlay<S> {
     }
 }
 
+impl<S: StateReader> Overlay<S> {
+    /// The account as this overlay already knows it (changed, or read before).
+    fn known_account(&self, address: &Address) -> Option<Option<AccountInfo>> {
+        self.accounts
+            .get(address)
+            .or_else(|| self.reads.accounts.get(address))
+            .cloned()
+    }
+
+    fn known_code(&self, hash: &B256) -> Option<Bytecode> {
+        self.codes
+            .get(hash)
+            .or_else(|| self.reads.codes.get(hash))
+            .cloned()
+    }
+
+    fn known_slot(&self, address: &Address, index: &U256) -> Option<U256> {
+        if let Some(value) = self.storage.get(address).and_then(|slots| slots.get(index)) {
+            return Some(*value);
+        }
+        if self.wiped.contains(address) {
+            return Some(U256::ZERO);
+        }
+        self.reads.slots.get(&(*address, *index)).copied()
+    }
+
+    fn base_code(&self, code_hash: &B256) -> Result<Bytecode, StoreError> {
+        match self.base.code(code_hash)? {
+            Some(bytes) => Ok(Bytecode::new_raw(bytes)),
+            None if *code_hash == KECCAK_EMPTY || code_hash.is_zero() => Ok(Bytecode::default()),
+            None => Err(StoreError::Corrupt(format!("code {code_hash} is missing"))),
+        }
+    }
+}
+
 impl<S: StateReader> Database for Overlay<S> {
     type Error = StoreError;
 
     fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, StoreError> {
-        if let Some(info) = self.accounts.get(&address) {
-            return Ok(info.clone());
-        }
-        if let Some(info) = self.reads.accounts.get(&address) {
-            return Ok(info.clone());
+        if let Some(info) = self.known_account(&address) {
+            return Ok(info);
         }
         let info = self.base.account(&address)?.as_ref().map(info_of);
         self.reads.accounts.insert(address, info.clone());
@@ -405,35 +437,17 @@ impl<S: StateReader> Database for Overlay<S> {
     }
 
     fn code_by_hash(&mut self, code_hash: B256) -> Result<Bytecode, StoreError> {
-        if let Some(code) = self
-            .codes
-            .get(&code_hash)
-            .or_else(|| self.reads.codes.get(&code_hash))
-        {
-            return Ok(code.clone());
+        if let Some(code) = self.known_code(&code_hash) {
+            return Ok(code);
         }
-        let code = match self.base.code(&code_hash)? {
-            Some(bytes) => Bytecode::new_raw(bytes),
-            None if code_hash == KECCAK_EMPTY || code_hash.is_zero() => Bytecode::default(),
-            None => return Err(StoreError::Corrupt(format!("code {code_hash} is missing"))),
-        };
+        let code = self.base_code(&code_hash)?;
         self.reads.codes.insert(code_hash, code.clone());
         Ok(code)
     }
 
     fn storage(&mut self, address: Address, index: U256) -> Result<U256, StoreError> {
-        if let Some(value) = self
-            .storage
-            .get(&address)
-            .and_then(|slots| slots.get(&index))
-        {
-            return Ok(*value);
-        }
-        if self.wiped.contains(&address) {
-            return Ok(U256::ZERO);
-        }
-        if let Some(value) = self.reads.slots.get(&(address, index)) {
-            return Ok(*value);
+        if let Some(value) = self.known_slot(&address, &index) {
+            return Ok(value);
         }
         let value = self.base.storage(&address, &index)?;
         self.reads.slots.insert((address, index), value);
@@ -441,6 +455,37 @@ impl<S: StateReader> Database for Overlay<S> {
     }
 
     fn block_hash(&mut self, number: u64) -> Result<B256, StoreError> {
+        self.base.block_hash(number)
+    }
+}
+
+/// The same reads without caching, for tracers that look up what state was before a
+/// transaction (the prestate tracer) while the EVM holds the overlay mutably.
+impl<S: StateReader> DatabaseRef for Overlay<S> {
+    type Error = StoreError;
+
+    fn basic_ref(&self, address: Address) -> Result<Option<AccountInfo>, StoreError> {
+        match self.known_account(&address) {
+            Some(info) => Ok(info),
+            None => Ok(self.base.account(&address)?.as_ref().map(info_of)),
+        }
+    }
+
+    fn code_by_hash_ref(&self, code_hash: B256) -> Result<Bytecode, StoreError> {
+        match self.known_code(&code_hash) {
+            Some(code) => Ok(code),
+            None => self.base_code(&code_hash),
+        }
+    }
+
+    fn storage_ref(&self, address: Address, index: U256) -> Result<U256, StoreError> {
+        match self.known_slot(&address, &index) {
+            Some(value) => Ok(value),
+            None => self.base.storage(&address, &index),
+        }
+    }
+
+    fn block_hash_ref(&self, number: u64) -> Result<B256, StoreError> {
         self.base.block_hash(number)
     }
 }

@@ -12,7 +12,7 @@
 use std::path::Path;
 
 use alloy_consensus::Header;
-use alloy_primitives::{Address, B256, Bytes, U256};
+use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
 use alloy_rlp::{Decodable, Encodable, RlpDecodable, RlpEncodable};
 use alloy_trie::TrieAccount;
 use redb::{
@@ -207,6 +207,84 @@ impl Store {
         txn.commit()?;
         Ok(())
     }
+}
+
+impl Store {
+    /// Removes every block after `number` and what they changed, durably in one commit: blocks,
+    /// receipts, indexes, state and its history are as they were when `number` was the head (a
+    /// dev chain's `evm_revert`). Trie nodes stay: they are addressed by hash, and the state
+    /// roots of the blocks kept need them.
+    pub fn unwind_to(&self, number: u64) -> Result<(), StoreError> {
+        let head = self.reader()?.head()?.unwrap_or_default();
+        if number >= head {
+            return Ok(());
+        }
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        for block in number + 1..=head {
+            remove_chain_data(&txn, block)?;
+        }
+        unwind_history(&txn, ACCOUNTS, ACCOUNT_HISTORY, number)?;
+        unwind_history(&txn, STORAGE, STORAGE_HISTORY, number)?;
+        txn.open_table(META)?
+            .insert(META_HEAD, number.to_be_bytes().as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+/// Removes block `number`'s header, body, receipts and index entries.
+fn remove_chain_data(txn: &WriteTransaction, number: u64) -> Result<(), StoreError> {
+    if let Some(header) = txn.open_table(HEADERS)?.remove(number)? {
+        let hash = Header::decode(&mut header.value())?.hash_slow();
+        txn.open_table(BLOCK_NUMBERS)?.remove(hash.as_slice())?;
+    }
+    if let Some(body) = txn.open_table(BODIES)?.remove(number)? {
+        let body = StoredBody::decode(&mut body.value())?;
+        let mut index = txn.open_table(TX_INDEX)?;
+        for tx in &body.transactions {
+            index.remove(keccak256(tx).as_slice())?;
+        }
+    }
+    txn.open_table(RECEIPTS)?.remove(number)?;
+    Ok(())
+}
+
+/// Drops the `history` entries written after block `number` and puts back in `current` the value
+/// each key they touched had at `number` (absent when it had none).
+fn unwind_history(
+    txn: &WriteTransaction,
+    current: TableDefinition<&[u8], &[u8]>,
+    history: TableDefinition<&[u8], &[u8]>,
+    number: u64,
+) -> Result<(), StoreError> {
+    let mut history = txn.open_table(history)?;
+    let mut later = Vec::new();
+    for entry in history.iter()? {
+        let key = entry?.0.value().to_vec();
+        let (_, written) = key.split_at(key.len() - 8);
+        if u64::from_be_bytes(written.try_into().expect("8 bytes")) > number {
+            later.push(key);
+        }
+    }
+    let mut touched = std::collections::BTreeSet::new();
+    for key in later {
+        history.remove(key.as_slice())?;
+        touched.insert(key[..key.len() - 8].to_vec());
+    }
+    let mut current = txn.open_table(current)?;
+    for key in touched {
+        match last_at_or_before(&history, &key, number)? {
+            // Deleted accounts are written as empty records, cleared slots as zero words.
+            Some(value) if value.iter().any(|b| *b != 0) => {
+                current.insert(key.as_slice(), value.as_slice())?;
+            }
+            _ => {
+                current.remove(key.as_slice())?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn write_chain_data(txn: &WriteTransaction, block: &BlockWrite<'_>) -> Result<(), StoreError> {
@@ -451,7 +529,7 @@ impl StoreReader {
 
 /// The newest history entry of `prefix` written at or before block `number`.
 fn last_at_or_before(
-    table: &redb::ReadOnlyTable<&[u8], &[u8]>,
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
     prefix: &[u8],
     number: u64,
 ) -> Result<Option<Vec<u8>>, StoreError> {

@@ -1,9 +1,11 @@
 //! Checks a raw transaction must pass before it enters the pool. Each failure carries the
 //! message Ethereum clients and libraries match on (geth's wording).
 
-use alloy_consensus::{Transaction, TxEnvelope, TxType, transaction::SignerRecoverable};
+use alloy_consensus::{
+    Transaction, TxEnvelope, TxType, TypedTransaction, transaction::SignerRecoverable,
+};
 use alloy_eips::eip2718::Decodable2718;
-use alloy_primitives::{Address, U256};
+use alloy_primitives::{Address, Signature, U256};
 use revm::{
     context_interface::cfg::gas::calculate_initial_tx_gas_for_tx, primitives::hardfork::SpecId,
 };
@@ -108,6 +110,30 @@ pub fn check_raw(raw: &[u8], chain_id: u64, block_gas_limit: u64) -> Result<Chec
         return Err(TxError::Oversized(raw.len()));
     }
     let checked = decode_valid(raw, chain_id, SPEC)?;
+    admit(checked, block_gas_limit)
+}
+
+/// Checks an impersonated transaction (its sender given, not recovered) as [`check_raw`] checks
+/// a signed one.
+pub fn check_unsigned(
+    tx: TxEnvelope,
+    sender: Address,
+    chain_id: u64,
+    block_gas_limit: u64,
+) -> Result<CheckedTx, TxError> {
+    let checked = check_rules(tx, chain_id, SPEC, |_| Ok(sender))?;
+    admit(checked, block_gas_limit)
+}
+
+/// `tx` with the placeholder signature of an impersonated `sender`: `r` is the sender's
+/// address, so two senders' otherwise equal transactions hash apart.
+pub fn impersonated(tx: TypedTransaction, sender: Address) -> TxEnvelope {
+    let r = U256::from_be_slice(sender.as_slice());
+    tx.into_envelope(Signature::new(r, U256::from(1), false))
+}
+
+/// The node's admission policy on top of Ethereum's rules.
+fn admit(checked: CheckedTx, block_gas_limit: u64) -> Result<CheckedTx, TxError> {
     let tx = &checked.tx;
     if tx.is_eip4844() {
         return Err(TxError::UnsupportedType(
@@ -130,6 +156,20 @@ pub fn check_raw(raw: &[u8], chain_id: u64, block_gas_limit: u64) -> Result<Chec
 /// network with `chain_id` (what the TransactionTests vectors define).
 pub fn decode_valid(raw: &[u8], chain_id: u64, spec: SpecId) -> Result<CheckedTx, TxError> {
     let tx = TxEnvelope::decode_2718_exact(raw).map_err(|e| TxError::Decode(e.to_string()))?;
+    check_rules(tx, chain_id, spec, |tx| {
+        tx.recover_signer()
+            .map_err(|e| TxError::InvalidSignature(e.to_string()))
+    })
+}
+
+/// Ethereum's stateless validity rules, with the sender found by `sender` once the type and
+/// chain id are known to be right.
+fn check_rules(
+    tx: TxEnvelope,
+    chain_id: u64,
+    spec: SpecId,
+    sender: impl FnOnce(&TxEnvelope) -> Result<Address, TxError>,
+) -> Result<CheckedTx, TxError> {
     let introduced = match tx.tx_type() {
         TxType::Legacy => SpecId::FRONTIER,
         TxType::Eip2930 => SpecId::BERLIN,
@@ -151,9 +191,7 @@ pub fn decode_valid(raw: &[u8], chain_id: u64, spec: SpecId) -> Result<CheckedTx
             want: chain_id,
         });
     }
-    let sender = tx
-        .recover_signer()
-        .map_err(|e| TxError::InvalidSignature(e.to_string()))?;
+    let sender = sender(&tx)?;
     if tx.nonce() == u64::MAX {
         return Err(TxError::NonceMax);
     }

@@ -226,7 +226,7 @@ async fn instant_mining_continues_past_a_full_block() {
             ))
             .unwrap();
     }
-    let miner = tokio::spawn(miner::run(chain.clone(), Duration::ZERO));
+    let miner = tokio::spawn(miner::run(chain.clone(), miner::Mining::OnArrival));
     let mut events = chain.subscribe();
     let all_included = async {
         while chain.pool_counts().unwrap() != (0, 0) {
@@ -239,4 +239,78 @@ async fn instant_mining_continues_past_a_full_block() {
     miner.abort();
     assert_eq!(chain.head().header.number, 3, "one transfer a block");
     assert_eq!(chain.balance_at(&to, 3).unwrap(), U256::from(3));
+}
+
+#[test]
+fn a_reverted_chain_is_as_it_was_and_survives_a_restart() {
+    use openledger_chain::state::StateEdit;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chain.redb");
+    let signers = signers(2);
+    let [from, to] = [signers[0].address(), signers[1].address()];
+    let store_at = Address::repeat_byte(0x5a);
+    let slot = |reader: &openledger_chain::StoreReader, n: u64| {
+        reader.storage(&store_at, &U256::from(n)).unwrap()
+    };
+    let chain = open(Store::open(&path).unwrap(), &signers);
+    // Kept: a slot written in block 1, a transfer in block 2.
+    chain
+        .edit_state(&[StateEdit::Storage(store_at, U256::from(1), U256::from(5))])
+        .unwrap();
+    chain
+        .submit_raw(&transfer(&signers[0], 0, to, OPEN, Bytes::new()))
+        .unwrap();
+    let kept = chain.produce_block(10).unwrap();
+    let balances = |chain: &Chain| {
+        let head = chain.head().header.number;
+        (
+            chain.balance_at(&from, head).unwrap(),
+            chain.balance_at(&to, head).unwrap(),
+        )
+    };
+    let kept_balances = balances(&chain);
+    // Dropped: a transfer creating an account, then the slot overwritten and another written.
+    let dropped_tx = chain
+        .submit_raw(&transfer(
+            &signers[0],
+            1,
+            Address::repeat_byte(7),
+            OPEN,
+            Bytes::new(),
+        ))
+        .unwrap();
+    chain.produce_block(11).unwrap();
+    chain
+        .edit_state(&[
+            StateEdit::Storage(store_at, U256::from(1), U256::from(9)),
+            StateEdit::Storage(store_at, U256::from(2), U256::from(4)),
+        ])
+        .unwrap();
+    assert_eq!(chain.head().header.number, 4);
+
+    chain.revert_to(2).unwrap();
+    assert_eq!(chain.head(), kept.header);
+    let reader = chain.reader().unwrap();
+    assert_eq!(reader.head().unwrap(), Some(2));
+    assert_eq!(reader.tx_location(&dropped_tx).unwrap(), None);
+    assert_eq!(reader.header(3).unwrap(), None);
+    assert_eq!(reader.account(&Address::repeat_byte(7)).unwrap(), None);
+    assert_eq!(
+        (slot(&reader, 1), slot(&reader, 2)),
+        (U256::from(5), U256::ZERO)
+    );
+    assert_eq!(balances(&chain), kept_balances);
+    // The stored state hashes to the kept head's root, and the dropped nonce is free again.
+    let verified = openledger_chain::verify::verify_state(&reader).unwrap();
+    assert!(verified.ok(), "{verified:?}");
+    assert_eq!(verified.computed_root, kept.header.header.state_root);
+    drop(reader);
+    let again = chain
+        .submit_raw(&transfer(&signers[0], 1, to, OPEN, Bytes::new()))
+        .unwrap();
+    assert_eq!(chain.produce_block(12).unwrap().transactions[0].0, again);
+    let head = chain.head();
+    drop(chain);
+    let chain = open(Store::open(&path).unwrap(), &signers);
+    assert_eq!(chain.head(), head);
 }

@@ -9,7 +9,7 @@ use clap::Args;
 use openledger_chain::{Chain, ChainConfig, Store, mempool::PoolLimits, miner};
 use openledger_content::{ContentStore, PendingUploads};
 use openledger_primitives::{DEV_CHAIN_ID, Genesis, format_open};
-use openledger_rpc::RpcConfig;
+use openledger_rpc::{DevRpc, RpcConfig};
 
 use crate::{
     accounts::{DERIVATION_PATH, DEV_MNEMONIC, DevAccount, dev_accounts},
@@ -88,7 +88,6 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let addresses = accounts.iter().map(|a| a.address).collect();
         let addrs = (args.rpc_addr, args.api_addr);
         let block_time = Duration::from_secs_f64(args.block_time);
         let keys = accounts
@@ -99,7 +98,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         let services = Services::start(
             chain.clone(),
             content,
-            addresses,
+            keys.clone(),
             addrs,
             block_time,
             |rpc, api| {
@@ -202,20 +201,21 @@ pub(crate) struct Services {
 }
 
 impl Services {
-    /// Starts the services on `(rpc, api)` addresses (port 0 picks a free one); `accounts` are
-    /// the ones `eth_accounts` lists; `more` gives routes to serve beside the content API, from
-    /// the RPC and API URLs.
+    /// Starts the services on `(rpc, api)` addresses (port 0 picks a free one); `dev_keys` are
+    /// the dev accounts' keys, which `eth_accounts` lists and `eth_sendTransaction` signs with;
+    /// `more` gives routes to serve beside the content API, from the RPC and API URLs.
     pub async fn start(
         chain: Arc<Chain>,
         content: Content,
-        accounts: Vec<alloy_primitives::Address>,
+        dev_keys: Vec<PrivateKeySigner>,
         (rpc_addr, api_addr): (SocketAddr, SocketAddr),
         block_time: Duration,
         more: impl FnOnce(&str, &str) -> anyhow::Result<axum::Router>,
     ) -> anyhow::Result<Self> {
+        let accounts = dev_keys.iter().map(PrivateKeySigner::address).collect();
         let rpc_config = RpcConfig {
             addr: rpc_addr,
-            accounts: accounts.clone(),
+            dev: Some(DevRpc { signers: dev_keys }),
             ..RpcConfig::default()
         };
         let rpc = openledger_rpc::start(chain.clone(), rpc_config)
@@ -245,7 +245,10 @@ impl Services {
             .merge(routes),
         );
         let api = tokio::spawn(http::serve(api_listener, app, HttpLimits::default()));
-        let producer = tokio::spawn(miner::run(chain, block_time));
+        let producer = tokio::spawn(miner::run(
+            chain,
+            miner::Mining::from_block_time(block_time),
+        ));
         Ok(Self {
             rpc_addr: rpc.local_addr,
             api_addr,

@@ -234,12 +234,26 @@ impl EthApi {
 
     /// `eth_call`.
     pub fn call(&self, request: TransactionRequest, id: Option<BlockId>) -> RpcResult<Bytes> {
-        let (reader, head) = self.reader()?;
-        let number = self.resolve(&reader, head, id.unwrap_or_default())?;
-        let block_gas = reader.header(number)?.map_or(0, |h| h.gas_limit);
-        let gas_cap = self.config.call_gas_cap.min(block_gas);
-        let env = call_env(request, gas_cap)?;
+        let number = self.resolve_id(id.unwrap_or_default())?;
+        let env = call_env(request, self.call_gas_cap(number)?)?;
         call_output(self.chain.call(env, number)?)
+    }
+
+    /// The number of the existing block `id` names.
+    pub fn resolve_id(&self, id: BlockId) -> RpcResult<u64> {
+        let (reader, head) = self.reader()?;
+        self.resolve(&reader, head, id)
+    }
+
+    /// The most gas a call at block `number` may use: the configured cap, or the block's gas
+    /// limit when lower.
+    pub fn call_gas_cap(&self, number: u64) -> RpcResult<u64> {
+        let block_gas = self
+            .chain
+            .reader()?
+            .header(number)?
+            .map_or(0, |h| h.gas_limit);
+        Ok(self.config.call_gas_cap.min(block_gas))
     }
 
     /// `eth_estimateGas`: the least gas limit with which the call succeeds (within 1.5%).

@@ -5,6 +5,7 @@
 //! (log ranges, proofs, call gas) are bounded with clear errors.
 
 pub mod convert;
+pub mod dev;
 pub mod error;
 pub mod eth;
 pub mod filters;
@@ -12,10 +13,11 @@ pub mod guard;
 pub mod params;
 pub mod pubsub;
 pub mod server;
+pub mod trace;
 
 use std::net::SocketAddr;
 
-use alloy_primitives::Address;
+use alloy_signer_local::PrivateKeySigner;
 
 pub use error::{RpcError, RpcResult};
 pub use eth::EthApi;
@@ -26,8 +28,8 @@ pub use server::{RpcServer, start};
 pub struct RpcConfig {
     /// Listen address (HTTP and WebSocket).
     pub addr: SocketAddr,
-    /// Accounts `eth_accounts` lists (the dev accounts).
-    pub accounts: Vec<Address>,
+    /// A dev chain's extras; `None` on any other chain.
+    pub dev: Option<DevRpc>,
     /// Most requests in one batch.
     pub max_batch: u32,
     /// Most blocks one `eth_getLogs` may scan.
@@ -50,7 +52,7 @@ impl Default for RpcConfig {
     fn default() -> Self {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 8545)),
-            accounts: Vec::new(),
+            dev: None,
             max_batch: 1_000,
             max_log_block_range: 10_000,
             max_logs: 20_000,
@@ -61,4 +63,13 @@ impl Default for RpcConfig {
             max_connections: 1_000,
         }
     }
+}
+
+/// What a dev chain's JSON-RPC adds: anvil's and Hardhat's methods (clock, mining, state edits,
+/// snapshots, impersonation), and the dev keys that `eth_accounts` lists and
+/// `eth_sendTransaction` signs with.
+#[derive(Debug, Clone, Default)]
+pub struct DevRpc {
+    /// The dev accounts' keys.
+    pub signers: Vec<PrivateKeySigner>,
 }

@@ -12,12 +12,13 @@ use jsonrpsee::{
     server::{BatchRequestConfig, Server, ServerConfig, ServerHandle},
     types::Params,
 };
-use openledger_chain::{Chain, ChainEvent, state::StateEdit};
+use openledger_chain::{Chain, ChainEvent};
 use serde::{Deserialize, Serialize};
 use tower_http::cors::{Any, CorsLayer};
 
 use crate::{
     RpcConfig,
+    dev::DevState,
     error::{RpcError, RpcResult},
     eth::{DEFAULT_PRIORITY_FEE, EthApi},
     filters::Filters,
@@ -33,6 +34,8 @@ pub struct RpcContext {
     pub api: EthApi,
     /// Installed polling filters.
     pub filters: Filters,
+    /// What the dev methods remember; `None` when they are not served.
+    pub dev: Option<DevState>,
 }
 
 /// A running server.
@@ -81,6 +84,7 @@ pub async fn start(chain: Arc<Chain>, config: RpcConfig) -> std::io::Result<RpcS
             .await?;
     let local_addr = server.local_addr()?;
     let context = Arc::new(RpcContext {
+        dev: config.dev.as_ref().map(|_| DevState::default()),
         api: EthApi::new(chain.clone(), config),
         filters: Filters::default(),
     });
@@ -112,13 +116,13 @@ fn feed_filters(chain: Arc<Chain>, context: Arc<RpcContext>) {
 /// A quantity given as a JSON number or a hex string (clients send both).
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(untagged)]
-enum Quantity {
+pub(crate) enum Quantity {
     Number(u64),
     Hex(U64),
 }
 
 impl Quantity {
-    fn get(self) -> u64 {
+    pub(crate) fn get(self) -> u64 {
         match self {
             Quantity::Number(n) => n,
             Quantity::Hex(n) => n.to(),
@@ -130,7 +134,7 @@ type Handler<R> = fn(&RpcContext, &mut Args<'_>) -> RpcResult<R>;
 
 /// Registers a cheap method that takes at most `max` parameters and runs on the connection's
 /// task.
-fn quick<R: Serialize + Clone + Send + 'static>(
+pub(crate) fn quick<R: Serialize + Clone + Send + 'static>(
     module: &mut RpcModule<RpcContext>,
     name: &'static str,
     max: usize,
@@ -145,7 +149,7 @@ fn quick<R: Serialize + Clone + Send + 'static>(
 
 /// Registers a method that takes at most `max` parameters and may run long (execution, log
 /// scans), on the blocking pool.
-fn heavy<R: Serialize + Clone + Send + 'static>(
+pub(crate) fn heavy<R: Serialize + Clone + Send + 'static>(
     module: &mut RpcModule<RpcContext>,
     name: &'static str,
     max: usize,
@@ -159,14 +163,17 @@ fn heavy<R: Serialize + Clone + Send + 'static>(
 }
 
 fn methods(context: Arc<RpcContext>) -> RpcModule<RpcContext> {
+    let dev = context.dev.is_some();
     let mut m = RpcModule::from_arc(context);
     register_node(&mut m);
     register_state(&mut m);
     register_blocks(&mut m);
     register_transactions(&mut m);
     register_logs(&mut m);
-    register_dev(&mut m);
-    register_dev_state(&mut m);
+    register_debug(&mut m);
+    if dev {
+        crate::dev::register(&mut m);
+    }
     m.register_subscription(
         "eth_subscribe",
         "eth_subscription",
@@ -199,7 +206,11 @@ fn register_node(m: &mut RpcModule<RpcContext>) {
         Ok(U64::from(c.api.block_number()))
     });
     quick(m, "eth_accounts", 0, |c, _| {
-        Ok(c.api.config().accounts.clone())
+        let dev = c.api.config().dev.iter();
+        let accounts: Vec<Address> = dev
+            .flat_map(|d| d.signers.iter().map(|s| s.address()))
+            .collect();
+        Ok(accounts)
     });
     quick(m, "eth_gasPrice", 0, |c, _| {
         Ok(U128::from(c.api.gas_price()))
@@ -287,6 +298,9 @@ fn register_blocks(m: &mut RpcModule<RpcContext>) {
 }
 
 fn register_transactions(m: &mut RpcModule<RpcContext>) {
+    heavy(m, "eth_sendTransaction", 1, |c, p| {
+        crate::dev::send_transaction(c, p.required()?)
+    });
     quick(m, "eth_sendRawTransaction", 1, |c, p| {
         c.api.send_raw_transaction(p.required::<PrefixedBytes>()?.0)
     });
@@ -310,115 +324,37 @@ fn register_transactions(m: &mut RpcModule<RpcContext>) {
     });
 }
 
-/// Hardhat's and anvil's clock controls, so that a dev chain's time-locked steps (voting
-/// periods, unbonding) can be exercised without waiting.
-fn register_dev(m: &mut RpcModule<RpcContext>) {
-    quick(m, "evm_increaseTime", 1, |c, p| {
-        let seconds: Quantity = p.required()?;
-        Ok(c.api.chain().clock().advance(seconds.get())?)
+/// geth's `debug_trace*` and parity's `trace_transaction`/`trace_block`: replays, on the
+/// blocking pool.
+fn register_debug(m: &mut RpcModule<RpcContext>) {
+    heavy(m, "debug_traceTransaction", 2, |c, p| {
+        let hash: B256 = p.required()?;
+        c.api
+            .trace_transaction(hash, p.optional()?.unwrap_or_default())
     });
-    quick(m, "evm_setNextBlockTimestamp", 1, |c, p| {
-        let timestamp: Quantity = p.required()?;
-        set_next_timestamp(c, timestamp.get())?;
-        Ok(true)
+    heavy(m, "debug_traceBlockByNumber", 2, |c, p| {
+        let tag: BlockNumberOrTag = p.required()?;
+        c.api
+            .trace_block(tag.into(), p.optional()?.unwrap_or_default())
     });
-    heavy(m, "evm_mine", 1, |c, p| {
-        let timestamp: Option<Quantity> = p.optional()?;
-        if let Some(timestamp) = timestamp {
-            set_next_timestamp(c, timestamp.get())?;
-        }
-        let chain = c.api.chain();
-        chain.produce_block(chain.now())?;
-        Ok("0x0")
+    heavy(m, "debug_traceBlockByHash", 2, |c, p| {
+        let hash: B256 = p.required()?;
+        c.api
+            .trace_block(hash.into(), p.optional()?.unwrap_or_default())
     });
-}
-
-/// Most blocks one `anvil_mine`/`hardhat_mine` seals: each is a durable commit.
-pub const MAX_MINE_BLOCKS: u64 = 10_000;
-
-/// Reads a dev edit from a method's parameters.
-type EditParser = fn(&mut Args<'_>) -> RpcResult<StateEdit>;
-
-/// Registers a state edit under its anvil name (which answers null) and its Hardhat name (which
-/// answers true); the edit is sealed in a block of its own at once.
-fn register_edit(
-    m: &mut RpcModule<RpcContext>,
-    [anvil, hardhat]: [&'static str; 2],
-    max: usize,
-    parse: EditParser,
-) {
-    for (name, answer) in [(anvil, serde_json::Value::Null), (hardhat, true.into())] {
-        m.register_blocking_method(name, move |params: Params<'_>, ctx: Arc<RpcContext>, _| {
-            let edit = parse(&mut Args::new(&params, max)?)?;
-            ctx.api.chain().edit_state(&[edit])?;
-            RpcResult::Ok(answer.clone())
-        })
-        .expect("method names are unique");
-    }
-}
-
-/// anvil's and Hardhat's state edits and `mine`, for tests that set up state directly.
-fn register_dev_state(m: &mut RpcModule<RpcContext>) {
-    register_edit(m, ["anvil_setBalance", "hardhat_setBalance"], 2, |p| {
-        Ok(StateEdit::Balance(p.required()?, p.required()?))
+    heavy(m, "debug_traceCall", 3, |c, p| {
+        let request: TransactionRequest = p.required()?;
+        let block = p.optional()?;
+        c.api
+            .trace_call(request, block, p.optional()?.unwrap_or_default())
     });
-    register_edit(m, ["anvil_setNonce", "hardhat_setNonce"], 2, |p| {
-        let address = p.required()?;
-        Ok(StateEdit::Nonce(address, p.required::<Quantity>()?.get()))
+    heavy(m, "trace_transaction", 1, |c, p| {
+        c.api.parity_trace_transaction(p.required()?)
     });
-    register_edit(m, ["anvil_setCode", "hardhat_setCode"], 2, |p| {
-        Ok(StateEdit::Code(
-            p.required()?,
-            p.required::<PrefixedBytes>()?.0,
-        ))
+    heavy(m, "trace_block", 1, |c, p| {
+        let tag: BlockNumberOrTag = p.required()?;
+        c.api.parity_trace_block(tag.into())
     });
-    register_edit(m, ["anvil_setStorageAt", "hardhat_setStorageAt"], 3, |p| {
-        let address = p.required()?;
-        let slot: JsonStorageKey = p.required()?;
-        let value: JsonStorageKey = p.required()?;
-        Ok(StateEdit::Storage(
-            address,
-            slot.as_b256().into(),
-            value.as_b256().into(),
-        ))
-    });
-    for name in ["anvil_mine", "hardhat_mine"] {
-        heavy(m, name, 2, |c, p| {
-            let blocks = p.optional::<Quantity>()?.map_or(1, Quantity::get);
-            // An interval of 0 (what viem sends when none is given) means none.
-            let interval = p
-                .optional::<Quantity>()?
-                .map(Quantity::get)
-                .filter(|i| *i > 0);
-            mine(c, blocks, interval)?;
-            Ok(serde_json::Value::Null)
-        });
-    }
-}
-
-/// Seals `blocks` blocks, each `interval` seconds after the one before when given.
-fn mine(c: &RpcContext, blocks: u64, interval: Option<u64>) -> RpcResult<()> {
-    if blocks > MAX_MINE_BLOCKS {
-        return Err(RpcError::LimitExceeded(format!(
-            "at most {MAX_MINE_BLOCKS} blocks a call, not {blocks}"
-        )));
-    }
-    let chain = c.api.chain();
-    for _ in 0..blocks {
-        if let Some(interval) = interval {
-            let head = chain.head().header.timestamp;
-            set_next_timestamp(c, head.saturating_add(interval))?;
-        }
-        chain.produce_block(chain.now())?;
-    }
-    Ok(())
-}
-
-fn set_next_timestamp(c: &RpcContext, timestamp: u64) -> RpcResult<()> {
-    let chain = c.api.chain();
-    Ok(chain
-        .clock()
-        .set_next(timestamp, chain.head().header.timestamp)?)
 }
 
 fn register_logs(m: &mut RpcModule<RpcContext>) {

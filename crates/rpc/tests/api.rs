@@ -8,6 +8,7 @@ use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope, TxLegacy};
 use alloy_eips::{BlockId, BlockNumberOrTag, eip2718::Encodable2718};
 use alloy_primitives::{Address, B256, Bytes, TxKind, U256, keccak256};
 use alloy_rpc_types_eth::{Filter, TransactionRequest};
+use alloy_rpc_types_trace::geth::{GethDebugTracingCallOptions, GethDebugTracingOptions};
 use alloy_serde::JsonStorageKey;
 use alloy_signer::SignerSync;
 use alloy_signer_local::PrivateKeySigner;
@@ -32,8 +33,8 @@ fn setup() -> (EthApi, PrivateKeySigner) {
     (EthApi::new(chain, RpcConfig::default()), signer)
 }
 
-fn send(api: &EthApi, signer: &PrivateKeySigner, to: TxKind, input: &[u8]) -> u64 {
-    let nonce = api.transaction_count(signer.address(), None).unwrap();
+/// Pools a transaction with nonce `nonce`; its hash.
+fn submit(api: &EthApi, signer: &PrivateKeySigner, nonce: u64, to: TxKind, input: &[u8]) -> B256 {
     let tx = TxEip1559 {
         chain_id: CHAIN_ID,
         nonce,
@@ -46,7 +47,13 @@ fn send(api: &EthApi, signer: &PrivateKeySigner, to: TxKind, input: &[u8]) -> u6
     };
     let signature = signer.sign_hash_sync(&tx.signature_hash()).unwrap();
     let raw = TxEnvelope::from(tx.into_signed(signature)).encoded_2718();
-    api.send_raw_transaction(raw.into()).unwrap();
+    api.send_raw_transaction(raw.into()).unwrap()
+}
+
+/// Sends a transaction and seals it in a block of its own; the block's number.
+fn send(api: &EthApi, signer: &PrivateKeySigner, to: TxKind, input: &[u8]) -> u64 {
+    let nonce = api.transaction_count(signer.address(), None).unwrap();
+    submit(api, signer, nonce, to, input);
     let block = api.chain().produce_block(1_000 + nonce).unwrap();
     block.header.header.number
 }
@@ -282,4 +289,125 @@ fn estimating_gas_for_an_account_that_cannot_pay_names_the_funds() {
             .unwrap(),
         21_000
     );
+}
+
+/// Init code deploying `runtime` (at most 255 bytes).
+fn deploy_code(runtime: &[u8]) -> Vec<u8> {
+    // PUSH1 len DUP1 PUSH1 12 PUSH1 0 CODECOPY PUSH1 0 RETURN, then the runtime.
+    let mut init = vec![
+        0x60,
+        runtime.len() as u8,
+        0x80,
+        0x60,
+        12,
+        0x60,
+        0,
+        0x39,
+        0x60,
+        0,
+        0xf3,
+    ];
+    init.push(0x00);
+    init.extend_from_slice(runtime);
+    init
+}
+
+fn word(n: u8) -> [u8; 32] {
+    B256::with_last_byte(n).0
+}
+
+fn json(trace: &impl serde::Serialize) -> serde_json::Value {
+    serde_json::to_value(trace).unwrap()
+}
+
+fn tracer(name: &str) -> GethDebugTracingOptions {
+    serde_json::from_value(serde_json::json!({ "tracer": name })).unwrap()
+}
+
+#[test]
+fn a_traced_transaction_is_replayed_as_it_ran_in_its_block() {
+    let (api, signer) = setup();
+    // Stores its first calldata word in slot 0: PUSH1 0 CALLDATALOAD PUSH1 0 SSTORE STOP.
+    send(
+        &api,
+        &signer,
+        TxKind::Create,
+        &deploy_code(&[0x60, 0, 0x35, 0x60, 0, 0x55, 0x00]),
+    );
+    let contract = signer.address().create(0);
+    // Two writes in one block: the second one's trace must see the first one's value.
+    let first = submit(&api, &signer, 1, TxKind::Call(contract), &word(5));
+    let second = submit(&api, &signer, 2, TxKind::Call(contract), &word(7));
+    let block = api.chain().produce_block(2_000).unwrap();
+    assert_eq!(block.transactions.len(), 2);
+
+    let logged = json(&api.trace_transaction(second, Default::default()).unwrap());
+    let receipt = api.receipt(second).unwrap().unwrap();
+    assert_eq!(logged["gas"], receipt.gas_used);
+    assert_eq!(logged["failed"], false);
+    let ops: Vec<&str> = logged["structLogs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|step| step["op"].as_str().unwrap())
+        .collect();
+    assert_eq!(ops, ["PUSH1", "CALLDATALOAD", "PUSH1", "SSTORE", "STOP"]);
+
+    let prestate = json(
+        &api.trace_transaction(second, tracer("prestateTracer"))
+            .unwrap(),
+    );
+    let slot = format!("{:#x}", B256::ZERO);
+    assert_eq!(
+        prestate[format!("{contract:#x}")]["storage"][&slot],
+        format!("{:#x}", B256::with_last_byte(5)),
+        "{prestate}"
+    );
+
+    let call = json(&api.trace_transaction(first, tracer("callTracer")).unwrap());
+    assert_eq!(call["type"], "CALL");
+    assert_eq!(call["from"], format!("{:#x}", signer.address()));
+    assert_eq!(call["to"], format!("{contract:#x}"));
+    assert_eq!(call["input"], format!("{:#x}", B256::with_last_byte(5)));
+
+    let number = BlockId::number(block.header.header.number);
+    let by_block = json(&api.trace_block(number, tracer("callTracer")).unwrap());
+    assert_eq!(by_block[0]["txHash"], format!("{first:#x}"));
+    assert_eq!(by_block[1]["txHash"], format!("{second:#x}"));
+    let flat = api.parity_trace_block(number).unwrap();
+    assert_eq!(
+        flat.iter().map(|t| t.transaction_hash).collect::<Vec<_>>(),
+        [Some(first), Some(second)]
+    );
+    let err = api
+        .trace_transaction(first, tracer("noSuchTracer"))
+        .unwrap_err();
+    assert!(matches!(err, RpcError::InvalidParams(_)), "{err:?}");
+    let err = api.trace_transaction(B256::repeat_byte(3), Default::default());
+    assert!(matches!(err, Err(RpcError::NotFound(_))), "{err:?}");
+}
+
+#[test]
+fn a_struct_log_is_bounded_before_it_grows_and_a_call_trace_is_not() {
+    let (api, signer) = setup();
+    // Loops until its gas runs out: JUMPDEST PUSH1 0 JUMP.
+    send(
+        &api,
+        &signer,
+        TxKind::Create,
+        &deploy_code(&[0x5b, 0x60, 0, 0x56]),
+    );
+    let looping = TransactionRequest {
+        from: Some(signer.address()),
+        to: Some(TxKind::Call(signer.address().create(0))),
+        gas: Some(30_000_000),
+        ..Default::default()
+    };
+    let err = api
+        .trace_call(looping.clone(), None, Default::default())
+        .unwrap_err();
+    assert!(matches!(err, RpcError::LimitExceeded(_)), "{err:?}");
+    let calls = GethDebugTracingCallOptions::new(tracer("callTracer"));
+    let call = json(&api.trace_call(looping, None, calls).unwrap());
+    assert_eq!(call["error"], "out of gas", "{call}");
 }

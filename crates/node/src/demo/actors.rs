@@ -46,12 +46,13 @@ const ROLES: [&str; 8] = [
 ];
 
 impl Cast {
-    /// The accounts of a cast with `contributors` contributors, for the genesis allocation.
-    pub fn accounts(contributors: usize) -> anyhow::Result<Vec<Address>> {
-        Ok(dev_accounts(Self::size(contributors)?)?
+    /// The keys of a cast with `contributors` contributors, for the genesis allocation and the
+    /// node's dev accounts.
+    pub fn keys(contributors: usize) -> anyhow::Result<Vec<PrivateKeySigner>> {
+        dev_accounts(Self::size(contributors)?)?
             .into_iter()
-            .map(|a| a.address)
-            .collect())
+            .map(|a| Ok(PrivateKeySigner::from_bytes(&a.key)?))
+            .collect()
     }
 
     fn size(contributors: usize) -> anyhow::Result<u32> {

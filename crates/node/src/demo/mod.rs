@@ -104,7 +104,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     let base = crate::factory::base_or_dev(args.base.as_deref())?;
     let contributors = args.contributors as usize;
-    let accounts = Cast::accounts(contributors)?;
+    let keys = Cast::keys(contributors)?;
+    let accounts: Vec<_> = keys.iter().map(|k| k.address()).collect();
     let genesis = Genesis::dev(DEV_CHAIN_ID, &accounts);
     let datadir = DataDir::open(&datadir_path)?;
     let (chain, content, indexes) = open_chain(&datadir, genesis, 16 << 20)?;
@@ -116,7 +117,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         let services = Services::start(
             chain.clone(),
             content,
-            accounts,
+            keys,
             (loopback, loopback),
             Duration::ZERO,
             |_, _| Ok(axum::Router::new()),
