@@ -1,16 +1,26 @@
 // viem's test client (mode "anvil") against `openledger dev`: the state edits, mining and clock
-// moves that Foundry and Hardhat users set their tests up with.
+// moves, snapshots, impersonation and automine switches that Foundry and Hardhat users set their
+// tests up with, and geth's tracers on what they sent.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { createPublicClient, createTestClient, defineChain, http, pad, toHex } from "viem";
+import {
+  createPublicClient,
+  createTestClient,
+  createWalletClient,
+  defineChain,
+  http,
+  pad,
+  parseEther,
+  toHex,
+} from "viem";
 import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 import { startNode } from "./node.mjs";
 
-let node, client, testClient;
+let node, chain, client, testClient;
 
 before(async () => {
   node = await startNode();
-  const chain = defineChain({
+  chain = defineChain({
     id: node.chainId,
     name: "OpenLedger dev",
     nativeCurrency: { name: "OPEN", symbol: "OPEN", decimals: 18 },
@@ -52,4 +62,54 @@ test("mining blocks at an interval and moving the clock", async () => {
   await testClient.increaseTime({ seconds: 60 });
   await testClient.mine({ blocks: 1 });
   assert.ok((await client.getBlock()).timestamp >= next + 60n);
+});
+
+test("a revert drops what was mined since the snapshot", async () => {
+  const address = privateKeyToAccount(generatePrivateKey()).address;
+  const id = await testClient.snapshot();
+  const head = await client.getBlockNumber({ cacheTime: 0 });
+  await testClient.setBalance({ address, value: 5n });
+  await testClient.mine({ blocks: 2 });
+  assert.equal(await client.getBalance({ address }), 5n);
+  await testClient.revert({ id });
+  assert.equal(await client.getBlockNumber({ cacheTime: 0 }), head);
+  assert.equal(await client.getBalance({ address }), 0n);
+});
+
+test("an impersonated account sends and is traced as the sender", async () => {
+  const [dev] = await client.request({ method: "eth_accounts" });
+  const whale = privateKeyToAccount(generatePrivateKey()).address;
+  await testClient.setBalance({ address: whale, value: parseEther("2") });
+  await testClient.impersonateAccount({ address: whale });
+  const wallet = createWalletClient({ chain, transport: http(node.url) });
+  const hash = await wallet.sendTransaction({ account: whale, to: dev, value: parseEther("1") });
+  const receipt = await client.waitForTransactionReceipt({ hash });
+  assert.equal(receipt.from, whale.toLowerCase());
+  const trace = await client.request({
+    method: "debug_traceTransaction",
+    params: [hash, { tracer: "callTracer" }],
+  });
+  assert.equal(trace.from, whale.toLowerCase());
+  assert.equal(BigInt(trace.value), parseEther("1"));
+  await testClient.stopImpersonatingAccount({ address: whale });
+  await assert.rejects(
+    wallet.sendTransaction({ account: whale, to: dev, value: 1n, gas: 21000n }),
+    /unknown account/,
+  );
+});
+
+test("with automine off a transaction waits for mine", async () => {
+  const [dev] = await client.request({ method: "eth_accounts" });
+  const wallet = createWalletClient({ chain, transport: http(node.url) });
+  await testClient.setAutomine(false);
+  try {
+    const head = await client.getBlockNumber({ cacheTime: 0 });
+    const hash = await wallet.sendTransaction({ account: dev, to: dev, value: 1n });
+    assert.equal(await client.getBlockNumber({ cacheTime: 0 }), head);
+    await testClient.mine({ blocks: 1 });
+    const receipt = await client.getTransactionReceipt({ hash });
+    assert.equal(receipt.blockNumber, head + 1n);
+  } finally {
+    await testClient.setAutomine(true);
+  }
 });
