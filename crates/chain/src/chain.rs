@@ -30,7 +30,9 @@ use crate::{
     state::{Overlay, StateAt, StateDiff, StateEdit},
     store::{BlockWrite, Store, StoreError, StoreReader, StoredBody, chain_identity},
     trie::{EMPTY_ROOT_HASH, TrieError},
-    validation::{CheckedTx, TxError, check_account, check_raw, check_unsigned, impersonated},
+    validation::{
+        CheckedTx, TxError, check_account, check_fee_cap, check_raw, check_unsigned, impersonated,
+    },
 };
 
 /// A failure of the chain itself (not of a user's input).
@@ -254,6 +256,7 @@ impl Chain {
     }
 
     fn pool_checked(&self, checked: CheckedTx) -> Result<B256, SubmitError> {
+        check_fee_cap(&checked.tx, checked.sender, self.next_base_fee())?;
         let reader = self.reader()?;
         let account = reader.account(&checked.sender)?.unwrap_or_default();
         check_account(&checked.tx, account.nonce, account.balance)?;

@@ -71,6 +71,19 @@ pub enum TxError {
     /// An EIP-7702 transaction without authorizations.
     #[error("EIP-7702 transaction with empty auth list")]
     EmptyAuthorizationList,
+    /// A fee cap below the base fee of the next block: the transaction could not be included
+    /// now, and on a quiet chain whose base fee stays put, never.
+    #[error(
+        "max fee per gas less than block base fee: address {sender}, maxFeePerGas: {fee_cap}, baseFee: {base_fee}"
+    )]
+    FeeCapTooLow {
+        /// The sender.
+        sender: Address,
+        /// The transaction's fee cap (its gas price if legacy).
+        fee_cap: u128,
+        /// The next block's base fee.
+        base_fee: u64,
+    },
     /// Nonce below the account's.
     #[error("nonce too low: next nonce {expected}, tx nonce {got}")]
     NonceTooLow {
@@ -225,6 +238,18 @@ fn check_rules(
 pub fn intrinsic_gas(tx: &TxEnvelope, sender: Address, spec: SpecId) -> u64 {
     let gas = calculate_initial_tx_gas_for_tx(tx_env(tx, sender), spec, None);
     (gas.initial_regular_gas + gas.initial_state_gas).max(gas.floor_gas)
+}
+
+/// Checks that `tx` pays at least `base_fee`, the next block's, as anvil does at submission.
+pub fn check_fee_cap(tx: &TxEnvelope, sender: Address, base_fee: u64) -> Result<(), TxError> {
+    if tx.max_fee_per_gas() < u128::from(base_fee) {
+        return Err(TxError::FeeCapTooLow {
+            sender,
+            fee_cap: tx.max_fee_per_gas(),
+            base_fee,
+        });
+    }
+    Ok(())
 }
 
 /// Checks a transaction against its sender's account: nonce and balance.

@@ -9,6 +9,10 @@
 //!
 //! Such requests are rewritten into `{"id":null}`, which jsonrpsee itself answers with -32600, so
 //! that a bad entry of a batch keeps its place in the batch's answer.
+//!
+//! - a notification (a request without an `id`): run, and not answered, as the spec and geth do
+//!   (jsonrpsee answers `null` and runs nothing). It is given a marker id, and its answer is taken
+//!   out of the response; a body of notifications alone gets an empty 200.
 
 use std::{
     future::Future,
@@ -94,19 +98,49 @@ where
                 Err(e) if e.is::<LengthLimitError>() => return Ok(response::too_large(limit)),
                 Err(e) => return Err(e),
             };
-            let body = match checked_body(&bytes) {
+            let (body, notifications) = match checked_body(&bytes) {
                 Checked::NotJson => return Ok(response::ok_response(PARSE_ERROR)),
-                Checked::Unchanged => bytes.to_vec(),
-                Checked::Rewritten(body) => {
+                Checked::Unchanged => (bytes.to_vec(), false),
+                Checked::Rewritten {
+                    body,
+                    notifications,
+                } => {
                     parts.headers.remove(http::header::CONTENT_LENGTH);
-                    body
+                    (body, notifications)
                 }
             };
-            inner
+            let answer = inner
                 .call(HttpRequest::from_parts(parts, HttpBody::from(body)))
-                .await
+                .await?;
+            if !notifications {
+                return Ok(answer);
+            }
+            without_notification_answers(answer).await
         })
     }
+}
+
+/// The id a notification is run under, so that its answer can be found and dropped.
+const NOTIFICATION_ID: &str = r#""openledger:notification""#;
+
+/// `answer` without the answers to notifications: the batch's other answers, or an empty body.
+async fn without_notification_answers(answer: HttpResponse) -> Result<HttpResponse, BoxError> {
+    let (mut parts, body) = answer.into_parts();
+    let bytes = body.collect().await?.to_bytes();
+    let kept: Vec<&RawValue> = match serde_json::from_slice::<Vec<&RawValue>>(&bytes) {
+        Ok(answers) => answers
+            .into_iter()
+            .filter(|a| !matches!(classify(a), Entry::Notification))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let body = if kept.is_empty() {
+        Vec::new()
+    } else {
+        serde_json::to_vec(&kept)?
+    };
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    Ok(HttpResponse::from_parts(parts, HttpBody::from(body)))
 }
 
 /// What [`checked_body`] found.
@@ -114,23 +148,62 @@ where
 enum Checked {
     NotJson,
     Unchanged,
-    Rewritten(Vec<u8>),
+    Rewritten {
+        body: Vec<u8>,
+        /// Whether notifications were given [`NOTIFICATION_ID`].
+        notifications: bool,
+    },
 }
 
-/// Whether a request's `id` is one JSON-RPC allows (a string, an integer or null; jsonrpsee's
-/// ids are unsigned 64-bit). Anything but an object is left to jsonrpsee's own answer.
-fn id_is_valid(request: &RawValue) -> bool {
+/// What one request (or one answer) of a body is, by its `id`.
+enum Entry {
+    /// A string, an integer or null id (jsonrpsee's ids are unsigned 64-bit), or not an object
+    /// at all: left to jsonrpsee's own answer.
+    Valid,
+    /// An id JSON-RPC does not allow.
+    BadId,
+    /// No id; or, in an answer, the id notifications are run under.
+    Notification,
+}
+
+fn classify(request: &RawValue) -> Entry {
+    /// A present `id`, `null` included (serde reads a `null` into an absent `Option`).
+    fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+        <&RawValue>::deserialize(d).map(Some)
+    }
     #[derive(Deserialize)]
     struct IdOnly<'a> {
-        #[serde(borrow)]
+        #[serde(borrow, default, deserialize_with = "present")]
         id: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        method: Option<&'a RawValue>,
     }
     match serde_json::from_str::<IdOnly<'_>>(request.get()) {
-        Ok(IdOnly { id: Some(id) }) => {
-            let id = id.get();
-            id.starts_with('"') || id.parse::<u64>().is_ok()
+        Ok(IdOnly { id: Some(id), .. }) => match id.get() {
+            NOTIFICATION_ID => Entry::Notification,
+            id if id.starts_with('"') || id == "null" || id.parse::<u64>().is_ok() => Entry::Valid,
+            _ => Entry::BadId,
+        },
+        Ok(IdOnly {
+            id: None,
+            method: Some(_),
+        }) => Entry::Notification,
+        _ => Entry::Valid,
+    }
+}
+
+/// `request` as jsonrpsee should see it, and whether it is a notification.
+fn rewrite(request: &RawValue) -> (std::borrow::Cow<'_, [u8]>, bool) {
+    let raw = request.get().as_bytes();
+    match classify(request) {
+        Entry::Valid => (raw.into(), false),
+        Entry::BadId => (INVALID_REQUEST.into(), false),
+        Entry::Notification => {
+            // An object with a method has a key after its brace: the id goes before it.
+            let mut out = format!("{{\"id\":{NOTIFICATION_ID},").into_bytes();
+            out.extend_from_slice(&raw[1..]);
+            (out.into(), true)
         }
-        _ => true,
     }
 }
 
@@ -138,31 +211,38 @@ fn checked_body(body: &[u8]) -> Checked {
     let Ok(value) = serde_json::from_slice::<&RawValue>(body) else {
         return Checked::NotJson;
     };
-    match value.get().as_bytes().first() {
-        Some(b'{') if id_is_valid(value) => Checked::Unchanged,
-        Some(b'[') => {
-            let Ok(requests) = serde_json::from_str::<Vec<&RawValue>>(value.get()) else {
-                return Checked::NotJson;
+    let requests = match value.get().as_bytes().first() {
+        Some(b'{') => vec![value],
+        Some(b'[') => match serde_json::from_str::<Vec<&RawValue>>(value.get()) {
+            Ok(requests) => requests,
+            Err(_) => return Checked::NotJson,
+        },
+        _ => {
+            return Checked::Rewritten {
+                body: INVALID_REQUEST.to_vec(),
+                notifications: false,
             };
-            if requests.iter().all(|r| id_is_valid(r)) {
-                return Checked::Unchanged;
-            }
-            let entries: Vec<&[u8]> = requests
-                .iter()
-                .map(|r| {
-                    if id_is_valid(r) {
-                        r.get().as_bytes()
-                    } else {
-                        INVALID_REQUEST
-                    }
-                })
-                .collect();
-            let mut out = b"[".to_vec();
-            out.extend_from_slice(&entries.join(&b","[..]));
-            out.push(b']');
-            Checked::Rewritten(out)
         }
-        _ => Checked::Rewritten(INVALID_REQUEST.to_vec()),
+    };
+    if requests.iter().all(|r| matches!(classify(r), Entry::Valid)) {
+        return Checked::Unchanged;
+    }
+    let entries: Vec<(std::borrow::Cow<'_, [u8]>, bool)> =
+        requests.iter().map(|r| rewrite(r)).collect();
+    let notifications = entries.iter().any(|(_, n)| *n);
+    let joined = entries
+        .iter()
+        .map(|(e, _)| e.as_ref())
+        .collect::<Vec<_>>()
+        .join(&b","[..]);
+    let body = if value.get().starts_with('[') {
+        [b"[".as_slice(), &joined, b"]"].concat()
+    } else {
+        joined
+    };
+    Checked::Rewritten {
+        body,
+        notifications,
     }
 }
 
@@ -170,9 +250,12 @@ fn checked_body(body: &[u8]) -> Checked {
 mod tests {
     use super::*;
 
-    fn rewritten(body: &str) -> String {
+    fn rewritten(body: &str) -> (String, bool) {
         match checked_body(body.as_bytes()) {
-            Checked::Rewritten(out) => String::from_utf8(out).unwrap(),
+            Checked::Rewritten {
+                body,
+                notifications,
+            } => (String::from_utf8(body).unwrap(), notifications),
             other => panic!("{body}: {other:?}"),
         }
     }
@@ -186,19 +269,34 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"method":"m"}"#,
             r#"{"jsonrpc":"2.0","id":"a","method":"m"}"#,
             r#"{"jsonrpc":"2.0","id":null,"method":"m"}"#,
-            r#"{"jsonrpc":"2.0","method":"m"}"#,
             r#"[{"id":2,"method":"m"}]"#,
         ] {
             assert_eq!(checked_body(body.as_bytes()), Checked::Unchanged, "{body}");
         }
         for id in ["{}", "[1]", "1.5", "-1", "true"] {
             let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"m"}}"#);
-            assert_eq!(rewritten(&body), r#"{"id":null}"#);
+            assert_eq!(rewritten(&body), (r#"{"id":null}"#.into(), false));
         }
-        assert_eq!(rewritten("123"), r#"{"id":null}"#);
+        assert_eq!(rewritten("123"), (r#"{"id":null}"#.into(), false));
         assert_eq!(
             rewritten(r#"[{"id":1,"method":"m"},{"id":{},"method":"m"}]"#),
-            r#"[{"id":1,"method":"m"},{"id":null}]"#
+            (r#"[{"id":1,"method":"m"},{"id":null}]"#.into(), false)
         );
+    }
+
+    #[test]
+    fn notifications_are_run_under_the_marker_id() {
+        let marked = format!(r#"{{"id":{NOTIFICATION_ID},"jsonrpc":"2.0","method":"m"}}"#);
+        assert_eq!(
+            rewritten(r#"{"jsonrpc":"2.0","method":"m"}"#),
+            (marked.clone(), true)
+        );
+        assert_eq!(
+            rewritten(r#"[{"id":1,"method":"m"},{"jsonrpc":"2.0","method":"m"}]"#),
+            (format!(r#"[{{"id":1,"method":"m"}},{marked}]"#), true)
+        );
+        let answer = format!(r#"{{"jsonrpc":"2.0","id":{NOTIFICATION_ID},"result":1}}"#);
+        let answer: &RawValue = serde_json::from_str(&answer).unwrap();
+        assert!(matches!(classify(answer), Entry::Notification));
     }
 }

@@ -42,6 +42,19 @@ def test_a_value_nobody_can_pay_is_refused_not_dropped(w3):
     assert w3.eth.get_transaction_count(sender, "pending") == tx["nonce"]
 
 
+def test_a_fee_cap_below_the_next_base_fee_is_refused_not_pooled_forever(w3):
+    key = DEV_KEYS[1]
+    sender = Account.from_key(key).address
+    next_base_fee = w3.eth.fee_history(1, "latest").baseFeePerGas[-1]
+    assert next_base_fee > 1
+    tx = {**base_tx(w3, key), "to": Account.create().address, "value": 1, "gas": 21000,
+          "maxFeePerGas": next_base_fee - 1, "maxPriorityFeePerGas": 0}
+    with pytest.raises(Web3RPCError, match="max fee per gas less than block base fee"):
+        w3.eth.send_raw_transaction(Account.sign_transaction(tx, key).raw_transaction)
+    assert w3.eth.get_transaction_count(sender, "pending") == tx["nonce"]
+    assert send(w3, {**tx, "maxFeePerGas": next_base_fee}, key).status == 1
+
+
 def test_estimating_gas_from_an_empty_account_with_a_fee_names_the_funds(w3):
     empty = Account.create().address
     request = {"from": empty, "to": Account.create().address, "value": 0}
@@ -140,6 +153,18 @@ def test_a_request_whose_id_json_rpc_forbids_is_invalid(node, bad_id):
     assert len(batch) == 2
     assert any(entry.get("id") == 7 and "result" in entry for entry in batch)
     assert any(entry.get("id") is None and entry["error"]["code"] == -32600 for entry in batch)
+
+
+def test_a_notification_is_run_and_not_answered(node, w3):
+    before = w3.eth.block_number
+    answer = post(node.http_url, {"jsonrpc": "2.0", "method": "evm_mine", "params": []})
+    assert answer.status_code == 200 and answer.content == b""
+    assert w3.eth.block_number == before + 1
+    # In a batch, the notification runs and only the request with an id is answered.
+    batch = post(node.http_url, [{"jsonrpc": "2.0", "method": "evm_mine", "params": []},
+                                 {"jsonrpc": "2.0", "id": 5, "method": "eth_chainId", "params": []}])
+    assert [entry["id"] for entry in batch.json()] == [5]
+    assert w3.eth.block_number == before + 2
 
 
 @pytest.mark.parametrize("body", ["{", "hello", ""])
