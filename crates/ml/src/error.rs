@@ -6,6 +6,12 @@ use std::path::PathBuf;
 /// Errors of the ML engine.
 #[derive(Debug, thiserror::Error)]
 pub enum MlError {
+    /// The caller stopped training between steps.
+    #[error("training was stopped after step {step}")]
+    Stopped {
+        /// The last step done.
+        step: usize,
+    },
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {

@@ -21,7 +21,7 @@ use crate::lora::{Adapter, LoraConfig};
 use crate::plot::loss_curve_svg;
 use crate::tokenizer;
 use crate::train::{
-    Evaluation, Progress, RunStats, TrainOptions, evaluate, peak_memory_bytes, train,
+    Evaluation, OnStep, RunStats, TrainOptions, evaluate, peak_memory_bytes, train,
 };
 
 /// The metrics file of a job.
@@ -106,7 +106,7 @@ struct RowRecord<'a> {
 
 impl FineTune {
     /// Runs the job, calling `progress` after every step.
-    pub fn run(&self, progress: &mut dyn FnMut(&Progress)) -> Result<Metrics> {
+    pub fn run(&self, progress: &mut OnStep<'_>) -> Result<Metrics> {
         let device = Device::Cpu;
         let mut model = load_model(&self.base, &device)?;
         let tokenizer = tokenizer::load(&self.base.join(TOKENIZER_FILE))?;
@@ -148,7 +148,7 @@ impl FineTune {
 
 impl Pretrain {
     /// Runs the job, calling `progress` after every step.
-    pub fn run(&self, progress: &mut dyn FnMut(&Progress)) -> Result<Metrics> {
+    pub fn run(&self, progress: &mut OnStep<'_>) -> Result<Metrics> {
         let device = Device::Cpu;
         let rows = read_rows(&self.data.files)?;
         let tokenizer = tokenizer::train(rows.iter().map(|r| r.text.as_str()), self.vocab_size)?;
@@ -192,7 +192,7 @@ fn train_and_evaluate(
     vars: Vec<Var>,
     sets: &Sets,
     options: &TrainOptions,
-    progress: &mut dyn FnMut(&Progress),
+    progress: &mut OnStep<'_>,
 ) -> Result<Metrics> {
     let eval_before = evaluate_if_any(model, sets.eval, options.batch_size)?;
     let run = train(model, vars, sets.train, options, progress)?;

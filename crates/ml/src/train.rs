@@ -53,6 +53,15 @@ impl Default for TrainOptions {
     }
 }
 
+/// What is called after every step with its [`Progress`]; answering `Break` stops training
+/// there (a cancelled job), and the run fails with [`MlError::Stopped`].
+pub type OnStep<'a> = dyn FnMut(&Progress) -> std::ops::ControlFlow<()> + 'a;
+
+/// An [`OnStep`] that watches nothing and never stops.
+pub fn unwatched(_: &Progress) -> std::ops::ControlFlow<()> {
+    std::ops::ControlFlow::Continue(())
+}
+
 /// What the loop reports after each step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
@@ -154,7 +163,7 @@ pub fn train(
     vars: Vec<Var>,
     examples: &[Example],
     options: &TrainOptions,
-    progress: &mut dyn FnMut(&Progress),
+    progress: &mut OnStep<'_>,
 ) -> Result<RunStats> {
     if options.batch_size == 0 || options.epochs == 0 || options.lr.is_nan() || options.lr <= 0.0 {
         return Err(MlError::Config(
@@ -197,8 +206,11 @@ pub fn train(
                 grad_norm,
                 tokens_per_sec: tokens as f64 / start.elapsed().as_secs_f64().max(1e-9),
             };
-            progress(&report);
+            let flow = progress(&report);
             curve.push(report);
+            if flow.is_break() {
+                return Err(MlError::Stopped { step });
+            }
         }
     }
     let seconds = start.elapsed().as_secs_f64();

@@ -1,12 +1,12 @@
 //! The ModelFactory loop a user runs: generate a corpus, pre-train a base model on one domain,
 //! fine-tune a LoRA adapter on another, and check what the files on disk say.
 
-use std::path::Path;
+use std::{ops::ControlFlow, path::Path};
 
 use openledger_ml::factory::{DataOptions, FineTune, Pretrain, read_metrics};
 use openledger_ml::synth::{SynthOptions, generate};
-use openledger_ml::train::TrainOptions;
-use openledger_ml::{Adapter, LoraConfig, ModelConfig, checkpoint};
+use openledger_ml::train::{TrainOptions, unwatched};
+use openledger_ml::{Adapter, LoraConfig, MlError, ModelConfig, checkpoint};
 
 fn synth(domain: &str, dir: &Path, seed: u64) -> Vec<std::path::PathBuf> {
     let options = SynthOptions {
@@ -46,7 +46,7 @@ fn lora_fine_tuning_lowers_held_out_loss_well_below_the_base_model() {
         },
     };
     let started = std::time::Instant::now();
-    let base = pretrain.run(&mut |_| {}).unwrap();
+    let base = pretrain.run(&mut unwatched).unwrap();
     eprintln!("pretrain: {:?} in {:?}", base.eval_after, started.elapsed());
     assert!(base.eval_after.unwrap().loss < base.eval_before.unwrap().loss);
 
@@ -70,7 +70,12 @@ fn lora_fine_tuning_lowers_held_out_loss_well_below_the_base_model() {
     };
     let started = std::time::Instant::now();
     let mut steps = 0;
-    let metrics = job.run(&mut |p| steps = p.step).unwrap();
+    let metrics = job
+        .run(&mut |p| {
+            steps = p.step;
+            ControlFlow::Continue(())
+        })
+        .unwrap();
     eprintln!(
         "lora: {:?} -> {:?} in {:?}",
         metrics.eval_before,
@@ -107,6 +112,25 @@ fn lora_fine_tuning_lowers_held_out_loss_well_below_the_base_model() {
     let model = checkpoint::load_model(&base_dir, &candle_core::Device::Cpu).unwrap();
     let adapter = Adapter::load(&out, model.config(), &candle_core::Device::Cpu).unwrap();
     assert_eq!(adapter.config().rank, 8);
+
+    // Stopped between steps (a cancelled job), the run fails and saves no adapter.
+    let stopped = FineTune {
+        out: tmp.path().join("stopped"),
+        ..job
+    };
+    let err = stopped
+        .run(&mut |p| match p.step {
+            2 => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        })
+        .unwrap_err();
+    assert!(matches!(err, MlError::Stopped { step: 2 }), "{err}");
+    assert!(
+        !tmp.path()
+            .join("stopped")
+            .join("adapter_model.safetensors")
+            .exists()
+    );
 }
 
 #[test]
@@ -134,7 +158,7 @@ fn training_is_deterministic_under_a_seed() {
             out: out.into(),
             train: train.clone(),
         }
-        .run(&mut |_| {})
+        .run(&mut unwatched)
         .unwrap()
     };
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
@@ -154,7 +178,7 @@ fn training_is_deterministic_under_a_seed() {
             lora: LoraConfig::new(4, 8.0, "q,v").unwrap(),
             train: train.clone(),
         }
-        .run(&mut |_| {})
+        .run(&mut unwatched)
         .unwrap()
     };
     let (x, y) = (tmp.path().join("x"), tmp.path().join("y"));

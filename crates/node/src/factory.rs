@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use openledger_ml::factory::{DataOptions, FineTune, LOSS_CURVE_FILE, METRICS_FILE, Metrics};
 use openledger_ml::generate::{GenerateOptions, generate};
 use openledger_ml::synth::SynthOptions;
-use openledger_ml::train::{Progress, TrainOptions};
+use openledger_ml::train::{OnStep, Progress, TrainOptions};
 use openledger_ml::{Adapter, LoraConfig, checkpoint, data, devbase, tokenizer};
 
 use crate::jobs::{self, DatanetVersion};
@@ -498,7 +498,7 @@ pub fn run_generate(args: GenerateArgs) -> anyhow::Result<()> {
 
 /// Runs a training job under a progress bar showing loss, learning rate and tokens/s.
 pub(crate) fn run_with_bar(
-    job: impl FnOnce(&mut dyn FnMut(&Progress)) -> openledger_ml::Result<Metrics>,
+    job: impl FnOnce(&mut OnStep<'_>) -> openledger_ml::Result<Metrics>,
 ) -> anyhow::Result<Metrics> {
     let bar = ProgressBar::new(0);
     bar.set_style(
@@ -514,6 +514,7 @@ pub(crate) fn run_with_bar(
             "loss {:.3}  lr {:.1e}  {:.0} tok/s",
             p.loss, p.lr, p.tokens_per_sec
         ));
+        std::ops::ControlFlow::Continue(())
     };
     let result = job(&mut on_step);
     bar.finish_and_clear();

@@ -173,3 +173,65 @@ def test_a_training_job_cut_by_a_crash_finishes_after_restart_and_registers_once
         assert len(registered) == 1
     finally:
         node.kill()
+
+
+def test_jobs_are_shared_fairly_logged_and_cancelled_by_their_owner(setup):
+    node, w3, files = setup
+    datanet = cli_json(node, "datanet", "create", "--name", "Fair share", "--account", "0")["datanetId"]
+    ids = [cli_json(node, "datanet", "contribute", datanet, f, "--account", str(n + 3))["contributionId"]
+           for n, f in enumerate(files)]
+    cli(node, "datanet", "approve", datanet, *ids, "--account", "0")
+    models = {}
+    for account in (5, 6):
+        models[account] = cli_json(node, "model", "propose", "--name", f"busy-{account}", "--base-model", "tiny",
+                                   "--datanet", datanet, "--account", str(account))["modelId"]
+        cli(node, "model", "approve", models[account], "--account", "0")
+    jobs = f"{node.api_url}/jobs"
+
+    def submit(account: int):
+        job = {"model": int(models[account]), "datanets": [f"{datanet}@1"], "rank": 4, "targets": "q,v",
+               "epochs": 100, "context": 64, "influenceDims": 0}
+        return requests.post(f"{jobs}/train", json=job, headers=key(account), timeout=30)
+
+    def status(job_id: int) -> dict:
+        return requests.get(f"{jobs}/{job_id}", timeout=30).json()
+
+    first = submit(5).json()["id"]
+    wait_for(f"{jobs}/{first}", lambda b: b["status"] == "running" and b["step"] >= 1)
+    waiting = [submit(5) for _ in range(5)]
+    assert [r.status_code for r in waiting] == [202, 202, 202, 202, 429], [r.text for r in waiting]
+    assert "jobs waiting" in waiting[-1].json()["error"]
+    other = submit(6)
+    assert other.status_code == 202, other.text
+    other = other.json()["id"]
+
+    # Only the owner cancels; a running job stops after its current step.
+    assert requests.delete(f"{jobs}/{first}", timeout=30).status_code == 401
+    assert requests.delete(f"{jobs}/{first}", headers=key(6), timeout=30).status_code == 403
+    asked = requests.delete(f"{jobs}/{first}", headers=key(5), timeout=30)
+    assert asked.status_code == 202 and asked.json()["cancelRequested"] is True, asked.text
+    cancelled = wait_for(f"{jobs}/{first}", lambda b: b["status"] != "running")
+    assert cancelled["status"] == "cancelled" and cancelled["tx"] is None, cancelled
+    messages = [line["message"] for line in cancelled["log"]]
+    assert messages[0] == "queued by dev-5" and "started" in messages, messages
+    assert any(m.startswith("read ") and "rows" in m for m in messages), messages
+    assert any(m.startswith("step 1/") for m in messages), messages
+    assert messages[-1].startswith("cancelled after step"), messages
+    for field in ("createdAt", "startedAt", "finishedAt"):
+        assert time.strptime(cancelled[field], "%Y-%m-%dT%H:%M:%SZ"), cancelled[field]
+
+    # The trainer goes to account 6's one job before account 5's other four.
+    started = wait_for(f"{jobs}/{other}", lambda b: b["status"] != "queued")
+    assert started["status"] == "running", started
+    queued = [r.json()["id"] for r in waiting[:4]]
+    assert all(status(job_id)["status"] == "queued" for job_id in queued)
+    for job_id in queued:
+        gone = requests.delete(f"{jobs}/{job_id}", headers=key(5), timeout=30)
+        assert gone.status_code == 200 and gone.json()["status"] == "cancelled", gone.text
+    assert requests.delete(f"{jobs}/{other}", headers=key(6), timeout=30).status_code == 202
+    assert wait_for(f"{jobs}/{other}", lambda b: b["status"] != "running")["status"] == "cancelled"
+    finished = requests.delete(f"{jobs}/{first}", headers=key(5), timeout=30)
+    assert finished.status_code == 409 and "nothing to cancel" in finished.json()["error"]
+    assert requests.delete(f"{jobs}/999", headers=key(5), timeout=30).status_code == 404
+    # Nothing was registered: both models are still Approved.
+    assert all(model_info(w3, m)["status"] == TRAINED - 1 for m in models.values())

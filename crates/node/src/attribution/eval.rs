@@ -296,7 +296,7 @@ fn gradient_quality(
     work: &Path,
 ) -> anyhow::Result<GradientQuality> {
     let job = fine_tune(args, base, files.to_vec(), work.join("full"))?;
-    job.run(&mut |_| {})?;
+    job.run(&mut openledger_ml::train::unwatched)?;
     influence::record(&job, args.influence_dims, true)?;
     let model = InfluenceModel::open(base, &job.out)?;
     let store = model.store();
@@ -372,7 +372,7 @@ fn lds(
             .map(|i| files[i].clone())
             .collect();
         let job = fine_tune(args, base, half, work.join(format!("half{subset}")))?;
-        job.run(&mut |_| {})?;
+        job.run(&mut openledger_ml::train::unwatched)?;
         let losses = query_losses(base, &job.out, &tok, queries)?;
         let included: Vec<bool> = rows
             .iter()

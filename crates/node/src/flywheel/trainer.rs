@@ -2,6 +2,12 @@
 //! versions, one job at a time, and registers it on-chain as the model's artifact, signed by the
 //! dev account the API key stands for (which must be the model's creator).
 //!
+//! The one trainer is shared fairly: the next job is the oldest queued one of the account that
+//! started a job least recently, and an account may have at most [`MAX_QUEUED_PER_ACCOUNT`] jobs
+//! waiting. `DELETE /jobs/{id}` cancels a job: a queued one at once, a running one after its
+//! current step (one whose adapter is being registered finishes). `GET /jobs/{id}` shows the
+//! job's log and its times.
+//!
 //! A job is kept in `<datadir>/jobs/<id>/job.json` and trains into `<datadir>/jobs/<id>/adapter/`
 //! (metrics, loss curve and gradient sketches beside the weights); only once the adapter is
 //! registered on-chain is it copied to `<datadir>/adapters/model-<id>/`, where OpenLoRA serves
@@ -10,9 +16,11 @@
 //! restart: training is deterministic under its seed, and an artifact already registered with the
 //! same adapter is not registered twice.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use alloy_primitives::{B256, U256};
 use anyhow::Context;
@@ -29,7 +37,7 @@ use openledger_ml::train::TrainOptions;
 use openledger_primitives::addresses::MODELS;
 use openledger_protocol::abi::IModels;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use super::{ApiError, Flywheel};
 use crate::cli::Client;
@@ -57,6 +65,11 @@ struct TrainRequest {
     #[serde(default = "default_influence_dims")]
     influence_dims: usize,
 }
+
+/// Most jobs one account may have waiting: the trainer is shared.
+pub const MAX_QUEUED_PER_ACCOUNT: usize = 4;
+/// Most log lines a job keeps (the oldest go first).
+const MAX_LOG_LINES: usize = 200;
 
 /// Most epochs a job may ask for.
 const MAX_EPOCHS: usize = 100;
@@ -128,6 +141,20 @@ enum Status {
     Running,
     Succeeded,
     Failed,
+    Cancelled,
+}
+
+/// One line of a job's log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LogLine {
+    /// When (RFC 3339, UTC).
+    at: String,
+    message: String,
+}
+
+/// Now, as jobs write times: RFC 3339 in UTC, to the second.
+fn now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
 /// A job as `GET /jobs/{id}` shows it and `job.json` keeps it.
@@ -149,6 +176,37 @@ struct Job {
     adapter_hash: Option<B256>,
     tx: Option<B256>,
     error: Option<String>,
+    /// When it was submitted, started and ended (RFC 3339, UTC).
+    #[serde(default)]
+    created_at: Option<String>,
+    #[serde(default)]
+    started_at: Option<String>,
+    #[serde(default)]
+    finished_at: Option<String>,
+    /// Its owner asked to cancel it while it ran: it stops after the current step.
+    #[serde(default)]
+    cancel_requested: bool,
+    /// What happened, line by line.
+    #[serde(default)]
+    log: Vec<LogLine>,
+}
+
+impl Job {
+    fn note(&mut self, message: impl Into<String>) {
+        if self.log.len() == MAX_LOG_LINES {
+            self.log.remove(0);
+        }
+        self.log.push(LogLine {
+            at: now(),
+            message: message.into(),
+        });
+    }
+
+    fn finish(&mut self, status: Status, message: impl Into<String>) {
+        self.status = status;
+        self.finished_at = Some(now());
+        self.note(message);
+    }
 }
 
 /// The job runner.
@@ -156,7 +214,10 @@ pub struct Trainer {
     flywheel: Arc<Flywheel>,
     dir: PathBuf,
     jobs: Mutex<BTreeMap<u64, Job>>,
-    queue: mpsc::UnboundedSender<u64>,
+    /// Woken when a job is queued.
+    queued: Notify,
+    /// For each account, the turn at which it last started a job (a counter).
+    turns: Mutex<(u64, HashMap<usize, u64>)>,
 }
 
 impl Trainer {
@@ -175,40 +236,74 @@ impl Trainer {
                 jobs.insert(job.id, job);
             }
         }
-        let (queue, mut next) = mpsc::unbounded_channel();
-        for job in jobs
-            .values()
-            .filter(|j| matches!(j.status, Status::Queued | Status::Running))
-        {
-            queue.send(job.id).expect("the receiver is alive");
-        }
         let trainer = Arc::new(Self {
             flywheel,
             dir,
             jobs: Mutex::new(jobs),
-            queue,
+            queued: Notify::new(),
+            turns: Mutex::new((0, HashMap::new())),
         });
+        trainer.requeue_interrupted();
         let worker = trainer.clone();
         tokio::spawn(async move {
-            while let Some(id) = next.recv().await {
-                worker.run(id).await;
+            loop {
+                match worker.next_job() {
+                    Some(id) => worker.run(id).await,
+                    None => worker.queued.notified().await,
+                }
             }
         });
         Ok(trainer)
+    }
+
+    /// Jobs a stop cut short run again from the start.
+    fn requeue_interrupted(&self) {
+        let mut jobs = self.jobs.lock().expect("jobs lock");
+        for job in jobs.values_mut().filter(|j| j.status == Status::Running) {
+            if job.cancel_requested {
+                job.finish(
+                    Status::Cancelled,
+                    "cancelled: the node stopped while it ran",
+                );
+            } else {
+                job.status = Status::Queued;
+                job.note("the node stopped while this job ran; queued again");
+            }
+            if let Err(e) = self.save(job) {
+                tracing::warn!("cannot save job {}: {e:#}", job.id);
+            }
+        }
+    }
+
+    /// The job to run next: the oldest queued job of the account whose last start is the
+    /// longest ago, so that one account's many jobs cannot keep the others' waiting.
+    fn next_job(&self) -> Option<u64> {
+        let jobs = self.jobs.lock().expect("jobs lock");
+        let mut turns = self.turns.lock().expect("turns lock");
+        let (turn, last) = &mut *turns;
+        let next = jobs
+            .values()
+            .filter(|j| j.status == Status::Queued)
+            .min_by_key(|j| (last.get(&j.account).copied().unwrap_or(0), j.id))?;
+        *turn += 1;
+        last.insert(next.account, *turn);
+        Some(next.id)
     }
 
     fn job(&self, id: u64) -> Option<Job> {
         self.jobs.lock().expect("jobs lock").get(&id).cloned()
     }
 
-    /// Changes a job in memory, and on disk when `persist` (status changes, not every step).
-    fn update(&self, id: u64, persist: bool, change: impl FnOnce(&mut Job)) {
+    /// Changes a job in memory, and on disk when `persist` (status changes, not every step);
+    /// `None` if there is no such job.
+    fn update<R>(&self, id: u64, persist: bool, change: impl FnOnce(&mut Job) -> R) -> Option<R> {
         let mut jobs = self.jobs.lock().expect("jobs lock");
-        let Some(job) = jobs.get_mut(&id) else { return };
-        change(job);
+        let job = jobs.get_mut(&id)?;
+        let answer = change(job);
         if persist && let Err(e) = self.save(job) {
             tracing::warn!("cannot save job {id}: {e:#}");
         }
+        Some(answer)
     }
 
     fn save(&self, job: &Job) -> anyhow::Result<()> {
@@ -226,19 +321,35 @@ impl Trainer {
             j.error = None;
             j.step = 0;
             j.losses.clear();
+            j.started_at = Some(now());
+            j.note("started");
         });
         let outcome = self.train_and_register(id).await;
         self.update(id, true, |j| match outcome {
             Ok((hash, tx)) => {
-                j.status = Status::Succeeded;
                 j.adapter_hash = Some(hash);
                 j.tx = tx;
+                j.finish(
+                    Status::Succeeded,
+                    format!("succeeded: adapter {hash} is served"),
+                );
+            }
+            Err(_) if j.cancel_requested => {
+                j.finish(
+                    Status::Cancelled,
+                    format!("cancelled after step {}", j.step),
+                );
             }
             Err(e) => {
-                j.status = Status::Failed;
                 j.error = Some(format!("{e:#}"));
+                j.finish(Status::Failed, format!("failed: {e:#}"));
             }
         });
+    }
+
+    /// Adds a line to a job's log.
+    fn note(&self, id: u64, message: impl Into<String>) {
+        self.update(id, true, |j| j.note(message));
     }
 
     async fn train_and_register(self: &Arc<Self>, id: u64) -> anyhow::Result<(B256, Option<B256>)> {
@@ -266,6 +377,14 @@ impl Trainer {
             return Ok((registered, None));
         }
         let rows = versions_rows(&client, &self.flywheel.api_url, &versions).await?;
+        self.note(
+            id,
+            format!(
+                "read {} rows of {}",
+                rows.len(),
+                request.datanets.join(", ")
+            ),
+        );
         let data = work.join("datanet-rows.jsonl");
         write_rows(&rows, &data)?;
         // Trained in the job's own folder: the served folder gets it only once registered.
@@ -290,11 +409,22 @@ impl Trainer {
         let trainer = self.clone();
         let metrics = tokio::task::spawn_blocking(move || {
             let metrics = fine_tune.run(&mut |p| {
-                trainer.update(id, false, |j| {
+                let cancelled = trainer.update(id, false, |j| {
                     j.step = p.step;
                     j.total_steps = p.total_steps;
                     j.losses.push(p.loss);
+                    if p.step == 1 || p.step == p.total_steps || p.step % 100 == 0 {
+                        j.note(format!(
+                            "step {}/{}: loss {:.4}",
+                            p.step, p.total_steps, p.loss
+                        ));
+                    }
+                    j.cancel_requested
                 });
+                match cancelled {
+                    Some(false) => ControlFlow::Continue(()),
+                    _ => ControlFlow::Break(()),
+                }
             })?;
             if dims > 0 {
                 crate::attribution::influence::record(&fine_tune, dims, true)?;
@@ -302,11 +432,20 @@ impl Trainer {
             anyhow::Ok(metrics)
         })
         .await??;
-        self.update(id, true, |j| {
+        let cancelled = self.update(id, true, |j| {
             j.eval_loss_before = metrics.eval_before.as_ref().map(|e| e.loss);
             j.eval_loss_after = metrics.eval_after.as_ref().map(|e| e.loss);
             j.adapter = Some(out.clone());
+            if let (Some(before), Some(after)) = (j.eval_loss_before, j.eval_loss_after) {
+                j.note(format!(
+                    "held-out loss {before:.4} before training, {after:.4} after"
+                ));
+            }
+            j.cancel_requested
         });
+        if cancelled != Some(false) {
+            anyhow::bail!("cancelled before its adapter was registered");
+        }
         let registered = client
             .view(MODELS, &IModels::getModelCall { modelId: model })
             .await?;
@@ -315,7 +454,12 @@ impl Trainer {
             // Registered before a crash cut the job short: done already.
             (ours, None)
         } else {
+            self.note(id, "registering the adapter as the model's artifact");
             let (hash, receipt) = register_artifact(&client, model, &out, &versions).await?;
+            self.note(
+                id,
+                format!("registered in transaction {}", receipt.transaction_hash),
+            );
             (hash, Some(receipt.transaction_hash))
         };
         self.publish(model, &out, &work.join("publishing"))?;
@@ -407,7 +551,7 @@ impl Trainer {
         Router::new()
             .route("/jobs/train", post(submit))
             .route("/jobs", get(list))
-            .route("/jobs/{id}", get(show))
+            .route("/jobs/{id}", get(show).delete(cancel))
             .route("/jobs/{id}/loss_curve.svg", get(loss_curve))
             .with_state(self)
     }
@@ -437,8 +581,21 @@ async fn submit(
     trainer.may_train(request.model, account, &versions).await?;
     let job = {
         let mut jobs = trainer.jobs.lock().expect("jobs lock");
+        let waiting = jobs
+            .values()
+            .filter(|j| j.account == account && j.status == Status::Queued)
+            .count();
+        if waiting >= MAX_QUEUED_PER_ACCOUNT {
+            return Err(ApiError(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "dev-{account} has {waiting} jobs waiting, the most an account may: wait for \
+                     one to start, or cancel one (DELETE /jobs/ID)"
+                ),
+            ));
+        }
         let id = jobs.keys().next_back().map_or(1, |last| last + 1);
-        let job = Job {
+        let mut job = Job {
             id,
             request,
             account,
@@ -452,15 +609,62 @@ async fn submit(
             adapter_hash: None,
             tx: None,
             error: None,
+            created_at: Some(now()),
+            started_at: None,
+            finished_at: None,
+            cancel_requested: false,
+            log: Vec::new(),
         };
+        job.note(format!("queued by dev-{account}"));
         trainer
             .save(&job)
             .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
         jobs.insert(id, job.clone());
         job
     };
-    trainer.queue.send(job.id).expect("the worker is alive");
+    trainer.queued.notify_one();
     Ok((StatusCode::ACCEPTED, Json(job)))
+}
+
+/// `DELETE /jobs/{id}`: by the account that submitted it. A queued job is cancelled at once
+/// (200), a running one after its current step (202; its status says when); a finished one
+/// cannot be (409).
+async fn cancel(
+    State(trainer): State<Arc<Trainer>>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+) -> Result<impl IntoResponse, ApiError> {
+    let account = trainer.flywheel.account(&headers)?;
+    let outcome = trainer.update(id, true, |job| {
+        if job.account != account {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "job {id} is dev-{}'s: only that account cancels it",
+                    job.account
+                ),
+            ));
+        }
+        let code = match job.status {
+            Status::Queued => {
+                job.finish(Status::Cancelled, "cancelled before it started");
+                StatusCode::OK
+            }
+            Status::Running => {
+                job.cancel_requested = true;
+                job.note("cancellation asked: the job stops after its current step");
+                StatusCode::ACCEPTED
+            }
+            done => {
+                return Err(ApiError(
+                    StatusCode::CONFLICT,
+                    format!("job {id} has ended ({done:?}): there is nothing to cancel"),
+                ));
+            }
+        };
+        Ok((code, Json(job.clone())))
+    });
+    outcome.ok_or_else(|| ApiError::not_found(format!("no job {id}")))?
 }
 
 async fn list(State(trainer): State<Arc<Trainer>>) -> Json<Vec<Job>> {
