@@ -292,16 +292,21 @@ async fn chat_completions(
         .await
 }
 
-async fn models(State(api): State<Arc<Api>>) -> Json<Value> {
-    let model = |id: &str, parent: Option<&str>| json!({"id": id, "object": "model", "created": 0, "owned_by": "openledger", "parent": parent});
-    let mut data = vec![model(&api.base_id, None)];
-    data.extend(
-        api.engine
-            .adapter_ids()
-            .iter()
-            .map(|id| model(id, Some(&api.base_id))),
-    );
-    Json(json!({"object": "list", "data": data}))
+/// `/v1/models`: the base and its adapters, as far as the hook serves them.
+async fn models(State(api): State<Arc<Api>>) -> Result<Json<Value>, ApiError> {
+    let mut ids = vec![api.base_id.clone()];
+    ids.extend(api.engine.adapter_ids());
+    if let Some(hook) = &api.hook {
+        ids = hook.servable(ids).await.map_err(ApiError::from)?;
+    }
+    let data: Vec<Value> = ids
+        .iter()
+        .map(|id| {
+            let parent = (*id != api.base_id).then_some(api.base_id.as_str());
+            json!({"id": id, "object": "model", "created": 0, "owned_by": "openledger", "parent": parent})
+        })
+        .collect();
+    Ok(Json(json!({"object": "list", "data": data})))
 }
 
 async fn metrics(State(api): State<Arc<Api>>) -> impl IntoResponse {

@@ -64,6 +64,13 @@ pub struct Completion {
 pub trait CompletionHook: Send + Sync {
     /// Admits `call` (returning what finishes it) or refuses it before any token is generated.
     fn admit<'a>(&'a self, call: Call<'a>) -> HookFuture<'a, Box<dyn Admitted>>;
+
+    /// The models among `ids` (the base and every adapter OpenLoRA holds) that this deployment
+    /// serves, for `/v1/models`: a client should not find a model there that every request to
+    /// would refuse. All of them unless the hook says otherwise.
+    fn servable<'a>(&'a self, ids: Vec<String>) -> HookFuture<'a, Vec<String>> {
+        Box::pin(async move { Ok(ids) })
+    }
 }
 
 /// An admitted request, waiting for its completion.

@@ -133,6 +133,8 @@ def test_an_approved_version_is_indexed_and_a_job_trains_and_registers_its_model
     assert model_info(w3, other)["status"] == TRAINED - 1  # still Approved
     assert (adapter / "adapter_model.safetensors").read_bytes() == served
     assert len(requests.get(f"{node.api_url}/jobs", timeout=30).json()) == 1
+    # Trained but not deployed: OpenLoRA holds its adapter but does not list what it will not serve.
+    assert requests.get(f"{node.api_url}/v1/models", timeout=120).json()["data"] == []
 
 
 def key(account: int) -> dict:

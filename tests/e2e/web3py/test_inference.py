@@ -262,11 +262,15 @@ def test_an_adapter_that_is_not_the_registered_one_is_not_served(served):
         deploy(node, w3, model)
     cli(node, "settle", "deposit", "1", "--account", "8")
     weights = Path(node.datadir.name) / "adapters" / f"model-{model}" / "adapter_model.safetensors"
+    listed = lambda: [m.id for m in openai_client(node, "dev-8").models.list()]  # noqa: E731
+    # Only what the node serves is listed: the deployed model, not the base alone.
+    assert listed() == [f"model-{model}"]
     original = weights.read_bytes()
     weights.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
     try:
         with pytest.raises(openai.ConflictError, match="not to the adapterHash"):
             openai_client(node, "dev-8").completions.create(model=f"model-{model}", prompt="Q: hi A:", max_tokens=4)
+        assert listed() == []
     finally:
         weights.write_bytes(original)
     answer = openai_client(node, "dev-8").completions.create(model=f"model-{model}", prompt="Q: hi A:", max_tokens=4)

@@ -21,7 +21,7 @@ use openledger_protocol::{abi::IFeedback, feedback::commitment};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Client, Common, block_on, client::events, open, parse_open};
+use super::{Client, Common, block_on, client::events, date, open, parse_open};
 
 /// Options of `openledger validator`.
 #[derive(Debug, Args)]
@@ -185,7 +185,7 @@ pub fn run(args: ValidatorArgs) -> anyhow::Result<()> {
                 let call = IFeedback::requestExitCall { amount };
                 let receipt = client.send(FEEDBACK, &call, U256::ZERO).await?;
                 let release = events::<IFeedback::ExitRequested>(&receipt)[0].releaseAt;
-                let text = format!("Exiting {}; withdraw from {release}", open(amount));
+                let text = format!("Exiting {}; withdraw from {}", open(amount), date(release));
                 (receipt, text)
             }
             ValidatorCommand::Withdraw => {
@@ -291,7 +291,7 @@ async fn show_validator(
              outliers        {} in a row\n  rewards         {}",
             open(v.stake),
             open(v.exiting),
-            v.releaseAt,
+            date(v.releaseAt),
             v.outlierStreak,
             open(v.rewards)
         ),
@@ -345,8 +345,8 @@ async fn show_receipt(client: &Client, common: &Common, receipt: B256) -> anyhow
              reward          {}\n  median          {}\n{}",
             r.modelId,
             r.phase,
-            r.commitEnd,
-            r.revealEnd,
+            date(r.commitEnd),
+            date(r.revealEnd),
             open(r.reward),
             r.median,
             lines.join("\n")

@@ -8,7 +8,7 @@ use openledger_primitives::addresses::{GOPEN, GOVERNOR, MODELS, STAKING, TREASUR
 use openledger_protocol::abi::{IGOPEN, IGovernor, IModels, IStaking, ITreasury};
 use serde_json::json;
 
-use super::{Client, Common, block_on, client::events, open, parse_open};
+use super::{Client, Common, block_on, client::events, date, open, parse_open};
 
 /// Options of `openledger gov`.
 #[derive(Debug, Args)]
@@ -233,7 +233,8 @@ pub fn run(args: GovArgs) -> anyhow::Result<()> {
                 let id = event.proposalId;
                 let text = format!(
                     "Proposed {id}\n  voting from {} to {}",
-                    event.voteStart, event.voteEnd
+                    date(event.voteStart),
+                    date(event.voteEnd)
                 );
                 (receipt, json!({"proposalId": id.to_string()}), text)
             }
@@ -269,7 +270,7 @@ pub fn run(args: GovArgs) -> anyhow::Result<()> {
                     .pop()
                     .map(|e| e.etaSeconds)
                     .unwrap_or_default();
-                let text = format!("Queued {proposal}; executable from {eta}");
+                let text = format!("Queued {proposal}; executable from {}", date(eta));
                 (
                     receipt,
                     json!({"proposalId": proposal.to_string(), "eta": eta.to_string()}),
@@ -362,11 +363,14 @@ async fn show(common: &Common, client: &Client, id: U256) -> anyhow::Result<()> 
                "eta": eta.to_string(), "targets": d.targets, "calldatas": d.calldatas}),
         format!(
             "Proposal {id}\n  state      {state:?}\n  for        {}\n  against    {}\n  abstain    {}\n  \
-             quorum     {}\n  voting     {snapshot} to {deadline}\n  eta        {eta}\n  actions    {}",
+             quorum     {}\n  voting     {} to {}\n  eta        {}\n  actions    {}",
             open(votes.forVotes),
             open(votes.againstVotes),
             open(votes.abstainVotes),
             open(quorum),
+            date(snapshot),
+            date(deadline),
+            date(eta),
             actions.join("\n             ")
         ),
     );

@@ -143,7 +143,36 @@ fn open(wei: U256) -> String {
     format!("{} OPEN", format_open(wei))
 }
 
+/// A chain time (seconds since the Unix epoch) as a date, for text output: RFC 3339 in UTC, or
+/// `-` for zero (not set).
+fn date<T: Copy + std::fmt::Display>(seconds: T) -> String
+where
+    u64: TryFrom<T>,
+{
+    match u64::try_from(seconds) {
+        Ok(0) => "-".into(),
+        Ok(s) if s <= openledger_chain::clock::MAX_TIMESTAMP => humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(s),
+        )
+        .to_string(),
+        _ => format!("{seconds} s after the epoch"),
+    }
+}
+
 /// The hash of a description given as text (or zero without one).
 fn text_hash(text: Option<&str>) -> B256 {
     text.map(|t| keccak256(t.as_bytes())).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_times_print_as_dates() {
+        assert_eq!(date(0u64), "-");
+        assert_eq!(date(1_700_000_000u64), "2023-11-14T22:13:20Z");
+        assert_eq!(date(U256::from(1_700_000_000u64)), "2023-11-14T22:13:20Z");
+        assert_eq!(date(U256::MAX), format!("{} s after the epoch", U256::MAX));
+    }
 }

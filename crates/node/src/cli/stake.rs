@@ -7,7 +7,7 @@ use openledger_primitives::addresses::STAKING;
 use openledger_protocol::abi::IStaking;
 use serde_json::json;
 
-use super::{Common, block_on, open, parse_open};
+use super::{Common, block_on, date, open, parse_open};
 
 /// Options of `openledger stake`.
 #[derive(Debug, Args)]
@@ -236,7 +236,7 @@ pub fn run(args: StakeArgs) -> anyhow::Result<()> {
                         open(stake.trailingVolume),
                         open(p.bonded),
                         open(p.unbonding),
-                        p.releaseAt,
+                        date(p.releaseAt),
                         open(p.pendingRewards)
                     ),
                 );

@@ -117,27 +117,27 @@ impl Ledger {
         })
     }
 
-    async fn admit(&self, call: Call<'_>) -> Result<Pending, Refusal> {
-        let model_id = call
-            .model
+    /// The on-chain model `model` names (`model-<id>`) if this node serves it: Deployed, and
+    /// operated by a key the node holds (it settles the completions).
+    async fn deployed_here(&self, model: &str) -> Result<(U256, IModels::Model), Refusal> {
+        let model_id = model
             .strip_prefix("model-")
             .and_then(|id| id.parse::<U256>().ok())
             .ok_or_else(|| {
                 Refusal::new(
                     StatusCode::FORBIDDEN,
                     format!(
-                        "`{}` is not an on-chain model: ask for model-<id>, a deployed model",
-                        call.model
+                        "`{model}` is not an on-chain model: ask for model-<id>, a deployed model"
                     ),
                 )
             })?;
-        let model = self
+        let info = self
             .reader
             .view(MODELS, &IModels::getModelCall { modelId: model_id })
             .await
             .map_err(unavailable)?;
-        if model.status != IModels::Status::Deployed {
-            let fix = match model.status {
+        if info.status != IModels::Status::Deployed {
+            let fix = match info.status {
                 IModels::Status::Slashed => {
                     "a slashed model is never served again; its creator may propose a new one"
                 }
@@ -149,22 +149,24 @@ impl Ledger {
             };
             return Err(Refusal::new(
                 StatusCode::FORBIDDEN,
-                format!(
-                    "model {model_id} is {:?}, not Deployed: {fix}",
-                    model.status
-                ),
+                format!("model {model_id} is {:?}, not Deployed: {fix}", info.status),
             ));
         }
-        if !self.operator_key(model.operator) {
+        if !self.operator_key(info.operator) {
             return Err(Refusal::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
                     "this node holds no key of model {model_id}'s operator {}, so it cannot \
                      settle its completions",
-                    model.operator
+                    info.operator
                 ),
             ));
         }
+        Ok((model_id, info))
+    }
+
+    async fn admit(&self, call: Call<'_>) -> Result<Pending, Refusal> {
+        let (model_id, model) = self.deployed_here(call.model).await?;
         let payer = match call.extra {
             Some(extra) => self.check_order(extra, model_id).await?,
             None => {
@@ -396,6 +398,22 @@ impl CompletionHook for Ledger {
         Box::pin(async move {
             let pending = Ledger::admit(self, call).await?;
             Ok(Box::new(pending) as Box<dyn Admitted>)
+        })
+    }
+
+    /// The deployed models this node operates whose adapter here is the registered one: the
+    /// base model itself is never served alone (nobody would be paid).
+    fn servable<'a>(&'a self, ids: Vec<String>) -> HookFuture<'a, Vec<String>> {
+        Box::pin(async move {
+            let mut served = Vec::new();
+            for id in ids {
+                if let Ok((model_id, info)) = self.deployed_here(&id).await
+                    && self.check_adapter(model_id, info.adapterHash).await.is_ok()
+                {
+                    served.push(id);
+                }
+            }
+            Ok(served)
         })
     }
 }
