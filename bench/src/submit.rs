@@ -358,7 +358,10 @@ mod tests {
         server: &openledger_rpc::RpcServer,
         txs: &[Bytes],
     ) -> Inclusions {
-        let miner = tokio::spawn(miner::run(chain.clone(), miner::Mining::OnArrival));
+        let miner = tokio::spawn(miner::run(
+            chain.clone(),
+            openledger_chain::clock::Mining::OnArrival,
+        ));
         let client = HttpClientBuilder::default()
             .build(format!("http://{}", server.local_addr))
             .unwrap();

@@ -22,12 +22,12 @@ use openledger_primitives::Genesis;
 
 use crate::{
     block::{BlockContents, BlockInfo, BlockParams, SealedHeader, build_header},
-    clock::Clock,
+    clock::{Clock, Mining},
+    diff::StateDiff,
     evm::{BlockExecutor, FeeRouting, SPEC, TxRejected, build_evm, cfg_env},
     mempool::{Mempool, PoolError, PoolLimits, PooledTx},
-    miner::Mining,
     modules::Modules,
-    state::{Overlay, StateAt, StateDiff, StateEdit},
+    state::{Overlay, StateAt, StateEdit},
     store::{BlockWrite, Store, StoreError, StoreReader, StoredBody, chain_identity},
     trie::{EMPTY_ROOT_HASH, TrieError},
     validation::{

@@ -3,13 +3,43 @@
 //! time-locked protocol steps can be tried without waiting.
 //!
 //! No move takes it past [`MAX_TIMESTAMP`], so that none can overflow and send the next block
-//! back to wall-clock time.
+//! back to wall-clock time. [`Mining`] says when the producer seals blocks.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::{
+    sync::atomic::{AtomicI64, Ordering},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use parking_lot::Mutex;
 
-use crate::miner::unix_now;
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// When blocks are sealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mining {
+    /// A block for every batch of transactions that arrives (anvil's and Hardhat's automine).
+    OnArrival,
+    /// One block (possibly empty) per interval.
+    Every(Duration),
+    /// Only when a dev method asks.
+    Manual,
+}
+
+impl Mining {
+    /// The mode a block time selects: zero seals on arrival.
+    pub fn from_block_time(block_time: Duration) -> Self {
+        if block_time.is_zero() {
+            Mining::OnArrival
+        } else {
+            Mining::Every(block_time)
+        }
+    }
+}
 
 /// The latest time the clock can be moved to: 9999-12-31T23:59:59Z. Later times cannot be
 /// written as a date, and keeping far below 2^64 leaves room for every sum the clock makes (blocks

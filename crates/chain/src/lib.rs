@@ -2,7 +2,7 @@
 //!
 //! - [`store`]: the durable redb store (blocks, receipts, indexes, state and its history).
 //! - [`trie`]: the Ethereum Merkle-Patricia trie, updated incrementally.
-//! - [`state`]: state reads and the per-block overlay that produces a state diff.
+//! - [`state`], [`diff`]: state reads, and the per-block overlay that produces a state diff.
 //! - [`evm`]: execution with revm under Prague rules, with fees routed by chain parameter.
 //! - [`modules`]: the seam where native protocol modules plug in as stateful precompiles.
 //! - [`mempool`], [`validation`]: the transaction pool and admission checks.
@@ -12,6 +12,7 @@
 pub mod block;
 pub mod chain;
 pub mod clock;
+pub mod diff;
 pub mod evm;
 pub mod mempool;
 pub mod miner;

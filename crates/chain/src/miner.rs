@@ -2,41 +2,9 @@
 //! when asked (a dev chain's `evm_mine`), as [`Chain::mining`] says; the dev methods switch
 //! between them while it runs.
 
-use std::{
-    sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::sync::Arc;
 
-use crate::chain::Chain;
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// When blocks are sealed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mining {
-    /// A block for every batch of transactions that arrives (anvil's and Hardhat's automine).
-    OnArrival,
-    /// One block (possibly empty) per interval.
-    Every(Duration),
-    /// Only when a dev method asks.
-    Manual,
-}
-
-impl Mining {
-    /// The mode a block time selects: zero seals on arrival.
-    pub fn from_block_time(block_time: Duration) -> Self {
-        if block_time.is_zero() {
-            Mining::OnArrival
-        } else {
-            Mining::Every(block_time)
-        }
-    }
-}
+use crate::{chain::Chain, clock::Mining};
 
 /// Produces blocks until the task is dropped, starting with `mining` and following every later
 /// change of it.

@@ -15,6 +15,7 @@ use revm::{
 };
 
 use crate::{
+    diff::StateDiff,
     store::{StoreError, StoreReader},
     trie::{NodeReader, Trie, TrieError},
 };
@@ -111,24 +112,6 @@ impl StateEdit {
             | StateEdit::Storage(a, ..) => *a,
         }
     }
-}
-
-/// What a block changed, ready to be written: new account records (with their new storage
-/// roots), changed slots, wiped storages, new code and the trie nodes of the new state root.
-#[derive(Debug, Default)]
-pub struct StateDiff {
-    /// The state root after the changes.
-    pub state_root: B256,
-    /// Changed accounts; `None` deletes the account.
-    pub accounts: Vec<(Address, Option<TrieAccount>)>,
-    /// Written storage slots (a zero value deletes the slot).
-    pub storage: Vec<(Address, U256, U256)>,
-    /// Accounts whose whole storage was cleared before `storage` applies.
-    pub wiped: Vec<Address>,
-    /// New contract code by hash.
-    pub codes: Vec<(B256, Bytes)>,
-    /// New trie nodes.
-    pub nodes: Vec<(B256, Vec<u8>)>,
 }
 
 /// revm's view of a stored account. The code is left out (`None`) so that revm fetches it by

@@ -252,7 +252,7 @@ fn run_case(
 
 /// Names the first account whose balance or nonce differs from the expected post-state.
 fn explain(
-    diff: &crate::state::StateDiff,
+    diff: &crate::diff::StateDiff,
     unit: &TestUnit,
     case: &revm::statetest_types::Test,
 ) -> String {

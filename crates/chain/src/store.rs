@@ -21,7 +21,7 @@ use redb::{
 };
 
 use crate::{
-    state::StateDiff,
+    diff::StateDiff,
     trie::{NodeReader, TrieError},
 };
 

@@ -226,7 +226,10 @@ async fn instant_mining_continues_past_a_full_block() {
             ))
             .unwrap();
     }
-    let miner = tokio::spawn(miner::run(chain.clone(), miner::Mining::OnArrival));
+    let miner = tokio::spawn(miner::run(
+        chain.clone(),
+        openledger_chain::clock::Mining::OnArrival,
+    ));
     let mut events = chain.subscribe();
     let all_included = async {
         while chain.pool_counts().unwrap() != (0, 0) {

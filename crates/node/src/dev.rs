@@ -247,7 +247,7 @@ impl Services {
         let api = tokio::spawn(http::serve(api_listener, app, HttpLimits::default()));
         let producer = tokio::spawn(miner::run(
             chain,
-            miner::Mining::from_block_time(block_time),
+            openledger_chain::clock::Mining::from_block_time(block_time),
         ));
         Ok(Self {
             rpc_addr: rpc.local_addr,

@@ -15,7 +15,7 @@ use alloy_rpc_types_eth::TransactionRequest;
 use alloy_serde::JsonStorageKey;
 use alloy_signer::SignerSync;
 use jsonrpsee::{RpcModule, types::Params};
-use openledger_chain::{miner::Mining, state::StateEdit};
+use openledger_chain::{clock::Mining, state::StateEdit};
 use parking_lot::Mutex;
 
 use crate::{
