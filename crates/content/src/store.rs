@@ -58,6 +58,9 @@ pub enum ContentError {
     /// The file cannot be split into rows.
     #[error(transparent)]
     Rows(#[from] RowError),
+    /// What was sent is not acceptable (an adapter without its config, or not the registered one).
+    #[error("{0}")]
+    Invalid(String),
     /// No content has this hash.
     #[error("no content with hash {0}")]
     NotFound(B256),

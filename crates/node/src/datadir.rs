@@ -59,6 +59,11 @@ impl DataDir {
         self.path.join("content")
     }
 
+    /// Published adapters, by the hash the chain registers for them.
+    pub fn adapter_store_dir(&self) -> PathBuf {
+        self.path.join("adapter-store")
+    }
+
     /// The ledger of uploads not yet contributed.
     pub fn uploads_file(&self) -> PathBuf {
         self.path.join("uploads.json")

@@ -7,7 +7,7 @@ use alloy_signer_local::PrivateKeySigner;
 use anyhow::Context;
 use clap::Args;
 use openledger_chain::{Chain, ChainConfig, Store, mempool::PoolLimits, miner};
-use openledger_content::{ContentStore, PendingUploads};
+use openledger_content::{AdapterStore, ContentStore, PendingUploads};
 use openledger_primitives::{DEV_CHAIN_ID, Genesis, format_open};
 use openledger_rpc::{DevRpc, RpcConfig};
 
@@ -82,6 +82,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| default_datadir("dev"));
     let datadir = DataDir::open(&datadir_path)?;
     let (chain, content, indexes) = open_chain(&datadir, genesis, args.max_upload_mib << 20)?;
+    let published = content.adapters.clone();
 
     let datadir_shown = datadir.path().to_path_buf();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -110,6 +111,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
                     accounts: keys,
                     chain_id,
                     datadir: datadir_shown.clone(),
+                    published: published.clone(),
                 };
                 flywheel::start(flywheel)
             },
@@ -172,19 +174,23 @@ pub(crate) fn open_chain(
         .context("cannot open the content store")?;
     let pending = PendingUploads::open(datadir.uploads_file())
         .context("cannot open the ledger of pending uploads")?;
+    let adapters =
+        AdapterStore::open(datadir.adapter_store_dir()).context("cannot open the adapter store")?;
     Ok((
         chain,
         Content {
             store,
+            adapters,
             pending: Arc::new(pending),
         },
         indexes,
     ))
 }
 
-/// The content store and its ledger of uploads not yet contributed.
+/// The content store, its ledger of uploads not yet contributed, and the published adapters.
 pub(crate) struct Content {
     store: ContentStore,
+    pub adapters: AdapterStore,
     pending: Arc<PendingUploads>,
 }
 
@@ -237,6 +243,7 @@ impl Services {
         let app = http::with_json_errors(
             content_api::router(ContentApi {
                 store: content.store,
+                adapters: content.adapters,
                 chain: chain.clone(),
                 pending: content.pending,
                 dev_accounts: accounts,

@@ -213,9 +213,12 @@ pub fn file_hash(path: &Path) -> anyhow::Result<B256> {
 }
 
 /// Registers the adapter in `adapter` as `model`'s artifact (signed by the client, which must
-/// be the model's creator), trained on `versions`: one for each of the model's datanets.
+/// be the model's creator), trained on `versions`: one for each of the model's datanets; then
+/// publishes it to the node's content API at `api_url` ([`publish_adapter`]), so that any node
+/// serving the model finds it by its hash.
 pub async fn register_artifact(
     client: &Client,
+    api_url: &str,
     model: U256,
     adapter: &Path,
     versions: &[DatanetVersion],
@@ -232,7 +235,39 @@ pub async fn register_artifact(
         metricsHash: file_hash(&adapter.join(METRICS_FILE))?,
     };
     let receipt = client.send(MODELS, &call, U256::ZERO).await?;
+    publish_adapter(api_url, model, adapter)
+        .await
+        .context("the adapter is registered but not published: run `openledger model publish`")?;
     Ok((adapter_hash, receipt))
+}
+
+/// Publishes the adapter in folder `adapter` as model `model`'s (its weights must hash to the
+/// registered `adapterHash`) to the content API at `api_url`.
+pub async fn publish_adapter(api_url: &str, model: U256, adapter: &Path) -> anyhow::Result<()> {
+    use openledger_content::adapters::ADAPTER_FILES;
+    let mut form = reqwest::multipart::Form::new();
+    for name in ADAPTER_FILES {
+        let path = adapter.join(name);
+        if let Ok(bytes) = std::fs::read(&path) {
+            let part = reqwest::multipart::Part::bytes(bytes).file_name(name);
+            form = form.part(name, part);
+        }
+    }
+    let response = reqwest::Client::new()
+        .put(format!("{api_url}/models/{model}/adapter"))
+        .multipart(form)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the content API at {api_url}"))?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or_default();
+        bail!(
+            "the content API refused the adapter ({status}): {}",
+            body["error"].as_str().unwrap_or("no reason given")
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -410,7 +410,11 @@ impl Api {
         sampling: Sampling,
         headers: &HeaderMap,
     ) -> Result<Response, ApiError> {
-        let adapter = self.resolve(&sampling.model)?;
+        // With a hook, the model is looked up once it is admitted: the hook may install its
+        // adapter (a deployed model trained elsewhere), or refuse it with a reason of its own.
+        if self.hook.is_none() {
+            self.resolve(&sampling.model)?;
+        }
         let default_max = match kind {
             Kind::Text => DEFAULT_COMPLETION_TOKENS,
             Kind::Chat => usize::MAX,
@@ -437,6 +441,7 @@ impl Api {
             ),
             None => None,
         };
+        let adapter = self.resolve(&sampling.model)?;
         let prompt_tokens = ids.len();
         let (events, receiver) = unbounded_channel();
         self.engine

@@ -16,7 +16,7 @@ from web3 import Web3
 
 from conftest import DEV_KEYS, OPEN, Node, client, send, base_tx
 from test_flywheel import Restartable, base, key, wait_for  # noqa: F401 (base is a fixture)
-from test_jobs import cli, cli_json
+from test_jobs import cli, cli_json, model_info
 from test_modules import module, sign_order, transact
 
 PPM = 1_000_000
@@ -275,6 +275,47 @@ def test_an_adapter_that_is_not_the_registered_one_is_not_served(served):
         weights.write_bytes(original)
     answer = openai_client(node, "dev-8").completions.create(model=f"model-{model}", prompt="Q: hi A:", max_tokens=4)
     assert answer.model_dump()["openledger"]["settlementTx"]
+
+
+def test_a_model_trained_elsewhere_is_served_from_its_published_adapter(served, base, tmp_path):  # noqa: F811
+    node, w3, model = served
+    base_dir, _ = base
+    datanet = model_info(w3, model)["datanetIds"][0]
+    other = cli_json(node, "model", "propose", "--name", "elsewhere", "--base-model", "tiny",
+                     "--datanet", datanet, "--account", "2")["modelId"]
+    other = int(other)
+    cli(node, "model", "approve", other, "--account", "0")
+    adapters = f"{node.api_url}/models/{other}/adapter"
+    early = requests.put(adapters, files={"adapter_model.safetensors": b"x", "adapter_config.json": b"{}"},
+                         timeout=30)
+    assert early.status_code == 409 and "no registered adapter" in early.json()["error"], early.text
+    assert requests.put(f"{node.api_url}/models/999/adapter", files={"x": b"x"}, timeout=30).status_code == 404
+
+    # Trained in a folder of the user's own, registered and published by the CLI.
+    out = tmp_path / "elsewhere"
+    cli(node, "train", "--base", base_dir, "--datanet", f"{datanet}@1", "--out", out, "--rank", "4",
+        "--targets", "q,v", "--epochs", "1", "--context", "64", "--model", other, "--account", "2")
+    weights = (out / "adapter_model.safetensors").read_bytes()
+    registered = "0x" + model_info(w3, other)["adapterHash"].hex()
+    assert registered == Web3.keccak(weights).to_0x_hex()
+    listed = requests.get(f"{node.api_url}/adapters/{registered}", timeout=30).json()
+    assert {f["name"] for f in listed["files"]} >= {"adapter_model.safetensors", "adapter_config.json"}
+    fetched = requests.get(f"{node.api_url}/adapters/{registered}/adapter_model.safetensors", timeout=30)
+    assert fetched.content == weights
+    served_dir = Path(node.datadir.name) / "adapters" / f"model-{other}"
+    assert not served_dir.exists()
+    # Weights that are not the registered ones are refused.
+    forged = requests.put(adapters, files={"adapter_model.safetensors": weights + b"!",
+                                           "adapter_config.json": (out / "adapter_config.json").read_bytes()},
+                          timeout=30)
+    assert forged.status_code == 400 and "registered adapterHash" in forged.json()["error"], forged.text
+
+    deploy(node, w3, other)
+    cli(node, "settle", "deposit", "1", "--account", "9")
+    answer = openai_client(node, "dev-9").completions.create(model=f"model-{other}", prompt="Q: hi A:",
+                                                             max_tokens=4)
+    assert answer.model_dump()["openledger"]["settlementTx"]
+    assert (served_dir / "adapter_model.safetensors").read_bytes() == weights
 
 
 def wait_for_value(read, timeout: float = 60):

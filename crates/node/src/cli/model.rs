@@ -65,6 +65,16 @@ enum RegistryCommand {
         #[arg(long, default_value_t = B256::ZERO)]
         metrics_hash: B256,
     },
+    /// Publish a registered adapter's files to the node's content API, by the hash the chain
+    /// registered for it, so that any node serving the model installs it (`train --model` does
+    /// this itself).
+    Publish {
+        /// The model.
+        model: U256,
+        /// The adapter folder (adapter_model.safetensors, adapter_config.json, metrics.json).
+        #[arg(long, value_name = "DIR")]
+        adapter: std::path::PathBuf,
+    },
     /// Deploy a trained model with its operator and prices.
     Deploy {
         /// The model.
@@ -202,6 +212,17 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
                 common.print(
                     json!(models.iter().map(model_json).collect::<Vec<_>>()),
                     text,
+                );
+                return Ok(());
+            }
+            RegistryCommand::Publish { model, adapter } => {
+                crate::jobs::publish_adapter(&common.api_url, model, &adapter).await?;
+                let hash = crate::jobs::file_hash(
+                    &adapter.join(openledger_content::adapters::WEIGHTS_FILE),
+                )?;
+                common.print(
+                    json!({"modelId": model.to_string(), "adapterHash": hash}),
+                    format!("Published model {model}'s adapter {hash}"),
                 );
                 return Ok(());
             }

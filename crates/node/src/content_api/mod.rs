@@ -6,9 +6,11 @@
 //! rows, stores them and answers what to pass to `IDatanets.contribute`; the upload counts against
 //! the quotas at once and is deleted if nobody contributes it within a day ([`keeper`]).
 //! `GET /contributions/{hash}` and `GET /contributions/{hash}/rows?offset=&limit=` read stored
-//! content back, a page at a time. Refused requests get a 4xx with `{"error": "..."}` and store
+//! content back, a page at a time. Trained adapters are published and read by the hash the chain
+//! registers ([`adapters`]). Refused requests get a 4xx with `{"error": "..."}` and store
 //! nothing.
 
+pub mod adapters;
 pub mod auth;
 pub mod keeper;
 
@@ -28,7 +30,9 @@ use axum::{
     routing::{get, post},
 };
 use openledger_chain::{CallError, Chain};
-use openledger_content::{ContentError, ContentStore, Format, Manifest, PendingUploads, Upload};
+use openledger_content::{
+    AdapterStore, ContentError, ContentStore, Format, Manifest, PendingUploads, Upload,
+};
 use openledger_primitives::addresses;
 use openledger_protocol::abi::IDatanets;
 use serde::{Deserialize, Serialize};
@@ -49,6 +53,8 @@ const DAY: u64 = 24 * 60 * 60;
 pub struct ContentApi {
     /// The content store.
     pub store: ContentStore,
+    /// Published adapters, by registered hash.
+    pub adapters: AdapterStore,
     /// The chain, for datanets, curators and quotas.
     pub chain: Arc<Chain>,
     /// Uploads not yet contributed.
@@ -73,6 +79,7 @@ pub fn router(api: ContentApi) -> Router {
         .route("/contributions/{hash}", get(manifest))
         .route("/contributions/{hash}/rows", get(rows))
         .layer(DefaultBodyLimit::max(limit))
+        .merge(adapters::routes())
         .with_state(api)
 }
 
@@ -91,7 +98,7 @@ impl From<ContentError> for ApiError {
         let status = match &e {
             ContentError::UnsupportedType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ContentError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ContentError::Rows(_) => StatusCode::BAD_REQUEST,
+            ContentError::Rows(_) | ContentError::Invalid(_) => StatusCode::BAD_REQUEST,
             ContentError::NotFound(_) => StatusCode::NOT_FOUND,
             ContentError::Corrupt(..) | ContentError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };

@@ -131,11 +131,14 @@ impl Ledger {
                     ),
                 )
             })?;
-        let info = self
+        let info = match self
             .reader
             .view(MODELS, &IModels::getModelCall { modelId: model_id })
             .await
-            .map_err(unavailable)?;
+        {
+            Ok(info) => info,
+            Err(e) => return Err(self.missing_or_unavailable(model, model_id, e).await),
+        };
         if info.status != IModels::Status::Deployed {
             let fix = match info.status {
                 IModels::Status::Slashed => {
@@ -163,6 +166,23 @@ impl Ledger {
             ));
         }
         Ok((model_id, info))
+    }
+
+    /// Why model `model_id` could not be read: it does not exist (404, in OpenAI's words), or
+    /// the chain did not answer.
+    async fn missing_or_unavailable(
+        &self,
+        model: &str,
+        model_id: U256,
+        e: anyhow::Error,
+    ) -> Refusal {
+        match self.reader.view(MODELS, &IModels::modelCountCall {}).await {
+            Ok(count) if model_id.is_zero() || model_id > count => Refusal::new(
+                StatusCode::NOT_FOUND,
+                format!("The model `{model}` does not exist"),
+            ),
+            _ => unavailable(e),
+        }
     }
 
     async fn admit(&self, call: Call<'_>) -> Result<Pending, Refusal> {
@@ -281,26 +301,37 @@ impl Ledger {
     /// Refuses to serve model `id` unless the adapter file this node would serve is the one
     /// registered on-chain (`registered`): what answers is what the chain says was trained.
     async fn check_adapter(&self, id: U256, registered: B256) -> Result<(), Refusal> {
-        let path = self
-            .flywheel
-            .adapter_dir(id)
-            .join(openledger_ml::lora::ADAPTER_WEIGHTS_FILE);
+        let dir = self.flywheel.adapter_dir(id);
+        let path = dir.join(openledger_ml::lora::ADAPTER_WEIGHTS_FILE);
         let shown = path.display().to_string();
-        let hash = tokio::task::spawn_blocking(move || crate::jobs::file_hash(&path))
-            .await
-            .map_err(|e| unavailable(e.into()))?;
+        let published = self.flywheel.published.clone();
+        let hash = tokio::task::spawn_blocking(move || {
+            // Trained elsewhere (another folder, another node): installed from the adapters
+            // published by their registered hash.
+            if !path.exists() {
+                published.install(registered, &dir)?;
+            }
+            anyhow::Ok(crate::jobs::file_hash(&path).ok())
+        })
+        .await
+        .map_err(|e| unavailable(e.into()))?
+        .map_err(unavailable)?;
         match hash {
-            Ok(hash) if hash == registered => Ok(()),
-            Ok(hash) => Err(Refusal::new(
+            Some(hash) if hash == registered => Ok(()),
+            Some(hash) => Err(Refusal::new(
                 StatusCode::CONFLICT,
                 format!(
                     "the adapter of model {id} on this node ({shown}) hashes to {hash}, not to the \
                      adapterHash {registered} registered on-chain: it is not served"
                 ),
             )),
-            Err(_) => Err(Refusal::new(
+            None => Err(Refusal::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("this node holds no adapter of model {id} ({shown} is missing)"),
+                format!(
+                    "this node holds no adapter of model {id} ({shown} is missing) and none was \
+                     published with its adapterHash {registered}: its creator publishes it \
+                     (openledger model publish {id} --adapter DIR)"
+                ),
             )),
         }
     }

@@ -29,6 +29,7 @@ use axum::{
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
+use openledger_content::AdapterStore;
 use tokio::sync::OnceCell;
 
 use crate::attribution::registry::IndexRegistry;
@@ -109,6 +110,9 @@ pub struct Flywheel {
     pub chain_id: u64,
     /// The node's data directory: jobs, adapters and settlements are kept under it.
     pub datadir: PathBuf,
+    /// Published adapters, from which a deployed model's adapter is installed when this node
+    /// does not hold it (it was trained elsewhere).
+    pub published: AdapterStore,
 }
 
 impl Flywheel {

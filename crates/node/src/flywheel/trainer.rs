@@ -455,7 +455,8 @@ impl Trainer {
             (ours, None)
         } else {
             self.note(id, "registering the adapter as the model's artifact");
-            let (hash, receipt) = register_artifact(&client, model, &out, &versions).await?;
+            let (hash, receipt) =
+                register_artifact(&client, &self.flywheel.api_url, model, &out, &versions).await?;
             self.note(
                 id,
                 format!("registered in transaction {}", receipt.transaction_hash),

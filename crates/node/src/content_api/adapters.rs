@@ -1,0 +1,189 @@
+//! Adapters by the hash the chain registers for them, so that a deployed model is served by any
+//! node, wherever it was trained:
+//!
+//! - `PUT /models/{id}/adapter` (multipart; one part per file, named by its file name:
+//!   `adapter_model.safetensors`, `adapter_config.json`, optionally `metrics.json`) publishes
+//!   model `id`'s adapter. No credential is needed: the chain already binds the weights, and
+//!   files whose weights do not hash to the model's registered `adapterHash` are refused.
+//! - `GET /adapters/{hash}` lists a published adapter's files; `GET /adapters/{hash}/{file}`
+//!   reads one.
+
+use std::time::Duration;
+
+use alloy_primitives::U256;
+use alloy_sol_types::SolCall;
+use axum::{
+    Json, Router,
+    extract::{
+        DefaultBodyLimit, Multipart, Path, State, multipart::MultipartRejection,
+        rejection::PathRejection,
+    },
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::{get, put},
+};
+use openledger_chain::CallError;
+use openledger_content::adapters::{ADAPTER_FILES, MAX_ADAPTER_FILE_BYTES};
+use openledger_primitives::addresses;
+use openledger_protocol::abi::IModels;
+use serde_json::{Value, json};
+use tower::limit::ConcurrencyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use super::{ApiError, ContentApi, internal, parse_hash};
+
+/// Adapter uploads handled at once: each holds its files in memory.
+const CONCURRENT_PUBLISHES: usize = 2;
+/// How long a publish may take, its body included.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The adapter routes, each with its own body limit (not the datanet files' one).
+pub fn routes() -> Router<ContentApi> {
+    let body_limit = (ADAPTER_FILES.len() as u64 * MAX_ADAPTER_FILE_BYTES + (64 << 10)) as usize;
+    let publishing = Router::new()
+        .route("/models/{id}/adapter", put(publish))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(ConcurrencyLimitLayer::new(CONCURRENT_PUBLISHES))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            PUBLISH_TIMEOUT,
+        ));
+    Router::new()
+        .merge(publishing)
+        .route("/adapters/{hash}", get(show))
+        .route("/adapters/{hash}/{file}", get(file))
+}
+
+async fn publish(
+    State(api): State<ContentApi>,
+    path: Result<Path<String>, PathRejection>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Path(id) = path?;
+    let model_id: U256 = id
+        .parse()
+        .map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("invalid model id {id:?}")))?;
+    let registered = registered_hash(&api, model_id)?;
+    let files = read_files(multipart?).await?;
+    let store = api.adapters.clone();
+    let listed = tokio::task::spawn_blocking(move || {
+        store.put(registered, &files)?;
+        store.files(registered)
+    })
+    .await
+    .map_err(internal)??;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({"modelId": model_id.to_string(), "adapterHash": registered,
+                    "files": listing(&listed)}),
+        ),
+    ))
+}
+
+/// The adapter hash model `model_id` registered, or why there is none.
+fn registered_hash(api: &ContentApi, model_id: U256) -> Result<alloy_primitives::B256, ApiError> {
+    let call = IModels::getModelCall { modelId: model_id };
+    let model = match api.chain.view(addresses::MODELS, call.abi_encode().into()) {
+        Ok(output) => IModels::getModelCall::abi_decode_returns(&output).map_err(internal)?,
+        Err(CallError::Invalid(_)) => {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("model {model_id} does not exist"),
+            ));
+        }
+        Err(e) => return Err(internal(e)),
+    };
+    if model.adapterHash.is_zero() {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!(
+                "model {model_id} has no registered adapter yet: its creator registers one \
+                 (registerArtifact) before publishing it"
+            ),
+        ));
+    }
+    Ok(model.adapterHash)
+}
+
+/// The adapter files of a multipart body: each part named by its file name (or field name).
+async fn read_files(mut multipart: Multipart) -> Result<Vec<(String, Vec<u8>)>, ApiError> {
+    let bad = |e: axum::extract::multipart::MultipartError| {
+        ApiError(
+            e.status(),
+            format!("bad multipart upload: {}", e.body_text()),
+        )
+    };
+    let mut files = Vec::new();
+    while let Some(field) = multipart.next_field().await.map_err(bad)? {
+        let name = field
+            .file_name()
+            .or(field.name())
+            .unwrap_or_default()
+            .to_string();
+        if !ADAPTER_FILES.contains(&name.as_str()) {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "unexpected file {name:?}: an adapter is published as {}",
+                    ADAPTER_FILES.join(", ")
+                ),
+            ));
+        }
+        if files.iter().any(|(n, _)| *n == name) {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("{name} is sent twice"),
+            ));
+        }
+        files.push((name, field.bytes().await.map_err(bad)?.to_vec()));
+    }
+    Ok(files)
+}
+
+fn listing(files: &[(&str, u64)]) -> Vec<Value> {
+    files
+        .iter()
+        .map(|(name, size)| json!({"name": name, "size": size}))
+        .collect()
+}
+
+async fn show(
+    State(api): State<ContentApi>,
+    Path(hash): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let hash = parse_hash(&hash)?;
+    let files = api.adapters.files(hash)?;
+    Ok(Json(json!({"adapterHash": hash, "files": listing(&files)})))
+}
+
+async fn file(
+    State(api): State<ContentApi>,
+    Path((hash, name)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    let hash = parse_hash(&hash)?;
+    let name = ADAPTER_FILES
+        .into_iter()
+        .find(|f| *f == name)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("an adapter has no {name:?}")))?;
+    let dir = api
+        .adapters
+        .get(hash)?
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no adapter {hash}")))?;
+    let path = dir.join(name);
+    let bytes = tokio::task::spawn_blocking(move || std::fs::read(path))
+        .await
+        .map_err(internal)?
+        .map_err(|_| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                format!("adapter {hash} has no {name}"),
+            )
+        })?;
+    let kind = if name.ends_with(".json") {
+        "application/json"
+    } else {
+        "application/octet-stream"
+    };
+    Ok(([(header::CONTENT_TYPE, kind)], bytes))
+}
