@@ -3,11 +3,7 @@
 //! snapshots, and impersonation with unsigned `eth_sendTransaction`. Only a node started with
 //! [`crate::DevRpc`] registers them; elsewhere they answer "method not found".
 
-use std::{
-    collections::HashSet,
-    sync::{Arc, atomic::AtomicU64, atomic::Ordering},
-    time::Duration,
-};
+use std::{sync::Arc, sync::atomic::Ordering, time::Duration};
 
 use alloy_consensus::SignableTransaction;
 use alloy_primitives::{Address, B256, TxKind, U64};
@@ -16,36 +12,16 @@ use alloy_serde::JsonStorageKey;
 use alloy_signer::SignerSync;
 use jsonrpsee::{RpcModule, types::Params};
 use openledger_chain::{clock::Mining, state::StateEdit};
-use parking_lot::Mutex;
 
 use crate::{
+    context::{DevState, Quantity, RpcContext, Snapshot, heavy, quick},
     error::{RpcError, RpcResult},
     eth::DEFAULT_PRIORITY_FEE,
     params::{Args, PrefixedBytes},
-    server::{Quantity, RpcContext, heavy, quick},
 };
 
 /// Most blocks one `anvil_mine`/`hardhat_mine` seals: each is a durable commit.
 pub const MAX_MINE_BLOCKS: u64 = 10_000;
-
-/// What the dev methods remember between calls.
-#[derive(Debug, Default)]
-pub struct DevState {
-    /// Taken snapshots, oldest first.
-    snapshots: Mutex<Vec<Snapshot>>,
-    /// The id the next snapshot gets (Hardhat's ids start at 1).
-    next_snapshot: AtomicU64,
-    /// Accounts `eth_sendTransaction` sends for without a key.
-    impersonated: Mutex<HashSet<Address>>,
-}
-
-/// The head and clock an `evm_revert` goes back to.
-#[derive(Debug, Clone, Copy)]
-struct Snapshot {
-    id: u64,
-    head: u64,
-    clock_offset: i64,
-}
 
 /// Registers every dev method on `m`.
 pub(crate) fn register(m: &mut RpcModule<RpcContext>) {

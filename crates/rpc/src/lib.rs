@@ -4,6 +4,7 @@
 //! HTTP and WebSocket share one port; batches are accepted up to a limit; expensive requests
 //! (log ranges, proofs, call gas) are bounded with clear errors.
 
+pub mod context;
 pub mod convert;
 pub mod dev;
 pub mod error;

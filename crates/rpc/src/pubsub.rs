@@ -13,10 +13,10 @@ use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::{
+    context::RpcContext,
     convert::{TxLocation, rpc_header, rpc_log, rpc_transaction},
     error::RpcError,
     params::Args,
-    server::RpcContext,
 };
 
 enum Topic {

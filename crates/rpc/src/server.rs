@@ -10,15 +10,13 @@ use alloy_serde::JsonStorageKey;
 use jsonrpsee::{
     RpcModule,
     server::{BatchRequestConfig, Server, ServerConfig, ServerHandle},
-    types::Params,
 };
 use openledger_chain::{Chain, ChainEvent};
-use serde::{Deserialize, Serialize};
 use tower_http::cors::{Any, CorsLayer};
 
 use crate::{
     RpcConfig,
-    dev::DevState,
+    context::{DevState, Quantity, RpcContext, heavy, quick},
     error::{RpcError, RpcResult},
     eth::{DEFAULT_PRIORITY_FEE, EthApi},
     filters::Filters,
@@ -26,17 +24,6 @@ use crate::{
     params::{Args, PrefixedBytes},
     pubsub,
 };
-
-/// What every handler sees.
-#[derive(Debug)]
-pub struct RpcContext {
-    /// The Ethereum API.
-    pub api: EthApi,
-    /// Installed polling filters.
-    pub filters: Filters,
-    /// What the dev methods remember; `None` when they are not served.
-    pub dev: Option<DevState>,
-}
 
 /// A running server.
 #[derive(Debug)]
@@ -111,55 +98,6 @@ fn feed_filters(chain: Arc<Chain>, context: Arc<RpcContext>) {
             }
         }
     });
-}
-
-/// A quantity given as a JSON number or a hex string (clients send both).
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(untagged)]
-pub(crate) enum Quantity {
-    Number(u64),
-    Hex(U64),
-}
-
-impl Quantity {
-    pub(crate) fn get(self) -> u64 {
-        match self {
-            Quantity::Number(n) => n,
-            Quantity::Hex(n) => n.to(),
-        }
-    }
-}
-
-type Handler<R> = fn(&RpcContext, &mut Args<'_>) -> RpcResult<R>;
-
-/// Registers a cheap method that takes at most `max` parameters and runs on the connection's
-/// task.
-pub(crate) fn quick<R: Serialize + Clone + Send + 'static>(
-    module: &mut RpcModule<RpcContext>,
-    name: &'static str,
-    max: usize,
-    handler: Handler<R>,
-) {
-    module
-        .register_method(name, move |params: Params<'_>, ctx: &RpcContext, _| {
-            handler(ctx, &mut Args::new(&params, max)?)
-        })
-        .expect("method names are unique");
-}
-
-/// Registers a method that takes at most `max` parameters and may run long (execution, log
-/// scans), on the blocking pool.
-pub(crate) fn heavy<R: Serialize + Clone + Send + 'static>(
-    module: &mut RpcModule<RpcContext>,
-    name: &'static str,
-    max: usize,
-    handler: Handler<R>,
-) {
-    module
-        .register_blocking_method(name, move |params: Params<'_>, ctx: Arc<RpcContext>, _| {
-            handler(&ctx, &mut Args::new(&params, max)?)
-        })
-        .expect("method names are unique");
 }
 
 fn methods(context: Arc<RpcContext>) -> RpcModule<RpcContext> {
