@@ -272,6 +272,11 @@ impl Chain {
         Ok(hash)
     }
 
+    /// Whether no transaction waits in the pool.
+    pub fn pool_is_empty(&self) -> bool {
+        self.pool.lock().is_empty()
+    }
+
     /// A pooled (not yet included) transaction.
     pub fn pooled(&self, hash: &B256) -> Option<PooledTx> {
         self.pool.lock().get(hash).cloned()

@@ -19,6 +19,10 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The longest block interval: a year. Longer ones mean "never" and are better said with
+/// [`Mining::Manual`]; they also could not be added to a clock's instant.
+pub const MAX_BLOCK_INTERVAL: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
 /// When blocks are sealed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mining {

@@ -259,15 +259,42 @@ impl<S: StateReader, I> BlockExecutor<S, I> {
         self.check_fits(&env)?;
         let tx_type = TxType::try_from(env.tx_type).unwrap_or(TxType::Legacy);
         let out = self.evm.inspect_tx(env.clone())?;
+        let seen = self.with_base_fee_credit(&out)?;
         let evm = &mut self.evm;
         let answer = read(
             &mut evm.inspector,
             &env,
             &evm.ctx.block,
-            &out,
+            &seen,
             &mut evm.ctx.journaled_state.database,
         );
         Ok((self.apply(tx_type, out)?, answer))
+    }
+
+    /// `out` with the base fee credited to its recipient, as the commit will credit it outside
+    /// the EVM: what a tracer is shown, so that a prestate diff balances.
+    fn with_base_fee_credit(&self, out: &ResultAndState) -> Result<ResultAndState, TxRejected> {
+        let mut seen = out.clone();
+        let Some(recipient) = self.fees.base_fee_recipient else {
+            return Ok(seen);
+        };
+        let fee = U256::from(self.evm.ctx.block.basefee) * U256::from(out.result.tx_gas_used());
+        if fee.is_zero() {
+            return Ok(seen);
+        }
+        let account = match seen.state.entry(recipient) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                let info =
+                    revm::DatabaseRef::basic_ref(&self.evm.ctx.journaled_state.database, recipient)
+                        .map_err(|e| TxRejected::Store(e.to_string()))?
+                        .unwrap_or_default();
+                entry.insert(revm::state::Account::from(info))
+            }
+        };
+        account.info.balance += fee;
+        account.mark_touch();
+        Ok(seen)
     }
 
     /// The inspector, as the last transaction left it.

@@ -25,7 +25,11 @@ async fn seal(chain: &Arc<Chain>, mining: Mining) {
     match mining {
         Mining::OnArrival => loop {
             chain.transaction_arrived().await;
-            produce(chain).await;
+            // A wake-up left from a time blocks were sealed only on request may find the pool
+            // already emptied by them.
+            if !chain.pool_is_empty() {
+                produce(chain).await;
+            }
         },
         Mining::Every(block_time) => {
             let start = tokio::time::Instant::now() + block_time;

@@ -44,7 +44,8 @@ impl AdapterStore {
     }
 
     /// Stores an adapter's files (name and bytes; only [`ADAPTER_FILES`] are taken) under the
-    /// hash of its weights, which must be `expected`; storing it again is a no-op.
+    /// hash of its weights, which must be `expected`; storing it again replaces its other files
+    /// (the caller checks who may).
     pub fn put(&self, expected: B256, files: &[(String, Vec<u8>)]) -> Result<(), ContentError> {
         let file = |name: &str| files.iter().find(|(n, _)| n == name).map(|(_, b)| b);
         for name in [WEIGHTS_FILE, CONFIG_FILE] {
@@ -69,19 +70,13 @@ impl AdapterStore {
                 "the weights hash to {hash}, not to the registered adapterHash {expected}"
             )));
         }
-        if self.get(hash)?.is_some() {
-            return Ok(());
-        }
-        let scratch = self.dir.join(format!(".incoming-{hash}"));
-        let _ = fs::remove_dir_all(&scratch);
-        fs::create_dir_all(&scratch)?;
+        let scratch = scratch_dir(&self.dir, hash)?;
         for name in ADAPTER_FILES {
             if let Some(bytes) = file(name) {
                 fs::write(scratch.join(name), bytes)?;
             }
         }
-        fs::rename(&scratch, self.path(hash))?;
-        Ok(())
+        replace_dir(&scratch, &self.path(hash), hash)
     }
 
     /// The folder of adapter `hash`, if it is stored and its weights still hash to it.
@@ -120,32 +115,43 @@ impl AdapterStore {
             .parent()
             .ok_or_else(|| ContentError::Invalid("the target has no parent folder".into()))?;
         fs::create_dir_all(parent)?;
-        // Its own scratch folder: two requests may install the same adapter at once.
-        static INSTALLS: AtomicU64 = AtomicU64::new(0);
-        let n = INSTALLS.fetch_add(1, Ordering::Relaxed);
-        let scratch = parent.join(format!(".installing-{hash}-{}-{n}", std::process::id()));
-        fs::create_dir_all(&scratch)?;
+        let scratch = scratch_dir(parent, hash)?;
         for name in ADAPTER_FILES {
             let from = dir.join(name);
             if from.is_file() {
                 fs::copy(&from, scratch.join(name))?;
             }
         }
-        let _ = fs::remove_dir_all(target);
-        if let Err(e) = fs::rename(&scratch, target) {
-            let _ = fs::remove_dir_all(&scratch);
-            // Another install of the same adapter got there first.
-            let there = fs::read(target.join(WEIGHTS_FILE)).map(keccak256);
-            if there.ok() != Some(hash) {
-                return Err(e.into());
-            }
-        }
+        replace_dir(&scratch, target, hash)?;
         Ok(true)
     }
 
     fn path(&self, hash: B256) -> PathBuf {
         self.dir.join(hash.to_string())
     }
+}
+
+/// A scratch folder of its own in `parent`: two requests may write the same adapter at once.
+fn scratch_dir(parent: &Path, hash: B256) -> Result<PathBuf, ContentError> {
+    static SCRATCHES: AtomicU64 = AtomicU64::new(0);
+    let n = SCRATCHES.fetch_add(1, Ordering::Relaxed);
+    let scratch = parent.join(format!(".incoming-{hash}-{}-{n}", std::process::id()));
+    fs::create_dir_all(&scratch)?;
+    Ok(scratch)
+}
+
+/// Puts `scratch` in `target`'s place, whole; if a concurrent writer of the same adapter got
+/// there first, its copy stands.
+fn replace_dir(scratch: &Path, target: &Path, hash: B256) -> Result<(), ContentError> {
+    let _ = fs::remove_dir_all(target);
+    if let Err(e) = fs::rename(scratch, target) {
+        let _ = fs::remove_dir_all(scratch);
+        let there = fs::read(target.join(WEIGHTS_FILE)).map(keccak256);
+        if there.ok() != Some(hash) {
+            return Err(e.into());
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -60,8 +60,9 @@ pub struct DevArgs {
 
 /// Runs the dev node until Ctrl-C or SIGTERM.
 pub fn run(args: DevArgs) -> anyhow::Result<()> {
-    if !(args.block_time.is_finite() && args.block_time >= 0.0) {
-        anyhow::bail!("--block-time must be a non-negative number of seconds");
+    let longest = openledger_chain::clock::MAX_BLOCK_INTERVAL.as_secs_f64();
+    if !(args.block_time.is_finite() && (0.0..=longest).contains(&args.block_time)) {
+        anyhow::bail!("--block-time must be a number of seconds from 0 to {longest} (a year)");
     }
     check_api_exposure(args.api_addr, args.expose_dev_keys)?;
     let accounts = dev_accounts(args.accounts)?;

@@ -235,26 +235,46 @@ pub async fn register_artifact(
         metricsHash: file_hash(&adapter.join(METRICS_FILE))?,
     };
     let receipt = client.send(MODELS, &call, U256::ZERO).await?;
-    publish_adapter(api_url, model, adapter)
+    publish_adapter(client, api_url, model, adapter)
         .await
         .context("the adapter is registered but not published: run `openledger model publish`")?;
     Ok((adapter_hash, receipt))
 }
 
 /// Publishes the adapter in folder `adapter` as model `model`'s (its weights must hash to the
-/// registered `adapterHash`) to the content API at `api_url`.
-pub async fn publish_adapter(api_url: &str, model: U256, adapter: &Path) -> anyhow::Result<()> {
-    use openledger_content::adapters::ADAPTER_FILES;
+/// registered `adapterHash`) to the content API at `api_url`, signed by `client`'s account
+/// (the model's creator).
+pub async fn publish_adapter(
+    client: &Client,
+    api_url: &str,
+    model: U256,
+    adapter: &Path,
+) -> anyhow::Result<()> {
+    use openledger_content::adapters::{ADAPTER_FILES, CONFIG_FILE, WEIGHTS_FILE};
+    let read = |name: &str| {
+        let path = adapter.join(name);
+        std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let message = crate::content_api::auth::adapter_message(
+        client.chain_id().await?,
+        model,
+        keccak256(read(WEIGHTS_FILE)?),
+        keccak256(read(CONFIG_FILE)?),
+    );
+    let signature = client.sign_message(&message)?;
     let mut form = reqwest::multipart::Form::new();
     for name in ADAPTER_FILES {
-        let path = adapter.join(name);
-        if let Ok(bytes) = std::fs::read(&path) {
+        if let Ok(bytes) = read(name) {
             let part = reqwest::multipart::Part::bytes(bytes).file_name(name);
             form = form.part(name, part);
         }
     }
     let response = reqwest::Client::new()
         .put(format!("{api_url}/models/{model}/adapter"))
+        .header(
+            crate::content_api::auth::SIGNATURE_HEADER,
+            alloy_primitives::hex::encode_prefixed(signature.as_bytes()),
+        )
         .multipart(form)
         .send()
         .await

@@ -11,7 +11,10 @@ use alloy_rpc_types_eth::TransactionRequest;
 use alloy_serde::JsonStorageKey;
 use alloy_signer::SignerSync;
 use jsonrpsee::{RpcModule, types::Params};
-use openledger_chain::{clock::Mining, state::StateEdit};
+use openledger_chain::{
+    clock::{MAX_BLOCK_INTERVAL, Mining},
+    state::StateEdit,
+};
 
 use crate::{
     context::{DevState, Quantity, RpcContext, Snapshot, heavy, quick},
@@ -89,23 +92,30 @@ fn register_mining(m: &mut RpcModule<RpcContext>) {
     }
     quick(m, "evm_setIntervalMining", 1, |c, p| {
         let millis = p.required::<Quantity>()?.get();
-        set_interval(c, Duration::from_millis(millis))
+        set_interval(c, Duration::from_millis(millis))?;
+        Ok(true)
     });
     quick(m, "anvil_setIntervalMining", 1, |c, p| {
         let seconds = p.required::<Quantity>()?.get();
-        set_interval(c, Duration::from_secs(seconds))
+        set_interval(c, Duration::from_secs(seconds))?;
+        Ok(serde_json::Value::Null)
     });
 }
 
 /// Seals a block every `interval`; zero stops interval mining (blocks then only when asked).
-fn set_interval(c: &RpcContext, interval: Duration) -> RpcResult<bool> {
+fn set_interval(c: &RpcContext, interval: Duration) -> RpcResult<()> {
+    if interval > MAX_BLOCK_INTERVAL {
+        return Err(RpcError::InvalidParams(format!(
+            "an interval of {interval:?} is over a year: stop interval mining with 0 instead"
+        )));
+    }
     let mining = if interval.is_zero() {
         Mining::Manual
     } else {
         Mining::Every(interval)
     };
     c.api.chain().set_mining(mining);
-    Ok(true)
+    Ok(())
 }
 
 /// Seals `blocks` blocks, each `interval` seconds after the one before when given.
@@ -215,25 +225,42 @@ fn register_snapshots(m: &mut RpcModule<RpcContext>) {
     }
 }
 
-/// `anvil_impersonateAccount`/`hardhat_impersonateAccount` and their stops.
+/// `anvil_impersonateAccount`/`hardhat_impersonateAccount` and their stops; anvil's names
+/// answer null, Hardhat's true.
 fn register_impersonation(m: &mut RpcModule<RpcContext>) {
-    for name in ["anvil_impersonateAccount", "hardhat_impersonateAccount"] {
-        quick(m, name, 1, |c, p| {
-            let address: Address = p.required()?;
-            dev_state(c)?.impersonated.lock().insert(address);
-            Ok(serde_json::Value::Null)
-        });
+    let pairs = [
+        (
+            "anvil_impersonateAccount",
+            "hardhat_impersonateAccount",
+            true,
+        ),
+        (
+            "anvil_stopImpersonatingAccount",
+            "hardhat_stopImpersonatingAccount",
+            false,
+        ),
+    ];
+    for (anvil, hardhat, on) in pairs {
+        for (name, answer) in [(anvil, serde_json::Value::Null), (hardhat, true.into())] {
+            m.register_method(name, move |params: Params<'_>, ctx: &RpcContext, _| {
+                impersonate(ctx, &mut Args::new(&params, 1)?, on)?;
+                RpcResult::Ok(answer.clone())
+            })
+            .expect("method names are unique");
+        }
     }
-    for name in [
-        "anvil_stopImpersonatingAccount",
-        "hardhat_stopImpersonatingAccount",
-    ] {
-        quick(m, name, 1, |c, p| {
-            let address: Address = p.required()?;
-            dev_state(c)?.impersonated.lock().remove(&address);
-            Ok(serde_json::Value::Null)
-        });
+}
+
+/// Starts (or stops) sending for the account the parameters name without its key.
+fn impersonate(c: &RpcContext, p: &mut Args<'_>, on: bool) -> RpcResult<()> {
+    let address: Address = p.required()?;
+    let mut impersonated = dev_state(c)?.impersonated.lock();
+    if on {
+        impersonated.insert(address);
+    } else {
+        impersonated.remove(&address);
     }
+    Ok(())
 }
 
 fn dev_state(c: &RpcContext) -> RpcResult<&DevState> {
@@ -285,6 +312,13 @@ fn fill(
     mut request: TransactionRequest,
     from: Address,
 ) -> RpcResult<alloy_consensus::TypedTransaction> {
+    if request.gas_price.is_some()
+        && (request.max_fee_per_gas.is_some() || request.max_priority_fee_per_gas.is_some())
+    {
+        return Err(RpcError::InvalidParams(
+            "both gasPrice and (maxFeePerGas or maxPriorityFeePerGas) specified".into(),
+        ));
+    }
     let chain = c.api.chain();
     request.chain_id.get_or_insert(chain.chain_id());
     request.to.get_or_insert(TxKind::Create);

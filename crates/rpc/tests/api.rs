@@ -364,6 +364,30 @@ fn a_traced_transaction_is_replayed_as_it_ran_in_its_block() {
         "{prestate}"
     );
 
+    // The base fee the chain credits to the treasury outside the EVM shows in the diff too.
+    let diff: GethDebugTracingOptions = serde_json::from_value(
+        serde_json::json!({ "tracer": "prestateTracer", "tracerConfig": { "diffMode": true } }),
+    )
+    .unwrap();
+    let diff = json(&api.trace_transaction(second, diff).unwrap());
+    let treasury = format!("{:#x}", addresses::TREASURY);
+    let balance = |side: &str| {
+        U256::from_str_radix(
+            diff[side][&treasury]["balance"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("0x"),
+            16,
+        )
+        .unwrap()
+    };
+    let base_fee = block.header.header.base_fee_per_gas.unwrap();
+    assert_eq!(
+        balance("post") - balance("pre"),
+        U256::from(base_fee) * U256::from(receipt.gas_used),
+        "{diff}"
+    );
+
     let call = json(&api.trace_transaction(first, tracer("callTracer")).unwrap());
     assert_eq!(call["type"], "CALL");
     assert_eq!(call["from"], format!("{:#x}", signer.address()));

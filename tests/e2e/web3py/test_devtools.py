@@ -47,6 +47,10 @@ def test_node_signed_transactions_come_from_the_dev_accounts(own_w3, artifacts):
     assert receipt["from"] == w3.eth.accounts[1] and counter.functions.count().call() == 1
     with pytest.raises(Web3RPCError, match="unknown account"):
         w3.eth.send_transaction({"from": Account.create().address, "to": w3.eth.accounts[0], "gas": 21000})
+    both = {"from": w3.eth.accounts[0], "to": w3.eth.accounts[1], "gas": 21000, "gasPrice": w3.eth.gas_price,
+            "maxFeePerGas": w3.eth.gas_price}
+    with pytest.raises(Web3RPCError, match="both gasPrice and"):
+        rpc(w3, "eth_sendTransaction", {k: hex(v) if isinstance(v, int) else v for k, v in both.items()})
 
 
 def test_traces_show_what_the_transaction_did(own_w3, artifacts):
@@ -104,7 +108,8 @@ def test_an_impersonated_account_sends_without_its_key(own_w3):
     rpc(w3, "hardhat_setBalance", whale, hex(5 * OPEN))
     with pytest.raises(Web3RPCError, match="unknown account"):
         w3.eth.send_transaction({"from": whale, "to": w3.eth.accounts[0], "gas": 21000})
-    rpc(w3, "anvil_impersonateAccount", whale)
+    assert rpc(w3, "hardhat_impersonateAccount", whale) is True
+    assert rpc(w3, "anvil_impersonateAccount", whale) is None
     recipient = Account.create().address
     tx_hash = w3.eth.send_transaction({"from": whale, "to": recipient, "value": OPEN})
     receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=TIMEOUT)
@@ -152,6 +157,14 @@ def test_with_automine_off_transactions_wait_for_evm_mine(own_w3):
         assert w3.eth.block_number == head
         rpc(w3, "evm_mine")
         assert w3.eth.get_transaction_receipt(tx_hash).blockNumber == head + 1
+        # An interval no clock can add is refused, and the producer keeps working.
+        for method, interval in [("anvil_setIntervalMining", 2**64 - 1), ("evm_setIntervalMining", 2**64 - 1)]:
+            with pytest.raises(Web3RPCError, match="-32602"):
+                rpc(w3, method, interval)
     finally:
         rpc(w3, "evm_setAutomine", True)
     assert rpc(w3, "anvil_getAutomine") is True
+    # Nothing waited: switching automine back on sealed no block.
+    assert w3.eth.block_number == head + 1
+    tx_hash = w3.eth.send_transaction({"from": w3.eth.accounts[2], "to": Account.create().address, "value": 1})
+    assert w3.eth.wait_for_transaction_receipt(tx_hash, timeout=TIMEOUT).blockNumber == head + 2

@@ -228,7 +228,8 @@ def test_jobs_are_shared_fairly_logged_and_cancelled_by_their_owner(setup):
     queued = [r.json()["id"] for r in waiting[:4]]
     assert all(status(job_id)["status"] == "queued" for job_id in queued)
     for job_id in queued:
-        gone = requests.delete(f"{jobs}/{job_id}", headers=key(5), timeout=30)
+        # The auth scheme is case-insensitive (RFC 7235).
+        gone = requests.delete(f"{jobs}/{job_id}", headers={"Authorization": "bearer dev-5"}, timeout=30)
         assert gone.status_code == 200 and gone.json()["status"] == "cancelled", gone.text
     assert requests.delete(f"{jobs}/{other}", headers=key(6), timeout=30).status_code == 202
     assert wait_for(f"{jobs}/{other}", lambda b: b["status"] != "running")["status"] == "cancelled"

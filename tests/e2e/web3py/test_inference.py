@@ -304,11 +304,22 @@ def test_a_model_trained_elsewhere_is_served_from_its_published_adapter(served, 
     assert fetched.content == weights
     served_dir = Path(node.datadir.name) / "adapters" / f"model-{other}"
     assert not served_dir.exists()
-    # Weights that are not the registered ones are refused.
-    forged = requests.put(adapters, files={"adapter_model.safetensors": weights + b"!",
-                                           "adapter_config.json": (out / "adapter_config.json").read_bytes()},
-                          timeout=30)
+    # Only the creator publishes, only the registered weights, with a config that is JSON.
+    config = (out / "adapter_config.json").read_bytes()
+    unsigned = requests.put(adapters, files={"adapter_model.safetensors": weights, "adapter_config.json": b"{}"},
+                            timeout=30)
+    assert unsigned.status_code == 401, unsigned.text
+    stranger = requests.put(adapters, files={"adapter_model.safetensors": weights, "adapter_config.json": b"{}"},
+                            headers=key(1), timeout=30)
+    assert stranger.status_code == 403 and "creator" in stranger.json()["error"], stranger.text
+    junk = requests.put(adapters, files={"adapter_model.safetensors": weights, "adapter_config.json": b"{{{"},
+                        headers=key(2), timeout=30)
+    assert junk.status_code == 400 and "not a JSON object" in junk.json()["error"], junk.text
+    forged = requests.put(adapters, files={"adapter_model.safetensors": weights + b"!", "adapter_config.json": config},
+                          headers=key(2), timeout=30)
     assert forged.status_code == 400 and "registered adapterHash" in forged.json()["error"], forged.text
+    stored = requests.get(f"{node.api_url}/adapters/{registered}/adapter_config.json", timeout=30)
+    assert stored.content == config
 
     deploy(node, w3, other)
     cli(node, "settle", "deposit", "1", "--account", "9")

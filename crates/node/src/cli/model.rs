@@ -216,7 +216,7 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
                 return Ok(());
             }
             RegistryCommand::Publish { model, adapter } => {
-                crate::jobs::publish_adapter(&common.api_url, model, &adapter).await?;
+                crate::jobs::publish_adapter(&client, &common.api_url, model, &adapter).await?;
                 let hash = crate::jobs::file_hash(
                     &adapter.join(openledger_content::adapters::WEIGHTS_FILE),
                 )?;

@@ -3,14 +3,17 @@
 //!
 //! - `PUT /models/{id}/adapter` (multipart; one part per file, named by its file name:
 //!   `adapter_model.safetensors`, `adapter_config.json`, optionally `metrics.json`) publishes
-//!   model `id`'s adapter. No credential is needed: the chain already binds the weights, and
-//!   files whose weights do not hash to the model's registered `adapterHash` are refused.
+//!   model `id`'s adapter, signed by the model's creator (see [`super::auth::adapter_message`]:
+//!   the chain binds the weights, the signature the config that says how to apply them); weights
+//!   that do not hash to the model's registered `adapterHash` are refused. Publishing again
+//!   replaces the config and metrics.
 //! - `GET /adapters/{hash}` lists a published adapter's files; `GET /adapters/{hash}/{file}`
 //!   reads one.
 
 use std::time::Duration;
 
 use alloy_primitives::U256;
+use alloy_primitives::keccak256;
 use alloy_sol_types::SolCall;
 use axum::{
     Json, Router,
@@ -18,19 +21,23 @@ use axum::{
         DefaultBodyLimit, Multipart, Path, State, multipart::MultipartRejection,
         rejection::PathRejection,
     },
-    http::{StatusCode, header},
+    http::{HeaderMap, StatusCode, header},
     response::IntoResponse,
     routing::{get, put},
 };
 use openledger_chain::CallError;
-use openledger_content::adapters::{ADAPTER_FILES, MAX_ADAPTER_FILE_BYTES};
+use openledger_content::adapters::{ADAPTER_FILES, CONFIG_FILE, MAX_ADAPTER_FILE_BYTES};
 use openledger_primitives::addresses;
 use openledger_protocol::abi::IModels;
 use serde_json::{Value, json};
 use tower::limit::ConcurrencyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use super::{ApiError, ContentApi, internal, parse_hash};
+use super::{
+    ApiError, ContentApi,
+    auth::{adapter_message, credential},
+    internal, parse_hash,
+};
 
 /// Adapter uploads handled at once: each holds its files in memory.
 const CONCURRENT_PUBLISHES: usize = 2;
@@ -56,6 +63,7 @@ pub fn routes() -> Router<ContentApi> {
 
 async fn publish(
     State(api): State<ContentApi>,
+    headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -63,8 +71,48 @@ async fn publish(
     let model_id: U256 = id
         .parse()
         .map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("invalid model id {id:?}")))?;
-    let registered = registered_hash(&api, model_id)?;
+    let model = registered_model(&api, model_id)?;
+    let credential = credential(
+        &headers,
+        &api.dev_accounts,
+        "OpenLedger adapter <keccak256 of adapter_model.safetensors> with config <keccak256 of \
+         adapter_config.json> for model <id> on chain <chain id>",
+    )?;
     let files = read_files(multipart?).await?;
+    let config = files
+        .iter()
+        .find(|(name, _)| name == CONFIG_FILE)
+        .map(|(_, bytes)| bytes)
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("an adapter needs its {CONFIG_FILE}"),
+            )
+        })?;
+    serde_json::from_slice::<serde_json::Map<String, Value>>(config).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{CONFIG_FILE} is not a JSON object: {e}"),
+        )
+    })?;
+    let registered = model.adapterHash;
+    let message = adapter_message(
+        api.chain.chain_id(),
+        model_id,
+        registered,
+        keccak256(config),
+    );
+    let signer = credential.signer_of(&message)?;
+    if signer != model.creator {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{signer} is not model {model_id}'s creator {}: only the creator publishes its \
+                 adapter",
+                model.creator
+            ),
+        ));
+    }
     let store = api.adapters.clone();
     let listed = tokio::task::spawn_blocking(move || {
         store.put(registered, &files)?;
@@ -81,8 +129,8 @@ async fn publish(
     ))
 }
 
-/// The adapter hash model `model_id` registered, or why there is none.
-fn registered_hash(api: &ContentApi, model_id: U256) -> Result<alloy_primitives::B256, ApiError> {
+/// Model `model_id`, if it registered an adapter; or why it cannot be published.
+fn registered_model(api: &ContentApi, model_id: U256) -> Result<IModels::Model, ApiError> {
     let call = IModels::getModelCall { modelId: model_id };
     let model = match api.chain.view(addresses::MODELS, call.abi_encode().into()) {
         Ok(output) => IModels::getModelCall::abi_decode_returns(&output).map_err(internal)?,
@@ -103,7 +151,7 @@ fn registered_hash(api: &ContentApi, model_id: U256) -> Result<alloy_primitives:
             ),
         ));
     }
-    Ok(model.adapterHash)
+    Ok(model)
 }
 
 /// The adapter files of a multipart body: each part named by its file name (or field name).

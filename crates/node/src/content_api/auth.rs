@@ -2,7 +2,8 @@
 //!
 //! A signed upload carries `X-OpenLedger-Signature`, an EIP-191 (`personal_sign`) signature of
 //! [`upload_message`]: the chain, the datanet, the file's name and the keccak-256 of its bytes, so
-//! a signature is good for one file, read one way, to one datanet, and cannot be moved.
+//! a signature is good for one file, read one way, to one datanet, and cannot be moved. A
+//! published adapter is signed the same way, over [`adapter_message`].
 
 use alloy_primitives::{Address, B256, Signature, U256};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -20,6 +21,19 @@ pub fn upload_message(chain_id: u64, datanet: U256, name: &str, file_hash: B256)
     )
 }
 
+/// What a model's creator signs (EIP-191) to publish model `model`'s adapter, whose weights hash
+/// to `adapter_hash` and whose `adapter_config.json` hashes to `config_hash`, on chain `chain_id`.
+pub fn adapter_message(
+    chain_id: u64,
+    model: U256,
+    adapter_hash: B256,
+    config_hash: B256,
+) -> String {
+    format!(
+        "OpenLedger adapter {adapter_hash} with config {config_hash} for model {model} on chain {chain_id}"
+    )
+}
+
 /// How a request says who it is from, read before its body.
 pub(super) enum Credential {
     /// `Authorization: Bearer dev-<N>`: dev account N.
@@ -29,10 +43,11 @@ pub(super) enum Credential {
 }
 
 /// Reads the request's credential: an API key standing for one of `dev_accounts`, or a
-/// signature. Either is needed.
+/// signature. Either is needed; `signs` says what a signature is over, for the refusal.
 pub(super) fn credential(
     headers: &HeaderMap,
     dev_accounts: &[Address],
+    signs: &str,
 ) -> Result<Credential, ApiError> {
     let unauthorized = |m: String| ApiError(StatusCode::UNAUTHORIZED, m);
     if let Some(value) = headers.get(SIGNATURE_HEADER) {
@@ -51,11 +66,10 @@ pub(super) fn credential(
     let Some(key) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
     else {
         return Err(unauthorized(format!(
-            "an upload must say who it is from: sign \"OpenLedger upload of file <keccak256 of the \
-             file> named <file name> to datanet <id> on chain <chain id>\" (EIP-191) and send the \
+            "the request must say who it is from: sign \"{signs}\" (EIP-191) and send the \
              signature as {SIGNATURE_HEADER}, or on a dev node send Authorization: Bearer dev-<N>"
         )));
     };
@@ -71,7 +85,29 @@ pub(super) fn credential(
         })
 }
 
+/// The token of an `Authorization: Bearer <token>` value; the scheme's case does not matter
+/// (RFC 7235).
+pub(crate) fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 impl Credential {
+    /// The account that signed `message`, or the dev account the key stands for.
+    pub(super) fn signer_of(&self, message: &str) -> Result<Address, ApiError> {
+        match self {
+            Credential::DevKey(account) => Ok(*account),
+            Credential::Signature(signature) => signature
+                .recover_address_from_msg(message.as_bytes())
+                .map_err(|e| {
+                    ApiError(
+                        StatusCode::UNAUTHORIZED,
+                        format!("the signature recovers no account: {e}"),
+                    )
+                }),
+        }
+    }
+
     /// The account the upload of `bytes` to `datanet` is from.
     pub(super) fn uploader(
         &self,
@@ -80,20 +116,7 @@ impl Credential {
         name: &str,
         bytes: &[u8],
     ) -> Result<Address, ApiError> {
-        match self {
-            Credential::DevKey(account) => Ok(*account),
-            Credential::Signature(signature) => {
-                let hash = alloy_primitives::keccak256(bytes);
-                let message = upload_message(chain_id, datanet, name, hash);
-                signature
-                    .recover_address_from_msg(message.as_bytes())
-                    .map_err(|e| {
-                        ApiError(
-                            StatusCode::UNAUTHORIZED,
-                            format!("the upload's signature recovers no account: {e}"),
-                        )
-                    })
-            }
-        }
+        let hash = alloy_primitives::keccak256(bytes);
+        self.signer_of(&upload_message(chain_id, datanet, name, hash))
     }
 }

@@ -204,7 +204,12 @@ async fn upload(
             format!("invalid datanet id {id:?}"),
         )
     })?;
-    let credential = auth::credential(&headers, &api.dev_accounts)?;
+    let credential = auth::credential(
+        &headers,
+        &api.dev_accounts,
+        "OpenLedger upload of file <keccak256 of the file> named <file name> to datanet <id> \
+         on chain <chain id>",
+    )?;
     let file = read_file(multipart?).await?;
     let chain_id = api.chain.chain_id();
     let uploader = credential.uploader(chain_id, datanet_id, &file.name, &file.bytes)?;

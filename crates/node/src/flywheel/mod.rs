@@ -132,7 +132,7 @@ impl Flywheel {
         let key = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(crate::content_api::auth::bearer_token)
             .ok_or_else(|| {
                 unauthorized("an API key is needed: Authorization: Bearer dev-<N>".into())
             })?;

@@ -186,6 +186,9 @@ struct Job {
     /// Its owner asked to cancel it while it ran: it stops after the current step.
     #[serde(default)]
     cancel_requested: bool,
+    /// Its adapter is being registered: too late to cancel.
+    #[serde(default)]
+    registering: bool,
     /// What happened, line by line.
     #[serde(default)]
     log: Vec<LogLine>,
@@ -318,6 +321,7 @@ impl Trainer {
     async fn run(self: &Arc<Self>, id: u64) {
         self.update(id, true, |j| {
             j.status = Status::Running;
+            j.registering = false;
             j.error = None;
             j.step = 0;
             j.losses.clear();
@@ -441,6 +445,8 @@ impl Trainer {
                     "held-out loss {before:.4} before training, {after:.4} after"
                 ));
             }
+            // Checked and closed in one step: a cancellation after this answers 409.
+            j.registering = !j.cancel_requested;
             j.cancel_requested
         });
         if cancelled != Some(false) {
@@ -614,6 +620,7 @@ async fn submit(
             started_at: None,
             finished_at: None,
             cancel_requested: false,
+            registering: false,
             log: Vec::new(),
         };
         job.note(format!("queued by dev-{account}"));
@@ -650,6 +657,15 @@ async fn cancel(
             Status::Queued => {
                 job.finish(Status::Cancelled, "cancelled before it started");
                 StatusCode::OK
+            }
+            Status::Running if job.registering => {
+                return Err(ApiError(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "job {id} is registering its adapter on-chain: too late to cancel; it \
+                         ends succeeded or failed"
+                    ),
+                ));
             }
             Status::Running => {
                 job.cancel_requested = true;
