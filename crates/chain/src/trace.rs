@@ -19,7 +19,7 @@ use revm::{
     inspector::JournalExt,
     interpreter::{CallInputs, CallOutcome, CreateInputs, CreateOutcome, FrameInput, Interpreter},
 };
-use revm_inspectors::tracing::{DebugInspector, TransactionContext};
+use revm_inspectors::tracing::{DebugInspector, DebugInspectorError, TransactionContext};
 
 use crate::{
     chain::{Chain, ChainError, block_env, invalid_message, params_of},
@@ -182,7 +182,17 @@ struct Bounded {
 
 impl Bounded {
     fn new(opts: GethDebugTracingOptions) -> Result<Self, TraceError> {
-        let tracer = DebugInspector::new(opts).map_err(|e| TraceError::Tracer(e.to_string()))?;
+        let name = opts.tracer.as_ref().map(|t| t.as_str().to_owned());
+        let tracer = DebugInspector::new(opts).map_err(|e| match e {
+            // A name that is no built-in tracer is read as JavaScript: say what it is instead.
+            DebugInspectorError::JsTracerNotEnabled => TraceError::Tracer(format!(
+                "unknown tracer {:?}: the node has callTracer, prestateTracer, flatCallTracer, \
+                 4byteTracer, muxTracer, noopTracer and the struct logger (no tracer); \
+                 JavaScript tracers are not supported",
+                name.unwrap_or_default()
+            )),
+            other => TraceError::Tracer(other.to_string()),
+        })?;
         let max_steps = match tracer {
             DebugInspector::Default(..) => MAX_STRUCT_LOG_STEPS,
             _ => u64::MAX,

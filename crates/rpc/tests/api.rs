@@ -407,6 +407,11 @@ fn a_traced_transaction_is_replayed_as_it_ran_in_its_block() {
         .trace_transaction(first, tracer("noSuchTracer"))
         .unwrap_err();
     assert!(matches!(err, RpcError::InvalidParams(_)), "{err:?}");
+    assert!(
+        err.to_string()
+            .starts_with("unknown tracer \"noSuchTracer\""),
+        "{err}"
+    );
     let err = api.trace_transaction(B256::repeat_byte(3), Default::default());
     assert!(matches!(err, Err(RpcError::NotFound(_))), "{err:?}");
 }
