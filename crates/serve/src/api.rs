@@ -272,8 +272,28 @@ async fn completions(
     if prompts.len() != 1 {
         return Err(ApiError::bad("prompt", "give exactly one prompt"));
     }
-    api.run(Kind::Text, prompts.remove(0), request.sampling, &headers)
-        .await
+    let prompt = prompts.remove(0);
+    detached(async move {
+        api.run(Kind::Text, prompt, request.sampling, &headers)
+            .await
+    })
+    .await
+}
+
+/// Runs a request to its end in a task of its own, whether or not its client waits: a client
+/// that goes away before a non-streamed answer is ready still pays for what it asked to be
+/// generated (its fee was secured before generation), as a cut stream pays for what was
+/// generated.
+async fn detached(
+    request: impl Future<Output = Result<Response, ApiError>> + Send + 'static,
+) -> Result<Response, ApiError> {
+    tokio::spawn(request).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            e.to_string(),
+            "server_error",
+        )
+    })?
 }
 
 async fn chat_completions(
@@ -288,8 +308,11 @@ async fn chat_completions(
         .map(|m| (m.role.as_str(), m.content.as_str()))
         .collect();
     let prompt = chat_prompt(&turns).map_err(|e| ApiError::bad("messages", e))?;
-    api.run(Kind::Chat, prompt, request.sampling, &headers)
-        .await
+    detached(async move {
+        api.run(Kind::Chat, prompt, request.sampling, &headers)
+            .await
+    })
+    .await
 }
 
 /// `/v1/models`: the base and its adapters, as far as the hook serves them.

@@ -256,6 +256,21 @@ def test_a_stream_the_client_cuts_is_charged_for_what_was_generated(served):
     assert charged <= settlement.functions.quote(model, 200, 200).call()
 
 
+def test_a_client_that_leaves_before_its_answer_still_pays_for_it(served):
+    node, w3, model = served
+    if module(w3, "IModels").functions.getModel(model).call()[2] != 4:
+        deploy(node, w3, model)
+    settlement = module(w3, "ISettlement")
+    cli(node, "settle", "deposit", "5", "--account", "6")
+    payer = w3.eth.accounts[6]
+    escrow = settlement.functions.balanceOf(payer).call()
+    impatient = openai.OpenAI(base_url=f"{node.api_url}/v1", api_key="dev-6", max_retries=0, timeout=0.01)
+    with pytest.raises(openai.APITimeoutError):
+        impatient.completions.create(model=f"model-{model}", prompt="Q: hello A:", max_tokens=64, temperature=1.0)
+    charged = wait_for_value(lambda: escrow - settlement.functions.balanceOf(payer).call())
+    assert 0 < charged <= settlement.functions.quote(model, 64, 64).call()
+
+
 def test_an_adapter_that_is_not_the_registered_one_is_not_served(served):
     node, w3, model = served
     if module(w3, "IModels").functions.getModel(model).call()[2] != 4:
