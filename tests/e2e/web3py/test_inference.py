@@ -236,14 +236,21 @@ def test_no_completion_is_served_before_its_worst_case_fee_is_secured(served):
     assert broke.value.status_code == 402
 
 
-def test_a_stream_the_client_cuts_is_charged_for_what_was_generated(served):
+def paying(served, account: int):
+    """The served model deployed, and dev account `account` with 5 OPEN in escrow: the
+    Settlement module, the payer, and its escrow now."""
     node, w3, model = served
     if module(w3, "IModels").functions.getModel(model).call()[2] != 4:
         deploy(node, w3, model)
     settlement = module(w3, "ISettlement")
-    cli(node, "settle", "deposit", "5", "--account", "7")
-    payer = w3.eth.accounts[7]
-    escrow = settlement.functions.balanceOf(payer).call()
+    cli(node, "settle", "deposit", "5", "--account", str(account))
+    payer = w3.eth.accounts[account]
+    return settlement, payer, settlement.functions.balanceOf(payer).call()
+
+
+def test_a_stream_the_client_cuts_is_charged_for_what_was_generated(served):
+    node, w3, model = served
+    settlement, payer, escrow = paying(served, 7)
     stream = openai_client(node, "dev-7").completions.create(
         model=f"model-{model}", prompt="Q: hello A:", max_tokens=200, temperature=1.0, stream=True)
     for n, _ in enumerate(stream):
@@ -258,12 +265,7 @@ def test_a_stream_the_client_cuts_is_charged_for_what_was_generated(served):
 
 def test_a_client_that_leaves_before_its_answer_still_pays_for_it(served):
     node, w3, model = served
-    if module(w3, "IModels").functions.getModel(model).call()[2] != 4:
-        deploy(node, w3, model)
-    settlement = module(w3, "ISettlement")
-    cli(node, "settle", "deposit", "5", "--account", "6")
-    payer = w3.eth.accounts[6]
-    escrow = settlement.functions.balanceOf(payer).call()
+    settlement, payer, escrow = paying(served, 6)
     impatient = openai.OpenAI(base_url=f"{node.api_url}/v1", api_key="dev-6", max_retries=0, timeout=0.01)
     with pytest.raises(openai.APITimeoutError):
         impatient.completions.create(model=f"model-{model}", prompt="Q: hello A:", max_tokens=64, temperature=1.0)
