@@ -249,7 +249,7 @@ impl Services {
                 pending: content.pending,
                 dev_accounts: accounts,
             })
-            .merge(crate::metrics::router(chain.clone()))
+            .merge(crate::metrics::router(chain.clone(), rpc.metrics.clone()))
             .merge(routes),
         );
         let api = tokio::spawn(http::serve(api_listener, app, HttpLimits::default()));

@@ -1,5 +1,5 @@
 //! `/metrics` of `openledger dev`: the chain's state in Prometheus' text format, for a dashboard
-//! or an alert on a stuck producer or a filling pool.
+//! or an alert on a stuck producer or a filling pool, and the JSON-RPC requests served by method.
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -12,15 +12,16 @@ use axum::{
     routing::get,
 };
 use openledger_chain::Chain;
+use openledger_rpc::metrics::RpcMetrics;
 
 /// The route.
-pub fn router(chain: Arc<Chain>) -> Router {
+pub fn router(chain: Arc<Chain>, rpc: Arc<RpcMetrics>) -> Router {
     Router::new()
         .route("/metrics", get(render))
-        .with_state(chain)
+        .with_state((chain, rpc))
 }
 
-async fn render(State(chain): State<Arc<Chain>>) -> impl IntoResponse {
+async fn render(State((chain, rpc)): State<(Arc<Chain>, Arc<RpcMetrics>)>) -> impl IntoResponse {
     let head = chain.head().header;
     let (pending, queued) = match chain.pool_counts() {
         Ok(counts) => counts,
@@ -68,6 +69,17 @@ async fn render(State(chain): State<Arc<Chain>>) -> impl IntoResponse {
         let _ = writeln!(out, "# HELP openledger_{name} {help}");
         let _ = writeln!(out, "# TYPE openledger_{name} gauge");
         let _ = writeln!(out, "openledger_{name} {value}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP openledger_rpc_requests_total JSON-RPC requests received, by method (batch entries each)."
+    );
+    let _ = writeln!(out, "# TYPE openledger_rpc_requests_total counter");
+    for (method, count) in rpc.counts() {
+        let _ = writeln!(
+            out,
+            "openledger_rpc_requests_total{{method=\"{method}\"}} {count}"
+        );
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

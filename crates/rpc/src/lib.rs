@@ -11,6 +11,7 @@ pub mod error;
 pub mod eth;
 pub mod filters;
 pub mod guard;
+pub mod metrics;
 pub mod params;
 pub mod pubsub;
 pub mod server;

@@ -9,6 +9,7 @@ use alloy_rpc_types_eth::{Filter, TransactionRequest};
 use alloy_serde::JsonStorageKey;
 use jsonrpsee::{
     RpcModule,
+    core::middleware::RpcServiceBuilder,
     server::{BatchRequestConfig, Server, ServerConfig, ServerHandle},
 };
 use openledger_chain::{Chain, ChainEvent};
@@ -21,6 +22,7 @@ use crate::{
     eth::{DEFAULT_PRIORITY_FEE, EthApi},
     filters::Filters,
     guard::RequestGuardLayer,
+    metrics::{Counted, RpcMetrics},
     params::{Args, PrefixedBytes},
     pubsub,
 };
@@ -30,6 +32,8 @@ use crate::{
 pub struct RpcServer {
     /// The address it listens on (useful with port 0).
     pub local_addr: SocketAddr,
+    /// Requests received, by method.
+    pub metrics: Arc<RpcMetrics>,
     handle: ServerHandle,
 }
 
@@ -59,17 +63,10 @@ pub async fn start(chain: Arc<Chain>, config: RpcConfig) -> std::io::Result<RpcS
         .allow_origin(Any)
         .allow_methods(Any)
         .allow_headers(Any);
-    let server =
-        Server::builder()
-            .set_config(server_config)
-            .set_http_middleware(tower::ServiceBuilder::new().layer(cors).layer(
-                RequestGuardLayer {
-                    max_request_bytes: config.max_request_bytes,
-                },
-            ))
-            .build(config.addr)
-            .await?;
-    let local_addr = server.local_addr()?;
+    let guard = RequestGuardLayer {
+        max_request_bytes: config.max_request_bytes,
+    };
+    let addr = config.addr;
     let context = Arc::new(RpcContext {
         dev: config.dev.as_ref().map(|_| DevState::default()),
         api: EthApi::new(chain.clone(), config),
@@ -77,8 +74,24 @@ pub async fn start(chain: Arc<Chain>, config: RpcConfig) -> std::io::Result<RpcS
     });
     feed_filters(chain, context.clone());
     let module = methods(context);
+    let metrics = Arc::new(RpcMetrics::new(module.method_names()));
+    let counted = metrics.clone();
+    let server = Server::builder()
+        .set_config(server_config)
+        .set_http_middleware(tower::ServiceBuilder::new().layer(cors).layer(guard))
+        .set_rpc_middleware(RpcServiceBuilder::new().layer_fn(move |inner| Counted {
+            inner,
+            metrics: counted.clone(),
+        }))
+        .build(addr)
+        .await?;
+    let local_addr = server.local_addr()?;
     let handle = server.start(module);
-    Ok(RpcServer { local_addr, handle })
+    Ok(RpcServer {
+        local_addr,
+        metrics,
+        handle,
+    })
 }
 
 /// Forwards pool arrivals to pending-transaction filters.

@@ -264,11 +264,26 @@ def test_while_the_dev_base_builds_the_api_says_to_retry(tmp_path):
 
 
 def test_the_dev_node_serves_prometheus_metrics(node, w3):
-    text = requests.get(f"{node.api_url}/metrics", timeout=TIMEOUT).text
-    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if not line.startswith("#")}
+    def metrics() -> dict:
+        text = requests.get(f"{node.api_url}/metrics", timeout=TIMEOUT).text
+        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines() if not line.startswith("#")}
+
+    values = metrics()
     assert values["openledger_chain_head_block"] >= 0
     assert values["openledger_chain_gas_limit"] == w3.eth.get_block("latest").gasLimit
+    # JSON-RPC requests by method, batch entries each; names the node does not serve as "other".
+    calls = 'openledger_rpc_requests_total{method="eth_chainId"}'
+    other = 'openledger_rpc_requests_total{method="other"}'
+    post(node.http_url, [{"jsonrpc": "2.0", "id": i, "method": "eth_chainId"} for i in range(3)])
+    post(node.http_url, [{"jsonrpc": "2.0", "id": i, "method": f"made_up_{i}"} for i in range(50)])
+    after = metrics()
+    assert after[calls] - values.get(calls, 0) == 3
+    assert after[other] - values[other] == 50
+    assert not any("made_up" in name for name in after)
+    text = requests.get(f"{node.api_url}/metrics", timeout=TIMEOUT).text
     assert "# TYPE openledger_txpool_pending gauge" in text
+    assert "# TYPE openledger_rpc_requests_total counter" in text
 
 
 def test_the_clock_cli_moves_the_chain_by_durations(fresh_node):
