@@ -52,8 +52,9 @@ pub struct DevArgs {
     /// Number of dev accounts to derive, print and fund (built-in genesis only).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     accounts: u32,
-    /// Allow a non-loopback --api-addr although the dev API keys (`Authorization: Bearer
-    /// dev-N`) then let anyone who reaches it sign as the dev accounts and spend their escrow.
+    /// Allow a non-loopback --rpc-addr or --api-addr although the dev keys (which sign
+    /// `eth_sendTransaction`, and stand behind `Authorization: Bearer dev-N`) then let anyone who
+    /// reaches them sign as the dev accounts and spend their funds and escrow.
     #[arg(long)]
     expose_dev_keys: bool,
 }
@@ -64,7 +65,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
     if !(args.block_time.is_finite() && (0.0..=longest).contains(&args.block_time)) {
         anyhow::bail!("--block-time must be a number of seconds from 0 to {longest} (a year)");
     }
-    check_api_exposure(args.api_addr, args.expose_dev_keys)?;
+    check_exposure(args.rpc_addr, args.api_addr, args.expose_dev_keys)?;
     let accounts = dev_accounts(args.accounts)?;
     let genesis = match &args.genesis {
         Some(path) => Genesis::load(path)?,
@@ -136,18 +137,36 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
 
 /// Refuses a content API address other machines can reach unless the user said so: its dev API
 /// keys are public knowledge (`dev-0`…), so anyone reaching it could sign as the dev accounts.
-fn check_api_exposure(api_addr: SocketAddr, expose_dev_keys: bool) -> anyhow::Result<()> {
-    if api_addr.ip().is_loopback() {
-        return Ok(());
+fn check_exposure(
+    rpc_addr: SocketAddr,
+    api_addr: SocketAddr,
+    expose_dev_keys: bool,
+) -> anyhow::Result<()> {
+    let exposed = [
+        (
+            "--rpc-addr",
+            rpc_addr,
+            "eth_sendTransaction, which the node signs with the dev keys",
+        ),
+        (
+            "--api-addr",
+            api_addr,
+            "the dev API keys (`Authorization: Bearer dev-N`)",
+        ),
+    ];
+    for (flag, addr, what) in exposed {
+        if addr.ip().is_loopback() {
+            continue;
+        }
+        if !expose_dev_keys {
+            anyhow::bail!(
+                "{flag} {addr} is not a loopback address: anyone who reaches it could use {what} \
+                 to sign as the dev accounts and spend their funds and escrow. Use 127.0.0.1, or \
+                 pass --expose-dev-keys if that is what you want"
+            );
+        }
+        tracing::warn!(%addr, "the dev keys are usable on a non-loopback address (--expose-dev-keys)");
     }
-    if !expose_dev_keys {
-        anyhow::bail!(
-            "--api-addr {api_addr} is not a loopback address: anyone who reaches it could use the \
-             dev API keys (`Authorization: Bearer dev-N`) to sign as the dev accounts and spend \
-             their escrow. Use 127.0.0.1, or pass --expose-dev-keys if that is what you want"
-        );
-    }
-    tracing::warn!(%api_addr, "the dev API keys are served on a non-loopback address (--expose-dev-keys)");
     Ok(())
 }
 

@@ -126,14 +126,17 @@ def test_half_sent_requests_cannot_take_either_port_down(node, w3):
             s.close()
 
 
-def test_dev_keys_are_not_served_on_a_public_address_unless_asked():
+@pytest.mark.parametrize("public", ["--api-addr", "--rpc-addr"])
+def test_dev_keys_are_not_served_on_a_public_address_unless_asked(public):
+    addrs = {"--api-addr": f"127.0.0.1:{free_port()}", "--rpc-addr": f"127.0.0.1:{free_port()}"}
+    addrs[public] = f"0.0.0.0:{free_port()}"
     with subprocess.Popen(
-        [str(BINARY), "dev", "--api-addr", f"0.0.0.0:{free_port()}", "--rpc-addr", f"127.0.0.1:{free_port()}"],
+        [str(BINARY), "dev", *[a for pair in addrs.items() for a in pair]],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     ) as proc:
         out, _ = proc.communicate(timeout=TIMEOUT)
     assert proc.returncode != 0
-    assert "not a loopback address" in out and "--expose-dev-keys" in out
+    assert f"{public} 0.0.0.0" in out and "not a loopback address" in out and "--expose-dev-keys" in out
 
 
 def post(url: str, body) -> requests.Response:
