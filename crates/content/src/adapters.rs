@@ -4,8 +4,10 @@
 //! once registered, and a node that serves the model installs them from here.
 //!
 //! Each adapter is `<dir>/<hash>/` holding the files of a PEFT adapter folder that a node needs:
-//! the weights, the PEFT config and the training metrics. An adapter is written to a scratch
-//! folder and renamed into place, so a reader never sees half of one.
+//! the weights, the PEFT config, the training metrics and the gradient sketches that gradient
+//! attribution reads, with the account that published it (`publisher`): only that account
+//! replaces them, since another model may register the same weights. An adapter is written to a
+//! scratch folder and renamed into place, so a reader never sees half of one.
 
 use std::{
     fs,
@@ -13,7 +15,7 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
-use alloy_primitives::{B256, keccak256};
+use alloy_primitives::{Address, B256, keccak256};
 
 use crate::ContentError;
 
@@ -23,8 +25,13 @@ pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
 pub const CONFIG_FILE: &str = "adapter_config.json";
 /// The training metrics (their hash is registered beside the adapter's).
 pub const METRICS_FILE: &str = "metrics.json";
+/// The gradient sketches of the training rows (`openledger_attribution::INFLUENCE_FILE`), without
+/// which a node attributes the adapter's completions by span only.
+pub const INFLUENCE_FILE: &str = "influence.bin";
 /// The files an adapter is published with: the first two are required.
-pub const ADAPTER_FILES: [&str; 3] = [WEIGHTS_FILE, CONFIG_FILE, METRICS_FILE];
+pub const ADAPTER_FILES: [&str; 4] = [WEIGHTS_FILE, CONFIG_FILE, METRICS_FILE, INFLUENCE_FILE];
+/// Who published an adapter.
+const PUBLISHER_FILE: &str = "publisher";
 /// The largest adapter file accepted: a rank-16 LoRA of every projection of a 135M-parameter
 /// model is ~20 MB in 32-bit floats.
 pub const MAX_ADAPTER_FILE_BYTES: u64 = 64 << 20;
@@ -44,9 +51,14 @@ impl AdapterStore {
     }
 
     /// Stores an adapter's files (name and bytes; only [`ADAPTER_FILES`] are taken) under the
-    /// hash of its weights, which must be `expected`; storing it again replaces its other files
-    /// (the caller checks who may).
-    pub fn put(&self, expected: B256, files: &[(String, Vec<u8>)]) -> Result<(), ContentError> {
+    /// hash of its weights, which must be `expected`, as published by `publisher`; the same
+    /// publisher storing it again replaces its other files, anyone else is refused.
+    pub fn put(
+        &self,
+        expected: B256,
+        files: &[(String, Vec<u8>)],
+        publisher: Address,
+    ) -> Result<(), ContentError> {
         let file = |name: &str| files.iter().find(|(n, _)| n == name).map(|(_, b)| b);
         for name in [WEIGHTS_FILE, CONFIG_FILE] {
             if file(name).is_none() {
@@ -55,14 +67,14 @@ impl AdapterStore {
                 )));
             }
         }
-        if let Some((name, bytes)) = files
+        if let Some((_, bytes)) = files
             .iter()
             .find(|(_, bytes)| bytes.len() as u64 > MAX_ADAPTER_FILE_BYTES)
         {
-            return Err(ContentError::Invalid(format!(
-                "{name} is {} bytes, over the {MAX_ADAPTER_FILE_BYTES}-byte limit",
-                bytes.len()
-            )));
+            return Err(ContentError::TooLarge {
+                size: bytes.len() as u64,
+                max: MAX_ADAPTER_FILE_BYTES,
+            });
         }
         let hash = keccak256(file(WEIGHTS_FILE).expect("checked"));
         if hash != expected {
@@ -70,13 +82,32 @@ impl AdapterStore {
                 "the weights hash to {hash}, not to the registered adapterHash {expected}"
             )));
         }
+        if let Some(owner) = self.publisher(hash)?
+            && owner != publisher
+        {
+            return Err(ContentError::Taken(hash, owner));
+        }
         let scratch = scratch_dir(&self.dir, hash)?;
         for name in ADAPTER_FILES {
             if let Some(bytes) = file(name) {
                 fs::write(scratch.join(name), bytes)?;
             }
         }
+        fs::write(scratch.join(PUBLISHER_FILE), publisher.to_string())?;
         replace_dir(&scratch, &self.path(hash), hash)
+    }
+
+    /// Who published adapter `hash`, if it is stored.
+    pub fn publisher(&self, hash: B256) -> Result<Option<Address>, ContentError> {
+        match fs::read_to_string(self.path(hash).join(PUBLISHER_FILE)) {
+            Ok(text) => text
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|e| ContentError::Corrupt(hash, format!("publisher: {e}"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The folder of adapter `hash`, if it is stored and its weights still hash to it.
@@ -171,9 +202,19 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = AdapterStore::open(tmp.path().join("adapters")).unwrap();
         let hash = keccak256(b"weights");
+        let creator = Address::repeat_byte(1);
         assert_eq!(store.get(hash).unwrap(), None);
-        store.put(hash, &adapter(b"weights")).unwrap();
-        store.put(hash, &adapter(b"weights")).unwrap();
+        store.put(hash, &adapter(b"weights"), creator).unwrap();
+        store.put(hash, &adapter(b"weights"), creator).unwrap();
+        assert_eq!(store.publisher(hash).unwrap(), Some(creator));
+        // Another model registering the same weights cannot replace the files.
+        let err = store
+            .put(hash, &adapter(b"weights"), Address::repeat_byte(2))
+            .unwrap_err();
+        assert!(
+            matches!(err, ContentError::Taken(_, owner) if owner == creator),
+            "{err}"
+        );
         assert_eq!(
             store.files(hash).unwrap(),
             vec![(WEIGHTS_FILE, 7), (CONFIG_FILE, 8)]
@@ -195,15 +236,20 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = AdapterStore::open(tmp.path()).unwrap();
         let registered = keccak256(b"weights");
-        let err = store.put(registered, &adapter(b"tampered")).unwrap_err();
+        let creator = Address::repeat_byte(1);
+        let err = store
+            .put(registered, &adapter(b"tampered"), creator)
+            .unwrap_err();
         assert!(err.to_string().contains("not to the registered"), "{err}");
         let err = store
-            .put(registered, &adapter(b"weights")[..1])
+            .put(registered, &adapter(b"weights")[..1], creator)
             .unwrap_err();
         assert!(err.to_string().contains(CONFIG_FILE), "{err}");
         assert_eq!(store.get(registered).unwrap(), None);
         // A stored adapter whose weights change on disk is reported, not served.
-        store.put(registered, &adapter(b"weights")).unwrap();
+        store
+            .put(registered, &adapter(b"weights"), creator)
+            .unwrap();
         std::fs::write(
             tmp.path().join(registered.to_string()).join(WEIGHTS_FILE),
             b"x",

@@ -61,6 +61,9 @@ pub enum ContentError {
     /// What was sent is not acceptable (an adapter without its config, or not the registered one).
     #[error("{0}")]
     Invalid(String),
+    /// Another account published this adapter: only it replaces what is stored.
+    #[error("adapter {0} was published by {1}: only that account replaces it")]
+    Taken(B256, alloy_primitives::Address),
     /// No content has this hash.
     #[error("no content with hash {0}")]
     NotFound(B256),

@@ -62,8 +62,12 @@ pub struct DevArgs {
 /// Runs the dev node until Ctrl-C or SIGTERM.
 pub fn run(args: DevArgs) -> anyhow::Result<()> {
     let longest = openledger_chain::clock::MAX_BLOCK_INTERVAL.as_secs_f64();
-    if !(args.block_time.is_finite() && (0.0..=longest).contains(&args.block_time)) {
-        anyhow::bail!("--block-time must be a number of seconds from 0 to {longest} (a year)");
+    let time = args.block_time;
+    if !(time.is_finite() && (time == 0.0 || (0.001..=longest).contains(&time))) {
+        anyhow::bail!(
+            "--block-time must be 0 (a block as transactions arrive) or a number of seconds from \
+             0.001 to {longest} (a year)"
+        );
     }
     check_exposure(args.rpc_addr, args.api_addr, args.expose_dev_keys)?;
     let accounts = dev_accounts(args.accounts)?;

@@ -415,14 +415,20 @@ fn may_register(args: &TrainArgs, model: alloy_primitives::U256) -> anyhow::Resu
 fn register(args: &TrainArgs, model: alloy_primitives::U256) -> anyhow::Result<()> {
     let client = crate::cli::Client::new(&args.node.rpc_url, args.node.signer.signer()?)?;
     crate::cli::block_on(async {
-        let (hash, receipt) = jobs::register_artifact(
-            &client,
-            &args.node.api_url,
-            model,
-            &args.out,
-            &args.datanets,
-        )
-        .await?;
+        let (hash, receipt) =
+            jobs::register_artifact(&client, model, &args.out, &args.datanets).await?;
+        match jobs::publish_adapter(&client, &args.node.api_url, model, &args.out).await {
+            Ok(left_out) if left_out.is_empty() => {}
+            Ok(left_out) => eprintln!(
+                "warning: published without {} (over the content API's size limit)",
+                left_out.join(", ")
+            ),
+            Err(e) => eprintln!(
+                "warning: the adapter is registered but not published ({e:#}): run `openledger \
+                 model publish {model} --adapter {}`",
+                args.out.display()
+            ),
+        }
         if args.optim.json {
             let out = serde_json::json!({"modelId": model.to_string(), "adapterHash": hash,
                                          "tx": receipt.transaction_hash});

@@ -213,12 +213,10 @@ pub fn file_hash(path: &Path) -> anyhow::Result<B256> {
 }
 
 /// Registers the adapter in `adapter` as `model`'s artifact (signed by the client, which must
-/// be the model's creator), trained on `versions`: one for each of the model's datanets; then
-/// publishes it to the node's content API at `api_url` ([`publish_adapter`]), so that any node
-/// serving the model finds it by its hash.
+/// be the model's creator), trained on `versions`: one for each of the model's datanets. The
+/// caller then publishes it ([`publish_adapter`]), so that any node serving the model finds it.
 pub async fn register_artifact(
     client: &Client,
-    api_url: &str,
     model: U256,
     adapter: &Path,
     versions: &[DatanetVersion],
@@ -235,22 +233,22 @@ pub async fn register_artifact(
         metricsHash: file_hash(&adapter.join(METRICS_FILE))?,
     };
     let receipt = client.send(MODELS, &call, U256::ZERO).await?;
-    publish_adapter(client, api_url, model, adapter)
-        .await
-        .context("the adapter is registered but not published: run `openledger model publish`")?;
     Ok((adapter_hash, receipt))
 }
 
 /// Publishes the adapter in folder `adapter` as model `model`'s (its weights must hash to the
 /// registered `adapterHash`) to the content API at `api_url`, signed by `client`'s account
-/// (the model's creator).
+/// (the model's creator). An optional file over the content API's size limit (large gradient
+/// sketches) is left out: what it names comes back, for the caller to say.
 pub async fn publish_adapter(
     client: &Client,
     api_url: &str,
     model: U256,
     adapter: &Path,
-) -> anyhow::Result<()> {
-    use openledger_content::adapters::{ADAPTER_FILES, CONFIG_FILE, WEIGHTS_FILE};
+) -> anyhow::Result<Vec<&'static str>> {
+    use openledger_content::adapters::{
+        ADAPTER_FILES, CONFIG_FILE, MAX_ADAPTER_FILE_BYTES, WEIGHTS_FILE,
+    };
     let read = |name: &str| {
         let path = adapter.join(name);
         std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))
@@ -263,11 +261,17 @@ pub async fn publish_adapter(
     );
     let signature = client.sign_message(&message)?;
     let mut form = reqwest::multipart::Form::new();
+    let mut left_out = Vec::new();
     for name in ADAPTER_FILES {
-        if let Ok(bytes) = read(name) {
-            let part = reqwest::multipart::Part::bytes(bytes).file_name(name);
-            form = form.part(name, part);
+        let Ok(bytes) = read(name) else { continue };
+        if bytes.len() as u64 > MAX_ADAPTER_FILE_BYTES
+            && ![WEIGHTS_FILE, CONFIG_FILE].contains(&name)
+        {
+            left_out.push(name);
+            continue;
         }
+        let part = reqwest::multipart::Part::bytes(bytes).file_name(name);
+        form = form.part(name, part);
     }
     let response = reqwest::Client::new()
         .put(format!("{api_url}/models/{model}/adapter"))
@@ -287,12 +291,25 @@ pub async fn publish_adapter(
             body["error"].as_str().unwrap_or("no reason given")
         );
     }
-    Ok(())
+    Ok(left_out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_published_adapter_carries_every_file_serving_and_attribution_read() {
+        use openledger_content::adapters::ADAPTER_FILES;
+        for file in [
+            ADAPTER_WEIGHTS_FILE,
+            openledger_ml::lora::ADAPTER_CONFIG_FILE,
+            METRICS_FILE,
+            openledger_attribution::INFLUENCE_FILE,
+        ] {
+            assert!(ADAPTER_FILES.contains(&file), "{file}");
+        }
+    }
 
     #[test]
     fn the_latest_version_of_each_datanet_stands_for_the_earlier_ones() {

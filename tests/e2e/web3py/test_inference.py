@@ -316,7 +316,8 @@ def test_a_model_trained_elsewhere_is_served_from_its_published_adapter(served, 
     registered = "0x" + model_info(w3, other)["adapterHash"].hex()
     assert registered == Web3.keccak(weights).to_0x_hex()
     listed = requests.get(f"{node.api_url}/adapters/{registered}", timeout=30).json()
-    assert {f["name"] for f in listed["files"]} >= {"adapter_model.safetensors", "adapter_config.json"}
+    assert {f["name"] for f in listed["files"]} == {"adapter_model.safetensors", "adapter_config.json",
+                                                    "metrics.json", "influence.bin"}
     fetched = requests.get(f"{node.api_url}/adapters/{registered}/adapter_model.safetensors", timeout=30)
     assert fetched.content == weights
     served_dir = Path(node.datadir.name) / "adapters" / f"model-{other}"
@@ -337,6 +338,17 @@ def test_a_model_trained_elsewhere_is_served_from_its_published_adapter(served, 
     assert forged.status_code == 400 and "registered adapterHash" in forged.json()["error"], forged.text
     stored = requests.get(f"{node.api_url}/adapters/{registered}/adapter_config.json", timeout=30)
     assert stored.content == config
+    # Another model registering the same weights cannot replace what their creator published.
+    copycat = cli_json(node, "model", "propose", "--name", "copycat", "--base-model", "tiny",
+                       "--datanet", datanet, "--account", "5")["modelId"]
+    cli(node, "model", "approve", copycat, "--account", "0")
+    cli(node, "model", "register", copycat, "--adapter-hash", registered, "--datanet-version", "1",
+        "--account", "5")
+    taken = requests.put(f"{node.api_url}/models/{copycat}/adapter",
+                         files={"adapter_model.safetensors": weights, "adapter_config.json": b"{}"},
+                         headers=key(5), timeout=30)
+    assert taken.status_code == 409 and "published by" in taken.json()["error"], taken.text
+    assert requests.get(f"{node.api_url}/adapters/{registered}/adapter_config.json", timeout=30).content == config
 
     deploy(node, w3, other)
     cli(node, "settle", "deposit", "1", "--account", "9")
@@ -344,6 +356,7 @@ def test_a_model_trained_elsewhere_is_served_from_its_published_adapter(served, 
                                                              max_tokens=4)
     assert answer.model_dump()["openledger"]["settlementTx"]
     assert (served_dir / "adapter_model.safetensors").read_bytes() == weights
+    assert (served_dir / "influence.bin").read_bytes() == (out / "influence.bin").read_bytes()
 
 
 def wait_for_value(read, timeout: float = 60):

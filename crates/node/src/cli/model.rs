@@ -216,13 +216,18 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
                 return Ok(());
             }
             RegistryCommand::Publish { model, adapter } => {
-                crate::jobs::publish_adapter(&client, &common.api_url, model, &adapter).await?;
+                let left_out =
+                    crate::jobs::publish_adapter(&client, &common.api_url, model, &adapter).await?;
                 let hash = crate::jobs::file_hash(
                     &adapter.join(openledger_content::adapters::WEIGHTS_FILE),
                 )?;
+                let without = match left_out.as_slice() {
+                    [] => String::new(),
+                    names => format!(" without {} (over the size limit)", names.join(", ")),
+                };
                 common.print(
-                    json!({"modelId": model.to_string(), "adapterHash": hash}),
-                    format!("Published model {model}'s adapter {hash}"),
+                    json!({"modelId": model.to_string(), "adapterHash": hash, "leftOut": left_out}),
+                    format!("Published model {model}'s adapter {hash}{without}"),
                 );
                 return Ok(());
             }

@@ -6,7 +6,8 @@
 //!   model `id`'s adapter, signed by the model's creator (see [`super::auth::adapter_message`]:
 //!   the chain binds the weights, the signature the config that says how to apply them); weights
 //!   that do not hash to the model's registered `adapterHash` are refused. Publishing again
-//!   replaces the config and metrics.
+//!   replaces the config, metrics and sketches; only the account that first published those
+//!   weights may (another model can register the same ones: 409).
 //! - `GET /adapters/{hash}` lists a published adapter's files; `GET /adapters/{hash}/{file}`
 //!   reads one.
 
@@ -26,7 +27,9 @@ use axum::{
     routing::{get, put},
 };
 use openledger_chain::CallError;
-use openledger_content::adapters::{ADAPTER_FILES, CONFIG_FILE, MAX_ADAPTER_FILE_BYTES};
+use openledger_content::adapters::{
+    ADAPTER_FILES, CONFIG_FILE, MAX_ADAPTER_FILE_BYTES, WEIGHTS_FILE,
+};
 use openledger_primitives::addresses;
 use openledger_protocol::abi::IModels;
 use serde_json::{Value, json};
@@ -96,12 +99,19 @@ async fn publish(
         )
     })?;
     let registered = model.adapterHash;
-    let message = adapter_message(
-        api.chain.chain_id(),
-        model_id,
-        registered,
-        keccak256(config),
-    );
+    // Signed over the weights sent: weights that are not the registered ones are then named
+    // as such (400), not taken for another signer.
+    let weights = files
+        .iter()
+        .find(|(name, _)| name == WEIGHTS_FILE)
+        .map(|(_, bytes)| keccak256(bytes))
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("an adapter needs its {WEIGHTS_FILE}"),
+            )
+        })?;
+    let message = adapter_message(api.chain.chain_id(), model_id, weights, keccak256(config));
     let signer = credential.signer_of(&message)?;
     if signer != model.creator {
         return Err(ApiError(
@@ -115,7 +125,7 @@ async fn publish(
     }
     let store = api.adapters.clone();
     let listed = tokio::task::spawn_blocking(move || {
-        store.put(registered, &files)?;
+        store.put(registered, &files, signer)?;
         store.files(registered)
     })
     .await

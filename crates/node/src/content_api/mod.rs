@@ -100,6 +100,7 @@ impl From<ContentError> for ApiError {
             ContentError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ContentError::Rows(_) | ContentError::Invalid(_) => StatusCode::BAD_REQUEST,
             ContentError::NotFound(_) => StatusCode::NOT_FOUND,
+            ContentError::Taken(..) => StatusCode::CONFLICT,
             ContentError::Corrupt(..) | ContentError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self(status, e.to_string())

@@ -204,7 +204,8 @@ impl Demo<'_> {
         let rows = self.version_rows(at).await?;
         let (adapter, metrics) = self.train(&rows)?;
         let creator = &self.cast.creator.client;
-        jobs::register_artifact(creator, &self.urls.api, model, &adapter, &[at]).await?;
+        jobs::register_artifact(creator, model, &adapter, &[at]).await?;
+        jobs::publish_adapter(creator, &self.urls.api, model, &adapter).await?;
         self.step("the operator stakes and deploys the model; a staker backs it");
         self.deploy(model).await?;
         self.step("indexing the datanet version for span attribution");

@@ -41,7 +41,9 @@ use tokio::sync::Notify;
 
 use super::{ApiError, Flywheel};
 use crate::cli::Client;
-use crate::jobs::{DatanetVersion, file_hash, register_artifact, versions_rows, write_rows};
+use crate::jobs::{
+    DatanetVersion, file_hash, publish_adapter, register_artifact, versions_rows, write_rows,
+};
 
 /// What a client asks for; unset options take `openledger train`'s defaults.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -205,6 +207,30 @@ impl Job {
         });
     }
 
+    /// Ends the job with what training and registration came to.
+    fn end(&mut self, outcome: anyhow::Result<(B256, Option<B256>)>) {
+        match outcome {
+            Ok((hash, tx)) => {
+                self.adapter_hash = Some(hash);
+                self.tx = tx;
+                self.finish(
+                    Status::Succeeded,
+                    format!("succeeded: adapter {hash} is served"),
+                );
+            }
+            Err(_) if self.cancel_requested => {
+                self.finish(
+                    Status::Cancelled,
+                    format!("cancelled after step {}", self.step),
+                );
+            }
+            Err(e) => {
+                self.error = Some(format!("{e:#}"));
+                self.finish(Status::Failed, format!("failed: {e:#}"));
+            }
+        }
+    }
+
     fn finish(&mut self, status: Status, message: impl Into<String>) {
         self.status = status;
         self.finished_at = Some(now());
@@ -329,25 +355,9 @@ impl Trainer {
             j.note("started");
         });
         let outcome = self.train_and_register(id).await;
-        self.update(id, true, |j| match outcome {
-            Ok((hash, tx)) => {
-                j.adapter_hash = Some(hash);
-                j.tx = tx;
-                j.finish(
-                    Status::Succeeded,
-                    format!("succeeded: adapter {hash} is served"),
-                );
-            }
-            Err(_) if j.cancel_requested => {
-                j.finish(
-                    Status::Cancelled,
-                    format!("cancelled after step {}", j.step),
-                );
-            }
-            Err(e) => {
-                j.error = Some(format!("{e:#}"));
-                j.finish(Status::Failed, format!("failed: {e:#}"));
-            }
+        self.update(id, true, |j| {
+            j.registering = false;
+            j.end(outcome)
         });
     }
 
@@ -355,7 +365,6 @@ impl Trainer {
     fn note(&self, id: u64, message: impl Into<String>) {
         self.update(id, true, |j| j.note(message));
     }
-
     async fn train_and_register(self: &Arc<Self>, id: u64) -> anyhow::Result<(B256, Option<B256>)> {
         let job = self.job(id).context("the job vanished")?;
         let request = &job.request;
@@ -378,6 +387,7 @@ impl Trainer {
         let weights = out.join(openledger_ml::lora::ADAPTER_WEIGHTS_FILE);
         if weights.is_file() && file_hash(&weights)? == registered {
             self.publish(model, &out, &work.join("publishing"))?;
+            self.share(id, &client, model, &out).await;
             return Ok((registered, None));
         }
         let rows = versions_rows(&client, &self.flywheel.api_url, &versions).await?;
@@ -461,8 +471,7 @@ impl Trainer {
             (ours, None)
         } else {
             self.note(id, "registering the adapter as the model's artifact");
-            let (hash, receipt) =
-                register_artifact(&client, &self.flywheel.api_url, model, &out, &versions).await?;
+            let (hash, receipt) = register_artifact(&client, model, &out, &versions).await?;
             self.note(
                 id,
                 format!("registered in transaction {}", receipt.transaction_hash),
@@ -470,7 +479,25 @@ impl Trainer {
             (hash, Some(receipt.transaction_hash))
         };
         self.publish(model, &out, &work.join("publishing"))?;
+        self.share(id, &client, model, &out).await;
         Ok(outcome)
+    }
+
+    /// Publishes the registered adapter to the content API, for other folders and nodes that
+    /// serve the model; a failure goes in the job's log and does not fail the job (the adapter
+    /// is registered, and served here).
+    async fn share(&self, id: u64, client: &Client, model: U256, adapter: &std::path::Path) {
+        let note = match publish_adapter(client, &self.flywheel.api_url, model, adapter).await {
+            Ok(left_out) if left_out.is_empty() => "published by its hash".to_string(),
+            Ok(left_out) => format!(
+                "published by its hash without {} (over the content API's size limit)",
+                left_out.join(", ")
+            ),
+            Err(e) => format!(
+                "not published ({e:#}): `openledger model publish {model} --adapter DIR` does it"
+            ),
+        };
+        self.note(id, note);
     }
 
     /// Puts a registered adapter where OpenLoRA serves it: copied to `staging` (on the same file
