@@ -28,7 +28,7 @@ pub const METRICS_FILE: &str = "metrics.json";
 /// The gradient sketches of the training rows (`openledger_attribution::INFLUENCE_FILE`), without
 /// which a node attributes the adapter's completions by span only.
 pub const INFLUENCE_FILE: &str = "influence.bin";
-/// The files an adapter is published with: the first two are required.
+/// The files an adapter is published with: the first two (weights, config) are required.
 pub const ADAPTER_FILES: [&str; 4] = [WEIGHTS_FILE, CONFIG_FILE, METRICS_FILE, INFLUENCE_FILE];
 /// Who published an adapter.
 const PUBLISHER_FILE: &str = "publisher";

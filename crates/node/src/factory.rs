@@ -418,10 +418,10 @@ fn register(args: &TrainArgs, model: alloy_primitives::U256) -> anyhow::Result<(
         let (hash, receipt) =
             jobs::register_artifact(&client, model, &args.out, &args.datanets).await?;
         match jobs::publish_adapter(&client, &args.node.api_url, model, &args.out).await {
-            Ok(left_out) if left_out.is_empty() => {}
-            Ok(left_out) => eprintln!(
+            Ok(published) if published.left_out.is_empty() => {}
+            Ok(published) => eprintln!(
                 "warning: published without {} (over the content API's size limit)",
-                left_out.join(", ")
+                published.left_out.join(", ")
             ),
             Err(e) => eprintln!(
                 "warning: the adapter is registered but not published ({e:#}): run `openledger \

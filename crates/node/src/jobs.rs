@@ -239,13 +239,13 @@ pub async fn register_artifact(
 /// Publishes the adapter in folder `adapter` as model `model`'s (its weights must hash to the
 /// registered `adapterHash`) to the content API at `api_url`, signed by `client`'s account
 /// (the model's creator). An optional file over the content API's size limit (large gradient
-/// sketches) is left out: what it names comes back, for the caller to say.
+/// sketches) is left out and named in the answer, for the caller to say.
 pub async fn publish_adapter(
     client: &Client,
     api_url: &str,
     model: U256,
     adapter: &Path,
-) -> anyhow::Result<Vec<&'static str>> {
+) -> anyhow::Result<Published> {
     use openledger_content::adapters::{
         ADAPTER_FILES, CONFIG_FILE, MAX_ADAPTER_FILE_BYTES, WEIGHTS_FILE,
     };
@@ -253,25 +253,28 @@ pub async fn publish_adapter(
         let path = adapter.join(name);
         std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))
     };
+    let (weights, config) = (read(WEIGHTS_FILE)?, read(CONFIG_FILE)?);
+    let adapter_hash = keccak256(&weights);
     let message = crate::content_api::auth::adapter_message(
         client.chain_id().await?,
         model,
-        keccak256(read(WEIGHTS_FILE)?),
-        keccak256(read(CONFIG_FILE)?),
+        adapter_hash,
+        keccak256(&config),
     );
     let signature = client.sign_message(&message)?;
-    let mut form = reqwest::multipart::Form::new();
+    let part =
+        |bytes: Vec<u8>, name: &'static str| reqwest::multipart::Part::bytes(bytes).file_name(name);
+    let mut form = reqwest::multipart::Form::new()
+        .part(WEIGHTS_FILE, part(weights, WEIGHTS_FILE))
+        .part(CONFIG_FILE, part(config, CONFIG_FILE));
     let mut left_out = Vec::new();
-    for name in ADAPTER_FILES {
+    for name in ADAPTER_FILES.into_iter().skip(2) {
         let Ok(bytes) = read(name) else { continue };
-        if bytes.len() as u64 > MAX_ADAPTER_FILE_BYTES
-            && ![WEIGHTS_FILE, CONFIG_FILE].contains(&name)
-        {
+        if bytes.len() as u64 > MAX_ADAPTER_FILE_BYTES {
             left_out.push(name);
             continue;
         }
-        let part = reqwest::multipart::Part::bytes(bytes).file_name(name);
-        form = form.part(name, part);
+        form = form.part(name, part(bytes, name));
     }
     let response = reqwest::Client::new()
         .put(format!("{api_url}/models/{model}/adapter"))
@@ -291,7 +294,19 @@ pub async fn publish_adapter(
             body["error"].as_str().unwrap_or("no reason given")
         );
     }
-    Ok(left_out)
+    Ok(Published {
+        adapter_hash,
+        left_out,
+    })
+}
+
+/// What [`publish_adapter`] published.
+#[derive(Debug)]
+pub struct Published {
+    /// The weights' hash, which names the adapter.
+    pub adapter_hash: B256,
+    /// Optional files over the size limit, not published.
+    pub left_out: Vec<&'static str>,
 }
 
 #[cfg(test)]

@@ -8,13 +8,12 @@ import {
   createPublicClient,
   createWalletClient,
   decodeEventLog,
-  defineChain,
   http,
   parseGwei,
   webSocket,
 } from "viem";
 import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
-import { artifacts, startNode } from "./node.mjs";
+import { artifacts, devChain, startNode } from "./node.mjs";
 
 const KEYS = [
   "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
@@ -27,12 +26,7 @@ let node, chain, client, wallets;
 
 before(async () => {
   node = await startNode();
-  chain = defineChain({
-    id: node.chainId,
-    name: "OpenLedger dev",
-    nativeCurrency: { name: "OPEN", symbol: "OPEN", decimals: 18 },
-    rpcUrls: { default: { http: [node.url], webSocket: [node.wsUrl] } },
-  });
+  chain = devChain(node);
   client = createPublicClient({ chain, transport: http(node.url) });
   wallets = KEYS.map((key) => createWalletClient({ account: privateKeyToAccount(key), chain, transport: http(node.url) }));
 });

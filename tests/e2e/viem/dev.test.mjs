@@ -7,25 +7,19 @@ import {
   createPublicClient,
   createTestClient,
   createWalletClient,
-  defineChain,
   http,
   pad,
   parseEther,
   toHex,
 } from "viem";
 import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
-import { startNode } from "./node.mjs";
+import { devChain, startNode } from "./node.mjs";
 
 let node, chain, client, testClient;
 
 before(async () => {
   node = await startNode();
-  chain = defineChain({
-    id: node.chainId,
-    name: "OpenLedger dev",
-    nativeCurrency: { name: "OPEN", symbol: "OPEN", decimals: 18 },
-    rpcUrls: { default: { http: [node.url] } },
-  });
+  chain = devChain(node);
   client = createPublicClient({ chain, transport: http(node.url) });
   testClient = createTestClient({ chain, mode: "anvil", transport: http(node.url) });
 });

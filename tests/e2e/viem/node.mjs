@@ -1,5 +1,6 @@
 // Starts a fresh `openledger dev` on a free port with its own data directory, for the tests.
 import { spawn } from "node:child_process";
+import { defineChain } from "viem";
 import { mkdtempSync, rmSync, openSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -20,6 +21,16 @@ async function freePort() {
       server.close(() => ok(port));
     });
     server.on("error", fail);
+  });
+}
+
+// The dev node as a viem chain: the same definition for every test file.
+export function devChain(node) {
+  return defineChain({
+    id: node.chainId,
+    name: "OpenLedger dev",
+    nativeCurrency: { name: "OPEN", symbol: "OPEN", decimals: 18 },
+    rpcUrls: { default: { http: [node.url], webSocket: [node.wsUrl] } },
   });
 }
 

@@ -216,11 +216,10 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
                 return Ok(());
             }
             RegistryCommand::Publish { model, adapter } => {
-                let left_out =
-                    crate::jobs::publish_adapter(&client, &common.api_url, model, &adapter).await?;
-                let hash = crate::jobs::file_hash(
-                    &adapter.join(openledger_content::adapters::WEIGHTS_FILE),
-                )?;
+                let crate::jobs::Published {
+                    adapter_hash: hash,
+                    left_out,
+                } = crate::jobs::publish_adapter(&client, &common.api_url, model, &adapter).await?;
                 let without = match left_out.as_slice() {
                     [] => String::new(),
                     names => format!(" without {} (over the size limit)", names.join(", ")),

@@ -488,10 +488,10 @@ impl Trainer {
     /// is registered, and served here).
     async fn share(&self, id: u64, client: &Client, model: U256, adapter: &std::path::Path) {
         let note = match publish_adapter(client, &self.flywheel.api_url, model, adapter).await {
-            Ok(left_out) if left_out.is_empty() => "published by its hash".to_string(),
-            Ok(left_out) => format!(
+            Ok(published) if published.left_out.is_empty() => "published by its hash".to_string(),
+            Ok(published) => format!(
                 "published by its hash without {} (over the content API's size limit)",
-                left_out.join(", ")
+                published.left_out.join(", ")
             ),
             Err(e) => format!(
                 "not published ({e:#}): `openledger model publish {model} --adapter DIR` does it"
