@@ -381,8 +381,8 @@ fn datanet_rows(args: &TrainArgs) -> anyhow::Result<PathBuf> {
 }
 
 /// Refuses, before any training, what registering the adapter as `model`'s artifact would:
-/// a signer who is not its creator, a model that is not Approved, datanet versions that are not
-/// one for each of its datanets.
+/// a signer who is not its creator, a model that is not Approved, Trained or Deployed, datanet
+/// versions that are not one for each of its datanets.
 fn may_register(args: &TrainArgs, model: alloy_primitives::U256) -> anyhow::Result<()> {
     let client = crate::cli::Client::new(&args.node.rpc_url, args.node.signer.signer()?)?;
     crate::cli::block_on(async {
@@ -393,30 +393,16 @@ fn may_register(args: &TrainArgs, model: alloy_primitives::U256) -> anyhow::Resu
             )
             .await
             .with_context(|| format!("model {model}"))?;
-        if info.status != openledger_protocol::abi::IModels::Status::Approved {
-            anyhow::bail!(
-                "model {model} is {:?}: only an Approved model's artifact is registered",
-                info.status
-            );
-        }
-        let signer = client.sender()?;
-        if info.creator != signer {
-            anyhow::bail!(
-                "NotCreator: {signer} is not model {model}'s creator {}",
-                info.creator
-            );
-        }
-        jobs::model_versions(model, &info.datanetIds, &args.datanets)?;
+        jobs::check_trainable(model, &info, client.sender()?, &args.datanets)?;
         anyhow::Ok(())
     })
 }
 
-/// Registers the trained adapter as `model`'s artifact.
+/// Registers the trained adapter as `model`'s next artifact version.
 fn register(args: &TrainArgs, model: alloy_primitives::U256) -> anyhow::Result<()> {
     let client = crate::cli::Client::new(&args.node.rpc_url, args.node.signer.signer()?)?;
     crate::cli::block_on(async {
-        let (hash, receipt) =
-            jobs::register_artifact(&client, model, &args.out, &args.datanets).await?;
+        let registered = jobs::register_artifact(&client, model, &args.out, &args.datanets).await?;
         match jobs::publish_adapter(&client, &args.node.api_url, model, &args.out).await {
             Ok(published) if published.left_out.is_empty() => {}
             Ok(published) => eprintln!(
@@ -429,14 +415,18 @@ fn register(args: &TrainArgs, model: alloy_primitives::U256) -> anyhow::Result<(
                 args.out.display()
             ),
         }
+        let tx = registered.receipt.transaction_hash;
         if args.optim.json {
-            let out = serde_json::json!({"modelId": model.to_string(), "adapterHash": hash,
-                                         "tx": receipt.transaction_hash});
+            let out = serde_json::json!({"modelId": model.to_string(),
+                                         "adapterHash": registered.adapter_hash,
+                                         "artifactVersion": registered.version,
+                                         "served": registered.current, "tx": tx});
             println!("{out}");
         } else {
             println!(
-                "registered the adapter {hash} as model {model}'s artifact (tx {})",
-                receipt.transaction_hash
+                "registered the adapter {} as {} (tx {tx})",
+                registered.adapter_hash,
+                registered.next_step(model)
             );
         }
         Ok(())

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::str::FromStr;
 
-use alloy_primitives::{B256, U256, keccak256};
+use alloy_primitives::{Address, B256, U256, keccak256};
 use alloy_rpc_types_eth::TransactionReceipt;
 use anyhow::{Context, bail};
 use openledger_content::{Format, row_text};
@@ -212,15 +212,108 @@ pub fn file_hash(path: &Path) -> anyhow::Result<B256> {
     Ok(keccak256(bytes))
 }
 
-/// Registers the adapter in `adapter` as `model`'s artifact (signed by the client, which must
-/// be the model's creator), trained on `versions`: one for each of the model's datanets. The
-/// caller then publishes it ([`publish_adapter`]), so that any node serving the model finds it.
+/// Why an adapter for a model cannot be registered, found before any training.
+#[derive(Debug, thiserror::Error)]
+pub enum Untrainable {
+    /// Not Approved, Trained or Deployed.
+    #[error("model {0} is {1:?}: {fix}", fix = status_fix(*.1))]
+    Status(U256, IModels::Status),
+    /// Only the creator registers artifacts.
+    #[error(
+        "NotCreator: {caller} is not model {model}'s creator {creator}: only the creator registers its adapters"
+    )]
+    NotCreator {
+        model: U256,
+        caller: Address,
+        creator: Address,
+    },
+    /// The datanet versions are not one for each of the model's datanets.
+    #[error("datanets: {0:#}")]
+    Datanets(anyhow::Error),
+}
+
+fn status_fix(status: IModels::Status) -> &'static str {
+    match status {
+        IModels::Status::Proposed => "it is trained once governance approves it",
+        IModels::Status::Retired | IModels::Status::Slashed => "it is not trained any more",
+        _ => "no such model",
+    }
+}
+
+/// Checks, before training, that `caller` may register a new adapter for `model` (`info`) on
+/// `versions`: Approved, Trained or Deployed (a new artifact version; a Deployed model serves it
+/// once deployed again), by its creator; the datanet version of each of its datanets.
+pub fn check_trainable(
+    model: U256,
+    info: &IModels::Model,
+    caller: Address,
+    versions: &[DatanetVersion],
+) -> Result<Vec<u64>, Untrainable> {
+    use IModels::Status::{Approved, Deployed, Trained};
+    if !matches!(info.status, Approved | Trained | Deployed) {
+        return Err(Untrainable::Status(model, info.status));
+    }
+    if info.creator != caller {
+        return Err(Untrainable::NotCreator {
+            model,
+            caller,
+            creator: info.creator,
+        });
+    }
+    model_versions(model, &info.datanetIds, versions).map_err(Untrainable::Datanets)
+}
+
+/// The adapter hash of `model`'s newest artifact version, if it has one: a job that trained
+/// the same weights (run again after a crash) has nothing left to register.
+pub async fn newest_artifact(client: &Client, model: U256) -> anyhow::Result<Option<B256>> {
+    let info = client
+        .view(MODELS, &IModels::getModelCall { modelId: model })
+        .await?;
+    if info.artifactCount == 0 {
+        return Ok(None);
+    }
+    let call = IModels::getArtifactCall {
+        modelId: model,
+        version: info.artifactCount,
+    };
+    Ok(Some(client.view(MODELS, &call).await?.adapterHash))
+}
+
+/// An adapter registered as a model's artifact.
+pub struct Registered {
+    pub adapter_hash: B256,
+    /// Its artifact version.
+    pub version: u64,
+    /// Whether the model serves it now (not Deployed with an earlier version).
+    pub current: bool,
+    pub receipt: TransactionReceipt,
+}
+
+impl Registered {
+    /// What happens next, for the user.
+    pub fn next_step(&self, model: U256) -> String {
+        let registered = format!("model {model}'s artifact version {}", self.version);
+        if self.current {
+            registered
+        } else {
+            format!(
+                "{registered}, served once the model is deployed again (openledger model deploy \
+                 {model} ...); until then it serves its earlier version"
+            )
+        }
+    }
+}
+
+/// Registers the adapter in `adapter` as `model`'s next artifact version (signed by the client,
+/// which must be the model's creator), trained on `versions`: one for each of the model's
+/// datanets. The caller then publishes it ([`publish_adapter`]), so that any node serving the
+/// model finds it.
 pub async fn register_artifact(
     client: &Client,
     model: U256,
     adapter: &Path,
     versions: &[DatanetVersion],
-) -> anyhow::Result<(B256, TransactionReceipt)> {
+) -> anyhow::Result<Registered> {
     let info = client
         .view(MODELS, &IModels::getModelCall { modelId: model })
         .await?;
@@ -233,7 +326,16 @@ pub async fn register_artifact(
         metricsHash: file_hash(&adapter.join(METRICS_FILE))?,
     };
     let receipt = client.send(MODELS, &call, U256::ZERO).await?;
-    Ok((adapter_hash, receipt))
+    let version = crate::cli::events::<IModels::ArtifactRegistered>(&receipt)
+        .first()
+        .context("registerArtifact emitted no ArtifactRegistered")?
+        .version;
+    Ok(Registered {
+        adapter_hash,
+        version,
+        current: info.status != IModels::Status::Deployed,
+        receipt,
+    })
 }
 
 /// Publishes the adapter in folder `adapter` as model `model`'s (its weights must hash to the

@@ -6,6 +6,11 @@ pragma solidity ^0.8.20;
 /// registered) -> Deployed (operator and prices published, the operator's stake in the Staking
 /// module at its minimum) -> Retired, or Slashed when a slash leaves the operator's stake under
 /// the minimum. Out-of-order transitions revert with WrongStatus.
+/// @notice Artifacts are versioned and never replaced: each registerArtifact adds version
+/// artifactCount + 1. Before the first deployment the newest version is the model's current one;
+/// a Deployed model keeps serving its current version until its creator deploys again (deploy
+/// on a Deployed model switches it to the newest version, with the operator and prices given).
+/// The Model's adapterHash, datanetVersions and metricsHash are those of its current version.
 interface IModels {
     /// A model's place in its lifecycle (see above).
     enum Status {
@@ -43,13 +48,32 @@ interface IModels {
         uint256 inputRatePer1k;
         uint256 outputRatePer1k;
         uint64 proposedAt;
+        /// The artifact version served (the current one), 0 before the first registration.
+        uint64 artifactVersion;
+        /// How many artifact versions are registered; the newest is artifactCount.
+        uint64 artifactCount;
+    }
+
+    /// One registered version of a model's adapter.
+    struct Artifact {
+        bytes32 adapterHash;
+        /// The version of each of the model's datanetIds it was trained on.
+        uint64[] datanetVersions;
+        bytes32 metricsHash;
+        uint64 registeredAt;
     }
 
     event ModelProposed(uint256 indexed modelId, address indexed creator, string name, string baseModel);
     event ModelApproved(uint256 indexed modelId, address indexed approver);
-    event ArtifactRegistered(uint256 indexed modelId, bytes32 adapterHash, uint64[] datanetVersions, bytes32 metricsHash);
+    event ArtifactRegistered(
+        uint256 indexed modelId, bytes32 adapterHash, uint64[] datanetVersions, bytes32 metricsHash, uint64 version
+    );
     event ModelDeployed(
-        uint256 indexed modelId, address indexed operator, uint256 inputRatePer1k, uint256 outputRatePer1k
+        uint256 indexed modelId,
+        address indexed operator,
+        uint256 inputRatePer1k,
+        uint256 outputRatePer1k,
+        uint64 artifactVersion
     );
     event ModelRetired(uint256 indexed modelId, address indexed by);
     event ModelSlashed(uint256 indexed modelId);
@@ -69,6 +93,8 @@ interface IModels {
     error ZeroOperator();
     error InsufficientOperatorStake(uint256 modelId, uint256 stake, uint256 minimum);
     error NotStaking(address account);
+    error UnknownArtifact(uint256 modelId, uint64 version);
+    error ArtifactAlreadyRegistered(uint256 modelId, bytes32 adapterHash, uint64 version);
 
     /// @notice Proposes a model fine-tuned from baseModel on the given datanets.
     function proposeModel(
@@ -81,7 +107,9 @@ interface IModels {
     /// @notice Approves a proposed model (the Governor, or the genesis admin).
     function approveModel(uint256 modelId) external;
 
-    /// @notice Records the trained adapter and the datanet versions it learned from (creator only).
+    /// @notice Records a trained adapter and the datanet versions it learned from as the model's
+    /// next artifact version (creator only; Approved, Trained or Deployed). An adapter identical
+    /// to the newest version's reverts with ArtifactAlreadyRegistered.
     function registerArtifact(
         uint256 modelId,
         bytes32 adapterHash,
@@ -89,7 +117,8 @@ interface IModels {
         bytes32 metricsHash
     ) external;
 
-    /// @notice Publishes the operator serving the model and its prices (creator only).
+    /// @notice Publishes the operator serving the model and its prices, and makes the newest
+    /// artifact version the one served (creator only; Trained, or Deployed to redeploy).
     function deploy(uint256 modelId, address operator, uint256 inputRatePer1k, uint256 outputRatePer1k) external;
 
     /// @notice Retires a model for good (creator, Governor or admin).
@@ -100,5 +129,7 @@ interface IModels {
 
     function modelCount() external view returns (uint256);
     function getModel(uint256 modelId) external view returns (Model memory);
+    /// @notice Artifact `version` (1 to artifactCount) of a model.
+    function getArtifact(uint256 modelId, uint64 version) external view returns (Artifact memory);
     function admin() external view returns (address);
 }

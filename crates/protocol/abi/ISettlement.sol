@@ -40,7 +40,10 @@ interface ISettlement {
         uint64 outputTokens;
         bytes32 promptHash;
         bytes32 outputHash;
-        /// One of the model's datanets, at the version the model was trained on.
+        /// The model's artifact version that served it (IModels.getArtifact): one deployed now
+        /// or before.
+        uint64 artifactVersion;
+        /// One of the model's datanets, at the version that artifact was trained on.
         uint256 datanetId;
         uint64 datanetVersion;
         /// The attribution engine: 0 none, 1 span (suffix array), 2 gradient influence.
@@ -111,7 +114,8 @@ interface ISettlement {
         bytes32 outputHash,
         uint256 datanetId,
         uint64 datanetVersion,
-        uint8 method
+        uint8 method,
+        uint64 artifactVersion
     );
     event RewardAccrued(address indexed account, uint256 indexed modelId, Role role, uint256 amount);
     event TreasuryPaid(bytes32 indexed orderHash, uint256 amount);
@@ -144,6 +148,7 @@ interface ISettlement {
     error FeeAboveMax(uint256 fee, uint256 maxFee);
     error FeeOverflow();
     error DatanetNotUsed(uint256 modelId, uint256 datanetId);
+    error ArtifactNotDeployed(uint256 modelId, uint64 artifactVersion, uint64 currentVersion);
     error VersionNotTrained(uint256 datanetId, uint64 version, uint64 trainedVersion);
     error ContributionNotInVersion(uint256 contributionId, uint256 datanetId, uint64 version);
     error WeightsMismatch(uint256 contributions, uint256 weights);

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use openledger_ml::LoraSet;
-use openledger_ml::lora::ADAPTER_CONFIG_FILE;
+use openledger_ml::lora::{ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE};
 
 /// The adapters registered under a folder: each subdirectory holding a PEFT `adapter_config.json`
 /// is one, and its name is the adapter's model id.
@@ -60,6 +60,29 @@ impl Registry {
     /// Whether none is registered.
     pub fn is_empty(&self) -> bool {
         self.adapters.is_empty()
+    }
+}
+
+/// What tells one version of an adapter's weights file from another: a folder replaced whole (a
+/// redeployed model's new adapter moved into place) or weights rewritten in place make a loaded
+/// copy stale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    inode: u64,
+    modified: Option<std::time::SystemTime>,
+    len: u64,
+}
+
+impl Stamp {
+    /// The stamp of the adapter in `dir`, if its weights file can be read.
+    pub fn of(dir: &Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(dir.join(ADAPTER_WEIGHTS_FILE)).ok()?;
+        Some(Self {
+            inode: meta.ino(),
+            modified: meta.modified().ok(),
+            len: meta.len(),
+        })
     }
 }
 
@@ -129,7 +152,8 @@ impl AdapterCache {
         evicted
     }
 
-    fn remove(&mut self, id: &str) {
+    /// Drops adapter `id` (its files changed); requests running with it keep their copy.
+    pub fn remove(&mut self, id: &str) {
         if let Some((adapter, _)) = self.entries.remove(id) {
             self.bytes -= adapter.size_bytes();
         }

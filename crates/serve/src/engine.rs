@@ -21,7 +21,7 @@ use openledger_ml::tokenizer::Tokenizer;
 use openledger_ml::{Adapter, Device, KvCache, Llama, LoraSet, ModelConfig};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::adapters::{AdapterCache, CacheLimits, Registry};
+use crate::adapters::{AdapterCache, CacheLimits, Registry, Stamp};
 use crate::metrics::Metrics;
 
 /// How the engine batches and caches.
@@ -101,7 +101,7 @@ pub enum SubmitError {
 
 enum Message {
     Request(Request),
-    Loaded(String, Result<Arc<LoraSet>, String>),
+    Loaded(String, Result<(Arc<LoraSet>, Option<Stamp>), String>),
     /// The engine handle was dropped: the thread ends (its loaders hold senders too).
     Stop,
 }
@@ -147,6 +147,7 @@ impl Engine {
             waiting: VecDeque::new(),
             loading: HashSet::new(),
             fresh: HashMap::new(),
+            stamps: HashMap::new(),
             running: Vec::new(),
             window: (Instant::now(), 0),
         };
@@ -241,6 +242,8 @@ struct Scheduler {
     loading: HashSet<String>,
     /// Adapters loaded but not cached (larger than the cache), kept while a request waits on them.
     fresh: HashMap<String, Arc<LoraSet>>,
+    /// The files each cached adapter was loaded from, to notice when they change.
+    stamps: HashMap<String, Option<Stamp>>,
     running: Vec<Running>,
     /// Start of the current tokens-per-second window and the tokens generated in it.
     window: (Instant, u64),
@@ -276,8 +279,9 @@ impl Scheduler {
                 request,
                 counted: false,
             }),
-            Message::Loaded(id, Ok(adapter)) => {
+            Message::Loaded(id, Ok((adapter, stamp))) => {
                 self.loading.remove(&id);
+                self.stamps.insert(id.clone(), stamp);
                 let evicted = self.cache.insert(&id, adapter.clone());
                 self.metrics
                     .cache_evictions
@@ -305,6 +309,11 @@ impl Scheduler {
     fn admit(&mut self) {
         let mut i = 0;
         while i < self.waiting.len() && self.running.len() < self.config.max_batch {
+            if !self.waiting[i].counted
+                && let Some(id) = self.waiting[i].request.adapter.clone()
+            {
+                self.forget_if_changed(&id);
+            }
             let waiting = &mut self.waiting[i];
             let adapter = match &waiting.request.adapter {
                 None => Some(None),
@@ -346,6 +355,25 @@ impl Scheduler {
         });
     }
 
+    /// Drops the loaded copy of adapter `id` if its files changed since it was loaded, so that
+    /// a request arriving after the change is served the new one.
+    fn forget_if_changed(&mut self, id: &str) {
+        let Some(loaded) = self.stamps.get(id) else {
+            return;
+        };
+        let now = self
+            .registry
+            .lock()
+            .expect("registry lock")
+            .get(id)
+            .and_then(Stamp::of);
+        if *loaded != now {
+            self.cache.remove(id);
+            self.fresh.remove(id);
+            self.stamps.remove(id);
+        }
+    }
+
     fn load(&mut self, id: String) {
         if !self.loading.insert(id.clone()) {
             return;
@@ -360,10 +388,14 @@ impl Scheduler {
         let sender = self.loader.clone();
         std::thread::spawn(move || {
             let loaded = match path {
-                Some(path) => Adapter::load(&path, &config, &Device::Cpu)
-                    .and_then(|a| a.to_set())
-                    .map(Arc::new)
-                    .map_err(|e| e.to_string()),
+                Some(path) => {
+                    // Taken first: a change while loading makes the copy stale, not current.
+                    let stamp = Stamp::of(&path);
+                    Adapter::load(&path, &config, &Device::Cpu)
+                        .and_then(|a| a.to_set())
+                        .map(|set| (Arc::new(set), stamp))
+                        .map_err(|e| e.to_string())
+                }
                 None => Err("it is no longer registered".to_string()),
             };
             let _ = sender.send(Message::Loaded(id, loaded));
@@ -553,6 +585,15 @@ mod tests {
     use tokio::sync::mpsc::unbounded_channel;
 
     fn engine(max_batch: usize, queue: usize, prefill_chunk: usize) -> Engine {
+        engine_over(Registry::default(), max_batch, queue, prefill_chunk)
+    }
+
+    fn engine_over(
+        registry: Registry,
+        max_batch: usize,
+        queue: usize,
+        prefill_chunk: usize,
+    ) -> Engine {
         let config = ModelConfig::llama(300, 32, 2, 4, 2);
         let model = Llama::new(
             config.clone(),
@@ -568,7 +609,7 @@ mod tests {
         Engine::start(
             model,
             tokenizer,
-            Registry::default(),
+            registry,
             EngineConfig {
                 max_batch,
                 queue,
@@ -642,5 +683,31 @@ mod tests {
             );
         }
         assert_eq!(chunked, run(64));
+    }
+
+    #[test]
+    fn an_adapter_whose_folder_is_replaced_is_loaded_again() {
+        let root = tempfile::tempdir().unwrap();
+        let save = |seed: u64, dir: &std::path::Path| {
+            let config = ModelConfig::llama(300, 32, 2, 4, 2);
+            let lora = openledger_ml::LoraConfig::new(4, 8.0, "q,v").unwrap();
+            let adapter = Adapter::init(&config, lora, seed, &Device::Cpu).unwrap();
+            adapter.save(dir, "base").unwrap();
+        };
+        save(1, &root.path().join("a"));
+        let engine = engine_over(Registry::scan(root.path()).unwrap(), 4, 8, 64);
+        let misses = || {
+            let (mut r, mut rx) = request(vec![1, 2], 2);
+            r.adapter = Some("a".into());
+            engine.submit(r).unwrap();
+            while rx.blocking_recv().is_some() {}
+            engine.metrics().cache_misses.load(Relaxed)
+        };
+        assert_eq!((misses(), misses()), (1, 1));
+        // Replaced whole, as a redeployed model's adapter is: the next request loads it again.
+        save(2, &root.path().join(".next"));
+        std::fs::remove_dir_all(root.path().join("a")).unwrap();
+        std::fs::rename(root.path().join(".next"), root.path().join("a")).unwrap();
+        assert_eq!((misses(), misses()), (2, 2));
     }
 }

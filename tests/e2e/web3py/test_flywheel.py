@@ -119,12 +119,12 @@ def test_an_approved_version_is_indexed_and_a_job_trains_and_registers_its_model
     assert done["adapterHash"] == "0x" + info["adapterHash"].hex()
 
     # What the chain would refuse is refused at submission, before any training: a job for a
-    # model whose adapter is registered (it is never overwritten), or from another account.
+    # model governance has not approved, or from another account than its creator.
     served = (adapter / "adapter_model.safetensors").read_bytes()
-    again = requests.post(jobs, json={**job, "seed": 7}, headers=key(2), timeout=30)
-    assert again.status_code == 409 and "never overwritten" in again.json()["error"], again.text
     other = cli_json(node, "model", "propose", "--name", "other", "--base-model", "tiny",
                      "--datanet", datanet, "--account", "2")["modelId"]
+    early = requests.post(jobs, json={**job, "model": int(other)}, headers=key(2), timeout=30)
+    assert early.status_code == 409 and "governance approves" in early.json()["error"], early.text
     cli(node, "model", "approve", other, "--account", "0")
     stolen = requests.post(jobs, json={**job, "model": int(other)}, headers=key(1), timeout=30)
     assert stolen.status_code == 403 and "creator" in stolen.json()["error"], stolen.text

@@ -417,7 +417,8 @@ def settle_tampered(w3, model: int, files, nonce: int):
     prompt = prompt_from(files)
     output = row[len(prompt):]
     order, signature = sign_order(w3, user, model, nonce)
-    receipt = (len(prompt) // 4, len(output) // 4, Web3.keccak(text=prompt), Web3.keccak(text=output), 1, 1, 1,
+    # Served by artifact version 1, trained on version 1 of datanet 1; span-attributed.
+    receipt = (len(prompt) // 4, len(output) // 4, Web3.keccak(text=prompt), Web3.keccak(text=output), 1, 1, 1, 1,
                [2], [PPM])
     settled_receipt, _ = transact(w3, settlement.functions.settle(order, signature.signature, receipt), DEV_KEYS[1])
     return settled_receipt, prompt, output
@@ -457,3 +458,60 @@ def test_an_operator_who_settles_tampered_weights_is_caught_by_a_challenge(serve
     again = cli(node, "settle", "challenge", receipt_id, "--prompt", prompt, "--output", output, "--account", "5",
                 check=False)
     assert again.returncode != 0 and "AlreadyResolved" in again.stderr
+
+
+def test_a_retrained_model_serves_its_new_version_once_deployed_again(served, tmp_path):
+    """A deployed model's creator trains it again on a newer datanet version: the new adapter is
+    registered as artifact version 2 while version 1 goes on answering, until the creator deploys
+    the model again; every completion's receipt names the version that answered it."""
+    node, w3, model = served
+    if model_info(w3, model)["status"] != 4:
+        deploy(node, w3, model)
+    cli(node, "settle", "deposit", "1", "--account", "7")
+    first = model_info(w3, model)
+    assert (first["artifactVersion"], first["artifactCount"]) == (1, 1)
+    datanet = first["datanetIds"][0]
+    notes = tmp_path / "more.txt"
+    notes.write_text("Zorblat heals the quinx within three days.\n\nThe quinx is a rare fever of goats.\n")
+    extra = cli_json(node, "datanet", "contribute", datanet, notes, "--account", "5")["contributionId"]
+    cli(node, "datanet", "approve", datanet, extra, "--account", "0")
+    wait_for(f"{node.api_url}/datanets/{datanet}/versions/2/index", lambda b: b.get("status") == "ready")
+
+    job = {"model": model, "datanets": [f"{datanet}@2"], "rank": 4, "targets": "q,v", "epochs": 1,
+           "context": 64, "seed": 11}
+    stranger = requests.post(f"{node.api_url}/jobs/train", json=job, headers=key(1), timeout=30)
+    assert stranger.status_code == 403 and "creator" in stranger.json()["error"], stranger.text
+    accepted = requests.post(f"{node.api_url}/jobs/train", json=job, headers=key(2), timeout=30)
+    assert accepted.status_code == 202, accepted.text
+    done = wait_for(f"{node.api_url}/jobs/{accepted.json()['id']}",
+                    lambda b: b["status"] in ("succeeded", "failed"))
+    assert done["status"] == "succeeded", done
+    assert any("served once the model is deployed again" in line["message"] for line in done["log"]), done
+
+    models = module(w3, "IModels")
+    retrained = model_info(w3, model)
+    assert (retrained["status"], retrained["artifactVersion"], retrained["artifactCount"]) == (4, 1, 2)
+    assert retrained["adapterHash"] == first["adapterHash"]
+    new_hash, new_versions, _, _ = models.functions.getArtifact(model, 2).call()
+    assert new_versions == [2] and new_hash != first["adapterHash"]
+    assert models.functions.getArtifact(model, 1).call()[0] == first["adapterHash"]
+    served_weights = Path(node.datadir.name) / "adapters" / f"model-{model}" / "adapter_model.safetensors"
+    dev7 = openai_client(node, "dev-7")
+
+    def answer() -> dict:
+        record = dev7.completions.create(model=f"model-{model}", prompt="Q: hi A:", max_tokens=4).model_dump()
+        record = record["openledger"]
+        assert settled(w3, record).artifactVersion == record["artifactVersion"]
+        return record
+
+    before = answer()
+    assert (before["artifactVersion"], before["attribution"]["datanetVersion"]) == (1, 1)
+    assert Web3.keccak(served_weights.read_bytes()) == first["adapterHash"]
+
+    redeployed = cli_json(node, "model", "deploy", model, "--operator", w3.eth.accounts[1], "--input-rate", "0.1",
+                          "--output-rate", "0.4", "--account", "2")
+    assert redeployed["artifactVersion"] == 2
+    after = answer()
+    assert (after["artifactVersion"], after["attribution"]["datanetVersion"]) == (2, 2)
+    assert Web3.keccak(served_weights.read_bytes()) == new_hash
+    assert models.functions.getArtifact(model, 1).call()[0] == first["adapterHash"]

@@ -80,8 +80,8 @@ def sign_order(w3: Web3, user, model: int, nonce: int, max_fee: int = 2 * OPEN):
 
 def inference_receipt(market: dict, weights, prompt: bytes = b"\x01" * 32) -> tuple:
     """The operator's receipt of 1,500 prompt and 200 generated tokens over the market's two
-    contributions."""
-    return (1_500, 200, prompt, b"\x02" * 32, market["datanet"], market["version"], 1,
+    contributions, served by the model's first (and only) artifact version."""
+    return (1_500, 200, prompt, b"\x02" * 32, 1, market["datanet"], market["version"], 1,
             market["contributions"], weights)
 
 

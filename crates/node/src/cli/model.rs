@@ -51,7 +51,8 @@ enum RegistryCommand {
         /// The model.
         model: U256,
     },
-    /// Register the trained adapter and the datanet versions it learned from.
+    /// Register a trained adapter and the datanet versions it learned from as the model's next
+    /// artifact version (a Deployed model serves it once deployed again).
     Register {
         /// The model.
         model: U256,
@@ -75,7 +76,8 @@ enum RegistryCommand {
         #[arg(long, value_name = "DIR")]
         adapter: std::path::PathBuf,
     },
-    /// Deploy a trained model with its operator and prices.
+    /// Deploy a trained model with its operator and prices; on a Deployed model, deploy again:
+    /// serve its newest artifact version (and the prices given).
     Deploy {
         /// The model.
         model: U256,
@@ -157,8 +159,15 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
                     metricsHash: metrics_hash,
                 };
                 let receipt = client.send(MODELS, &call, U256::ZERO).await?;
-                let text = format!("Model {model} trained: adapter {adapter_hash}");
-                (receipt, json!({"modelId": model.to_string()}), text)
+                let version = events::<IModels::ArtifactRegistered>(&receipt)
+                    .pop()
+                    .context("no ArtifactRegistered event")?
+                    .version;
+                let text = format!(
+                    "Model {model} trained: adapter {adapter_hash}, artifact version {version}"
+                );
+                let out = json!({"modelId": model.to_string(), "artifactVersion": version});
+                (receipt, out, text)
             }
             RegistryCommand::Deploy {
                 model,
@@ -173,12 +182,18 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
                     outputRatePer1k: output_rate,
                 };
                 let receipt = client.send(MODELS, &call, U256::ZERO).await?;
+                let version = events::<IModels::ModelDeployed>(&receipt)
+                    .pop()
+                    .context("no ModelDeployed event")?
+                    .artifactVersion;
                 let text = format!(
-                    "Model {model} deployed by {operator}: {} / {} per 1k prompt / generated tokens",
+                    "Model {model} deployed by {operator} with artifact version {version}: {} / {} \
+                     per 1k prompt / generated tokens",
                     open(input_rate),
                     open(output_rate)
                 );
-                (receipt, json!({"modelId": model.to_string()}), text)
+                let out = json!({"modelId": model.to_string(), "artifactVersion": version});
+                (receipt, out, text)
             }
             RegistryCommand::List { from, limit } => {
                 let count: U256 = client.view(MODELS, &IModels::modelCountCall {}).await?;
@@ -239,7 +254,8 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
                     model_json(&m),
                     format!(
                         "Model {}: {}\n  status     {:?}\n  creator    {}\n  base       {}\n  \
-                         datanets   {}\n  adapter    {}\n  operator   {}\n  prices     {} / {} per 1k tokens",
+                         datanets   {}\n  adapter    {} (artifact version {} of {})\n  operator   {}\n  \
+                         prices     {} / {} per 1k tokens",
                         m.id,
                         m.name,
                         m.status,
@@ -247,6 +263,8 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
                         m.baseModel,
                         versions.join(", "),
                         m.adapterHash,
+                        m.artifactVersion,
+                        m.artifactCount,
                         m.operator,
                         open(m.inputRatePer1k),
                         open(m.outputRatePer1k)
@@ -285,6 +303,7 @@ fn model_json(m: &IModels::Model) -> serde_json::Value {
         "status": format!("{:?}", m.status), "baseModel": m.baseModel,
         "datanetIds": m.datanetIds.iter().map(U256::to_string).collect::<Vec<_>>(),
         "datanetVersions": m.datanetVersions, "adapterHash": m.adapterHash,
+        "artifactVersion": m.artifactVersion, "artifactCount": m.artifactCount,
         "operator": m.operator, "inputRatePer1k": m.inputRatePer1k.to_string(),
         "outputRatePer1k": m.outputRatePer1k.to_string()})
 }

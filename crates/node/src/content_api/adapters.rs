@@ -98,7 +98,6 @@ async fn publish(
             format!("{CONFIG_FILE} is not a JSON object: {e}"),
         )
     })?;
-    let registered = model.adapterHash;
     // Signed over the weights sent: weights that are not the registered ones are then named
     // as such (400), not taken for another signer.
     let weights = files
@@ -111,6 +110,13 @@ async fn publish(
                 format!("an adapter needs its {WEIGHTS_FILE}"),
             )
         })?;
+    // Any registered version may be published: a retrained model's newest one is fetched by
+    // the nodes that serve it once it is deployed again.
+    let registered = if is_artifact(&api, model_id, &model, weights)? {
+        weights
+    } else {
+        model.adapterHash
+    };
     let message = adapter_message(api.chain.chain_id(), model_id, weights, keccak256(config));
     let signer = credential.signer_of(&message)?;
     if signer != model.creator {
@@ -152,7 +158,7 @@ fn registered_model(api: &ContentApi, model_id: U256) -> Result<IModels::Model, 
         }
         Err(e) => return Err(internal(e)),
     };
-    if model.adapterHash.is_zero() {
+    if model.artifactCount == 0 {
         return Err(ApiError(
             StatusCode::CONFLICT,
             format!(
@@ -162,6 +168,33 @@ fn registered_model(api: &ContentApi, model_id: U256) -> Result<IModels::Model, 
         ));
     }
     Ok(model)
+}
+
+/// Whether `weights` is the adapter hash of one of `model`'s artifact versions.
+fn is_artifact(
+    api: &ContentApi,
+    model_id: U256,
+    model: &IModels::Model,
+    weights: alloy_primitives::B256,
+) -> Result<bool, ApiError> {
+    if model.adapterHash == weights {
+        return Ok(true);
+    }
+    for version in (1..=model.artifactCount).rev() {
+        let call = IModels::getArtifactCall {
+            modelId: model_id,
+            version,
+        };
+        let output = api
+            .chain
+            .view(addresses::MODELS, call.abi_encode().into())
+            .map_err(internal)?;
+        let artifact = IModels::getArtifactCall::abi_decode_returns(&output).map_err(internal)?;
+        if artifact.adapterHash == weights {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The adapter files of a multipart body: each part named by its file name (or field name).

@@ -207,7 +207,7 @@ impl Demo<'_> {
         jobs::register_artifact(creator, model, &adapter, &[at]).await?;
         jobs::publish_adapter(creator, &self.urls.api, model, &adapter).await?;
         self.step("the operator stakes and deploys the model; a staker backs it");
-        self.deploy(model).await?;
+        let artifact = self.deploy(model).await?;
         self.step("indexing the datanet version for span attribution");
         let tokenizer_path = self.base.join(TOKENIZER_FILE);
         let index = build_index(
@@ -218,7 +218,7 @@ impl Demo<'_> {
         self.indexes
             .install(datanet, version, &index, &tokenizer_path)?;
         self.step("a user pays for inferences; each answer is attributed and settled");
-        let inferences = self.infer(&manifest, &adapter, datanet, version)?;
+        let inferences = self.infer(&manifest, &adapter, (artifact, datanet, version))?;
         let tampered = tamper(&inferences, &contributions);
         let settled = self.settle(model, &inferences, tampered).await?;
         self.step("validators rate settled inferences (commit, reveal, finalize)");
@@ -449,7 +449,8 @@ impl Demo<'_> {
         Ok((out, metrics))
     }
 
-    async fn deploy(&self, model: U256) -> anyhow::Result<()> {
+    /// Deploys `model`; the artifact version it serves.
+    async fn deploy(&self, model: U256) -> anyhow::Result<u64> {
         let operator = &self.cast.operator;
         let minimum = operator
             .client
@@ -467,18 +468,23 @@ impl Demo<'_> {
             inputRatePer1k: open(INPUT_RATE),
             outputRatePer1k: open(OUTPUT_RATE),
         };
-        self.cast
+        let deployed = self
+            .cast
             .creator
             .client
             .send(MODELS, &deploy, U256::ZERO)
             .await?;
+        let artifact = events::<IModels::ModelDeployed>(&deployed)
+            .first()
+            .context("deploy emitted no ModelDeployed")?
+            .artifactVersion;
         let back = IStaking::stakeCall { modelId: model };
         self.cast
             .staker
             .client
             .send(STAKING, &back, open(DELEGATED_STAKE))
             .await?;
-        Ok(())
+        Ok(artifact)
     }
 
     /// Generates an answer for each prompt (the start of a contributor's fact) with the adapter
@@ -487,8 +493,7 @@ impl Demo<'_> {
         &self,
         manifest: &Manifest,
         adapter: &Path,
-        datanet: U256,
-        version: u64,
+        (artifact, datanet, version): (u64, U256, u64),
     ) -> anyhow::Result<Vec<Inference>> {
         let device = Device::Cpu;
         let mut llm = checkpoint::load_model(self.base, &device)?;
@@ -517,6 +522,7 @@ impl Demo<'_> {
                 })
                 .collect::<anyhow::Result<_>>()?;
             out.push(Inference {
+                artifact,
                 datanet,
                 version,
                 input_tokens: answer.prompt_tokens as u64,

@@ -21,6 +21,8 @@ use super::actors::Cast;
 
 /// One answer the user paid for.
 pub struct Inference {
+    /// The model's artifact version that answered.
+    pub artifact: u64,
     pub datanet: U256,
     pub version: u64,
     pub input_tokens: u64,
@@ -39,7 +41,7 @@ impl Inference {
         crate::flywheel::inference_receipt(
             (self.input_tokens, self.output_tokens),
             (&self.prompt, &self.output),
-            (self.datanet, self.version),
+            (self.artifact, self.datanet, self.version),
             crate::flywheel::METHOD_SPAN,
             &self.attribution.weights,
         )

@@ -35,6 +35,9 @@ use super::{
 use crate::attribution::influence::InfluenceModel;
 use crate::cli::Client;
 
+/// How many earlier artifact versions an outdated adapter on disk is looked up among.
+const MAX_EARLIER_ARTIFACTS: usize = 256;
+
 /// How long an order the node signs stays valid, in seconds.
 const ORDER_LIFETIME: u64 = 3_600;
 
@@ -304,18 +307,16 @@ impl Ledger {
         let dir = self.flywheel.adapter_dir(id);
         let path = dir.join(openledger_ml::lora::ADAPTER_WEIGHTS_FILE);
         let shown = path.display().to_string();
-        let published = self.flywheel.published.clone();
-        let hash = tokio::task::spawn_blocking(move || {
-            // Trained elsewhere (another folder, another node): installed from the adapters
-            // published by their registered hash.
-            if !path.exists() {
-                published.install(registered, &dir)?;
-            }
-            anyhow::Ok(crate::jobs::file_hash(&path).ok())
-        })
-        .await
-        .map_err(|e| unavailable(e.into()))?
-        .map_err(unavailable)?;
+        let mut hash = self
+            .served_hash(&path, || !path.exists(), registered)
+            .await?;
+        if let Some(served) = hash
+            && served != registered
+            && self.earlier_artifact(id, served).await?
+        {
+            // The model was deployed again with a retrained adapter: the one it replaced goes.
+            hash = self.served_hash(&path, || true, registered).await?;
+        }
         match hash {
             Some(hash) if hash == registered => Ok(()),
             Some(hash) => Err(Refusal::new(
@@ -334,6 +335,52 @@ impl Ledger {
                 ),
             )),
         }
+    }
+
+    /// The hash of the adapter weights at `path`, after installing adapter `registered` from
+    /// the published ones there when `install` says so (trained in another folder or on another
+    /// node, or retrained).
+    async fn served_hash(
+        &self,
+        path: &std::path::Path,
+        install: impl FnOnce() -> bool,
+        registered: B256,
+    ) -> Result<Option<B256>, Refusal> {
+        let install = install();
+        let path = path.to_path_buf();
+        let published = self.flywheel.published.clone();
+        tokio::task::spawn_blocking(move || {
+            let dir = path.parent().context("the adapter's folder")?;
+            if install {
+                published.install(registered, dir)?;
+            }
+            anyhow::Ok(crate::jobs::file_hash(&path).ok())
+        })
+        .await
+        .map_err(|e| unavailable(e.into()))?
+        .map_err(unavailable)
+    }
+
+    /// Whether `hash` is an artifact version model `id` served before its current one: the
+    /// adapter on disk is outdated, not tampered with.
+    async fn earlier_artifact(&self, id: U256, hash: B256) -> Result<bool, Refusal> {
+        let info = self
+            .reader
+            .view(MODELS, &IModels::getModelCall { modelId: id })
+            .await
+            .map_err(unavailable)?;
+        // Bounded: a node more versions behind than this is told the adapter does not match.
+        for version in (1..info.artifactVersion).rev().take(MAX_EARLIER_ARTIFACTS) {
+            let call = IModels::getArtifactCall {
+                modelId: id,
+                version,
+            };
+            let artifact = self.reader.view(MODELS, &call).await.map_err(unavailable)?;
+            if artifact.adapterHash == hash {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     fn operator_key(&self, operator: Address) -> bool {
@@ -467,7 +514,7 @@ struct Attributed {
 impl Pending {
     async fn settle(self, c: Completion) -> anyhow::Result<Value> {
         let attributed = self.attribute(&c).await?;
-        let receipt = receipt(&c, &attributed)?;
+        let receipt = receipt(&c, self.model.artifactVersion, &attributed)?;
         let quote = ISettlement::quoteCall {
             modelId: self.model_id,
             inputTokens: receipt.inputTokens,
@@ -517,6 +564,7 @@ impl Pending {
             "modelId": self.model_id.to_string(),
             "user": user,
             "fee": fee.to_string(),
+            "artifactVersion": self.model.artifactVersion,
             "receiptId": id,
             "settlementTx": tx,
             "attribution": attributed.evidence,
@@ -619,23 +667,29 @@ impl Pending {
     }
 }
 
-/// The receipt of a completion attributed as `a`: token counts, hashes, and the weights.
-fn receipt(c: &Completion, a: &Attributed) -> anyhow::Result<ISettlement::InferenceReceipt> {
+/// The receipt of a completion of artifact version `artifact`, attributed as `a`: token counts,
+/// hashes, and the weights.
+fn receipt(
+    c: &Completion,
+    artifact: u64,
+    a: &Attributed,
+) -> anyhow::Result<ISettlement::InferenceReceipt> {
     inference_receipt(
         (c.prompt_tokens as u64, c.completion_tokens as u64),
         (&c.prompt, &c.output),
-        (a.datanet, a.version),
+        (artifact, a.datanet, a.version),
         a.method,
         &a.weights,
     )
 }
 
-/// A receipt: token counts, the prompt's and output's hashes, the datanet version, and the
-/// attribution `method`'s weights (which must name contribution ids).
+/// A receipt: token counts, the prompt's and output's hashes, the artifact version that served
+/// it with the datanet version that artifact learned from, and the attribution `method`'s
+/// weights (which must name contribution ids).
 pub fn inference_receipt(
     (input_tokens, output_tokens): (u64, u64),
     (prompt, output): (&str, &str),
-    (datanet, version): (U256, u64),
+    (artifact, datanet, version): (u64, U256, u64),
     method: u8,
     weights: &[Credit],
 ) -> anyhow::Result<ISettlement::InferenceReceipt> {
@@ -649,6 +703,7 @@ pub fn inference_receipt(
         outputTokens: output_tokens,
         promptHash: keccak256(prompt.as_bytes()),
         outputHash: keccak256(output.as_bytes()),
+        artifactVersion: artifact,
         datanetId: datanet,
         datanetVersion: version,
         method: if ids.is_empty() { METHOD_NONE } else { method },

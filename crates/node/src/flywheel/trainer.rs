@@ -1,6 +1,8 @@
-//! Training jobs: `POST /jobs/train` fine-tunes a LoRA adapter for an Approved model on datanet
-//! versions, one job at a time, and registers it on-chain as the model's artifact, signed by the
-//! dev account the API key stands for (which must be the model's creator).
+//! Training jobs: `POST /jobs/train` fine-tunes a LoRA adapter for a model on datanet versions,
+//! one job at a time, and registers it on-chain as the model's next artifact version, signed by
+//! the dev account the API key stands for (which must be the model's creator). An Approved
+//! model gets its first version; a Trained or Deployed one is retrained (a Deployed model goes
+//! on serving its current version until its creator deploys it again).
 //!
 //! The one trainer is shared fairly: the next job is the oldest queued one of the account that
 //! started a job least recently, and an account may have at most [`MAX_QUEUED_PER_ACCOUNT`] jobs
@@ -10,11 +12,13 @@
 //!
 //! A job is kept in `<datadir>/jobs/<id>/job.json` and trains into `<datadir>/jobs/<id>/adapter/`
 //! (metrics, loss curve and gradient sketches beside the weights); only once the adapter is
-//! registered on-chain is it copied to `<datadir>/adapters/model-<id>/`, where OpenLoRA serves
-//! it. A job is refused at submission unless its model is Approved and the caller its creator,
-//! so a registered adapter is never overwritten. A job a crash interrupted runs again on
-//! restart: training is deterministic under its seed, and an artifact already registered with the
-//! same adapter is not registered twice.
+//! registered on-chain, and the model's current version, is it copied to
+//! `<datadir>/adapters/model-<id>/`, where OpenLoRA serves it (a retrained Deployed model's new
+//! version is installed there from the published adapters when it is deployed again). A job is
+//! refused at submission unless its model may register an artifact and the caller is its
+//! creator, so a registered adapter is never overwritten. A job a crash interrupted runs again
+//! on restart: training is deterministic under its seed, and an adapter already registered as
+//! the newest version is not registered twice.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
@@ -42,7 +46,8 @@ use tokio::sync::Notify;
 use super::{ApiError, Flywheel};
 use crate::cli::Client;
 use crate::jobs::{
-    DatanetVersion, file_hash, publish_adapter, register_artifact, versions_rows, write_rows,
+    DatanetVersion, Untrainable, check_trainable, file_hash, newest_artifact, publish_adapter,
+    register_artifact, versions_rows, write_rows,
 };
 
 /// What a client asks for; unset options take `openledger train`'s defaults.
@@ -379,16 +384,15 @@ impl Trainer {
         let out = work.join("adapter");
         let model = U256::from(request.model);
         // Registered before a stop cut the job short, but not yet published: publish what was
-        // registered rather than train again (which could not register a second adapter).
-        let registered = client
-            .view(MODELS, &IModels::getModelCall { modelId: model })
-            .await?
-            .adapterHash;
+        // registered rather than train again.
+        let newest = newest_artifact(&client, model).await?;
         let weights = out.join(openledger_ml::lora::ADAPTER_WEIGHTS_FILE);
-        if weights.is_file() && file_hash(&weights)? == registered {
-            self.publish(model, &out, &work.join("publishing"))?;
+        if weights.is_file() && Some(file_hash(&weights)?) == newest {
+            let hash = file_hash(&weights)?;
+            self.publish(&client, model, &out, &work.join("publishing"))
+                .await?;
             self.share(id, &client, model, &out).await;
-            return Ok((registered, None));
+            return Ok((hash, None));
         }
         let rows = versions_rows(&client, &self.flywheel.api_url, &versions).await?;
         self.note(
@@ -462,23 +466,32 @@ impl Trainer {
         if cancelled != Some(false) {
             anyhow::bail!("cancelled before its adapter was registered");
         }
-        let registered = client
-            .view(MODELS, &IModels::getModelCall { modelId: model })
-            .await?;
         let ours = file_hash(&weights)?;
-        let outcome = if registered.adapterHash == ours {
-            // Registered before a crash cut the job short: done already.
-            (ours, None)
-        } else {
-            self.note(id, "registering the adapter as the model's artifact");
-            let (hash, receipt) = register_artifact(&client, model, &out, &versions).await?;
+        let outcome = if newest_artifact(&client, model).await? == Some(ours) {
+            // Registered before a crash cut the job short, or the same weights trained again.
             self.note(
                 id,
-                format!("registered in transaction {}", receipt.transaction_hash),
+                "this adapter is the model's newest artifact version already",
             );
-            (hash, Some(receipt.transaction_hash))
+            (ours, None)
+        } else {
+            self.note(
+                id,
+                "registering the adapter as the model's next artifact version",
+            );
+            let registered = register_artifact(&client, model, &out, &versions).await?;
+            let tx = registered.receipt.transaction_hash;
+            self.note(
+                id,
+                format!(
+                    "registered in transaction {tx} as {}",
+                    registered.next_step(model)
+                ),
+            );
+            (ours, Some(tx))
         };
-        self.publish(model, &out, &work.join("publishing"))?;
+        self.publish(&client, model, &out, &work.join("publishing"))
+            .await?;
         self.share(id, &client, model, &out).await;
         Ok(outcome)
     }
@@ -500,15 +513,24 @@ impl Trainer {
         self.note(id, note);
     }
 
-    /// Puts a registered adapter where OpenLoRA serves it: copied to `staging` (on the same file
-    /// system, outside the adapters folder), then renamed into place, so the served folder is
-    /// never half written.
-    fn publish(
+    /// Puts a registered adapter where OpenLoRA serves it, if it is the model's current version
+    /// (a Deployed model serves its earlier one until deployed again): copied to `staging` (on
+    /// the same file system, outside the adapters folder), then renamed into place, so the
+    /// served folder is never half written.
+    async fn publish(
         &self,
+        client: &Client,
         model: U256,
         adapter: &std::path::Path,
         staging: &std::path::Path,
     ) -> anyhow::Result<()> {
+        let current = client
+            .view(MODELS, &IModels::getModelCall { modelId: model })
+            .await?
+            .adapterHash;
+        if file_hash(&adapter.join(openledger_ml::lora::ADAPTER_WEIGHTS_FILE))? != current {
+            return Ok(());
+        }
         let served = self.flywheel.adapter_dir(model);
         let parent = served.parent().context("the adapters folder")?;
         std::fs::create_dir_all(parent)?;
@@ -526,9 +548,9 @@ impl Trainer {
             .with_context(|| format!("cannot publish the adapter to {}", served.display()))
     }
 
-    /// Refuses at submission what the chain would refuse after training: a model that is not
-    /// Approved (a Trained or Deployed model's adapter is registered and served, and is never
-    /// overwritten), or an account that is not its creator.
+    /// Refuses at submission what the chain would refuse after training: a model that cannot
+    /// take a new artifact version (Proposed, Retired, Slashed), an account that is not its
+    /// creator, datanet versions that do not match its datanets.
     async fn may_train(
         &self,
         model: u64,
@@ -545,38 +567,20 @@ impl Trainer {
         if model == 0 || U256::from(model) > count {
             return Err(ApiError::not_found(format!("model {model} does not exist")));
         }
+        let id = U256::from(model);
         let info = client
-            .view(
-                MODELS,
-                &IModels::getModelCall {
-                    modelId: U256::from(model),
-                },
-            )
+            .view(MODELS, &IModels::getModelCall { modelId: id })
             .await
             .map_err(unavailable)?;
-        if info.status != IModels::Status::Approved {
-            return Err(ApiError(
-                StatusCode::CONFLICT,
-                format!(
-                    "model {model} is {:?}: only an Approved model is trained; a registered \
-                     adapter is never overwritten",
-                    info.status
-                ),
-            ));
-        }
-        crate::jobs::model_versions(U256::from(model), &info.datanetIds, versions)
-            .map_err(|e| ApiError::bad_request(format!("datanets: {e:#}")))?;
         let caller = self.flywheel.accounts[account].address();
-        if info.creator != caller {
-            return Err(ApiError(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "{caller} is not model {model}'s creator {}: only the creator registers its \
-                     adapter",
-                    info.creator
-                ),
-            ));
-        }
+        check_trainable(id, &info, caller, versions).map_err(|e| {
+            let status = match e {
+                Untrainable::Status(..) => StatusCode::CONFLICT,
+                Untrainable::NotCreator { .. } => StatusCode::FORBIDDEN,
+                Untrainable::Datanets(_) => StatusCode::BAD_REQUEST,
+            };
+            ApiError(status, e.to_string())
+        })?;
         Ok(())
     }
 

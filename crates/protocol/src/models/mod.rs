@@ -2,6 +2,10 @@
 //!
 //! See `abi/IModels.sol`. Ids start at 1. Approval belongs to governance: the Governor module's
 //! address, or the genesis admin until governance is in place.
+//!
+//! A model's artifacts are versioned and kept for good: a retrained adapter is a new version,
+//! served once its creator deploys again, while receipts of the versions served before still
+//! settle against the datanet versions those were trained on.
 
 use alloy_primitives::{Address, Bytes, U256};
 use alloy_sol_types::SolCall;
@@ -36,6 +40,20 @@ mod field {
     pub const INPUT_RATE: u8 = 10;
     pub const OUTPUT_RATE: u8 = 11;
     pub const PROPOSED: u8 = 12;
+    /// The artifact version served (whose hash, versions and metrics the fields above copy).
+    pub const CURRENT: u8 = 13;
+    /// How many artifact versions are registered.
+    pub const ARTIFACT_COUNT: u8 = 14;
+    /// version => artifact, laid out as in [`super::artifact_field`].
+    pub const ARTIFACTS: u8 = 15;
+}
+
+/// Fields of an artifact version, from its base slot.
+mod artifact_field {
+    pub const ADAPTER: u8 = 0;
+    pub const VERSIONS: u8 = 1;
+    pub const METRICS: u8 = 2;
+    pub const REGISTERED: u8 = 3;
 }
 
 const MAX_NAME: usize = 128;
@@ -91,6 +109,16 @@ impl NativeModule for Models {
             C::getModel(c) => {
                 let model = read_model(&mut s, c.modelId)?;
                 Ok(IModels::getModelCall::abi_encode_returns(&model).into())
+            }
+            C::getArtifact(c) => {
+                existing(&mut s, c.modelId)?;
+                let artifact = read_artifact(&mut s, c.modelId, c.version)?.ok_or_else(|| {
+                    revert(IModels::UnknownArtifact {
+                        modelId: c.modelId,
+                        version: c.version,
+                    })
+                })?;
+                Ok(IModels::getArtifactCall::abi_encode_returns(&artifact).into())
             }
             C::admin(_) => {
                 let admin: Address = s.get(ADMIN)?;
@@ -161,7 +189,17 @@ fn approve(s: &mut Storage<'_>, caller: Address, id: U256) -> Out {
 
 fn register(s: &mut Storage<'_>, caller: Address, c: IModels::registerArtifactCall) -> Out {
     let base = by_creator(s, c.modelId, caller)?;
-    require_status(s, base, c.modelId, Status::Approved)?;
+    let status: Status = s.get(base.field(field::STATUS))?;
+    if !matches!(
+        status,
+        Status::Approved | Status::Trained | Status::Deployed
+    ) {
+        return Err(revert(IModels::WrongStatus {
+            modelId: c.modelId,
+            status,
+            required: Status::Approved,
+        }));
+    }
     let datanets: Vec<U256> = s.items(base.field(field::DATANETS), 0, u64::MAX)?;
     if datanets.len() != c.datanetVersions.len() {
         return Err(revert(IModels::VersionCountMismatch {
@@ -178,10 +216,32 @@ fn register(s: &mut Storage<'_>, caller: Address, c: IModels::registerArtifactCa
             }));
         }
     }
-    s.set(base.field(field::STATUS), Status::Trained)?;
-    s.set(base.field(field::ADAPTER), c.adapterHash)?;
-    s.set_items(base.field(field::VERSIONS), c.datanetVersions.clone())?;
-    s.set(base.field(field::METRICS), c.metricsHash)?;
+    let newest: u64 = s.get(base.field(field::ARTIFACT_COUNT))?;
+    if let Some(last) = read_artifact(s, c.modelId, newest)?
+        && last.adapterHash == c.adapterHash
+    {
+        return Err(revert(IModels::ArtifactAlreadyRegistered {
+            modelId: c.modelId,
+            adapterHash: c.adapterHash,
+            version: newest,
+        }));
+    }
+    let version = newest + 1;
+    let artifact = base.field(field::ARTIFACTS).at(version);
+    s.set(base.field(field::ARTIFACT_COUNT), version)?;
+    s.set(artifact.field(artifact_field::ADAPTER), c.adapterHash)?;
+    s.set_items(
+        artifact.field(artifact_field::VERSIONS),
+        c.datanetVersions.clone(),
+    )?;
+    s.set(artifact.field(artifact_field::METRICS), c.metricsHash)?;
+    let now = s.host().timestamp();
+    s.set(artifact.field(artifact_field::REGISTERED), now)?;
+    // A deployed model goes on serving its current version until it is deployed again.
+    if status != Status::Deployed {
+        s.set(base.field(field::STATUS), Status::Trained)?;
+        make_current(s, base, c.modelId, version)?;
+    }
     emit(
         s.host(),
         &IModels::ArtifactRegistered {
@@ -189,14 +249,37 @@ fn register(s: &mut Storage<'_>, caller: Address, c: IModels::registerArtifactCa
             adapterHash: c.adapterHash,
             datanetVersions: c.datanetVersions,
             metricsHash: c.metricsHash,
+            version,
         },
     )?;
     Ok(Bytes::new())
 }
 
+/// Makes artifact `version` the one model `id` (at `base`) serves, copying it into the model.
+fn make_current(
+    s: &mut Storage<'_>,
+    base: Slot,
+    id: U256,
+    version: u64,
+) -> Result<(), ModuleError> {
+    let artifact = read_artifact(s, id, version)?
+        .ok_or_else(|| ModuleError::Fatal(format!("model {id} has no artifact {version}")))?;
+    s.set(base.field(field::CURRENT), version)?;
+    s.set(base.field(field::ADAPTER), artifact.adapterHash)?;
+    s.set_items(base.field(field::VERSIONS), artifact.datanetVersions)?;
+    s.set(base.field(field::METRICS), artifact.metricsHash)
+}
+
 fn deploy(s: &mut Storage<'_>, caller: Address, c: IModels::deployCall) -> Out {
     let base = by_creator(s, c.modelId, caller)?;
-    require_status(s, base, c.modelId, Status::Trained)?;
+    let status: Status = s.get(base.field(field::STATUS))?;
+    if !matches!(status, Status::Trained | Status::Deployed) {
+        return Err(revert(IModels::WrongStatus {
+            modelId: c.modelId,
+            status,
+            required: Status::Trained,
+        }));
+    }
     if c.operator.is_zero() {
         return Err(revert(IModels::ZeroOperator {}));
     }
@@ -208,6 +291,8 @@ fn deploy(s: &mut Storage<'_>, caller: Address, c: IModels::deployCall) -> Out {
             minimum: check.minimum,
         }));
     }
+    let newest: u64 = s.get(base.field(field::ARTIFACT_COUNT))?;
+    make_current(s, base, c.modelId, newest)?;
     s.set(base.field(field::STATUS), Status::Deployed)?;
     s.set(base.field(field::OPERATOR), c.operator)?;
     s.set(base.field(field::INPUT_RATE), c.inputRatePer1k)?;
@@ -219,6 +304,7 @@ fn deploy(s: &mut Storage<'_>, caller: Address, c: IModels::deployCall) -> Out {
             operator: c.operator,
             inputRatePer1k: c.inputRatePer1k,
             outputRatePer1k: c.outputRatePer1k,
+            artifactVersion: newest,
         },
     )?;
     Ok(Bytes::new())
@@ -334,7 +420,30 @@ fn read_model(s: &mut Storage<'_>, id: U256) -> Result<IModels::Model, ModuleErr
         inputRatePer1k: s.get(f(field::INPUT_RATE))?,
         outputRatePer1k: s.get(f(field::OUTPUT_RATE))?,
         proposedAt: s.get(f(field::PROPOSED))?,
+        artifactVersion: s.get(f(field::CURRENT))?,
+        artifactCount: s.get(f(field::ARTIFACT_COUNT))?,
     })
+}
+
+/// Artifact `version` of model `id`, if registered.
+fn read_artifact(
+    s: &mut Storage<'_>,
+    id: U256,
+    version: u64,
+) -> Result<Option<IModels::Artifact>, ModuleError> {
+    let base = MODELS.at(id);
+    let count: u64 = s.get(base.field(field::ARTIFACT_COUNT))?;
+    if version == 0 || version > count {
+        return Ok(None);
+    }
+    let artifact = base.field(field::ARTIFACTS).at(version);
+    let f = |field| artifact.field(field);
+    Ok(Some(IModels::Artifact {
+        adapterHash: s.get(f(artifact_field::ADAPTER))?,
+        datanetVersions: s.items(f(artifact_field::VERSIONS), 0, u64::MAX)?,
+        metricsHash: s.get(f(artifact_field::METRICS))?,
+        registeredAt: s.get(f(artifact_field::REGISTERED))?,
+    }))
 }
 
 /// What settlement reads of a model.
@@ -348,8 +457,27 @@ pub struct ModelInfo {
     pub operator: Address,
     /// Its prices.
     pub rates: Rates,
-    /// `(datanet id, version trained on)` for each datanet it learned from.
-    pub trained_on: Vec<(U256, u64)>,
+    /// The artifact version served now; receipts of this one or an earlier one settle.
+    pub current_artifact: u64,
+}
+
+impl ModelInfo {
+    /// `(datanet id, version trained on)` for each datanet artifact `version` of model `id`
+    /// learned from; `None` if no such artifact is registered.
+    pub fn trained_on(
+        host: &mut dyn ModuleHost,
+        id: U256,
+        version: u64,
+    ) -> Result<Option<Vec<(U256, u64)>>, ModuleError> {
+        let mut s = Storage::of(host, addresses::MODELS);
+        let Some(artifact) = read_artifact(&mut s, id, version)? else {
+            return Ok(None);
+        };
+        let datanets: Vec<U256> = s.items(MODELS.at(id).field(field::DATANETS), 0, u64::MAX)?;
+        Ok(Some(
+            datanets.into_iter().zip(artifact.datanetVersions).collect(),
+        ))
+    }
 }
 
 /// Reads a model for another module; `None` if it does not exist.
@@ -360,8 +488,6 @@ pub fn model_info(host: &mut dyn ModuleHost, id: U256) -> Result<Option<ModelInf
     if status == Status::None {
         return Ok(None);
     }
-    let datanets: Vec<U256> = s.items(base.field(field::DATANETS), 0, u64::MAX)?;
-    let versions: Vec<u64> = s.items(base.field(field::VERSIONS), 0, u64::MAX)?;
     Ok(Some(ModelInfo {
         status,
         creator: s.get(base.field(field::CREATOR))?,
@@ -370,7 +496,7 @@ pub fn model_info(host: &mut dyn ModuleHost, id: U256) -> Result<Option<ModelInf
             input_per_1k: s.get(base.field(field::INPUT_RATE))?,
             output_per_1k: s.get(base.field(field::OUTPUT_RATE))?,
         },
-        trained_on: datanets.into_iter().zip(versions).collect(),
+        current_artifact: s.get(base.field(field::CURRENT))?,
     }))
 }
 

@@ -125,10 +125,10 @@ fn transitions_out_of_order_revert() {
     f.models(CREATOR, &register(id, vec![1])).unwrap();
     assert_reverts(
         f.models(CREATOR, &register(id, vec![1])),
-        IModels::WrongStatus {
+        IModels::ArtifactAlreadyRegistered {
             modelId: id,
-            status: Status::Trained,
-            required: Status::Approved,
+            adapterHash: B256::repeat_byte(0xaa),
+            version: 1,
         },
     );
     // Deploying needs the operator's stake at the minimum (10 OPEN by default).
@@ -147,14 +147,139 @@ fn transitions_out_of_order_revert() {
     )
     .unwrap();
     f.models(CREATOR, &deploy(id)).unwrap();
+    f.models(CREATOR, &IModels::retireCall { modelId: id })
+        .unwrap();
+    let retired = |required| IModels::WrongStatus {
+        modelId: id,
+        status: Status::Retired,
+        required,
+    };
+    assert_reverts(f.models(CREATOR, &deploy(id)), retired(Status::Trained));
     assert_reverts(
-        f.models(CREATOR, &deploy(id)),
-        IModels::WrongStatus {
+        f.models(CREATOR, &retrained(id, 0xbb, vec![1])),
+        retired(Status::Approved),
+    );
+}
+
+fn retrained(id: U256, byte: u8, versions: Vec<u64>) -> IModels::registerArtifactCall {
+    IModels::registerArtifactCall {
+        adapterHash: B256::repeat_byte(byte),
+        metricsHash: B256::repeat_byte(byte ^ 0xff),
+        ..register(id, versions)
+    }
+}
+
+fn artifact(f: &mut Fixture, id: U256, version: u64) -> IModels::Artifact {
+    f.host.view(
+        &Models,
+        &IModels::getArtifactCall {
             modelId: id,
-            status: Status::Deployed,
-            required: Status::Trained,
+            version,
+        },
+    )
+}
+
+#[test]
+fn a_retrained_model_serves_its_new_version_once_deployed_again() {
+    let mut f = Fixture::new();
+    let datanet = f.datanet(OWNER, true);
+    let c = f.contribute(OWNER, datanet, 1, 100);
+    let first = f.approve(OWNER, datanet, vec![c]);
+    let id = f.deployed_model(CREATOR, OPERATOR, datanet, first, (milli(2), milli(6)));
+    let c2 = f.contribute(OWNER, datanet, 1, 100);
+    let second = f.approve(OWNER, datanet, vec![c2]);
+
+    // Only its creator registers a new version, and only one that exists.
+    assert_reverts(
+        f.models(STRANGER, &retrained(id, 0xbb, vec![second])),
+        IModels::NotCreator {
+            modelId: id,
+            account: STRANGER,
         },
     );
+    assert_reverts(
+        f.models(CREATOR, &retrained(id, 0xbb, vec![second + 1])),
+        IModels::UnknownVersion {
+            datanetId: datanet,
+            version: second + 1,
+        },
+    );
+    f.models(CREATOR, &retrained(id, 0xbb, vec![second]))
+        .unwrap();
+    let registered = f.host.events::<IModels::ArtifactRegistered>();
+    assert_eq!(registered.last().unwrap().version, 2);
+
+    // Registered, not served: the deployed model keeps its version 1.
+    let m = model(&mut f, id);
+    assert_eq!(m.status, Status::Deployed);
+    assert_eq!((m.artifactVersion, m.artifactCount), (1, 2));
+    assert_eq!(m.adapterHash, B256::repeat_byte(0xaa));
+    assert_eq!(m.datanetVersions, vec![first]);
+    let v2 = artifact(&mut f, id, 2);
+    assert_eq!(v2.adapterHash, B256::repeat_byte(0xbb));
+    assert_eq!(v2.datanetVersions, vec![second]);
+    assert_eq!(v2.registeredAt, f.host.timestamp);
+
+    // Deploying again serves it, with the prices given.
+    f.models(
+        CREATOR,
+        &IModels::deployCall {
+            outputRatePer1k: milli(9),
+            ..deploy(id)
+        },
+    )
+    .unwrap();
+    let m = model(&mut f, id);
+    assert_eq!((m.status, m.artifactVersion), (Status::Deployed, 2));
+    assert_eq!(
+        (m.adapterHash, m.datanetVersions, m.outputRatePer1k),
+        (B256::repeat_byte(0xbb), vec![second], milli(9))
+    );
+    assert_eq!(
+        f.host
+            .events::<IModels::ModelDeployed>()
+            .last()
+            .unwrap()
+            .artifactVersion,
+        2
+    );
+    // Version 1 is kept as it was.
+    assert_eq!(artifact(&mut f, id, 1).adapterHash, B256::repeat_byte(0xaa));
+    for version in [0, 3] {
+        assert_reverts(
+            f.host.send(
+                &Models,
+                CREATOR,
+                U256::ZERO,
+                &IModels::getArtifactCall {
+                    modelId: id,
+                    version,
+                },
+            ),
+            IModels::UnknownArtifact {
+                modelId: id,
+                version,
+            },
+        );
+    }
+}
+
+#[test]
+fn before_deployment_the_newest_artifact_is_the_current_one() {
+    let mut f = Fixture::new();
+    let (_, id) = proposed(&mut f);
+    f.models(ADMIN, &IModels::approveModelCall { modelId: id })
+        .unwrap();
+    assert_eq!(model(&mut f, id).artifactVersion, 0);
+    f.models(CREATOR, &register(id, vec![1])).unwrap();
+    f.models(CREATOR, &retrained(id, 0xcc, vec![1])).unwrap();
+    let m = model(&mut f, id);
+    assert_eq!(
+        (m.status, m.artifactVersion, m.artifactCount),
+        (Status::Trained, 2, 2)
+    );
+    assert_eq!(m.adapterHash, B256::repeat_byte(0xcc));
+    assert_eq!(m.metricsHash, B256::repeat_byte(0xcc ^ 0xff));
 }
 
 #[test]

@@ -17,12 +17,11 @@ use super::fee::{self, PPM, Shares};
 use super::{accrue, contributor_payees, cut_penalty};
 use crate::{
     abi::{
-        ISettlement::{self, InferenceReceipt, ReceiptRecord, ReceiptStatus},
+        ISettlement::{self, ReceiptRecord, ReceiptStatus},
         IStaking,
     },
     call::emit,
     call::revert,
-    models::model_info,
     storage::{Slot, Storage},
 };
 
@@ -262,20 +261,13 @@ fn resettle(
     };
     let split = fee::split(pool, U256::ZERO, all_to_pool, &weights)
         .map_err(|e| ModuleError::Fatal(format!("recomputed weights: {e}")))?;
-    let model = model_info(s.host(), record.modelId)?
-        .ok_or_else(|| ModuleError::Fatal(format!("receipt {id}'s model")))?;
-    let receipt = InferenceReceipt {
-        inputTokens: 0,
-        outputTokens: 0,
-        promptHash: record.promptHash,
-        outputHash: record.outputHash,
-        datanetId: record.datanetId,
-        datanetVersion: record.datanetVersion,
-        method: record.method,
-        contributionIds: ids,
-        weights,
-    };
-    let payees = contributor_payees(s, record.modelId, &model, &receipt)?;
+    let payees = contributor_payees(
+        s,
+        record.datanetId,
+        record.datanetVersion,
+        &ids,
+        weights.len(),
+    )?;
     for ((account, role), amount) in payees.into_iter().zip(split.contributors) {
         let amount = cut_penalty(s, account, record.modelId, amount)?;
         accrue(s, account, record.modelId, role, amount)?;

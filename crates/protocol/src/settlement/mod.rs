@@ -290,7 +290,14 @@ fn settle(
             required: fee,
         }));
     }
-    let payees = contributor_payees(s, order.modelId, &model, &receipt)?;
+    check_served(s, order.modelId, &model, &receipt)?;
+    let payees = contributor_payees(
+        s,
+        receipt.datanetId,
+        receipt.datanetVersion,
+        &receipt.contributionIds,
+        receipt.weights.len(),
+    )?;
     let shares = read_shares(s)?;
     let split = fee::split(fee, platform_fee, shares, &receipt.weights).map_err(|e| match e {
         FeeError::WeightsDoNotSum(sum) => revert(ISettlement::WeightsDoNotSum {
@@ -327,6 +334,7 @@ fn settle(
             datanetId: receipt.datanetId,
             datanetVersion: receipt.datanetVersion,
             method: receipt.method,
+            artifactVersion: receipt.artifactVersion,
         },
     )?;
     challenge::record(s, order_hash, record)?;
@@ -396,23 +404,27 @@ fn cut_penalty(
     Ok(amount - cut)
 }
 
-/// Who shares the contributor pool: each weighted contribution's contributor, or with no
-/// weights the datanet's owner. Every contribution must have been approved in the datanet at or
-/// before the version the model was trained on, which must be the receipt's.
-fn contributor_payees(
+/// Checks what a receipt says served it: the artifact version (the current one or one served
+/// before), and the datanet version that artifact was trained on.
+fn check_served(
     s: &mut Storage<'_>,
     model_id: U256,
     model: &ModelInfo,
     receipt: &InferenceReceipt,
-) -> Result<Vec<(Address, Role)>, ModuleError> {
-    if receipt.contributionIds.len() != receipt.weights.len() {
-        return Err(revert(ISettlement::WeightsMismatch {
-            contributions: U256::from(receipt.contributionIds.len()),
-            weights: U256::from(receipt.weights.len()),
-        }));
-    }
+) -> Result<(), ModuleError> {
+    let served = receipt.artifactVersion;
+    let trained_on = match ModelInfo::trained_on(s.host(), model_id, served)? {
+        Some(trained_on) if served <= model.current_artifact => trained_on,
+        _ => {
+            return Err(revert(ISettlement::ArtifactNotDeployed {
+                modelId: model_id,
+                artifactVersion: served,
+                currentVersion: model.current_artifact,
+            }));
+        }
+    };
     let datanet = receipt.datanetId;
-    let Some(&(_, trained)) = model.trained_on.iter().find(|(id, _)| *id == datanet) else {
+    let Some(&(_, trained)) = trained_on.iter().find(|(id, _)| *id == datanet) else {
         return Err(revert(ISettlement::DatanetNotUsed {
             modelId: model_id,
             datanetId: datanet,
@@ -425,22 +437,40 @@ fn contributor_payees(
             trainedVersion: trained,
         }));
     }
-    if receipt.contributionIds.is_empty() {
+    Ok(())
+}
+
+/// Who shares the contributor pool of a receipt on `datanet` at `version`: each weighted
+/// contribution's contributor, or with no weights the datanet's owner. Every contribution must
+/// have been approved in the datanet at or before that version.
+fn contributor_payees(
+    s: &mut Storage<'_>,
+    datanet: U256,
+    version: u64,
+    contributions: &[U256],
+    weights: usize,
+) -> Result<Vec<(Address, Role)>, ModuleError> {
+    if contributions.len() != weights {
+        return Err(revert(ISettlement::WeightsMismatch {
+            contributions: U256::from(contributions.len()),
+            weights: U256::from(weights),
+        }));
+    }
+    if contributions.is_empty() {
         let (owner, _) = datanet_info(s.host(), datanet)?
-            .ok_or_else(|| ModuleError::Fatal(format!("model {model_id}'s datanet {datanet}")))?;
+            .ok_or_else(|| ModuleError::Fatal(format!("datanet {datanet} of a receipt")))?;
         return Ok(vec![(owner, Role::DatanetOwner)]);
     }
-    receipt
-        .contributionIds
+    contributions
         .iter()
         .map(|&id| match contribution_info(s.host(), id)? {
-            Some(c) if c.datanet_id == datanet && c.version.is_some_and(|v| v <= trained) => {
+            Some(c) if c.datanet_id == datanet && c.version.is_some_and(|v| v <= version) => {
                 Ok((c.contributor, Role::Contributor))
             }
             _ => Err(revert(ISettlement::ContributionNotInVersion {
                 contributionId: id,
                 datanetId: datanet,
-                version: trained,
+                version,
             })),
         })
         .collect()

@@ -88,6 +88,7 @@ impl Market {
             outputTokens: 0,
             promptHash: B256::repeat_byte(0x01),
             outputHash: B256::repeat_byte(0x02),
+            artifactVersion: 1,
             datanetId: self.datanet,
             datanetVersion: 1,
             method: 1,
@@ -606,6 +607,80 @@ fn receipts_attribute_only_to_the_trained_version() {
         },
     );
     assert_eq!(m.rewards(CREATOR), U256::ZERO);
+}
+
+#[test]
+fn receipts_name_the_artifact_version_that_served_them() {
+    let mut m = Market::new();
+    let late = m.f.contribute(ALICE, m.datanet, 0xa2, 100);
+    m.f.approve(OWNER, m.datanet, vec![late]);
+    let retrain = IModels::registerArtifactCall {
+        modelId: m.model,
+        adapterHash: B256::repeat_byte(0xbb),
+        datanetVersions: vec![2],
+        metricsHash: B256::ZERO,
+    };
+    m.f.models(CREATOR, &retrain).unwrap();
+    let on_v2 = InferenceReceipt {
+        artifactVersion: 2,
+        datanetVersion: 2,
+        contributionIds: vec![late],
+        weights: vec![1_000_000],
+        ..m.receipt()
+    };
+    // Registered but not deployed: nothing it served can be settled.
+    assert_reverts(
+        m.settle(m.order(1), on_v2.clone()),
+        ISettlement::ArtifactNotDeployed {
+            modelId: m.model,
+            artifactVersion: 2,
+            currentVersion: 1,
+        },
+    );
+    let redeploy = IModels::deployCall {
+        modelId: m.model,
+        operator: OPERATOR,
+        inputRatePer1k: milli(640),
+        outputRatePer1k: milli(100),
+    };
+    m.f.models(CREATOR, &redeploy).unwrap();
+    m.settle(m.order(1), on_v2.clone()).unwrap();
+    // A completion served by version 1 before the switch still settles on version 1's data,
+    // and only on it.
+    m.settle(m.order(2), m.receipt()).unwrap();
+    assert_reverts(
+        m.settle(
+            m.order(3),
+            InferenceReceipt {
+                artifactVersion: 1,
+                ..on_v2.clone()
+            },
+        ),
+        ISettlement::VersionNotTrained {
+            datanetId: m.datanet,
+            version: 2,
+            trainedVersion: 1,
+        },
+    );
+    for version in [0, 3] {
+        assert_reverts(
+            m.settle(
+                m.order(3),
+                InferenceReceipt {
+                    artifactVersion: version,
+                    ..on_v2.clone()
+                },
+            ),
+            ISettlement::ArtifactNotDeployed {
+                modelId: m.model,
+                artifactVersion: version,
+                currentVersion: 2,
+            },
+        );
+    }
+    let settled = m.f.host.events::<ISettlement::Settled>();
+    let served: Vec<u64> = settled.iter().map(|e| e.artifactVersion).collect();
+    assert_eq!(served, vec![2, 1]);
 }
 
 #[test]
