@@ -1,6 +1,7 @@
-"""Completions through `openledger dev`: how many JSON-RPC round trips to its own chain the node
-makes per completion (read from its /metrics), and completions a second with 16 concurrent
-clients, on the dev base model with a LoRA adapter trained by a job.
+"""Completions through `openledger dev`: how many calls to its own chain the node makes per
+completion (read from its /metrics: JSON-RPC requests received, and the services' in-process
+calls), and completions a second with 16 concurrent clients, on the dev base model with a LoRA
+adapter trained by a job.
 
 Run from the repository root with the end-to-end environment (see docs/BENCHMARKS.md):
 
@@ -27,10 +28,13 @@ MAX_TOKENS = 16
 PAYERS = range(5, 10)
 
 
+COUNTERS = ("openledger_rpc_requests_total", "openledger_services_chain_calls_total")
+
+
 def metrics(node) -> dict:
     text = requests.get(f"{node.api_url}/metrics", timeout=30).text
     return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines() if line.startswith("openledger_rpc_requests_total")}
+            for line in text.splitlines() if line.startswith(COUNTERS)}
 
 
 def trained_model(node, work: Path) -> int:
@@ -75,14 +79,16 @@ def main():
         after = metrics(node)
         print(f"{COMPLETIONS} completions of {MAX_TOKENS} tokens, {CLIENTS} clients: "
               f"{COMPLETIONS / elapsed:.1f} completions/s ({elapsed:.1f} s)")
-        total = 0.0
-        for name in sorted(after):
-            per = (after[name] - before.get(name, 0)) / COMPLETIONS
-            if per > 0:
-                total += per
-                method = name.split('"')[1]
-                print(f"  {method:<28} {per:6.2f} per completion")
-        print(f"  {'all':<28} {total:6.2f} per completion")
+        for counter in COUNTERS:
+            print(f"{counter}:")
+            total = 0.0
+            for name in sorted(n for n in after if n.startswith(counter)):
+                per = (after[name] - before.get(name, 0)) / COMPLETIONS
+                if per > 0:
+                    total += per
+                    method = name.split('"')[1]
+                    print(f"  {method:<28} {per:6.2f} per completion")
+            print(f"  {'all':<28} {total:6.2f} per completion")
     finally:
         node.stop()
 

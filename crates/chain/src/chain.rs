@@ -98,6 +98,9 @@ pub enum CallError {
     /// The call is invalid (gas, balance, nonce...).
     #[error("{0}")]
     Invalid(String),
+    /// A view reverted, with the revert data (a module's custom error).
+    #[error("execution reverted: {0}")]
+    Reverted(Bytes),
     /// The node failed.
     #[error(transparent)]
     Chain(#[from] ChainError),
@@ -542,9 +545,7 @@ impl Chain {
         };
         match self.call(tx, head.number)? {
             ExecutionResult::Success { output, .. } => Ok(output.into_data()),
-            ExecutionResult::Revert { output, .. } => {
-                Err(CallError::Invalid(format!("execution reverted: {output}")))
-            }
+            ExecutionResult::Revert { output, .. } => Err(CallError::Reverted(output)),
             ExecutionResult::Halt { reason, .. } => {
                 Err(CallError::Invalid(format!("execution halted: {reason:?}")))
             }

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use openledger_chain::{Chain, ChainConfig, Store, mempool::PoolLimits, miner};
 use openledger_content::{AdapterStore, ContentStore, PendingUploads};
+use openledger_flywheel::{client::Client, transport::InProcess};
 use openledger_primitives::{DEV_CHAIN_ID, Genesis, format_open};
 use openledger_rpc::{DevRpc, RpcConfig};
 
@@ -108,9 +109,9 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
             keys.clone(),
             addrs,
             block_time,
-            |rpc, api| {
+            |chain, api| {
                 let flywheel = Flywheel {
-                    rpc_url: rpc.to_string(),
+                    chain,
                     api_url: api.to_string(),
                     base: BaseModel::new(args.base.clone()),
                     indexes,
@@ -233,14 +234,15 @@ pub(crate) struct Services {
 impl Services {
     /// Starts the services on `(rpc, api)` addresses (port 0 picks a free one); `dev_keys` are
     /// the dev accounts' keys, which `eth_accounts` lists and `eth_sendTransaction` signs with;
-    /// `more` gives routes to serve beside the content API, from the RPC and API URLs.
+    /// `more` gives routes to serve beside the content API, from a client of the node's methods
+    /// in-process and the API's URL.
     pub async fn start(
         chain: Arc<Chain>,
         content: Content,
         dev_keys: Vec<PrivateKeySigner>,
         (rpc_addr, api_addr): (SocketAddr, SocketAddr),
         block_time: Duration,
-        more: impl FnOnce(&str, &str) -> anyhow::Result<axum::Router>,
+        more: impl FnOnce(Client, &str) -> anyhow::Result<axum::Router>,
     ) -> anyhow::Result<Self> {
         let accounts = dev_keys.iter().map(PrivateKeySigner::address).collect();
         let rpc_config = RpcConfig {
@@ -255,8 +257,9 @@ impl Services {
             .await
             .with_context(|| format!("cannot serve the content API on {api_addr}"))?;
         let api_addr = api_listener.local_addr()?;
+        let in_process = InProcess::new(chain.clone(), rpc.methods.clone(), rpc.in_process.clone());
         let routes = more(
-            &format!("http://{}", rpc.local_addr),
+            Client::over(Arc::new(in_process), None),
             &format!("http://{api_addr}"),
         )?;
         let keeper = tokio::spawn(content_api::keeper::run(
@@ -272,7 +275,11 @@ impl Services {
                 pending: content.pending,
                 dev_accounts: accounts,
             })
-            .merge(crate::metrics::router(chain.clone(), rpc.metrics.clone()))
+            .merge(crate::metrics::router(
+                chain.clone(),
+                rpc.metrics.clone(),
+                rpc.in_process.clone(),
+            ))
             .merge(routes),
         );
         let api = tokio::spawn(http::serve(api_listener, app, HttpLimits::default()));

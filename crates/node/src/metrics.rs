@@ -1,5 +1,6 @@
 //! `/metrics` of `openledger dev`: the chain's state in Prometheus' text format, for a dashboard
-//! or an alert on a stuck producer or a filling pool, and the JSON-RPC requests served by method.
+//! or an alert on a stuck producer or a filling pool, the JSON-RPC requests served by method, and
+//! the calls the node's own services make to the chain in-process, by method.
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -15,13 +16,15 @@ use openledger_chain::Chain;
 use openledger_rpc::metrics::RpcMetrics;
 
 /// The route.
-pub fn router(chain: Arc<Chain>, rpc: Arc<RpcMetrics>) -> Router {
+pub fn router(chain: Arc<Chain>, rpc: Arc<RpcMetrics>, services: Arc<RpcMetrics>) -> Router {
     Router::new()
         .route("/metrics", get(render))
-        .with_state((chain, rpc))
+        .with_state((chain, rpc, services))
 }
 
-async fn render(State((chain, rpc)): State<(Arc<Chain>, Arc<RpcMetrics>)>) -> impl IntoResponse {
+type Counters = (Arc<Chain>, Arc<RpcMetrics>, Arc<RpcMetrics>);
+
+async fn render(State((chain, rpc, services)): State<Counters>) -> impl IntoResponse {
     let head = chain.head().header;
     let (pending, queued) = match chain.pool_counts() {
         Ok(counts) => counts,
@@ -70,16 +73,26 @@ async fn render(State((chain, rpc)): State<(Arc<Chain>, Arc<RpcMetrics>)>) -> im
         let _ = writeln!(out, "# TYPE openledger_{name} gauge");
         let _ = writeln!(out, "openledger_{name} {value}");
     }
-    let _ = writeln!(
-        out,
-        "# HELP openledger_rpc_requests_total JSON-RPC requests received, by method (batch entries each)."
+    counter(
+        &mut out,
+        "rpc_requests_total",
+        "JSON-RPC requests received, by method (batch entries each).",
+        &rpc,
     );
-    let _ = writeln!(out, "# TYPE openledger_rpc_requests_total counter");
-    for (method, count) in rpc.counts() {
-        let _ = writeln!(
-            out,
-            "openledger_rpc_requests_total{{method=\"{method}\"}} {count}"
-        );
-    }
+    counter(
+        &mut out,
+        "services_chain_calls_total",
+        "Calls the node's services (ledger, settlement batcher, trainer, indexer) made to the chain in-process, by JSON-RPC method.",
+        &services,
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// Writes counter `name` by method.
+fn counter(out: &mut String, name: &str, help: &str, counts: &RpcMetrics) {
+    let _ = writeln!(out, "# HELP openledger_{name} {help}");
+    let _ = writeln!(out, "# TYPE openledger_{name} counter");
+    for (method, count) in counts.counts() {
+        let _ = writeln!(out, "openledger_{name}{{method=\"{method}\"}} {count}");
+    }
 }

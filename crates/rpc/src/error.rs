@@ -87,6 +87,7 @@ impl From<CallError> for RpcError {
     fn from(e: CallError) -> Self {
         match e {
             CallError::Invalid(msg) => RpcError::Rejected(msg),
+            CallError::Reverted(data) => RpcError::reverted(data),
             CallError::Chain(e) => e.into(),
         }
     }

@@ -41,7 +41,8 @@ impl RpcMetrics {
         }
     }
 
-    fn count(&self, method: &str) {
+    /// Counts one request for `method`.
+    pub fn count(&self, method: &str) {
         self.counts
             .get(method)
             .unwrap_or(&self.other)

@@ -34,6 +34,11 @@ pub struct RpcServer {
     pub local_addr: SocketAddr,
     /// Requests received, by method.
     pub metrics: Arc<RpcMetrics>,
+    /// The same methods, to call in-process (services of the node that would otherwise be
+    /// clients of its own port).
+    pub methods: jsonrpsee::Methods,
+    /// Counters for those in-process calls, by method, apart from the requests received.
+    pub in_process: Arc<RpcMetrics>,
     handle: ServerHandle,
 }
 
@@ -74,7 +79,9 @@ pub async fn start(chain: Arc<Chain>, config: RpcConfig) -> std::io::Result<RpcS
     });
     feed_filters(chain, context.clone());
     let module = methods(context);
+    let in_process: jsonrpsee::Methods = module.clone();
     let metrics = Arc::new(RpcMetrics::new(module.method_names()));
+    let in_process_metrics = Arc::new(RpcMetrics::new(module.method_names()));
     let counted = metrics.clone();
     let server = Server::builder()
         .set_config(server_config)
@@ -90,6 +97,8 @@ pub async fn start(chain: Arc<Chain>, config: RpcConfig) -> std::io::Result<RpcS
     Ok(RpcServer {
         local_addr,
         metrics,
+        methods: in_process,
+        in_process: in_process_metrics,
         handle,
     })
 }

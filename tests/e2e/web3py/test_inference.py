@@ -515,3 +515,29 @@ def test_a_retrained_model_serves_its_new_version_once_deployed_again(served, tm
     assert (after["artifactVersion"], after["attribution"]["datanetVersion"]) == (2, 2)
     assert Web3.keccak(served_weights.read_bytes()) == new_hash
     assert models.functions.getArtifact(model, 1).call()[0] == first["adapterHash"]
+
+
+def test_the_services_reach_the_chain_in_process(served):
+    """A completion is admitted, attributed and settled without one request to the node's own
+    JSON-RPC port: the ledger and the settlement batcher call the chain in-process, and
+    `/metrics` counts those calls apart."""
+    node, w3, model = served
+    if model_info(w3, model)["status"] != 4:
+        deploy(node, w3, model)
+    cli(node, "settle", "deposit", "1", "--account", "6")
+
+    def counters() -> tuple:
+        lines = requests.get(f"{node.api_url}/metrics", timeout=30).text.splitlines()
+        total = lambda name: sum(float(line.rsplit(" ", 1)[1]) for line in lines  # noqa: E731
+                                 if line.startswith(name + "{"))
+        return total("openledger_rpc_requests_total"), total("openledger_services_chain_calls_total")
+
+    rpc_before, services_before = counters()
+    record = openai_client(node, "dev-6").completions.create(model=f"model-{model}", prompt="Q: hi A:",
+                                                             max_tokens=4).model_dump()["openledger"]
+    settlement = wait_for(f"{node.api_url}/settlements/{record['receiptId']}",
+                          lambda b: b["state"] != "pending")
+    assert settlement["state"] == "settled", settlement
+    rpc_after, services_after = counters()
+    assert rpc_after == rpc_before
+    assert services_after > services_before

@@ -9,7 +9,7 @@ use openledger_primitives::addresses::DATANETS;
 use openledger_protocol::abi::IDatanets;
 use serde_json::{Value, json};
 
-use super::{Client, Common, block_on, client::events, open, text_hash};
+use super::{Client, Common, block_on, events, open, text_hash};
 use crate::content_api::auth::{SIGNATURE_HEADER, upload_message};
 
 /// Options of `openledger datanet`.

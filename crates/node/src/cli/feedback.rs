@@ -21,7 +21,7 @@ use openledger_protocol::{abi::IFeedback, feedback::commitment};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Client, Common, block_on, client::events, date, open, parse_open};
+use super::{Client, Common, block_on, date, events, open, parse_open};
 
 /// Options of `openledger validator`.
 #[derive(Debug, Args)]

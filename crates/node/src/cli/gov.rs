@@ -8,7 +8,7 @@ use openledger_primitives::addresses::{GOPEN, GOVERNOR, MODELS, STAKING, TREASUR
 use openledger_protocol::abi::{IGOPEN, IGovernor, IModels, IStaking, ITreasury};
 use serde_json::json;
 
-use super::{Client, Common, block_on, client::events, date, open, parse_open};
+use super::{Client, Common, block_on, date, events, open, parse_open};
 
 /// Options of `openledger gov`.
 #[derive(Debug, Args)]

@@ -6,7 +6,6 @@
 //! with `--password-file` or `OPENLEDGER_KEYSTORE_PASSWORD`). Output is text, or JSON with
 //! `--json`.
 
-mod client;
 pub mod datanet;
 pub mod feedback;
 pub mod gov;
@@ -24,7 +23,7 @@ use clap::Args;
 use openledger_primitives::format_open;
 
 use crate::accounts::dev_accounts;
-pub use client::{Client, events};
+pub use openledger_flywheel::client::{Client, events};
 
 /// Options every protocol command takes.
 #[derive(Debug, Args)]

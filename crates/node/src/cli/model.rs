@@ -7,7 +7,7 @@ use openledger_primitives::addresses::MODELS;
 use openledger_protocol::abi::IModels;
 use serde_json::json;
 
-use super::{Common, block_on, client::events, open, parse_open, text_hash};
+use super::{Common, block_on, events, open, parse_open, text_hash};
 
 /// Options of `openledger model`.
 #[derive(Debug, Args)]

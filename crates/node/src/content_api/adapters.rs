@@ -150,7 +150,7 @@ fn registered_model(api: &ContentApi, model_id: U256) -> Result<IModels::Model, 
     let call = IModels::getModelCall { modelId: model_id };
     let model = match api.chain.view(addresses::MODELS, call.abi_encode().into()) {
         Ok(output) => IModels::getModelCall::abi_decode_returns(&output).map_err(internal)?,
-        Err(CallError::Invalid(_)) => {
+        Err(CallError::Invalid(_) | CallError::Reverted(_)) => {
             return Err(ApiError(
                 StatusCode::NOT_FOUND,
                 format!("model {model_id} does not exist"),

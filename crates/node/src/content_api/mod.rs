@@ -264,7 +264,7 @@ fn datanets_view<C: SolCall>(
 ) -> Result<C::Return, ApiError> {
     match chain.view(addresses::DATANETS, call.abi_encode().into()) {
         Ok(output) => C::abi_decode_returns(&output).map_err(internal),
-        Err(CallError::Invalid(_)) => Err(ApiError(
+        Err(CallError::Invalid(_) | CallError::Reverted(_)) => Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("datanet {datanet_id} does not exist"),
         )),

@@ -49,10 +49,7 @@ impl Indexer {
         });
         let worker = indexer.clone();
         tokio::spawn(async move {
-            let client = match Client::new(&worker.flywheel.rpc_url, None) {
-                Ok(client) => client,
-                Err(e) => return tracing::error!("the indexer cannot reach the node: {e:#}"),
-            };
+            let client = worker.flywheel.chain.clone();
             loop {
                 if let Err(e) = worker.scan(&client).await {
                     tracing::debug!("index scan: {e:#}");

@@ -101,14 +101,14 @@ fn unavailable(e: anyhow::Error) -> Refusal {
 }
 
 impl Ledger {
-    /// The ledger of the node at `flywheel.rpc_url`, settling through `settler`, holding
+    /// The ledger of the flywheel's chain, settling through `settler`, holding
     /// escrow in `holds` (which the settler lets go of).
     pub fn new(
         flywheel: Arc<Flywheel>,
         settler: Arc<Settler>,
         holds: Arc<Holds>,
     ) -> anyhow::Result<Self> {
-        let reader = Client::new(&flywheel.rpc_url, None)?;
+        let reader = flywheel.chain.clone();
         let chain_id = flywheel.chain_id;
         Ok(Self {
             flywheel,

@@ -99,8 +99,9 @@ impl Drop for Building<'_> {
 
 /// What the services share.
 pub struct Flywheel {
-    /// The node's own JSON-RPC and content API, which the services are clients of.
-    pub rpc_url: String,
+    /// The chain, which the services are clients of (in-process in `openledger dev`), and the
+    /// node's content API.
+    pub chain: crate::cli::Client,
     pub api_url: String,
     pub base: BaseModel,
     pub indexes: Arc<IndexRegistry>,
@@ -162,7 +163,7 @@ pub fn start(flywheel: Flywheel) -> anyhow::Result<Router> {
     let trainer = Trainer::start(flywheel.clone())?;
     let holds = Arc::new(holds::Holds::default());
     let settler = Settler::start(
-        &flywheel.rpc_url,
+        &flywheel.chain,
         &flywheel.accounts,
         flywheel.datadir.join("settlements"),
         holds.clone(),

@@ -72,10 +72,10 @@ pub fn receipt_id(settlement: &ISettlement::Settlement) -> B256 {
 }
 
 impl Settler {
-    /// Starts the batcher on the node at `rpc_url`, settling as the operators whose keys are in
-    /// `keys`, with its queue in `dir`; queues again what a stop left pending.
+    /// Starts the batcher on `chain`, settling as the operators whose keys are in `keys`, with
+    /// its queue in `dir`; queues again what a stop left pending.
     pub fn start(
-        rpc_url: &str,
+        chain: &Client,
         keys: &[PrivateKeySigner],
         dir: PathBuf,
         holds: Arc<Holds>,
@@ -102,8 +102,8 @@ impl Settler {
         }
         let operators = keys
             .iter()
-            .map(|k| Ok((k.address(), Client::new(rpc_url, Some(k.clone()))?)))
-            .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+            .map(|k| (k.address(), chain.with_signer(k.clone())))
+            .collect::<BTreeMap<_, _>>();
         let worker = Arc::new(Worker {
             dir: dir.clone(),
             holds,
@@ -114,7 +114,7 @@ impl Settler {
         Ok(Arc::new(Self {
             dir,
             queue,
-            reader: Client::new(rpc_url, None)?,
+            reader: chain.clone(),
         }))
     }
 

@@ -374,7 +374,7 @@ impl Trainer {
         let job = self.job(id).context("the job vanished")?;
         let request = &job.request;
         let signer = self.flywheel.accounts[job.account].clone();
-        let client = Client::new(&self.flywheel.rpc_url, Some(signer))?;
+        let client = self.flywheel.chain.with_signer(signer);
         let versions = request
             .datanets
             .iter()
@@ -559,7 +559,7 @@ impl Trainer {
     ) -> Result<(), ApiError> {
         let unavailable =
             |e: anyhow::Error| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}"));
-        let client = Client::new(&self.flywheel.rpc_url, None).map_err(unavailable)?;
+        let client = &self.flywheel.chain;
         let count = client
             .view(MODELS, &IModels::modelCountCall {})
             .await

@@ -1,6 +1,7 @@
-//! A small JSON-RPC client for the CLI: reads through `eth_call`, and transactions signed
-//! locally, sent raw and waited for.
+//! A typed client of the chain for the services and the CLI: module views, and transactions
+//! signed locally, sent raw and waited for, over any [`Transport`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
@@ -11,14 +12,12 @@ use alloy_rpc_types_eth::{Log, TransactionReceipt, TransactionRequest};
 use alloy_signer_local::PrivateKeySigner;
 use alloy_sol_types::{SolCall, SolEvent, SolInterface};
 use anyhow::{Context, bail};
-use jsonrpsee::{
-    core::{ClientError, client::ClientT},
-    http_client::{HttpClient, HttpClientBuilder},
-    rpc_params,
-};
 use openledger_protocol::abi::{
     IDatanets, IFeedback, IGOPEN, IGovernor, IModels, ISettlement, IStaking, ITreasury,
 };
+use serde_json::{Value, json};
+
+use crate::transport::{Http, Transport, TransportError};
 
 /// How long to wait for a transaction to be included.
 const RECEIPT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -28,24 +27,26 @@ const LOG_RANGE: u64 = 10_000;
 const PRIORITY_FEE: u128 = 1_000_000_000;
 
 /// A connection to a node, with an optional signer for transactions.
+#[derive(Clone)]
 pub struct Client {
-    rpc: HttpClient,
-    url: String,
+    transport: Arc<dyn Transport>,
     signer: Option<PrivateKeySigner>,
 }
 
 impl Client {
-    /// A client of the node at `url`.
+    /// A client of the node at `url`, over HTTP.
     pub fn new(url: &str, signer: Option<PrivateKeySigner>) -> anyhow::Result<Self> {
-        let rpc = HttpClientBuilder::default()
-            .request_timeout(Duration::from_secs(60))
-            .build(url)
-            .with_context(|| format!("invalid RPC URL {url}"))?;
-        Ok(Self {
-            rpc,
-            url: url.to_string(),
-            signer,
-        })
+        Ok(Self::over(Arc::new(Http::new(url)?), signer))
+    }
+
+    /// A client over `transport` (the node's methods in-process, say).
+    pub fn over(transport: Arc<dyn Transport>, signer: Option<PrivateKeySigner>) -> Self {
+        Self { transport, signer }
+    }
+
+    /// The same connection, signing as `signer`.
+    pub fn with_signer(&self, signer: PrivateKeySigner) -> Self {
+        Self::over(self.transport.clone(), Some(signer))
     }
 
     /// The signing account.
@@ -78,24 +79,24 @@ impl Client {
     async fn request<T: serde::de::DeserializeOwned>(
         &self,
         method: &str,
-        params: jsonrpsee::core::params::ArrayParams,
+        params: Vec<Value>,
     ) -> anyhow::Result<T> {
-        self.rpc
+        let answer = self
+            .transport
             .request(method, params)
             .await
-            .map_err(|e| rpc_error(e, &self.url))
+            .map_err(readable)?;
+        serde_json::from_value(answer)
+            .with_context(|| format!("{method}: an answer of the wrong shape"))
     }
 
     /// Calls a view of the module at `to`.
     pub async fn view<C: SolCall>(&self, to: Address, call: &C) -> anyhow::Result<C::Return> {
-        let request = TransactionRequest {
-            to: Some(TxKind::Call(to)),
-            input: Bytes::from(call.abi_encode()).into(),
-            ..Default::default()
-        };
-        let output: Bytes = self
-            .request("eth_call", rpc_params![request, "latest"])
-            .await?;
+        let output = self
+            .transport
+            .view(to, Bytes::from(call.abi_encode()))
+            .await
+            .map_err(readable)?;
         C::abi_decode_returns(&output).context("the node answered data this call cannot return")
     }
 
@@ -130,13 +131,16 @@ impl Client {
             ..Default::default()
         };
         let gas: U256 = self
-            .request("eth_estimateGas", rpc_params![request])
+            .request("eth_estimateGas", vec![serde_json::to_value(request)?])
             .await?;
-        let chain_id: U256 = self.request("eth_chainId", rpc_params![]).await?;
+        let chain_id: U256 = self.request("eth_chainId", vec![]).await?;
         let nonce: U256 = self
-            .request("eth_getTransactionCount", rpc_params![from, "pending"])
+            .request(
+                "eth_getTransactionCount",
+                vec![json!(from), json!("pending")],
+            )
             .await?;
-        let gas_price: U256 = self.request("eth_gasPrice", rpc_params![]).await?;
+        let gas_price: U256 = self.request("eth_gasPrice", vec![]).await?;
         let mut tx = TxEip1559 {
             chain_id: chain_id.to(),
             nonce: nonce.to(),
@@ -152,7 +156,7 @@ impl Client {
         let signature = signer.sign_transaction_sync(&mut tx)?;
         let envelope = TxEnvelope::from(tx.into_signed(signature));
         let raw = Bytes::from(envelope.encoded_2718());
-        self.request("eth_sendRawTransaction", rpc_params![raw])
+        self.request("eth_sendRawTransaction", vec![json!(raw)])
             .await
     }
 
@@ -161,7 +165,7 @@ impl Client {
         let deadline = tokio::time::Instant::now() + RECEIPT_TIMEOUT;
         loop {
             let receipt: Option<TransactionReceipt> = self
-                .request("eth_getTransactionReceipt", rpc_params![hash])
+                .request("eth_getTransactionReceipt", vec![json!(hash)])
                 .await?;
             if let Some(receipt) = receipt {
                 if !receipt.status() {
@@ -181,14 +185,14 @@ impl Client {
 
     /// The node's chain id.
     pub async fn chain_id(&self) -> anyhow::Result<u64> {
-        let id: alloy_primitives::U64 = self.request("eth_chainId", rpc_params![]).await?;
+        let id: alloy_primitives::U64 = self.request("eth_chainId", vec![]).await?;
         Ok(id.to())
     }
 
     /// The timestamp of the newest block.
     pub async fn latest_timestamp(&self) -> anyhow::Result<u64> {
         let latest: alloy_rpc_types_eth::Block = self
-            .request("eth_getBlockByNumber", rpc_params!["latest", false])
+            .request("eth_getBlockByNumber", vec![json!("latest"), json!(false)])
             .await?;
         Ok(latest.header.timestamp)
     }
@@ -198,23 +202,23 @@ impl Client {
     pub async fn advance_time(&self, seconds: u64) -> anyhow::Result<()> {
         let latest = self.latest_timestamp().await?;
         let _: serde_json::Value = self
-            .request("evm_increaseTime", rpc_params![U64::from(seconds)])
+            .request("evm_increaseTime", vec![json!(U64::from(seconds))])
             .await?;
         let _: serde_json::Value = self
-            .request("evm_mine", rpc_params![U64::from(latest + seconds)])
+            .request("evm_mine", vec![json!(U64::from(latest + seconds))])
             .await?;
         Ok(())
     }
 
     /// An account's OPEN balance.
     pub async fn balance(&self, account: Address) -> anyhow::Result<U256> {
-        self.request("eth_getBalance", rpc_params![account, "latest"])
+        self.request("eth_getBalance", vec![json!(account), json!("latest")])
             .await
     }
 
     /// The number of the newest block.
     pub async fn block_number(&self) -> anyhow::Result<u64> {
-        let number: U64 = self.request("eth_blockNumber", rpc_params![]).await?;
+        let number: U64 = self.request("eth_blockNumber", vec![]).await?;
         Ok(number.to())
     }
 
@@ -237,7 +241,7 @@ impl Client {
                 "toBlock": U64::from(end),
                 "topics": [topics],
             });
-            let logs: Vec<Log> = self.request("eth_getLogs", rpc_params![filter]).await?;
+            let logs: Vec<Log> = self.request("eth_getLogs", vec![filter]).await?;
             out.extend(logs);
             start = end + 1;
         }
@@ -256,23 +260,14 @@ pub fn events<E: SolEvent>(receipt: &TransactionReceipt) -> Vec<E> {
 }
 
 /// A readable error for a failed request; reverts are decoded with the modules' ABIs.
-fn rpc_error(e: ClientError, url: &str) -> anyhow::Error {
+fn readable(e: TransportError) -> anyhow::Error {
     match e {
-        ClientError::Call(object) => {
-            let data = object
-                .data()
-                .and_then(|raw| serde_json::from_str::<Bytes>(raw.get()).ok());
-            match data {
-                Some(data) if !data.is_empty() => {
-                    anyhow::anyhow!("{}: {}", object.message(), describe_revert(&data))
-                }
-                _ => anyhow::anyhow!("{}", object.message()),
-            }
-        }
-        ClientError::Transport(e) => {
-            anyhow::anyhow!("cannot reach the node at {url} ({e}); is `openledger dev` running?")
-        }
-        other => anyhow::anyhow!("request to {url} failed: {other}"),
+        TransportError::Rpc {
+            message,
+            data: Some(data),
+            ..
+        } if !data.is_empty() => anyhow::anyhow!("{message}: {}", describe_revert(&data)),
+        other => other.into(),
     }
 }
 
