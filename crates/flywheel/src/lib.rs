@@ -5,6 +5,24 @@
 //! node's own JSON-RPC methods called in-process in `openledger dev` (no loopback HTTP, and
 //! views straight from the state) and an HTTP JSON-RPC client when they run apart from the node.
 //! [`client::Client`] gives them (and the CLI) typed module calls over either.
+//!
+//! - [`indexer`]: builds the span index of every approved datanet version;
+//! - [`trainer`]: training jobs on datanet versions, registered as the model's artifact versions;
+//! - [`ledger`]: admits, attributes and settles every completion OpenLoRA serves
+//!   ([`openlora`]), holding escrow for it ([`holds`]) until the settlement batcher
+//!   ([`settler`]) has it on-chain;
+//! - [`services`]: what they share, and [`services::start`], which wires them.
 
 pub mod client;
+pub mod holds;
+pub mod index;
+pub mod indexer;
+pub mod influence;
+pub mod jobs;
+pub mod ledger;
+pub mod openlora;
+pub mod services;
+pub mod settler;
+pub mod signing;
+pub mod trainer;
 pub mod transport;

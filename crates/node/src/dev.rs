@@ -8,16 +8,16 @@ use anyhow::Context;
 use clap::Args;
 use openledger_chain::{Chain, ChainConfig, Store, mempool::PoolLimits, miner};
 use openledger_content::{AdapterStore, ContentStore, PendingUploads};
+use openledger_flywheel::index::registry::IndexRegistry;
+use openledger_flywheel::services::{self, BaseModel, Flywheel};
 use openledger_flywheel::{client::Client, transport::InProcess};
 use openledger_primitives::{DEV_CHAIN_ID, Genesis, format_open};
 use openledger_rpc::{DevRpc, RpcConfig};
 
 use crate::{
     accounts::{DERIVATION_PATH, DEV_MNEMONIC, DevAccount, dev_accounts},
-    attribution::registry::IndexRegistry,
     content_api::{self, ContentApi},
     datadir::{DataDir, default_datadir},
-    flywheel::{self, BaseModel, Flywheel},
     http::{self, HttpLimits},
 };
 
@@ -113,14 +113,14 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
                 let flywheel = Flywheel {
                     chain,
                     api_url: api.to_string(),
-                    base: BaseModel::new(args.base.clone()),
+                    base: BaseModel::new(args.base.clone(), crate::factory::dev_base),
                     indexes,
                     accounts: keys,
                     chain_id,
                     datadir: datadir_shown.clone(),
                     published: published.clone(),
                 };
-                flywheel::start(flywheel)
+                services::start(flywheel)
             },
         )
         .await?;

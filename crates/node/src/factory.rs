@@ -15,7 +15,7 @@ use openledger_ml::synth::SynthOptions;
 use openledger_ml::train::{OnStep, Progress, TrainOptions};
 use openledger_ml::{Adapter, LoraConfig, checkpoint, data, devbase, tokenizer};
 
-use crate::jobs::{self, DatanetVersion};
+use openledger_flywheel::jobs::{self, DatanetVersion};
 
 /// Options of `openledger data`.
 #[derive(Debug, Args)]
@@ -235,7 +235,7 @@ pub(crate) fn base_or_dev(base: Option<&Path>) -> anyhow::Result<PathBuf> {
 
 /// The dev base model, built on first use. Processes that need it at once (several nodes
 /// starting) take turns on a lock file: one builds it, the others then find it built.
-fn dev_base() -> anyhow::Result<PathBuf> {
+pub fn dev_base() -> anyhow::Result<PathBuf> {
     let dir = dev_base_dir();
     if dir.join(checkpoint::WEIGHTS_FILE).is_file() {
         return Ok(dir);
@@ -307,7 +307,7 @@ pub struct TrainArgs {
     lr: Option<f64>,
     /// Buckets per LoRA module of the sketched training gradients recorded for gradient
     /// influence (`influence.bin`); 0 records none.
-    #[arg(long, default_value_t = crate::attribution::influence::DEFAULT_DIMS)]
+    #[arg(long, default_value_t = openledger_flywheel::influence::DEFAULT_DIMS)]
     influence_dims: usize,
     #[command(flatten)]
     optim: OptimArgs,
@@ -359,7 +359,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     let metrics = run_with_bar(|bar| job.run(bar))?;
     report(&metrics, &args.out, args.optim.json)?;
     if args.influence_dims > 0 {
-        crate::attribution::influence::record(&job, args.influence_dims, args.optim.json)?;
+        openledger_flywheel::influence::record(&job, args.influence_dims, args.optim.json)?;
     }
     if let Some(model) = args.model {
         register(&args, model)?;

@@ -1,12 +1,11 @@
 //! `openledger serve`: OpenLoRA, the base model and its adapters behind an OpenAI-compatible API.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use openledger_ml::{checkpoint, tokenizer};
 use openledger_serve::{CacheLimits, Engine, EngineConfig, Registry};
 
 use crate::factory::base_or_dev;
@@ -61,7 +60,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         prefill_chunk: args.prefill_chunk.max(1),
     };
-    let (engine, base_id) = start_engine(&base, registry, config)?;
+    let (engine, base_id) = Engine::from_checkpoint(&base, registry, config)?;
+    let engine = Arc::new(engine);
     let app = openledger_serve::api::router(engine, base_id.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -83,22 +83,3 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     })
 }
 
-/// Loads the base checkpoint `base` and starts the engine on it with the adapters of
-/// `registry`; returns it with the id the base model answers to (its directory's name).
-pub fn start_engine(
-    base: &Path,
-    registry: Registry,
-    config: EngineConfig,
-) -> anyhow::Result<(Arc<Engine>, String)> {
-    let model = checkpoint::load_model(base, &openledger_ml::Device::Cpu)?.for_inference()?;
-    let tok = tokenizer::load(&base.join(checkpoint::TOKENIZER_FILE))?;
-    let base_id = base
-        .canonicalize()
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| "base".into());
-    Ok((
-        Arc::new(Engine::start(model, tok, registry, config)),
-        base_id,
-    ))
-}

@@ -158,6 +158,24 @@ impl Engine {
         engine
     }
 
+    /// Loads the base checkpoint in `base` and starts the engine on it with the adapters of
+    /// `registry`; returns it with the id the base model answers to (its directory's name).
+    pub fn from_checkpoint(
+        base: &std::path::Path,
+        registry: Registry,
+        config: EngineConfig,
+    ) -> openledger_ml::Result<(Self, String)> {
+        use openledger_ml::checkpoint;
+        let model = checkpoint::load_model(base, &Device::Cpu)?.for_inference()?;
+        let tok = openledger_ml::tokenizer::load(&base.join(checkpoint::TOKENIZER_FILE))?;
+        let base_id = base
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "base".into());
+        Ok((Self::start(model, tok, registry, config), base_id))
+    }
+
     /// Queues `request`, or refuses it when the queue is full.
     pub fn submit(&self, request: Request) -> Result<(), SubmitError> {
         let queued = self.queued.fetch_add(1, Relaxed);

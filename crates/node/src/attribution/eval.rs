@@ -30,11 +30,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::influence::{self, InfluenceModel};
+use openledger_flywheel::influence::InfluenceModel;
 use crate::factory::base_or_dev;
 use openledger_attribution::index::MAX_TOKENS;
 
-use super::{BuiltIndex, build_index};
+use openledger_flywheel::index::{BuiltIndex, build_index};
 
 /// Options of `openledger attribution eval`.
 #[derive(Debug, Args)]
@@ -70,7 +70,7 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = SpanOptions::default().min_len)]
     min_len: usize,
     /// Buckets per LoRA module of the sketched gradients.
-    #[arg(long, default_value_t = influence::DEFAULT_DIMS)]
+    #[arg(long, default_value_t = openledger_flywheel::influence::DEFAULT_DIMS)]
     influence_dims: usize,
     /// Seed of the corpus, the training and the subsets.
     #[arg(long, default_value_t = 1)]
@@ -297,7 +297,7 @@ fn gradient_quality(
 ) -> anyhow::Result<GradientQuality> {
     let job = fine_tune(args, base, files.to_vec(), work.join("full"))?;
     job.run(&mut openledger_ml::train::unwatched)?;
-    influence::record(&job, args.influence_dims, true)?;
+    openledger_flywheel::influence::record(&job, args.influence_dims, true)?;
     let model = InfluenceModel::open(base, &job.out)?;
     let store = model.store();
     let is_noisy: Vec<bool> = store

@@ -8,18 +8,16 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use openledger_attribution::index::MAX_TOKENS;
 use openledger_attribution::{
-    Attribution, Credit, RowTokens, ShardedIndex, SpanOptions, fingerprint,
+    Attribution, Credit, ShardedIndex, SpanOptions,
 };
-use openledger_ml::{data, tokenizer};
+use openledger_flywheel::index::{BuiltIndex, TOKENIZER_FILE, build_index, read_tokenizer};
+use openledger_ml::tokenizer;
 
 use crate::factory::base_or_dev;
 
 pub mod eval;
 pub mod influence;
-pub mod registry;
 
-/// The copy of the tokenizer kept in an index directory, so queries tokenize as the rows were.
-const TOKENIZER_FILE: &str = "tokenizer.json";
 
 /// Options of `openledger attribution`.
 #[derive(Debug, Args)]
@@ -107,54 +105,6 @@ pub fn run(args: AttributionArgs) -> anyhow::Result<()> {
         } => influence::query(&base_or_dev(base.as_deref())?, &adapter, &text, json),
         AttributionCommand::Eval(args) => eval::run(args),
     }
-}
-
-fn read_tokenizer(path: &Path) -> anyhow::Result<(tokenizer::Tokenizer, String)> {
-    let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
-    Ok((tokenizer::load(path)?, fingerprint(&bytes)))
-}
-
-/// A span index over the rows of data files, with the tokenizer it was built with and that
-/// tokenizer's fingerprint.
-pub(crate) struct BuiltIndex {
-    pub index: ShardedIndex,
-    pub tokenizer: tokenizer::Tokenizer,
-    pub fingerprint: String,
-}
-
-pub(crate) fn build_index(
-    files: &[PathBuf],
-    tokenizer_path: &Path,
-    shard_tokens: usize,
-) -> anyhow::Result<BuiltIndex> {
-    index_rows(&data::read_rows(files)?, tokenizer_path, shard_tokens)
-}
-
-/// A span index over `rows`, tokenized by the tokenizer at `tokenizer_path`.
-pub(crate) fn index_rows(
-    rows: &[data::Row],
-    tokenizer_path: &Path,
-    shard_tokens: usize,
-) -> anyhow::Result<BuiltIndex> {
-    let (tok, print) = read_tokenizer(tokenizer_path)?;
-    let tokens: Vec<Vec<u32>> = rows
-        .iter()
-        .map(|row| tokenizer::encode(&tok, &row.text))
-        .collect::<Result<_, _>>()?;
-    let index = ShardedIndex::build(
-        rows.iter().zip(&tokens).map(|(row, tokens)| RowTokens {
-            contribution: &row.contributor,
-            row: &row.id,
-            tokens,
-        }),
-        &print,
-        shard_tokens,
-    )?;
-    Ok(BuiltIndex {
-        index,
-        tokenizer: tok,
-        fingerprint: print,
-    })
 }
 
 fn index(

@@ -10,7 +10,7 @@ use openledger_protocol::abi::IDatanets;
 use serde_json::{Value, json};
 
 use super::{Client, Common, block_on, events, open, text_hash};
-use crate::content_api::auth::{SIGNATURE_HEADER, upload_message};
+use openledger_flywheel::signing::{SIGNATURE_HEADER, upload_message};
 
 /// Options of `openledger datanet`.
 #[derive(Debug, Args)]

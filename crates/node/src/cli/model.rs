@@ -231,10 +231,10 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
                 return Ok(());
             }
             RegistryCommand::Publish { model, adapter } => {
-                let crate::jobs::Published {
+                let openledger_flywheel::jobs::Published {
                     adapter_hash: hash,
                     left_out,
-                } = crate::jobs::publish_adapter(&client, &common.api_url, model, &adapter).await?;
+                } = openledger_flywheel::jobs::publish_adapter(&client, &common.api_url, model, &adapter).await?;
                 let without = match left_out.as_slice() {
                     [] => String::new(),
                     names => format!(" without {} (over the size limit)", names.join(", ")),

@@ -3,7 +3,7 @@
 //!
 //! - `PUT /models/{id}/adapter` (multipart; one part per file, named by its file name:
 //!   `adapter_model.safetensors`, `adapter_config.json`, optionally `metrics.json`) publishes
-//!   model `id`'s adapter, signed by the model's creator (see [`super::auth::adapter_message`]:
+//!   model `id`'s adapter, signed by the model's creator (see [`openledger_flywheel::signing::adapter_message`]:
 //!   the chain binds the weights, the signature the config that says how to apply them); weights
 //!   that do not hash to the model's registered `adapterHash` are refused. Publishing again
 //!   replaces the config, metrics and sketches; only the account that first published those
@@ -26,6 +26,7 @@ use axum::{
     response::IntoResponse,
     routing::{get, put},
 };
+use openledger_flywheel::signing::adapter_message;
 use openledger_chain::CallError;
 use openledger_content::adapters::{
     ADAPTER_FILES, CONFIG_FILE, MAX_ADAPTER_FILE_BYTES, WEIGHTS_FILE,
@@ -38,7 +39,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use super::{
     ApiError, ContentApi,
-    auth::{adapter_message, credential},
+    auth::credential,
     internal, parse_hash,
 };
 

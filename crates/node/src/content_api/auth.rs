@@ -3,36 +3,15 @@
 //! A signed upload carries `X-OpenLedger-Signature`, an EIP-191 (`personal_sign`) signature of
 //! [`upload_message`]: the chain, the datanet, the file's name and the keccak-256 of its bytes, so
 //! a signature is good for one file, read one way, to one datanet, and cannot be moved. A
-//! published adapter is signed the same way, over [`adapter_message`].
+//! published adapter is signed the same way, over
+//! [`openledger_flywheel::signing::adapter_message`].
 
-use alloy_primitives::{Address, B256, Signature, U256};
+use alloy_primitives::{Address, Signature, U256};
 use axum::http::{HeaderMap, StatusCode, header};
 
+use openledger_flywheel::signing::{SIGNATURE_HEADER, bearer_token, upload_message};
+
 use super::ApiError;
-
-/// The header that carries an upload's signature.
-pub const SIGNATURE_HEADER: &str = "x-openledger-signature";
-
-/// What an uploader signs (EIP-191) to upload a file named `name` (its extension says how it
-/// is split into rows) with keccak-256 `file_hash` to `datanet` on chain `chain_id`.
-pub fn upload_message(chain_id: u64, datanet: U256, name: &str, file_hash: B256) -> String {
-    format!(
-        "OpenLedger upload of file {file_hash} named {name} to datanet {datanet} on chain {chain_id}"
-    )
-}
-
-/// What a model's creator signs (EIP-191) to publish model `model`'s adapter, whose weights hash
-/// to `adapter_hash` and whose `adapter_config.json` hashes to `config_hash`, on chain `chain_id`.
-pub fn adapter_message(
-    chain_id: u64,
-    model: U256,
-    adapter_hash: B256,
-    config_hash: B256,
-) -> String {
-    format!(
-        "OpenLedger adapter {adapter_hash} with config {config_hash} for model {model} on chain {chain_id}"
-    )
-}
 
 /// How a request says who it is from, read before its body.
 pub(super) enum Credential {
@@ -83,13 +62,6 @@ pub(super) fn credential(
                 dev_accounts.len().saturating_sub(1)
             ))
         })
-}
-
-/// The token of an `Authorization: Bearer <token>` value; the scheme's case does not matter
-/// (RFC 7235).
-pub(crate) fn bearer_token(value: &str) -> Option<&str> {
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 impl Credential {

@@ -37,11 +37,11 @@ use openledger_protocol::abi::{
     IDatanets, IFeedback, IGOPEN, IGovernor, IModels, ISettlement, IStaking,
 };
 
-use crate::attribution::{build_index, registry::IndexRegistry};
+use openledger_flywheel::index::{build_index, registry::IndexRegistry};
 use crate::cli::events;
 use crate::datadir::DataDir;
 use crate::dev::{Services, open_chain};
-use crate::jobs::{self, DatanetVersion};
+use openledger_flywheel::jobs::{self, DatanetVersion};
 use actors::{Actor, Cast};
 use report::{Inference, Receipts, Report};
 
@@ -441,9 +441,9 @@ impl Demo<'_> {
         };
         eprintln!("         {} rows", rows.len());
         let metrics = crate::factory::run_with_bar(|bar| job.run(bar))?;
-        crate::attribution::influence::record(
+        openledger_flywheel::influence::record(
             &job,
-            crate::attribution::influence::DEFAULT_DIMS,
+            openledger_flywheel::influence::DEFAULT_DIMS,
             true,
         )?;
         Ok((out, metrics))

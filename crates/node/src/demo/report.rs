@@ -38,11 +38,11 @@ impl Inference {
     /// The receipt the operator settles: token counts, hashes, and the span attribution's
     /// weights (method 1), or none (method 0) when no span of the answer is in the data.
     pub fn receipt(&self) -> anyhow::Result<ISettlement::InferenceReceipt> {
-        crate::flywheel::inference_receipt(
+        openledger_flywheel::ledger::inference_receipt(
             (self.input_tokens, self.output_tokens),
             (&self.prompt, &self.output),
             (self.artifact, self.datanet, self.version),
-            crate::flywheel::METHOD_SPAN,
+            openledger_flywheel::ledger::METHOD_SPAN,
             &self.attribution.weights,
         )
     }

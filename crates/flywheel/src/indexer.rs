@@ -16,9 +16,9 @@ use openledger_primitives::addresses::DATANETS;
 use openledger_protocol::abi::IDatanets;
 use serde::Serialize;
 
-use super::{ApiError, Flywheel};
-use crate::attribution::index_rows;
-use crate::cli::Client;
+use crate::services::{ApiError, Flywheel};
+use crate::index::index_rows;
+use crate::client::Client;
 use crate::jobs::{DatanetVersion, version_rows};
 use openledger_attribution::index::MAX_TOKENS;
 

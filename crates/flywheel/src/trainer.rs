@@ -43,8 +43,8 @@ use openledger_protocol::abi::IModels;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use super::{ApiError, Flywheel};
-use crate::cli::Client;
+use crate::services::{ApiError, Flywheel};
+use crate::client::Client;
 use crate::jobs::{
     DatanetVersion, Untrainable, check_trainable, file_hash, newest_artifact, publish_adapter,
     register_artifact, versions_rows, write_rows,
@@ -137,7 +137,7 @@ fn default_context() -> usize {
     128
 }
 fn default_influence_dims() -> usize {
-    crate::attribution::influence::DEFAULT_DIMS
+    crate::influence::DEFAULT_DIMS
 }
 
 /// Where a job stands.
@@ -445,7 +445,7 @@ impl Trainer {
                 }
             })?;
             if dims > 0 {
-                crate::attribution::influence::record(&fine_tune, dims, true)?;
+                crate::influence::record(&fine_tune, dims, true)?;
             }
             anyhow::Ok(metrics)
         })

@@ -12,13 +12,6 @@
 //! In dev mode an API key stands for a dev account: `Authorization: Bearer dev-<N>` acts as dev
 //! account N, whose transactions the node signs.
 
-mod holds;
-mod indexer;
-mod ledger;
-mod openlora;
-mod settler;
-mod trainer;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,29 +25,31 @@ use axum::{
 use openledger_content::AdapterStore;
 use tokio::sync::OnceCell;
 
-use crate::attribution::registry::IndexRegistry;
-use ledger::Ledger;
-use openlora::OpenLora;
-use settler::Settler;
-
-pub use indexer::Indexer;
-pub use ledger::{METHOD_SPAN, inference_receipt};
-pub use trainer::Trainer;
+use crate::index::registry::IndexRegistry;
+use crate::indexer::Indexer;
+use crate::ledger::Ledger;
+use crate::openlora::OpenLora;
+use crate::settler::Settler;
+use crate::trainer::Trainer;
+use crate::{client::Client, holds};
 
 /// The base model the services use: the one given, or the dev base model, built in the
 /// background from the start (so that the node starts at once, and the first request does not
 /// wait for it unannounced).
 pub struct BaseModel {
     given: Option<PathBuf>,
+    dev: fn() -> anyhow::Result<PathBuf>,
     resolved: OnceCell<PathBuf>,
     building: AtomicBool,
 }
 
 impl BaseModel {
-    /// The base `given`, or the dev base model.
-    pub fn new(given: Option<PathBuf>) -> Self {
+    /// The base `given`, or the dev base model that `dev` finds or builds (the binary's
+    /// ModelFactory knows how).
+    pub fn new(given: Option<PathBuf>, dev: fn() -> anyhow::Result<PathBuf>) -> Self {
         Self {
             given,
+            dev,
             resolved: OnceCell::new(),
             building: AtomicBool::new(false),
         }
@@ -66,9 +61,8 @@ impl BaseModel {
             .resolved
             .get_or_try_init(|| async {
                 let _building = Building::start(&self.building);
-                let given = self.given.clone();
-                tokio::task::spawn_blocking(move || crate::factory::base_or_dev(given.as_deref()))
-                    .await?
+                let (given, dev) = (self.given.clone(), self.dev);
+                tokio::task::spawn_blocking(move || given.map_or_else(dev, Ok)).await?
             })
             .await?;
         Ok(path.clone())
@@ -99,11 +93,13 @@ impl Drop for Building<'_> {
 
 /// What the services share.
 pub struct Flywheel {
-    /// The chain, which the services are clients of (in-process in `openledger dev`), and the
-    /// node's content API.
-    pub chain: crate::cli::Client,
+    /// The chain, which the services are clients of (in-process in `openledger dev`).
+    pub chain: Client,
+    /// The node's content API, where datanet rows are read and adapters published.
     pub api_url: String,
+    /// The base model adapters are trained on and served over.
     pub base: BaseModel,
+    /// The span indexes of datanet versions.
     pub indexes: Arc<IndexRegistry>,
     /// Keys of the dev accounts API keys stand for.
     pub accounts: Vec<PrivateKeySigner>,
@@ -118,22 +114,22 @@ pub struct Flywheel {
 
 impl Flywheel {
     /// Where trained adapters are kept, one `model-<id>` directory each.
-    fn adapters_dir(&self) -> PathBuf {
+    pub(crate) fn adapters_dir(&self) -> PathBuf {
         self.datadir.join("adapters")
     }
 
     /// The adapter directory of model `id`.
-    fn adapter_dir(&self, id: alloy_primitives::U256) -> PathBuf {
+    pub(crate) fn adapter_dir(&self, id: alloy_primitives::U256) -> PathBuf {
         self.adapters_dir().join(format!("model-{id}"))
     }
 
     /// The index of the dev account an API key stands for.
-    fn account(&self, headers: &HeaderMap) -> Result<usize, ApiError> {
+    pub(crate) fn account(&self, headers: &HeaderMap) -> Result<usize, ApiError> {
         let unauthorized = |m: String| ApiError(StatusCode::UNAUTHORIZED, m);
         let key = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(crate::content_api::auth::bearer_token)
+            .and_then(crate::signing::bearer_token)
             .ok_or_else(|| {
                 unauthorized("an API key is needed: Authorization: Bearer dev-<N>".into())
             })?;
@@ -179,7 +175,7 @@ pub fn start(flywheel: Flywheel) -> anyhow::Result<Router> {
 
 /// An API error: a status and a message, sent as `{"error": message}`.
 #[derive(Debug)]
-struct ApiError(StatusCode, String);
+pub(crate) struct ApiError(pub(crate) StatusCode, pub(crate) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -188,11 +184,11 @@ impl IntoResponse for ApiError {
 }
 
 impl ApiError {
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self(StatusCode::BAD_REQUEST, message.into())
     }
 
-    fn not_found(message: impl Into<String>) -> Self {
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
         Self(StatusCode::NOT_FOUND, message.into())
     }
 }

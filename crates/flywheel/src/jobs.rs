@@ -16,7 +16,7 @@ use openledger_primitives::addresses::{DATANETS, MODELS};
 use openledger_protocol::abi::{IDatanets, IModels};
 use serde_json::Value;
 
-use crate::cli::Client;
+use crate::client::Client;
 
 /// A datanet at one of its versions, written `ID@VERSION`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,8 +223,11 @@ pub enum Untrainable {
         "NotCreator: {caller} is not model {model}'s creator {creator}: only the creator registers its adapters"
     )]
     NotCreator {
+        /// The model.
         model: U256,
+        /// Who asked.
         caller: Address,
+        /// Who may.
         creator: Address,
     },
     /// The datanet versions are not one for each of the model's datanets.
@@ -281,11 +284,13 @@ pub async fn newest_artifact(client: &Client, model: U256) -> anyhow::Result<Opt
 
 /// An adapter registered as a model's artifact.
 pub struct Registered {
+    /// The weights' hash, as registered.
     pub adapter_hash: B256,
     /// Its artifact version.
     pub version: u64,
     /// Whether the model serves it now (not Deployed with an earlier version).
     pub current: bool,
+    /// The registration's transaction.
     pub receipt: TransactionReceipt,
 }
 
@@ -326,7 +331,7 @@ pub async fn register_artifact(
         metricsHash: file_hash(&adapter.join(METRICS_FILE))?,
     };
     let receipt = client.send(MODELS, &call, U256::ZERO).await?;
-    let version = crate::cli::events::<IModels::ArtifactRegistered>(&receipt)
+    let version = crate::client::events::<IModels::ArtifactRegistered>(&receipt)
         .first()
         .context("registerArtifact emitted no ArtifactRegistered")?
         .version;
@@ -357,7 +362,7 @@ pub async fn publish_adapter(
     };
     let (weights, config) = (read(WEIGHTS_FILE)?, read(CONFIG_FILE)?);
     let adapter_hash = keccak256(&weights);
-    let message = crate::content_api::auth::adapter_message(
+    let message = crate::signing::adapter_message(
         client.chain_id().await?,
         model,
         adapter_hash,
@@ -381,7 +386,7 @@ pub async fn publish_adapter(
     let response = reqwest::Client::new()
         .put(format!("{api_url}/models/{model}/adapter"))
         .header(
-            crate::content_api::auth::SIGNATURE_HEADER,
+            crate::signing::SIGNATURE_HEADER,
             alloy_primitives::hex::encode_prefixed(signature.as_bytes()),
         )
         .multipart(form)

@@ -27,13 +27,11 @@ use openledger_serve::hook::{Admitted, Call, Completion, CompletionHook, HookFut
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{
-    Flywheel,
-    holds::{Hold, HoldError, Holds},
-    settler::{Settler, receipt_id},
-};
-use crate::attribution::influence::InfluenceModel;
-use crate::cli::Client;
+use crate::holds::{Hold, HoldError, Holds};
+use crate::services::Flywheel;
+use crate::settler::{Settler, receipt_id};
+use crate::influence::InfluenceModel;
+use crate::client::Client;
 
 /// How many earlier artifact versions an outdated adapter on disk is looked up among.
 const MAX_EARLIER_ARTIFACTS: usize = 256;
@@ -43,6 +41,7 @@ const ORDER_LIFETIME: u64 = 3_600;
 
 /// The attribution engines a receipt names.
 const METHOD_NONE: u8 = 0;
+/// Span attribution against a datanet version's index.
 pub const METHOD_SPAN: u8 = 1;
 const METHOD_GRADIENT: u8 = 2;
 

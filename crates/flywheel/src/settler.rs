@@ -33,8 +33,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{ApiError, holds::Holds};
-use crate::cli::Client;
+use crate::holds::Holds;
+use crate::services::ApiError;
+use crate::client::Client;
 
 /// How long the batcher waits for more settlements after the first of a batch.
 const BATCH_WINDOW: Duration = Duration::from_millis(25);

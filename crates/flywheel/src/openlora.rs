@@ -11,11 +11,12 @@ use axum::{
     response::{IntoResponse, Response},
     routing::any,
 };
-use openledger_serve::{EngineConfig, Registry};
+use openledger_serve::{Engine, EngineConfig, Registry};
 use tokio::sync::OnceCell;
 use tower::ServiceExt;
 
-use super::{ApiError, Flywheel, ledger::Ledger};
+use crate::ledger::Ledger;
+use crate::services::{ApiError, Flywheel};
 
 /// The lazily started OpenLoRA API.
 pub struct OpenLora {
@@ -50,9 +51,10 @@ impl OpenLora {
                 std::fs::create_dir_all(&adapters)?;
                 let registry = Registry::scan(&adapters)?;
                 let (engine, base_id) = tokio::task::spawn_blocking(move || {
-                    crate::serve::start_engine(&base, registry, EngineConfig::default())
+                    Engine::from_checkpoint(&base, registry, EngineConfig::default())
                 })
                 .await??;
+                let engine = Arc::new(engine);
                 let hook = Arc::new(self.ledger.clone());
                 anyhow::Ok(openledger_serve::api::router_with(engine, base_id, hook))
             })
