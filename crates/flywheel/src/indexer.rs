@@ -16,10 +16,10 @@ use openledger_primitives::addresses::DATANETS;
 use openledger_protocol::abi::IDatanets;
 use serde::Serialize;
 
-use crate::services::{ApiError, Flywheel};
-use crate::index::index_rows;
 use crate::client::Client;
+use crate::index::index_rows;
 use crate::jobs::{DatanetVersion, version_rows};
+use crate::services::{ApiError, Flywheel};
 use openledger_attribution::index::MAX_TOKENS;
 
 /// How often the chain is checked for new versions.

@@ -126,4 +126,3 @@ impl InfluenceModel {
         Ok(self.store.score(&self.project(text)?)?)
     }
 }
-

@@ -230,9 +230,13 @@ pub enum Untrainable {
         /// Who may.
         creator: Address,
     },
-    /// The datanet versions are not one for each of the model's datanets.
+    /// The datanet versions are not one for each of the model's datanets, or one does not
+    /// exist yet.
     #[error("datanets: {0:#}")]
     Datanets(anyhow::Error),
+    /// The chain could not be read.
+    #[error("{0:#}")]
+    Unavailable(anyhow::Error),
 }
 
 fn status_fix(status: IModels::Status) -> &'static str {
@@ -264,6 +268,41 @@ pub fn check_trainable(
         });
     }
     model_versions(model, &info.datanetIds, versions).map_err(Untrainable::Datanets)
+}
+
+/// [`check_trainable`] against the chain now, and every datanet version exists: what a job
+/// checks when it is submitted and again when it starts (the model may have been retired while
+/// it waited).
+pub async fn check_job(
+    client: &Client,
+    model: U256,
+    caller: Address,
+    versions: &[DatanetVersion],
+) -> Result<Vec<u64>, Untrainable> {
+    let info = client
+        .view(MODELS, &IModels::getModelCall { modelId: model })
+        .await
+        .map_err(Untrainable::Unavailable)?;
+    let registered = check_trainable(model, &info, caller, versions)?;
+    for at in latest_versions(versions) {
+        let call = IDatanets::getDatanetCall {
+            datanetId: at.datanet,
+        };
+        let datanet = client
+            .view(DATANETS, &call)
+            .await
+            .map_err(Untrainable::Unavailable)?;
+        if at.version > datanet.versionCount {
+            return Err(Untrainable::Datanets(anyhow::anyhow!(
+                "datanet {} has {} versions: there is no {}@{}",
+                at.datanet,
+                datanet.versionCount,
+                at.datanet,
+                at.version
+            )));
+        }
+    }
+    Ok(registered)
 }
 
 /// The adapter hash of `model`'s newest artifact version, if it has one: a job that trained
@@ -431,6 +470,38 @@ mod tests {
         ] {
             assert!(ADAPTER_FILES.contains(&file), "{file}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_job_is_refused_what_its_registration_would_be_when_submitted_and_when_started() {
+        use crate::testing::TestChain;
+        let tc = TestChain::start(4);
+        let (datanet, _) = tc.datanet().await;
+        let model = tc.approved_model(datanet).await;
+        let at = |version| [DatanetVersion { datanet, version }];
+        let (creator, other) = (tc.keys[2].address(), tc.keys[1].address());
+        let check = |caller, version| {
+            let client = tc.client.clone();
+            async move { check_job(&client, model, caller, &at(version)).await }
+        };
+        assert_eq!(check(creator, 1).await.unwrap(), vec![1]);
+        assert!(matches!(
+            check(other, 1).await,
+            Err(Untrainable::NotCreator { .. })
+        ));
+        let missing = check(creator, 2).await.unwrap_err();
+        assert!(matches!(missing, Untrainable::Datanets(_)), "{missing}");
+        assert!(missing.to_string().contains("there is no"), "{missing}");
+        // Retired while a job waited in the queue: the job is refused when it starts.
+        let retire = IModels::retireCall { modelId: model };
+        tc.account(2)
+            .send(MODELS, &retire, U256::ZERO)
+            .await
+            .unwrap();
+        assert!(matches!(
+            check(creator, 1).await,
+            Err(Untrainable::Status(_, IModels::Status::Retired))
+        ));
     }
 
     #[test]

@@ -27,11 +27,11 @@ use openledger_serve::hook::{Admitted, Call, Completion, CompletionHook, HookFut
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::client::Client;
 use crate::holds::{Hold, HoldError, Holds};
+use crate::influence::InfluenceModel;
 use crate::services::Flywheel;
 use crate::settler::{Settler, receipt_id};
-use crate::influence::InfluenceModel;
-use crate::client::Client;
 
 /// How many earlier artifact versions an outdated adapter on disk is looked up among.
 const MAX_EARLIER_ARTIFACTS: usize = 256;
@@ -315,6 +315,16 @@ impl Ledger {
         {
             // The model was deployed again with a retrained adapter: the one it replaced goes.
             hash = self.served_hash(&path, || true, registered).await?;
+            if hash != Some(registered) {
+                return Err(Refusal::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "model {id} was deployed again with the adapter {registered}, which this \
+                         node does not hold and nobody published: its creator publishes it \
+                         (openledger model publish {id} --adapter DIR)"
+                    ),
+                ));
+            }
         }
         match hash {
             Some(hash) if hash == registered => Ok(()),
@@ -709,4 +719,131 @@ pub fn inference_receipt(
         contributionIds: ids,
         weights: weights.iter().map(|c| c.ppm).collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use axum::http::HeaderMap;
+    use openledger_content::AdapterStore;
+    use openledger_primitives::OPEN;
+    use openledger_serve::hook::Refusal;
+
+    use super::*;
+    use crate::index::registry::IndexRegistry;
+    use crate::services::BaseModel;
+    use crate::testing::{CHAIN_ID, TestChain};
+
+    /// The ledger of a node holding dev accounts `keys`, in `dir`.
+    fn ledger(tc: &TestChain, dir: &Path) -> Ledger {
+        let flywheel = Arc::new(Flywheel {
+            chain: tc.client.clone(),
+            api_url: "http://127.0.0.1:9".into(),
+            base: BaseModel::new(Some(dir.join("base")), || anyhow::bail!("no dev base here")),
+            indexes: Arc::new(IndexRegistry::new(dir.join("indexes"))),
+            accounts: tc.keys.clone(),
+            chain_id: CHAIN_ID,
+            datadir: dir.to_path_buf(),
+            published: AdapterStore::open(dir.join("adapter-store")).unwrap(),
+        });
+        let holds = Arc::new(Holds::default());
+        let settler =
+            Settler::start(&tc.client, &tc.keys, dir.join("settlements"), holds.clone()).unwrap();
+        Ledger::new(flywheel, settler, holds).unwrap()
+    }
+
+    fn call<'a>(model: &'a str, headers: &'a HeaderMap) -> Call<'a> {
+        Call {
+            model,
+            headers,
+            extra: None,
+            prompt_tokens: 10,
+            max_tokens: 5,
+        }
+    }
+
+    fn key(account: usize) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        let value = format!("Bearer dev-{account}").parse().unwrap();
+        headers.insert(axum::http::header::AUTHORIZATION, value);
+        headers
+    }
+
+    async fn refused(ledger: &Ledger, model: &str, headers: &HeaderMap) -> Refusal {
+        match CompletionHook::admit(ledger, call(model, headers)).await {
+            Ok(_) => panic!("{model} was admitted"),
+            Err(refusal) => refusal,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_paid_completion_is_settled_on_chain_and_an_unpaid_one_refused() {
+        let tc = TestChain::start(6);
+        let dir = tempfile::tempdir().unwrap();
+        let (datanet, _) = tc.datanet().await;
+        let weights = b"adapter weights".to_vec();
+        let model = tc.deployed_model(datanet, keccak256(&weights)).await;
+        let served = dir.path().join(format!("adapters/model-{model}"));
+        std::fs::create_dir_all(&served).unwrap();
+        std::fs::write(
+            served.join(openledger_ml::lora::ADAPTER_WEIGHTS_FILE),
+            &weights,
+        )
+        .unwrap();
+        let unserved = tc.approved_model(datanet).await;
+        tc.deposit(4, OPEN).await;
+        let ledger = ledger(&tc, dir.path());
+        let name = format!("model-{model}");
+
+        let status = |r: Refusal| r.status;
+        assert_eq!(status(refused(&ledger, "model-99", &key(4)).await), 404);
+        assert_eq!(
+            status(refused(&ledger, &format!("model-{unserved}"), &key(4)).await),
+            403
+        );
+        assert_eq!(
+            status(refused(&ledger, &name, &HeaderMap::new()).await),
+            401
+        );
+        // Account 5 holds no escrow: nothing is generated for it.
+        let unpaid = refused(&ledger, &name, &key(5)).await;
+        assert_eq!(unpaid.status, 402, "{}", unpaid.message);
+
+        let escrow = |account: usize| {
+            let call = ISettlement::balanceOfCall {
+                account: tc.keys[account].address(),
+            };
+            let client = tc.client.clone();
+            async move { client.view(SETTLEMENT, &call).await.unwrap() }
+        };
+        let before = escrow(4).await;
+        let admitted = CompletionHook::admit(&ledger, call(&name, &key(4)))
+            .await
+            .unwrap_or_else(|r| panic!("refused: {}", r.message));
+        let completion = Completion {
+            prompt: "Q: hi A:".into(),
+            output: " hello".into(),
+            prompt_tokens: 10,
+            completion_tokens: 3,
+        };
+        let record = admitted
+            .complete(completion)
+            .await
+            .unwrap_or_else(|r| panic!("not settled: {}", r.message));
+        let tx: B256 = serde_json::from_value(record["settlementTx"].clone()).unwrap();
+        tc.client.wait(tx).await.unwrap();
+        let quote = ISettlement::quoteCall {
+            modelId: model,
+            inputTokens: 10,
+            outputTokens: 3,
+        };
+        let fee = tc.client.view(SETTLEMENT, &quote).await.unwrap();
+        assert!(fee > U256::ZERO);
+        assert_eq!(before - escrow(4).await, fee);
+        assert_eq!(record["fee"], fee.to_string());
+        assert_eq!(record["artifactVersion"], 1);
+        // No index of the datanet's version here: attributed to nobody, paid to its owner.
+        assert_eq!(record["attribution"]["method"], "none");
+    }
 }

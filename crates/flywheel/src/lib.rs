@@ -26,3 +26,6 @@ pub mod settler;
 pub mod signing;
 pub mod trainer;
 pub mod transport;
+
+#[cfg(test)]
+mod testing;

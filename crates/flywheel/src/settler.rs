@@ -33,9 +33,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::client::Client;
 use crate::holds::Holds;
 use crate::services::ApiError;
-use crate::client::Client;
 
 /// How long the batcher waits for more settlements after the first of a batch.
 const BATCH_WINDOW: Duration = Duration::from_millis(25);
@@ -317,7 +317,16 @@ impl Worker {
                 nonce: order.nonce,
             };
             match client.view(SETTLEMENT, &used).await {
-                Ok(true) => self.done(queued.id),
+                Ok(true) => {
+                    self.done(queued.id);
+                    // Never sent, so another settlement spent the nonce: this one pays nothing.
+                    if let Some(reply) = queued.reply {
+                        let _ = reply.send(Err(format!(
+                            "the order's nonce {} is spent: it was settled already",
+                            order.nonce
+                        )));
+                    }
+                }
                 _ => left.push(queued),
             }
         }
@@ -376,4 +385,89 @@ fn read_dir(dir: &Path) -> anyhow::Result<Vec<(B256, Stored)>> {
         out.push((id, stored));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use alloy_primitives::keccak256;
+    use alloy_signer::SignerSync;
+    use openledger_primitives::OPEN;
+
+    use super::*;
+    use crate::ledger::{METHOD_SPAN, inference_receipt};
+    use crate::testing::{CHAIN_ID, TestChain};
+
+    /// Account 4's order for `model`, signed, with the receipt of a short completion.
+    async fn settlement(tc: &TestChain, model: U256, datanet: U256) -> ISettlement::Settlement {
+        let quote = ISettlement::quoteCall {
+            modelId: model,
+            inputTokens: 10,
+            outputTokens: 3,
+        };
+        let order = ISettlement::InferenceOrder {
+            user: tc.keys[4].address(),
+            modelId: model,
+            maxFee: tc.client.view(SETTLEMENT, &quote).await.unwrap(),
+            nonce: U256::from(7),
+            expiry: tc.client.latest_timestamp().await.unwrap() + 3_600,
+        };
+        let domain = openledger_protocol::settlement::domain(CHAIN_ID);
+        let signature = tc.keys[4]
+            .sign_hash_sync(&order.eip712_signing_hash(&domain))
+            .unwrap();
+        let receipt =
+            inference_receipt((10, 3), ("p", "o"), (1, datanet, 1), METHOD_SPAN, &[]).unwrap();
+        ISettlement::Settlement {
+            order,
+            signature: signature.as_bytes().to_vec().into(),
+            receipt,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_settlement_a_stop_left_pending_is_sent_at_the_next_start_and_once() {
+        let tc = TestChain::start(5);
+        let dir = tempfile::tempdir().unwrap();
+        let (datanet, _) = tc.datanet().await;
+        let model = tc.deployed_model(datanet, keccak256(b"w")).await;
+        tc.deposit(4, OPEN).await;
+        let settlement = settlement(&tc, model, datanet).await;
+        let id = receipt_id(&settlement);
+        // Kept on disk, as the batcher keeps a settlement before sending it, when the node
+        // stopped.
+        let pending = dir.path().join("settlements").join("pending");
+        std::fs::create_dir_all(&pending).unwrap();
+        let stored = Stored {
+            operator: tc.keys[3].address(),
+            settlement: settlement.abi_encode().into(),
+            error: None,
+        };
+        std::fs::write(
+            pending.join(file_name(id)),
+            serde_json::to_vec(&stored).unwrap(),
+        )
+        .unwrap();
+
+        let holds = Arc::new(Holds::default());
+        let settler =
+            Settler::start(&tc.client, &tc.keys, dir.path().join("settlements"), holds).unwrap();
+        let status = ISettlement::receiptStatusCall { receiptId: id };
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        while tc.client.view(SETTLEMENT, &status).await.unwrap().status
+            != ISettlement::ReceiptStatus::Settled
+        {
+            assert!(tokio::time::Instant::now() < deadline, "never settled");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        // Done with once it is on-chain; the same order again is refused before anything is sent.
+        while pending.join(file_name(id)).exists() {
+            assert!(tokio::time::Instant::now() < deadline, "never done with");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let again = settler
+            .settle(tc.keys[3].address(), settlement)
+            .await
+            .unwrap_err();
+        assert!(again.to_string().contains("spent"), "{again:#}");
+    }
 }

@@ -43,12 +43,12 @@ use openledger_protocol::abi::IModels;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use crate::services::{ApiError, Flywheel};
 use crate::client::Client;
 use crate::jobs::{
-    DatanetVersion, Untrainable, check_trainable, file_hash, newest_artifact, publish_adapter,
+    DatanetVersion, Untrainable, check_job, file_hash, newest_artifact, publish_adapter,
     register_artifact, versions_rows, write_rows,
 };
+use crate::services::{ApiError, Flywheel};
 
 /// What a client asks for; unset options take `openledger train`'s defaults.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -220,7 +220,7 @@ impl Job {
                 self.tx = tx;
                 self.finish(
                     Status::Succeeded,
-                    format!("succeeded: adapter {hash} is served"),
+                    format!("succeeded: adapter {hash} is registered"),
                 );
             }
             Err(_) if self.cancel_requested => {
@@ -394,6 +394,8 @@ impl Trainer {
             self.share(id, &client, model, &out).await;
             return Ok((hash, None));
         }
+        // The model may have been retired, or its creator's key changed, while the job waited.
+        check_job(&client, model, client.sender()?, &versions).await?;
         let rows = versions_rows(&client, &self.flywheel.api_url, &versions).await?;
         self.note(
             id,
@@ -567,20 +569,18 @@ impl Trainer {
         if model == 0 || U256::from(model) > count {
             return Err(ApiError::not_found(format!("model {model} does not exist")));
         }
-        let id = U256::from(model);
-        let info = client
-            .view(MODELS, &IModels::getModelCall { modelId: id })
-            .await
-            .map_err(unavailable)?;
         let caller = self.flywheel.accounts[account].address();
-        check_trainable(id, &info, caller, versions).map_err(|e| {
-            let status = match e {
-                Untrainable::Status(..) => StatusCode::CONFLICT,
-                Untrainable::NotCreator { .. } => StatusCode::FORBIDDEN,
-                Untrainable::Datanets(_) => StatusCode::BAD_REQUEST,
-            };
-            ApiError(status, e.to_string())
-        })?;
+        check_job(client, U256::from(model), caller, versions)
+            .await
+            .map_err(|e| {
+                let status = match e {
+                    Untrainable::Status(..) => StatusCode::CONFLICT,
+                    Untrainable::NotCreator { .. } => StatusCode::FORBIDDEN,
+                    Untrainable::Datanets(_) => StatusCode::BAD_REQUEST,
+                    Untrainable::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                };
+                ApiError(status, e.to_string())
+            })?;
         Ok(())
     }
 

@@ -386,14 +386,7 @@ fn datanet_rows(args: &TrainArgs) -> anyhow::Result<PathBuf> {
 fn may_register(args: &TrainArgs, model: alloy_primitives::U256) -> anyhow::Result<()> {
     let client = crate::cli::Client::new(&args.node.rpc_url, args.node.signer.signer()?)?;
     crate::cli::block_on(async {
-        let info = client
-            .view(
-                openledger_primitives::addresses::MODELS,
-                &openledger_protocol::abi::IModels::getModelCall { modelId: model },
-            )
-            .await
-            .with_context(|| format!("model {model}"))?;
-        jobs::check_trainable(model, &info, client.sender()?, &args.datanets)?;
+        jobs::check_job(&client, model, client.sender()?, &args.datanets).await?;
         anyhow::Ok(())
     })
 }

@@ -61,6 +61,9 @@ interface IModels {
         uint64[] datanetVersions;
         bytes32 metricsHash;
         uint64 registeredAt;
+        /// When a deploy first made it the served version; 0 while it never was (receipts name
+        /// only versions deployed now or before).
+        uint64 deployedAt;
     }
 
     event ModelProposed(uint256 indexed modelId, address indexed creator, string name, string baseModel);

@@ -23,7 +23,7 @@ use alloy_signer_local::PrivateKeySigner;
 
 pub use error::{RpcError, RpcResult};
 pub use eth::EthApi;
-pub use server::{RpcServer, start};
+pub use server::{RpcServer, in_process, start};
 
 /// Settings of the JSON-RPC server; every limit has a default that suits a dev node.
 #[derive(Debug, Clone)]

@@ -72,13 +72,7 @@ pub async fn start(chain: Arc<Chain>, config: RpcConfig) -> std::io::Result<RpcS
         max_request_bytes: config.max_request_bytes,
     };
     let addr = config.addr;
-    let context = Arc::new(RpcContext {
-        dev: config.dev.as_ref().map(|_| DevState::default()),
-        api: EthApi::new(chain.clone(), config),
-        filters: Filters::default(),
-    });
-    feed_filters(chain, context.clone());
-    let module = methods(context);
+    let module = in_process(chain, config);
     let in_process: jsonrpsee::Methods = module.clone();
     let metrics = Arc::new(RpcMetrics::new(module.method_names()));
     let in_process_metrics = Arc::new(RpcMetrics::new(module.method_names()));
@@ -101,6 +95,18 @@ pub async fn start(chain: Arc<Chain>, config: RpcConfig) -> std::io::Result<RpcS
         in_process: in_process_metrics,
         handle,
     })
+}
+
+/// The methods a server on `config` answers, to call in-process without one (they need a Tokio
+/// runtime: filters are fed from the chain's events).
+pub fn in_process(chain: Arc<Chain>, config: RpcConfig) -> jsonrpsee::Methods {
+    let context = Arc::new(RpcContext {
+        dev: config.dev.as_ref().map(|_| DevState::default()),
+        api: EthApi::new(chain.clone(), config),
+        filters: Filters::default(),
+    });
+    feed_filters(chain, context.clone());
+    methods(context).into()
 }
 
 /// Forwards pool arrivals to pending-transaction filters.

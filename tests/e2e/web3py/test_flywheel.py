@@ -128,9 +128,15 @@ def test_an_approved_version_is_indexed_and_a_job_trains_and_registers_its_model
     cli(node, "model", "approve", other, "--account", "0")
     stolen = requests.post(jobs, json={**job, "model": int(other)}, headers=key(1), timeout=30)
     assert stolen.status_code == 403 and "creator" in stolen.json()["error"], stolen.text
+    unborn = requests.post(jobs, json={**job, "model": int(other), "datanets": [f"{datanet}@2"]}, headers=key(2),
+                           timeout=30)
+    assert unborn.status_code == 400 and f"there is no {datanet}@2" in unborn.json()["error"], unborn.text
+    assert "Retired" in cli(node, "model", "retire", other, "--account", "2").stdout
+    retired = requests.post(jobs, json={**job, "model": int(other)}, headers=key(2), timeout=30)
+    assert retired.status_code == 409 and "not trained any more" in retired.json()["error"], retired.text
     missing = requests.post(jobs, json={**job, "model": 999}, headers=key(2), timeout=30)
     assert missing.status_code == 404
-    assert model_info(w3, other)["status"] == TRAINED - 1  # still Approved
+    assert model_info(w3, other)["status"] == 5  # Retired, and never trained
     assert (adapter / "adapter_model.safetensors").read_bytes() == served
     assert len(requests.get(f"{node.api_url}/jobs", timeout=30).json()) == 1
     # Trained but not deployed: OpenLoRA holds its adapter but does not list what it will not serve.

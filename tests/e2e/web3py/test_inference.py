@@ -492,7 +492,8 @@ def test_a_retrained_model_serves_its_new_version_once_deployed_again(served, tm
     retrained = model_info(w3, model)
     assert (retrained["status"], retrained["artifactVersion"], retrained["artifactCount"]) == (4, 1, 2)
     assert retrained["adapterHash"] == first["adapterHash"]
-    new_hash, new_versions, _, _ = models.functions.getArtifact(model, 2).call()
+    new_hash, new_versions, _, _, deployed_at = models.functions.getArtifact(model, 2).call()
+    assert deployed_at == 0
     assert new_versions == [2] and new_hash != first["adapterHash"]
     assert models.functions.getArtifact(model, 1).call()[0] == first["adapterHash"]
     served_weights = Path(node.datadir.name) / "adapters" / f"model-{model}" / "adapter_model.safetensors"

@@ -64,4 +64,3 @@ pub fn index_rows(
         fingerprint: print,
     })
 }
-

@@ -30,9 +30,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use openledger_flywheel::influence::InfluenceModel;
 use crate::factory::base_or_dev;
 use openledger_attribution::index::MAX_TOKENS;
+use openledger_flywheel::influence::InfluenceModel;
 
 use openledger_flywheel::index::{BuiltIndex, build_index};
 

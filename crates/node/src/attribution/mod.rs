@@ -7,9 +7,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use openledger_attribution::index::MAX_TOKENS;
-use openledger_attribution::{
-    Attribution, Credit, ShardedIndex, SpanOptions,
-};
+use openledger_attribution::{Attribution, Credit, ShardedIndex, SpanOptions};
 use openledger_flywheel::index::{BuiltIndex, TOKENIZER_FILE, build_index, read_tokenizer};
 use openledger_ml::tokenizer;
 
@@ -17,7 +15,6 @@ use crate::factory::base_or_dev;
 
 pub mod eval;
 pub mod influence;
-
 
 /// Options of `openledger attribution`.
 #[derive(Debug, Args)]

@@ -91,6 +91,11 @@ enum RegistryCommand {
         #[arg(long, value_parser = parse_open)]
         output_rate: U256,
     },
+    /// Retire a model for good (its creator, or governance): it is served and trained no more.
+    Retire {
+        /// The model.
+        model: U256,
+    },
     /// Show a model.
     Show {
         /// The model.
@@ -163,9 +168,19 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
                     .pop()
                     .context("no ArtifactRegistered event")?
                     .version;
-                let text = format!(
+                let current = client
+                    .view(MODELS, &IModels::getModelCall { modelId: model })
+                    .await?
+                    .artifactVersion;
+                let mut text = format!(
                     "Model {model} trained: adapter {adapter_hash}, artifact version {version}"
                 );
+                if current != version {
+                    text += &format!(
+                        "; it serves version {current} until deployed again (openledger model \
+                         deploy {model} ...)"
+                    );
+                }
                 let out = json!({"modelId": model.to_string(), "artifactVersion": version});
                 (receipt, out, text)
             }
@@ -194,6 +209,12 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
                 );
                 let out = json!({"modelId": model.to_string(), "artifactVersion": version});
                 (receipt, out, text)
+            }
+            RegistryCommand::Retire { model } => {
+                let call = IModels::retireCall { modelId: model };
+                let receipt = client.send(MODELS, &call, U256::ZERO).await?;
+                let out = json!({"modelId": model.to_string()});
+                (receipt, out, format!("Retired model {model}"))
             }
             RegistryCommand::List { from, limit } => {
                 let count: U256 = client.view(MODELS, &IModels::modelCountCall {}).await?;
@@ -234,7 +255,13 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
                 let openledger_flywheel::jobs::Published {
                     adapter_hash: hash,
                     left_out,
-                } = openledger_flywheel::jobs::publish_adapter(&client, &common.api_url, model, &adapter).await?;
+                } = openledger_flywheel::jobs::publish_adapter(
+                    &client,
+                    &common.api_url,
+                    model,
+                    &adapter,
+                )
+                .await?;
                 let without = match left_out.as_slice() {
                     [] => String::new(),
                     names => format!(" without {} (over the size limit)", names.join(", ")),

@@ -26,22 +26,18 @@ use axum::{
     response::IntoResponse,
     routing::{get, put},
 };
-use openledger_flywheel::signing::adapter_message;
 use openledger_chain::CallError;
 use openledger_content::adapters::{
     ADAPTER_FILES, CONFIG_FILE, MAX_ADAPTER_FILE_BYTES, WEIGHTS_FILE,
 };
+use openledger_flywheel::signing::adapter_message;
 use openledger_primitives::addresses;
 use openledger_protocol::abi::IModels;
 use serde_json::{Value, json};
 use tower::limit::ConcurrencyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use super::{
-    ApiError, ContentApi,
-    auth::credential,
-    internal, parse_hash,
-};
+use super::{ApiError, ContentApi, auth::credential, internal, parse_hash};
 
 /// Adapter uploads handled at once: each holds its files in memory.
 const CONCURRENT_PUBLISHES: usize = 2;

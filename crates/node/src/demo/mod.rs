@@ -37,12 +37,12 @@ use openledger_protocol::abi::{
     IDatanets, IFeedback, IGOPEN, IGovernor, IModels, ISettlement, IStaking,
 };
 
-use openledger_flywheel::index::{build_index, registry::IndexRegistry};
 use crate::cli::events;
 use crate::datadir::DataDir;
 use crate::dev::{Services, open_chain};
-use openledger_flywheel::jobs::{self, DatanetVersion};
 use actors::{Actor, Cast};
+use openledger_flywheel::index::{build_index, registry::IndexRegistry};
+use openledger_flywheel::jobs::{self, DatanetVersion};
 use report::{Inference, Receipts, Report};
 
 /// Options of `openledger demo`.

@@ -54,6 +54,7 @@ mod artifact_field {
     pub const VERSIONS: u8 = 1;
     pub const METRICS: u8 = 2;
     pub const REGISTERED: u8 = 3;
+    pub const DEPLOYED: u8 = 4;
 }
 
 const MAX_NAME: usize = 128;
@@ -293,6 +294,14 @@ fn deploy(s: &mut Storage<'_>, caller: Address, c: IModels::deployCall) -> Out {
     }
     let newest: u64 = s.get(base.field(field::ARTIFACT_COUNT))?;
     make_current(s, base, c.modelId, newest)?;
+    let deployed = base
+        .field(field::ARTIFACTS)
+        .at(newest)
+        .field(artifact_field::DEPLOYED);
+    if s.get::<u64>(deployed)? == 0 {
+        let now = s.host().timestamp();
+        s.set(deployed, now.max(1))?;
+    }
     s.set(base.field(field::STATUS), Status::Deployed)?;
     s.set(base.field(field::OPERATOR), c.operator)?;
     s.set(base.field(field::INPUT_RATE), c.inputRatePer1k)?;
@@ -443,6 +452,7 @@ fn read_artifact(
         datanetVersions: s.items(f(artifact_field::VERSIONS), 0, u64::MAX)?,
         metricsHash: s.get(f(artifact_field::METRICS))?,
         registeredAt: s.get(f(artifact_field::REGISTERED))?,
+        deployedAt: s.get(f(artifact_field::DEPLOYED))?,
     }))
 }
 
@@ -463,14 +473,15 @@ pub struct ModelInfo {
 
 impl ModelInfo {
     /// `(datanet id, version trained on)` for each datanet artifact `version` of model `id`
-    /// learned from; `None` if no such artifact is registered.
-    pub fn trained_on(
+    /// learned from, if that version was ever deployed (served); `None` otherwise.
+    pub fn served_on(
         host: &mut dyn ModuleHost,
         id: U256,
         version: u64,
     ) -> Result<Option<Vec<(U256, u64)>>, ModuleError> {
         let mut s = Storage::of(host, addresses::MODELS);
-        let Some(artifact) = read_artifact(&mut s, id, version)? else {
+        let Some(artifact) = read_artifact(&mut s, id, version)?.filter(|a| a.deployedAt != 0)
+        else {
             return Ok(None);
         };
         let datanets: Vec<U256> = s.items(MODELS.at(id).field(field::DATANETS), 0, u64::MAX)?;

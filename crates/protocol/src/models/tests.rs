@@ -218,7 +218,8 @@ fn a_retrained_model_serves_its_new_version_once_deployed_again() {
     let v2 = artifact(&mut f, id, 2);
     assert_eq!(v2.adapterHash, B256::repeat_byte(0xbb));
     assert_eq!(v2.datanetVersions, vec![second]);
-    assert_eq!(v2.registeredAt, f.host.timestamp);
+    assert_eq!((v2.registeredAt, v2.deployedAt), (f.host.timestamp, 0));
+    f.host.timestamp += 60;
 
     // Deploying again serves it, with the prices given.
     f.models(
@@ -243,8 +244,10 @@ fn a_retrained_model_serves_its_new_version_once_deployed_again() {
             .artifactVersion,
         2
     );
+    assert_eq!(artifact(&mut f, id, 2).deployedAt, f.host.timestamp);
     // Version 1 is kept as it was.
     assert_eq!(artifact(&mut f, id, 1).adapterHash, B256::repeat_byte(0xaa));
+    assert_ne!(artifact(&mut f, id, 1).deployedAt, 0);
     for version in [0, 3] {
         assert_reverts(
             f.host.send(

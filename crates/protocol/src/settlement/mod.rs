@@ -404,8 +404,8 @@ fn cut_penalty(
     Ok(amount - cut)
 }
 
-/// Checks what a receipt says served it: the artifact version (the current one or one served
-/// before), and the datanet version that artifact was trained on.
+/// Checks what a receipt says served it: an artifact version deployed now or before (one a
+/// redeploy skipped never served anything), and the datanet version that artifact learned from.
 fn check_served(
     s: &mut Storage<'_>,
     model_id: U256,
@@ -413,9 +413,9 @@ fn check_served(
     receipt: &InferenceReceipt,
 ) -> Result<(), ModuleError> {
     let served = receipt.artifactVersion;
-    let trained_on = match ModelInfo::trained_on(s.host(), model_id, served)? {
-        Some(trained_on) if served <= model.current_artifact => trained_on,
-        _ => {
+    let trained_on = match ModelInfo::served_on(s.host(), model_id, served)? {
+        Some(trained_on) => trained_on,
+        None => {
             return Err(revert(ISettlement::ArtifactNotDeployed {
                 modelId: model_id,
                 artifactVersion: served,

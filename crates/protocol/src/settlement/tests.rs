@@ -678,9 +678,43 @@ fn receipts_name_the_artifact_version_that_served_them() {
             },
         );
     }
+    // Versions 3 and 4 registered, and the model deployed again straight to 4: version 3 never
+    // served a completion, so no receipt may name it.
+    for byte in [0xcc, 0xdd] {
+        let next = IModels::registerArtifactCall {
+            adapterHash: B256::repeat_byte(byte),
+            ..retrain.clone()
+        };
+        m.f.models(CREATOR, &next).unwrap();
+    }
+    m.f.models(CREATOR, &redeploy).unwrap();
+    assert_reverts(
+        m.settle(
+            m.order(3),
+            InferenceReceipt {
+                artifactVersion: 3,
+                ..on_v2.clone()
+            },
+        ),
+        ISettlement::ArtifactNotDeployed {
+            modelId: m.model,
+            artifactVersion: 3,
+            currentVersion: 4,
+        },
+    );
+    for version in [2, 4] {
+        m.settle(
+            m.order(3 + version),
+            InferenceReceipt {
+                artifactVersion: version,
+                ..on_v2.clone()
+            },
+        )
+        .unwrap();
+    }
     let settled = m.f.host.events::<ISettlement::Settled>();
     let served: Vec<u64> = settled.iter().map(|e| e.artifactVersion).collect();
-    assert_eq!(served, vec![2, 1]);
+    assert_eq!(served, vec![2, 1, 2, 4]);
 }
 
 #[test]
