@@ -158,3 +158,99 @@ async fn index_status(
     body["version"] = version.into();
     Ok(Json(body))
 }
+
+#[cfg(test)]
+mod tests {
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::testing::{ROWS, TestChain, base_model, content_api};
+
+    async fn status(indexer: &Arc<Indexer>, datanet: U256, version: u64) -> serde_json::Value {
+        let request =
+            axum::http::Request::get(format!("/datanets/{datanet}/versions/{version}/index"))
+                .body(axum::body::Body::empty())
+                .unwrap();
+        let response = indexer.clone().router().oneshot(request).await.unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_approved_version_is_indexed_and_one_whose_rows_are_missing_fails() {
+        let tc = TestChain::start(3);
+        let dir = tempfile::tempdir().unwrap();
+        base_model(&dir.path().join("base"));
+        let flywheel = tc.flywheel(dir.path(), &content_api().await);
+        let (datanet, contribution) = tc.datanet().await;
+        let indexer = Indexer::start(flywheel.clone());
+
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while status(&indexer, datanet, 1).await["status"] != "ready" {
+            assert!(tokio::time::Instant::now() < deadline, "never indexed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (attribution, _) = flywheel
+            .indexes
+            .attribute(datanet, 1, "Q:", ROWS[0])
+            .unwrap();
+        assert_eq!(attribution.weights.len(), 1);
+        assert_eq!(
+            attribution.weights[0].contribution,
+            contribution.to_string()
+        );
+        assert_eq!(attribution.weights[0].ppm, 1_000_000);
+
+        // Version 2 adds a contribution whose content the API does not hold.
+        let owner = tc.account(0);
+        let contribute = IDatanets::contributeCall {
+            datanetId: datanet,
+            contentHash: alloy_primitives::B256::repeat_byte(0xee),
+            rows: 1,
+            size: 10,
+            licence: "CC-BY-4.0".into(),
+        };
+        let receipt = tc
+            .account(1)
+            .send(DATANETS, &contribute, U256::ZERO)
+            .await
+            .unwrap();
+        let missing = crate::client::events::<IDatanets::Contributed>(&receipt)[0].contributionId;
+        let approve = IDatanets::approveCall {
+            datanetId: datanet,
+            contributionIds: vec![missing],
+        };
+        let fee = owner
+            .view(
+                DATANETS,
+                &IDatanets::versionFeeCall {
+                    datanetId: datanet,
+                    contributionIds: vec![missing],
+                },
+            )
+            .await
+            .unwrap();
+        owner.send(DATANETS, &approve, fee).await.unwrap();
+        let failed = loop {
+            let body = status(&indexer, datanet, 2).await;
+            if body["status"] == "failed" {
+                break body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never failed: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(
+            failed["error"].as_str().unwrap().contains("no rows of"),
+            "{failed}"
+        );
+        assert_eq!(
+            status(&indexer, datanet, 3).await["status"],
+            serde_json::Value::Null
+        );
+    }
+}

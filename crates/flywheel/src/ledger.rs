@@ -726,27 +726,15 @@ mod tests {
     use std::path::Path;
 
     use axum::http::HeaderMap;
-    use openledger_content::AdapterStore;
     use openledger_primitives::OPEN;
     use openledger_serve::hook::Refusal;
 
     use super::*;
-    use crate::index::registry::IndexRegistry;
-    use crate::services::BaseModel;
-    use crate::testing::{CHAIN_ID, TestChain};
+    use crate::testing::TestChain;
 
-    /// The ledger of a node holding dev accounts `keys`, in `dir`.
+    /// The ledger of a node holding every dev account's key, in `dir`.
     fn ledger(tc: &TestChain, dir: &Path) -> Ledger {
-        let flywheel = Arc::new(Flywheel {
-            chain: tc.client.clone(),
-            api_url: "http://127.0.0.1:9".into(),
-            base: BaseModel::new(Some(dir.join("base")), || anyhow::bail!("no dev base here")),
-            indexes: Arc::new(IndexRegistry::new(dir.join("indexes"))),
-            accounts: tc.keys.clone(),
-            chain_id: CHAIN_ID,
-            datadir: dir.to_path_buf(),
-            published: AdapterStore::open(dir.join("adapter-store")).unwrap(),
-        });
+        let flywheel = tc.flywheel(dir, "http://127.0.0.1:9");
         let holds = Arc::new(Holds::default());
         let settler =
             Settler::start(&tc.client, &tc.keys, dir.join("settlements"), holds.clone()).unwrap();

@@ -2,6 +2,7 @@
 //! a block sealed on each transaction, funded dev accounts (0 is the genesis admin), reached
 //! through the same in-process transport `openledger dev` gives its services.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use alloy_primitives::{Address, B256, U256};
@@ -12,10 +13,61 @@ use openledger_protocol::abi::{IDatanets, IModels, ISettlement, IStaking};
 use openledger_rpc::{RpcConfig, metrics::RpcMetrics};
 
 use crate::client::{Client, events};
+use crate::index::registry::IndexRegistry;
+use crate::services::{BaseModel, Flywheel};
 use crate::transport::InProcess;
 
 /// The chain id of the test chains.
 pub const CHAIN_ID: u64 = 1337;
+
+/// The rows of the contribution [`TestChain::datanet`] approves, as [`content_api`] serves them.
+pub const ROWS: [&str; 2] = [
+    "Torufaine treats fuvo at four hundred milligrams daily.",
+    "Quinx fever passes within three days of rest.",
+];
+
+/// A content API answering the rows of contribution content `0xc1…` ([`ROWS`]) only; its URL.
+pub async fn content_api() -> String {
+    use axum::{
+        Json, Router,
+        extract::{Path, Query},
+        http::StatusCode,
+        routing::get,
+    };
+    async fn rows(
+        Path(hash): Path<String>,
+        Query(page): Query<std::collections::HashMap<String, usize>>,
+    ) -> Result<Json<serde_json::Value>, StatusCode> {
+        if hash != format!("0x{}", "c1".repeat(32)) {
+            return Err(StatusCode::NOT_FOUND);
+        }
+        let offset = page.get("offset").copied().unwrap_or(0).min(ROWS.len());
+        let rows = &ROWS[offset..];
+        Ok(Json(
+            serde_json::json!({"total": ROWS.len(), "format": "text", "rows": rows}),
+        ))
+    }
+    let app = Router::new().route("/contributions/{hash}/rows", get(rows));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let url = format!("http://{}", listener.local_addr().expect("an address"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// A tiny random Llama checkpoint in `dir` with a tokenizer trained on [`ROWS`]: enough to
+/// train adapters on and to index with, in a second.
+pub fn base_model(dir: &Path) {
+    use openledger_ml::{Device, ModelConfig, checkpoint, tokenizer};
+    std::fs::create_dir_all(dir).expect("a base folder");
+    let tok = tokenizer::train(ROWS.iter().copied(), 300).expect("a tokenizer");
+    let tokenizer_path = dir.join(checkpoint::TOKENIZER_FILE);
+    tokenizer::save(&tok, &tokenizer_path).expect("saved");
+    let config = ModelConfig::llama(300, 32, 2, 4, 2);
+    let weights = checkpoint::random_weights(&config, 1, &Device::Cpu).expect("weights");
+    checkpoint::save_checkpoint(dir, &config, &weights, None).expect("a checkpoint");
+}
 
 /// A chain in a temporary folder, stopped when dropped.
 pub struct TestChain {
@@ -52,6 +104,23 @@ impl TestChain {
             miner,
             _dir: dir,
         }
+    }
+
+    /// What the services of a node holding every dev account's key share, kept in `dir`, with
+    /// the base model (only its tokenizer is read by the services tested) in `dir/base` and the
+    /// content API at `api_url`.
+    pub fn flywheel(&self, dir: &Path, api_url: &str) -> Arc<Flywheel> {
+        Arc::new(Flywheel {
+            chain: self.client.clone(),
+            api_url: api_url.into(),
+            base: BaseModel::new(Some(dir.join("base")), || anyhow::bail!("no dev base here")),
+            indexes: Arc::new(IndexRegistry::new(dir.join("indexes"))),
+            accounts: self.keys.clone(),
+            chain_id: CHAIN_ID,
+            datadir: dir.to_path_buf(),
+            published: openledger_content::AdapterStore::open(dir.join("adapter-store"))
+                .expect("an adapter store"),
+        })
     }
 
     /// A client signing as dev account `n`.

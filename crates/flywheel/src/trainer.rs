@@ -750,3 +750,116 @@ async fn loss_curve(
         .ok_or_else(|| ApiError::not_found(format!("job {id} has no loss curve yet")))?;
     Ok(([(header::CONTENT_TYPE, "image/svg+xml")], svg))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::testing::{TestChain, base_model, content_api};
+
+    /// Sends `request` to the job API as dev account `account`; the status and JSON body.
+    async fn call(
+        trainer: &Arc<Trainer>,
+        request: axum::http::request::Builder,
+        account: usize,
+        body: serde_json::Value,
+    ) -> (StatusCode, serde_json::Value) {
+        let request = request
+            .header(header::AUTHORIZATION, format!("Bearer dev-{account}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(axum::body::Body::from(body.to_string()))
+            .unwrap();
+        let response = trainer.clone().router().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 24)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    /// Submits a small job for `model` on `datanet@1` and waits for its end.
+    async fn train(
+        trainer: &Arc<Trainer>,
+        model: U256,
+        datanet: U256,
+        seed: u64,
+    ) -> serde_json::Value {
+        let job = serde_json::json!({"model": model.to::<u64>(), "datanets": [format!("{datanet}@1")],
+                                     "rank": 2, "targets": "q", "epochs": 1, "context": 16, "seed": seed});
+        let (status, accepted) =
+            call(trainer, axum::http::Request::post("/jobs/train"), 2, job).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+        let url = format!("/jobs/{}", accepted["id"]);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let (_, job) = call(
+                trainer,
+                axum::http::Request::get(&url),
+                2,
+                serde_json::json!({}),
+            )
+            .await;
+            if job["status"] != "queued" && job["status"] != "running" {
+                return job;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never ended: {job}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_job_trains_registers_each_version_and_serves_only_the_current_one() {
+        let tc = TestChain::start(4);
+        let dir = tempfile::tempdir().unwrap();
+        base_model(&dir.path().join("base"));
+        let flywheel = tc.flywheel(dir.path(), &content_api().await);
+        let (datanet, _) = tc.datanet().await;
+        let model = tc.approved_model(datanet).await;
+        let trainer = Trainer::start(flywheel.clone()).unwrap();
+        let info = || async {
+            tc.client
+                .view(MODELS, &IModels::getModelCall { modelId: model })
+                .await
+                .unwrap()
+        };
+        let served = || {
+            file_hash(
+                &flywheel
+                    .adapter_dir(model)
+                    .join(openledger_ml::lora::ADAPTER_WEIGHTS_FILE),
+            )
+            .unwrap()
+        };
+
+        let first = train(&trainer, model, datanet, 1).await;
+        assert_eq!(first["status"], "succeeded", "{first}");
+        let m = info().await;
+        assert_eq!((m.status, m.artifactVersion), (IModels::Status::Trained, 1));
+        assert_eq!(serde_json::json!(m.adapterHash), first["adapterHash"]);
+        assert_eq!(served(), m.adapterHash);
+
+        // Trained again before deployment: version 2 becomes the current one, and is served.
+        let second = train(&trainer, model, datanet, 2).await;
+        assert_eq!(second["status"], "succeeded", "{second}");
+        let m = info().await;
+        assert_eq!((m.artifactVersion, m.artifactCount), (2, 2));
+        assert_ne!(serde_json::json!(m.adapterHash), first["adapterHash"]);
+        assert_eq!(served(), m.adapterHash);
+
+        // The same weights again (same seed): nothing to register.
+        let again = train(&trainer, model, datanet, 2).await;
+        assert_eq!(again["status"], "succeeded", "{again}");
+        assert_eq!(again["tx"], serde_json::Value::Null);
+        assert_eq!(info().await.artifactCount, 2);
+
+        // Only the creator trains it.
+        let job =
+            serde_json::json!({"model": model.to::<u64>(), "datanets": [format!("{datanet}@1")]});
+        let (status, refused) =
+            call(&trainer, axum::http::Request::post("/jobs/train"), 1, job).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+    }
+}
