@@ -82,7 +82,8 @@ struct OrderJson {
     model_id: U256,
     max_fee: U256,
     nonce: U256,
-    expiry: u64,
+    /// As the other fields, a number or a (decimal or 0x-hex) string.
+    expiry: alloy_primitives::U64,
 }
 
 /// An admitted completion of a deployed model.
@@ -411,7 +412,7 @@ impl Ledger {
             modelId: o.model_id,
             maxFee: o.max_fee,
             nonce: o.nonce,
-            expiry: o.expiry,
+            expiry: o.expiry.to(),
         };
         if order.modelId != model_id {
             return Err(bad(format!(
@@ -762,6 +763,16 @@ mod tests {
         match CompletionHook::admit(ledger, call(model, headers)).await {
             Ok(_) => panic!("{model} was admitted"),
             Err(refusal) => refusal,
+        }
+    }
+
+    #[test]
+    fn an_order_s_numbers_may_be_written_as_strings() {
+        for expiry in [json!(123), json!("123"), json!("0x7b")] {
+            let order = json!({"user": Address::ZERO, "modelId": "1", "maxFee": 10, "nonce": "0x2",
+                               "expiry": expiry});
+            let parsed: OrderJson = serde_json::from_value(order).unwrap();
+            assert_eq!(parsed.expiry.to::<u64>(), 123);
         }
     }
 

@@ -136,9 +136,15 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         services.stop().await;
         anyhow::Ok(())
     })?;
+    // A training job runs on a blocking thread that only stops between steps: the node does not
+    // wait for it (the job is queued again at the next start), nor for anything else for long.
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
     drop(datadir);
     Ok(())
 }
+
+/// How long a stopping node waits for its tasks once the services have stopped.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// Refuses a content API address other machines can reach unless the user said so: its dev API
 /// keys are public knowledge (`dev-0`…), so anyone reaching it could sign as the dev accounts.

@@ -183,6 +183,39 @@ def test_a_training_job_cut_by_a_crash_finishes_after_restart_and_registers_once
         node.kill()
 
 
+def test_ctrl_c_stops_the_node_promptly_while_a_job_trains_and_the_job_resumes(base, tmp_path):
+    """SIGINT during a long training job: the node exits within seconds instead of finishing the
+    job first, and the job is queued again at the next start."""
+    path, _ = base
+    subprocess.run([str(BINARY), "data", "synth", "--contributors", "1", "--rows", "600", "--seed", "5",
+                    "--out", str(tmp_path / "big")], check=True, capture_output=True, timeout=120)
+    node = Restartable(tmp_path / "datadir", path)
+    node.start()
+    try:
+        datanet = cli_json(node, "datanet", "create", "--name", "Long notes", "--account", "0")["datanetId"]
+        big = next((tmp_path / "big").glob("*.jsonl"))
+        contribution = cli_json(node, "datanet", "contribute", datanet, big, "--account", "3")["contributionId"]
+        cli(node, "datanet", "approve", datanet, contribution, "--account", "0")
+        model = cli_json(node, "model", "propose", "--name", "long-lora", "--base-model", "tiny",
+                         "--datanet", datanet, "--account", "2")["modelId"]
+        cli(node, "model", "approve", model, "--account", "0")
+        job = {"model": int(model), "datanets": [f"{datanet}@1"], "epochs": 100, "context": 128}
+        job_id = requests.post(f"{node.api_url}/jobs/train", json=job, headers=key(2), timeout=30).json()["id"]
+        running = wait_for(f"{node.api_url}/jobs/{job_id}",
+                           lambda b: b["step"] > 0 or b["status"] not in ("queued", "running"))
+        assert running["status"] == "running" and running["totalSteps"] > 1_000, running
+        node.proc.send_signal(signal.SIGINT)
+        node.proc.wait(timeout=30)
+        node.start()
+        resumed = requests.get(f"{node.api_url}/jobs/{job_id}", timeout=30).json()
+        assert resumed["status"] in ("queued", "running"), resumed
+        assert any("queued again" in line["message"] for line in resumed["log"]), resumed
+        cancelled = requests.delete(f"{node.api_url}/jobs/{job_id}", headers=key(2), timeout=30)
+        assert cancelled.status_code in (200, 202), cancelled.text
+    finally:
+        node.kill()
+
+
 def test_jobs_are_shared_fairly_logged_and_cancelled_by_their_owner(setup):
     node, w3, files = setup
     datanet = cli_json(node, "datanet", "create", "--name", "Fair share", "--account", "0")["datanetId"]
