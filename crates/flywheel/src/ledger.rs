@@ -778,7 +778,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_paid_completion_is_settled_on_chain_and_an_unpaid_one_refused() {
-        let tc = TestChain::start(6);
+        paid_and_unpaid(TestChain::start(6)).await;
+    }
+
+    /// The same, with the services apart from the node: every call over HTTP JSON-RPC.
+    #[tokio::test]
+    async fn the_ledger_works_the_same_over_json_rpc() {
+        paid_and_unpaid(TestChain::over_http(6).await).await;
+    }
+
+    async fn paid_and_unpaid(tc: TestChain) {
         let dir = tempfile::tempdir().unwrap();
         let (datanet, _) = tc.datanet().await;
         let weights = b"adapter weights".to_vec();

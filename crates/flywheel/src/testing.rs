@@ -1,6 +1,7 @@
 //! An in-process chain for the services' tests: the real store, modules and JSON-RPC methods,
 //! a block sealed on each transaction, funded dev accounts (0 is the genesis admin), reached
-//! through the same in-process transport `openledger dev` gives its services.
+//! through the same in-process transport `openledger dev` gives its services, or over HTTP as
+//! services apart from the node reach it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -76,12 +77,41 @@ pub struct TestChain {
     /// The dev accounts' keys.
     pub keys: Vec<PrivateKeySigner>,
     miner: tokio::task::JoinHandle<()>,
+    /// The JSON-RPC server, when the client goes through it.
+    _server: Option<openledger_rpc::RpcServer>,
     _dir: tempfile::TempDir,
 }
 
 impl TestChain {
-    /// A fresh chain with `accounts` funded dev accounts.
+    /// A fresh chain with `accounts` funded dev accounts, reached in-process.
     pub fn start(accounts: usize) -> Self {
+        let (chain, dir, keys) = Self::open(accounts);
+        let methods = openledger_rpc::in_process(chain.clone(), RpcConfig::default());
+        let transport = InProcess::new(chain.clone(), methods, Arc::new(RpcMetrics::default()));
+        Self::running(
+            chain,
+            Client::over(Arc::new(transport), None),
+            keys,
+            dir,
+            None,
+        )
+    }
+
+    /// The same, reached over HTTP JSON-RPC on a port of its own.
+    pub async fn over_http(accounts: usize) -> Self {
+        let (chain, dir, keys) = Self::open(accounts);
+        let config = RpcConfig {
+            addr: ([127, 0, 0, 1], 0).into(),
+            ..RpcConfig::default()
+        };
+        let server = openledger_rpc::start(chain.clone(), config)
+            .await
+            .expect("a JSON-RPC server");
+        let client = Client::new(&format!("http://{}", server.local_addr), None).expect("a client");
+        Self::running(chain, client, keys, dir, Some(server))
+    }
+
+    fn open(accounts: usize) -> (Arc<Chain>, tempfile::TempDir, Vec<PrivateKeySigner>) {
         let keys: Vec<PrivateKeySigner> = (1..=accounts)
             .map(|i| PrivateKeySigner::from_bytes(&B256::with_last_byte(i as u8)).expect("a key"))
             .collect();
@@ -94,14 +124,21 @@ impl TestChain {
             pool: PoolLimits::default(),
         };
         let chain = Arc::new(Chain::open(store, config).expect("a chain"));
-        let methods = openledger_rpc::in_process(chain.clone(), RpcConfig::default());
-        let transport = InProcess::new(chain.clone(), methods, Arc::new(RpcMetrics::default()));
-        let client = Client::over(Arc::new(transport), None);
-        let miner = tokio::spawn(miner::run(chain.clone(), Mining::OnArrival));
+        (chain, dir, keys)
+    }
+
+    fn running(
+        chain: Arc<Chain>,
+        client: Client,
+        keys: Vec<PrivateKeySigner>,
+        dir: tempfile::TempDir,
+        server: Option<openledger_rpc::RpcServer>,
+    ) -> Self {
         Self {
             client,
             keys,
-            miner,
+            miner: tokio::spawn(miner::run(chain, Mining::OnArrival)),
+            _server: server,
             _dir: dir,
         }
     }
