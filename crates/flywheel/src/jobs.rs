@@ -250,7 +250,7 @@ fn status_fix(status: IModels::Status) -> &'static str {
 /// Checks, before training, that `caller` may register a new adapter for `model` (`info`) on
 /// `versions`: Approved, Trained or Deployed (a new artifact version; a Deployed model serves it
 /// once deployed again), by its creator; the datanet version of each of its datanets.
-pub fn check_trainable(
+fn check_trainable(
     model: U256,
     info: &IModels::Model,
     caller: Address,

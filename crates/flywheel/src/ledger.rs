@@ -51,8 +51,6 @@ pub struct Ledger {
     flywheel: Arc<Flywheel>,
     settler: Arc<Settler>,
     holds: Arc<Holds>,
-    reader: Arc<Client>,
-    chain_id: u64,
     influence: Arc<Mutex<InfluenceCache>>,
 }
 
@@ -103,21 +101,18 @@ fn unavailable(e: anyhow::Error) -> Refusal {
 impl Ledger {
     /// The ledger of the flywheel's chain, settling through `settler`, holding
     /// escrow in `holds` (which the settler lets go of).
-    pub fn new(
-        flywheel: Arc<Flywheel>,
-        settler: Arc<Settler>,
-        holds: Arc<Holds>,
-    ) -> anyhow::Result<Self> {
-        let reader = flywheel.chain.clone();
-        let chain_id = flywheel.chain_id;
-        Ok(Self {
+    pub fn new(flywheel: Arc<Flywheel>, settler: Arc<Settler>, holds: Arc<Holds>) -> Self {
+        Self {
             flywheel,
             settler,
             holds,
-            reader: Arc::new(reader),
-            chain_id,
             influence: Arc::default(),
-        })
+        }
+    }
+
+    /// The chain the ledger reads.
+    fn reader(&self) -> &Client {
+        &self.flywheel.chain
     }
 
     /// The on-chain model `model` names (`model-<id>`) if this node serves it: Deployed, and
@@ -135,7 +130,7 @@ impl Ledger {
                 )
             })?;
         let info = match self
-            .reader
+            .reader()
             .view(MODELS, &IModels::getModelCall { modelId: model_id })
             .await
         {
@@ -179,7 +174,11 @@ impl Ledger {
         model_id: U256,
         e: anyhow::Error,
     ) -> Refusal {
-        match self.reader.view(MODELS, &IModels::modelCountCall {}).await {
+        match self
+            .reader()
+            .view(MODELS, &IModels::modelCountCall {})
+            .await
+        {
             Ok(count) if model_id.is_zero() || model_id > count => Refusal::new(
                 StatusCode::NOT_FOUND,
                 format!("The model `{model}` does not exist"),
@@ -207,7 +206,7 @@ impl Ledger {
             outputTokens: call.max_tokens as u64,
         };
         let worst = self
-            .reader
+            .reader()
             .view(SETTLEMENT, &quote)
             .await
             .map_err(unavailable)?;
@@ -228,7 +227,7 @@ impl Ledger {
             ));
         }
         let escrow = self
-            .reader
+            .reader()
             .view(SETTLEMENT, &ISettlement::balanceOfCall { account: user })
             .await
             .map_err(unavailable)?;
@@ -246,7 +245,7 @@ impl Ledger {
             })?;
         self.recheck(&payer, user).await?;
         // Hashed only for a request whose payment is secured.
-        self.check_adapter(model_id, model.adapterHash).await?;
+        self.check_adapter(model_id, &model).await?;
         Ok(Pending {
             ledger: self.clone(),
             model_id,
@@ -261,7 +260,7 @@ impl Ledger {
     /// otherwise go unseen. The caller's hold is let go when it drops on a refusal.
     async fn recheck(&self, payer: &Payer, user: Address) -> Result<(), Refusal> {
         let escrow = self
-            .reader
+            .reader()
             .view(SETTLEMENT, &ISettlement::balanceOfCall { account: user })
             .await
             .map_err(unavailable)?;
@@ -288,7 +287,7 @@ impl Ledger {
             nonce: order.nonce,
         };
         if self
-            .reader
+            .reader()
             .view(SETTLEMENT, &used)
             .await
             .map_err(unavailable)?
@@ -303,19 +302,20 @@ impl Ledger {
 
     /// Refuses to serve model `id` unless the adapter file this node would serve is the one
     /// registered on-chain (`registered`): what answers is what the chain says was trained.
-    async fn check_adapter(&self, id: U256, registered: B256) -> Result<(), Refusal> {
+    async fn check_adapter(&self, id: U256, model: &IModels::Model) -> Result<(), Refusal> {
+        let registered = model.adapterHash;
         let dir = self.flywheel.adapter_dir(id);
         let path = dir.join(openledger_ml::lora::ADAPTER_WEIGHTS_FILE);
         let shown = path.display().to_string();
-        let mut hash = self
-            .served_hash(&path, || !path.exists(), registered)
-            .await?;
+        let mut hash = self.served_hash(&path, false, registered).await?;
         if let Some(served) = hash
             && served != registered
-            && self.earlier_artifact(id, served).await?
+            && self
+                .earlier_artifact(id, model.artifactVersion, served)
+                .await?
         {
             // The model was deployed again with a retrained adapter: the one it replaced goes.
-            hash = self.served_hash(&path, || true, registered).await?;
+            hash = self.served_hash(&path, true, registered).await?;
             if hash != Some(registered) {
                 return Err(Refusal::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -347,21 +347,20 @@ impl Ledger {
         }
     }
 
-    /// The hash of the adapter weights at `path`, after installing adapter `registered` from
-    /// the published ones there when `install` says so (trained in another folder or on another
-    /// node, or retrained).
+    /// The hash of the adapter weights at `path`, after installing adapter `registered` there
+    /// from the published ones when none is there (trained in another folder or on another
+    /// node) or when told to `replace` it (retrained).
     async fn served_hash(
         &self,
         path: &std::path::Path,
-        install: impl FnOnce() -> bool,
+        replace: bool,
         registered: B256,
     ) -> Result<Option<B256>, Refusal> {
-        let install = install();
         let path = path.to_path_buf();
         let published = self.flywheel.published.clone();
         tokio::task::spawn_blocking(move || {
             let dir = path.parent().context("the adapter's folder")?;
-            if install {
+            if replace || !path.exists() {
                 published.install(registered, dir)?;
             }
             anyhow::Ok(crate::jobs::file_hash(&path).ok())
@@ -371,21 +370,20 @@ impl Ledger {
         .map_err(unavailable)
     }
 
-    /// Whether `hash` is an artifact version model `id` served before its current one: the
-    /// adapter on disk is outdated, not tampered with.
-    async fn earlier_artifact(&self, id: U256, hash: B256) -> Result<bool, Refusal> {
-        let info = self
-            .reader
-            .view(MODELS, &IModels::getModelCall { modelId: id })
-            .await
-            .map_err(unavailable)?;
+    /// Whether `hash` is an artifact version model `id` registered before its `current` one:
+    /// the adapter on disk is outdated, not tampered with.
+    async fn earlier_artifact(&self, id: U256, current: u64, hash: B256) -> Result<bool, Refusal> {
         // Bounded: a node more versions behind than this is told the adapter does not match.
-        for version in (1..info.artifactVersion).rev().take(MAX_EARLIER_ARTIFACTS) {
+        for version in (1..current).rev().take(MAX_EARLIER_ARTIFACTS) {
             let call = IModels::getArtifactCall {
                 modelId: id,
                 version,
             };
-            let artifact = self.reader.view(MODELS, &call).await.map_err(unavailable)?;
+            let artifact = self
+                .reader()
+                .view(MODELS, &call)
+                .await
+                .map_err(unavailable)?;
             if artifact.adapterHash == hash {
                 return Ok(true);
             }
@@ -420,8 +418,9 @@ impl Ledger {
                 order.modelId
             )));
         }
-        let digest =
-            order.eip712_signing_hash(&openledger_protocol::settlement::domain(self.chain_id));
+        let digest = order.eip712_signing_hash(&openledger_protocol::settlement::domain(
+            self.flywheel.chain_id,
+        ));
         let signer = Signature::try_from(signed.signature.as_ref())
             .ok()
             .and_then(|s| s.recover_address_from_prehash(&digest).ok());
@@ -431,7 +430,11 @@ impl Ledger {
                 format!("the order's signature is not {}'s", order.user),
             ));
         }
-        let now = self.reader.latest_timestamp().await.map_err(unavailable)?;
+        let now = self
+            .reader()
+            .latest_timestamp()
+            .await
+            .map_err(unavailable)?;
         if order.expiry <= now {
             return Err(bad(format!("the order expired at {}", order.expiry)));
         }
@@ -496,7 +499,7 @@ impl CompletionHook for Ledger {
             let mut served = Vec::new();
             for id in ids {
                 if let Ok((model_id, info)) = self.deployed_here(&id).await
-                    && self.check_adapter(model_id, info.adapterHash).await.is_ok()
+                    && self.check_adapter(model_id, &info).await.is_ok()
                 {
                     served.push(id);
                 }
@@ -530,10 +533,10 @@ impl Pending {
             inputTokens: receipt.inputTokens,
             outputTokens: receipt.outputTokens,
         };
-        let fee = self.ledger.reader.view(SETTLEMENT, &quote).await?;
+        let fee = self.ledger.reader().view(SETTLEMENT, &quote).await?;
         let (order, signature) = match self.payer {
             Payer::Dev(key) => {
-                let expiry = self.ledger.reader.latest_timestamp().await? + ORDER_LIFETIME;
+                let expiry = self.ledger.reader().latest_timestamp().await? + ORDER_LIFETIME;
                 let order = ISettlement::InferenceOrder {
                     user: key.address(),
                     modelId: self.model_id,
@@ -541,7 +544,7 @@ impl Pending {
                     nonce: U256::from_be_bytes(rand::random::<[u8; 32]>()),
                     expiry,
                 };
-                let domain = openledger_protocol::settlement::domain(self.ledger.chain_id);
+                let domain = openledger_protocol::settlement::domain(self.ledger.flywheel.chain_id);
                 let signature = key.sign_hash_sync(&order.eip712_signing_hash(&domain))?;
                 (order, Bytes::from(signature.as_bytes().to_vec()))
             }
@@ -739,7 +742,7 @@ mod tests {
         let holds = Arc::new(Holds::default());
         let settler =
             Settler::start(&tc.client, &tc.keys, dir.join("settlements"), holds.clone()).unwrap();
-        Ledger::new(flywheel, settler, holds).unwrap()
+        Ledger::new(flywheel, settler, holds)
     }
 
     fn call<'a>(model: &'a str, headers: &'a HeaderMap) -> Call<'a> {

@@ -164,7 +164,7 @@ pub fn start(flywheel: Flywheel) -> anyhow::Result<Router> {
         flywheel.datadir.join("settlements"),
         holds.clone(),
     )?;
-    let ledger = Ledger::new(flywheel.clone(), settler.clone(), holds)?;
+    let ledger = Ledger::new(flywheel.clone(), settler.clone(), holds);
     let openlora = OpenLora::new(flywheel, ledger);
     Ok(indexer
         .router()

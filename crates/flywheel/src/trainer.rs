@@ -387,8 +387,8 @@ impl Trainer {
         // registered rather than train again.
         let newest = newest_artifact(&client, model).await?;
         let weights = out.join(openledger_ml::lora::ADAPTER_WEIGHTS_FILE);
-        if weights.is_file() && Some(file_hash(&weights)?) == newest {
-            let hash = file_hash(&weights)?;
+        let trained = weights.is_file().then(|| file_hash(&weights)).transpose()?;
+        if let Some(hash) = trained.filter(|hash| Some(*hash) == newest) {
             self.publish(&client, model, &out, &work.join("publishing"))
                 .await?;
             self.share(id, &client, model, &out).await;

@@ -228,20 +228,29 @@ fn register(s: &mut Storage<'_>, caller: Address, c: IModels::registerArtifactCa
         }));
     }
     let version = newest + 1;
-    let artifact = base.field(field::ARTIFACTS).at(version);
+    let artifact = IModels::Artifact {
+        adapterHash: c.adapterHash,
+        datanetVersions: c.datanetVersions.clone(),
+        metricsHash: c.metricsHash,
+        registeredAt: s.host().timestamp(),
+        deployedAt: 0,
+    };
+    let slot = artifact_slot(base, version);
     s.set(base.field(field::ARTIFACT_COUNT), version)?;
-    s.set(artifact.field(artifact_field::ADAPTER), c.adapterHash)?;
+    s.set(slot.field(artifact_field::ADAPTER), artifact.adapterHash)?;
     s.set_items(
-        artifact.field(artifact_field::VERSIONS),
-        c.datanetVersions.clone(),
+        slot.field(artifact_field::VERSIONS),
+        artifact.datanetVersions.clone(),
     )?;
-    s.set(artifact.field(artifact_field::METRICS), c.metricsHash)?;
-    let now = s.host().timestamp();
-    s.set(artifact.field(artifact_field::REGISTERED), now)?;
+    s.set(slot.field(artifact_field::METRICS), artifact.metricsHash)?;
+    s.set(
+        slot.field(artifact_field::REGISTERED),
+        artifact.registeredAt,
+    )?;
     // A deployed model goes on serving its current version until it is deployed again.
     if status != Status::Deployed {
         s.set(base.field(field::STATUS), Status::Trained)?;
-        make_current(s, base, c.modelId, version)?;
+        make_current(s, base, version, artifact)?;
     }
     emit(
         s.host(),
@@ -256,15 +265,19 @@ fn register(s: &mut Storage<'_>, caller: Address, c: IModels::registerArtifactCa
     Ok(Bytes::new())
 }
 
-/// Makes artifact `version` the one model `id` (at `base`) serves, copying it into the model.
+/// The base slot of artifact `version` of the model at `base`.
+fn artifact_slot(base: Slot, version: u64) -> Slot {
+    base.field(field::ARTIFACTS).at(version)
+}
+
+/// Makes `artifact`, version `version`, the one the model at `base` serves, copying it into
+/// the model.
 fn make_current(
     s: &mut Storage<'_>,
     base: Slot,
-    id: U256,
     version: u64,
+    artifact: IModels::Artifact,
 ) -> Result<(), ModuleError> {
-    let artifact = read_artifact(s, id, version)?
-        .ok_or_else(|| ModuleError::Fatal(format!("model {id} has no artifact {version}")))?;
     s.set(base.field(field::CURRENT), version)?;
     s.set(base.field(field::ADAPTER), artifact.adapterHash)?;
     s.set_items(base.field(field::VERSIONS), artifact.datanetVersions)?;
@@ -293,15 +306,15 @@ fn deploy(s: &mut Storage<'_>, caller: Address, c: IModels::deployCall) -> Out {
         }));
     }
     let newest: u64 = s.get(base.field(field::ARTIFACT_COUNT))?;
-    make_current(s, base, c.modelId, newest)?;
-    let deployed = base
-        .field(field::ARTIFACTS)
-        .at(newest)
-        .field(artifact_field::DEPLOYED);
-    if s.get::<u64>(deployed)? == 0 {
+    let artifact = read_artifact(s, c.modelId, newest)?.ok_or_else(|| {
+        ModuleError::Fatal(format!("model {} has no artifact {newest}", c.modelId))
+    })?;
+    if artifact.deployedAt == 0 {
         let now = s.host().timestamp();
+        let deployed = artifact_slot(base, newest).field(artifact_field::DEPLOYED);
         s.set(deployed, now.max(1))?;
     }
+    make_current(s, base, newest, artifact)?;
     s.set(base.field(field::STATUS), Status::Deployed)?;
     s.set(base.field(field::OPERATOR), c.operator)?;
     s.set(base.field(field::INPUT_RATE), c.inputRatePer1k)?;
@@ -445,7 +458,7 @@ fn read_artifact(
     if version == 0 || version > count {
         return Ok(None);
     }
-    let artifact = base.field(field::ARTIFACTS).at(version);
+    let artifact = artifact_slot(base, version);
     let f = |field| artifact.field(field);
     Ok(Some(IModels::Artifact {
         adapterHash: s.get(f(artifact_field::ADAPTER))?,
@@ -471,24 +484,21 @@ pub struct ModelInfo {
     pub current_artifact: u64,
 }
 
-impl ModelInfo {
-    /// `(datanet id, version trained on)` for each datanet artifact `version` of model `id`
-    /// learned from, if that version was ever deployed (served); `None` otherwise.
-    pub fn served_on(
-        host: &mut dyn ModuleHost,
-        id: U256,
-        version: u64,
-    ) -> Result<Option<Vec<(U256, u64)>>, ModuleError> {
-        let mut s = Storage::of(host, addresses::MODELS);
-        let Some(artifact) = read_artifact(&mut s, id, version)?.filter(|a| a.deployedAt != 0)
-        else {
-            return Ok(None);
-        };
-        let datanets: Vec<U256> = s.items(MODELS.at(id).field(field::DATANETS), 0, u64::MAX)?;
-        Ok(Some(
-            datanets.into_iter().zip(artifact.datanetVersions).collect(),
-        ))
-    }
+/// `(datanet id, version trained on)` for each datanet artifact `version` of model `id`
+/// learned from, if that version was ever deployed (served); `None` otherwise. For settlement.
+pub fn served_on(
+    host: &mut dyn ModuleHost,
+    id: U256,
+    version: u64,
+) -> Result<Option<Vec<(U256, u64)>>, ModuleError> {
+    let mut s = Storage::of(host, addresses::MODELS);
+    let Some(artifact) = read_artifact(&mut s, id, version)?.filter(|a| a.deployedAt != 0) else {
+        return Ok(None);
+    };
+    let datanets: Vec<U256> = s.items(MODELS.at(id).field(field::DATANETS), 0, u64::MAX)?;
+    Ok(Some(
+        datanets.into_iter().zip(artifact.datanetVersions).collect(),
+    ))
 }
 
 /// Reads a model for another module; `None` if it does not exist.

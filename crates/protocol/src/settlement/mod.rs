@@ -27,7 +27,7 @@ use crate::{
     datanets::{contribution_info, datanet_info},
     feedback::reward_for,
     governor::is_governance,
-    models::{ModelInfo, model_info},
+    models::{ModelInfo, model_info, served_on},
     staking::{reward_cut_ppm, stake_check},
     storage::{Slot, Storage, consecutive},
 };
@@ -413,7 +413,7 @@ fn check_served(
     receipt: &InferenceReceipt,
 ) -> Result<(), ModuleError> {
     let served = receipt.artifactVersion;
-    let trained_on = match ModelInfo::served_on(s.host(), model_id, served)? {
+    let trained_on = match served_on(s.host(), model_id, served)? {
         Some(trained_on) => trained_on,
         None => {
             return Err(revert(ISettlement::ArtifactNotDeployed {
