@@ -27,6 +27,12 @@ pub struct DatanetVersion {
     pub version: u64,
 }
 
+impl std::fmt::Display for DatanetVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.datanet, self.version)
+    }
+}
+
 impl FromStr for DatanetVersion {
     type Err = String;
 

@@ -177,6 +177,9 @@ struct Job {
     total_steps: usize,
     /// Training loss per step so far: the loss curve.
     losses: Vec<f64>,
+    /// Rows trained on (the rest of the versions' rows are held out for the evaluation).
+    #[serde(default)]
+    train_rows: Option<usize>,
     eval_loss_before: Option<f64>,
     eval_loss_after: Option<f64>,
     adapter: Option<PathBuf>,
@@ -453,6 +456,7 @@ impl Trainer {
         })
         .await??;
         let cancelled = self.update(id, true, |j| {
+            j.train_rows = Some(metrics.train_rows);
             j.eval_loss_before = metrics.eval_before.as_ref().map(|e| e.loss);
             j.eval_loss_after = metrics.eval_after.as_ref().map(|e| e.loss);
             j.adapter = Some(out.clone());
@@ -641,6 +645,7 @@ async fn submit(
             step: 0,
             total_steps: 0,
             losses: Vec::new(),
+            train_rows: None,
             eval_loss_before: None,
             eval_loss_after: None,
             adapter: None,

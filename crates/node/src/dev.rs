@@ -109,19 +109,14 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
             keys.clone(),
             addrs,
             block_time,
-            |chain, api| {
-                let flywheel = Flywheel {
-                    chain,
-                    api_url: api.to_string(),
-                    base: BaseModel::new(args.base.clone(), crate::factory::dev_base),
-                    indexes,
-                    accounts: keys,
-                    chain_id,
-                    datadir: datadir_shown.clone(),
-                    published: published.clone(),
-                };
-                services::start(flywheel)
-            },
+            flywheel(
+                BaseModel::new(args.base.clone(), crate::factory::dev_base),
+                indexes,
+                keys,
+                chain_id,
+                datadir_shown.clone(),
+                published,
+            ),
         )
         .await?;
         print_banner(
@@ -141,6 +136,31 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
     runtime.shutdown_timeout(SHUTDOWN_GRACE);
     drop(datadir);
     Ok(())
+}
+
+/// The flywheel's services (indexer, trainer, ledger and settler, OpenLoRA), to start beside
+/// the content API as [`Services::start`]'s `more`; `accounts` are the dev keys API keys stand
+/// for, and `published` the adapters the content API stores.
+pub(crate) fn flywheel(
+    base: BaseModel,
+    indexes: Arc<IndexRegistry>,
+    accounts: Vec<PrivateKeySigner>,
+    chain_id: u64,
+    datadir: PathBuf,
+    published: AdapterStore,
+) -> impl FnOnce(Client, &str) -> anyhow::Result<axum::Router> {
+    move |chain, api| {
+        services::start(Flywheel {
+            chain,
+            api_url: api.to_string(),
+            base,
+            indexes,
+            accounts,
+            chain_id,
+            datadir,
+            published,
+        })
+    }
 }
 
 /// How long a stopping node waits for its tasks once the services have stopped.

@@ -4,10 +4,14 @@ would: every wei charged is accounted for, everyone claimed what they earned, th
 attributed to the contributors' data, and the chain it leaves behind verifies."""
 
 import json
+import socket
+import subprocess
+import time
 
 import pytest
+import requests
 
-from ml_cli import run
+from ml_cli import BIN, run
 
 CONTRIBUTORS, ROWS, SEED = 2, 30, 1
 
@@ -32,11 +36,17 @@ def demo(base, datadir, *extra, ok=True):
                ok=ok)
 
 
-def test_the_demo_accounts_for_every_fee_and_leaves_a_valid_chain(base, tmp_path):
-    datadir = tmp_path / "chain"
+@pytest.fixture(scope="module")
+def demoed(base, tmp_path_factory):
+    """One demo run: its data directory, its JSON report and its progress."""
+    datadir = tmp_path_factory.mktemp("demoed") / "chain"
     result = demo(base, datadir)
-    report = json.loads(result.stdout)
-    assert "[12/12]" in result.stderr, result.stderr
+    return datadir, json.loads(result.stdout), result.stderr
+
+
+def test_the_demo_accounts_for_every_fee_and_leaves_a_valid_chain(demoed):
+    datadir, report, progress = demoed
+    assert "[12/12]" in progress, progress
 
     assert report["inferences"] == 4
     assert report["evalLossAfter"] < report["evalLossBefore"]
@@ -71,6 +81,49 @@ def test_the_demo_accounts_for_every_fee_and_leaves_a_valid_chain(base, tmp_path
     assert verified.splitlines()[-1] == "ok", verified
     head = int(verified.split()[2].rstrip(":"))
     assert head > 40, verified  # a block per transaction: every step went through the chain
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_demo_ran_on_the_nodes_services_which_dev_takes_over(base, demoed):
+    """The demo trains, attributes and settles through the node's own services: `openledger dev`
+    on its data directory shows the training job and the answers' settlements, and serves the
+    deployed model, answering the demo's prompt as the demo's answer."""
+    datadir, report, _ = demoed
+    rpc, api = free_port(), free_port()
+    node = subprocess.Popen([BIN, "dev", "--datadir", datadir, "--base", base, "--rpc-addr", f"127.0.0.1:{rpc}",
+                             "--api-addr", f"127.0.0.1:{api}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{api}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                jobs = requests.get(f"{url}/jobs", timeout=5).json()
+                break
+            except requests.ConnectionError:
+                assert node.poll() is None and time.monotonic() < deadline, "dev did not start"
+                time.sleep(0.1)
+        assert [(j["id"], j["status"], j["trainRows"]) for j in jobs] == \
+            [(report["trainingJob"], "succeeded", report["trainRows"])]
+        assert len(report["receiptIds"]) == report["inferences"]
+        for receipt in report["receiptIds"]:
+            state = requests.get(f"{url}/settlements/{receipt}", timeout=30).json()["state"]
+            assert state in ("settled", "verified"), (receipt, state)
+
+        evidence = report["evidence"]
+        answer = requests.post(f"{url}/v1/completions", headers={"Authorization": "Bearer dev-4"}, timeout=120,
+                               json={"model": "model-1", "prompt": evidence["prompt"], "max_tokens": 24,
+                                     "temperature": 0, "stop": ["\n"], "seed": SEED}).json()
+        assert answer["choices"][0]["text"] == evidence["output"], answer
+        assert int(answer["openledger"]["fee"]) > 0 and answer["openledger"]["attribution"]["method"] == "span"
+    finally:
+        node.terminate()
+        node.wait(timeout=30)
 
 
 def test_the_demo_refuses_a_datadir_in_use(base, tmp_path):

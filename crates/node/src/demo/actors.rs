@@ -107,6 +107,16 @@ impl Cast {
         .chain(&self.contributors)
     }
 
+    /// The API key that stands for `actor` on the demo's node: its dev account, as numbered
+    /// in the order of [`Cast::all`].
+    pub fn api_key(&self, actor: &Actor) -> String {
+        let n = self
+            .all()
+            .position(|a| a.address == actor.address)
+            .expect("an actor of the cast");
+        format!("dev-{n}")
+    }
+
     /// The name of the actor at `address`, or the address.
     pub fn name_of(&self, address: Address) -> String {
         self.all()

@@ -4,9 +4,14 @@
 //! data and settled on-chain, validators rate some, and everyone claims what they earned.
 //!
 //! Every step is a transaction signed by the actor it belongs to and sent through the node's own
-//! JSON-RPC, and every file goes through its content API, as any client's would.
+//! JSON-RPC, and every file goes through its content API, as any client's would. Training,
+//! indexing, serving and settlement are the node's own services, which `openledger dev` runs:
+//! the creator submits a training job, the indexer builds the version's span index, and the user
+//! signs an order for each completion it asks OpenLoRA for, which the node's ledger attributes
+//! and settles. Only the operator's fraud is done by hand.
 
 mod actors;
+mod api;
 mod report;
 
 use std::path::{Path, PathBuf};
@@ -18,16 +23,11 @@ use alloy_signer::SignerSync;
 use alloy_sol_types::SolCall;
 use anyhow::{Context, bail};
 use clap::Args;
+use openledger_flywheel::jobs::DatanetVersion;
+use openledger_flywheel::services::BaseModel;
 use openledger_ml::{
-    Device,
-    checkpoint::{self, TOKENIZER_FILE},
     data::Row,
-    factory::{DataOptions, FineTune, Metrics},
-    generate::{GenerateOptions, generate},
-    lora::{Adapter, LoraConfig},
     synth::{Manifest, SynthOptions},
-    tokenizer,
-    train::TrainOptions,
 };
 use openledger_primitives::{
     DEV_CHAIN_ID, Genesis,
@@ -36,13 +36,13 @@ use openledger_primitives::{
 use openledger_protocol::abi::{
     IDatanets, IFeedback, IGOPEN, IGovernor, IModels, ISettlement, IStaking,
 };
+use serde_json::json;
 
 use crate::cli::events;
 use crate::datadir::DataDir;
-use crate::dev::{Services, open_chain};
+use crate::dev::{Services, flywheel, open_chain};
 use actors::{Actor, Cast};
-use openledger_flywheel::index::{build_index, registry::IndexRegistry};
-use openledger_flywheel::jobs::{self, DatanetVersion};
+use api::{Api, Trained};
 use report::{Inference, Receipts, Report};
 
 /// Options of `openledger demo`.
@@ -85,7 +85,7 @@ const ESCROW: &str = "20";
 /// Receipts the validators rate.
 const RATED: usize = 2;
 /// Tokens each answer may generate.
-const ANSWER_TOKENS: usize = 24;
+const ANSWER_TOKENS: u64 = 24;
 
 /// Runs `openledger demo`.
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -109,6 +109,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let genesis = Genesis::dev(DEV_CHAIN_ID, &accounts);
     let datadir = DataDir::open(&datadir_path)?;
     let (chain, content, indexes) = open_chain(&datadir, genesis, 16 << 20)?;
+    let published = content.adapters.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -117,23 +118,24 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         let services = Services::start(
             chain.clone(),
             content,
-            keys,
+            keys.clone(),
             (loopback, loopback),
             Duration::ZERO,
-            |_, _| Ok(axum::Router::new()),
+            flywheel(
+                BaseModel::new(Some(base.clone()), crate::factory::dev_base),
+                indexes,
+                keys,
+                chain.chain_id(),
+                datadir.path().to_path_buf(),
+                published,
+            ),
         )
         .await?;
-        let urls = Urls {
-            rpc: format!("http://{}", services.rpc_addr),
-            api: format!("http://{}", services.api_addr),
-        };
         let demo = Demo {
             args: &args,
             base: &base,
-            urls: &urls,
-            cast: Cast::connect(contributors, &urls.rpc)?,
-            indexes: &indexes,
-            work: scratch.path(),
+            cast: Cast::connect(contributors, &format!("http://{}", services.rpc_addr))?,
+            api: Api::new(&format!("http://{}", services.api_addr))?,
             step: 0,
             started: Instant::now(),
         };
@@ -141,6 +143,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         services.stop().await;
         result
     })?;
+    // The training job's thread stops between steps; nothing else outlives the services.
+    runtime.shutdown_timeout(Duration::from_secs(3));
     drop(datadir);
     if args.json {
         println!("{:#}", report.to_json());
@@ -150,20 +154,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Where the embedded node listens.
-struct Urls {
-    rpc: String,
-    api: String,
-}
-
 /// The demo's state as it goes.
 struct Demo<'a> {
     args: &'a DemoArgs,
     base: &'a Path,
-    urls: &'a Urls,
     cast: Cast,
-    indexes: &'a IndexRegistry,
-    work: &'a Path,
+    /// The node's HTTP API: content, jobs, indexes, completions and settlements.
+    api: Api,
     step: usize,
     started: Instant,
 }
@@ -199,37 +196,29 @@ impl Demo<'_> {
         self.step("the creator proposes a model; GOPEN holders approve it through governance");
         let model = self.propose_model(datanet).await?;
         self.govern_approval(model).await?;
-        self.step("ModelFactory: fine-tuning a LoRA adapter on the datanet version");
+        self.step("ModelFactory: a training job fine-tunes a LoRA adapter and registers it");
         let at = DatanetVersion { datanet, version };
-        let rows = self.version_rows(at).await?;
-        let (adapter, metrics) = self.train(&rows)?;
-        let creator = &self.cast.creator.client;
-        jobs::register_artifact(creator, model, &adapter, &[at]).await?;
-        jobs::publish_adapter(creator, &self.urls.api, model, &adapter).await?;
+        let trained = self.train(model, at).await?;
         self.step("the operator stakes and deploys the model; a staker backs it");
-        let artifact = self.deploy(model).await?;
-        self.step("indexing the datanet version for span attribution");
-        let tokenizer_path = self.base.join(TOKENIZER_FILE);
-        let index = build_index(
-            &[self.work.join("rows.jsonl")],
-            &tokenizer_path,
-            openledger_attribution::index::MAX_TOKENS,
-        )?;
-        self.indexes
-            .install(datanet, version, &index, &tokenizer_path)?;
-        self.step("a user pays for inferences; each answer is attributed and settled");
-        let inferences = self.infer(&manifest, &adapter, (artifact, datanet, version))?;
+        self.deploy(model).await?;
+        self.step("the indexer builds the datanet version's span index");
+        self.api.index_ready(at).await?;
+        self.step("a user pays OpenLoRA for answers; the node attributes and settles each");
+        let inferences = self.infer(model, &manifest).await?;
+        let mut settled = self.settlements(&inferences).await?;
         let tampered = tamper(&inferences, &contributions);
-        let settled = self.settle(model, &inferences, tampered).await?;
+        let mut tampered_receipt = None;
+        if let Some((k, victim)) = tampered {
+            let receipt = self.settle_tampered(model, &inferences[k], victim).await?;
+            settled.push(receipt.clone());
+            tampered_receipt = Some((receipt, k));
+        }
         self.step("validators rate settled inferences (commit, reveal, finalize)");
-        let receipts: Vec<B256> = events::<ISettlement::Settled>(&settled)
-            .iter()
-            .map(|s| s.orderHash)
-            .collect();
+        let receipts: Vec<B256> = inferences.iter().map(|i| i.receipt_id).collect();
         let ratings = self.rate(&receipts[..RATED.min(receipts.len())]).await?;
         self.step("a challenger recomputes a tampered receipt's attribution");
-        let challenge = match tampered {
-            Some((k, _)) => Some(self.challenge(&settled, k, &inferences[k]).await?),
+        let challenge = match &tampered_receipt {
+            Some((receipt, k)) => Some(self.challenge(receipt, &inferences[*k]).await?),
             None => None,
         };
         self.step("everyone claims what they earned");
@@ -242,7 +231,7 @@ impl Demo<'_> {
             challenge,
             claims,
         };
-        Report::new(&self.cast, &contributions, &metrics, &inferences, &receipts)
+        Report::new(&self.cast, &contributions, &trained, &inferences, &receipts)
     }
 
     async fn create_datanet(&self, manifest: &Manifest) -> anyhow::Result<U256> {
@@ -279,7 +268,7 @@ impl Demo<'_> {
         for (actor, rows) in self.cast.contributors.iter().zip(corpora) {
             let text: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
             let uploaded = crate::cli::datanet::upload_bytes(
-                &self.urls.api,
+                self.api.url(),
                 datanet,
                 format!("{}.txt", actor.name.replace(' ', "-")),
                 text.join("\n\n").into_bytes(),
@@ -411,46 +400,29 @@ impl Demo<'_> {
         Ok(())
     }
 
-    /// The rows of the datanet version, read back through the node, written to `rows.jsonl`
-    /// for training and indexing.
-    async fn version_rows(&self, at: DatanetVersion) -> anyhow::Result<Vec<Row>> {
-        let client = &self.cast.owner.client;
-        let rows = jobs::version_rows(client, &self.urls.api, at).await?;
-        jobs::write_rows(&rows, &self.work.join("rows.jsonl"))?;
-        Ok(rows)
+    /// The creator's training job on the datanet version, through the node's job API: the
+    /// trainer reads the version's rows back from the content API, fine-tunes the adapter,
+    /// records its gradient sketches, registers it and publishes it.
+    async fn train(&self, model: U256, at: DatanetVersion) -> anyhow::Result<Trained> {
+        let request = json!({
+            "model": model.to::<u64>(),
+            "datanets": [at.to_string()],
+            "rank": 8,
+            "alpha": 16.0,
+            "targets": "q,k,v,o,gate,up,down",
+            "lr": 5e-3,
+            "epochs": self.args.epochs,
+            "seed": self.args.seed,
+            "context": 128,
+        });
+        let key = self.cast.api_key(&self.cast.creator);
+        let trained = self.api.train(&key, &request).await?;
+        eprintln!("         {} rows", trained.rows);
+        Ok(trained)
     }
 
-    /// Fine-tunes the adapter and records its training gradients for influence queries.
-    fn train(&self, rows: &[Row]) -> anyhow::Result<(PathBuf, Metrics)> {
-        let out = self.work.join("adapter");
-        let job = FineTune {
-            base: self.base.to_path_buf(),
-            data: DataOptions {
-                files: vec![self.work.join("rows.jsonl")],
-                eval_split: 0.1,
-                context: 128,
-            },
-            out: out.clone(),
-            lora: LoraConfig::new(8, 16.0, "q,k,v,o,gate,up,down")?,
-            train: TrainOptions {
-                lr: 5e-3,
-                epochs: self.args.epochs,
-                seed: self.args.seed,
-                ..TrainOptions::default()
-            },
-        };
-        eprintln!("         {} rows", rows.len());
-        let metrics = crate::factory::run_with_bar(|bar| job.run(bar))?;
-        openledger_flywheel::influence::record(
-            &job,
-            openledger_flywheel::influence::DEFAULT_DIMS,
-            true,
-        )?;
-        Ok((out, metrics))
-    }
-
-    /// Deploys `model`; the artifact version it serves.
-    async fn deploy(&self, model: U256) -> anyhow::Result<u64> {
+    /// Deploys `model` at the demo's prices; a staker backs it.
+    async fn deploy(&self, model: U256) -> anyhow::Result<()> {
         let operator = &self.cast.operator;
         let minimum = operator
             .client
@@ -468,123 +440,136 @@ impl Demo<'_> {
             inputRatePer1k: open(INPUT_RATE),
             outputRatePer1k: open(OUTPUT_RATE),
         };
-        let deployed = self
-            .cast
+        self.cast
             .creator
             .client
             .send(MODELS, &deploy, U256::ZERO)
             .await?;
-        let artifact = events::<IModels::ModelDeployed>(&deployed)
-            .first()
-            .context("deploy emitted no ModelDeployed")?
-            .artifactVersion;
         let back = IStaking::stakeCall { modelId: model };
         self.cast
             .staker
             .client
             .send(STAKING, &back, open(DELEGATED_STAKE))
             .await?;
-        Ok(artifact)
+        Ok(())
     }
 
-    /// Generates an answer for each prompt (the start of a contributor's fact) with the adapter
-    /// and attributes it against the datanet version's index.
-    fn infer(
-        &self,
-        manifest: &Manifest,
-        adapter: &Path,
-        (artifact, datanet, version): (u64, U256, u64),
-    ) -> anyhow::Result<Vec<Inference>> {
-        let device = Device::Cpu;
-        let mut llm = checkpoint::load_model(self.base, &device)?;
-        Adapter::load(adapter, llm.config(), &device)?.apply(&mut llm)?;
-        let tok = tokenizer::load(&self.base.join(TOKENIZER_FILE))?;
-        let options = GenerateOptions {
-            max_tokens: ANSWER_TOKENS,
-            temperature: 0.0,
-            top_p: 1.0,
-            stop: vec!["\n".into()],
-            seed: self.args.seed,
-        };
-        let mut out = Vec::new();
-        for prompt in prompts(manifest, self.args.inferences as usize) {
-            let answer = generate(&llm, &tok, &prompt, &options, &mut |_| {})?;
-            let (attribution, tokens) =
-                self.indexes
-                    .attribute(datanet, version, &prompt, &answer.text)?;
-            let spans = attribution
-                .spans
-                .iter()
-                .filter(|s| s.counted)
-                .map(|s| {
-                    let span = &tokens[s.start..s.start + s.len];
-                    self.indexes.decode(datanet, version, span)
-                })
-                .collect::<anyhow::Result<_>>()?;
-            out.push(Inference {
-                artifact,
-                datanet,
-                version,
-                input_tokens: answer.prompt_tokens as u64,
-                output_tokens: answer.tokens.len() as u64,
-                prompt,
-                output: answer.text,
-                attribution,
-                spans,
-            });
-        }
-        Ok(out)
-    }
-
-    /// The user prepays escrow and signs an order per inference; the operator settles them all
-    /// in one batch.
-    async fn settle(
-        &self,
-        model: U256,
-        inferences: &[Inference],
-        tampered: Option<(usize, U256)>,
-    ) -> anyhow::Result<TransactionReceipt> {
+    /// The user prepays escrow, then asks OpenLoRA to complete each prompt (the start of a
+    /// contributor's fact) greedily, paying with an order it signs for at most the prompt's and
+    /// the answer's worst-case fee; the node attributes each answer and settles it.
+    async fn infer(&self, model: U256, manifest: &Manifest) -> anyhow::Result<Vec<Inference>> {
         let user = &self.cast.user;
         user.client
             .send(SETTLEMENT, &ISettlement::depositCall {}, open(ESCROW))
             .await?;
-        let expiry = self.now().await? + 3_600;
-        let mut batch = Vec::new();
-        for (nonce, inference) in inferences.iter().enumerate() {
-            let quote = ISettlement::quoteCall {
-                modelId: model,
-                inputTokens: inference.input_tokens,
-                outputTokens: inference.output_tokens,
-            };
-            let order = ISettlement::InferenceOrder {
-                user: user.address,
-                modelId: model,
-                maxFee: user.client.view(SETTLEMENT, &quote).await?,
-                nonce: U256::from(nonce),
-                expiry,
-            };
-            let digest = user
-                .client
-                .view(
-                    SETTLEMENT,
-                    &ISettlement::orderDigestCall {
-                        order: order.clone(),
+        let mut out = Vec::new();
+        for (nonce, prompt) in prompts(manifest, self.args.inferences as usize)
+            .into_iter()
+            .enumerate()
+        {
+            // A token is at least a byte, and the prompt gains a start token.
+            let worst = (prompt.len() as u64 + 1, ANSWER_TOKENS);
+            let (order, signature) = self.order(model, nonce, worst).await?;
+            let request = json!({
+                "model": format!("model-{model}"),
+                "prompt": prompt,
+                "max_tokens": ANSWER_TOKENS,
+                "temperature": 0,
+                "stop": ["\n"],
+                "seed": self.args.seed,
+                "openledger": {
+                    "order": {
+                        "user": order.user,
+                        "modelId": order.modelId.to_string(),
+                        "maxFee": order.maxFee.to_string(),
+                        "nonce": order.nonce.to_string(),
+                        "expiry": order.expiry,
                     },
-                )
-                .await?;
-            let signature = user.signer.sign_hash_sync(&digest)?;
-            let mut receipt = inference.receipt()?;
-            if let Some((_, victim)) = tampered.filter(|(k, _)| *k == nonce) {
-                receipt.contributionIds = vec![victim];
-                receipt.weights = vec![1_000_000];
-            }
-            batch.push(ISettlement::Settlement {
-                order,
-                signature: Bytes::from(signature.as_bytes().to_vec()),
-                receipt,
+                    "signature": signature,
+                },
             });
+            let answer = self.api.complete(&request).await?;
+            out.push(Inference::answered(prompt, &answer)?);
         }
-        let call = ISettlement::settleBatchCall { settlements: batch };
+        Ok(out)
+    }
+
+    /// An order of the user's for model `model`, with nonce `nonce`, paying at most the quote
+    /// of `(input, output)` tokens, signed as any wallet would: the digest read from the chain.
+    async fn order(
+        &self,
+        model: U256,
+        nonce: usize,
+        (input, output): (u64, u64),
+    ) -> anyhow::Result<(ISettlement::InferenceOrder, Bytes)> {
+        let user = &self.cast.user;
+        let quote = ISettlement::quoteCall {
+            modelId: model,
+            inputTokens: input,
+            outputTokens: output,
+        };
+        let order = ISettlement::InferenceOrder {
+            user: user.address,
+            modelId: model,
+            maxFee: user.client.view(SETTLEMENT, &quote).await?,
+            nonce: U256::from(nonce),
+            expiry: self.now().await? + 3_600,
+        };
+        let digest = ISettlement::orderDigestCall {
+            order: order.clone(),
+        };
+        let digest = user.client.view(SETTLEMENT, &digest).await?;
+        let signature = user.signer.sign_hash_sync(&digest)?;
+        Ok((order, Bytes::from(signature.as_bytes().to_vec())))
+    }
+
+    /// The transactions that settled the answers, once each settlement is on-chain (the node's
+    /// batcher may have settled several in one).
+    async fn settlements(
+        &self,
+        inferences: &[Inference],
+    ) -> anyhow::Result<Vec<TransactionReceipt>> {
+        let mut txs: Vec<B256> = Vec::new();
+        for inference in inferences {
+            self.api.settled(inference.receipt_id).await?;
+            if !txs.contains(&inference.settlement_tx) {
+                txs.push(inference.settlement_tx);
+            }
+        }
+        let client = &self.cast.operator.client;
+        let mut receipts = Vec::new();
+        for tx in txs {
+            let receipt = client.wait(tx).await?;
+            if !receipt.status() {
+                bail!("settlement transaction {tx} reverted");
+            }
+            receipts.push(receipt);
+        }
+        Ok(receipts)
+    }
+
+    /// The operator's fraud, by hand: answer `inference` settled again under a new order of the
+    /// user's, with all its weight on contribution `victim`.
+    async fn settle_tampered(
+        &self,
+        model: U256,
+        inference: &Inference,
+        victim: U256,
+    ) -> anyhow::Result<TransactionReceipt> {
+        let tokens = (inference.input_tokens, inference.output_tokens);
+        let nonce = self.args.inferences as usize;
+        let (order, signature) = self.order(model, nonce, tokens).await?;
+        let mut receipt = inference.receipt()?;
+        receipt.contributionIds = vec![victim];
+        receipt.weights = vec![1_000_000];
+        let settlement = ISettlement::Settlement {
+            order,
+            signature,
+            receipt,
+        };
+        let call = ISettlement::settleBatchCall {
+            settlements: vec![settlement],
+        };
         self.cast
             .operator
             .client
@@ -597,12 +582,11 @@ impl Demo<'_> {
     async fn challenge(
         &self,
         settled: &TransactionReceipt,
-        k: usize,
         inference: &Inference,
     ) -> anyhow::Result<TransactionReceipt> {
         let recorded = events::<ISettlement::ReceiptRecorded>(settled);
         let recorded = recorded
-            .get(k)
+            .first()
             .context("no record of the tampered receipt")?;
         let client = &self.cast.challenger.client;
         let bond = client
@@ -721,12 +705,12 @@ impl Demo<'_> {
     }
 }
 
-/// The operator's fraud the demo catches: the first attributed answer settled with all its
-/// weight on a contribution the attribution did not credit most. Returns the answer's index and
-/// that contribution.
+/// The operator's fraud the demo catches: the first answer attributed by its spans settled
+/// again with all its weight on a contribution the attribution did not credit most. Returns the
+/// answer's index and that contribution.
 fn tamper(inferences: &[Inference], contributions: &[U256]) -> Option<(usize, U256)> {
     inferences.iter().enumerate().find_map(|(k, inference)| {
-        let top = inference.attribution.weights.first()?;
+        let top = inference.span_weights()?.first()?;
         let victim = contributions
             .iter()
             .find(|c| c.to_string() != top.contribution)?;

@@ -4,12 +4,12 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use alloy_primitives::{Address, U256};
+use alloy_primitives::{Address, B256, U256};
 use alloy_rpc_types_eth::TransactionReceipt;
 use alloy_sol_types::SolEvent;
 use anyhow::Context;
-use openledger_attribution::Attribution;
-use openledger_ml::factory::Metrics;
+use openledger_attribution::Credit;
+use openledger_flywheel::ledger::METHOD_SPAN;
 use openledger_primitives::{
     addresses::{FEEDBACK, SETTLEMENT, STAKING},
     format_open,
@@ -18,8 +18,9 @@ use openledger_protocol::abi::{IFeedback, ISettlement, IStaking};
 use serde_json::{Value, json};
 
 use super::actors::Cast;
+use super::api::Trained;
 
-/// One answer the user paid for.
+/// One answer the user paid for, as the node's completion API returned it.
 pub struct Inference {
     /// The model's artifact version that answered.
     pub artifact: u64,
@@ -29,29 +30,70 @@ pub struct Inference {
     pub output_tokens: u64,
     pub prompt: String,
     pub output: String,
-    pub attribution: Attribution,
+    /// How the node attributed it: `span`, `gradient` or `none`.
+    pub method: String,
+    pub weights: Vec<Credit>,
     /// The text of each span that counted.
     pub spans: Vec<String>,
+    /// Its settlement: the receipt id, and the transaction the node sent it in.
+    pub receipt_id: B256,
+    pub settlement_tx: B256,
 }
 
 impl Inference {
-    /// The receipt the operator settles: token counts, hashes, and the span attribution's
-    /// weights (method 1), or none (method 0) when no span of the answer is in the data.
+    /// The answer to `prompt` in a completion response.
+    pub fn answered(prompt: String, response: &Value) -> anyhow::Result<Self> {
+        let paid = &response["openledger"];
+        let attribution = &paid["attribution"];
+        let datanet: String = field(attribution, "datanetId")?;
+        let spans: Option<Vec<Value>> = field(attribution, "spans").ok();
+        Ok(Self {
+            artifact: field(paid, "artifactVersion")?,
+            datanet: datanet.parse().context("the completion's datanetId")?,
+            version: field(attribution, "datanetVersion")?,
+            input_tokens: field(&response["usage"], "prompt_tokens")?,
+            output_tokens: field(&response["usage"], "completion_tokens")?,
+            output: field(&response["choices"][0], "text")?,
+            prompt,
+            method: field(attribution, "method")?,
+            weights: field(attribution, "weights")?,
+            spans: spans
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s["text"].as_str().map(str::to_string))
+                .collect(),
+            receipt_id: field(paid, "receiptId")?,
+            settlement_tx: field(paid, "settlementTx")?,
+        })
+    }
+
+    /// The weights of its span attribution, if its spans were found in the data.
+    pub fn span_weights(&self) -> Option<&[Credit]> {
+        (self.method == "span" && !self.weights.is_empty()).then_some(&self.weights[..])
+    }
+
+    /// A receipt of this answer as span-attributed, with its token counts and hashes.
     pub fn receipt(&self) -> anyhow::Result<ISettlement::InferenceReceipt> {
         openledger_flywheel::ledger::inference_receipt(
             (self.input_tokens, self.output_tokens),
             (&self.prompt, &self.output),
             (self.artifact, self.datanet, self.version),
-            openledger_flywheel::ledger::METHOD_SPAN,
-            &self.attribution.weights,
+            METHOD_SPAN,
+            &self.weights,
         )
     }
 }
 
+/// Field `name` of a completion response's `value`.
+fn field<T: serde::de::DeserializeOwned>(value: &Value, name: &str) -> anyhow::Result<T> {
+    serde_json::from_value(value[name].clone())
+        .with_context(|| format!("the completion's {name} is missing or malformed"))
+}
+
 /// The transactions the report reads back.
 pub struct Receipts {
-    /// The operator's `settleBatch`.
-    pub settled: TransactionReceipt,
+    /// The node's settlements of the answers, then the operator's tampered one.
+    pub settled: Vec<TransactionReceipt>,
     /// The validators' `finalize` calls.
     pub ratings: Vec<TransactionReceipt>,
     /// The answer the operator settled with tampered weights, and the contribution they
@@ -72,9 +114,12 @@ struct Earning {
 
 /// The demo's outcome.
 pub struct Report {
+    training_job: u64,
     train_rows: usize,
     loss: (f64, f64),
     inferences: usize,
+    /// The receipt ids of the answers' settlements, for `GET /settlements/{id}`.
+    receipt_ids: Vec<B256>,
     attributed: usize,
     fees: U256,
     /// What upheld challenges took from the operator's stake.
@@ -102,11 +147,11 @@ impl Report {
     pub fn new(
         cast: &Cast,
         contributions: &[U256],
-        metrics: &Metrics,
+        trained: &Trained,
         inferences: &[Inference],
         receipts: &Receipts,
     ) -> anyhow::Result<Self> {
-        let settled = [&receipts.settled];
+        let settled: Vec<&TransactionReceipt> = receipts.settled.iter().collect();
         let fees: U256 = module_events::<ISettlement::Settled>(&settled, SETTLEMENT)
             .iter()
             .map(|s| s.fee)
@@ -192,16 +237,12 @@ impl Report {
             }
         }
         Ok(Self {
-            train_rows: metrics.train_rows,
-            loss: (
-                metrics.eval_before.as_ref().map_or(f64::NAN, |e| e.loss),
-                metrics.eval_after.as_ref().map_or(f64::NAN, |e| e.loss),
-            ),
+            training_job: trained.job,
+            train_rows: trained.rows,
+            loss: trained.loss,
             inferences: inferences.len(),
-            attributed: inferences
-                .iter()
-                .filter(|i| i.attribution.is_attributed())
-                .count(),
+            receipt_ids: inferences.iter().map(|i| i.receipt_id).collect(),
+            attributed: inferences.iter().filter(|i| !i.weights.is_empty()).count(),
             fees,
             slashed,
             earnings,
@@ -220,10 +261,12 @@ impl Report {
     /// The report as JSON (amounts in wei, as decimal strings).
     pub fn to_json(&self) -> Value {
         json!({
+            "trainingJob": self.training_job,
             "trainRows": self.train_rows,
             "evalLossBefore": self.loss.0,
             "evalLossAfter": self.loss.1,
             "inferences": self.inferences,
+            "receiptIds": self.receipt_ids,
             "attributed": self.attributed,
             "fees": self.fees.to_string(),
             "slashed": self.slashed.to_string(),
@@ -300,13 +343,13 @@ fn challenge_summary(
 
 /// The attribution of the first attributed answer, with contributions named by contributor.
 fn evidence(cast: &Cast, contributions: &[U256], inferences: &[Inference]) -> Option<Value> {
-    let inference = inferences.iter().find(|i| i.attribution.is_attributed())?;
+    let inference = inferences.iter().find(|i| i.span_weights().is_some())?;
     let name = |id: &str| contributor(cast, contributions, id);
     Some(json!({
         "prompt": inference.prompt,
         "output": inference.output,
         "spans": inference.spans,
-        "weights": inference.attribution.weights.iter().map(|c| json!({
+        "weights": inference.weights.iter().map(|c| json!({
             "contribution": c.contribution, "contributor": name(&c.contribution), "ppm": c.ppm,
         })).collect::<Vec<_>>(),
     }))
@@ -324,12 +367,12 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "\nModel trained on {} rows: held-out loss {:.3} -> {:.3}",
-            self.train_rows, self.loss.0, self.loss.1
+            "\nModel trained on {} rows by training job {}: held-out loss {:.3} -> {:.3}",
+            self.train_rows, self.training_job, self.loss.0, self.loss.1
         )?;
         writeln!(
             f,
-            "{} inferences settled in one batch, {} attributed to the data, fees {} OPEN\n",
+            "{} inferences served by OpenLoRA and settled by the node, {} attributed to the data, fees {} OPEN\n",
             self.inferences,
             self.attributed,
             format_open(self.fees)
