@@ -17,13 +17,13 @@ use parking_lot::Mutex;
 pub enum HoldError {
     /// The escrow left is under the amount.
     #[error(
-        "{user} holds {escrow} wei of escrow, {held} wei of it held for completions in progress, \
-         under the {needed} wei this completion may cost"
+        "{user} holds {escrow} wei of escrow that is not unlocking, {held} wei of it held for \
+         completions in progress, under the {needed} wei this completion may cost"
     )]
     Insufficient {
         /// The payer.
         user: Address,
-        /// Its escrow on-chain.
+        /// Its escrow on-chain, less what is unlocking.
         escrow: U256,
         /// What other completions hold.
         held: U256,

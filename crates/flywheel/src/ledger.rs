@@ -226,11 +226,7 @@ impl Ledger {
                 ),
             ));
         }
-        let escrow = self
-            .reader()
-            .view(SETTLEMENT, &ISettlement::balanceOfCall { account: user })
-            .await
-            .map_err(unavailable)?;
+        let escrow = self.spendable(user).await?;
         let hold = self
             .holds
             .hold(user, escrow, worst, nonce)
@@ -259,18 +255,15 @@ impl Ledger {
     /// reads and the hold (spending the order's nonce, or escrow another completion held) would
     /// otherwise go unseen. The caller's hold is let go when it drops on a refusal.
     async fn recheck(&self, payer: &Payer, user: Address) -> Result<(), Refusal> {
-        let escrow = self
-            .reader()
-            .view(SETTLEMENT, &ISettlement::balanceOfCall { account: user })
-            .await
-            .map_err(unavailable)?;
+        let escrow = self.spendable(user).await?;
         let held = self.holds.held(user);
         if escrow < held {
             return Err(Refusal::new(
                 StatusCode::PAYMENT_REQUIRED,
                 format!(
-                    "{user} holds {escrow} wei of escrow, under the {held} wei its completions in \
-                     progress may cost (1 OPEN = 10^18 wei): deposit OPEN first"
+                    "{user} holds {escrow} wei of escrow that is not unlocking, under the {held} \
+                     wei its completions in progress may cost (1 OPEN = 10^18 wei): deposit OPEN \
+                     first"
                 ),
             ));
         }
@@ -278,6 +271,17 @@ impl Ledger {
             self.unspent(order).await?;
         }
         Ok(())
+    }
+
+    /// The escrow of `user` a new completion may count on: its balance less what is unlocking
+    /// (which can leave once its delay has passed, and pays only for what was already served).
+    async fn spendable(&self, user: Address) -> Result<U256, Refusal> {
+        let escrow = self
+            .reader()
+            .view(SETTLEMENT, &ISettlement::escrowOfCall { account: user })
+            .await
+            .map_err(unavailable)?;
+        Ok(escrow.balance.saturating_sub(escrow.unlocking))
     }
 
     /// Refuses an order whose nonce the chain has spent (a settled order cannot pay again).
@@ -856,5 +860,19 @@ mod tests {
         assert_eq!(record["artifactVersion"], 1);
         // No index of the datanet's version here: attributed to nobody, paid to its owner.
         assert_eq!(record["attribution"]["method"], "none");
+
+        // Escrow its payer is taking out pays for nothing new, though it is still there.
+        let payer = tc.client.with_signer(tc.keys[4].clone());
+        let unlock = ISettlement::unlockCall {
+            amount: escrow(4).await,
+        };
+        payer.send(SETTLEMENT, &unlock, U256::ZERO).await.unwrap();
+        let unlocking = refused(&ledger, &name, &key(4)).await;
+        assert_eq!(unlocking.status, 402, "{}", unlocking.message);
+        assert!(
+            unlocking.message.contains("not unlocking"),
+            "{}",
+            unlocking.message
+        );
     }
 }

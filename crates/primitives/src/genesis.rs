@@ -153,6 +153,7 @@ impl Genesis {
             alloc,
             protocol: ProtocolParams {
                 admin: dev_accounts.first().copied(),
+                escrow_withdrawal_delay: 60,
                 governance: GovernanceParams::dev(),
                 staking: StakingParams {
                     unbonding_period: 60,

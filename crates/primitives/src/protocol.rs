@@ -22,6 +22,9 @@ pub struct ProtocolParams {
     pub stakers_share_ppm: u32,
     /// The data contributors' share, in ppm.
     pub contributors_share_ppm: u32,
+    /// Seconds between an unlock of inference escrow and the withdrawal it allows: escrow a
+    /// node served a completion against stays until its settlement has landed.
+    pub escrow_withdrawal_delay: u64,
     /// Fixed part of the fee for publishing a datanet or cutting a version, in wei.
     pub datanet_fee_base: U256,
     /// Size part of that fee, in wei per started MiB of data the version adds.
@@ -45,7 +48,7 @@ pub struct ProtocolParams {
 const MIB: u64 = 1 << 20;
 
 impl Default for ProtocolParams {
-    /// 0.01 OPEN platform fee; 70/10/20 split; 0.1 OPEN + 0.01 OPEN per MiB per datanet
+    /// 0.01 OPEN platform fee; 70/10/20 split; escrow withdrawn a day after its unlock; 0.1 OPEN + 0.01 OPEN per MiB per datanet
     /// version; 100 MiB and 100 files a day per contributor, 1 GiB and 1,000 files per datanet.
     fn default() -> Self {
         let milli = OPEN / U256::from(1_000);
@@ -55,6 +58,7 @@ impl Default for ProtocolParams {
             creator_share_ppm: 700_000,
             stakers_share_ppm: 100_000,
             contributors_share_ppm: 200_000,
+            escrow_withdrawal_delay: DAY,
             datanet_fee_base: milli * U256::from(100),
             datanet_fee_per_mib: milli * U256::from(10),
             contributor_daily_bytes: 100 * MIB,

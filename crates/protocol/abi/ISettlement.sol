@@ -103,6 +103,7 @@ interface ISettlement {
 
     event Deposited(address indexed account, uint256 amount);
     event Withdrawn(address indexed account, uint256 amount);
+    event Unlocking(address indexed account, uint256 amount, uint64 releaseAt);
     event Settled(
         bytes32 indexed orderHash,
         uint256 indexed modelId,
@@ -138,6 +139,8 @@ interface ISettlement {
     error NotPayable();
     error ZeroAmount();
     error InsufficientEscrow(uint256 available, uint256 required);
+    error NotUnlocked(uint256 unlocked, uint256 required);
+    error StillLocked(uint64 releaseAt, uint64 timestamp);
     error NothingToClaim();
     error UnknownModel(uint256 modelId);
     error ModelNotDeployed(uint256 modelId);
@@ -169,10 +172,20 @@ interface ISettlement {
 
     /// @notice Adds the OPEN sent to the caller's escrow.
     function deposit() external payable;
-    /// @notice Takes OPEN back out of the caller's escrow.
+    /// @notice Starts taking `amount` of the caller's escrow out: it can be withdrawn once the
+    /// withdrawal delay has passed, and until then it still pays for completions already served,
+    /// so an operator that served one against it is paid. Replaces any earlier unlock and starts
+    /// the delay again; 0 cancels.
+    function unlock(uint256 amount) external;
+    /// @notice Takes unlocked OPEN out of the caller's escrow, once the withdrawal delay has passed.
     function withdraw(uint256 amount) external;
-    /// @notice An account's escrow balance.
+    /// @notice An account's escrow balance (unlocking OPEN included, until withdrawn).
     function balanceOf(address account) external view returns (uint256);
+    /// @notice An account's escrow: its balance, how much of it is unlocking, and from when that
+    /// can be withdrawn. New completions may count on `balance - unlocking` only.
+    function escrowOf(address account) external view returns (uint256 balance, uint256 unlocking, uint64 releaseAt);
+    /// @notice Seconds between an unlock and the withdrawal it allows.
+    function withdrawalDelay() external view returns (uint64);
 
     /// @notice Charges a signed order for one inference and accrues the rewards (the model's operator only).
     function settle(InferenceOrder calldata order, bytes calldata signature, InferenceReceipt calldata receipt)

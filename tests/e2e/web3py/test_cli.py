@@ -86,15 +86,28 @@ def test_escrow_with_raw_key_and_keystore_signers(node, tmp_path):
     keystore.write_text(json.dumps(Account.encrypt(key, "correct horse")))
     password = tmp_path / "password"
     password.write_text("correct horse\n")
-    withdrawn = cli_json(node, "settle", "withdraw", "1", "--keystore", str(keystore), "--password-file", str(password))
-    assert withdrawn["account"].lower() == address.lower()
+    signer = ("--keystore", str(keystore), "--password-file", str(password))
+    # Escrow leaves in two steps: nothing is unlocked yet, so nothing can be withdrawn.
+    early = cli(node, "settle", "withdraw", "1", *signer, check=False)
+    assert early.returncode != 0 and "settle unlock" in early.stderr, early.stderr
+    unlocked = cli_json(node, "settle", "unlock", "1", *signer)
+    assert unlocked["account"].lower() == address.lower()
+    assert int(unlocked["escrow"]) == 5 * OPEN // 2  # still in escrow until withdrawn
+    waiting = cli(node, "settle", "withdraw", "--private-key", key, check=False)
+    assert waiting.returncode != 0 and "can be withdrawn from" in waiting.stderr, waiting.stderr
+    shown = cli_json(node, "settle", "rewards", address)
+    assert int(shown["unlocking"]) == OPEN and shown["releaseAt"] > 0
+    assert "unlocking          1 OPEN" in cli(node, "settle", "rewards", address).stdout
+    subprocess.run([str(BINARY), "time", "advance", "1m", "--rpc-url", node.http_url], check=True,
+                   capture_output=True, timeout=60)
     # What a deposit or withdrawal prints is the escrow left, beside the wallet.
+    withdrawn = cli_json(node, "settle", "withdraw", *signer)  # all that is unlocked
     assert int(withdrawn["escrow"]) == 3 * OPEN // 2
     rewards = cli_json(node, "settle", "rewards", address)
-    assert int(rewards["escrow"]) == 3 * OPEN // 2
+    assert int(rewards["escrow"]) == 3 * OPEN // 2 and int(rewards["unlocking"]) == 0
     deposited = cli(node, "settle", "deposit", "0.5", "--private-key", key).stdout
     assert "now has 2 OPEN in escrow" in deposited, deposited
-    cli(node, "settle", "withdraw", "0.5", "--private-key", key)
+    cli(node, "settle", "unlock", "0.5", "--private-key", key)
     # A read-only command without a signer or an address says what to give.
     whose = cli(node, "settle", "rewards", check=False)
     assert whose.returncode != 0 and "whose rewards" in whose.stderr
@@ -106,5 +119,5 @@ def test_escrow_with_raw_key_and_keystore_signers(node, tmp_path):
     assert "NothingToClaim" in nothing.stderr
     unsigned = cli(node, "settle", "deposit", "1", check=False)
     assert "choose a signer" in unsigned.stderr
-    too_much = cli(node, "settle", "withdraw", "100", "--private-key", key, check=False)
+    too_much = cli(node, "settle", "unlock", "100", "--private-key", key, check=False)
     assert "InsufficientEscrow" in too_much.stderr

@@ -273,6 +273,23 @@ def test_a_client_that_leaves_before_its_answer_still_pays_for_it(served):
     assert 0 < charged <= settlement.functions.quote(model, 64, 64).call()
 
 
+def test_escrow_being_unlocked_pays_for_no_new_completion(served):
+    """Escrow its payer has started to take out (`settle unlock`) is still there, but a node
+    counts on none of it: it could leave before a new completion's settlement lands."""
+    settlement, payer, escrow = paying(served, 3)
+    node, w3, model = served
+    payer_client = openai_client(node, "dev-3")
+    cli(node, "settle", "unlock", str(Web3.from_wei(escrow, "ether")), "--account", "3")
+    with pytest.raises(openai.APIStatusError, match="not unlocking") as refused:
+        payer_client.completions.create(model=f"model-{model}", prompt="Q: hi A:", max_tokens=4)
+    assert refused.value.status_code == 402
+    assert settlement.functions.balanceOf(payer).call() == escrow
+    cli(node, "settle", "unlock", "0", "--account", "3")  # cancelled: the escrow pays again
+    answer = payer_client.completions.create(model=f"model-{model}", prompt="Q: hi A:", max_tokens=4)
+    event = settled(w3, answer.model_dump()["openledger"])
+    assert settlement.functions.balanceOf(payer).call() == escrow - event.fee
+
+
 def test_an_adapter_that_is_not_the_registered_one_is_not_served(served):
     node, w3, model = served
     if module(w3, "IModels").functions.getModel(model).call()[2] != 4:

@@ -252,12 +252,20 @@ def test_a_signed_order_is_settled_split_and_claimed_to_the_wei(w3, market):
     assert w3.eth.get_balance(address(CONTRIBUTOR)) == before + accrued_contributor - gas
     assert settlement.functions.rewards(address(CONTRIBUTOR)).call() == 0
 
-    before = w3.eth.get_balance(user.address)
-    _, gas = transact(w3, settlement.functions.withdraw(50 * OPEN - fee), user.key)
-    assert w3.eth.get_balance(user.address) == before + 50 * OPEN - fee - gas
-    # What the module holds more than before is exactly the rewards left unclaimed.
+    # Escrow leaves only after its unlock's delay: until then it still pays what was served.
+    receipt, _ = transact(w3, settlement.functions.unlock(50 * OPEN - fee), user.key)
+    unlocking = settlement.events.Unlocking().process_receipt(receipt)[0].args
+    delay = settlement.functions.withdrawalDelay().call()
+    assert delay > 0
+    assert unlocking.releaseAt == w3.eth.get_block(receipt.blockNumber).timestamp + delay
+    assert settlement.functions.escrowOf(user.address).call() == [50 * OPEN - fee, 50 * OPEN - fee,
+                                                                  unlocking.releaseAt]
+    with pytest.raises(ContractCustomError) as early:
+        settlement.functions.withdraw(50 * OPEN - fee).call({"from": user.address})
+    assert Web3.keccak(text="StillLocked(uint64,uint64)")[:4].hex() in str(early.value.data)
+    # What the module holds more than before is exactly the escrow and the rewards left unclaimed.
     unclaimed = expected["creator"] + expected["contributors"][1] - rewards_before[CONTRIBUTOR]
-    assert w3.eth.get_balance(settlement.address) - held_before == unclaimed
+    assert w3.eth.get_balance(settlement.address) - held_before == unclaimed + 50 * OPEN - fee
 
 
 def test_uploads_over_the_daily_quota_are_refused(tmp_path):

@@ -8,7 +8,7 @@ use openledger_primitives::addresses::SETTLEMENT;
 use openledger_protocol::abi::ISettlement;
 use serde_json::json;
 
-use super::{Client, Common, block_on, events, open, parse_open};
+use super::{Client, Common, block_on, date, events, open, parse_open};
 
 /// Options of `openledger settle`.
 #[derive(Debug, Args)]
@@ -27,11 +27,19 @@ enum SettleCommand {
         #[arg(value_parser = parse_open)]
         amount: U256,
     },
-    /// Take OPEN back out of your escrow.
-    Withdraw {
+    /// Start taking OPEN out of your escrow: `withdraw` takes it once the withdrawal delay (an
+    /// hour) has passed; until then it still pays for completions already served, and pays for
+    /// no new one. Replaces an earlier unlock; 0 cancels.
+    Unlock {
         /// Amount in OPEN.
         #[arg(value_parser = parse_open)]
         amount: U256,
+    },
+    /// Take unlocked OPEN out of your escrow once its withdrawal delay has passed.
+    Withdraw {
+        /// Amount in OPEN [default: all that is unlocked].
+        #[arg(value_parser = parse_open)]
+        amount: Option<U256>,
     },
     /// Pay out your accrued rewards.
     Claim,
@@ -55,6 +63,29 @@ enum SettleCommand {
     },
 }
 
+/// What `settle withdraw` takes out: `amount`, or all that is unlocked (and left after
+/// settlements), refused before anything is sent while nothing is unlocked or its delay runs.
+async fn withdrawable(client: &Client, amount: Option<U256>) -> anyhow::Result<U256> {
+    let account = client.sender()?;
+    let escrow = client
+        .view(SETTLEMENT, &ISettlement::escrowOfCall { account })
+        .await?;
+    if escrow.unlocking.is_zero() {
+        anyhow::bail!(
+            "none of {account}'s escrow is unlocked: `openledger settle unlock AMOUNT` starts its \
+             withdrawal delay (an hour)"
+        );
+    }
+    if client.latest_timestamp().await? < escrow.releaseAt {
+        anyhow::bail!(
+            "{} of {account}'s escrow is unlocking: it can be withdrawn from {}",
+            open(escrow.unlocking),
+            date(escrow.releaseAt)
+        );
+    }
+    Ok(amount.unwrap_or_else(|| escrow.unlocking.min(escrow.balance)))
+}
+
 /// Runs `openledger settle`.
 pub fn run(args: SettleArgs) -> anyhow::Result<()> {
     block_on(async move {
@@ -67,7 +98,23 @@ pub fn run(args: SettleArgs) -> anyhow::Result<()> {
                     .await?;
                 (receipt, format!("Deposited {} into escrow", open(amount)))
             }
+            SettleCommand::Unlock { amount } => {
+                let call = ISettlement::unlockCall { amount };
+                let receipt = client.send(SETTLEMENT, &call, U256::ZERO).await?;
+                let release = events::<ISettlement::Unlocking>(&receipt)[0].releaseAt;
+                let text = if amount.is_zero() {
+                    "Cancelled the unlock of escrow".to_string()
+                } else {
+                    format!(
+                        "Unlocking {}; withdraw from {}",
+                        open(amount),
+                        date(release)
+                    )
+                };
+                (receipt, text)
+            }
             SettleCommand::Withdraw { amount } => {
+                let amount = withdrawable(&client, amount).await?;
                 let call = ISettlement::withdrawCall { amount };
                 let receipt = client.send(SETTLEMENT, &call, U256::ZERO).await?;
                 (receipt, format!("Withdrew {} from escrow", open(amount)))
@@ -98,16 +145,26 @@ pub fn run(args: SettleArgs) -> anyhow::Result<()> {
                     .view(SETTLEMENT, &ISettlement::rewardsCall { account })
                     .await?;
                 let escrow = client
-                    .view(SETTLEMENT, &ISettlement::balanceOfCall { account })
+                    .view(SETTLEMENT, &ISettlement::escrowOfCall { account })
                     .await?;
+                let mut text = format!(
+                    "{account}\n  claimable rewards  {}\n  escrow             {}",
+                    open(rewards),
+                    open(escrow.balance)
+                );
+                if !escrow.unlocking.is_zero() {
+                    text.push_str(&format!(
+                        "\n  unlocking          {} (withdraw from {})",
+                        open(escrow.unlocking),
+                        date(escrow.releaseAt)
+                    ));
+                }
                 common.print(
                     json!({"account": account, "rewards": rewards.to_string(),
-                           "escrow": escrow.to_string()}),
-                    format!(
-                        "{account}\n  claimable rewards  {}\n  escrow             {}",
-                        open(rewards),
-                        open(escrow)
-                    ),
+                           "escrow": escrow.balance.to_string(),
+                           "unlocking": escrow.unlocking.to_string(),
+                           "releaseAt": escrow.releaseAt}),
+                    text,
                 );
                 return Ok(());
             }

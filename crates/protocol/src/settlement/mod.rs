@@ -40,6 +40,13 @@ const PARAMS: Slot = Slot::root(0);
 const ESCROW: Slot = Slot::root(4);
 const REWARDS: Slot = Slot::root(5);
 const NONCES: Slot = Slot::root(6);
+/// Per account, the escrow unlocking (field 0) and when it can be withdrawn (field 1). Slot 7 is
+/// the challenges' receipt records.
+const UNLOCKING: Slot = Slot::root(8);
+/// Seconds between an unlock of escrow and the withdrawal it allows (genesis
+/// `escrowWithdrawalDelay`): longer than a settlement takes to land, so that escrow a node
+/// admitted a completion against cannot leave before the completion is paid.
+const WITHDRAWAL_DELAY: Slot = Slot::root(9);
 
 /// Gas for recovering the signer of an order (as the `ecrecover` precompile).
 const RECOVER_GAS: u64 = 3_000;
@@ -75,7 +82,9 @@ impl NativeModule for Settlement {
             stakers: p.stakers_share_ppm,
             contributors: p.contributors_share_ppm,
         };
-        consecutive(PARAMS, words(p.platform_fee, shares))
+        let mut storage = consecutive(PARAMS, words(p.platform_fee, shares));
+        storage.push((WITHDRAWAL_DELAY.0, U256::from(p.escrow_withdrawal_delay)));
+        storage
     }
 
     fn call(&self, call: ModuleCall<'_>, host: &mut dyn ModuleHost) -> Result<Bytes, ModuleError> {
@@ -91,11 +100,22 @@ impl NativeModule for Settlement {
         use ISettlementCalls as C;
         match decoded {
             C::deposit(_) => deposit(&mut s, caller, call.value),
+            C::unlock(c) => unlock(&mut s, caller, c.amount),
             C::withdraw(c) => withdraw(&mut s, caller, c.amount),
             C::balanceOf(c) => {
                 let balance: U256 = s.get(ESCROW.at(c.account))?;
                 Ok(ISettlement::balanceOfCall::abi_encode_returns(&balance).into())
             }
+            C::escrowOf(c) => {
+                let slot = UNLOCKING.at(c.account);
+                let out = ISettlement::escrowOfReturn {
+                    balance: s.get(ESCROW.at(c.account))?,
+                    unlocking: s.get(slot)?,
+                    releaseAt: s.get(slot.field(1))?,
+                };
+                Ok(ISettlement::escrowOfCall::abi_encode_returns(&out).into())
+            }
+            C::withdrawalDelay(_) => Ok(returns(&s.get::<u64>(WITHDRAWAL_DELAY)?)),
             C::settle(c) => {
                 let fee = settle(&mut s, caller, c.order, &c.signature, c.receipt)?;
                 Ok(ISettlement::settleCall::abi_encode_returns(&fee).into())
@@ -191,18 +211,69 @@ fn deposit(s: &mut Storage<'_>, caller: Address, amount: U256) -> Result<Bytes, 
     Ok(Bytes::new())
 }
 
+/// The escrow slot of `account` and its balance, refused when it is under `required`.
+fn escrow_covering(
+    s: &mut Storage<'_>,
+    account: Address,
+    required: U256,
+) -> Result<(Slot, U256), ModuleError> {
+    let slot = ESCROW.at(account);
+    let available: U256 = s.get(slot)?;
+    if available < required {
+        return Err(revert(ISettlement::InsufficientEscrow {
+            available,
+            required,
+        }));
+    }
+    Ok((slot, available))
+}
+
+fn unlock(s: &mut Storage<'_>, caller: Address, amount: U256) -> Result<Bytes, ModuleError> {
+    escrow_covering(s, caller, amount)?;
+    let release = if amount.is_zero() {
+        0
+    } else {
+        let delay: u64 = s.get(WITHDRAWAL_DELAY)?;
+        s.host().timestamp().saturating_add(delay)
+    };
+    let slot = UNLOCKING.at(caller);
+    s.set(slot, amount)?;
+    s.set(slot.field(1), release)?;
+    emit(
+        s.host(),
+        &ISettlement::Unlocking {
+            account: caller,
+            amount,
+            releaseAt: release,
+        },
+    )?;
+    Ok(Bytes::new())
+}
+
+/// Takes unlocked escrow out: at most what is unlocked, once its delay has passed, and at most
+/// what settlements have left of the escrow.
 fn withdraw(s: &mut Storage<'_>, caller: Address, amount: U256) -> Result<Bytes, ModuleError> {
     if amount.is_zero() {
         return Err(revert(ISettlement::ZeroAmount {}));
     }
-    let slot = ESCROW.at(caller);
-    let available: U256 = s.get(slot)?;
-    if available < amount {
-        return Err(revert(ISettlement::InsufficientEscrow {
-            available,
+    let unlocking_slot = UNLOCKING.at(caller);
+    let unlocked: U256 = s.get(unlocking_slot)?;
+    if unlocked < amount {
+        return Err(revert(ISettlement::NotUnlocked {
+            unlocked,
             required: amount,
         }));
     }
+    let release: u64 = s.get(unlocking_slot.field(1))?;
+    let now = s.host().timestamp();
+    if now < release {
+        return Err(revert(ISettlement::StillLocked {
+            releaseAt: release,
+            timestamp: now,
+        }));
+    }
+    let (slot, available) = escrow_covering(s, caller, amount)?;
+    s.set(unlocking_slot, unlocked - amount)?;
     s.set(slot, available - amount)?;
     s.host().transfer(caller, amount)?;
     emit(
@@ -282,14 +353,7 @@ fn settle(
             maxFee: order.maxFee,
         }));
     }
-    let escrow = ESCROW.at(order.user);
-    let available: U256 = s.get(escrow)?;
-    if available < fee {
-        return Err(revert(ISettlement::InsufficientEscrow {
-            available,
-            required: fee,
-        }));
-    }
+    let (escrow, available) = escrow_covering(s, order.user, fee)?;
     check_served(s, order.modelId, &model, &receipt)?;
     let payees = contributor_payees(
         s,

@@ -384,32 +384,87 @@ fn without_weights_the_pool_goes_to_the_datanet_owner() {
     );
 }
 
+impl Market {
+    fn escrow_call<C: alloy_sol_types::SolCall>(
+        &mut self,
+        call: &C,
+    ) -> Result<C::Return, ModuleError> {
+        let user = self.user.address();
+        self.f.settlement(user, U256::ZERO, call)
+    }
+
+    fn unlocking(&mut self) -> ISettlement::escrowOfReturn {
+        let account = self.user.address();
+        self.f.host.view(
+            &Settlement::default(),
+            &ISettlement::escrowOfCall { account },
+        )
+    }
+}
+
 #[test]
-fn escrow_deposits_and_withdrawals() {
+fn escrow_leaves_only_after_its_unlock_delay() {
     let mut m = Market::new();
     let user = m.user.address();
-    let before = m.f.host.balance_of(user);
-    m.f.settlement(
-        user,
-        U256::ZERO,
-        &ISettlement::withdrawCall {
-            amount: milli(40_000),
-        },
-    )
-    .unwrap();
-    assert_eq!(m.f.host.balance_of(user), before + milli(40_000));
-    assert_eq!(m.escrow(), milli(60_000));
+    let withdraw = |amount: u64| ISettlement::withdrawCall {
+        amount: milli(amount),
+    };
     assert_reverts(
-        m.f.settlement(
-            user,
-            U256::ZERO,
-            &ISettlement::withdrawCall {
-                amount: milli(60_001),
-            },
-        ),
+        m.escrow_call(&withdraw(1)),
+        ISettlement::NotUnlocked {
+            unlocked: U256::ZERO,
+            required: milli(1),
+        },
+    );
+    assert_reverts(
+        m.escrow_call(&ISettlement::unlockCall {
+            amount: milli(100_001),
+        }),
         ISettlement::InsufficientEscrow {
-            available: milli(60_000),
-            required: milli(60_001),
+            available: milli(100_000),
+            required: milli(100_001),
+        },
+    );
+    m.escrow_call(&ISettlement::unlockCall {
+        amount: milli(40_000),
+    })
+    .unwrap();
+    let delay = ProtocolParams::default().escrow_withdrawal_delay;
+    let release = m.f.host.timestamp + delay;
+    let escrow = m.unlocking();
+    assert_eq!(
+        (escrow.balance, escrow.unlocking, escrow.releaseAt),
+        (milli(100_000), milli(40_000), release)
+    );
+    m.f.host.timestamp = release - 1;
+    assert_reverts(
+        m.escrow_call(&withdraw(40_000)),
+        ISettlement::StillLocked {
+            releaseAt: release,
+            timestamp: release - 1,
+        },
+    );
+    m.f.host.timestamp = release;
+    assert_reverts(
+        m.escrow_call(&withdraw(40_001)),
+        ISettlement::NotUnlocked {
+            unlocked: milli(40_000),
+            required: milli(40_001),
+        },
+    );
+    let before = m.f.host.balance_of(user);
+    m.escrow_call(&withdraw(30_000)).unwrap();
+    assert_eq!(m.f.host.balance_of(user), before + milli(30_000));
+    assert_eq!(m.escrow(), milli(70_000));
+    assert_eq!(m.unlocking().unlocking, milli(10_000));
+    // Unlocking 0 cancels what is left.
+    m.escrow_call(&ISettlement::unlockCall { amount: U256::ZERO })
+        .unwrap();
+    assert_reverts(
+        m.escrow_call(&withdraw(1)),
+        ISettlement::NotUnlocked {
+            unlocked: U256::ZERO,
+            required: milli(1),
         },
     );
     assert_reverts(
@@ -420,6 +475,33 @@ fn escrow_deposits_and_withdrawals() {
         m.f.settlement(user, U256::from(1), &ISettlement::claimCall {}),
         ISettlement::NotPayable {},
     );
+}
+
+/// A completion served against escrow that its payer then unlocks is still paid: the escrow
+/// stays until the delay has passed, and the withdrawal gets what settlements left.
+#[test]
+fn unlocking_escrow_still_pays_for_what_was_served() {
+    let mut m = Market::new();
+    m.escrow_call(&ISettlement::unlockCall {
+        amount: milli(100_000),
+    })
+    .unwrap();
+    let fee = m.settle(m.order(1), m.receipt()).unwrap();
+    assert_eq!(fee, milli(1_140));
+    m.f.host.timestamp += ProtocolParams::default().escrow_withdrawal_delay;
+    let left = milli(100_000) - fee;
+    assert_reverts(
+        m.escrow_call(&ISettlement::withdrawCall {
+            amount: milli(100_000),
+        }),
+        ISettlement::InsufficientEscrow {
+            available: left,
+            required: milli(100_000),
+        },
+    );
+    m.escrow_call(&ISettlement::withdrawCall { amount: left })
+        .unwrap();
+    assert_eq!(m.escrow(), U256::ZERO);
 }
 
 #[test]
