@@ -33,8 +33,10 @@ use crate::influence::InfluenceModel;
 use crate::services::Flywheel;
 use crate::settler::{Settler, receipt_id};
 
-/// How many earlier artifact versions an outdated adapter on disk is looked up among.
-const MAX_EARLIER_ARTIFACTS: usize = 256;
+/// How many of a model's most recent artifact versions an adapter is looked up among (an
+/// outdated one on disk here; one being published in the content API): the walk is bounded,
+/// while a creator may register any number of versions.
+pub const MAX_EARLIER_ARTIFACTS: usize = 256;
 
 /// How long an order the node signs stays valid, in seconds.
 const ORDER_LIFETIME: u64 = 3_600;
@@ -311,7 +313,7 @@ impl Ledger {
         let dir = self.flywheel.adapter_dir(id);
         let path = dir.join(openledger_ml::lora::ADAPTER_WEIGHTS_FILE);
         let shown = path.display().to_string();
-        let mut hash = self.served_hash(&path, false, registered).await?;
+        let mut hash = self.served_hash(&path, false, model).await?;
         if let Some(served) = hash
             && served != registered
             && self
@@ -319,14 +321,15 @@ impl Ledger {
                 .await?
         {
             // The model was deployed again with a retrained adapter: the one it replaced goes.
-            hash = self.served_hash(&path, true, registered).await?;
+            hash = self.served_hash(&path, true, model).await?;
             if hash != Some(registered) {
                 return Err(Refusal::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!(
                         "model {id} was deployed again with the adapter {registered}, which this \
-                         node does not hold and nobody published: its creator publishes it \
-                         (openledger model publish {id} --adapter DIR)"
+                         node does not hold and {}: its creator publishes it (openledger model \
+                         publish {id} --adapter DIR)",
+                        self.nobody_published()
                     ),
                 ));
             }
@@ -343,28 +346,46 @@ impl Ledger {
             None => Err(Refusal::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
-                    "this node holds no adapter of model {id} ({shown} is missing) and none was \
-                     published with its adapterHash {registered}: its creator publishes it \
-                     (openledger model publish {id} --adapter DIR)"
+                    "this node holds no adapter of model {id} ({shown} is missing) and {} with \
+                     its adapterHash {registered}: its creator publishes it (openledger model \
+                     publish {id} --adapter DIR)",
+                    self.nobody_published()
                 ),
             )),
         }
     }
 
-    /// The hash of the adapter weights at `path`, after installing adapter `registered` there
-    /// from the published ones when none is there (trained in another folder or on another
-    /// node) or when told to `replace` it (retrained).
+    /// Who was asked for an adapter this node does not hold, for the refusal.
+    fn nobody_published(&self) -> String {
+        match self.flywheel.adapters.peers() {
+            [] => "nobody published one".to_string(),
+            peers => format!("nobody published one here nor at {}", peers.join(", ")),
+        }
+    }
+
+    /// The hash of the adapter weights at `path`, after installing `model`'s registered adapter
+    /// there, from the published ones (or a peer's) when none is there (trained in another
+    /// folder or on another node) or when told to `replace` it (retrained).
     async fn served_hash(
         &self,
         path: &std::path::Path,
         replace: bool,
-        registered: B256,
+        model: &IModels::Model,
     ) -> Result<Option<B256>, Refusal> {
         let path = path.to_path_buf();
-        let published = self.flywheel.published.clone();
+        let install = replace || !path.exists();
+        let registered = model.adapterHash;
+        if install {
+            self.flywheel
+                .adapters
+                .ensure(registered, model.creator)
+                .await
+                .map_err(unavailable)?;
+        }
+        let published = self.flywheel.adapters.store.clone();
         tokio::task::spawn_blocking(move || {
             let dir = path.parent().context("the adapter's folder")?;
-            if replace || !path.exists() {
+            if install {
                 published.install(registered, dir)?;
             }
             anyhow::Ok(crate::jobs::file_hash(&path).ok())

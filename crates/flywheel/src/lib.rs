@@ -13,6 +13,7 @@
 //!   ([`settler`]) has it on-chain;
 //! - [`services`]: what they share, and [`services::start`], which wires them.
 
+pub mod adapters;
 pub mod client;
 pub mod holds;
 pub mod index;

@@ -22,9 +22,9 @@ use axum::{
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use openledger_content::AdapterStore;
 use tokio::sync::OnceCell;
 
+use crate::adapters::Adapters;
 use crate::index::registry::IndexRegistry;
 use crate::indexer::Indexer;
 use crate::ledger::Ledger;
@@ -108,8 +108,9 @@ pub struct Flywheel {
     /// The node's data directory: jobs, adapters and settlements are kept under it.
     pub datadir: PathBuf,
     /// Published adapters, from which a deployed model's adapter is installed when this node
-    /// does not hold it (it was trained elsewhere).
-    pub published: AdapterStore,
+    /// does not hold it (it was trained elsewhere), and the peers it is fetched from when it was
+    /// published elsewhere.
+    pub adapters: Adapters,
 }
 
 impl Flywheel {

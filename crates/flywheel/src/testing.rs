@@ -155,8 +155,12 @@ impl TestChain {
             accounts: self.keys.clone(),
             chain_id: CHAIN_ID,
             datadir: dir.to_path_buf(),
-            published: openledger_content::AdapterStore::open(dir.join("adapter-store"))
-                .expect("an adapter store"),
+            adapters: crate::adapters::Adapters::new(
+                openledger_content::AdapterStore::open(dir.join("adapter-store"))
+                    .expect("an adapter store"),
+                Vec::new(),
+            )
+            .expect("an HTTP client"),
         })
     }
 

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use openledger_chain::{Chain, ChainConfig, Store, mempool::PoolLimits, miner};
 use openledger_content::{AdapterStore, ContentStore, PendingUploads};
+use openledger_flywheel::adapters::Adapters;
 use openledger_flywheel::index::registry::IndexRegistry;
 use openledger_flywheel::services::{self, BaseModel, Flywheel};
 use openledger_flywheel::{client::Client, transport::InProcess};
@@ -58,6 +59,10 @@ pub struct DevArgs {
     /// reaches them sign as the dev accounts and spend their funds and escrow.
     #[arg(long)]
     expose_dev_keys: bool,
+    /// Another node's content API (http://HOST:PORT) to fetch a deployed model's adapter from,
+    /// by the hash registered on-chain, when this node holds none; may be repeated.
+    #[arg(long, value_name = "URL", value_parser = peer_url)]
+    adapter_peer: Vec<String>,
 }
 
 /// Runs the dev node until Ctrl-C or SIGTERM.
@@ -89,7 +94,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| default_datadir("dev"));
     let datadir = DataDir::open(&datadir_path)?;
     let (chain, content, indexes) = open_chain(&datadir, genesis, args.max_upload_mib << 20)?;
-    let published = content.adapters.clone();
+    let adapters = Adapters::new(content.adapters.clone(), args.adapter_peer.clone())?;
 
     let datadir_shown = datadir.path().to_path_buf();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -115,7 +120,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
                 keys,
                 chain_id,
                 datadir_shown.clone(),
-                published,
+                adapters,
             ),
         )
         .await?;
@@ -140,14 +145,14 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
 
 /// The flywheel's services (indexer, trainer, ledger and settler, OpenLoRA), to start beside
 /// the content API as [`Services::start`]'s `more`; `accounts` are the dev keys API keys stand
-/// for, and `published` the adapters the content API stores.
+/// for, and `adapters` those the content API stores (with the peers missing ones come from).
 pub(crate) fn flywheel(
     base: BaseModel,
     indexes: Arc<IndexRegistry>,
     accounts: Vec<PrivateKeySigner>,
     chain_id: u64,
     datadir: PathBuf,
-    published: AdapterStore,
+    adapters: Adapters,
 ) -> impl FnOnce(Client, &str) -> anyhow::Result<axum::Router> {
     move |chain, api| {
         services::start(Flywheel {
@@ -158,9 +163,20 @@ pub(crate) fn flywheel(
             accounts,
             chain_id,
             datadir,
-            published,
+            adapters,
         })
     }
+}
+
+/// A peer's content API address: an http(s) URL.
+fn peer_url(text: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(format!(
+            "{text:?} is not an http(s) URL of a node's content API, like http://10.0.0.2:8580"
+        ));
+    }
+    Ok(text.to_string())
 }
 
 /// How long a stopping node waits for its tasks once the services have stopped.

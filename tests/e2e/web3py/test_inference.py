@@ -376,6 +376,49 @@ def test_a_model_trained_elsewhere_is_served_from_its_published_adapter(served, 
     assert (served_dir / "influence.bin").read_bytes() == (out / "influence.bin").read_bytes()
 
 
+def test_a_node_fetches_an_adapter_it_lacks_from_a_peer_by_its_registered_hash(served, base):  # noqa: F811
+    """A second node, started with `--adapter-peer` naming the first one's content API, serves a
+    model whose registered adapter only the first holds: it fetches it by the hash on its own
+    chain, checks it, and answers as the first does. A hash no peer holds is refused, naming
+    who was asked."""
+    node, w3, model = served
+    path, files = base
+    if model_info(w3, model)["status"] != 4:
+        deploy(node, w3, model)
+    registered = "0x" + model_info(w3, model)["adapterHash"].hex()
+    peer = Node(extra_args=("--base", str(path), "--adapter-peer", node.api_url))
+    try:
+        peer_w3 = client(peer)
+        datanet = cli_json(peer, "datanet", "create", "--name", "Peer notes", "--account", "0")["datanetId"]
+        ids = [cli_json(peer, "datanet", "contribute", datanet, f, "--account", "3")["contributionId"]
+               for f in files]
+        cli(peer, "datanet", "approve", datanet, *ids, "--account", "0")
+        copies = []
+        for name, adapter_hash in (("fetched", registered), ("nowhere", "0x" + "ab" * 32)):
+            copy = int(cli_json(peer, "model", "propose", "--name", name, "--base-model", "tiny",
+                                "--datanet", datanet, "--account", "2")["modelId"])
+            cli(peer, "model", "approve", copy, "--account", "0")
+            cli(peer, "model", "register", copy, "--adapter-hash", adapter_hash, "--datanet-version", "1",
+                "--account", "2")
+            deploy(peer, peer_w3, copy)
+            copies.append(copy)
+        cli(peer, "settle", "deposit", "1", "--account", "4")
+        cli(node, "settle", "deposit", "1", "--account", "4")
+        asked = dict(prompt=prompt_from(files), max_tokens=8, temperature=0)
+        here = openai_client(node, "dev-4").completions.create(model=f"model-{model}", **asked)
+        there = openai_client(peer, "dev-4").completions.create(model=f"model-{copies[0]}", **asked)
+        assert there.choices[0].text == here.choices[0].text
+        assert there.model_dump()["openledger"]["settlementTx"]
+        fetched = Path(peer.datadir.name) / "adapters" / f"model-{copies[0]}" / "adapter_model.safetensors"
+        assert Web3.keccak(fetched.read_bytes()).to_0x_hex() == registered
+        with pytest.raises(openai.APIStatusError, match=node.api_url) as missing:
+            openai_client(peer, "dev-4").completions.create(model=f"model-{copies[1]}", prompt="Q: hi A:",
+                                                            max_tokens=4)
+        assert missing.value.status_code == 503
+    finally:
+        peer.stop()
+
+
 def wait_for_value(read, timeout: float = 60):
     """Polls `read` until it is truthy (a settlement lands a block or two later)."""
     deadline = time.monotonic() + timeout

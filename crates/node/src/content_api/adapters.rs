@@ -30,7 +30,7 @@ use openledger_chain::CallError;
 use openledger_content::adapters::{
     ADAPTER_FILES, CONFIG_FILE, MAX_ADAPTER_FILE_BYTES, WEIGHTS_FILE,
 };
-use openledger_flywheel::signing::adapter_message;
+use openledger_flywheel::{ledger::MAX_EARLIER_ARTIFACTS, signing::adapter_message};
 use openledger_primitives::addresses;
 use openledger_protocol::abi::IModels;
 use serde_json::{Value, json};
@@ -167,7 +167,8 @@ fn registered_model(api: &ContentApi, model_id: U256) -> Result<IModels::Model, 
     Ok(model)
 }
 
-/// Whether `weights` is the adapter hash of one of `model`'s artifact versions.
+/// Whether `weights` is the adapter hash of one of `model`'s most recent artifact versions
+/// (bounded: older ones are no longer published).
 fn is_artifact(
     api: &ContentApi,
     model_id: U256,
@@ -177,7 +178,7 @@ fn is_artifact(
     if model.adapterHash == weights {
         return Ok(true);
     }
-    for version in (1..=model.artifactCount).rev() {
+    for version in (1..=model.artifactCount).rev().take(MAX_EARLIER_ARTIFACTS) {
         let call = IModels::getArtifactCall {
             modelId: model_id,
             version,

@@ -23,6 +23,7 @@ use alloy_signer::SignerSync;
 use alloy_sol_types::SolCall;
 use anyhow::{Context, bail};
 use clap::Args;
+use openledger_flywheel::adapters::Adapters;
 use openledger_flywheel::jobs::DatanetVersion;
 use openledger_flywheel::services::BaseModel;
 use openledger_ml::{
@@ -109,7 +110,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let genesis = Genesis::dev(DEV_CHAIN_ID, &accounts);
     let datadir = DataDir::open(&datadir_path)?;
     let (chain, content, indexes) = open_chain(&datadir, genesis, 16 << 20)?;
-    let published = content.adapters.clone();
+    let adapters = Adapters::new(content.adapters.clone(), Vec::new())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -127,7 +128,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                 keys,
                 chain.chain_id(),
                 datadir.path().to_path_buf(),
-                published,
+                adapters,
             ),
         )
         .await?;
