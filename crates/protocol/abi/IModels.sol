@@ -88,6 +88,9 @@ interface IModels {
     error UnknownVersion(uint256 datanetId, uint64 version);
     error NotCreator(uint256 modelId, address account);
     error NotGovernance(address account);
+    /// The model's status does not allow the call. `required` is the first status that does: a
+    /// call allowed from several (registerArtifact: Approved, Trained or Deployed; deploy: Trained
+    /// or Deployed) names the earliest, and Retired and Slashed models allow none of them.
     error WrongStatus(uint256 modelId, Status status, Status required);
     error VersionCountMismatch(uint256 datanets, uint256 versions);
     error EmptyName();
