@@ -43,6 +43,8 @@ pub struct ProtocolParams {
     pub staking: StakingParams,
     /// Validator feedback on settled inferences.
     pub feedback: FeedbackParams,
+    /// Paid access to datanets for training.
+    pub data_access: DataAccessParams,
 }
 
 const MIB: u64 = 1 << 20;
@@ -68,6 +70,7 @@ impl Default for ProtocolParams {
             governance: GovernanceParams::default(),
             staking: StakingParams::default(),
             feedback: FeedbackParams::default(),
+            data_access: DataAccessParams::default(),
         }
     }
 }
@@ -157,6 +160,29 @@ impl Default for StakingParams {
     }
 }
 
+/// Training access to datanets: how its fees are split, and the price cap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct DataAccessParams {
+    /// Share of each access fee that goes to the treasury, in ppm.
+    pub protocol_share_ppm: u32,
+    /// Share that goes to the datanet's owner, in ppm; the rest goes to the contributors.
+    pub owner_share_ppm: u32,
+    /// The highest price per row an owner may ask, in wei.
+    pub max_price_per_row: U256,
+}
+
+impl Default for DataAccessParams {
+    /// 5% to the treasury, 10% to the owner, 85% to the contributors; at most 1 OPEN a row.
+    fn default() -> Self {
+        Self {
+            protocol_share_ppm: 50_000,
+            owner_share_ppm: 100_000,
+            max_price_per_row: OPEN,
+        }
+    }
+}
+
 /// Feedback's parameters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
@@ -234,6 +260,14 @@ impl ProtocolParams {
         ];
         if let Some((name, value)) = ppms.iter().find(|(_, v)| *v > 1_000_000) {
             return Err(format!("{name} is {value}, more than 1000000 ppm"));
+        }
+        let access = u64::from(self.data_access.protocol_share_ppm)
+            + u64::from(self.data_access.owner_share_ppm);
+        if access > 1_000_000 {
+            return Err(format!(
+                "dataAccess.protocolSharePpm + dataAccess.ownerSharePpm is {access}, more than \
+                 1000000 ppm"
+            ));
         }
         if self.governance.voting_period == 0 {
             return Err("governance.votingPeriod must be at least 1 second".into());

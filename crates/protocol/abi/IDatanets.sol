@@ -8,6 +8,13 @@ pragma solidity ^0.8.20;
 /// root is keccak256(previous root . approved content hashes in order), so a version commits to
 /// every contribution approved up to it, in order. Publishing and each version pay a size-based
 /// fee to the treasury; daily quotas per contributor and per datanet bound contributions.
+///
+/// Training on a datanet is paid for: the owner sets a price per row (and, for a private
+/// datanet, whether access needs its approval); a model's creator buys its model access to a
+/// version, which covers every earlier one, paying for the rows it does not have access to yet.
+/// The fee goes to the contributors of those rows by their row counts, the owner and the treasury
+/// (accessParams shares), as rewards claimable from Settlement. Models.registerArtifact requires
+/// access to every datanet version it names; a public datanet priced at zero grants it to all.
 interface IDatanets {
     /// Where a contribution stands in its datanet's review.
     enum ContributionStatus {
@@ -85,6 +92,58 @@ interface IDatanets {
         uint64 datanetDailyFiles;
     }
 
+    /// Where a request for access stands.
+    enum AccessStatus {
+        /// No such request.
+        None,
+        /// Paid, waiting for the owner of a datanet that requires approval.
+        Pending,
+        /// Granted (at once, or approved by the owner); the fee was paid out.
+        Granted,
+        /// Refused by the owner; the fee was refunded.
+        Refused
+    }
+
+    /// What a datanet's owner asks of a model that trains on it.
+    struct AccessTerms {
+        /// OPEN (wei) per row of the version paid for.
+        uint256 pricePerRow;
+        /// Whether the owner approves each request (private datanets only; a public datanet
+        /// grants at once).
+        bool approvalRequired;
+    }
+
+    /// A model's access to a datanet: every version up to `version`.
+    struct AccessGrant {
+        uint64 version;
+        /// What its creator paid for it, in total.
+        uint256 paid;
+        uint64 grantedAt;
+        /// The request waiting for the owner's decision, or 0.
+        uint256 pendingRequest;
+    }
+
+    struct AccessRequest {
+        uint256 id;
+        uint256 modelId;
+        uint256 datanetId;
+        uint64 version;
+        address requester;
+        /// The fee paid with the request, held until it is decided.
+        uint256 fee;
+        AccessStatus status;
+        uint64 requestedAt;
+    }
+
+    /// How access fees are split, and the highest price per row an owner may ask.
+    struct AccessParams {
+        /// To the treasury, in ppm of each fee.
+        uint32 protocolSharePpm;
+        /// To the datanet's owner, in ppm; the rest goes to the contributors of the rows paid for.
+        uint32 ownerSharePpm;
+        uint256 maxPricePerRow;
+    }
+
     /// Which daily quota a contribution would exceed.
     enum Quota {
         /// Bytes one contributor may add in a day (contributorDailyBytes).
@@ -115,6 +174,25 @@ interface IDatanets {
     );
     event ContributionsRejected(uint256 indexed datanetId, uint256[] contributionIds, uint32 reasonCode);
     event ParamsSet(Params params);
+    event AccessTermsSet(uint256 indexed datanetId, uint256 pricePerRow, bool approvalRequired);
+    event AccessRequested(
+        uint256 indexed requestId, uint256 indexed modelId, uint256 indexed datanetId, uint64 version, uint256 fee
+    );
+    /// Access granted up to `version`; the fee (for the rows from `fromVersion` + 1 on) was split
+    /// between the contributors of those rows, the owner and the treasury.
+    event AccessGranted(
+        uint256 indexed requestId,
+        uint256 indexed modelId,
+        uint256 indexed datanetId,
+        uint64 fromVersion,
+        uint64 version,
+        uint256 fee,
+        uint256 toContributors,
+        uint256 toOwner,
+        uint256 toTreasury
+    );
+    event AccessRefused(uint256 indexed requestId, uint256 refunded);
+    event AccessParamsSet(AccessParams params);
 
     error InvalidCalldata();
     error NotPayable();
@@ -135,6 +213,16 @@ interface IDatanets {
     error QuotaExceeded(Quota quota, uint256 wouldUse, uint256 limit);
     error InsufficientFee(uint256 required, uint256 paid);
     error NotGovernance(address account);
+    error UnknownModel(uint256 modelId);
+    error NotModelCreator(uint256 modelId, address account);
+    error DatanetNotUsed(uint256 modelId, uint256 datanetId);
+    error AccessAlreadyGranted(uint256 modelId, uint256 datanetId, uint64 grantedVersion);
+    error AccessPending(uint256 requestId);
+    error UnknownAccessRequest(uint256 requestId);
+    error RequestNotPending(uint256 requestId, AccessStatus status);
+    error PriceAboveMax(uint256 pricePerRow, uint256 max);
+    error TooManyContributions(uint256 count, uint256 max);
+    error SharesAboveWhole(uint256 sum);
 
     /// @notice Creates a datanet in draft; the caller owns it.
     function createDatanet(
@@ -212,4 +300,32 @@ interface IDatanets {
     function params() external view returns (Params memory);
     /// @notice Governance only: the fees and daily quotas.
     function setParams(Params calldata params) external;
+
+    /// @notice Sets what training on the datanet costs (owner only), up to accessParams().maxPricePerRow.
+    function setAccessTerms(uint256 datanetId, uint256 pricePerRow, bool approvalRequired) external;
+    function accessTerms(uint256 datanetId) external view returns (AccessTerms memory);
+    /// @notice What `modelId`'s creator pays to extend its access to `version`: the price per row
+    /// times the rows from its granted version (exclusive) up to `version`.
+    function accessFee(uint256 modelId, uint256 datanetId, uint64 version) external view returns (uint256);
+    /// @notice Buys model `modelId` access to the datanet up to `version` (the model's creator
+    /// only; the model must name the datanet); pays accessFee, excess refunded. Granted at once
+    /// unless the datanet is private and requires approval: then held until the owner decides.
+    /// At most 1,000 newly covered contributions a request (request a lower version first).
+    function requestAccess(uint256 modelId, uint256 datanetId, uint64 version)
+        external
+        payable
+        returns (uint256 requestId);
+    /// @notice Grants a pending request and pays its fee out (the datanet's owner only).
+    function approveAccess(uint256 requestId) external;
+    /// @notice Refuses a pending request and refunds its fee (the datanet's owner only).
+    function refuseAccess(uint256 requestId) external;
+    function getAccessRequest(uint256 requestId) external view returns (AccessRequest memory);
+    /// @notice The access model `modelId` was granted to the datanet.
+    function accessOf(uint256 modelId, uint256 datanetId) external view returns (AccessGrant memory);
+    /// @notice Whether model `modelId` may train on `version` of the datanet: granted up to it,
+    /// or the datanet is public and free.
+    function hasAccess(uint256 modelId, uint256 datanetId, uint64 version) external view returns (bool);
+    function accessParams() external view returns (AccessParams memory);
+    /// @notice Governance only: the access fee's split and the price cap.
+    function setAccessParams(AccessParams calldata params) external;
 }

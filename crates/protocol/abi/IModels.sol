@@ -93,6 +93,8 @@ interface IModels {
     /// or Deployed) names the earliest, and Retired and Slashed models allow none of them.
     error WrongStatus(uint256 modelId, Status status, Status required);
     error VersionCountMismatch(uint256 datanets, uint256 versions);
+    /// The model was not granted access to the datanet version (IDatanets.requestAccess).
+    error NoDataAccess(uint256 modelId, uint256 datanetId, uint64 version);
     error EmptyName();
     error TooLong(string field, uint256 max);
     error NoDatanets();

@@ -98,7 +98,18 @@ interface ISettlement {
         /// A contributor's attribution-weighted part of the contributors' pool.
         Contributor,
         /// The contributors' pool, to the datanet's owner when a receipt carries no weights.
-        DatanetOwner
+        DatanetOwner,
+        /// A contributor's part of a training-access fee, by the rows it contributed.
+        AccessContributor,
+        /// The datanet owner's share of a training-access fee.
+        AccessOwner
+    }
+
+    /// A reward the Datanets module accrues from an access fee.
+    struct Accrual {
+        address account;
+        Role role;
+        uint256 amount;
     }
 
     event Deposited(address indexed account, uint256 amount);
@@ -169,6 +180,8 @@ interface ISettlement {
     error TextTooLong(uint256 length, uint256 max);
     error NotSpanAttributed(uint8 method);
     error AttributionUnavailable(uint256 datanetId, uint64 version, string reason);
+    error NotDatanets(address caller);
+    error AccrualMismatch(uint256 sum, uint256 value);
 
     /// @notice Adds the OPEN sent to the caller's escrow.
     function deposit() external payable;
@@ -209,6 +222,10 @@ interface ISettlement {
     function challengeBond() external view returns (uint256);
     function challengeWindow() external view returns (uint64);
     function challengeSlashPpm() external view returns (uint32);
+
+    /// @notice The Datanets module only: accrues a training-access fee's rewards (the value sent)
+    /// for model `modelId`, contributors' parts less their penalty cuts, as RewardAccrued.
+    function accrueAccess(uint256 modelId, Accrual[] calldata accruals) external payable;
 
     /// @notice Pays the caller's accrued rewards.
     function claim() external returns (uint256 amount);

@@ -1,7 +1,9 @@
 //! The Datanets module: curated datasets, their contributions and their versions.
 //!
 //! See `abi/IDatanets.sol` for the interface and its rules. Ids of datanets and contributions
-//! start at 1; versions are numbered from 1 per datanet.
+//! start at 1; versions are numbered from 1 per datanet. Paid training access is in [`access`].
+
+mod access;
 
 use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
 use alloy_sol_types::SolCall;
@@ -47,6 +49,8 @@ mod datanet {
     pub const CONTRIBUTIONS: u8 = 13;
     pub const APPROVED: u8 = 14;
     pub const ROOT: u8 = 15;
+    pub const PRICE_PER_ROW: u8 = 16;
+    pub const APPROVAL_REQUIRED: u8 = 17;
 }
 
 /// Fields of a contribution.
@@ -104,14 +108,18 @@ impl NativeModule for Datanets {
             datanetDailyBytes: p.datanet_daily_bytes,
             datanetDailyFiles: p.datanet_daily_files,
         };
-        consecutive(PARAMS, words(&params))
+        let mut storage = consecutive(PARAMS, words(&params));
+        storage.extend(access::genesis(p));
+        storage
     }
 
     fn call(&self, call: ModuleCall<'_>, host: &mut dyn ModuleHost) -> Result<Bytes, ModuleError> {
         let decoded: IDatanetsCalls = decode(call.input, IDatanets::InvalidCalldata {})?;
         if !matches!(
             decoded,
-            IDatanetsCalls::publish(_) | IDatanetsCalls::approve(_)
+            IDatanetsCalls::publish(_)
+                | IDatanetsCalls::approve(_)
+                | IDatanetsCalls::requestAccess(_)
         ) {
             no_value(&call, IDatanets::NotPayable {})?;
         }
@@ -192,6 +200,36 @@ impl NativeModule for Datanets {
                 Ok(IDatanets::versionFeeCall::abi_encode_returns(&fee).into())
             }
             C::setParams(c) => set_params(&mut s, caller, c.params),
+            C::setAccessTerms(c) => access::set_terms(&mut s, caller, c),
+            C::accessTerms(c) => {
+                let terms = access::read_terms(&mut s, c.datanetId)?;
+                Ok(IDatanets::accessTermsCall::abi_encode_returns(&terms).into())
+            }
+            C::accessFee(c) => {
+                let (fee, _) = access::quote(&mut s, c.modelId, c.datanetId, c.version)?;
+                Ok(IDatanets::accessFeeCall::abi_encode_returns(&fee).into())
+            }
+            C::requestAccess(c) => access::request(&mut s, caller, call.value, c),
+            C::approveAccess(c) => access::approve(&mut s, caller, c.requestId),
+            C::refuseAccess(c) => access::refuse(&mut s, caller, c.requestId),
+            C::getAccessRequest(c) => {
+                let request = access::read_request(&mut s, c.requestId)?;
+                Ok(IDatanets::getAccessRequestCall::abi_encode_returns(&request).into())
+            }
+            C::accessOf(c) => {
+                let grant = access::read_grant(&mut s, c.modelId, c.datanetId)?;
+                Ok(IDatanets::accessOfCall::abi_encode_returns(&grant).into())
+            }
+            C::hasAccess(c) => {
+                existing(&mut s, c.datanetId)?;
+                let yes = access::has_access(s.host(), c.modelId, c.datanetId, c.version)?;
+                Ok(IDatanets::hasAccessCall::abi_encode_returns(&yes).into())
+            }
+            C::accessParams(_) => {
+                let params = access::read_params(&mut s)?;
+                Ok(IDatanets::accessParamsCall::abi_encode_returns(&params).into())
+            }
+            C::setAccessParams(c) => access::set_params(&mut s, caller, c.params),
             C::params(_) => {
                 let params = read_params(&mut s)?;
                 Ok(IDatanets::paramsCall::abi_encode_returns(&params).into())
@@ -861,6 +899,8 @@ pub fn contribution_info(
         version,
     }))
 }
+
+pub use access::has_access;
 
 #[cfg(test)]
 mod tests;

@@ -15,7 +15,7 @@ use openledger_primitives::{Genesis, addresses};
 use crate::{
     abi::IModels::{self, IModelsCalls, Status},
     call::{check_len, decode, emit, no_value, revert},
-    datanets::datanet_info,
+    datanets::{datanet_info, has_access},
     settlement::fee::Rates,
     staking::stake_check,
     storage::{Slot, Storage, Word},
@@ -212,6 +212,13 @@ fn register(s: &mut Storage<'_>, caller: Address, c: IModels::registerArtifactCa
         let versions = datanet_info(s.host(), datanet)?.map_or(0, |(_, count)| count);
         if version == 0 || version > versions {
             return Err(revert(IModels::UnknownVersion {
+                datanetId: datanet,
+                version,
+            }));
+        }
+        if !has_access(s.host(), c.modelId, datanet, version)? {
+            return Err(revert(IModels::NoDataAccess {
+                modelId: c.modelId,
                 datanetId: datanet,
                 version,
             }));

@@ -91,7 +91,9 @@ impl NativeModule for Settlement {
         let decoded: ISettlementCalls = decode(call.input, ISettlement::InvalidCalldata {})?;
         if !matches!(
             decoded,
-            ISettlementCalls::deposit(_) | ISettlementCalls::challenge(_)
+            ISettlementCalls::deposit(_)
+                | ISettlementCalls::challenge(_)
+                | ISettlementCalls::accrueAccess(_)
         ) {
             no_value(&call, ISettlement::NotPayable {})?;
         }
@@ -132,6 +134,7 @@ impl NativeModule for Settlement {
                 Ok(ISettlement::settleBatchCall::abi_encode_returns(&total).into())
             }
             C::claim(_) => claim(&mut s, caller),
+            C::accrueAccess(c) => accrue_access(&mut s, caller, call.value, c),
             C::challenge(c) => {
                 challenge::challenge(&mut s, self.oracle.as_deref(), caller, call.value, c)
             }
@@ -442,6 +445,35 @@ fn settle(
         accrue(s, account, model_id, role, amount)?;
     }
     Ok(fee)
+}
+
+/// Accrues the rewards of a training-access fee the Datanets module sent (`value`): the
+/// contributors' parts less their penalty cuts, as inference rewards are.
+fn accrue_access(
+    s: &mut Storage<'_>,
+    caller: Address,
+    value: U256,
+    c: ISettlement::accrueAccessCall,
+) -> Result<Bytes, ModuleError> {
+    if caller != addresses::DATANETS {
+        return Err(revert(ISettlement::NotDatanets { caller }));
+    }
+    let sum = c
+        .accruals
+        .iter()
+        .fold(U256::ZERO, |sum, a| sum.saturating_add(a.amount));
+    if sum != value {
+        return Err(revert(ISettlement::AccrualMismatch { sum, value }));
+    }
+    for a in c.accruals {
+        let amount = if a.role == Role::AccessContributor {
+            cut_penalty(s, a.account, c.modelId, a.amount)?
+        } else {
+            a.amount
+        };
+        accrue(s, a.account, c.modelId, a.role, amount)?;
+    }
+    Ok(Bytes::new())
 }
 
 /// Sends the part of a contributor's reward its penalties cut to the treasury; returns the rest.
