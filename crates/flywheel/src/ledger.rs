@@ -21,8 +21,8 @@ use alloy_sol_types::SolStruct;
 use anyhow::Context;
 use axum::http::StatusCode;
 use openledger_attribution::{Attribution, Credit};
-use openledger_primitives::addresses::{MODELS, SETTLEMENT};
-use openledger_protocol::abi::{IModels, ISettlement};
+use openledger_primitives::addresses::{DATANETS, MODELS, SETTLEMENT};
+use openledger_protocol::abi::{IDatanets, IModels, ISettlement};
 use openledger_serve::hook::{Admitted, Call, Completion, CompletionHook, HookFuture, Refusal};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -236,7 +236,8 @@ impl Ledger {
                 HoldError::Insufficient { .. } => Refusal::new(
                     StatusCode::PAYMENT_REQUIRED,
                     format!(
-                        "{e} (1 OPEN = 10^18 wei): deposit OPEN first (openledger settle deposit)"
+                        "{e} (1 OPEN = 10^18 wei): deposit OPEN first (openledger settle deposit), \
+                         or cancel an unlock of escrow (openledger settle unlock 0)"
                     ),
                 ),
                 HoldError::NonceInFlight(_) => Refusal::new(StatusCode::CONFLICT, e.to_string()),
@@ -265,7 +266,7 @@ impl Ledger {
                 format!(
                     "{user} holds {escrow} wei of escrow that is not unlocking, under the {held} \
                      wei its completions in progress may cost (1 OPEN = 10^18 wei): deposit OPEN \
-                     first"
+                     first, or cancel an unlock of escrow (openledger settle unlock 0)"
                 ),
             ));
         }
@@ -273,6 +274,38 @@ impl Ledger {
             self.unspent(order).await?;
         }
         Ok(())
+    }
+
+    /// Why `weights` cannot be settled against `datanet` at `version`: a credited contribution
+    /// that is not one of its approved contributions up to that version; `None` when all are.
+    async fn outside_version(
+        &self,
+        datanet: U256,
+        version: u64,
+        weights: &[Credit],
+    ) -> Option<String> {
+        for credit in weights {
+            let Ok(id) = credit.contribution.parse::<U256>() else {
+                return Some(format!(
+                    "{:?} is not a contribution id",
+                    credit.contribution
+                ));
+            };
+            // Unknown (the view reverts) or unreadable, it cannot be credited either way.
+            let call = IDatanets::getContributionCall { contributionId: id };
+            let contribution = self.reader().view(DATANETS, &call).await.ok();
+            let inside = contribution.is_some_and(|c| {
+                c.datanetId == datanet
+                    && c.status == IDatanets::ContributionStatus::Approved
+                    && c.version <= version
+            });
+            if !inside {
+                return Some(format!(
+                    "contribution {id} is not in datanet {datanet} version {version}"
+                ));
+            }
+        }
+        None
     }
 
     /// The escrow of `user` a new completion may count on: its balance less what is unlocking
@@ -650,6 +683,23 @@ impl Pending {
                 errors.push(format!("gradient influence: {e:#}"));
                 None
             });
+        // Sketches travel with a published adapter: on another chain, or beside a datanet
+        // version other than the one registered, they may name contributions the receipt cannot
+        // be settled with. Such an answer is attributed to nobody rather than served unpaid.
+        let influence = match influence {
+            Some(i) => match self
+                .ledger
+                .outside_version(datanet, version, &i.weights)
+                .await
+            {
+                Some(outside) => {
+                    errors.push(format!("gradient influence: {outside}"));
+                    None
+                }
+                None => Some(i),
+            },
+            None => None,
+        };
         let (method, weights, evidence) = match influence {
             Some(i) if !i.weights.is_empty() => (
                 METHOD_GRADIENT,
@@ -791,6 +841,29 @@ mod tests {
         match CompletionHook::admit(ledger, call(model, headers)).await {
             Ok(_) => panic!("{model} was admitted"),
             Err(refusal) => refusal,
+        }
+    }
+
+    #[tokio::test]
+    async fn weights_naming_contributions_outside_the_version_are_not_settled() {
+        let tc = TestChain::start(3);
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = ledger(&tc, dir.path());
+        let (datanet, inside) = tc.datanet().await;
+        let (_, elsewhere) = tc.datanet().await;
+        let credit = |contribution: String| Credit {
+            contribution,
+            ppm: 1_000_000,
+        };
+        let weights = [credit(inside.to_string())];
+        assert_eq!(ledger.outside_version(datanet, 1, &weights).await, None);
+        for outside in [elsewhere.to_string(), "99".into(), "x".into()] {
+            let weights = [credit(inside.to_string()), credit(outside.clone())];
+            let why = ledger.outside_version(datanet, 1, &weights).await;
+            assert!(
+                why.as_ref().is_some_and(|w| w.contains(&outside)),
+                "{why:?}"
+            );
         }
     }
 

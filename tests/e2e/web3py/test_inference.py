@@ -389,6 +389,10 @@ def test_a_node_fetches_an_adapter_it_lacks_from_a_peer_by_its_registered_hash(s
     peer = Node(extra_args=("--base", str(path), "--adapter-peer", node.api_url))
     try:
         peer_w3 = client(peer)
+        # Contribution ids here differ from the first node's: its sketches name other rows.
+        other = cli_json(peer, "datanet", "create", "--name", "Other notes", "--account", "0")["datanetId"]
+        for f in files:
+            cli(peer, "datanet", "contribute", other, f, "--account", "5")
         datanet = cli_json(peer, "datanet", "create", "--name", "Peer notes", "--account", "0")["datanetId"]
         ids = [cli_json(peer, "datanet", "contribute", datanet, f, "--account", "3")["contributionId"]
                for f in files]
@@ -409,6 +413,15 @@ def test_a_node_fetches_an_adapter_it_lacks_from_a_peer_by_its_registered_hash(s
         there = openai_client(peer, "dev-4").completions.create(model=f"model-{copies[0]}", **asked)
         assert there.choices[0].text == here.choices[0].text
         assert there.model_dump()["openledger"]["settlementTx"]
+        # Whatever attributes an answer here, it is settled: gradient weights that name the
+        # first chain's contributions are not used.
+        ours = {str(i) for i in ids}
+        for prompt in ("Q: hi A:", "The", "Patients with", "Section 4"):
+            paid = openai_client(peer, "dev-4").completions.create(
+                model=f"model-{copies[0]}", prompt=prompt, max_tokens=8, temperature=0).model_dump()["openledger"]
+            assert "error" not in paid and settled(peer_w3, paid).fee > 0, paid
+            credited = {w["contribution"] for w in paid["attribution"]["weights"]}
+            assert credited <= ours, paid["attribution"]
         fetched = Path(peer.datadir.name) / "adapters" / f"model-{copies[0]}" / "adapter_model.safetensors"
         assert Web3.keccak(fetched.read_bytes()).to_0x_hex() == registered
         with pytest.raises(openai.APIStatusError, match=node.api_url) as missing:

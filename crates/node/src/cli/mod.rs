@@ -132,9 +132,23 @@ pub(crate) fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(
         .block_on(f)
 }
 
-/// Parses an amount of OPEN ("1.5") into wei.
+/// Parses an amount of OPEN ("1.5") into wei: a plain decimal number, at most 18 decimals (a
+/// wei), never negative.
 fn parse_open(s: &str) -> Result<U256, String> {
-    parse_ether(s).map_err(|e| format!("invalid OPEN amount {s:?}: {e}"))
+    let invalid = |why: &str| format!("invalid OPEN amount {s:?}: {why}");
+    let (whole, fraction) = s.split_once('.').unwrap_or((s, ""));
+    if whole.is_empty() && fraction.is_empty()
+        || !whole
+            .chars()
+            .chain(fraction.chars())
+            .all(|c| c.is_ascii_digit())
+    {
+        return Err(invalid("write a number of OPEN such as 2 or 0.5"));
+    }
+    if fraction.len() > 18 {
+        return Err(invalid("finer than a wei (18 decimals)"));
+    }
+    parse_ether(s).map_err(|e| invalid(&e.to_string()))
 }
 
 /// An amount as OPEN, for text output.

@@ -27,9 +27,10 @@ enum SettleCommand {
         #[arg(value_parser = parse_open)]
         amount: U256,
     },
-    /// Start taking OPEN out of your escrow: `withdraw` takes it once the withdrawal delay (an
-    /// hour) has passed; until then it still pays for completions already served, and pays for
-    /// no new one. Replaces an earlier unlock; 0 cancels.
+    /// Start taking OPEN out of your escrow: `withdraw` takes it once the chain's withdrawal
+    /// delay has passed (a day by default, a minute on the dev chain); until then it still pays
+    /// for completions already served, and pays for no new one. Replaces an earlier unlock; 0
+    /// cancels.
     Unlock {
         /// Amount in OPEN.
         #[arg(value_parser = parse_open)]
@@ -71,9 +72,13 @@ async fn withdrawable(client: &Client, amount: Option<U256>) -> anyhow::Result<U
         .view(SETTLEMENT, &ISettlement::escrowOfCall { account })
         .await?;
     if escrow.unlocking.is_zero() {
+        let delay = client
+            .view(SETTLEMENT, &ISettlement::withdrawalDelayCall {})
+            .await?;
         anyhow::bail!(
             "none of {account}'s escrow is unlocked: `openledger settle unlock AMOUNT` starts its \
-             withdrawal delay (an hour)"
+             withdrawal delay ({} on this chain)",
+            humantime::format_duration(std::time::Duration::from_secs(delay))
         );
     }
     if client.latest_timestamp().await? < escrow.releaseAt {
@@ -83,7 +88,7 @@ async fn withdrawable(client: &Client, amount: Option<U256>) -> anyhow::Result<U
             date(escrow.releaseAt)
         );
     }
-    Ok(amount.unwrap_or_else(|| escrow.unlocking.min(escrow.balance)))
+    Ok(amount.unwrap_or(escrow.unlocking))
 }
 
 /// Runs `openledger settle`.

@@ -59,8 +59,8 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=8))]
     contributors: u32,
     /// Rows each contributor uploads.
-    #[arg(long, default_value_t = 60)]
-    rows: usize,
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    rows: u32,
     /// Inferences the user pays for.
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=200))]
     inferences: u32,
@@ -140,7 +140,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             step: 0,
             started: Instant::now(),
         };
-        let result = demo.run().await;
+        // Ctrl-C stops the demo cleanly: its temporary data directory is removed.
+        let result = tokio::select! {
+            result = demo.run() => result,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        };
         services.stop().await;
         result
     })?;
@@ -185,7 +189,7 @@ impl Demo<'_> {
         let (manifest, corpora) = openledger_ml::synth::corpus(&SynthOptions {
             domain: "medical".into(),
             contributors: self.cast.contributors.len(),
-            rows: self.args.rows,
+            rows: self.args.rows as usize,
             seed: self.args.seed,
             noise_contributor: None,
         })?;

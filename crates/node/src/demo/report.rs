@@ -372,10 +372,21 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "{} inferences served by OpenLoRA and settled by the node, {} attributed to the data, fees {} OPEN\n",
+            "{} {} served by OpenLoRA and settled by the node, {} attributed to the data, fees {} \
+             OPEN{}\n",
             self.inferences,
+            if self.inferences == 1 {
+                "inference"
+            } else {
+                "inferences"
+            },
             self.attributed,
-            format_open(self.fees)
+            format_open(self.fees),
+            if self.challenge.is_some() {
+                " (with the operator's tampered settlement)"
+            } else {
+                ""
+            }
         )?;
         writeln!(f, "{:<16} {:<32} {:>22}", "who", "for", "earned (OPEN)")?;
         for e in &self.earnings {

@@ -109,11 +109,12 @@ impl NativeModule for Settlement {
                 Ok(ISettlement::balanceOfCall::abi_encode_returns(&balance).into())
             }
             C::escrowOf(c) => {
-                let slot = UNLOCKING.at(c.account);
+                let balance: U256 = s.get(ESCROW.at(c.account))?;
+                let (unlocking, release) = unlocking(&mut s, c.account, balance)?;
                 let out = ISettlement::escrowOfReturn {
-                    balance: s.get(ESCROW.at(c.account))?,
-                    unlocking: s.get(slot)?,
-                    releaseAt: s.get(slot.field(1))?,
+                    balance,
+                    unlocking,
+                    releaseAt: if unlocking.is_zero() { 0 } else { release },
                 };
                 Ok(ISettlement::escrowOfCall::abi_encode_returns(&out).into())
             }
@@ -203,7 +204,13 @@ fn deposit(s: &mut Storage<'_>, caller: Address, amount: U256) -> Result<Bytes, 
     if amount.is_zero() {
         return Err(revert(ISettlement::ZeroAmount {}));
     }
-    s.add(ESCROW.at(caller), amount)?;
+    // What settlements took of escrow that was unlocking is gone: a new deposit does not
+    // become withdrawable at once in its place.
+    let slot = ESCROW.at(caller);
+    let balance: U256 = s.get(slot)?;
+    let (unlocked, _) = unlocking(s, caller, balance)?;
+    s.set(UNLOCKING.at(caller), unlocked)?;
+    s.set(slot, balance + amount)?;
     emit(
         s.host(),
         &ISettlement::Deposited {
@@ -212,6 +219,18 @@ fn deposit(s: &mut Storage<'_>, caller: Address, amount: U256) -> Result<Bytes, 
         },
     )?;
     Ok(Bytes::new())
+}
+
+/// How much of `account`'s escrow (`balance`) is unlocking, and when it can be withdrawn: no
+/// more than the balance, which settlements may have drawn from since the unlock.
+fn unlocking(
+    s: &mut Storage<'_>,
+    account: Address,
+    balance: U256,
+) -> Result<(U256, u64), ModuleError> {
+    let slot = UNLOCKING.at(account);
+    let amount: U256 = s.get(slot)?;
+    Ok((amount.min(balance), s.get(slot.field(1))?))
 }
 
 /// The escrow slot of `account` and its balance, refused when it is under `required`.
@@ -259,15 +278,15 @@ fn withdraw(s: &mut Storage<'_>, caller: Address, amount: U256) -> Result<Bytes,
     if amount.is_zero() {
         return Err(revert(ISettlement::ZeroAmount {}));
     }
-    let unlocking_slot = UNLOCKING.at(caller);
-    let unlocked: U256 = s.get(unlocking_slot)?;
+    let slot = ESCROW.at(caller);
+    let available: U256 = s.get(slot)?;
+    let (unlocked, release) = unlocking(s, caller, available)?;
     if unlocked < amount {
         return Err(revert(ISettlement::NotUnlocked {
             unlocked,
             required: amount,
         }));
     }
-    let release: u64 = s.get(unlocking_slot.field(1))?;
     let now = s.host().timestamp();
     if now < release {
         return Err(revert(ISettlement::StillLocked {
@@ -275,8 +294,7 @@ fn withdraw(s: &mut Storage<'_>, caller: Address, amount: U256) -> Result<Bytes,
             timestamp: now,
         }));
     }
-    let (slot, available) = escrow_covering(s, caller, amount)?;
-    s.set(unlocking_slot, unlocked - amount)?;
+    s.set(UNLOCKING.at(caller), unlocked - amount)?;
     s.set(slot, available - amount)?;
     s.host().transfer(caller, amount)?;
     emit(

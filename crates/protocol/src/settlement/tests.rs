@@ -490,18 +490,60 @@ fn unlocking_escrow_still_pays_for_what_was_served() {
     assert_eq!(fee, milli(1_140));
     m.f.host.timestamp += ProtocolParams::default().escrow_withdrawal_delay;
     let left = milli(100_000) - fee;
+    assert_eq!(m.unlocking().unlocking, left);
     assert_reverts(
         m.escrow_call(&ISettlement::withdrawCall {
             amount: milli(100_000),
         }),
-        ISettlement::InsufficientEscrow {
-            available: left,
+        ISettlement::NotUnlocked {
+            unlocked: left,
             required: milli(100_000),
         },
     );
     m.escrow_call(&ISettlement::withdrawCall { amount: left })
         .unwrap();
     assert_eq!(m.escrow(), U256::ZERO);
+    // What the settlement took is not owed back out of the next deposit.
+    let user = m.user.address();
+    m.f.settlement(user, milli(5_000), &ISettlement::depositCall {})
+        .unwrap();
+    let escrow = m.unlocking();
+    assert_eq!((escrow.unlocking, escrow.releaseAt), (U256::ZERO, 0));
+    assert_reverts(
+        m.escrow_call(&ISettlement::withdrawCall { amount: milli(1) }),
+        ISettlement::NotUnlocked {
+            unlocked: U256::ZERO,
+            required: milli(1),
+        },
+    );
+}
+
+/// A settlement that draws unlocking escrow down, then a deposit: the deposit is not
+/// withdrawable at once in place of what the settlement took.
+#[test]
+fn a_deposit_after_a_settlement_drew_unlocking_escrow_is_locked() {
+    let mut m = Market::new();
+    m.escrow_call(&ISettlement::unlockCall {
+        amount: milli(100_000),
+    })
+    .unwrap();
+    let fee = m.settle(m.order(1), m.receipt()).unwrap();
+    let user = m.user.address();
+    m.f.settlement(user, milli(5_000), &ISettlement::depositCall {})
+        .unwrap();
+    m.f.host.timestamp += ProtocolParams::default().escrow_withdrawal_delay;
+    let escrow = m.unlocking();
+    assert_eq!(escrow.balance, milli(105_000) - fee);
+    assert_eq!(escrow.unlocking, milli(100_000) - fee);
+    assert_reverts(
+        m.escrow_call(&ISettlement::withdrawCall {
+            amount: milli(100_000),
+        }),
+        ISettlement::NotUnlocked {
+            unlocked: milli(100_000) - fee,
+            required: milli(100_000),
+        },
+    );
 }
 
 #[test]
