@@ -188,4 +188,15 @@ mod tests {
         assert_eq!(date(U256::from(1_700_000_000u64)), "2023-11-14T22:13:20Z");
         assert_eq!(date(U256::MAX), format!("{} s after the epoch", U256::MAX));
     }
+
+    #[test]
+    fn an_amount_of_open_is_a_plain_non_negative_number_of_at_most_18_decimals() {
+        assert_eq!(parse_open("1.5"), Ok(parse_ether("1.5").unwrap()));
+        assert_eq!(parse_open("0"), Ok(U256::ZERO));
+        assert_eq!(parse_open(".5"), Ok(parse_ether("0.5").unwrap()));
+        assert_eq!(parse_open("0.000000000000000001"), Ok(U256::from(1)));
+        for bad in ["-1", "", ".", "1e3", "0x10", " 1", "0.0000000000000000001", "1.2.3"] {
+            assert!(parse_open(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
 }
