@@ -122,6 +122,17 @@ impl PendingUploads {
         save(&self.path, &ledger)
     }
 
+    /// Who uploaded `content_hash`, to which datanet, among the uploads not contributed yet.
+    pub fn uploads_of(&self, content_hash: B256) -> Vec<(Address, U256)> {
+        self.ledger
+            .lock()
+            .pending
+            .iter()
+            .filter(|p| p.content_hash == content_hash)
+            .map(|p| (p.uploader, p.datanet))
+            .collect()
+    }
+
     /// The newest block whose contributions the ledger reflects.
     pub fn last_block(&self) -> u64 {
         self.ledger.lock().last_block

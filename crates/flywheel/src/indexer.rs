@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::client::Client;
 use crate::index::index_rows;
-use crate::jobs::{DatanetVersion, version_rows};
+use crate::jobs::{DatanetVersion, RowsReader, version_rows};
 use crate::services::{ApiError, Flywheel};
 use openledger_attribution::index::MAX_TOKENS;
 
@@ -97,7 +97,8 @@ impl Indexer {
     }
 
     async fn build(&self, client: &Client, at: DatanetVersion) -> anyhow::Result<()> {
-        let rows = version_rows(client, &self.flywheel.api_url, at).await?;
+        let reader = RowsReader::Node(self.flywheel.api_token.clone());
+        let rows = version_rows(client, (&self.flywheel.api_url, &reader), at).await?;
         let tokenizer = self.flywheel.base.path().await?.join(TOKENIZER_FILE);
         let indexes = self.flywheel.indexes.clone();
         tokio::task::spawn_blocking(move || {

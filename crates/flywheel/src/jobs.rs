@@ -17,6 +17,7 @@ use openledger_protocol::abi::{IDatanets, IModels};
 use serde_json::Value;
 
 use crate::client::Client;
+use crate::signing::{SIGNATURE_HEADER, rows_message};
 
 /// A datanet at one of its versions, written `ID@VERSION`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,15 +102,32 @@ pub fn model_versions(
         .collect()
 }
 
+/// Who reads datanet rows from the content API, which serves a private datanet's rows only to
+/// those who may read them.
+#[derive(Debug, Clone)]
+pub enum RowsReader {
+    /// The node's own services, by the token the node gave them.
+    Node(String),
+    /// The account that signs for the client (when it has one), reading for the model whose
+    /// training access lets it read.
+    Signer {
+        /// The model trained on the rows.
+        model: Option<U256>,
+    },
+}
+
+/// How long a signed read of a file stays good: long enough to page through it.
+const SIGNED_READ_SECS: u64 = 300;
+
 /// The rows of the given datanet versions (the latest of each datanet), in order.
 pub async fn versions_rows(
     client: &Client,
-    api_url: &str,
+    api: (&str, &RowsReader),
     versions: &[DatanetVersion],
 ) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     for at in latest_versions(versions) {
-        rows.extend(version_rows(client, api_url, at).await?);
+        rows.extend(version_rows(client, api, at).await?);
     }
     Ok(rows)
 }
@@ -146,7 +164,7 @@ pub async fn version_contributions(
 /// order, each labelled `<contribution>:<row>` with its contribution id as contributor.
 pub async fn version_rows(
     client: &Client,
-    api_url: &str,
+    api: (&str, &RowsReader),
     at: DatanetVersion,
 ) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
@@ -155,7 +173,7 @@ pub async fn version_rows(
             contributionId: *id,
         };
         let contribution = client.view(DATANETS, &call).await?;
-        let texts = contribution_rows(api_url, contribution.contentHash).await?;
+        let texts = contribution_rows(client, api, contribution.contentHash).await?;
         rows.extend(texts.into_iter().enumerate().map(|(i, text)| Row {
             id: format!("{id}:{i}"),
             contributor: id.to_string(),
@@ -174,17 +192,39 @@ pub async fn version_rows(
 
 /// The text of every row of a contribution's file, paged from the content API and read by
 /// the one rule for what a row says ([`openledger_content::row_text`]).
-async fn contribution_rows(api_url: &str, hash: B256) -> anyhow::Result<Vec<String>> {
+async fn contribution_rows(
+    client: &Client,
+    (api_url, reader): (&str, &RowsReader),
+    hash: B256,
+) -> anyhow::Result<Vec<String>> {
+    let http = reqwest::Client::new();
+    let (query, authorization) = read_credentials(client, reader, hash).await?;
     let mut rows = Vec::new();
     loop {
-        let url = format!("{api_url}/contributions/{hash}/rows?offset={}", rows.len());
-        let page: Value = reqwest::get(&url)
+        let url = format!(
+            "{api_url}/contributions/{hash}/rows?offset={}{query}",
+            rows.len()
+        );
+        let mut request = http.get(&url);
+        for (name, value) in &authorization {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let response = request
+            .send()
             .await
-            .with_context(|| format!("cannot reach the content API at {api_url}"))?
-            .error_for_status()
-            .with_context(|| format!("the content API has no rows of {hash}"))?
+            .with_context(|| format!("cannot reach the content API at {api_url}"))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let body: Value = response.json().await.unwrap_or_default();
+            bail!(
+                "the content API did not give the rows of {hash} ({status}): {}",
+                body["error"].as_str().unwrap_or("no reason")
+            );
+        }
+        let page: Value = response
             .json()
-            .await?;
+            .await
+            .context("the content API sent rows that are not JSON")?;
         let total = page["total"].as_u64().context("no row total")? as usize;
         let format: Format = serde_json::from_value(page["format"].clone())
             .context("the content API named no format")?;
@@ -198,6 +238,42 @@ async fn contribution_rows(api_url: &str, hash: B256) -> anyhow::Result<Vec<Stri
         rows.extend(got);
         if rows.len() >= total {
             return Ok(rows);
+        }
+    }
+}
+
+/// The query and headers that say who reads file `hash`: the node's token, or a signature of
+/// the reader's over the file with a short expiry (nothing, for a client without a signer).
+async fn read_credentials(
+    client: &Client,
+    reader: &RowsReader,
+    hash: B256,
+) -> anyhow::Result<(String, Vec<(String, String)>)> {
+    match reader {
+        RowsReader::Node(token) => Ok((
+            String::new(),
+            vec![("authorization".into(), format!("Bearer {token}"))],
+        )),
+        RowsReader::Signer { model } => {
+            if client.sender().is_err() {
+                return Ok((String::new(), Vec::new()));
+            }
+            // The chain's time, or the wall clock when no block was sealed for a while.
+            let wall = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let until = client.latest_timestamp().await?.max(wall) + SIGNED_READ_SECS;
+            let message = rows_message(client.chain_id().await?, hash, until);
+            let signature = client.sign_message(&message)?;
+            let mut query = format!("&until={until}");
+            if let Some(model) = model {
+                query.push_str(&format!("&model={model}"));
+            }
+            let header = (
+                SIGNATURE_HEADER.to_string(),
+                alloy_primitives::hex::encode_prefixed(signature.as_bytes()),
+            );
+            Ok((query, vec![header]))
         }
     }
 }

@@ -97,6 +97,9 @@ pub struct Flywheel {
     pub chain: Client,
     /// The node's content API, where datanet rows are read and adapters published.
     pub api_url: String,
+    /// What the services send the content API as `Authorization: Bearer` to read any file's
+    /// rows, a private datanet's included (the indexer indexes every version).
+    pub api_token: String,
     /// The base model adapters are trained on and served over.
     pub base: BaseModel,
     /// The span indexes of datanet versions.

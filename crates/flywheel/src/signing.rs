@@ -27,6 +27,13 @@ pub fn adapter_message(
     )
 }
 
+/// What an account signs (EIP-191) to read the rows of the file whose content hash is
+/// `content_hash` on chain `chain_id` until `until` (seconds since the epoch): a read of a
+/// private datanet's file is good for a few minutes, for that file only.
+pub fn rows_message(chain_id: u64, content_hash: B256, until: u64) -> String {
+    format!("OpenLedger rows of {content_hash} until {until} on chain {chain_id}")
+}
+
 /// The token of an `Authorization: Bearer <token>` value; the scheme's case does not matter
 /// (RFC 7235).
 pub fn bearer_token(value: &str) -> Option<&str> {

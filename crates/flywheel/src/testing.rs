@@ -150,6 +150,7 @@ impl TestChain {
         Arc::new(Flywheel {
             chain: self.client.clone(),
             api_url: api_url.into(),
+            api_token: "test-node-token".into(),
             base: BaseModel::new(Some(dir.join("base")), || anyhow::bail!("no dev base here")),
             indexes: Arc::new(IndexRegistry::new(dir.join("indexes"))),
             accounts: self.keys.clone(),

@@ -45,8 +45,8 @@ use tokio::sync::Notify;
 
 use crate::client::Client;
 use crate::jobs::{
-    DatanetVersion, Untrainable, check_job, file_hash, newest_artifact, publish_adapter,
-    register_artifact, versions_rows, write_rows,
+    DatanetVersion, RowsReader, Untrainable, check_job, file_hash, newest_artifact,
+    publish_adapter, register_artifact, versions_rows, write_rows,
 };
 use crate::services::{ApiError, Flywheel};
 
@@ -399,7 +399,9 @@ impl Trainer {
         }
         // The model may have been retired, or its creator's key changed, while the job waited.
         check_job(&client, model, client.sender()?, &versions).await?;
-        let rows = versions_rows(&client, &self.flywheel.api_url, &versions).await?;
+        // Read as the creator, for the model: a private datanet's rows need its access grant.
+        let reader = RowsReader::Signer { model: Some(model) };
+        let rows = versions_rows(&client, (&self.flywheel.api_url, &reader), &versions).await?;
         self.note(
             id,
             format!(

@@ -153,11 +153,12 @@ pub(crate) fn flywheel(
     chain_id: u64,
     datadir: PathBuf,
     adapters: Adapters,
-) -> impl FnOnce(Client, &str) -> anyhow::Result<axum::Router> {
+) -> impl FnOnce(Client, ContentAccess) -> anyhow::Result<axum::Router> {
     move |chain, api| {
         services::start(Flywheel {
             chain,
-            api_url: api.to_string(),
+            api_url: api.url,
+            api_token: api.token,
             base,
             indexes,
             accounts,
@@ -254,6 +255,13 @@ pub(crate) fn open_chain(
     ))
 }
 
+/// How the node's own services reach its content API: where it listens, and the token that
+/// lets them read every file's rows (made at random at each start).
+pub(crate) struct ContentAccess {
+    pub url: String,
+    pub token: String,
+}
+
 /// The content store, its ledger of uploads not yet contributed, and the published adapters.
 pub(crate) struct Content {
     store: ContentStore,
@@ -284,7 +292,7 @@ impl Services {
         dev_keys: Vec<PrivateKeySigner>,
         (rpc_addr, api_addr): (SocketAddr, SocketAddr),
         block_time: Duration,
-        more: impl FnOnce(Client, &str) -> anyhow::Result<axum::Router>,
+        more: impl FnOnce(Client, ContentAccess) -> anyhow::Result<axum::Router>,
     ) -> anyhow::Result<Self> {
         let accounts = dev_keys.iter().map(PrivateKeySigner::address).collect();
         let rpc_config = RpcConfig {
@@ -300,10 +308,12 @@ impl Services {
             .with_context(|| format!("cannot serve the content API on {api_addr}"))?;
         let api_addr = api_listener.local_addr()?;
         let in_process = InProcess::new(chain.clone(), rpc.methods.clone(), rpc.in_process.clone());
-        let routes = more(
-            Client::over(Arc::new(in_process), None),
-            &format!("http://{api_addr}"),
-        )?;
+        let node_token = alloy_primitives::hex::encode(rand::random::<[u8; 32]>());
+        let access = ContentAccess {
+            url: format!("http://{api_addr}"),
+            token: node_token.clone(),
+        };
+        let routes = more(Client::over(Arc::new(in_process), None), access)?;
         let keeper = tokio::spawn(content_api::keeper::run(
             chain.clone(),
             content.store.clone(),
@@ -316,6 +326,7 @@ impl Services {
                 chain: chain.clone(),
                 pending: content.pending,
                 dev_accounts: accounts,
+                node_token,
             })
             .merge(crate::metrics::router(
                 chain.clone(),

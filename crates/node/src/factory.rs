@@ -369,12 +369,15 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
 
 /// Reads the rows of the `--datanet` versions from the node into `<out>/datanet-rows.jsonl`.
 fn datanet_rows(args: &TrainArgs) -> anyhow::Result<PathBuf> {
-    let client = crate::cli::Client::new(&args.node.rpc_url, None)?;
+    // Signed as the signer given, if any, for the model: a private datanet's rows need it.
+    let client = crate::cli::Client::new(&args.node.rpc_url, args.node.signer.signer()?)?;
     let path = args.out.join("datanet-rows.jsonl");
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     crate::cli::block_on(async {
-        let rows = jobs::versions_rows(&client, &args.node.api_url, &args.datanets).await?;
+        let reader = jobs::RowsReader::Signer { model: args.model };
+        let api = (args.node.api_url.as_str(), &reader);
+        let rows = jobs::versions_rows(&client, api, &args.datanets).await?;
         jobs::write_rows(&rows, &path)
     })?;
     Ok(path)

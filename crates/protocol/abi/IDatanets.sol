@@ -284,6 +284,12 @@ interface IDatanets {
         external
         view
         returns (uint256[] memory);
+    /// @notice The contributions of a file, by its content hash, oldest first, in any datanet: a
+    /// node serves a file's rows to whoever may read one of them.
+    function contributionsWithContent(bytes32 contentHash, uint64 offset, uint64 limit)
+        external
+        view
+        returns (uint256[] memory);
     /// @notice Every account that ever contributed, in order of first contribution (for leaderboards).
     function contributors(uint64 offset, uint64 limit) external view returns (address[] memory);
     function contributorStats(address account) external view returns (ContributorStats memory);

@@ -9,7 +9,7 @@ use openledger_primitives::addresses::DATANETS;
 use openledger_protocol::abi::IDatanets;
 use serde_json::{Value, json};
 
-use super::{Client, Common, block_on, events, open, text_hash};
+use super::{Client, Common, block_on, events, open, parse_open, text_hash};
 use openledger_flywheel::signing::{SIGNATURE_HEADER, upload_message};
 
 /// Options of `openledger datanet`.
@@ -85,6 +85,23 @@ enum DatanetCommand {
         /// A reason code for the contributors.
         #[arg(long, default_value_t = 0)]
         reason: u32,
+    },
+    /// Set what a model pays per row to train on the datanet (the owner), and whether the owner
+    /// approves each request (a private datanet's; a public one grants at once).
+    Price {
+        /// The datanet.
+        datanet: U256,
+        /// OPEN per row of the versions paid for.
+        #[arg(value_parser = parse_open)]
+        price_per_row: U256,
+        /// Approve each request before it is granted (private datanets).
+        #[arg(long)]
+        approval: bool,
+    },
+    /// Models' paid access to datanets for training: request, approve, refuse, show.
+    Access {
+        #[command(subcommand)]
+        command: super::access::AccessCommand,
     },
     /// List every datanet.
     List,
@@ -252,6 +269,17 @@ pub fn run(args: DatanetArgs) -> anyhow::Result<()> {
                 common.print(Value::Array(all), text);
             }
             DatanetCommand::Show { datanet: id } => show(common, &client, id).await?,
+            DatanetCommand::Price {
+                datanet,
+                price_per_row,
+                approval,
+            } => {
+                super::access::set_price(common, &client, (datanet, price_per_row, approval))
+                    .await?
+            }
+            DatanetCommand::Access { command } => {
+                super::access::run(common, &client, command).await?
+            }
         }
         Ok(())
     })

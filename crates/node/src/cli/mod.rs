@@ -6,6 +6,7 @@
 //! with `--password-file` or `OPENLEDGER_KEYSTORE_PASSWORD`). Output is text, or JSON with
 //! `--json`.
 
+pub mod access;
 pub mod datanet;
 pub mod feedback;
 pub mod gov;
@@ -195,7 +196,16 @@ mod tests {
         assert_eq!(parse_open("0"), Ok(U256::ZERO));
         assert_eq!(parse_open(".5"), Ok(parse_ether("0.5").unwrap()));
         assert_eq!(parse_open("0.000000000000000001"), Ok(U256::from(1)));
-        for bad in ["-1", "", ".", "1e3", "0x10", " 1", "0.0000000000000000001", "1.2.3"] {
+        for bad in [
+            "-1",
+            "",
+            ".",
+            "1e3",
+            "0x10",
+            " 1",
+            "0.0000000000000000001",
+            "1.2.3",
+        ] {
             assert!(parse_open(bad).is_err(), "{bad:?} was accepted");
         }
     }

@@ -13,6 +13,7 @@
 pub mod adapters;
 pub mod auth;
 pub mod keeper;
+mod reading;
 
 use std::{str::FromStr, sync::Arc};
 
@@ -61,6 +62,9 @@ pub struct ContentApi {
     pub pending: Arc<PendingUploads>,
     /// The accounts `Authorization: Bearer dev-<N>` stands for (none off a dev chain).
     pub dev_accounts: Vec<Address>,
+    /// What the node's own services send as `Authorization: Bearer` to read any file's rows
+    /// (the indexer indexes private datanets too): random, made at each start.
+    pub node_token: String,
 }
 
 /// The content API's routes.
@@ -426,12 +430,16 @@ struct Page {
 
 async fn rows(
     State(api): State<ContentApi>,
+    headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     page: Result<Query<Page>, QueryRejection>,
+    reader: Result<Query<reading::Reader>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Path(hash) = path?;
     let Query(page) = page?;
+    let Query(reader) = reader?;
     let hash = parse_hash(&hash)?;
+    reading::may_read(&api, hash, &headers, &reader)?;
     let limit = page.limit.unwrap_or(MAX_PAGE).min(MAX_PAGE);
     let store = api.store.clone();
     let page = tokio::task::spawn_blocking(move || store.rows_page(hash, page.offset, limit))

@@ -30,6 +30,9 @@ const CONTRIBUTOR_USAGE: Slot = Slot::root(13);
 const DATANET_USAGE: Slot = Slot::root(14);
 const VERSIONS: Slot = Slot::root(15);
 const CONTRIBUTORS: Slot = Slot::root(16);
+/// Per content hash, the contributions of that content, oldest first (slots 17 to 20 are the
+/// access module's).
+const BY_CONTENT: Slot = Slot::root(21);
 
 /// Fields of a datanet, from its base slot.
 mod datanet {
@@ -165,6 +168,10 @@ impl NativeModule for Datanets {
                 let base = existing(&mut s, c.datanetId)?;
                 let ids: Vec<U256> = s.items(base.field(datanet::APPROVED), c.offset, c.limit)?;
                 Ok(IDatanets::approvedContributionsCall::abi_encode_returns(&ids).into())
+            }
+            C::contributionsWithContent(c) => {
+                let ids: Vec<U256> = s.items(BY_CONTENT.at(c.contentHash), c.offset, c.limit)?;
+                Ok(IDatanets::contributionsWithContentCall::abi_encode_returns(&ids).into())
             }
             C::contributors(c) => {
                 let accounts: Vec<Address> = s.items(CONTRIBUTORS, c.offset, c.limit)?;
@@ -381,6 +388,7 @@ fn contribute(s: &mut Storage<'_>, caller: Address, c: IDatanets::contributeCall
     let now = s.host().timestamp();
     s.set(entry.field(contribution::SUBMITTED), now)?;
     s.push(base.field(datanet::CONTRIBUTIONS), id)?;
+    s.push(BY_CONTENT.at(c.contentHash), id)?;
     let stats = STATS.at(caller);
     if s.add(stats, U256::from(1))? == U256::from(1) {
         s.push(CONTRIBUTORS, caller)?;

@@ -535,3 +535,24 @@ fn bad_calls_revert_with_specific_errors_and_change_nothing() {
     assert_eq!(stats(&mut f, ALICE).submitted, 0);
     assert_eq!(f.host.balance_of(account(3)), milli(1_000_000));
 }
+
+#[test]
+fn a_file_s_contributions_are_found_by_its_content_hash_in_every_datanet() {
+    let mut f = Fixture::new();
+    let public = f.datanet(OWNER, true);
+    let other = f.datanet(OWNER, true);
+    let first = f.contribute(ALICE, public, 0xab, 100);
+    let elsewhere = f.contribute(BOB, other, 0xab, 100);
+    f.contribute(ALICE, public, 0xcd, 100);
+    let uses = |f: &mut Fixture, tag: u8, offset: u64| {
+        let call = IDatanets::contributionsWithContentCall {
+            contentHash: B256::repeat_byte(tag),
+            offset,
+            limit: 10,
+        };
+        f.host.view(&Datanets, &call)
+    };
+    assert_eq!(uses(&mut f, 0xab, 0), vec![first, elsewhere]);
+    assert_eq!(uses(&mut f, 0xab, 1), vec![elsewhere]);
+    assert_eq!(uses(&mut f, 0xee, 0), Vec::<U256>::new());
+}
