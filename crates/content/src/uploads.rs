@@ -38,6 +38,10 @@ struct Ledger {
     pending: Vec<Upload>,
     /// Content hashes the chain has recorded contributions of: never collected.
     contributed: BTreeSet<B256>,
+    /// Contributions of content their contributor uploaded here to that datanet: the chain takes
+    /// any content hash, so only these say who a file belongs to.
+    #[serde(default)]
+    uploaded: BTreeSet<(B256, U256, Address)>,
     /// The newest block whose contributions are reflected here.
     last_block: u64,
 }
@@ -114,12 +118,25 @@ impl PendingUploads {
         block: u64,
     ) -> std::io::Result<()> {
         let mut ledger = self.ledger.lock();
+        let before = ledger.pending.len();
         ledger.pending.retain(|p| {
             !(p.content_hash == content_hash && p.uploader == contributor && p.datanet == datanet)
         });
+        if ledger.pending.len() < before {
+            ledger.uploaded.insert((content_hash, datanet, contributor));
+        }
         ledger.contributed.insert(content_hash);
         ledger.last_block = ledger.last_block.max(block);
         save(&self.path, &ledger)
+    }
+
+    /// Whether `contributor` uploaded `content_hash` here to `datanet` before contributing it:
+    /// a contribution of a hash someone else uploaded says nothing of who may read the file.
+    pub fn uploaded_by(&self, content_hash: B256, datanet: U256, contributor: Address) -> bool {
+        self.ledger
+            .lock()
+            .uploaded
+            .contains(&(content_hash, datanet, contributor))
     }
 
     /// Who uploaded `content_hash`, to which datanet, among the uploads not contributed yet.

@@ -316,6 +316,17 @@ pub enum Untrainable {
     /// exist yet.
     #[error("datanets: {0:#}")]
     Datanets(anyhow::Error),
+    /// The model has no training access to a datanet version (`IDatanets.requestAccess`).
+    #[error(
+        "NoDataAccess: model {model} has no access to datanet {at}: its creator buys it first \
+         (openledger datanet access request {model} {at})"
+    )]
+    NoAccess {
+        /// The model.
+        model: U256,
+        /// The version it may not train on.
+        at: DatanetVersion,
+    },
     /// The chain could not be read.
     #[error("{0:#}")]
     Unavailable(anyhow::Error),
@@ -382,6 +393,18 @@ pub async fn check_job(
                 at.datanet,
                 at.version
             )));
+        }
+        let access = IDatanets::hasAccessCall {
+            modelId: model,
+            datanetId: at.datanet,
+            version: at.version,
+        };
+        if !client
+            .view(DATANETS, &access)
+            .await
+            .map_err(Untrainable::Unavailable)?
+        {
+            return Err(Untrainable::NoAccess { model, at });
         }
     }
     Ok(registered)

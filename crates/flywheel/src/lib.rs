@@ -15,6 +15,7 @@
 
 pub mod adapters;
 pub mod client;
+pub mod compute;
 pub mod holds;
 pub mod index;
 pub mod indexer;

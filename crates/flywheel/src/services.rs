@@ -110,6 +110,8 @@ pub struct Flywheel {
     pub chain_id: u64,
     /// The node's data directory: jobs, adapters and settlements are kept under it.
     pub datadir: PathBuf,
+    /// What the node charges for training jobs, and the account it is paid to.
+    pub training: crate::compute::TrainingTerms,
     /// Published adapters, from which a deployed model's adapter is installed when this node
     /// does not hold it (it was trained elsewhere), and the peers it is fetched from when it was
     /// published elsewhere.

@@ -151,6 +151,10 @@ impl TestChain {
             chain: self.client.clone(),
             api_url: api_url.into(),
             api_token: "test-node-token".into(),
+            training: crate::compute::TrainingTerms {
+                price_per_1k: U256::ZERO,
+                trainer: 0,
+            },
             base: BaseModel::new(Some(dir.join("base")), || anyhow::bail!("no dev base here")),
             indexes: Arc::new(IndexRegistry::new(dir.join("indexes"))),
             accounts: self.keys.clone(),

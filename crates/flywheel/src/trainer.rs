@@ -30,7 +30,7 @@ use alloy_primitives::{B256, U256};
 use anyhow::Context;
 use axum::{
     Json, Router,
-    extract::{Path, State},
+    extract::{Path, RawQuery, State},
     http::{HeaderMap, StatusCode, header},
     response::IntoResponse,
     routing::{get, post},
@@ -44,6 +44,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::client::Client;
+use crate::compute::{self, Payment, PaymentStatus};
 use crate::jobs::{
     DatanetVersion, RowsReader, Untrainable, check_job, file_hash, newest_artifact,
     publish_adapter, register_artifact, versions_rows, write_rows,
@@ -202,6 +203,9 @@ struct Job {
     /// What happened, line by line.
     #[serde(default)]
     log: Vec<LogLine>,
+    /// Its fee: quoted, held from the creator's escrow, then paid or refunded.
+    #[serde(default)]
+    payment: Option<Payment>,
 }
 
 impl Job {
@@ -281,6 +285,7 @@ impl Trainer {
             turns: Mutex::new((0, HashMap::new())),
         });
         trainer.requeue_interrupted();
+        trainer.settle_unsettled();
         let worker = trainer.clone();
         tokio::spawn(async move {
             loop {
@@ -363,9 +368,63 @@ impl Trainer {
             j.note("started");
         });
         let outcome = self.train_and_register(id).await;
+        let trained = matches!(outcome, Ok((_, Some(_))));
         self.update(id, true, |j| {
             j.registering = false;
             j.end(outcome)
+        });
+        self.settle_payment(id, trained).await;
+    }
+
+    /// Pays a finished job's held fee to the trainer when it registered a new artifact, or
+    /// refunds it; a failure is logged, and tried again at the next start.
+    async fn settle_payment(&self, id: u64, trained: bool) {
+        let Some(payment) = self.job(id).and_then(|j| j.payment) else {
+            return;
+        };
+        if payment.status != PaymentStatus::Held {
+            return;
+        }
+        match compute::settle(&self.flywheel, payment, trained).await {
+            Ok(settled) => {
+                let line = format!(
+                    "fee {} wei {}",
+                    settled.fee,
+                    if trained {
+                        "paid to the trainer"
+                    } else {
+                        "refunded to the creator's escrow"
+                    }
+                );
+                self.update(id, true, |j| {
+                    j.payment = Some(settled);
+                    j.note(line);
+                });
+            }
+            Err(e) => self.note(id, format!("the held fee could not be settled yet: {e:#}")),
+        }
+    }
+
+    /// Settles the fees of jobs that ended while the node could not (a stop, a failed call).
+    fn settle_unsettled(self: &Arc<Self>) {
+        let ended: Vec<(u64, bool)> = self
+            .jobs
+            .lock()
+            .expect("jobs lock")
+            .values()
+            .filter(|j| !matches!(j.status, Status::Queued | Status::Running))
+            .filter(|j| {
+                j.payment
+                    .as_ref()
+                    .is_some_and(|p| p.status == PaymentStatus::Held)
+            })
+            .map(|j| (j.id, j.status == Status::Succeeded && j.tx.is_some()))
+            .collect();
+        let trainer = self.clone();
+        tokio::spawn(async move {
+            for (id, trained) in ended {
+                trainer.settle_payment(id, trained).await;
+            }
         });
     }
 
@@ -559,6 +618,58 @@ impl Trainer {
     /// Refuses at submission what the chain would refuse after training: a model that cannot
     /// take a new artifact version (Proposed, Retired, Slashed), an account that is not its
     /// creator, datanet versions that do not match its datanets.
+    /// The job's quote: its fee at this node's price for the tokens of the rows it reads.
+    async fn quote(
+        &self,
+        request: &TrainRequest,
+        account: usize,
+        versions: &[DatanetVersion],
+    ) -> Result<Payment, ApiError> {
+        let creator = self
+            .flywheel
+            .chain
+            .with_signer(self.flywheel.accounts[account].clone());
+        let epochs = request.epochs.unwrap_or(TrainOptions::default().epochs);
+        let model = (U256::from(request.model), versions);
+        compute::quote(
+            &self.flywheel,
+            &creator,
+            model,
+            (epochs, request.context, MAX_JOB_STEPS),
+        )
+        .await
+        .map_err(|e| ApiError(StatusCode::CONFLICT, format!("cannot quote the job: {e:#}")))
+    }
+
+    /// Holds a quoted fee from the creator's escrow before the job is queued: 402 when the
+    /// escrow (less what is unlocking) cannot cover it.
+    async fn hold(
+        &self,
+        account: usize,
+        model: u64,
+        payment: Payment,
+    ) -> Result<Payment, ApiError> {
+        let creator = &self.flywheel.accounts[account];
+        let fee = payment.fee.clone();
+        compute::hold(&self.flywheel, creator, U256::from(model), payment)
+            .await
+            .map_err(|e| {
+                let message = format!("{e:#}");
+                if message.contains("InsufficientEscrow") {
+                    ApiError(
+                        StatusCode::PAYMENT_REQUIRED,
+                        format!(
+                            "the job costs {fee} wei (1 OPEN = 10^18 wei), held from dev-{account}'s \
+                             escrow before it is queued: {message}; deposit OPEN first \
+                             (openledger settle deposit)"
+                        ),
+                    )
+                } else {
+                    ApiError(StatusCode::SERVICE_UNAVAILABLE, message)
+                }
+            })
+    }
+
     async fn may_train(
         &self,
         model: u64,
@@ -583,6 +694,7 @@ impl Trainer {
                     Untrainable::Status(..) => StatusCode::CONFLICT,
                     Untrainable::NotCreator { .. } => StatusCode::FORBIDDEN,
                     Untrainable::Datanets(_) => StatusCode::BAD_REQUEST,
+                    Untrainable::NoAccess { .. } => StatusCode::PAYMENT_REQUIRED,
                     Untrainable::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                 };
                 ApiError(status, e.to_string())
@@ -604,8 +716,9 @@ impl Trainer {
 async fn submit(
     State(trainer): State<Arc<Trainer>>,
     headers: HeaderMap,
+    RawQuery(query): RawQuery,
     body: axum::body::Bytes,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let account = trainer.flywheel.account(&headers)?;
     let request: TrainRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid training request: {e}")))?;
@@ -623,6 +736,15 @@ async fn submit(
     LoraConfig::new(request.rank, request.alpha, &request.targets)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     trainer.may_train(request.model, account, &versions).await?;
+    let payment = trainer.quote(&request, account, &versions).await?;
+    let quote_only = query.as_deref().is_some_and(|q| {
+        q.split('&')
+            .any(|p| p == "quote" || p.starts_with("quote="))
+    });
+    if quote_only {
+        return Ok((StatusCode::OK, Json(payment)).into_response());
+    }
+    let payment = trainer.hold(account, request.model, payment).await?;
     let job = {
         let mut jobs = trainer.jobs.lock().expect("jobs lock");
         let waiting = jobs
@@ -660,6 +782,7 @@ async fn submit(
             cancel_requested: false,
             registering: false,
             log: Vec::new(),
+            payment: Some(payment),
         };
         job.note(format!("queued by dev-{account}"));
         trainer
@@ -669,7 +792,7 @@ async fn submit(
         job
     };
     trainer.queued.notify_one();
-    Ok((StatusCode::ACCEPTED, Json(job)))
+    Ok((StatusCode::ACCEPTED, Json(job)).into_response())
 }
 
 /// `DELETE /jobs/{id}`: by the account that submitted it. A queued job is cancelled at once
@@ -719,7 +842,16 @@ async fn cancel(
         };
         Ok((code, Json(job.clone())))
     });
-    outcome.ok_or_else(|| ApiError::not_found(format!("no job {id}")))?
+    let answer = outcome.ok_or_else(|| ApiError::not_found(format!("no job {id}")))??;
+    if answer.0 == StatusCode::OK {
+        // Cancelled before it started: its held fee goes back.
+        trainer.settle_payment(id, false).await;
+        let job = trainer
+            .job(id)
+            .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+        return Ok((StatusCode::OK, Json(job)));
+    }
+    Ok(answer)
 }
 
 async fn list(State(trainer): State<Arc<Trainer>>) -> Json<Vec<Job>> {

@@ -9,6 +9,7 @@ use clap::Args;
 use openledger_chain::{Chain, ChainConfig, Store, mempool::PoolLimits, miner};
 use openledger_content::{AdapterStore, ContentStore, PendingUploads};
 use openledger_flywheel::adapters::Adapters;
+use openledger_flywheel::compute::TrainingTerms;
 use openledger_flywheel::index::registry::IndexRegistry;
 use openledger_flywheel::services::{self, BaseModel, Flywheel};
 use openledger_flywheel::{client::Client, transport::InProcess};
@@ -63,6 +64,14 @@ pub struct DevArgs {
     /// by the hash registered on-chain, when this node holds none; may be repeated.
     #[arg(long, value_name = "URL", value_parser = peer_url)]
     adapter_peer: Vec<String>,
+    /// What a training job costs, in OPEN per 1,000 training tokens (its rows' tokens times its
+    /// epochs), held from the creator's escrow before it is queued and paid to
+    /// --trainer-account once it registers an adapter; 0 trains for free.
+    #[arg(long, value_name = "OPEN", default_value = "0", value_parser = crate::cli::parse_open)]
+    training_price: alloy_primitives::U256,
+    /// The dev account training fees are paid to.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    trainer_account: usize,
 }
 
 /// Runs the dev node until Ctrl-C or SIGTERM.
@@ -95,6 +104,18 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
     let datadir = DataDir::open(&datadir_path)?;
     let (chain, content, indexes) = open_chain(&datadir, genesis, args.max_upload_mib << 20)?;
     let adapters = Adapters::new(content.adapters.clone(), args.adapter_peer.clone())?;
+    if args.trainer_account >= accounts.len() {
+        anyhow::bail!(
+            "--trainer-account {} is not a dev account: there are {} (0 to {})",
+            args.trainer_account,
+            accounts.len(),
+            accounts.len() - 1
+        );
+    }
+    let training = TrainingTerms {
+        price_per_1k: args.training_price,
+        trainer: args.trainer_account,
+    };
 
     let datadir_shown = datadir.path().to_path_buf();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -120,7 +141,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
                 keys,
                 chain_id,
                 datadir_shown.clone(),
-                adapters,
+                (adapters, training),
             ),
         )
         .await?;
@@ -152,7 +173,7 @@ pub(crate) fn flywheel(
     accounts: Vec<PrivateKeySigner>,
     chain_id: u64,
     datadir: PathBuf,
-    adapters: Adapters,
+    (adapters, training): (Adapters, TrainingTerms),
 ) -> impl FnOnce(Client, ContentAccess) -> anyhow::Result<axum::Router> {
     move |chain, api| {
         services::start(Flywheel {
@@ -165,6 +186,7 @@ pub(crate) fn flywheel(
             chain_id,
             datadir,
             adapters,
+            training,
         })
     }
 }

@@ -208,6 +208,8 @@ interface IDatanets {
     error WrongDatanet(uint256 contributionId, uint256 datanetId);
     error NoContributions();
     error EmptyContribution();
+    /// The datanet holds this file already, pending or approved (a rejected one may come again).
+    error DuplicateContent(uint256 datanetId, bytes32 contentHash);
     error EmptyName();
     error TooLong(string field, uint256 max);
     error QuotaExceeded(Quota quota, uint256 wouldUse, uint256 limit);

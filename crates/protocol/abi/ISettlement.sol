@@ -27,6 +27,42 @@ pragma solidity ^0.8.20;
 /// the rest rewards the challenger and the other half goes to the treasury; the bond is
 /// returned. Otherwise the bond goes to the treasury and the receipt is verified for good.
 interface ISettlement {
+    /// A model creator's consent to pay `trainer` up to `maxFee` from escrow for training model
+    /// `modelId` (EIP-712, signed by `payer`; its nonce is spent like an inference order's).
+    struct TrainingOrder {
+        address payer;
+        address trainer;
+        uint256 modelId;
+        uint256 maxFee;
+        uint256 nonce;
+        /// After it, a hold its trainer has not settled can be refunded by the payer.
+        uint64 expiry;
+    }
+
+    /// Where a training payment stands.
+    enum HoldStatus {
+        /// No such hold.
+        None,
+        /// Taken from the payer's escrow, waiting for the training's outcome.
+        Held,
+        /// Paid to the trainer: the model registered a new artifact after the hold.
+        Paid,
+        /// Back in the payer's escrow.
+        Refunded
+    }
+
+    /// A training fee held from escrow (its id is the order's EIP-712 hash).
+    struct TrainingHold {
+        address payer;
+        address trainer;
+        uint256 modelId;
+        uint256 amount;
+        /// The model's artifact count when held: the trainer is paid once it grows.
+        uint64 artifactCount;
+        uint64 expiry;
+        HoldStatus status;
+    }
+
     struct InferenceOrder {
         address user;
         uint256 modelId;
@@ -115,6 +151,11 @@ interface ISettlement {
     event Deposited(address indexed account, uint256 amount);
     event Withdrawn(address indexed account, uint256 amount);
     event Unlocking(address indexed account, uint256 amount, uint64 releaseAt);
+    event TrainingHeld(
+        bytes32 indexed holdId, address indexed payer, address indexed trainer, uint256 modelId, uint256 amount
+    );
+    event TrainingPaid(bytes32 indexed holdId, address indexed trainer, uint256 amount);
+    event TrainingRefunded(bytes32 indexed holdId, address indexed payer, uint256 amount);
     event Settled(
         bytes32 indexed orderHash,
         uint256 indexed modelId,
@@ -181,6 +222,10 @@ interface ISettlement {
     error NotSpanAttributed(uint8 method);
     error AttributionUnavailable(uint256 datanetId, uint64 version, string reason);
     error NotDatanets(address caller);
+    error NotTrainer(bytes32 holdId, address account);
+    error HoldNotOpen(bytes32 holdId, HoldStatus status);
+    error NothingTrained(bytes32 holdId, uint256 modelId);
+    error HoldNotExpired(bytes32 holdId, uint64 expiry);
     error AccrualMismatch(uint256 sum, uint256 value);
 
     /// @notice Adds the OPEN sent to the caller's escrow.
@@ -226,6 +271,22 @@ interface ISettlement {
     /// @notice The Datanets module only: accrues a training-access fee's rewards (the value sent)
     /// for model `modelId`, contributors' parts less their penalty cuts, as RewardAccrued.
     function accrueAccess(uint256 modelId, Accrual[] calldata accruals) external payable;
+
+    /// @notice The trainer named in a signed training order only: takes `amount` (at most the
+    /// order's maxFee) from the payer's escrow, less what is unlocking, into a hold for the
+    /// training; returns the hold's id, the order's hash.
+    function holdTraining(TrainingOrder calldata order, bytes calldata signature, uint256 amount)
+        external
+        returns (bytes32 holdId);
+    /// @notice The hold's trainer only, once its model registered a new artifact since the hold:
+    /// pays the held fee to the trainer.
+    function payTraining(bytes32 holdId) external;
+    /// @notice Returns a held fee to the payer's escrow: by its trainer at any time (the training
+    /// failed or was cancelled), by the payer once the order has expired.
+    function refundTraining(bytes32 holdId) external;
+    function trainingHold(bytes32 holdId) external view returns (TrainingHold memory);
+    /// @notice The EIP-712 digest a payer signs for a training order.
+    function trainingOrderDigest(TrainingOrder calldata order) external view returns (bytes32);
 
     /// @notice Pays the caller's accrued rewards.
     function claim() external returns (uint256 amount);

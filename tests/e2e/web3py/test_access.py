@@ -85,6 +85,18 @@ def test_a_private_file_is_read_only_by_those_who_may(market):
     assert rows(node, mine, late, until=now - 1).status_code == 401
     far = signed(node, w3, mine, dev_key(CONTRIBUTORS[0]), now + 3600)
     assert rows(node, mine, far, until=now + 3600).status_code == 401
+    # Naming someone else's file in a contribution of one's own gives no right to it, nor makes it
+    # public: only files their contributor uploaded count.
+    thief = w3.eth.accounts[6]
+    datanets = module(w3, "IDatanets")
+    theirs = datanets.functions.createDatanet("Mine", "", b"\0" * 32, [], "text", "", True)
+    transact(w3, theirs, dev_key(6))
+    stolen = datanets.functions.datanetCount().call()
+    fee = datanets.functions.publishFee(stolen).call()
+    transact(w3, datanets.functions.publish(stolen), dev_key(6), value=fee)
+    transact(w3, datanets.functions.contribute(stolen, mine, 20, 100, ""), dev_key(6))
+    assert rows(node, mine).status_code == 401
+    assert rows(node, mine, key(6)).status_code == 403, thief
     # The node's own indexer reads it: the private version is indexed.
     status = wait_for(f"{node.api_url}/datanets/{datanet}/versions/1/index",
                       lambda b: b.get("status") in ("ready", "failed"))
@@ -98,12 +110,11 @@ def test_access_is_requested_approved_split_to_the_wei_and_lets_the_model_train(
     fee = datanets.functions.accessFee(model, datanet, 1).call()
     assert fee == PRICE * total_rows
 
-    # A job is refused its rows before access: it fails, naming why.
+    # A job is refused before access, as its registration would be.
     job = {"model": model, "datanets": [f"{datanet}@1"], "rank": 4, "targets": "q,v", "epochs": 1,
            "context": 64, "influenceDims": 0}
-    early = requests.post(f"{node.api_url}/jobs/train", json=job, headers=key(CREATOR), timeout=30).json()
-    early = wait_for(f"{node.api_url}/jobs/{early['id']}", lambda b: b["status"] in ("succeeded", "failed"))
-    assert early["status"] == "failed" and "private datanet" in early["error"], early
+    early = requests.post(f"{node.api_url}/jobs/train", json=job, headers=key(CREATOR), timeout=30)
+    assert early.status_code == 402 and "datanet access request" in early.json()["error"], early.text
 
     refused = cli(node, "datanet", "access", "request", str(model), f"{datanet}@1",
                   "--account", str(OWNER), check=False)
@@ -157,3 +168,60 @@ def test_access_is_requested_approved_split_to_the_wei_and_lets_the_model_train(
         owed = settlement.functions.rewards(account).call()
         claimed = cli_json(node, "settle", "claim", "--account", str(n))
         assert settlement.functions.rewards(account).call() == 0 and owed > 0, claimed
+
+
+def test_a_training_job_is_quoted_held_from_escrow_and_paid_only_for_a_new_adapter(base, tmp_path):  # noqa: F811
+    path, files = base
+    node = Node(extra_args=("--base", str(path), "--training-price", "0.01", "--trainer-account", "1"))
+    try:
+        w3 = client(node)
+        settlement = module(w3, "ISettlement")
+        datanet = cli_json(node, "datanet", "create", "--name", "Paid compute", "--account", "0")["datanetId"]
+        ids = [cli_json(node, "datanet", "contribute", datanet, f, "--account", "3")["contributionId"] for f in files]
+        cli(node, "datanet", "approve", datanet, *ids, "--account", "0")
+        model = int(cli_json(node, "model", "propose", "--name", "paid", "--base-model", "tiny",
+                             "--datanet", datanet, "--account", str(CREATOR))["modelId"])
+        cli(node, "model", "approve", model, "--account", "0")
+        job = {"model": model, "datanets": [f"{datanet}@1"], "rank": 4, "targets": "q,v", "epochs": 2,
+               "context": 64, "influenceDims": 0, "seed": 7}
+        url = f"{node.api_url}/jobs/train"
+
+        quote = requests.post(f"{url}?quote", json=job, headers=key(CREATOR), timeout=60)
+        assert quote.status_code == 200, quote.text
+        quote = quote.json()
+        assert quote["status"] == "quoted" and quote["trainingTokens"] > 0
+        assert int(quote["fee"]) == 10**16 * quote["trainingTokens"] // 1000
+        assert quote["trainer"].lower() == w3.eth.accounts[1].lower()
+        assert requests.get(f"{node.api_url}/jobs", timeout=30).json() == []  # a quote queues nothing
+
+        broke = requests.post(url, json=job, headers=key(CREATOR), timeout=60)
+        assert broke.status_code == 402 and "settle deposit" in broke.json()["error"], broke.text
+
+        creator = w3.eth.accounts[CREATOR]
+        cli(node, "settle", "deposit", "10", "--account", str(CREATOR))
+        escrow = settlement.functions.balanceOf(creator).call()
+        trainer = w3.eth.accounts[1]
+        first = requests.post(url, json=job, headers=key(CREATOR), timeout=60).json()
+        assert first["payment"]["status"] == "held", first
+        fee = int(first["payment"]["fee"])
+        assert settlement.functions.balanceOf(creator).call() == escrow - fee
+        hold = settlement.functions.trainingHold(first["payment"]["holdId"]).call()
+        assert (hold[0], hold[1], hold[3], hold[6]) == (creator, trainer, fee, 1)  # Held
+        done = wait_for(f"{node.api_url}/jobs/{first['id']}", lambda b: b["status"] in ("succeeded", "failed"))
+        assert done["status"] == "succeeded", done
+        done = wait_for(f"{node.api_url}/jobs/{first['id']}", lambda b: b["payment"]["status"] != "held")
+        assert done["payment"]["status"] == "paid", done
+        paid = w3.eth.get_transaction_receipt(done["payment"]["settleTx"])
+        event = settlement.events.TrainingPaid().process_receipt(paid)[0].args
+        assert (event.trainer, event.amount) == (trainer, fee)
+
+        # The same job again trains the same weights: nothing new is registered, so the fee
+        # goes back to the creator.
+        again = requests.post(url, json=job, headers=key(CREATOR), timeout=60).json()
+        assert again["payment"]["status"] == "held", again
+        again = wait_for(f"{node.api_url}/jobs/{again['id']}",
+                         lambda b: b["status"] in ("succeeded", "failed") and b["payment"]["status"] != "held")
+        assert again["payment"]["status"] == "refunded", again
+        assert settlement.functions.balanceOf(creator).call() == escrow - fee
+    finally:
+        node.stop()

@@ -135,7 +135,7 @@ pub(crate) fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(
 
 /// Parses an amount of OPEN ("1.5") into wei: a plain decimal number, at most 18 decimals (a
 /// wei), never negative.
-fn parse_open(s: &str) -> Result<U256, String> {
+pub(crate) fn parse_open(s: &str) -> Result<U256, String> {
     let invalid = |why: &str| format!("invalid OPEN amount {s:?}: {why}");
     let (whole, fraction) = s.split_once('.').unwrap_or((s, ""));
     if whole.is_empty() && fraction.is_empty()

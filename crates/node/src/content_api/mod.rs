@@ -410,10 +410,15 @@ fn parse_hash(hash: &str) -> Result<B256, ApiError> {
 
 async fn manifest(
     State(api): State<ContentApi>,
+    headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
+    reader: Result<Query<reading::Reader>, QueryRejection>,
 ) -> Result<Json<Manifest>, ApiError> {
     let Path(hash) = path?;
+    let Query(reader) = reader?;
     let hash = parse_hash(&hash)?;
+    // Its file name and row hashes say as much as the rows of a guessed file.
+    reading::may_read(&api, hash, &headers, &reader)?;
     let store = api.store.clone();
     let manifest = tokio::task::spawn_blocking(move || store.manifest(hash))
         .await

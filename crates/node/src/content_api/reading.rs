@@ -1,5 +1,6 @@
 //! Who may read a file's rows. A file contributed to (or uploaded for) a public datanet is
-//! public. Otherwise its rows go only to: the owner or a curator of a datanet holding it, the
+//! public. Only contributions of files their contributor uploaded to this node count: the chain
+//! records any content hash a contributor names. Otherwise its rows go only to: the owner or a curator of a datanet holding it, the
 //! account that contributed or uploaded it, the creator of a model with training access to a
 //! version that holds it (`?model=ID`, see `IDatanets.requestAccess`), and the node's own
 //! services (their token). A reader signs [`rows_message`] for the file with an expiry a few
@@ -181,6 +182,11 @@ fn uses(api: &ContentApi, hash: B256) -> Result<Vec<Use>, ApiError> {
         .collect();
     for id in ids {
         let c = view(api, IDatanets::getContributionCall { contributionId: id })?;
+        // The chain takes any hash: a contribution counts only if its contributor uploaded
+        // the file here, so that naming someone else's file gives no right to it.
+        if !api.pending.uploaded_by(hash, c.datanetId, c.contributor) {
+            continue;
+        }
         uses.push(Use {
             datanet: c.datanetId,
             by: c.contributor,

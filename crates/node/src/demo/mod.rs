@@ -24,6 +24,7 @@ use alloy_sol_types::SolCall;
 use anyhow::{Context, bail};
 use clap::Args;
 use openledger_flywheel::adapters::Adapters;
+use openledger_flywheel::compute::TrainingTerms;
 use openledger_flywheel::jobs::DatanetVersion;
 use openledger_flywheel::services::BaseModel;
 use openledger_ml::{
@@ -128,7 +129,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                 keys,
                 chain.chain_id(),
                 datadir.path().to_path_buf(),
-                adapters,
+                (
+                    adapters,
+                    TrainingTerms {
+                        price_per_1k: U256::ZERO,
+                        trainer: 0,
+                    },
+                ),
             ),
         )
         .await?;

@@ -30,9 +30,12 @@ const CONTRIBUTOR_USAGE: Slot = Slot::root(13);
 const DATANET_USAGE: Slot = Slot::root(14);
 const VERSIONS: Slot = Slot::root(15);
 const CONTRIBUTORS: Slot = Slot::root(16);
-/// Per content hash, the contributions of that content, oldest first (slots 17 to 20 are the
+/// Per content hash, the contributions of that content, oldest first (slots 17 to 22 are the
 /// access module's).
-const BY_CONTENT: Slot = Slot::root(21);
+const BY_CONTENT: Slot = Slot::root(23);
+/// Per datanet, per content hash: whether a pending or approved contribution holds it (a file
+/// is contributed to a datanet once).
+const CONTENT_IN: Slot = Slot::root(24);
 
 /// Fields of a datanet, from its base slot.
 mod datanet {
@@ -374,6 +377,15 @@ fn contribute(s: &mut Storage<'_>, caller: Address, c: IDatanets::contributeCall
     if c.rows == 0 || c.size == 0 || c.contentHash.is_zero() {
         return Err(revert(IDatanets::EmptyContribution {}));
     }
+    // A file's rows are paid for once per datanet: the same file again would be paid twice.
+    let held = CONTENT_IN.at(c.datanetId).at(c.contentHash);
+    if s.get::<bool>(held)? {
+        return Err(revert(IDatanets::DuplicateContent {
+            datanetId: c.datanetId,
+            contentHash: c.contentHash,
+        }));
+    }
+    s.set(held, true)?;
     check_len(&c.licence, MAX_SHORT, too_long, "licence")?;
     use_quota(s, caller, c.datanetId, c.size)?;
 
@@ -465,6 +477,9 @@ fn reject(s: &mut Storage<'_>, caller: Address, c: IDatanets::rejectCall) -> Out
             ContributionStatus::Rejected as u8,
         )?;
         s.set(entry.field(contribution::REASON), c.reasonCode)?;
+        // A rejected file may be contributed again (fixed, or by its rightful contributor).
+        let hash: B256 = s.get(entry.field(contribution::HASH))?;
+        s.set(CONTENT_IN.at(c.datanetId).at(hash), false)?;
         let contributor: Address = s.get(entry.field(contribution::CONTRIBUTOR))?;
         s.add(STATS.at(contributor).field(2), U256::from(1))?;
     }

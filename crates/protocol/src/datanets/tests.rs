@@ -268,7 +268,9 @@ fn a_private_datanet_takes_contributions_only_from_its_allow_list() {
     )
     .unwrap();
     f.datanets(ALICE, U256::ZERO, &contribute).unwrap();
-    f.datanets(OWNER, U256::ZERO, &contribute).unwrap();
+    let mut own = contribute.clone();
+    own.contentHash = B256::repeat_byte(0x0e);
+    f.datanets(OWNER, U256::ZERO, &own).unwrap();
 }
 
 #[test]
@@ -377,12 +379,16 @@ fn daily_quotas_bound_contributors_and_datanets() {
         ..ProtocolParams::default()
     });
     let id = f.datanet(OWNER, true);
-    let contribute = |size: u64| IDatanets::contributeCall {
-        datanetId: id,
-        contentHash: B256::repeat_byte(9),
-        rows: 1,
-        size,
-        licence: String::new(),
+    let mut tag = 0u8;
+    let mut contribute = |size: u64| {
+        tag += 1;
+        IDatanets::contributeCall {
+            datanetId: id,
+            contentHash: B256::repeat_byte(tag),
+            rows: 1,
+            size,
+            licence: String::new(),
+        }
     };
     f.datanets(ALICE, U256::ZERO, &contribute(100)).unwrap();
     f.datanets(ALICE, U256::ZERO, &contribute(100)).unwrap();
@@ -555,4 +561,35 @@ fn a_file_s_contributions_are_found_by_its_content_hash_in_every_datanet() {
     assert_eq!(uses(&mut f, 0xab, 0), vec![first, elsewhere]);
     assert_eq!(uses(&mut f, 0xab, 1), vec![elsewhere]);
     assert_eq!(uses(&mut f, 0xee, 0), Vec::<U256>::new());
+}
+
+#[test]
+fn a_file_is_contributed_to_a_datanet_once_until_it_is_rejected() {
+    let mut f = Fixture::new();
+    let id = f.datanet(OWNER, true);
+    let first = f.contribute(ALICE, id, 0xab, 100);
+    let again = IDatanets::contributeCall {
+        datanetId: id,
+        contentHash: B256::repeat_byte(0xab),
+        rows: 900,
+        size: 100,
+        licence: String::new(),
+    };
+    let duplicate = IDatanets::DuplicateContent {
+        datanetId: id,
+        contentHash: B256::repeat_byte(0xab),
+    };
+    assert_reverts(f.datanets(BOB, U256::ZERO, &again), duplicate.clone());
+    // Another datanet may hold the same file.
+    let other = f.datanet(OWNER, true);
+    f.contribute(BOB, other, 0xab, 100);
+    let reject = IDatanets::rejectCall {
+        datanetId: id,
+        contributionIds: vec![first],
+        reasonCode: 1,
+    };
+    f.datanets(OWNER, U256::ZERO, &reject).unwrap();
+    let second = f.datanets(ALICE, U256::ZERO, &again).unwrap();
+    f.approve(OWNER, id, vec![second]);
+    assert_reverts(f.datanets(BOB, U256::ZERO, &again), duplicate);
 }

@@ -489,6 +489,8 @@ pub struct ModelInfo {
     pub rates: Rates,
     /// The artifact version served now; receipts of this one or an earlier one settle.
     pub current_artifact: u64,
+    /// Artifact versions registered so far: a training is paid for once it grows.
+    pub artifact_count: u64,
 }
 
 /// `(datanet id, version trained on)` for each datanet artifact `version` of model `id`
@@ -525,6 +527,7 @@ pub fn model_info(host: &mut dyn ModuleHost, id: U256) -> Result<Option<ModelInf
             output_per_1k: s.get(base.field(field::OUTPUT_RATE))?,
         },
         current_artifact: s.get(base.field(field::CURRENT))?,
+        artifact_count: s.get(base.field(field::ARTIFACT_COUNT))?,
     }))
 }
 

@@ -186,7 +186,7 @@ fn a_retrained_model_serves_its_new_version_once_deployed_again() {
     let c = f.contribute(OWNER, datanet, 1, 100);
     let first = f.approve(OWNER, datanet, vec![c]);
     let id = f.deployed_model(CREATOR, OPERATOR, datanet, first, (milli(2), milli(6)));
-    let c2 = f.contribute(OWNER, datanet, 1, 100);
+    let c2 = f.contribute(OWNER, datanet, 2, 100);
     let second = f.approve(OWNER, datanet, vec![c2]);
 
     // Only its creator registers a new version, and only one that exists.

@@ -8,6 +8,7 @@
 
 pub mod challenge;
 pub mod fee;
+mod training;
 
 use std::sync::Arc;
 
@@ -136,6 +137,17 @@ impl NativeModule for Settlement {
             }
             C::claim(_) => claim(&mut s, caller),
             C::accrueAccess(c) => accrue_access(&mut s, caller, call.value, c),
+            C::holdTraining(c) => training::hold(&mut s, caller, c),
+            C::payTraining(c) => training::pay(&mut s, caller, c.holdId),
+            C::refundTraining(c) => training::refund(&mut s, caller, c.holdId),
+            C::trainingHold(c) => {
+                let held = training::read(&mut s, c.holdId)?;
+                Ok(ISettlement::trainingHoldCall::abi_encode_returns(&held).into())
+            }
+            C::trainingOrderDigest(c) => {
+                let digest = training::digest(&mut s, &c.order);
+                Ok(ISettlement::trainingOrderDigestCall::abi_encode_returns(&digest).into())
+            }
             C::challenge(c) => {
                 challenge::challenge(&mut s, self.oracle.as_deref(), caller, call.value, c)
             }

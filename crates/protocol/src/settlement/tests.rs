@@ -1244,3 +1244,204 @@ fn gradient_attributed_receipts_are_not_span_challenged() {
         ISettlement::NotSpanAttributed { method: 2 },
     );
 }
+
+mod training {
+    use super::*;
+    use crate::abi::ISettlement::{HoldStatus, TrainingOrder};
+
+    const TRAINER: Address = Address::repeat_byte(8);
+
+    impl Market {
+        fn training_order(&self, nonce: u64, max_fee: U256) -> TrainingOrder {
+            TrainingOrder {
+                payer: self.user.address(),
+                trainer: TRAINER,
+                modelId: self.model,
+                maxFee: max_fee,
+                nonce: U256::from(nonce),
+                expiry: self.f.host.timestamp + 3_600,
+            }
+        }
+
+        fn hold(
+            &mut self,
+            order: &TrainingOrder,
+            signer: &PrivateKeySigner,
+            amount: U256,
+        ) -> Result<B256, ModuleError> {
+            let digest = order.eip712_signing_hash(&domain(self.f.host.chain_id));
+            let signature = signer.sign_hash_sync(&digest).unwrap().as_bytes().to_vec();
+            let call = ISettlement::holdTrainingCall {
+                order: order.clone(),
+                signature: signature.into(),
+                amount,
+            };
+            self.f.settlement(order.trainer, U256::ZERO, &call)
+        }
+
+        fn held(&mut self, id: B256) -> ISettlement::TrainingHold {
+            let call = ISettlement::trainingHoldCall { holdId: id };
+            self.f.host.view(&Settlement::default(), &call)
+        }
+
+        fn retrain(&mut self) {
+            let call = IModels::registerArtifactCall {
+                modelId: self.model,
+                adapterHash: B256::repeat_byte(0xbb),
+                datanetVersions: vec![1],
+                metricsHash: B256::ZERO,
+            };
+            self.f.models(CREATOR, &call).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_training_fee_is_held_from_escrow_and_paid_once_a_new_artifact_is_registered() {
+        let mut m = Market::new();
+        let order = m.training_order(1, milli(5_000));
+        let module = m.f.host.balance_of(addresses::SETTLEMENT);
+        let id = m.hold(&order, &m.user.clone(), milli(4_000)).unwrap();
+        assert_eq!(m.escrow(), milli(96_000));
+        let held = m.held(id);
+        assert_eq!((held.amount, held.status), (milli(4_000), HoldStatus::Held));
+        let pay = ISettlement::payTrainingCall { holdId: id };
+        assert_reverts(
+            m.f.settlement(TRAINER, U256::ZERO, &pay),
+            ISettlement::NothingTrained {
+                holdId: id,
+                modelId: m.model,
+            },
+        );
+        m.retrain();
+        assert_reverts(
+            m.f.settlement(CREATOR, U256::ZERO, &pay),
+            ISettlement::NotTrainer {
+                holdId: id,
+                account: CREATOR,
+            },
+        );
+        let trainer = m.f.host.balance_of(TRAINER);
+        m.f.settlement(TRAINER, U256::ZERO, &pay).unwrap();
+        assert_eq!(m.f.host.balance_of(TRAINER), trainer + milli(4_000));
+        assert_eq!(
+            m.f.host.balance_of(addresses::SETTLEMENT),
+            module - milli(4_000)
+        );
+        assert_eq!(m.held(id).status, HoldStatus::Paid);
+        assert_reverts(
+            m.f.settlement(TRAINER, U256::ZERO, &pay),
+            ISettlement::HoldNotOpen {
+                holdId: id,
+                status: HoldStatus::Paid,
+            },
+        );
+        let refund = ISettlement::refundTrainingCall { holdId: id };
+        assert_reverts(
+            m.f.settlement(TRAINER, U256::ZERO, &refund),
+            ISettlement::HoldNotOpen {
+                holdId: id,
+                status: HoldStatus::Paid,
+            },
+        );
+    }
+
+    #[test]
+    fn a_hold_is_refunded_by_its_trainer_or_after_expiry_by_its_payer() {
+        let mut m = Market::new();
+        let user = m.user.address();
+        let first = m.training_order(1, milli(5_000));
+        let id = m.hold(&first, &m.user.clone(), milli(5_000)).unwrap();
+        let refund = ISettlement::refundTrainingCall { holdId: id };
+        m.f.settlement(TRAINER, U256::ZERO, &refund).unwrap();
+        assert_eq!(m.escrow(), milli(100_000));
+        assert_eq!(m.held(id).status, HoldStatus::Refunded);
+
+        let second = m.training_order(2, milli(5_000));
+        let id = m.hold(&second, &m.user.clone(), milli(5_000)).unwrap();
+        let refund = ISettlement::refundTrainingCall { holdId: id };
+        assert_reverts(
+            m.f.settlement(user, U256::ZERO, &refund),
+            ISettlement::HoldNotExpired {
+                holdId: id,
+                expiry: second.expiry,
+            },
+        );
+        assert_reverts(
+            m.f.settlement(OWNER, U256::ZERO, &refund),
+            ISettlement::NotTrainer {
+                holdId: id,
+                account: OWNER,
+            },
+        );
+        m.f.host.timestamp = second.expiry + 1;
+        m.f.settlement(user, U256::ZERO, &refund).unwrap();
+        assert_eq!(m.escrow(), milli(100_000));
+    }
+
+    #[test]
+    fn a_training_order_holds_only_what_its_payer_signed_for_once() {
+        let mut m = Market::new();
+        let user = m.user.clone();
+        let order = m.training_order(1, milli(5_000));
+        let id = order.eip712_signing_hash(&domain(m.f.host.chain_id));
+        let stranger = PrivateKeySigner::random();
+        assert_reverts(
+            m.hold(&order, &stranger, milli(1_000)),
+            ISettlement::BadSignature {},
+        );
+        assert_reverts(
+            m.hold(&order, &user, milli(5_001)),
+            ISettlement::FeeAboveMax {
+                fee: milli(5_001),
+                maxFee: milli(5_000),
+            },
+        );
+        let mut elsewhere = order.clone();
+        elsewhere.trainer = OPERATOR;
+        let signature = user
+            .sign_hash_sync(&elsewhere.eip712_signing_hash(&domain(m.f.host.chain_id)))
+            .unwrap();
+        let call = ISettlement::holdTrainingCall {
+            order: elsewhere.clone(),
+            signature: signature.as_bytes().to_vec().into(),
+            amount: milli(1),
+        };
+        let other_id = elsewhere.eip712_signing_hash(&domain(m.f.host.chain_id));
+        assert_reverts(
+            m.f.settlement(TRAINER, U256::ZERO, &call),
+            ISettlement::NotTrainer {
+                holdId: other_id,
+                account: TRAINER,
+            },
+        );
+        // Escrow that is unlocking pays for nothing new.
+        m.escrow_call(&ISettlement::unlockCall {
+            amount: milli(97_000),
+        })
+        .unwrap();
+        assert_reverts(
+            m.hold(&order, &user, milli(4_000)),
+            ISettlement::InsufficientEscrow {
+                available: milli(3_000),
+                required: milli(4_000),
+            },
+        );
+        assert_eq!(m.hold(&order, &user, milli(3_000)).unwrap(), id);
+        assert_reverts(
+            m.hold(&order, &user, milli(3_000)),
+            ISettlement::NonceUsed {
+                user: user.address(),
+                nonce: U256::from(1),
+            },
+        );
+        let mut late = m.training_order(2, milli(5_000));
+        late.expiry = m.f.host.timestamp - 1;
+        assert_reverts(
+            m.hold(&late, &user, milli(1)),
+            ISettlement::OrderExpired {
+                expiry: late.expiry,
+                timestamp: m.f.host.timestamp,
+            },
+        );
+    }
+}

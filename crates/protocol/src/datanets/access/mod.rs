@@ -24,12 +24,13 @@ use crate::{
     storage::{Slot, Storage},
 };
 
-/// The split and the price cap: three words, in the order of `IDatanets.AccessParams`.
+/// The split and the price cap: three words, slots 17 to 19, in the order of
+/// `IDatanets.AccessParams`.
 const PARAMS: Slot = Slot::root(17);
 /// Per model, per datanet: the grant.
-const GRANTS: Slot = Slot::root(18);
-const REQUEST_COUNT: Slot = Slot::root(19);
-const REQUESTS: Slot = Slot::root(20);
+const GRANTS: Slot = Slot::root(20);
+const REQUEST_COUNT: Slot = Slot::root(21);
+const REQUESTS: Slot = Slot::root(22);
 
 /// Fields of a grant.
 mod grant {

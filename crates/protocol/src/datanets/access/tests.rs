@@ -213,6 +213,13 @@ fn access_is_paid_per_row_and_split_between_contributors_owner_and_treasury_to_t
     assert_eq!(m.rewards(ALICE), U256::from(51_000_000_000_000_000u64));
     assert_eq!(m.rewards(BOB), U256::from(25_500_000_000_000_000u64));
     m.register(2).unwrap();
+    // Requests are numbered from 1, apart from the parameters' storage.
+    assert_eq!(id, U256::from(1));
+    let params = m.f.host.view(&Datanets, &IDatanets::accessParamsCall {});
+    assert_eq!(
+        params.maxPricePerRow,
+        ProtocolParams::default().data_access.max_price_per_row
+    );
     let grant = m.f.host.view(
         &Datanets,
         &IDatanets::accessOfCall {
