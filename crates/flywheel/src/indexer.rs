@@ -246,7 +246,10 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         assert!(
-            failed["error"].as_str().unwrap().contains("did not give the rows of"),
+            failed["error"]
+                .as_str()
+                .unwrap()
+                .contains("did not give the rows of"),
             "{failed}"
         );
         assert_eq!(

@@ -53,6 +53,13 @@ def test_the_demo_accounts_for_every_fee_and_leaves_a_valid_chain(demoed):
     fees, slashed = int(report["fees"]), int(report["slashed"])
     assert fees > 0 and slashed > 0 and report["conserved"]
     assert sum(int(e["earned"]) for e in report["earnings"]) == fees + slashed
+    # Training paid too: the contributors for their rows, the operator for the compute.
+    access, compute = int(report["accessFee"]), int(report["computeFee"])
+    assert access > 0 and compute > 0
+    assert fees == int(report["inferenceFees"]) + access + compute
+    trained_on = {e["who"] for e in report["earnings"] if e["role"] == "training on their rows"}
+    assert trained_on == {"contributor 1", "contributor 2"}
+    assert any(e["who"] == "operator" and int(e["earned"]) == compute for e in report["earnings"])
     earners = {e["who"] for e in report["earnings"]}
     assert {"model creator", "staker", "treasury", "validator 1", "validator 2", "challenger"} <= earners
     for claim in report["claims"]:

@@ -46,6 +46,10 @@ const ROLES: [&str; 8] = [
 ];
 
 impl Cast {
+    /// The operator's dev account (the roles take accounts 0 to 7 in the order of `ROLES`):
+    /// the node's trainer, paid for training compute.
+    pub const OPERATOR_ACCOUNT: usize = 2;
+
     /// The keys of a cast with `contributors` contributors, for the genesis allocation and the
     /// node's dev accounts.
     pub fn keys(contributors: usize) -> anyhow::Result<Vec<PrivateKeySigner>> {

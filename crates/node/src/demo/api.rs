@@ -24,6 +24,8 @@ pub struct Api {
 pub struct Trained {
     /// The job's id, under which the node keeps its log (`GET /jobs/{id}`).
     pub job: u64,
+    /// The transaction that paid the trainer for the job's compute.
+    pub compute_tx: B256,
     pub rows: usize,
     /// Held-out loss before and after training.
     pub loss: (f64, f64),
@@ -96,8 +98,11 @@ impl Api {
             if let Some(loss) = job["losses"].as_array().and_then(|l| l.last()) {
                 bar.set_message(format!("loss {:.3}", loss.as_f64().unwrap_or(f64::NAN)));
             }
+            // Ended, and its fee paid or refunded.
+            let settled = job["payment"]["status"] != "held";
             match job["status"].as_str() {
                 Some("queued" | "running") => tokio::time::sleep(POLL).await,
+                _ if !settled => tokio::time::sleep(POLL).await,
                 _ => break job,
             }
         };
@@ -106,8 +111,11 @@ impl Api {
             bail!("training job {id} {}: {}", job["status"], job["error"]);
         }
         let loss = |key: &str| job[key].as_f64().unwrap_or(f64::NAN);
+        let compute_tx = serde_json::from_value(job["payment"]["settleTx"].clone())
+            .with_context(|| format!("training job {id} paid nothing: {}", job["payment"]))?;
         Ok(Trained {
             job: id,
+            compute_tx,
             rows: job["trainRows"]
                 .as_u64()
                 .context("the job counted no rows")? as usize,

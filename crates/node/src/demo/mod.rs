@@ -81,6 +81,11 @@ const INPUT_RATE: &str = "0.1";
 const OUTPUT_RATE: &str = "0.4";
 /// OPEN the owner wraps into GOPEN to carry the governance vote alone.
 const GOPEN_STAKE: &str = "1000";
+/// OPEN a model pays per row of the datanet to train on it, and per 1,000 training tokens of
+/// compute; the creator's escrow that pays for the compute.
+const ACCESS_PRICE: &str = "0.0001";
+const TRAINING_PRICE: &str = "0.001";
+const CREATOR_ESCROW: &str = "5";
 /// OPEN the staker delegates to the model, and the user prepays into escrow.
 const DELEGATED_STAKE: &str = "25";
 const ESCROW: &str = "20";
@@ -132,8 +137,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                 (
                     adapters,
                     TrainingTerms {
-                        price_per_1k: U256::ZERO,
-                        trainer: 0,
+                        price_per_1k: open(TRAINING_PRICE),
+                        trainer: Cast::OPERATOR_ACCOUNT,
                     },
                 ),
             ),
@@ -203,11 +208,13 @@ impl Demo<'_> {
         self.step("creating and publishing a datanet; contributors upload their files");
         let datanet = self.create_datanet(&manifest).await?;
         let contributions = self.contribute(datanet, &corpora).await?;
-        self.step("the owner approves the contributions: datanet version 1");
+        self.step("the owner approves the contributions (version 1) and prices training on them");
         let version = self.approve(datanet, &contributions).await?;
-        self.step("the creator proposes a model; GOPEN holders approve it through governance");
+        self.price(datanet).await?;
+        self.step("a model is proposed and approved by governance; its creator buys it access");
         let model = self.propose_model(datanet).await?;
         self.govern_approval(model).await?;
+        let access = self.buy_access(model, datanet, version).await?;
         self.step("ModelFactory: a training job fine-tunes a LoRA adapter and registers it");
         let at = DatanetVersion { datanet, version };
         let trained = self.train(model, at).await?;
@@ -236,7 +243,10 @@ impl Demo<'_> {
         self.step("everyone claims what they earned");
         let claims = self.claim(model).await?;
         self.step("checking that every fee is accounted for");
+        let compute = self.cast.operator.client.wait(trained.compute_tx).await?;
         let receipts = Receipts {
+            access,
+            compute,
             settled,
             ratings,
             tampered,
@@ -412,10 +422,57 @@ impl Demo<'_> {
         Ok(())
     }
 
-    /// The creator's training job on the datanet version, through the node's job API: the
-    /// trainer reads the version's rows back from the content API, fine-tunes the adapter,
-    /// records its gradient sketches, registers it and publishes it.
+    /// The owner prices training on the datanet per row; models are granted access at once.
+    async fn price(&self, datanet: U256) -> anyhow::Result<()> {
+        let call = IDatanets::setAccessTermsCall {
+            datanetId: datanet,
+            pricePerRow: open(ACCESS_PRICE),
+            approvalRequired: false,
+        };
+        self.cast
+            .owner
+            .client
+            .send(DATANETS, &call, U256::ZERO)
+            .await?;
+        Ok(())
+    }
+
+    /// The creator buys its model access to the version, paying the quoted fee.
+    async fn buy_access(
+        &self,
+        model: U256,
+        datanet: U256,
+        version: u64,
+    ) -> anyhow::Result<TransactionReceipt> {
+        let creator = &self.cast.creator.client;
+        let quote = IDatanets::accessFeeCall {
+            modelId: model,
+            datanetId: datanet,
+            version,
+        };
+        let fee = creator.view(DATANETS, &quote).await?;
+        let call = IDatanets::requestAccessCall {
+            modelId: model,
+            datanetId: datanet,
+            version,
+        };
+        creator.send(DATANETS, &call, fee).await
+    }
+
+    /// The creator's training job on the datanet version, through the node's job API, paid
+    /// from its escrow: the trainer reads the version's rows back from the content API,
+    /// fine-tunes the adapter, records its gradient sketches, registers it and publishes it,
+    /// and is paid for the compute.
     async fn train(&self, model: U256, at: DatanetVersion) -> anyhow::Result<Trained> {
+        self.cast
+            .creator
+            .client
+            .send(
+                SETTLEMENT,
+                &ISettlement::depositCall {},
+                open(CREATOR_ESCROW),
+            )
+            .await?;
         let request = json!({
             "model": model.to::<u64>(),
             "datanets": [at.to_string()],

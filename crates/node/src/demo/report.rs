@@ -11,10 +11,10 @@ use anyhow::Context;
 use openledger_attribution::Credit;
 use openledger_flywheel::ledger::METHOD_SPAN;
 use openledger_primitives::{
-    addresses::{FEEDBACK, SETTLEMENT, STAKING},
+    addresses::{DATANETS, FEEDBACK, SETTLEMENT, STAKING},
     format_open,
 };
-use openledger_protocol::abi::{IFeedback, ISettlement, IStaking};
+use openledger_protocol::abi::{IDatanets, IFeedback, ISettlement, IStaking};
 use serde_json::{Value, json};
 
 use super::actors::Cast;
@@ -92,6 +92,10 @@ fn field<T: serde::de::DeserializeOwned>(value: &Value, name: &str) -> anyhow::R
 
 /// The transactions the report reads back.
 pub struct Receipts {
+    /// The creator's purchase of training access to the datanet version.
+    pub access: TransactionReceipt,
+    /// The trainer's payment for the training job's compute.
+    pub compute: TransactionReceipt,
     /// The node's settlements of the answers, then the operator's tampered one.
     pub settled: Vec<TransactionReceipt>,
     /// The validators' `finalize` calls.
@@ -104,6 +108,9 @@ pub struct Receipts {
     /// Everyone's claims.
     pub claims: Vec<TransactionReceipt>,
 }
+
+/// The trainer's role: paid at once, not claimed.
+const COMPUTE_ROLE: &str = "training compute";
 
 /// A line of the earnings table.
 struct Earning {
@@ -118,6 +125,10 @@ pub struct Report {
     train_rows: usize,
     loss: (f64, f64),
     inferences: usize,
+    /// What inferences, training access and training compute charged.
+    inference_fees: U256,
+    access_fee: U256,
+    compute_fee: U256,
     /// The receipt ids of the answers' settlements, for `GET /settlements/{id}`.
     receipt_ids: Vec<B256>,
     attributed: usize,
@@ -152,23 +163,43 @@ impl Report {
         receipts: &Receipts,
     ) -> anyhow::Result<Self> {
         let settled: Vec<&TransactionReceipt> = receipts.settled.iter().collect();
-        let fees: U256 = module_events::<ISettlement::Settled>(&settled, SETTLEMENT)
+        let inference_fees: U256 = module_events::<ISettlement::Settled>(&settled, SETTLEMENT)
             .iter()
             .map(|s| s.fee)
             .sum();
+        let access = [&receipts.access];
+        let granted = module_events::<IDatanets::AccessGranted>(&access, DATANETS);
+        let access_fee: U256 = granted.iter().map(|g| g.fee).sum();
+        let compute = [&receipts.compute];
+        let paid = module_events::<ISettlement::TrainingPaid>(&compute, SETTLEMENT);
+        let compute_fee: U256 = paid.iter().map(|p| p.amount).sum();
         let mut earned: BTreeMap<(String, String), U256> = BTreeMap::new();
         let mut add = |who: String, role: &str, amount: U256| {
             *earned.entry((who, role.to_string())).or_default() += amount;
         };
-        for r in module_events::<ISettlement::RewardAccrued>(&settled, SETTLEMENT) {
+        let accrued = module_events::<ISettlement::RewardAccrued>(&settled, SETTLEMENT)
+            .into_iter()
+            .chain(module_events::<ISettlement::RewardAccrued>(
+                &access, SETTLEMENT,
+            ));
+        for r in accrued {
             let role = match r.role {
                 ISettlement::Role::Creator => "creator's share",
                 ISettlement::Role::Stakers => "stakers' share (no delegators)",
                 ISettlement::Role::Contributor => "data contributions",
+                ISettlement::Role::AccessContributor => "training on their rows",
+                ISettlement::Role::AccessOwner => "datanet owner (training access)",
                 _ => "datanet owner (unattributed)",
             };
             add(cast.name_of(r.account), role, r.amount);
         }
+        for g in &granted {
+            add("treasury".into(), "training access share", g.toTreasury);
+        }
+        for p in &paid {
+            add(cast.name_of(p.trainer), COMPUTE_ROLE, p.amount);
+        }
+        let fees = inference_fees + access_fee + compute_fee;
         let to_treasury = module_events::<ISettlement::TreasuryPaid>(&settled, SETTLEMENT)
             .iter()
             .map(|t| t.amount)
@@ -231,7 +262,8 @@ impl Report {
             .into_iter()
             .map(|(who, amount)| (who, (amount, U256::ZERO)))
             .collect();
-        for e in &earnings {
+        // Compute is paid to the trainer at once; everything else is claimed.
+        for e in earnings.iter().filter(|e| e.role != COMPUTE_ROLE) {
             if let Some(line) = claimed.get_mut(&e.who) {
                 line.1 += e.earned;
             }
@@ -241,6 +273,9 @@ impl Report {
             train_rows: trained.rows,
             loss: trained.loss,
             inferences: inferences.len(),
+            inference_fees,
+            access_fee,
+            compute_fee,
             receipt_ids: inferences.iter().map(|i| i.receipt_id).collect(),
             attributed: inferences.iter().filter(|i| !i.weights.is_empty()).count(),
             fees,
@@ -253,7 +288,8 @@ impl Report {
         })
     }
 
-    /// Whether the earnings add up to the fees charged and the stake slashed, to the wei.
+    /// Whether the earnings add up to the fees charged (inferences, training access and
+    /// compute) and the stake slashed, to the wei.
     pub fn conserved(&self) -> bool {
         self.fees + self.slashed == self.accounted
     }
@@ -269,6 +305,9 @@ impl Report {
             "receiptIds": self.receipt_ids,
             "attributed": self.attributed,
             "fees": self.fees.to_string(),
+            "inferenceFees": self.inference_fees.to_string(),
+            "accessFee": self.access_fee.to_string(),
+            "computeFee": self.compute_fee.to_string(),
             "slashed": self.slashed.to_string(),
             "accounted": self.accounted.to_string(),
             "conserved": self.conserved(),
@@ -381,12 +420,20 @@ impl fmt::Display for Report {
                 "inferences"
             },
             self.attributed,
-            format_open(self.fees),
+            format_open(self.inference_fees),
             if self.challenge.is_some() {
                 " (with the operator's tampered settlement)"
             } else {
                 ""
             }
+        )?;
+        writeln!(
+            f,
+            "Training paid {} OPEN for access to the rows and {} OPEN for compute; {} OPEN charged \
+             in all\n",
+            format_open(self.access_fee),
+            format_open(self.compute_fee),
+            format_open(self.fees)
         )?;
         writeln!(f, "{:<16} {:<32} {:>22}", "who", "for", "earned (OPEN)")?;
         for e in &self.earnings {
