@@ -70,6 +70,8 @@ enum Command {
     Model(cli::model::ModelArgs),
     /// Inference escrow and rewards: deposit, withdraw, claim, show rewards.
     Settle(cli::settle::SettleArgs),
+    /// Training jobs on a dev node: quote, submit (fee held from escrow), show, cancel.
+    Job(cli::job::JobArgs),
     /// Governance: wrap OPEN into GOPEN, delegate, propose, vote, queue, execute, show.
     Gov(cli::gov::GovArgs),
     /// Staking: stake on models, unbond, claim rewards, slash, flag contributions.
@@ -121,6 +123,7 @@ fn main() -> std::process::ExitCode {
         Command::Datanet(args) => cli::datanet::run(args),
         Command::Model(args) => cli::model::run(args),
         Command::Settle(args) => cli::settle::run(args),
+        Command::Job(args) => cli::job::run(args),
         Command::Gov(args) => cli::gov::run(args),
         Command::Stake(args) => cli::stake::run(args),
         Command::Validator(args) => cli::feedback::run(args),

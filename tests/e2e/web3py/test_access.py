@@ -193,6 +193,12 @@ def test_a_training_job_is_quoted_held_from_escrow_and_paid_only_for_a_new_adapt
         assert int(quote["fee"]) == 10**16 * quote["trainingTokens"] // 1000
         assert quote["trainer"].lower() == w3.eth.accounts[1].lower()
         assert requests.get(f"{node.api_url}/jobs", timeout=30).json() == []  # a quote queues nothing
+        by_cli = cli_json(node, "job", "quote", "--model", str(model), "--datanet", f"{datanet}@1", "--rank", "4",
+                          "--targets", "q,v", "--epochs", "2", "--context", "64", "--seed", "7",
+                          "--account", str(CREATOR))
+        assert by_cli["fee"] == quote["fee"]
+        unsigned = cli(node, "job", "quote", "--model", str(model), "--datanet", f"{datanet}@1", check=False)
+        assert unsigned.returncode != 0 and "--account N" in unsigned.stderr
 
         broke = requests.post(url, json=job, headers=key(CREATOR), timeout=60)
         assert broke.status_code == 402 and "settle deposit" in broke.json()["error"], broke.text
@@ -211,6 +217,8 @@ def test_a_training_job_is_quoted_held_from_escrow_and_paid_only_for_a_new_adapt
         assert done["status"] == "succeeded", done
         done = wait_for(f"{node.api_url}/jobs/{first['id']}", lambda b: b["payment"]["status"] != "held")
         assert done["payment"]["status"] == "paid", done
+        shown = cli(node, "job", "show", str(first["id"])).stdout
+        assert "succeeded" in shown and "paid to the trainer" in shown, shown
         paid = w3.eth.get_transaction_receipt(done["payment"]["settleTx"])
         event = settlement.events.TrainingPaid().process_receipt(paid)[0].args
         assert (event.trainer, event.amount) == (trainer, fee)
@@ -222,6 +230,17 @@ def test_a_training_job_is_quoted_held_from_escrow_and_paid_only_for_a_new_adapt
         again = wait_for(f"{node.api_url}/jobs/{again['id']}",
                          lambda b: b["status"] in ("succeeded", "failed") and b["payment"]["status"] != "held")
         assert again["payment"]["status"] == "refunded", again
+        assert settlement.functions.balanceOf(creator).call() == escrow - fee
+
+        # A job cancelled (queued or running) is refunded too.
+        long = {**job, "epochs": 80, "seed": 8}
+        cancelled = requests.post(url, json=long, headers=key(CREATOR), timeout=60).json()
+        assert cancelled["payment"]["status"] == "held", cancelled
+        stop = requests.delete(f"{node.api_url}/jobs/{cancelled['id']}", headers=key(CREATOR), timeout=30)
+        assert stop.status_code in (200, 202), stop.text
+        cancelled = wait_for(f"{node.api_url}/jobs/{cancelled['id']}",
+                             lambda b: b["status"] == "cancelled" and b["payment"]["status"] != "held")
+        assert cancelled["payment"]["status"] == "refunded", cancelled
         assert settlement.functions.balanceOf(creator).call() == escrow - fee
     finally:
         node.stop()

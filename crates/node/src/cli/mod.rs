@@ -10,6 +10,7 @@ pub mod access;
 pub mod datanet;
 pub mod feedback;
 pub mod gov;
+pub mod job;
 pub mod model;
 pub mod settle;
 pub mod stake;
@@ -37,7 +38,7 @@ pub struct Common {
         default_value = "http://127.0.0.1:8545"
     )]
     rpc_url: String,
-    /// Content API of the node (file uploads).
+    /// Content API of the node (file uploads, training jobs).
     #[arg(
         long,
         global = true,
@@ -150,6 +151,14 @@ pub(crate) fn parse_open(s: &str) -> Result<U256, String> {
         return Err(invalid("finer than a wei (18 decimals)"));
     }
     parse_ether(s).map_err(|e| invalid(&e.to_string()))
+}
+
+/// An amount in wei written as a decimal string in JSON, in OPEN (`-` when it is not one).
+pub(crate) fn open_of(value: &serde_json::Value) -> String {
+    value
+        .as_str()
+        .and_then(|v| v.parse::<U256>().ok())
+        .map_or_else(|| "-".to_string(), format_open)
 }
 
 /// An amount as OPEN, for text output.

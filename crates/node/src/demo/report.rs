@@ -394,14 +394,6 @@ fn evidence(cast: &Cast, contributions: &[U256], inferences: &[Inference]) -> Op
     }))
 }
 
-/// An amount in wei, given as a decimal string, in OPEN.
-fn open_of(value: &Value) -> String {
-    value
-        .as_str()
-        .and_then(|v| v.parse::<U256>().ok())
-        .map_or_else(|| "-".to_string(), format_open)
-}
-
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
@@ -467,7 +459,7 @@ impl fmt::Display for Report {
             )?;
         }
         if let Some(c) = &self.challenge {
-            let open = |key: &str| open_of(&c[key]);
+            let open = |key: &str| crate::cli::open_of(&c[key]);
             writeln!(
                 f,
                 "\nChallenge: the operator settled answer {} with all its weight on {}",
@@ -493,7 +485,7 @@ impl fmt::Display for Report {
                     f,
                     "  re-paid {} {} OPEN",
                     r["who"].as_str().unwrap_or_default(),
-                    open_of(&r["amount"])
+                    crate::cli::open_of(&r["amount"])
                 )?;
             }
         }
