@@ -104,7 +104,11 @@ pub async fn quote(
     .await??;
     let bound = (max_steps * TrainOptions::default().batch_size * context) as u64;
     payment.training_tokens = tokens.saturating_mul(epochs as u64).min(bound);
-    let fee = terms.price_per_1k * U256::from(payment.training_tokens) / U256::from(1_000);
+    let fee = terms
+        .price_per_1k
+        .checked_mul(U256::from(payment.training_tokens))
+        .context("the fee overflows: the node's training price is too high")?
+        / U256::from(1_000);
     payment.fee = fee.to_string();
     Ok(payment)
 }
@@ -161,6 +165,17 @@ pub async fn settle(
         return Ok(payment);
     };
     let trainer = trainer_client(flywheel);
+    // Settled already, by a call whose answer a stop cut off: the chain says how.
+    let call = ISettlement::trainingHoldCall { holdId: hold_id };
+    let status = match trainer.view(SETTLEMENT, &call).await?.status {
+        ISettlement::HoldStatus::Paid => Some(PaymentStatus::Paid),
+        ISettlement::HoldStatus::Refunded => Some(PaymentStatus::Refunded),
+        _ => None,
+    };
+    if let Some(status) = status {
+        payment.status = status;
+        return Ok(payment);
+    }
     let (receipt, status) = if trained {
         let call = ISettlement::payTrainingCall { holdId: hold_id };
         (

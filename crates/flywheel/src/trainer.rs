@@ -618,6 +618,28 @@ impl Trainer {
     /// Refuses at submission what the chain would refuse after training: a model that cannot
     /// take a new artifact version (Proposed, Retired, Slashed), an account that is not its
     /// creator, datanet versions that do not match its datanets.
+    /// Refuses a job of `account`'s when it has [`MAX_QUEUED_PER_ACCOUNT`] waiting already,
+    /// before any fee is held.
+    fn room_for(&self, account: usize) -> Result<(), ApiError> {
+        let waiting = self
+            .jobs
+            .lock()
+            .expect("jobs lock")
+            .values()
+            .filter(|j| j.account == account && j.status == Status::Queued)
+            .count();
+        if waiting >= MAX_QUEUED_PER_ACCOUNT {
+            return Err(ApiError(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "dev-{account} has {waiting} jobs waiting, the most an account may: wait for \
+                     one to start, or cancel one (DELETE /jobs/ID)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The job's quote: its fee at this node's price for the tokens of the rows it reads.
     async fn quote(
         &self,
@@ -660,8 +682,9 @@ impl Trainer {
                         StatusCode::PAYMENT_REQUIRED,
                         format!(
                             "the job costs {fee} wei (1 OPEN = 10^18 wei), held from dev-{account}'s \
-                             escrow before it is queued: {message}; deposit OPEN first \
-                             (openledger settle deposit)"
+                             escrow (less what is unlocking) before it is queued: {message}; \
+                             deposit OPEN first (openledger settle deposit), or cancel an unlock \
+                             (openledger settle unlock 0)"
                         ),
                     )
                 } else {
@@ -736,30 +759,26 @@ async fn submit(
     LoraConfig::new(request.rank, request.alpha, &request.targets)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     trainer.may_train(request.model, account, &versions).await?;
+    // Anything but `?quote` may be a typo of it: refused before any fee is held.
+    let quote_only = match query.as_deref() {
+        None | Some("") => false,
+        Some("quote") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "unknown query {other:?}: POST /jobs/train?quote prices a job without queuing it"
+            )));
+        }
+    };
+    trainer.room_for(account)?;
     let payment = trainer.quote(&request, account, &versions).await?;
-    let quote_only = query.as_deref().is_some_and(|q| {
-        q.split('&')
-            .any(|p| p == "quote" || p.starts_with("quote="))
-    });
     if quote_only {
         return Ok((StatusCode::OK, Json(payment)).into_response());
     }
+    // Held before the job is recorded; the job keeps the hold whatever happens next (a job
+    // submitted meanwhile may take the account past its limit by one, never lose a fee).
     let payment = trainer.hold(account, request.model, payment).await?;
     let job = {
         let mut jobs = trainer.jobs.lock().expect("jobs lock");
-        let waiting = jobs
-            .values()
-            .filter(|j| j.account == account && j.status == Status::Queued)
-            .count();
-        if waiting >= MAX_QUEUED_PER_ACCOUNT {
-            return Err(ApiError(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!(
-                    "dev-{account} has {waiting} jobs waiting, the most an account may: wait for \
-                     one to start, or cancel one (DELETE /jobs/ID)"
-                ),
-            ));
-        }
         let id = jobs.keys().next_back().map_or(1, |last| last + 1);
         let mut job = Job {
             id,

@@ -112,6 +112,13 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
             accounts.len() - 1
         );
     }
+    let most = openledger_primitives::OPEN * alloy_primitives::U256::from(1_000_000);
+    if args.training_price > most {
+        anyhow::bail!(
+            "--training-price {} OPEN is more than 1,000,000 OPEN per 1,000 training tokens",
+            format_open(args.training_price)
+        );
+    }
     let training = TrainingTerms {
         price_per_1k: args.training_price,
         trainer: args.trainer_account,

@@ -278,8 +278,8 @@ interface ISettlement {
     function holdTraining(TrainingOrder calldata order, bytes calldata signature, uint256 amount)
         external
         returns (bytes32 holdId);
-    /// @notice The hold's trainer only, once its model registered a new artifact since the hold:
-    /// pays the held fee to the trainer.
+    /// @notice The hold's trainer only, once its model registered a new artifact since the hold
+    /// that paid no other hold: pays the held fee to the trainer.
     function payTraining(bytes32 holdId) external;
     /// @notice Returns a held fee to the payer's escrow: by its trainer at any time (the training
     /// failed or was cancelled), by the payer once the order has expired.

@@ -200,6 +200,8 @@ def test_a_training_job_is_quoted_held_from_escrow_and_paid_only_for_a_new_adapt
         unsigned = cli(node, "job", "quote", "--model", str(model), "--datanet", f"{datanet}@1", check=False)
         assert unsigned.returncode != 0 and "--account N" in unsigned.stderr
 
+        typo = requests.post(f"{url}?quotes", json=job, headers=key(CREATOR), timeout=60)
+        assert typo.status_code == 400 and "?quote" in typo.json()["error"], typo.text
         broke = requests.post(url, json=job, headers=key(CREATOR), timeout=60)
         assert broke.status_code == 402 and "settle deposit" in broke.json()["error"], broke.text
 

@@ -1320,8 +1320,19 @@ mod training {
                 account: CREATOR,
             },
         );
+        // One artifact pays one hold: another hold taken before it waits for its own.
+        let other = m.training_order(2, milli(1_000));
+        let other = m.hold(&other, &m.user.clone(), milli(1_000)).unwrap();
         let trainer = m.f.host.balance_of(TRAINER);
         m.f.settlement(TRAINER, U256::ZERO, &pay).unwrap();
+        let pay_other = ISettlement::payTrainingCall { holdId: other };
+        assert_reverts(
+            m.f.settlement(TRAINER, U256::ZERO, &pay_other),
+            ISettlement::NothingTrained {
+                holdId: other,
+                modelId: m.model,
+            },
+        );
         assert_eq!(m.f.host.balance_of(TRAINER), trainer + milli(4_000));
         assert_eq!(
             m.f.host.balance_of(addresses::SETTLEMENT),
@@ -1388,6 +1399,10 @@ mod training {
         assert_reverts(
             m.hold(&order, &stranger, milli(1_000)),
             ISettlement::BadSignature {},
+        );
+        assert_reverts(
+            m.hold(&order, &user, U256::ZERO),
+            ISettlement::ZeroAmount {},
         );
         assert_reverts(
             m.hold(&order, &user, milli(5_001)),

@@ -17,6 +17,8 @@ use crate::{
 
 /// Per hold id, the hold.
 const HOLDS: Slot = Slot::root(10);
+/// Per model, the artifact count that last paid a hold: each new artifact pays one hold.
+const PAID_UP_TO: Slot = Slot::root(11);
 
 /// Fields of a hold.
 mod hold {
@@ -50,6 +52,9 @@ pub(super) fn hold(s: &mut Storage<'_>, caller: Address, c: ISettlement::holdTra
             expiry: order.expiry,
             timestamp: now,
         }));
+    }
+    if c.amount.is_zero() {
+        return Err(revert(ISettlement::ZeroAmount {}));
     }
     if c.amount > order.maxFee {
         return Err(revert(ISettlement::FeeAboveMax {
@@ -140,13 +145,16 @@ pub(super) fn pay(s: &mut Storage<'_>, caller: Address, id: B256) -> Out {
             account: caller,
         }));
     }
+    // An artifact registered since the hold, and not one that paid another hold already.
     let artifacts = model_info(s.host(), held.modelId)?.map_or(0, |m| m.artifact_count);
-    if artifacts <= held.artifactCount {
+    let paid_up_to: u64 = s.get(PAID_UP_TO.at(held.modelId))?;
+    if artifacts <= held.artifactCount.max(paid_up_to) {
         return Err(revert(ISettlement::NothingTrained {
             holdId: id,
             modelId: held.modelId,
         }));
     }
+    s.set(PAID_UP_TO.at(held.modelId), artifacts)?;
     s.set(HOLDS.at(id).field(hold::STATUS), HoldStatus::Paid as u8)?;
     s.host().transfer(held.trainer, held.amount)?;
     emit(
