@@ -244,7 +244,7 @@ async fn contribution_rows(
 
 /// The query and headers that say who reads file `hash`: the node's token, or a signature of
 /// the reader's over the file with a short expiry (nothing, for a client without a signer).
-async fn read_credentials(
+pub async fn read_credentials(
     client: &Client,
     reader: &RowsReader,
     hash: B256,

@@ -246,3 +246,20 @@ def test_a_training_job_is_quoted_held_from_escrow_and_paid_only_for_a_new_adapt
         assert settlement.functions.balanceOf(creator).call() == escrow - fee
     finally:
         node.stop()
+
+
+def test_approval_refuses_a_contribution_that_declares_more_rows_than_its_file_has(market, tmp_path):
+    """Access fees pay per declared row: `datanet approve` checks each declaration against the
+    file the node holds."""
+    node, w3, datanet, _, _ = market
+    small = tmp_path / "small.txt"
+    small.write_text("One row only.\n")
+    uploaded = cli_json(node, "datanet", "upload", str(datanet), str(small), "--account", str(CONTRIBUTORS[0]))
+    datanets = module(w3, "IDatanets")
+    receipt, _ = transact(w3, datanets.functions.contribute(datanet, uploaded["contentHash"], 900,
+                                                            uploaded["size"], ""), dev_key(CONTRIBUTORS[0]))
+    inflated = datanets.events.Contributed().process_receipt(receipt)[0].args.contributionId
+    refused = cli(node, "datanet", "approve", str(datanet), str(inflated), "--account", str(OWNER), check=False)
+    assert refused.returncode != 0 and "declares 900 rows" in refused.stderr, refused.stderr
+    assert datanets.functions.getContribution(inflated).call()[7] == 0  # still pending
+    cli(node, "datanet", "reject", str(datanet), str(inflated), "--account", str(OWNER))

@@ -67,13 +67,18 @@ enum DatanetCommand {
         #[arg(long, default_value = "")]
         licence: String,
     },
-    /// Approve pending contributions, in order, as a new version (pays the version fee).
+    /// Approve pending contributions, in order, as a new version (pays the version fee). Each
+    /// contribution's declared rows and size are checked first against the file the node holds
+    /// (access fees pay per declared row); one that differs is refused.
     Approve {
         /// The datanet.
         datanet: U256,
         /// Contribution ids.
         #[arg(required = true)]
         contributions: Vec<U256>,
+        /// Approve without checking the files against what their contributions declare.
+        #[arg(long)]
+        unchecked: bool,
     },
     /// Reject pending contributions.
     Reject {
@@ -197,7 +202,11 @@ pub fn run(args: DatanetArgs) -> anyhow::Result<()> {
             DatanetCommand::Approve {
                 datanet,
                 contributions,
+                unchecked,
             } => {
+                if !unchecked {
+                    check_declared(&client, &common.api_url, &contributions).await?;
+                }
                 let fee = client
                     .view(
                         DATANETS,
@@ -283,6 +292,59 @@ pub fn run(args: DatanetArgs) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// Refuses contributions whose declared rows or size differ from the file the node holds (the
+/// chain takes what a contributor declares); warns of those it cannot check.
+async fn check_declared(client: &Client, api_url: &str, ids: &[U256]) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let reader = openledger_flywheel::jobs::RowsReader::Signer { model: None };
+    for &id in ids {
+        let c = client
+            .view(
+                DATANETS,
+                &IDatanets::getContributionCall { contributionId: id },
+            )
+            .await?;
+        let hash = c.contentHash;
+        let (query, headers) =
+            openledger_flywheel::jobs::read_credentials(client, &reader, hash).await?;
+        let mut request = http.get(format!(
+            "{}/contributions/{hash}?{}",
+            api_url.trim_end_matches('/'),
+            query.trim_start_matches('&')
+        ));
+        for (name, value) in &headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the content API at {api_url}"))?;
+        let status = response.status();
+        let manifest: Value = response.json().await.unwrap_or_default();
+        if !status.is_success() {
+            // Not held here (uploaded to another node), or not readable by the signer.
+            eprintln!(
+                "warning: contribution {id}'s file {hash} could not be checked ({status}: {})",
+                manifest["error"].as_str().unwrap_or("no reason")
+            );
+            continue;
+        }
+        let (rows, size) = (manifest["rows"].as_u64(), manifest["size"].as_u64());
+        if (rows, size) != (Some(c.rows), Some(c.size)) {
+            anyhow::bail!(
+                "contribution {id} declares {} rows and {} bytes, but its file {hash} has {} rows \
+                 and {} bytes: reject it (openledger datanet reject {} {id})",
+                c.rows,
+                c.size,
+                rows.unwrap_or_default(),
+                size.unwrap_or_default(),
+                c.datanetId
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn datanet(client: &Client, id: U256) -> anyhow::Result<IDatanets::Datanet> {
