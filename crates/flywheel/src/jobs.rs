@@ -42,8 +42,10 @@ impl FromStr for DatanetVersion {
             .split_once('@')
             .ok_or_else(|| format!("{s:?} is not ID@VERSION, for example 1@2"))?;
         let datanet = id
-            .parse()
-            .map_err(|_| format!("{id:?} is not a datanet id"))?;
+            .parse::<U256>()
+            .ok()
+            .filter(|d| !id.is_empty() && !d.is_zero())
+            .ok_or_else(|| format!("{id:?} is not a datanet id (1, 2, ...)"))?;
         let version = version
             .parse()
             .ok()
@@ -625,6 +627,8 @@ mod tests {
         for (bad, why) in [
             ("12", "ID@VERSION"),
             ("x@1", "not a datanet id"),
+            ("@1", "not a datanet id"),
+            ("0@1", "not a datanet id"),
             ("1@0", "not a version"),
             ("1@v2", "not a version"),
         ] {

@@ -139,15 +139,12 @@ impl Flywheel {
             .ok_or_else(|| {
                 unauthorized("an API key is needed: Authorization: Bearer dev-<N>".into())
             })?;
-        key.strip_prefix("dev-")
-            .and_then(|n| n.parse::<usize>().ok())
-            .filter(|&n| n < self.accounts.len())
-            .ok_or_else(|| {
-                unauthorized(format!(
-                    "unknown API key {key:?}: dev-0 to dev-{} stand for the dev accounts",
-                    self.accounts.len().saturating_sub(1)
-                ))
-            })
+        crate::signing::dev_key_index(key, self.accounts.len()).ok_or_else(|| {
+            unauthorized(format!(
+                "unknown API key {key:?}: dev-0 to dev-{} stand for the dev accounts",
+                self.accounts.len().saturating_sub(1)
+            ))
+        })
     }
 }
 

@@ -34,9 +34,31 @@ pub fn rows_message(chain_id: u64, content_hash: B256, until: u64) -> String {
     format!("OpenLedger rows of {content_hash} until {until} on chain {chain_id}")
 }
 
+/// The dev account index a dev API key (`dev-<N>`, N written plainly: `dev-01` is not a key)
+/// stands for, among `accounts` dev accounts.
+pub fn dev_key_index(key: &str, accounts: usize) -> Option<usize> {
+    let digits = key.strip_prefix("dev-")?;
+    let n: usize = digits.parse().ok()?;
+    (n.to_string() == digits && n < accounts).then_some(n)
+}
+
 /// The token of an `Authorization: Bearer <token>` value; the scheme's case does not matter
 /// (RFC 7235).
 pub fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dev_key_names_a_dev_account_plainly() {
+        assert_eq!(dev_key_index("dev-1", 10), Some(1));
+        assert_eq!(dev_key_index("dev-0", 10), Some(0));
+        for bad in ["dev-01", "dev-+1", "dev-10", "dev-", "dev-1 ", "DEV-1", "1"] {
+            assert_eq!(dev_key_index(bad, 10), None, "{bad:?}");
+        }
+    }
 }

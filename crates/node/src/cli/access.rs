@@ -5,8 +5,9 @@ use alloy_primitives::U256;
 use anyhow::Context;
 use clap::Subcommand;
 use openledger_flywheel::jobs::DatanetVersion;
-use openledger_primitives::addresses::DATANETS;
+use openledger_primitives::addresses::{DATANETS, MODELS};
 use openledger_protocol::abi::IDatanets::{self, AccessStatus};
+use openledger_protocol::abi::IModels;
 use serde_json::json;
 
 use super::{Client, Common, date, events, open};
@@ -156,6 +157,14 @@ pub async fn run(common: &Common, client: &Client, command: AccessCommand) -> an
 }
 
 async fn show(common: &Common, client: &Client, model: U256, datanet: U256) -> anyhow::Result<()> {
+    // Named first so that an unknown model is an error, not an empty grant.
+    client
+        .view(MODELS, &IModels::getModelCall { modelId: model })
+        .await?;
+    let public = client
+        .view(DATANETS, &IDatanets::getDatanetCall { datanetId: datanet })
+        .await?
+        .isPublic;
     let terms = client
         .view(DATANETS, &IDatanets::accessTermsCall { datanetId: datanet })
         .await?;
@@ -182,10 +191,10 @@ async fn show(common: &Common, client: &Client, model: U256, datanet: U256) -> a
         open(grant.paid),
         date(grant.grantedAt),
         open(terms.pricePerRow),
-        if terms.approvalRequired {
-            " (the owner approves each request)"
-        } else {
-            ""
+        match (terms.approvalRequired, public) {
+            (true, false) => " (the owner approves each request)",
+            (true, true) => " (public: granted at once, though approval is set)",
+            _ => "",
         }
     );
     if let Some(p) = &pending {

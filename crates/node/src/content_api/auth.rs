@@ -9,7 +9,7 @@
 use alloy_primitives::{Address, Signature, U256};
 use axum::http::{HeaderMap, StatusCode, header};
 
-use openledger_flywheel::signing::{SIGNATURE_HEADER, bearer_token, upload_message};
+use openledger_flywheel::signing::{SIGNATURE_HEADER, bearer_token, dev_key_index, upload_message};
 
 use super::ApiError;
 
@@ -52,9 +52,8 @@ pub(super) fn credential(
              signature as {SIGNATURE_HEADER}, or on a dev node send Authorization: Bearer dev-<N>"
         )));
     };
-    key.strip_prefix("dev-")
-        .and_then(|n| n.parse::<usize>().ok())
-        .and_then(|n| dev_accounts.get(n).copied())
+    dev_key_index(key, dev_accounts.len())
+        .map(|n| dev_accounts[n])
         .map(Credential::DevKey)
         .ok_or_else(|| {
             unauthorized(format!(
