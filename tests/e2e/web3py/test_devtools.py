@@ -140,6 +140,9 @@ def test_a_revert_goes_back_to_the_snapshot_and_forgets_later_ones(own_w3, artif
     # Reverting to a snapshot taken after the one reverted to is refused: it went with it.
     assert rpc(w3, "evm_revert", second) is False
     assert rpc(w3, "evm_revert", first) is False
+    # "0x" is no snapshot id: refused as geth refuses a hex quantity without digits.
+    with pytest.raises(Web3RPCError, match="no digits"):
+        rpc(w3, "evm_revert", "0x")
     # The clock went back too: the next block is not a day ahead.
     receipt = increment(w3, counter, w3.eth.accounts[0])
     assert w3.eth.get_block(receipt.blockNumber).timestamp < clock + 86_400
