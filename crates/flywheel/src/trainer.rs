@@ -615,9 +615,6 @@ impl Trainer {
             .with_context(|| format!("cannot publish the adapter to {}", served.display()))
     }
 
-    /// Refuses at submission what the chain would refuse after training: a model that cannot
-    /// take a new artifact version (Proposed, Retired, Slashed), an account that is not its
-    /// creator, datanet versions that do not match its datanets.
     /// Refuses a job of `account`'s when it has [`MAX_QUEUED_PER_ACCOUNT`] waiting already,
     /// before any fee is held.
     fn room_for(&self, account: usize) -> Result<(), ApiError> {
@@ -693,6 +690,9 @@ impl Trainer {
             })
     }
 
+    /// Refuses at submission what the chain would refuse after training: a model that cannot
+    /// take a new artifact version (Proposed, Retired, Slashed), an account that is not its
+    /// creator, datanet versions that do not match its datanets, a model without access to them.
     async fn may_train(
         &self,
         model: u64,

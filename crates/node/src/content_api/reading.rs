@@ -1,6 +1,7 @@
 //! Who may read a file's rows. A file contributed to (or uploaded for) a public datanet is
 //! public. Only contributions of files their contributor uploaded to this node count: the chain
-//! records any content hash a contributor names. Otherwise its rows go only to: the owner or a curator of a datanet holding it, the
+//! records any content hash a contributor names. A file with none of those is read by no one
+//! but the node's services. Otherwise its rows go only to: the owner or a curator of a datanet holding it, the
 //! account that contributed or uploaded it, the creator of a model with training access to a
 //! version that holds it (`?model=ID`, see `IDatanets.requestAccess`), and the node's own
 //! services (their token). A reader signs [`rows_message`] for the file with an expiry a few
@@ -48,7 +49,11 @@ pub(super) fn may_read(
     headers: &HeaderMap,
     reader: &Reader,
 ) -> Result<(), ApiError> {
-    let uses = uses(api, hash)?;
+    let (uses, contributed) = uses(api, hash)?;
+    // Nobody uploaded or contributed it: the store answers (404 for what it does not hold).
+    if uses.is_empty() && !contributed {
+        return Ok(());
+    }
     let mut private = Vec::new();
     for u in uses {
         let datanet = view(
@@ -62,7 +67,8 @@ pub(super) fn may_read(
         }
         private.push((u, datanet.owner));
     }
-    if private.is_empty() || is_node(api, headers) {
+    // Contributed only by accounts that never uploaded it here: nobody's to read.
+    if is_node(api, headers) {
         return Ok(());
     }
     let signer = signer(api, hash, headers, reader)?;
@@ -83,9 +89,10 @@ pub(super) fn may_read(
     Err(ApiError(
         StatusCode::FORBIDDEN,
         format!(
-            "{signer} may not read the rows of {hash}, a file of a private datanet: its owner, \
-             curators and contributor may, and the creator of a model granted access to a version \
-             holding it (name the model: ?model=ID; openledger datanet access request)"
+            "{signer} may not read the rows of {hash}, not a public file (a private datanet's, or \
+             none this node holds): its owner, curators and contributor may, and the creator of a \
+             model granted access to a version holding it (name the model: ?model=ID; \
+             openledger datanet access request)"
         ),
     ))
 }
@@ -115,8 +122,8 @@ fn signer(
     let signs = rows_message(chain_id, hash, now + MAX_READ_SECS);
     let credential = credential(headers, &api.dev_accounts, &signs).map_err(|e| {
         unauthorized(format!(
-            "{hash} is a file of a private datanet: {} (with ?until= the time in the message, at \
-             most ten minutes ahead)",
+            "{hash} is not a public file (a private datanet's, or none this node holds): {} (with \
+             ?until= the time in the message, at most ten minutes ahead)",
             e.1
         ))
     })?;
@@ -160,8 +167,9 @@ fn granted(api: &ContentApi, u: &Use, signer: Address, reader: &Reader) -> Resul
         )?)
 }
 
-/// Where file `hash` is: its contributions, or, until it is contributed, its uploads.
-fn uses(api: &ContentApi, hash: B256) -> Result<Vec<Use>, ApiError> {
+/// Where file `hash` is: its uploads not yet contributed and the contributions of it that their
+/// contributor uploaded here; and whether the chain records any contribution of it at all.
+fn uses(api: &ContentApi, hash: B256) -> Result<(Vec<Use>, bool), ApiError> {
     let ids = view(
         api,
         IDatanets::contributionsWithContentCall {
@@ -180,6 +188,7 @@ fn uses(api: &ContentApi, hash: B256) -> Result<Vec<Use>, ApiError> {
             version: None,
         })
         .collect();
+    let contributed = !ids.is_empty();
     for id in ids {
         let c = view(api, IDatanets::getContributionCall { contributionId: id })?;
         // The chain takes any hash: a contribution counts only if its contributor uploaded
@@ -193,7 +202,7 @@ fn uses(api: &ContentApi, hash: B256) -> Result<Vec<Use>, ApiError> {
             version: (c.status == IDatanets::ContributionStatus::Approved).then_some(c.version),
         });
     }
-    Ok(uses)
+    Ok((uses, contributed))
 }
 
 /// A view of the Datanets module that the node answers for things that exist.
