@@ -678,10 +678,13 @@ impl Trainer {
                     ApiError(
                         StatusCode::PAYMENT_REQUIRED,
                         format!(
-                            "the job costs {fee} wei (1 OPEN = 10^18 wei), held from dev-{account}'s \
-                             escrow (less what is unlocking) before it is queued: {message}; \
-                             deposit OPEN first (openledger settle deposit), or cancel an unlock \
-                             (openledger settle unlock 0)"
+                            "the job costs {} OPEN ({fee} wei), held from the escrow of dev-{account} \
+                             (the model's creator; less what is unlocking) before it is queued: \
+                             {message}; deposit first (openledger settle deposit AMOUNT --account \
+                             {account}), or cancel an unlock (openledger settle unlock 0 --account \
+                             {account})",
+                            fee.parse::<U256>()
+                                .map_or_else(|_| fee.clone(), openledger_primitives::format_open)
                         ),
                     )
                 } else {

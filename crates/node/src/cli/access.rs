@@ -54,10 +54,14 @@ pub async fn set_price(
         approvalRequired: approval,
     };
     let receipt = client.send(DATANETS, &call, U256::ZERO).await?;
-    let how = if approval {
-        "each request approved by the owner (a public datanet grants at once)"
-    } else {
-        "granted at once"
+    let public = client
+        .view(DATANETS, &IDatanets::getDatanetCall { datanetId: datanet })
+        .await?
+        .isPublic;
+    let how = match (approval, public) {
+        (true, false) => "each request approved by the owner",
+        (true, true) => "granted at once (a public datanet does not wait for approval)",
+        _ => "granted at once",
     };
     common.print(
         json!({"datanetId": datanet.to_string(), "pricePerRow": price.to_string(),
@@ -93,7 +97,8 @@ pub async fn run(common: &Common, client: &Client, command: AccessCommand) -> an
             let state = if granted { "granted" } else { "pending" };
             let text = if granted {
                 format!(
-                    "Model {model} may train on datanet {at}: paid {}",
+                    "Request {} granted: model {model} may train on datanet {at}; paid {}",
+                    requested.requestId,
                     open(fee)
                 )
             } else {

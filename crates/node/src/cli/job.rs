@@ -55,7 +55,7 @@ enum JobCommand {
     Quote(Training),
     /// Queue the job; on a node that charges for training its fee is held from your escrow first.
     Submit(Training),
-    /// Show a job: status, losses, log, and its payment.
+    /// Show a job: its status, step and payment (`--json` adds its losses and log).
     Show {
         /// The job.
         id: u64,
