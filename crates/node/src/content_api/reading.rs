@@ -1,11 +1,12 @@
-//! Who may read a file's rows. A file contributed to (or uploaded for) a public datanet is
-//! public. Only contributions of files their contributor uploaded to this node count: the chain
-//! records any content hash a contributor names. A file with none of those is read by no one
-//! but the node's services. Otherwise its rows go only to: the owner or a curator of a datanet holding it, the
-//! account that contributed or uploaded it, the creator of a model with training access to a
-//! version that holds it (`?model=ID`, see `IDatanets.requestAccess`), and the node's own
-//! services (their token). A reader signs [`rows_message`] for the file with an expiry a few
-//! minutes ahead (`?until=`), or uses a dev API key.
+//! Who may read a file's rows. Only uploads, and contributions of files their contributor
+//! uploaded to this node, count (the chain records any content hash a contributor names). A file
+//! one of them puts in a public datanet is public. Otherwise its rows go only to the owner or a
+//! curator of a datanet holding it, the account that contributed or uploaded it, the creator of
+//! a model with training access to a version that holds it (`?model=ID`, see
+//! `IDatanets.requestAccess`), and the node's own services (their token); a file contributed
+//! only by accounts that never uploaded it goes to the node's services alone. A reader signs
+//! [`rows_message`] for the file with an expiry a few minutes ahead (`?until=`), or uses a dev
+//! API key.
 
 use alloy_primitives::{Address, B256, U256};
 use alloy_sol_types::SolCall;
@@ -67,7 +68,6 @@ pub(super) fn may_read(
         }
         private.push((u, datanet.owner));
     }
-    // Contributed only by accounts that never uploaded it here: nobody's to read.
     if is_node(api, headers) {
         return Ok(());
     }
