@@ -16,16 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::client::{Client, events};
 use crate::jobs::{DatanetVersion, RowsReader, versions_rows};
-use crate::services::Flywheel;
-
-/// What this node charges for training, and the dev account it is paid to.
-#[derive(Debug, Clone)]
-pub struct TrainingTerms {
-    /// Wei per 1,000 training tokens (rows' tokens times epochs); zero trains for free.
-    pub price_per_1k: U256,
-    /// The dev account that holds and receives the fees.
-    pub trainer: usize,
-}
+use crate::shared::Flywheel;
 
 /// How long a creator's training order stays good: the trainer settles the hold well before,
 /// and after it the creator may take the fee back itself.

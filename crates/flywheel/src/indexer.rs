@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::client::Client;
 use crate::index::index_rows;
 use crate::jobs::{DatanetVersion, RowsReader, version_rows};
-use crate::services::{ApiError, Flywheel};
+use crate::shared::{ApiError, Flywheel};
 use openledger_attribution::index::MAX_TOKENS;
 
 /// How often the chain is checked for new versions.

@@ -30,8 +30,8 @@ use serde_json::{Value, json};
 use crate::client::Client;
 use crate::holds::{Hold, HoldError, Holds};
 use crate::influence::InfluenceModel;
-use crate::services::Flywheel;
 use crate::settler::{Settler, receipt_id};
+use crate::shared::Flywheel;
 
 /// How many of a model's most recent artifact versions an adapter is looked up among (an
 /// outdated one on disk here; one being published in the content API): the walk is bounded,

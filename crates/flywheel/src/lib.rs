@@ -11,7 +11,7 @@
 //! - [`ledger`]: admits, attributes and settles every completion OpenLoRA serves
 //!   ([`openlora`]), holding escrow for it ([`holds`]) until the settlement batcher
 //!   ([`settler`]) has it on-chain;
-//! - [`services`]: what they share, and [`services::start`], which wires them.
+//! - [`shared`]: what they share, and [`services::start`], which wires them.
 
 pub mod adapters;
 pub mod client;
@@ -25,6 +25,7 @@ pub mod ledger;
 pub mod openlora;
 pub mod services;
 pub mod settler;
+pub mod shared;
 pub mod signing;
 pub mod trainer;
 pub mod transport;

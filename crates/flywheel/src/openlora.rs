@@ -16,7 +16,7 @@ use tokio::sync::OnceCell;
 use tower::ServiceExt;
 
 use crate::ledger::Ledger;
-use crate::services::{ApiError, Flywheel};
+use crate::shared::{ApiError, Flywheel};
 
 /// The lazily started OpenLoRA API.
 pub struct OpenLora {

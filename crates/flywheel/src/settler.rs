@@ -35,7 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::client::Client;
 use crate::holds::Holds;
-use crate::services::ApiError;
+use crate::shared::ApiError;
 
 /// How long the batcher waits for more settlements after the first of a batch.
 const BATCH_WINDOW: Duration = Duration::from_millis(25);

@@ -15,7 +15,7 @@ use openledger_rpc::{RpcConfig, metrics::RpcMetrics};
 
 use crate::client::{Client, events};
 use crate::index::registry::IndexRegistry;
-use crate::services::{BaseModel, Flywheel};
+use crate::shared::{BaseModel, Flywheel};
 use crate::transport::InProcess;
 
 /// The chain id of the test chains.
@@ -151,7 +151,7 @@ impl TestChain {
             chain: self.client.clone(),
             api_url: api_url.into(),
             api_token: "test-node-token".into(),
-            training: crate::compute::TrainingTerms {
+            training: crate::shared::TrainingTerms {
                 price_per_1k: U256::ZERO,
                 trainer: 0,
             },

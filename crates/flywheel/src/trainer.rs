@@ -49,7 +49,7 @@ use crate::jobs::{
     DatanetVersion, RowsReader, Untrainable, check_job, file_hash, newest_artifact,
     publish_adapter, register_artifact, versions_rows, write_rows,
 };
-use crate::services::{ApiError, Flywheel};
+use crate::shared::{ApiError, Flywheel};
 
 /// What a client asks for; unset options take `openledger train`'s defaults.
 #[derive(Debug, Clone, Serialize, Deserialize)]

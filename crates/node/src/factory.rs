@@ -331,7 +331,7 @@ struct NodeArgs {
     )]
     api_url: String,
     #[command(flatten)]
-    signer: crate::cli::SignerArgs,
+    signer: crate::client::SignerArgs,
 }
 
 /// Runs `openledger train`.
@@ -370,11 +370,11 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
 /// Reads the rows of the `--datanet` versions from the node into `<out>/datanet-rows.jsonl`.
 fn datanet_rows(args: &TrainArgs) -> anyhow::Result<PathBuf> {
     // Signed as the signer given, if any, for the model: a private datanet's rows need it.
-    let client = crate::cli::Client::new(&args.node.rpc_url, args.node.signer.signer()?)?;
+    let client = crate::client::Client::new(&args.node.rpc_url, args.node.signer.signer()?)?;
     let path = args.out.join("datanet-rows.jsonl");
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
-    crate::cli::block_on(async {
+    crate::client::block_on(async {
         let reader = jobs::RowsReader::Signer { model: args.model };
         let api = (args.node.api_url.as_str(), &reader);
         let rows = jobs::versions_rows(&client, api, &args.datanets).await?;
@@ -387,8 +387,8 @@ fn datanet_rows(args: &TrainArgs) -> anyhow::Result<PathBuf> {
 /// a signer who is not its creator, a model that is not Approved, Trained or Deployed, datanet
 /// versions that are not one for each of its datanets.
 fn may_register(args: &TrainArgs, model: alloy_primitives::U256) -> anyhow::Result<()> {
-    let client = crate::cli::Client::new(&args.node.rpc_url, args.node.signer.signer()?)?;
-    crate::cli::block_on(async {
+    let client = crate::client::Client::new(&args.node.rpc_url, args.node.signer.signer()?)?;
+    crate::client::block_on(async {
         jobs::check_job(&client, model, client.sender()?, &args.datanets).await?;
         anyhow::Ok(())
     })
@@ -396,8 +396,8 @@ fn may_register(args: &TrainArgs, model: alloy_primitives::U256) -> anyhow::Resu
 
 /// Registers the trained adapter as `model`'s next artifact version.
 fn register(args: &TrainArgs, model: alloy_primitives::U256) -> anyhow::Result<()> {
-    let client = crate::cli::Client::new(&args.node.rpc_url, args.node.signer.signer()?)?;
-    crate::cli::block_on(async {
+    let client = crate::client::Client::new(&args.node.rpc_url, args.node.signer.signer()?)?;
+    crate::client::block_on(async {
         let registered = jobs::register_artifact(&client, model, &args.out, &args.datanets).await?;
         match jobs::publish_adapter(&client, &args.node.api_url, model, &args.out).await {
             Ok(published) if published.left_out.is_empty() => {}

@@ -3,6 +3,7 @@
 mod accounts;
 mod attribution;
 mod cli;
+mod client;
 mod content_api;
 mod datadir;
 mod db;

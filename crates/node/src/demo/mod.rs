@@ -24,9 +24,9 @@ use alloy_sol_types::SolCall;
 use anyhow::{Context, bail};
 use clap::Args;
 use openledger_flywheel::adapters::Adapters;
-use openledger_flywheel::compute::TrainingTerms;
 use openledger_flywheel::jobs::DatanetVersion;
-use openledger_flywheel::services::BaseModel;
+use openledger_flywheel::shared::BaseModel;
+use openledger_flywheel::shared::TrainingTerms;
 use openledger_ml::{
     data::Row,
     synth::{Manifest, SynthOptions},
