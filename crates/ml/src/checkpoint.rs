@@ -7,13 +7,14 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{Device, Tensor, Var};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
 use crate::config::ModelConfig;
 use crate::error::{MlError, Result};
-use crate::llama::{Llama, Weights};
+use crate::llama::Llama;
+use crate::weights::{Weights, read_safetensors, write_safetensors};
 
 /// The single-file weights of a checkpoint.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
@@ -57,36 +58,6 @@ pub fn load_weights(dir: &Path, device: &Device) -> Result<Weights> {
         weights.extend(read_safetensors(&file, device)?);
     }
     Ok(weights)
-}
-
-/// Reads one safetensors file as f32 tensors.
-pub fn read_safetensors(path: &Path, device: &Device) -> Result<Weights> {
-    let bytes = std::fs::read(path).map_err(|e| MlError::io(path, e))?;
-    let tensors = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| {
-        MlError::Safetensors {
-            path: path.into(),
-            reason: e.to_string(),
-        }
-    })?;
-    tensors
-        .into_iter()
-        .map(|(name, t)| Ok((name, t.to_dtype(DType::F32)?)))
-        .collect()
-}
-
-/// Writes tensors to a safetensors file with the `format: pt` metadata transformers expects.
-pub fn write_safetensors(path: &Path, tensors: &Weights) -> Result<()> {
-    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let contiguous: Vec<(&String, Tensor)> = tensors
-        .iter()
-        .map(|(k, t)| Ok((k, t.contiguous()?)))
-        .collect::<Result<_>>()?;
-    safetensors::serialize_to_file(contiguous, Some(metadata), path).map_err(|e| {
-        MlError::Safetensors {
-            path: path.into(),
-            reason: e.to_string(),
-        }
-    })
 }
 
 /// Writes `config.json`, `model.safetensors` and, when given, a copy of `tokenizer.json`.
@@ -176,6 +147,7 @@ fn shard_files(dir: &Path, index: &Path) -> Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::DType;
 
     fn tiny() -> ModelConfig {
         ModelConfig::llama(64, 32, 2, 4, 2)

@@ -12,6 +12,18 @@ use crate::error::{MlError, Result};
 /// The `model_type` values whose checkpoints this engine loads.
 pub const SUPPORTED_MODEL_TYPES: &str = "llama, mistral, qwen2";
 
+/// The linear projections of a decoder block, in Hugging Face's module names: the ones LoRA can
+/// target, in the order adapters' updates are kept by.
+pub const PROJECTIONS: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
+
 /// Hyper-parameters of a Llama-style decoder, in Hugging Face's names.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {

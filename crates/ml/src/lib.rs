@@ -16,6 +16,7 @@ pub mod fused;
 pub mod generate;
 pub mod gradients;
 pub mod kv_cache;
+pub mod linear;
 pub mod llama;
 pub mod lora;
 pub mod multi_lora;
@@ -23,12 +24,15 @@ pub mod plot;
 pub mod synth;
 pub mod tokenizer;
 pub mod train;
+pub mod weights;
 
 pub use candle_core::Device;
 pub use config::ModelConfig;
 pub use error::{MlError, Result};
-pub use llama::{KvCache, Llama, Weights};
-pub use lora::{Adapter, LoraConfig, LoraSet};
+pub use llama::{KvCache, Llama};
+pub use lora::{Adapter, LoraConfig};
+pub use multi_lora::LoraSet;
+pub use weights::Weights;
 
 /// Fixes candle's thread count in `RAYON_NUM_THREADS` (when the user has not) to candle's own
 /// default.

@@ -5,116 +5,19 @@
 //! Every operation used has a backward pass in candle (the fused RMSNorm, softmax and RoPE kernels
 //! do not), so the same forward serves training, gradient attribution and inference.
 
-use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::Mutex;
 
 use candle_core::{Device, Tensor};
 
 use crate::attention::attention;
 use crate::config::ModelConfig;
 use crate::error::{MlError, Result};
-use crate::frozen::frozen_linear;
 use crate::fused::{self, RotaryTables};
 pub use crate::kv_cache::KvCache;
 use crate::kv_cache::{self, Heads, SeqRows};
-use crate::lora::LoraSet;
-pub use crate::multi_lora::{self, RowDelta};
-
-/// Named weights in Hugging Face's naming, as a checkpoint stores them.
-pub type Weights = HashMap<String, Tensor>;
-
-/// A low-rank update `scale · B·A` added to a linear layer's output.
-#[derive(Clone, Debug)]
-pub struct LoraWeights {
-    /// `rank × in`.
-    pub a: Tensor,
-    /// `out × rank`.
-    pub b: Tensor,
-    /// `alpha / rank`.
-    pub scale: f64,
-}
-
-/// A linear layer `x·Wᵀ + b`, optionally with a LoRA update.
-///
-/// A weight that is not a training variable goes through [`frozen_linear`], so its gradient is
-/// never computed.
-#[derive(Clone, Debug)]
-pub struct Linear {
-    weight: Tensor,
-    bias: Option<Tensor>,
-    lora: Option<LoraWeights>,
-}
-
-impl Linear {
-    fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self {
-            weight,
-            bias,
-            lora: None,
-        }
-    }
-
-    /// The `out × in` weight.
-    pub fn weight(&self) -> &Tensor {
-        &self.weight
-    }
-
-    /// Installs (or with `None` removes) a LoRA update.
-    pub fn set_lora(&mut self, lora: Option<LoraWeights>) {
-        self.lora = lora;
-    }
-
-    /// Applies the layer to `x` (`… × in`).
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (out, features) = self.weight.dims2()?;
-        let mut shape = x.dims().to_vec();
-        if shape.last() != Some(&features) {
-            return Err(MlError::Input(format!(
-                "linear layer of {features} inputs applied to {:?}",
-                x.dims()
-            )));
-        }
-        // Rows × features: plain 2-D products, whose backward has no broadcast to sum over.
-        let x = x.contiguous()?.reshape(((), features))?;
-        let mut y = if self.weight.track_op() {
-            x.matmul(&self.weight.t()?)?
-        } else {
-            frozen_linear(&x, &self.weight)?
-        };
-        if let Some(bias) = &self.bias {
-            y = y.broadcast_add(bias)?;
-        }
-        if let Some(lora) = &self.lora {
-            y = (y + lora.delta(&x)?)?;
-        }
-        *shape.last_mut().expect("checked above") = out;
-        Ok(y.reshape(shape)?)
-    }
-
-    /// Applies the layer to the rows of `x` (`rows × in`), adding each of `deltas`' updates to its
-    /// own rows only: one base product for a batch whose sequences use different adapters.
-    pub fn forward_rows(&self, x: &Tensor, deltas: &[RowDelta<'_>]) -> Result<Tensor> {
-        let y = self.forward(x)?;
-        if deltas.is_empty() {
-            return Ok(y);
-        }
-        multi_lora::add_deltas(x, &y, deltas)
-    }
-}
-
-impl LoraWeights {
-    /// `x·Aᵀ·(scale·B)ᵀ` for rows `x`, scaling the small `out × rank` factor rather than the
-    /// `rows × out` product.
-    fn delta(&self, x: &Tensor) -> Result<Tensor> {
-        let down = x.matmul(&self.a.t()?)?;
-        Ok(if self.scale == 1.0 {
-            down.matmul(&self.b.t()?)?
-        } else {
-            down.matmul(&(&self.b * self.scale)?.t()?)?
-        })
-    }
-}
+pub use crate::linear::Linear;
+use crate::multi_lora::{LoraSet, RowDelta, row_deltas};
+use crate::weights::{Weights, WeightsAt};
 
 /// RMSNorm, one fused op forward and backward ([`fused::rms_norm`]).
 #[derive(Clone, Debug)]
@@ -124,6 +27,13 @@ struct RmsNorm {
 }
 
 impl RmsNorm {
+    fn load(w: &WeightsAt<'_>, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: w.get("weight")?,
+            eps,
+        })
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(fused::rms_norm(x, &self.weight, self.eps)?)
     }
@@ -141,6 +51,19 @@ struct Attention {
 }
 
 impl Attention {
+    fn load(w: &WeightsAt<'_>, config: &ModelConfig) -> Result<Self> {
+        let biased = |name| Linear::load(&w.pp(name), config.qkv_bias());
+        Ok(Self {
+            q: biased("q_proj")?,
+            k: biased("k_proj")?,
+            v: biased("v_proj")?,
+            o: Linear::load(&w.pp("o_proj"), false)?,
+            heads: config.num_attention_heads,
+            kv_heads: config.kv_heads(),
+            head_dim: config.head_dim(),
+        })
+    }
+
     /// Attention of `b × s` positions in training (differentiable; no cache).
     fn forward(&self, x: &Tensor, rope: &RotaryTables) -> Result<Tensor> {
         let [q, k, v] = [&self.q, &self.k, &self.v].map(|p| p.forward(x));
@@ -157,32 +80,6 @@ impl Attention {
     }
 }
 
-/// The updates of `projection` in `layer` for each run of consecutive sequences that share an
-/// adapter.
-fn row_deltas<'a>(
-    adapters: &[Option<&'a LoraSet>],
-    rows: &[Range<usize>],
-    layer: usize,
-    projection: usize,
-) -> Vec<RowDelta<'a>> {
-    let mut deltas: Vec<RowDelta<'a>> = Vec::new();
-    for (adapter, r) in adapters.iter().zip(rows) {
-        let Some(lora) = adapter.and_then(|a| a.get(layer, projection)) else {
-            continue;
-        };
-        match deltas.last_mut() {
-            Some(last) if std::ptr::eq(last.lora, lora) && last.rows.end == r.start => {
-                last.rows.end = r.end;
-            }
-            _ => deltas.push(RowDelta {
-                rows: r.clone(),
-                lora,
-            }),
-        }
-    }
-    deltas
-}
-
 #[derive(Clone, Debug)]
 struct Mlp {
     gate: Linear,
@@ -191,8 +88,13 @@ struct Mlp {
 }
 
 impl Mlp {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.forward_rows(x, &|_| Vec::new())
+    fn load(w: &WeightsAt<'_>) -> Result<Self> {
+        let linear = |name| Linear::load(&w.pp(name), false);
+        Ok(Self {
+            gate: linear("gate_proj")?,
+            up: linear("up_proj")?,
+            down: linear("down_proj")?,
+        })
     }
 
     /// The layer with the row updates `deltas(projection)` (indexes into [`PROJECTIONS`]).
@@ -207,7 +109,7 @@ impl Mlp {
     }
 }
 
-// Positions of the projections in [`PROJECTIONS`].
+// Positions of the projections in [`PROJECTIONS`](crate::config::PROJECTIONS).
 const Q: usize = 0;
 const K: usize = 1;
 const V: usize = 2;
@@ -234,6 +136,32 @@ struct Block {
     mlp: Mlp,
 }
 
+impl Block {
+    fn load(w: &WeightsAt<'_>, config: &ModelConfig) -> Result<Self> {
+        let eps = config.rms_norm_eps;
+        Ok(Self {
+            attn_norm: RmsNorm::load(&w.pp("input_layernorm"), eps)?,
+            attn: Attention::load(&w.pp("self_attn"), config)?,
+            mlp_norm: RmsNorm::load(&w.pp("post_attention_layernorm"), eps)?,
+            mlp: Mlp::load(&w.pp("mlp"))?,
+        })
+    }
+
+    /// The layer, `x + attn(norm(x))` then `x + mlp(norm(x))`, with attention computed by
+    /// `attend` from the normed input, and the feed-forward's rows updated by `deltas`
+    /// ([`Mlp::forward_rows`]). Training and serving differ only in those two.
+    fn forward<'a>(
+        &self,
+        x: &Tensor,
+        attend: impl FnOnce(&Tensor) -> Result<Tensor>,
+        deltas: &dyn Fn(usize) -> Vec<RowDelta<'a>>,
+    ) -> Result<Tensor> {
+        let x = (x + attend(&self.attn_norm.forward(x)?)?)?;
+        let mlp = self.mlp.forward_rows(&self.mlp_norm.forward(&x)?, deltas)?;
+        Ok((x + mlp)?)
+    }
+}
+
 /// A Llama-family causal language model.
 #[derive(Clone, Debug)]
 pub struct Llama {
@@ -244,23 +172,6 @@ pub struct Llama {
     lm_head: Linear,
     rope: RotaryTables,
 }
-
-/// `w` (`rows × columns`) with the same shape and values, stored column by column: its transpose
-/// is contiguous, the layout the inference kernels read.
-pub(crate) fn column_major(w: &Tensor) -> Result<Tensor> {
-    Ok(w.t()?.contiguous()?.t()?)
-}
-
-/// The projections LoRA can target, in Hugging Face's module names.
-pub const PROJECTIONS: [&str; 7] = [
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-];
 
 impl Llama {
     /// Builds the model from named weights, checking every name and shape against the config.
@@ -278,47 +189,15 @@ impl Llama {
                 });
             }
         }
-        let get = |name: &str| weights[name].clone();
-        let bias = |name: &str| config.qkv_bias().then(|| get(name));
-        let norm = |name: &str| RmsNorm {
-            weight: get(name),
-            eps: config.rms_norm_eps,
-        };
+        let w = WeightsAt::new(weights);
         let blocks = (0..config.num_hidden_layers)
-            .map(|i| {
-                let p = format!("model.layers.{i}");
-                let linear = |m: &str| Linear::new(get(&format!("{p}.{m}.weight")), None);
-                let biased = |m: &str| {
-                    Linear::new(
-                        get(&format!("{p}.{m}.weight")),
-                        bias(&format!("{p}.{m}.bias")),
-                    )
-                };
-                Block {
-                    attn_norm: norm(&format!("{p}.input_layernorm.weight")),
-                    attn: Attention {
-                        q: biased("self_attn.q_proj"),
-                        k: biased("self_attn.k_proj"),
-                        v: biased("self_attn.v_proj"),
-                        o: linear("self_attn.o_proj"),
-                        heads: config.num_attention_heads,
-                        kv_heads: config.kv_heads(),
-                        head_dim: config.head_dim(),
-                    },
-                    mlp_norm: norm(&format!("{p}.post_attention_layernorm.weight")),
-                    mlp: Mlp {
-                        gate: linear("mlp.gate_proj"),
-                        up: linear("mlp.up_proj"),
-                        down: linear("mlp.down_proj"),
-                    },
-                }
-            })
-            .collect();
-        let embed = get("model.embed_tokens.weight");
-        let head = if config.tie_word_embeddings {
-            embed.clone()
+            .map(|i| Block::load(&w.pp(format!("model.layers.{i}")), &config))
+            .collect::<Result<_>>()?;
+        let embed = w.get("model.embed_tokens.weight")?;
+        let lm_head = if config.tie_word_embeddings {
+            Linear::of(embed.clone())
         } else {
-            get("lm_head.weight")
+            Linear::load(&w.pp("lm_head"), false)?
         };
         let rope = RotaryTables::new(
             config.head_dim(),
@@ -328,8 +207,8 @@ impl Llama {
         Ok(Self {
             embed,
             blocks,
-            norm: norm("model.norm.weight"),
-            lm_head: Linear::new(head, None),
+            norm: RmsNorm::load(&w.pp("model.norm"), config.rms_norm_eps)?,
+            lm_head,
             rope,
             config,
         })
@@ -355,14 +234,13 @@ impl Llama {
                 &mut mlp.up,
                 &mut mlp.down,
             ] {
-                linear.weight = column_major(&linear.weight)?;
+                linear.lay_out_for_inference()?;
             }
         }
-        let head = column_major(&self.lm_head.weight)?;
+        self.lm_head.lay_out_for_inference()?;
         if self.config.tie_word_embeddings {
-            self.embed = head.clone();
+            self.embed = self.lm_head.weight().clone();
         }
-        self.lm_head.weight = head;
         Ok(self)
     }
 
@@ -419,78 +297,10 @@ impl Llama {
     /// rows, and attention over each sequence's own cache. Returns the logits of each sequence's
     /// last new position (`sequences × vocab`).
     pub fn forward_batch(&self, seqs: &mut [BatchSeq<'_>]) -> Result<Tensor> {
-        let vocab = self.config.vocab_size;
-        let logits = Mutex::new(vec![0f32; seqs.len() * vocab]);
-        self.forward_batch_with(seqs, &|i, row| {
-            let mut logits = logits.lock().expect("no panic while copying logits");
-            logits[i * vocab..][..vocab].copy_from_slice(row);
-        })?;
-        let logits = logits.into_inner().expect("no panic while copying logits");
-        Ok(Tensor::from_vec(
-            logits,
-            (seqs.len(), vocab),
-            self.device(),
-        )?)
-    }
-
-    /// [`Self::forward_batch`], handing each sequence's logits to `then` (with its index in
-    /// `seqs`) on the worker that computed them, as soon as its half of the batch is done. A
-    /// server samples and streams one half's next tokens there while the other half computes,
-    /// rather than after the step on one thread while the workers wait.
-    pub fn forward_batch_with(
-        &self,
-        seqs: &mut [BatchSeq<'_>],
-        then: &(dyn Fn(usize, &[f32]) + Sync),
-    ) -> Result<()> {
         // A step is a few dozen ops that each split their work over rayon's workers. Called from
         // outside the pool, each op would be handed to it and waited for, a hand-off that costs
         // more than a small model's op; run on a worker, the ops share their work directly.
-        rayon::scope(|_| self.step_in_halves(seqs, then))
-    }
-
-    /// [`Self::step`] for each half of the batch (by rows), side by side. One stream of ops leaves
-    /// workers idle at the end of every op, waiting for the slowest part of it, and on a small
-    /// model those gaps cost as much as the arithmetic; with two independent streams a worker
-    /// idle in one finds work in the other. Rows do not interact, so the halves compute what one
-    /// step would.
-    fn step_in_halves(
-        &self,
-        seqs: &mut [BatchSeq<'_>],
-        then: &(dyn Fn(usize, &[f32]) + Sync),
-    ) -> Result<()> {
-        if seqs.len() < 2 {
-            return self.step_then(seqs, 0, then);
-        }
-        let total: usize = seqs.iter().map(|s| s.tokens.len()).sum();
-        let mut rows = 0;
-        let before_middle = seqs
-            .iter()
-            .take_while(|s| {
-                rows += s.tokens.len();
-                rows * 2 < total
-            })
-            .count();
-        let half = (before_middle + 1).min(seqs.len() - 1);
-        let (left, right) = seqs.split_at_mut(half);
-        let (left, right) = rayon::join(
-            || self.step_then(left, 0, then),
-            || self.step_then(right, half, then),
-        );
-        left.and(right)
-    }
-
-    /// [`Self::step`], then `then` for each sequence's logits, the first sequence numbered `first`.
-    fn step_then(
-        &self,
-        seqs: &mut [BatchSeq<'_>],
-        first: usize,
-        then: &(dyn Fn(usize, &[f32]) + Sync),
-    ) -> Result<()> {
-        let logits: Vec<f32> = self.step(seqs)?.flatten_all()?.to_vec1()?;
-        for (i, row) in logits.chunks_exact(logits.len() / seqs.len()).enumerate() {
-            then(first + i, row);
-        }
-        Ok(())
+        rayon::scope(|_| self.step(seqs))
     }
 
     fn step(&self, seqs: &mut [BatchSeq<'_>]) -> Result<Tensor> {
@@ -519,29 +329,36 @@ impl Llama {
         let mut x = self.embedding(&Tensor::new(ids.as_slice(), self.device())?)?;
         let mut queries = rows.clone();
         for (i, block) in self.blocks.iter().enumerate() {
-            let mut h = block.attn_norm.forward(&x)?;
-            let [k, v] = [(K, &block.attn.k), (V, &block.attn.v)]
-                .map(|(p, linear)| linear.forward_rows(&h, &row_deltas(&adapters, &rows, i, p)));
+            let key_values = |h: &Tensor, rows: &[Range<usize>]| {
+                [(K, &block.attn.k), (V, &block.attn.v)]
+                    .map(|(p, linear)| linear.forward_rows(h, &row_deltas(&adapters, rows, i, p)))
+            };
+            let mut last_layer_kv = None;
             if i + 1 == self.blocks.len() && rows.len() < ids.len() {
                 // The last layer's output is read at each sequence's last position only, for its
                 // logits: a prompt's other positions need their keys and values, nothing more.
+                last_layer_kv = Some(key_values(&block.attn_norm.forward(&x)?, &rows));
                 let last: Vec<u32> = rows.iter().map(|r| r.end as u32 - 1).collect();
-                let last = Tensor::new(last.as_slice(), self.device())?;
-                (x, h) = (x.index_select(&last, 0)?, h.index_select(&last, 0)?);
+                x = x.index_select(&Tensor::new(last.as_slice(), self.device())?, 0)?;
                 queries = (0..rows.len()).map(|s| s..s + 1).collect();
                 for (part, queries) in parts.iter_mut().zip(&queries) {
                     part.queries = queries.clone();
                 }
             }
             let deltas = |projection: usize| row_deltas(&adapters, &queries, i, projection);
-            let q = block.attn.q.forward_rows(&h, &deltas(Q))?;
-            let qkv = [&q, &k?, &v?];
-            let out = kv_cache::attend(block.attn.shape(), &self.rope, i, qkv, &mut parts)?;
-            x = (x + block.attn.o.forward_rows(&out, &deltas(O))?)?;
-            x = (&x
-                + block
-                    .mlp
-                    .forward_rows(&block.mlp_norm.forward(&x)?, &deltas)?)?;
+            let attend = |h: &Tensor| {
+                let [k, v] = last_layer_kv.unwrap_or_else(|| key_values(h, &queries));
+                let q = block.attn.q.forward_rows(h, &deltas(Q))?;
+                let out = kv_cache::attend(
+                    block.attn.shape(),
+                    &self.rope,
+                    i,
+                    [&q, &k?, &v?],
+                    &mut parts,
+                )?;
+                block.attn.o.forward_rows(&out, &deltas(O))
+            };
+            x = block.forward(&x, attend, &deltas)?;
         }
         for part in parts {
             part.cache.advance(part.rows.len());
@@ -579,11 +396,7 @@ impl Llama {
                 .reshape((b, s, self.config.hidden_size))?;
         self.check_positions(s)?;
         for block in &self.blocks {
-            x = (&x
-                + block
-                    .attn
-                    .forward(&block.attn_norm.forward(&x)?, &self.rope)?)?;
-            x = (&x + block.mlp.forward(&block.mlp_norm.forward(&x)?)?)?;
+            x = block.forward(&x, |h| block.attn.forward(h, &self.rope), &|_| Vec::new())?;
         }
         self.norm.forward(&x)
     }

@@ -13,10 +13,11 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, Uniform};
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{read_safetensors, write_safetensors};
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, PROJECTIONS};
 use crate::error::{MlError, Result};
-use crate::llama::{Llama, LoraWeights, PROJECTIONS, column_major};
+use crate::llama::Llama;
+use crate::multi_lora::{LoraSet, LoraWeights};
+use crate::weights::{column_major, read_safetensors, write_safetensors};
 
 /// The adapter's configuration file.
 pub const ADAPTER_CONFIG_FILE: &str = "adapter_config.json";
@@ -232,15 +233,12 @@ impl Adapter {
                 .iter()
                 .position(|p| p == target)
                 .expect("targets are checked on creation");
-            if set.layers.len() <= *layer {
-                set.layers.resize(*layer + 1, Default::default());
-            }
-            set.bytes += (a.elem_count() + b.elem_count()) * a.dtype().size_in_bytes();
-            set.layers[*layer][projection] = Some(LoraWeights {
+            let lora = LoraWeights {
                 a: a.clone(),
                 b: column_major(&(b * scale)?)?,
                 scale: 1.0,
-            });
+            };
+            set.insert(*layer, projection, lora);
         }
         Ok(set)
     }
@@ -347,25 +345,6 @@ impl Adapter {
             )));
         }
         Ok(Self { config, weights })
-    }
-}
-
-/// An adapter ready to serve: its updates by layer and by projection (in [`PROJECTIONS`] order).
-#[derive(Clone, Debug, Default)]
-pub struct LoraSet {
-    layers: Vec<[Option<LoraWeights>; PROJECTIONS.len()]>,
-    bytes: usize,
-}
-
-impl LoraSet {
-    /// The update of `layer`'s projection number `projection` ([`PROJECTIONS`] order), if any.
-    pub fn get(&self, layer: usize, projection: usize) -> Option<&LoraWeights> {
-        self.layers.get(layer)?.get(projection)?.as_ref()
-    }
-
-    /// Bytes its tensors take, what an adapter cache counts against its budget.
-    pub fn size_bytes(&self) -> usize {
-        self.bytes
     }
 }
 

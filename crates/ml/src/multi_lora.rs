@@ -1,5 +1,7 @@
-//! Many LoRA adapters over one batch in one pass: each row gets its own adapter's low-rank update
-//! (Punica's BGMV kernel, on the CPU).
+//! LoRA updates as the forward pass applies them: one low-rank update on a linear layer
+//! ([`LoraWeights`]), an adapter's updates by layer and projection ([`LoraSet`]), and many
+//! adapters over one batch in one pass, each row with its own adapter's update (Punica's BGMV
+//! kernel, on the CPU).
 //!
 //! A batch's base projection is one matrix product whatever its adapters. The updates `x·Aᵀ·Bᵀ`
 //! are small per row (rank × (in + out) multiply-adds), so as candle ops (a slice, two products
@@ -12,9 +14,61 @@ use std::ops::Range;
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Storage, Tensor, bail};
 
+use crate::config::PROJECTIONS;
 use crate::error::Result;
 use crate::fused::{dot, elements, vectorized};
-use crate::llama::LoraWeights;
+
+/// A low-rank update `scale · B·A` added to a linear layer's output.
+#[derive(Clone, Debug)]
+pub struct LoraWeights {
+    /// `rank × in`.
+    pub a: Tensor,
+    /// `out × rank`.
+    pub b: Tensor,
+    /// `alpha / rank`.
+    pub scale: f64,
+}
+
+impl LoraWeights {
+    /// `x·Aᵀ·(scale·B)ᵀ` for rows `x`, scaling the small `out × rank` factor rather than the
+    /// `rows × out` product.
+    pub(crate) fn delta(&self, x: &Tensor) -> Result<Tensor> {
+        let down = x.matmul(&self.a.t()?)?;
+        Ok(if self.scale == 1.0 {
+            down.matmul(&self.b.t()?)?
+        } else {
+            down.matmul(&(&self.b * self.scale)?.t()?)?
+        })
+    }
+}
+
+/// An adapter ready to serve: its updates by layer and by projection (in [`PROJECTIONS`] order).
+#[derive(Clone, Debug, Default)]
+pub struct LoraSet {
+    layers: Vec<[Option<LoraWeights>; PROJECTIONS.len()]>,
+    bytes: usize,
+}
+
+impl LoraSet {
+    /// The update of `layer`'s projection number `projection` ([`PROJECTIONS`] order), if any.
+    pub fn get(&self, layer: usize, projection: usize) -> Option<&LoraWeights> {
+        self.layers.get(layer)?.get(projection)?.as_ref()
+    }
+
+    /// Sets the update of `layer`'s projection number `projection`.
+    pub(crate) fn insert(&mut self, layer: usize, projection: usize, lora: LoraWeights) {
+        if self.layers.len() <= layer {
+            self.layers.resize(layer + 1, Default::default());
+        }
+        self.bytes += (lora.a.elem_count() + lora.b.elem_count()) * lora.a.dtype().size_in_bytes();
+        self.layers[layer][projection] = Some(lora);
+    }
+
+    /// Bytes its tensors take, what an adapter cache counts against its budget.
+    pub fn size_bytes(&self) -> usize {
+        self.bytes
+    }
+}
 
 /// A LoRA update applied to a range of rows of a batch.
 #[derive(Clone, Debug)]
@@ -23,6 +77,32 @@ pub struct RowDelta<'a> {
     pub rows: Range<usize>,
     /// The update.
     pub lora: &'a LoraWeights,
+}
+
+/// The updates of `projection` in `layer` for each run of consecutive sequences (their `rows`)
+/// that share an adapter.
+pub(crate) fn row_deltas<'a>(
+    adapters: &[Option<&'a LoraSet>],
+    rows: &[Range<usize>],
+    layer: usize,
+    projection: usize,
+) -> Vec<RowDelta<'a>> {
+    let mut deltas: Vec<RowDelta<'a>> = Vec::new();
+    for (adapter, r) in adapters.iter().zip(rows) {
+        let Some(lora) = adapter.and_then(|a| a.get(layer, projection)) else {
+            continue;
+        };
+        match deltas.last_mut() {
+            Some(last) if std::ptr::eq(last.lora, lora) && last.rows.end == r.start => {
+                last.rows.end = r.end;
+            }
+            _ => deltas.push(RowDelta {
+                rows: r.clone(),
+                lora,
+            }),
+        }
+    }
+    deltas
 }
 
 /// `y` (`rows × out`) plus, on each of `deltas`' rows, that delta's `scale · x·Aᵀ·Bᵀ` for rows

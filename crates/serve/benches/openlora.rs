@@ -29,8 +29,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use openledger_ml::checkpoint::random_weights;
+use openledger_ml::config::PROJECTIONS;
 use openledger_ml::generate::{GenerateOptions, generate_ids};
-use openledger_ml::llama::PROJECTIONS;
 use openledger_ml::synth::{DOMAINS, SynthOptions, corpus};
 use openledger_ml::tokenizer::{Tokenizer, encode, end_of_text, train};
 use openledger_ml::{Adapter, Device, Llama, LoraConfig, LoraSet, ModelConfig, Weights};

@@ -5,7 +5,7 @@
 //! starts loading cold adapters on their own threads (the batch keeps running meanwhile), gives
 //! prompts at most `prefill_chunk` tokens of the step so that long prompts do not starve the
 //! decodes, orders the batch by adapter so that sequences sharing one share its products, runs
-//! [`Llama::forward_batch_with`] once and hands each sequence's logits to its [`Decoder`] on the
+//! [`batch::step_in_halves`] once and hands each sequence's logits to its [`Decoder`] on the
 //! worker that computed them.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -22,6 +22,7 @@ use openledger_ml::{Adapter, Device, KvCache, Llama, LoraSet, ModelConfig};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::adapters::{AdapterCache, CacheLimits, Registry, Stamp};
+use crate::batch;
 use crate::metrics::Metrics;
 
 /// How the engine batches and caches.
@@ -506,7 +507,7 @@ impl Scheduler {
         }
         let generated = AtomicU64::new(0);
         let (metrics, tokenizer) = (&*self.metrics, &*self.tokenizer);
-        let outcome = self.model.forward_batch_with(&mut seqs, &|k, logits| {
+        let outcome = batch::step_in_halves(&self.model, &mut seqs, &|k, logits| {
             let mut turn = turns[k].lock().expect("each turn is taken once");
             generated.fetch_add(turn.advance(metrics, tokenizer, logits), Relaxed);
         });
@@ -541,7 +542,7 @@ impl Scheduler {
 }
 
 /// One running sequence's part in a step, taken up with its logits on the worker that computed
-/// them ([`Llama::forward_batch_with`]).
+/// them ([`batch::step_in_halves`]).
 struct Turn<'a> {
     request: &'a Request,
     decoder: &'a mut Decoder,

@@ -9,6 +9,7 @@
 
 pub mod adapters;
 pub mod api;
+pub mod batch;
 pub mod engine;
 pub mod hook;
 pub mod metrics;

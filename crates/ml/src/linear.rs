@@ -1,0 +1,92 @@
+//! The linear layer every projection of the model is, with the LoRA update an adapter adds to it.
+
+use candle_core::Tensor;
+
+use crate::error::{MlError, Result};
+use crate::frozen::frozen_linear;
+use crate::multi_lora::{self, LoraWeights, RowDelta};
+use crate::weights::{WeightsAt, column_major};
+
+/// A linear layer `x·Wᵀ + b`, optionally with a LoRA update.
+///
+/// A weight that is not a training variable goes through [`frozen_linear`], so its gradient is
+/// never computed.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    lora: Option<LoraWeights>,
+}
+
+impl Linear {
+    /// The layer of `w.weight` (and `w.bias`, with `bias`).
+    pub(crate) fn load(w: &WeightsAt<'_>, bias: bool) -> Result<Self> {
+        Ok(Self {
+            weight: w.get("weight")?,
+            bias: bias.then(|| w.get("bias")).transpose()?,
+            lora: None,
+        })
+    }
+
+    /// The layer of a weight held elsewhere too (a tied head is the embedding table).
+    pub(crate) fn of(weight: Tensor) -> Self {
+        Self {
+            weight,
+            bias: None,
+            lora: None,
+        }
+    }
+
+    /// The `out × in` weight.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// Lays the weight out for inference: its transpose contiguous (see `Llama::for_inference`).
+    pub(crate) fn lay_out_for_inference(&mut self) -> Result<()> {
+        self.weight = column_major(&self.weight)?;
+        Ok(())
+    }
+
+    /// Installs (or with `None` removes) a LoRA update.
+    pub fn set_lora(&mut self, lora: Option<LoraWeights>) {
+        self.lora = lora;
+    }
+
+    /// Applies the layer to `x` (`… × in`).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (out, features) = self.weight.dims2()?;
+        let mut shape = x.dims().to_vec();
+        if shape.last() != Some(&features) {
+            return Err(MlError::Input(format!(
+                "linear layer of {features} inputs applied to {:?}",
+                x.dims()
+            )));
+        }
+        // Rows × features: plain 2-D products, whose backward has no broadcast to sum over.
+        let x = x.contiguous()?.reshape(((), features))?;
+        let mut y = if self.weight.track_op() {
+            x.matmul(&self.weight.t()?)?
+        } else {
+            frozen_linear(&x, &self.weight)?
+        };
+        if let Some(bias) = &self.bias {
+            y = y.broadcast_add(bias)?;
+        }
+        if let Some(lora) = &self.lora {
+            y = (y + lora.delta(&x)?)?;
+        }
+        *shape.last_mut().expect("checked above") = out;
+        Ok(y.reshape(shape)?)
+    }
+
+    /// Applies the layer to the rows of `x` (`rows × in`), adding each of `deltas`' updates to its
+    /// own rows only: one base product for a batch whose sequences use different adapters.
+    pub fn forward_rows(&self, x: &Tensor, deltas: &[RowDelta<'_>]) -> Result<Tensor> {
+        let y = self.forward(x)?;
+        if deltas.is_empty() {
+            return Ok(y);
+        }
+        multi_lora::add_deltas(x, &y, deltas)
+    }
+}
