@@ -318,15 +318,9 @@ fn cycles(krate: &Crate) -> Vec<Vec<ModPath>> {
     tarjan.found
 }
 
-/// Cycles that predate this test and are being taken apart; the test fails on any other cycle,
-/// and on one of these that is gone (so the list only shrinks).
-const KNOWN_CYCLES: &[&str] =
-    &["protocol: datanets <-> feedback <-> governor <-> models <-> settlement <-> staking"];
-
 #[test]
 fn no_module_cycles() {
     let mut report = String::new();
-    let mut known: BTreeSet<&str> = KNOWN_CYCLES.iter().copied().collect();
     let mut crates = 0;
     for (name, src) in crate_sources() {
         let krate = parse_crate(&name, &src);
@@ -338,11 +332,7 @@ fn no_module_cycles() {
         for mut component in cycles(&krate) {
             component.sort();
             let names: Vec<String> = component.iter().map(|m| m.join("::")).collect();
-            let cycle = format!("{}: {}", krate.name, names.join(" <-> "));
-            if known.remove(cycle.as_str()) {
-                continue;
-            }
-            writeln!(report, "{cycle}").unwrap();
+            writeln!(report, "{}: {}", krate.name, names.join(" <-> ")).unwrap();
             for ((from, to), place) in &krate.edges {
                 if component.contains(from) && component.contains(to) {
                     writeln!(
@@ -358,10 +348,6 @@ fn no_module_cycles() {
     }
     assert!(crates >= 10, "found only {crates} crates");
     assert!(report.is_empty(), "module cycles:\n{report}");
-    assert!(
-        known.is_empty(),
-        "gone (take them off KNOWN_CYCLES): {known:?}"
-    );
 }
 
 /// The checker itself finds a cycle, and ignores parent-child references and test modules.

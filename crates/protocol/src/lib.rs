@@ -10,9 +10,11 @@ pub mod datanets;
 pub mod feedback;
 pub mod gopen;
 pub mod governor;
+pub mod math;
 pub mod models;
 pub mod settlement;
 pub mod staking;
+pub mod state;
 pub mod storage;
 #[cfg(test)]
 mod testing;

@@ -6,7 +6,51 @@
 //! chunks) from `keccak256(slot)` on.
 
 use alloy_primitives::{Address, B256, U256, keccak256};
+use alloy_sol_types::{SolType, SolValue};
 use openledger_chain::{ModuleError, ModuleHost};
+
+/// Declares a module's top-level slots in the order Solidity numbers a contract's state
+/// variables: each name is one slot after the ones before it, `NAME: n` takes `n` consecutive
+/// slots (a struct of `n` words kept in place). Nothing is numbered by hand, so a slot cannot be
+/// given twice and inserting one moves the ones after it where the reader sees it.
+macro_rules! slots {
+    ($($(#[$doc:meta])* $name:ident $(: $words:literal)?),* $(,)?) => {
+        $crate::storage::slots!(@next 0u8; $($(#[$doc])* $name $(: $words)?),*);
+    };
+    (@next $at:expr; ) => {};
+    (@next $at:expr; $(#[$doc:meta])* $name:ident $(: $words:literal)? $(, $($rest:tt)*)?) => {
+        $(#[$doc])*
+        pub(crate) const $name: $crate::storage::Slot = $crate::storage::Slot::root($at);
+        $crate::storage::slots!(
+            @next $at + $crate::storage::slots!(@words $($words)?); $($($rest)*)?
+        );
+    };
+    (@words) => { 1u8 };
+    (@words $n:literal) => { $n };
+}
+pub(crate) use slots;
+
+/// Declares the fields of a struct kept in storage as offsets from its base slot
+/// ([`Slot::field`]), numbered in order like [`slots!`]: `NAME: n` takes `n` words.
+macro_rules! fields {
+    ($(#[$mod_doc:meta])* mod $module:ident { $($(#[$doc:meta])* $name:ident $(: $words:literal)?),* $(,)? }) => {
+        $(#[$mod_doc])*
+        pub(crate) mod $module {
+            $crate::storage::fields!(@next 0u8; $($(#[$doc])* $name $(: $words)?),*);
+        }
+    };
+    (@next $at:expr; ) => {};
+    (@next $at:expr; $(#[$doc:meta])* $name:ident $(: $words:literal)? $(, $($rest:tt)*)?) => {
+        $(#[$doc])*
+        pub(crate) const $name: u8 = $at;
+        $crate::storage::fields!(
+            @next $at + $crate::storage::fields!(@words $($words)?); $($($rest)*)?
+        );
+    };
+    (@words) => { 1u8 };
+    (@words $n:literal) => { $n };
+}
+pub(crate) use fields;
 
 /// A storage location.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +89,16 @@ pub fn consecutive(base: Slot, values: impl IntoIterator<Item = U256>) -> Vec<(U
         .into_iter()
         .enumerate()
         .map(|(i, value)| (base.field(i as u8).0, value))
+        .collect()
+}
+
+/// The words a struct of one-word fields (a static ABI struct: integers, addresses, booleans)
+/// is kept in from its base slot, one field a slot: its ABI encoding's words.
+pub fn struct_words<T: SolValue>(value: &T) -> Vec<U256> {
+    value
+        .abi_encode()
+        .chunks_exact(32)
+        .map(U256::from_be_slice)
         .collect()
 }
 
@@ -150,6 +204,28 @@ impl<'h> Storage<'h> {
             )));
         }
         self.host.sstore(slot.0, value.to_word())
+    }
+
+    /// Reads a struct of one-word fields kept from `base` on ([`struct_words`]).
+    pub fn get_struct<T>(&mut self, base: Slot) -> Result<T, ModuleError>
+    where
+        T: SolValue + From<<T::SolType as SolType>::RustType>,
+    {
+        let words = T::SolType::ENCODED_SIZE.expect("a struct of one-word fields") / 32;
+        let mut encoded = Vec::with_capacity(words * 32);
+        for field in 0..words {
+            let word: U256 = self.get(base.field(field as u8))?;
+            encoded.extend_from_slice(&word.to_be_bytes::<32>());
+        }
+        T::abi_decode(&encoded).map_err(|e| ModuleError::Fatal(format!("stored struct: {e}")))
+    }
+
+    /// Writes a struct of one-word fields from `base` on ([`struct_words`]).
+    pub fn set_struct<T: SolValue>(&mut self, base: Slot, value: &T) -> Result<(), ModuleError> {
+        for (field, word) in struct_words(value).into_iter().enumerate() {
+            self.set(base.field(field as u8), word)?;
+        }
+        Ok(())
     }
 
     /// Adds `delta` to the integer at `slot` and returns the new value.
@@ -304,6 +380,42 @@ mod tests {
             storage.items::<u64>(Slot::root(5), 1, 10).unwrap(),
             vec![6, 7]
         );
+    }
+
+    crate::storage::slots! {
+        FIRST,
+        PAIR: 2,
+        AFTER_PAIR,
+    }
+
+    crate::storage::fields! {
+        mod record {
+            HASH,
+            VOTES: 3,
+            LAST,
+        }
+    }
+
+    #[test]
+    fn declared_slots_and_fields_follow_each_other() {
+        assert_eq!([FIRST, PAIR, AFTER_PAIR].map(|s| s.0.to::<u8>()), [0, 1, 3]);
+        assert_eq!([record::HASH, record::VOTES, record::LAST], [0, 1, 4]);
+    }
+
+    #[test]
+    fn structs_are_kept_one_field_a_slot() {
+        let mut host = MemoryHost::new(Address::repeat_byte(1));
+        let mut storage = Storage::own(&mut host);
+        let params = crate::abi::IDatanets::AccessParams {
+            protocolSharePpm: 25_000,
+            ownerSharePpm: 7,
+            maxPricePerRow: U256::MAX,
+        };
+        storage.set_struct(Slot::root(9), &params).unwrap();
+        assert_eq!(storage.get::<u64>(Slot::root(10)).unwrap(), 7);
+        assert_eq!(storage.get::<U256>(Slot::root(11)).unwrap(), U256::MAX);
+        let back: crate::abi::IDatanets::AccessParams = storage.get_struct(Slot::root(9)).unwrap();
+        assert_eq!(back, params);
     }
 
     #[test]

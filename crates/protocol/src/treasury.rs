@@ -10,7 +10,7 @@ use openledger_primitives::addresses;
 use crate::{
     abi::ITreasury::{self, ITreasuryCalls},
     call::{check_len, decode, emit, no_value, returns, revert},
-    governor::is_governance,
+    state::is_governance,
 };
 
 const MAX_MEMO: usize = 1024;

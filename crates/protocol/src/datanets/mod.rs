@@ -13,76 +13,16 @@ use openledger_primitives::{Genesis, addresses};
 use crate::{
     abi::IDatanets::{self, ContributionStatus, IDatanetsCalls, Quota},
     call::{check_len, decode, emit, no_value, revert},
-    governor::is_governance,
+    state::{
+        datanets::{
+            ALLOWED, BY_CONTENT, CONTENT_IN, CONTRIBUTION_COUNT, CONTRIBUTIONS, CONTRIBUTOR_USAGE,
+            CONTRIBUTORS, CURATORS, DATANET_COUNT, DATANET_USAGE, DATANETS, PARAMS, STATS,
+            VERSIONS, contribution, datanet, has_access, version,
+        },
+        is_governance,
+    },
     storage::{Slot, Storage, consecutive},
 };
-
-/// The parameters: six words, slots 0 to 5, in the order of `IDatanets.Params`.
-const PARAMS: Slot = Slot::root(0);
-const DATANET_COUNT: Slot = Slot::root(6);
-const DATANETS: Slot = Slot::root(7);
-const CONTRIBUTION_COUNT: Slot = Slot::root(8);
-const CONTRIBUTIONS: Slot = Slot::root(9);
-const CURATORS: Slot = Slot::root(10);
-const ALLOWED: Slot = Slot::root(11);
-const STATS: Slot = Slot::root(12);
-const CONTRIBUTOR_USAGE: Slot = Slot::root(13);
-const DATANET_USAGE: Slot = Slot::root(14);
-const VERSIONS: Slot = Slot::root(15);
-const CONTRIBUTORS: Slot = Slot::root(16);
-/// Per content hash, the contributions of that content, oldest first (slots 17 to 22 are the
-/// access module's).
-const BY_CONTENT: Slot = Slot::root(23);
-/// Per datanet, per content hash: whether a pending or approved contribution holds it (a file
-/// is contributed to a datanet once).
-const CONTENT_IN: Slot = Slot::root(24);
-
-/// Fields of a datanet, from its base slot.
-mod datanet {
-    pub const OWNER: u8 = 0;
-    pub const NAME: u8 = 1;
-    pub const SUMMARY: u8 = 2;
-    pub const DESCRIPTION: u8 = 3;
-    pub const TAGS: u8 = 4;
-    pub const DATA_TYPE: u8 = 5;
-    pub const LICENCE: u8 = 6;
-    pub const PUBLIC: u8 = 7;
-    pub const PUBLISHED: u8 = 8;
-    pub const VERSIONS: u8 = 9;
-    pub const APPROVED_ROWS: u8 = 10;
-    pub const APPROVED_BYTES: u8 = 11;
-    pub const CREATED: u8 = 12;
-    pub const CONTRIBUTIONS: u8 = 13;
-    pub const APPROVED: u8 = 14;
-    pub const ROOT: u8 = 15;
-    pub const PRICE_PER_ROW: u8 = 16;
-    pub const APPROVAL_REQUIRED: u8 = 17;
-}
-
-/// Fields of a contribution.
-mod contribution {
-    pub const DATANET: u8 = 0;
-    pub const CONTRIBUTOR: u8 = 1;
-    pub const HASH: u8 = 2;
-    pub const ROWS: u8 = 3;
-    pub const SIZE: u8 = 4;
-    pub const LICENCE: u8 = 5;
-    pub const STATUS: u8 = 6;
-    pub const VERSION: u8 = 7;
-    pub const REASON: u8 = 8;
-    pub const SUBMITTED: u8 = 9;
-}
-
-/// Fields of a version.
-mod version {
-    pub const ROOT: u8 = 0;
-    pub const IDS: u8 = 1;
-    pub const APPROVED: u8 = 2;
-    pub const ROWS: u8 = 3;
-    pub const SIZE: u8 = 4;
-    pub const FEE: u8 = 5;
-    pub const CREATED: u8 = 6;
-}
 
 const MAX_NAME: usize = 128;
 const MAX_SUMMARY: usize = 1024;
@@ -232,7 +172,7 @@ impl NativeModule for Datanets {
             }
             C::hasAccess(c) => {
                 existing(&mut s, c.datanetId)?;
-                let yes = access::has_access(s.host(), c.modelId, c.datanetId, c.version)?;
+                let yes = has_access(s.host(), c.modelId, c.datanetId, c.version)?;
                 Ok(IDatanets::hasAccessCall::abi_encode_returns(&yes).into())
             }
             C::accessParams(_) => {
@@ -872,58 +812,6 @@ fn read_stats(
         acceptancePpm: acceptance,
     })
 }
-
-/// What other modules read of a datanet's contribution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ContributionInfo {
-    /// The datanet it was submitted to.
-    pub datanet_id: U256,
-    /// Who submitted it.
-    pub contributor: Address,
-    /// The version that approved it; `None` unless approved.
-    pub version: Option<u64>,
-}
-
-/// A datanet's owner and number of versions, read by another module; `None` if it does not
-/// exist.
-pub fn datanet_info(
-    host: &mut dyn ModuleHost,
-    id: U256,
-) -> Result<Option<(Address, u64)>, ModuleError> {
-    let mut s = Storage::of(host, addresses::DATANETS);
-    let base = DATANETS.at(id);
-    let owner: Address = s.get(base.field(datanet::OWNER))?;
-    if owner.is_zero() {
-        return Ok(None);
-    }
-    Ok(Some((owner, s.get(base.field(datanet::VERSIONS))?)))
-}
-
-/// A contribution, read by another module; `None` if it does not exist.
-pub fn contribution_info(
-    host: &mut dyn ModuleHost,
-    id: U256,
-) -> Result<Option<ContributionInfo>, ModuleError> {
-    let mut s = Storage::of(host, addresses::DATANETS);
-    let base = CONTRIBUTIONS.at(id);
-    let datanet_id: U256 = s.get(base.field(contribution::DATANET))?;
-    if datanet_id.is_zero() {
-        return Ok(None);
-    }
-    let status: u8 = s.get(base.field(contribution::STATUS))?;
-    let version = if status == ContributionStatus::Approved as u8 {
-        Some(s.get(base.field(contribution::VERSION))?)
-    } else {
-        None
-    };
-    Ok(Some(ContributionInfo {
-        datanet_id,
-        contributor: s.get(base.field(contribution::CONTRIBUTOR))?,
-        version,
-    }))
-}
-
-pub use access::has_access;
 
 #[cfg(test)]
 mod tests;

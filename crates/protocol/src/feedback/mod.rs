@@ -17,73 +17,22 @@ use crate::{
         IStaking,
     },
     call::{decode, emit, no_value, returns, revert},
-    governor::{self, is_governance},
-    staking::unbonding_period,
+    governor,
+    math::{PPM, ppm_of},
+    state::{
+        feedback::{
+            PARAMS, PROPOSALS, QUALITY, RATINGS, RECEIPTS, VALIDATORS, param, quality, rating,
+            receipt, validator,
+        },
+        is_governance,
+        staking::unbonding_period,
+    },
     storage::{Slot, Storage, consecutive},
 };
-
-/// The parameters: ten words from slot 0, in `IFeedback.Params` order.
-const PARAMS: Slot = Slot::root(0);
-mod param {
-    pub const FEE_SHARE: u8 = 0;
-    pub const MIN_STAKE: u8 = 1;
-    pub const COMMIT_WINDOW: u8 = 2;
-    pub const REVEAL_WINDOW: u8 = 3;
-    pub const TOLERANCE: u8 = 4;
-    pub const OUTLIER_LIMIT: u8 = 5;
-    pub const OUTLIER_SLASH: u8 = 6;
-    pub const QUALITY_ALPHA: u8 = 7;
-    pub const HARMFUL_QUORUM: u8 = 8;
-    pub const HARMFUL_SLASH: u8 = 9;
-}
-/// `validator => fields below`.
-const VALIDATORS: Slot = Slot::root(10);
-/// `receiptId => fields below`.
-const RECEIPTS: Slot = Slot::root(11);
-/// `receiptId => validator => fields below`.
-const RATINGS: Slot = Slot::root(12);
-/// `modelId => fields below`.
-const QUALITY: Slot = Slot::root(13);
-/// `modelId => the last slashing proposal this module made for it`.
-const PROPOSALS: Slot = Slot::root(14);
-
-mod validator {
-    pub const STAKE: u8 = 0;
-    pub const EXITING: u8 = 1;
-    pub const RELEASE_AT: u8 = 2;
-    pub const STREAK: u8 = 3;
-    pub const REWARDS: u8 = 4;
-}
-
-mod receipt {
-    /// Settlement time and the ends of both windows, packed in one word (see `Times`).
-    pub const TIMES: u8 = 0;
-    pub const MODEL: u8 = 1;
-    pub const REWARD: u8 = 2;
-    pub const FINALIZED: u8 = 3;
-    pub const MEDIAN: u8 = 4;
-    /// The array of validators who committed.
-    pub const RATERS: u8 = 5;
-}
-
-mod rating {
-    pub const COMMITMENT: u8 = 0;
-    pub const WEIGHT: u8 = 1;
-    pub const REVEALED: u8 = 2;
-    pub const SCORE: u8 = 3;
-    pub const HARMFUL: u8 = 4;
-    pub const LABELS: u8 = 5;
-}
-
-mod quality {
-    pub const SCORE: u8 = 0;
-    pub const COUNT: u8 = 1;
-}
 
 /// The most validators that may rate one receipt.
 pub const MAX_RATINGS: u64 = 64;
 const MAX_SCORE: u8 = 100;
-const PPM: u64 = 1_000_000;
 
 /// The feedback module.
 #[derive(Debug, Clone, Copy, Default)]
@@ -175,14 +124,6 @@ impl NativeModule for Feedback {
 /// The ABI-encoded return data of a call.
 type Out = Result<Bytes, ModuleError>;
 
-fn param(s: &mut Storage<'_>, index: u8) -> Result<U256, ModuleError> {
-    s.get(PARAMS.field(index))
-}
-
-fn ppm_of(amount: U256, ppm: U256) -> U256 {
-    amount * ppm / U256::from(PPM)
-}
-
 /// What a validator commits to: `keccak256(abi.encode(receiptId, validator, score, harmful,
 /// labelsHash, salt))`. The receipt and the validator are in it so that a commitment cannot
 /// be replayed by someone else or on another receipt.
@@ -197,15 +138,6 @@ pub fn commitment(
     // A uint8 is encoded as the 32-byte word of its value, as a uint256 would be.
     let score = U256::from(score);
     keccak256((receipt_id, validator, score, harmful, labels_hash, salt).abi_encode_params())
-}
-
-/// The part of a platform fee that funds the feedback reward of the settled receipt.
-pub fn reward_for(host: &mut dyn ModuleHost, platform_fee: U256) -> Result<U256, ModuleError> {
-    let share = param(
-        &mut Storage::of(host, addresses::FEEDBACK),
-        param::FEE_SHARE,
-    )?;
-    Ok(ppm_of(platform_fee, share))
 }
 
 fn register(s: &mut Storage<'_>, caller: Address, amount: U256) -> Out {
@@ -628,7 +560,8 @@ fn slash_validator(s: &mut Storage<'_>, account: Address) -> Result<(), ModuleEr
 /// Moves the model's quality score toward `median`; returns the new score in ppm.
 fn update_quality(s: &mut Storage<'_>, model: U256, median: u8) -> Result<u32, ModuleError> {
     let base = QUALITY.at(model);
-    let target = u64::from(median) * (PPM / u64::from(MAX_SCORE));
+    let ppm = u64::from(PPM);
+    let target = u64::from(median) * (ppm / u64::from(MAX_SCORE));
     let count: u64 = s.get(base.field(quality::COUNT))?;
     let score = if count == 0 {
         target
@@ -636,8 +569,8 @@ fn update_quality(s: &mut Storage<'_>, model: U256, median: u8) -> Result<u32, M
         let old: u64 = s.get(base.field(quality::SCORE))?;
         let alpha: u64 = param(s, param::QUALITY_ALPHA)?
             .saturating_to::<u64>()
-            .min(PPM);
-        (old * (PPM - alpha) + target * alpha) / PPM
+            .min(ppm);
+        (old * (ppm - alpha) + target * alpha) / ppm
     };
     s.set(base.field(quality::SCORE), score)?;
     s.set(base.field(quality::COUNT), count + 1)?;
@@ -812,7 +745,7 @@ fn set_params(s: &mut Storage<'_>, caller: Address, p: IFeedback::Params) -> Out
         p.harmfulQuorumPpm,
         p.harmfulSlashPpm,
     ];
-    if let Some(&bad) = ppms.iter().find(|&&ppm| u64::from(ppm) > PPM) {
+    if let Some(&bad) = ppms.iter().find(|&&ppm| ppm > PPM) {
         return Err(revert(IFeedback::InvalidPpm {
             ppm: U256::from(bad),
         }));

@@ -14,16 +14,9 @@ use openledger_primitives::addresses;
 use crate::{
     abi::IGOPEN::{self, Checkpoint208, IGOPENCalls},
     call::{decode, emit, no_value, returns, revert},
+    state::gopen::{ALLOWANCES, BALANCES, CHECKPOINTS, DELEGATES, TOTAL_CHECKPOINTS, TOTAL_SUPPLY},
     storage::{Slot, Storage},
 };
-
-const TOTAL_SUPPLY: Slot = Slot::root(0);
-const BALANCES: Slot = Slot::root(1);
-const ALLOWANCES: Slot = Slot::root(2);
-const DELEGATES: Slot = Slot::root(3);
-/// `account => Checkpoint[]`, one packed word each: the value above the 48-bit key.
-const CHECKPOINTS: Slot = Slot::root(4);
-const TOTAL_CHECKPOINTS: Slot = Slot::root(5);
 
 const KEY_BITS: usize = 48;
 

@@ -15,43 +15,11 @@ use crate::{
     abi::IGovernor::{self, IGovernorCalls, ProposalState},
     call::{check_len, decode, emit, no_value, returns, revert},
     gopen,
+    math::{PPM, ppm_of},
+    state::governor::{HAS_VOTED, NONCES, PARAMS, PROPOSAL_IDS, PROPOSALS, field, param},
     storage::{Slot, Storage, Word, consecutive},
 };
 
-/// The parameters, six words from slot 0.
-const PARAMS: Slot = Slot::root(0);
-mod param {
-    pub const VOTING_DELAY: u8 = 0;
-    pub const VOTING_PERIOD: u8 = 1;
-    pub const THRESHOLD: u8 = 2;
-    pub const QUORUM_PPM: u8 = 3;
-    pub const TIMELOCK: u8 = 4;
-    pub const GRACE: u8 = 5;
-}
-const PROPOSALS: Slot = Slot::root(6);
-const HAS_VOTED: Slot = Slot::root(7);
-const PROPOSAL_IDS: Slot = Slot::root(8);
-const NONCES: Slot = Slot::root(9);
-
-/// Fields of a proposal, from its base slot.
-mod field {
-    pub const PROPOSER: u8 = 0;
-    pub const SNAPSHOT: u8 = 1;
-    pub const DEADLINE: u8 = 2;
-    pub const ETA: u8 = 3;
-    pub const EXECUTED: u8 = 4;
-    pub const CANCELED: u8 = 5;
-    /// Against, For, Abstain: three consecutive words.
-    pub const VOTES: u8 = 6;
-    pub const TARGETS: u8 = 9;
-    pub const VALUES: u8 = 10;
-    pub const CALLDATAS: u8 = 11;
-    pub const DESCRIPTION: u8 = 12;
-    /// The quorum fraction when it was proposed, so later changes do not move its goalposts.
-    pub const QUORUM_PPM: u8 = 13;
-}
-
-const PPM: u64 = 1_000_000;
 const MAX_ACTIONS: usize = 16;
 const MAX_DESCRIPTION: usize = 16 * 1024;
 /// Gas for recovering a ballot's signer (as the `ecrecover` precompile).
@@ -293,16 +261,6 @@ pub fn domain(chain_id: u64) -> Eip712Domain {
         chain_id: chain_id,
         verifying_contract: addresses::GOVERNOR,
     }
-}
-
-/// Whether `account` may call the protocol's privileged functions: the Governor, or the
-/// genesis admin while one is configured.
-pub fn is_governance(host: &mut dyn ModuleHost, account: Address) -> Result<bool, ModuleError> {
-    if account == addresses::GOVERNOR {
-        return Ok(true);
-    }
-    let admin = crate::models::admin(host)?;
-    Ok(!admin.is_zero() && admin == account)
 }
 
 /// OpenZeppelin's proposal id: `keccak256(abi.encode(targets, values, calldatas, descriptionHash))`.
@@ -614,7 +572,7 @@ fn details(s: &mut Storage<'_>, id: U256) -> Result<Details, ModuleError> {
 /// The votes needed at `timepoint` for a quorum of `ppm`.
 fn quorum(s: &mut Storage<'_>, timepoint: u64, ppm: U256) -> Result<U256, ModuleError> {
     let supply = gopen::past_total_supply(s.host(), timepoint)?;
-    Ok(supply * ppm / U256::from(PPM))
+    Ok(ppm_of(supply, ppm))
 }
 
 fn too_long(field: String, max: usize) -> IGovernor::TooLong {

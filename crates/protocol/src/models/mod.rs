@@ -15,59 +15,16 @@ use openledger_primitives::{Genesis, addresses};
 use crate::{
     abi::IModels::{self, IModelsCalls, Status},
     call::{check_len, decode, emit, no_value, revert},
-    datanets::{datanet_info, has_access},
-    settlement::fee::Rates,
-    staking::stake_check,
+    state::{
+        datanets::{datanet_info, has_access},
+        models::{ADMIN, MODEL_COUNT, MODELS, artifact_field, artifact_slot, field, read_artifact},
+        staking::stake_check,
+    },
     storage::{Slot, Storage, Word},
 };
 
-const ADMIN: Slot = Slot::root(0);
-const MODEL_COUNT: Slot = Slot::root(1);
-const MODELS: Slot = Slot::root(2);
-
-/// Fields of a model, from its base slot.
-mod field {
-    pub const CREATOR: u8 = 0;
-    pub const STATUS: u8 = 1;
-    pub const NAME: u8 = 2;
-    pub const BASE_MODEL: u8 = 3;
-    pub const DATANETS: u8 = 4;
-    pub const METADATA: u8 = 5;
-    pub const ADAPTER: u8 = 6;
-    pub const VERSIONS: u8 = 7;
-    pub const METRICS: u8 = 8;
-    pub const OPERATOR: u8 = 9;
-    pub const INPUT_RATE: u8 = 10;
-    pub const OUTPUT_RATE: u8 = 11;
-    pub const PROPOSED: u8 = 12;
-    /// The artifact version served (whose hash, versions and metrics the fields above copy).
-    pub const CURRENT: u8 = 13;
-    /// How many artifact versions are registered.
-    pub const ARTIFACT_COUNT: u8 = 14;
-    /// version => artifact, laid out as in [`super::artifact_field`].
-    pub const ARTIFACTS: u8 = 15;
-}
-
-/// Fields of an artifact version, from its base slot.
-mod artifact_field {
-    pub const ADAPTER: u8 = 0;
-    pub const VERSIONS: u8 = 1;
-    pub const METRICS: u8 = 2;
-    pub const REGISTERED: u8 = 3;
-    pub const DEPLOYED: u8 = 4;
-}
-
 const MAX_NAME: usize = 128;
 const MAX_DATANETS: usize = 32;
-
-impl Word for Status {
-    fn to_word(self) -> U256 {
-        U256::from(self as u8)
-    }
-    fn from_word(word: U256) -> Self {
-        Status::try_from(word.saturating_to::<u8>()).unwrap_or(Status::None)
-    }
-}
 
 /// The model registry module.
 #[derive(Debug, Clone, Copy, Default)]
@@ -273,10 +230,6 @@ fn register(s: &mut Storage<'_>, caller: Address, c: IModels::registerArtifactCa
 }
 
 /// The base slot of artifact `version` of the model at `base`.
-fn artifact_slot(base: Slot, version: u64) -> Slot {
-    base.field(field::ARTIFACTS).at(version)
-}
-
 /// Makes `artifact`, version `version`, the one the model at `base` serves, copying it into
 /// the model.
 fn make_current(
@@ -379,12 +332,7 @@ fn mark_slashed(s: &mut Storage<'_>, caller: Address, id: U256) -> Out {
 }
 
 fn is_governance(s: &mut Storage<'_>, account: Address) -> Result<bool, ModuleError> {
-    crate::governor::is_governance(s.host(), account)
-}
-
-/// The genesis admin (zero if none): it may act as governance besides the Governor.
-pub fn admin(host: &mut dyn ModuleHost) -> Result<Address, ModuleError> {
-    Storage::of(host, addresses::MODELS).get(ADMIN)
+    crate::state::is_governance(s.host(), account)
 }
 
 fn existing(s: &mut Storage<'_>, id: U256) -> Result<Slot, ModuleError> {
@@ -452,83 +400,6 @@ fn read_model(s: &mut Storage<'_>, id: U256) -> Result<IModels::Model, ModuleErr
         artifactVersion: s.get(f(field::CURRENT))?,
         artifactCount: s.get(f(field::ARTIFACT_COUNT))?,
     })
-}
-
-/// Artifact `version` of model `id`, if registered.
-fn read_artifact(
-    s: &mut Storage<'_>,
-    id: U256,
-    version: u64,
-) -> Result<Option<IModels::Artifact>, ModuleError> {
-    let base = MODELS.at(id);
-    let count: u64 = s.get(base.field(field::ARTIFACT_COUNT))?;
-    if version == 0 || version > count {
-        return Ok(None);
-    }
-    let artifact = artifact_slot(base, version);
-    let f = |field| artifact.field(field);
-    Ok(Some(IModels::Artifact {
-        adapterHash: s.get(f(artifact_field::ADAPTER))?,
-        datanetVersions: s.items(f(artifact_field::VERSIONS), 0, u64::MAX)?,
-        metricsHash: s.get(f(artifact_field::METRICS))?,
-        registeredAt: s.get(f(artifact_field::REGISTERED))?,
-        deployedAt: s.get(f(artifact_field::DEPLOYED))?,
-    }))
-}
-
-/// What settlement reads of a model.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelInfo {
-    /// Its lifecycle status.
-    pub status: Status,
-    /// Who proposed it and earns the creator's share.
-    pub creator: Address,
-    /// Who serves it and settles its receipts.
-    pub operator: Address,
-    /// Its prices.
-    pub rates: Rates,
-    /// The artifact version served now; receipts of this one or an earlier one settle.
-    pub current_artifact: u64,
-    /// Artifact versions registered so far: a training is paid for once it grows.
-    pub artifact_count: u64,
-}
-
-/// `(datanet id, version trained on)` for each datanet artifact `version` of model `id`
-/// learned from, if that version was ever deployed (served); `None` otherwise. For settlement.
-pub fn served_on(
-    host: &mut dyn ModuleHost,
-    id: U256,
-    version: u64,
-) -> Result<Option<Vec<(U256, u64)>>, ModuleError> {
-    let mut s = Storage::of(host, addresses::MODELS);
-    let Some(artifact) = read_artifact(&mut s, id, version)?.filter(|a| a.deployedAt != 0) else {
-        return Ok(None);
-    };
-    let datanets: Vec<U256> = s.items(MODELS.at(id).field(field::DATANETS), 0, u64::MAX)?;
-    Ok(Some(
-        datanets.into_iter().zip(artifact.datanetVersions).collect(),
-    ))
-}
-
-/// Reads a model for another module; `None` if it does not exist.
-pub fn model_info(host: &mut dyn ModuleHost, id: U256) -> Result<Option<ModelInfo>, ModuleError> {
-    let mut s = Storage::of(host, addresses::MODELS);
-    let base = MODELS.at(id);
-    let status: Status = s.get(base.field(field::STATUS))?;
-    if status == Status::None {
-        return Ok(None);
-    }
-    Ok(Some(ModelInfo {
-        status,
-        creator: s.get(base.field(field::CREATOR))?,
-        operator: s.get(base.field(field::OPERATOR))?,
-        rates: Rates {
-            input_per_1k: s.get(base.field(field::INPUT_RATE))?,
-            output_per_1k: s.get(base.field(field::OUTPUT_RATE))?,
-        },
-        current_artifact: s.get(base.field(field::CURRENT))?,
-        artifact_count: s.get(base.field(field::ARTIFACT_COUNT))?,
-    }))
 }
 
 #[cfg(test)]

@@ -22,7 +22,8 @@ use crate::{
     },
     call::emit,
     call::revert,
-    storage::{Slot, Storage},
+    state::settlement::{RECORDS, record},
+    storage::Storage,
 };
 
 /// Recomputes span attributions for challenges. The chain knows nothing of tokenizers or
@@ -56,11 +57,6 @@ pub const MAX_CHALLENGE_TEXT: usize = 64 * 1024;
 const CHALLENGE_BASE_GAS: u64 = 50_000;
 const CHALLENGE_GAS_PER_BYTE: u64 = 200;
 
-/// Per receipt id: the record's hash, then `settledAt | status << 64`.
-const RECORDS: Slot = Slot::root(7);
-const RECORD_HASH: u8 = 0;
-const RECORD_STATE: u8 = 1;
-
 /// The hash settled weights are compared by: `keccak256(abi.encode(ids, weights))` with the
 /// pairs sorted by contribution id, so that the order a receipt lists them in does not matter.
 pub fn weights_hash(ids: &[U256], weights: &[u32]) -> B256 {
@@ -77,10 +73,10 @@ pub(super) fn record(
     record: ReceiptRecord,
 ) -> Result<(), ModuleError> {
     let slot = RECORDS.at(receipt_id);
-    s.set(slot.field(RECORD_HASH), keccak256(record.abi_encode()))?;
+    s.set(slot.field(record::HASH), keccak256(record.abi_encode()))?;
     let now = s.host().timestamp();
     s.set(
-        slot.field(RECORD_STATE),
+        slot.field(record::STATE),
         state_word(now, ReceiptStatus::Settled),
     )?;
     emit(
@@ -102,12 +98,12 @@ pub(super) fn status(
     receipt_id: B256,
 ) -> Result<(ReceiptStatus, u64, B256), ModuleError> {
     let slot = RECORDS.at(receipt_id);
-    let state: U256 = s.get(slot.field(RECORD_STATE))?;
+    let state: U256 = s.get(slot.field(record::STATE))?;
     let settled_at = (state & U256::from(u64::MAX)).saturating_to();
     let code: u8 = (state >> 64usize).saturating_to();
     let status = ReceiptStatus::try_from(code)
         .map_err(|_| ModuleError::Fatal(format!("receipt {receipt_id}: bad status word")))?;
-    Ok((status, settled_at, s.get(slot.field(RECORD_HASH))?))
+    Ok((status, settled_at, s.get(slot.field(record::HASH))?))
 }
 
 /// Runs a challenge with `bond` attached; returns whether it was upheld.
@@ -140,7 +136,7 @@ pub(super) fn challenge(
         ReceiptStatus::Verified
     };
     s.set(
-        RECORDS.at(id).field(RECORD_STATE),
+        RECORDS.at(id).field(record::STATE),
         state_word(settled_at, outcome),
     )?;
     emit(

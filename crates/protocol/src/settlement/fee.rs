@@ -4,8 +4,9 @@
 
 use alloy_primitives::U256;
 
-/// Parts per million: the unit of attribution weights and of split shares.
-pub const PPM: u32 = 1_000_000;
+pub use crate::math::PPM;
+use crate::math::ppm_of;
+pub use crate::state::models::Rates;
 
 /// Why a fee cannot be computed or split.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,15 +28,6 @@ pub enum FeeError {
     /// Attribution weights must add up to exactly one million ppm (or be empty).
     #[error("attribution weights add up to {0} ppm, not 1000000")]
     WeightsDoNotSum(u64),
-}
-
-/// A deployed model's published prices, in wei per 1,000 tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rates {
-    /// Price of 1,000 prompt tokens.
-    pub input_per_1k: U256,
-    /// Price of 1,000 generated tokens.
-    pub output_per_1k: U256,
 }
 
 /// The fee for one inference: `input / 1000 * input_rate + output / 1000 * output_rate +
@@ -147,14 +139,6 @@ pub fn split(
         contributor_pool,
         contributors,
     })
-}
-
-/// `amount * ppm / 1,000,000` rounded down, exact for any amount: with `amount = q * 1e6 + r`
-/// it is `q * ppm + r * ppm / 1e6`, and neither product can overflow for `ppm <= 1e6`.
-fn ppm_of(amount: U256, ppm: u32) -> U256 {
-    debug_assert!(ppm <= PPM);
-    let (q, r) = amount.div_rem(U256::from(PPM));
-    q * U256::from(ppm) + r * U256::from(ppm) / U256::from(PPM)
 }
 
 #[cfg(test)]

@@ -25,29 +25,18 @@ use crate::{
         IStaking,
     },
     call::{decode, emit, no_value, returns, revert},
-    datanets::{contribution_info, datanet_info},
-    feedback::reward_for,
-    governor::is_governance,
-    models::{ModelInfo, model_info, served_on},
-    staking::{reward_cut_ppm, stake_check},
+    state::{
+        datanets::{contribution_info, datanet_info},
+        feedback::reward_for,
+        is_governance,
+        models::{ModelInfo, model_info, served_on},
+        settlement::{ESCROW, NONCES, PARAMS, REWARDS, UNLOCKING, WITHDRAWAL_DELAY, unlock},
+        staking::{reward_cut_ppm, stake_check},
+    },
     storage::{Slot, Storage, consecutive},
 };
 use challenge::AttributionOracle;
 use fee::{FeeError, Shares};
-
-/// The parameters: four words, slots 0 to 3: the platform fee, then the creator's, stakers'
-/// and contributors' shares in ppm.
-const PARAMS: Slot = Slot::root(0);
-const ESCROW: Slot = Slot::root(4);
-const REWARDS: Slot = Slot::root(5);
-const NONCES: Slot = Slot::root(6);
-/// Per account, the escrow unlocking (field 0) and when it can be withdrawn (field 1). Slot 7 is
-/// the challenges' receipt records.
-const UNLOCKING: Slot = Slot::root(8);
-/// Seconds between an unlock of escrow and the withdrawal it allows (genesis
-/// `escrowWithdrawalDelay`): longer than a settlement takes to land, so that escrow a node
-/// admitted a completion against cannot leave before the completion is paid.
-const WITHDRAWAL_DELAY: Slot = Slot::root(9);
 
 /// Gas for recovering the signer of an order (as the `ecrecover` precompile).
 const RECOVER_GAS: u64 = 3_000;
@@ -241,8 +230,8 @@ fn unlocking(
     balance: U256,
 ) -> Result<(U256, u64), ModuleError> {
     let slot = UNLOCKING.at(account);
-    let amount: U256 = s.get(slot)?;
-    Ok((amount.min(balance), s.get(slot.field(1))?))
+    let amount: U256 = s.get(slot.field(unlock::AMOUNT))?;
+    Ok((amount.min(balance), s.get(slot.field(unlock::RELEASE_AT))?))
 }
 
 /// The escrow slot of `account` and its balance, refused when it is under `required`.
@@ -271,8 +260,8 @@ fn unlock(s: &mut Storage<'_>, caller: Address, amount: U256) -> Result<Bytes, M
         s.host().timestamp().saturating_add(delay)
     };
     let slot = UNLOCKING.at(caller);
-    s.set(slot, amount)?;
-    s.set(slot.field(1), release)?;
+    s.set(slot.field(unlock::AMOUNT), amount)?;
+    s.set(slot.field(unlock::RELEASE_AT), release)?;
     emit(
         s.host(),
         &ISettlement::Unlocking {

@@ -7,29 +7,16 @@ use alloy_primitives::{Address, B256, Bytes, U256};
 use alloy_sol_types::{SolCall, SolStruct};
 use openledger_chain::ModuleError;
 
-use super::{ESCROW, NONCES, RECOVER_GAS, domain, signer, unlocking};
+use super::{RECOVER_GAS, domain, signer, unlocking};
 use crate::{
     abi::ISettlement::{self, HoldStatus, TrainingHold, TrainingOrder},
     call::{emit, revert},
-    models::model_info,
-    storage::{Slot, Storage},
+    state::{
+        models::model_info,
+        settlement::{ESCROW, HOLDS, NONCES, PAID_UP_TO, hold},
+    },
+    storage::Storage,
 };
-
-/// Per hold id, the hold.
-const HOLDS: Slot = Slot::root(10);
-/// Per model, the artifact count that last paid a hold: each new artifact pays one hold.
-const PAID_UP_TO: Slot = Slot::root(11);
-
-/// Fields of a hold.
-mod hold {
-    pub const PAYER: u8 = 0;
-    pub const TRAINER: u8 = 1;
-    pub const MODEL: u8 = 2;
-    pub const AMOUNT: u8 = 3;
-    pub const ARTIFACTS: u8 = 4;
-    pub const EXPIRY: u8 = 5;
-    pub const STATUS: u8 = 6;
-}
 
 type Out = Result<Bytes, ModuleError>;
 

@@ -16,53 +16,19 @@ use crate::{
         IStaking::{self, IStakingCalls},
     },
     call::{check_len, decode, emit, no_value, returns, revert},
-    datanets::{contribution_info, datanet_info},
-    governor::is_governance,
-    models::model_info,
+    math::{PPM, mul_div, ppm_of},
+    state::{
+        datanets::{contribution_info, datanet_info},
+        is_governance,
+        models::{ModelInfo, model_info},
+        staking::{
+            CREDITED, FLAGGED, OPERATOR_STAKE, PARAMS, PENALTY, POOLS, POSITIONS, minimum, param,
+            penalty, pool, position, trailing_volume, unbonding_period, volumes,
+        },
+    },
     storage::{Slot, Storage, consecutive},
 };
 
-/// The parameters: seven words from slot 0, in `IStaking.Params` order.
-const PARAMS: Slot = Slot::root(0);
-mod param {
-    pub const UNBONDING: u8 = 0;
-    pub const OPERATOR_MIN: u8 = 1;
-    pub const VOLUME_PPM: u8 = 2;
-    pub const WINDOW: u8 = 3;
-    pub const REPORTER_PPM: u8 = 4;
-    pub const PENALTY_THRESHOLD: u8 = 5;
-    pub const PENALTY_CUT: u8 = 6;
-}
-/// `modelId => pool` (fields below).
-const POOLS: Slot = Slot::root(7);
-/// `modelId => operator => stake`.
-const OPERATOR_STAKE: Slot = Slot::root(8);
-/// `modelId => account => position` (fields below).
-const POSITIONS: Slot = Slot::root(9);
-/// `account => rewards harvested and not yet paid`.
-const CREDITED: Slot = Slot::root(10);
-const PENALTY: Slot = Slot::root(11);
-const FLAGGED: Slot = Slot::root(12);
-
-mod pool {
-    pub const BONDED: u8 = 0;
-    pub const BONDED_SHARES: u8 = 1;
-    pub const UNBONDING: u8 = 2;
-    pub const UNBONDING_SHARES: u8 = 3;
-    pub const REWARD_PER_SHARE: u8 = 4;
-    pub const VOLUME_PERIOD: u8 = 5;
-    pub const VOLUME_PREVIOUS: u8 = 6;
-    pub const VOLUME_CURRENT: u8 = 7;
-}
-
-mod position {
-    pub const SHARES: u8 = 0;
-    pub const REWARD_DEBT: u8 = 1;
-    pub const UNBONDING_SHARES: u8 = 2;
-    pub const RELEASE_AT: u8 = 3;
-}
-
-const PPM: u64 = 1_000_000;
 /// Scale of the reward-per-share accumulator.
 const PRECISION: U256 = U256::from_limbs([0xb34b9f1000000000, 0x00c097ce7bc90715, 0, 0]);
 const MAX_REASON: usize = 1024;
@@ -148,22 +114,6 @@ impl NativeModule for Staking {
 
 /// The ABI-encoded return data of a call.
 type Out = Result<Bytes, ModuleError>;
-
-fn param(s: &mut Storage<'_>, index: u8) -> Result<U256, ModuleError> {
-    s.get(PARAMS.field(index))
-}
-
-fn ppm_of(amount: U256, ppm: U256) -> U256 {
-    amount * ppm / U256::from(PPM)
-}
-
-/// `amount * numerator / denominator`, rounded down; zero when the denominator is.
-fn mul_div(amount: U256, numerator: U256, denominator: U256) -> U256 {
-    if denominator.is_zero() {
-        return U256::ZERO;
-    }
-    amount * numerator / denominator
-}
 
 /// Reverts unless the model exists and may still take stake.
 fn open_model(s: &mut Storage<'_>, id: U256) -> Result<Status, ModuleError> {
@@ -428,21 +378,6 @@ fn notify_fee(s: &mut Storage<'_>, caller: Address, id: U256, fee: U256, reward:
     Ok(Bytes::new())
 }
 
-/// Volume of the current and previous periods, rolled forward to now.
-fn volumes(s: &mut Storage<'_>, id: U256) -> Result<(u64, U256, U256), ModuleError> {
-    let base = POOLS.at(id);
-    let window: u64 = param(s, param::WINDOW)?.saturating_to::<u64>().max(1);
-    let period = s.host().timestamp() / window;
-    let stored: u64 = s.get(base.field(pool::VOLUME_PERIOD))?;
-    let previous: U256 = s.get(base.field(pool::VOLUME_PREVIOUS))?;
-    let current: U256 = s.get(base.field(pool::VOLUME_CURRENT))?;
-    Ok(match period.saturating_sub(stored) {
-        0 => (period, previous, current),
-        1 => (period, current, U256::ZERO),
-        _ => (period, U256::ZERO, U256::ZERO),
-    })
-}
-
 fn record_volume(s: &mut Storage<'_>, id: U256, fee: U256) -> Result<(), ModuleError> {
     let (period, previous, current) = volumes(s, id)?;
     let base = POOLS.at(id);
@@ -451,29 +386,14 @@ fn record_volume(s: &mut Storage<'_>, id: U256, fee: U256) -> Result<(), ModuleE
     s.set(base.field(pool::VOLUME_CURRENT), current + fee)
 }
 
-/// The fee volume of the trailing window: this period's, plus the previous period's weighted
-/// by how much of it the window still covers.
-fn trailing_volume(s: &mut Storage<'_>, id: U256) -> Result<U256, ModuleError> {
-    let (_, previous, current) = volumes(s, id)?;
-    let window: u64 = param(s, param::WINDOW)?.saturating_to::<u64>().max(1);
-    let left = window - s.host().timestamp() % window;
-    Ok(current + mul_div(previous, U256::from(left), U256::from(window)))
-}
-
-fn minimum(s: &mut Storage<'_>, id: U256) -> Result<U256, ModuleError> {
-    let base = param(s, param::OPERATOR_MIN)?;
-    let ppm = param(s, param::VOLUME_PPM)?;
-    Ok(base + ppm_of(trailing_volume(s, id)?, ppm))
-}
-
 /// The model a slash of `ppm` for `reason` applies to, once both are checked.
 fn slashed_model(
     s: &mut Storage<'_>,
     id: U256,
     ppm: u32,
     reason: &str,
-) -> Result<crate::models::ModelInfo, ModuleError> {
-    if ppm == 0 || u64::from(ppm) > PPM {
+) -> Result<ModelInfo, ModuleError> {
+    if ppm == 0 || ppm > PPM {
         return Err(revert(IStaking::InvalidPpm {
             ppm: U256::from(ppm),
         }));
@@ -608,17 +528,6 @@ fn flag(s: &mut Storage<'_>, caller: Address, contribution: U256, reason: String
     Ok(Bytes::new())
 }
 
-fn penalty(s: &mut Storage<'_>, contributor: Address) -> Result<(u32, u32), ModuleError> {
-    let score: u32 = s.get::<U256>(PENALTY.at(contributor))?.saturating_to();
-    let threshold: u32 = param(s, param::PENALTY_THRESHOLD)?.saturating_to();
-    let cut = if threshold > 0 && score >= threshold {
-        param(s, param::PENALTY_CUT)?.saturating_to()
-    } else {
-        0
-    };
-    Ok((score, cut))
-}
-
 fn read_params(s: &mut Storage<'_>) -> Result<IStaking::Params, ModuleError> {
     Ok(IStaking::Params {
         unbondingPeriod: param(s, param::UNBONDING)?.saturating_to(),
@@ -649,7 +558,7 @@ fn set_params(s: &mut Storage<'_>, caller: Address, p: IStaking::Params) -> Out 
         return Err(revert(IStaking::NotGovernance { account: caller }));
     }
     for ppm in [p.operatorVolumePpm, p.reporterSharePpm, p.penaltyCutPpm] {
-        if u64::from(ppm) > PPM {
+        if ppm > PPM {
             return Err(revert(IStaking::InvalidPpm {
                 ppm: U256::from(ppm),
             }));
@@ -707,44 +616,6 @@ fn too_long(field: String, max: usize) -> IStaking::TooLong {
         field,
         max: U256::from(max),
     }
-}
-
-/// What settlement and the model registry read of a model's stake.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StakeCheck {
-    /// The operator's stake.
-    pub stake: U256,
-    /// The least it must be.
-    pub minimum: U256,
-    /// Whether anyone has delegated stake to the model (and so earns its stakers' share).
-    pub has_delegators: bool,
-}
-
-/// Reads `operator`'s stake in model `id` against the model's minimum.
-pub fn stake_check(
-    host: &mut dyn ModuleHost,
-    id: U256,
-    operator: Address,
-) -> Result<StakeCheck, ModuleError> {
-    let mut s = Storage::of(host, addresses::STAKING);
-    Ok(StakeCheck {
-        stake: s.get(OPERATOR_STAKE.at(id).at(operator))?,
-        minimum: minimum(&mut s, id)?,
-        has_delegators: !s
-            .get::<U256>(POOLS.at(id).field(pool::BONDED_SHARES))?
-            .is_zero(),
-    })
-}
-
-/// How long stake waits between an exit request and its withdrawal, in seconds; the Feedback
-/// module's validators wait as long.
-pub fn unbonding_period(host: &mut dyn ModuleHost) -> Result<u64, ModuleError> {
-    Ok(param(&mut Storage::of(host, addresses::STAKING), param::UNBONDING)?.saturating_to())
-}
-
-/// The share of `contributor`'s rewards its penalties cut, in ppm.
-pub fn reward_cut_ppm(host: &mut dyn ModuleHost, contributor: Address) -> Result<u32, ModuleError> {
-    Ok(penalty(&mut Storage::of(host, addresses::STAKING), contributor)?.1)
 }
 
 #[cfg(test)]

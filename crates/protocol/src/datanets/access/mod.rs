@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 
 use alloy_primitives::{Address, Bytes, U256};
 use alloy_sol_types::SolCall;
-use openledger_chain::{ModuleError, ModuleHost};
+use openledger_chain::ModuleError;
 use openledger_primitives::{ProtocolParams, addresses};
 
-use super::{DATANETS, VERSIONS, datanet, version, with_owner};
+use super::with_owner;
 use crate::{
     abi::{
         IDatanets::{self, AccessStatus},
@@ -20,36 +20,15 @@ use crate::{
         ISettlement::{self, Accrual, Role},
     },
     call::{emit, revert},
-    governor::is_governance,
-    storage::{Slot, Storage},
+    state::{
+        datanets::{
+            ACCESS_PARAMS, DATANETS, GRANTS, REQUEST_COUNT, REQUESTS, VERSIONS, datanet, grant,
+            request, version,
+        },
+        is_governance,
+    },
+    storage::Storage,
 };
-
-/// The split and the price cap: three words, slots 17 to 19, in the order of
-/// `IDatanets.AccessParams`.
-const PARAMS: Slot = Slot::root(17);
-/// Per model, per datanet: the grant.
-const GRANTS: Slot = Slot::root(20);
-const REQUEST_COUNT: Slot = Slot::root(21);
-const REQUESTS: Slot = Slot::root(22);
-
-/// Fields of a grant.
-mod grant {
-    pub const VERSION: u8 = 0;
-    pub const PAID: u8 = 1;
-    pub const GRANTED_AT: u8 = 2;
-    pub const PENDING: u8 = 3;
-}
-
-/// Fields of a request.
-mod request {
-    pub const MODEL: u8 = 0;
-    pub const DATANET: u8 = 1;
-    pub const VERSION: u8 = 2;
-    pub const REQUESTER: u8 = 3;
-    pub const FEE: u8 = 4;
-    pub const STATUS: u8 = 5;
-    pub const REQUESTED_AT: u8 = 6;
-}
 
 /// Most contributions one request may newly cover: each is read and paid.
 pub const MAX_NEW_CONTRIBUTIONS: u64 = 1_000;
@@ -61,7 +40,7 @@ type Out = Result<Bytes, ModuleError>;
 pub(super) fn genesis(p: &ProtocolParams) -> Vec<(U256, U256)> {
     let a = &p.data_access;
     crate::storage::consecutive(
-        PARAMS,
+        ACCESS_PARAMS,
         [
             U256::from(a.protocol_share_ppm),
             U256::from(a.owner_share_ppm),
@@ -72,9 +51,9 @@ pub(super) fn genesis(p: &ProtocolParams) -> Vec<(U256, U256)> {
 
 pub(super) fn read_params(s: &mut Storage<'_>) -> Result<IDatanets::AccessParams, ModuleError> {
     Ok(IDatanets::AccessParams {
-        protocolSharePpm: s.get(PARAMS)?,
-        ownerSharePpm: s.get(PARAMS.field(1))?,
-        maxPricePerRow: s.get(PARAMS.field(2))?,
+        protocolSharePpm: s.get(ACCESS_PARAMS)?,
+        ownerSharePpm: s.get(ACCESS_PARAMS.field(1))?,
+        maxPricePerRow: s.get(ACCESS_PARAMS.field(2))?,
     })
 }
 
@@ -92,9 +71,9 @@ pub(super) fn set_params(
             sum: U256::from(sum),
         }));
     }
-    s.set(PARAMS, params.protocolSharePpm)?;
-    s.set(PARAMS.field(1), params.ownerSharePpm)?;
-    s.set(PARAMS.field(2), params.maxPricePerRow)?;
+    s.set(ACCESS_PARAMS, params.protocolSharePpm)?;
+    s.set(ACCESS_PARAMS.field(1), params.ownerSharePpm)?;
+    s.set(ACCESS_PARAMS.field(2), params.maxPricePerRow)?;
     emit(s.host(), &IDatanets::AccessParamsSet { params })?;
     Ok(Bytes::new())
 }
@@ -154,25 +133,6 @@ pub(super) fn read_grant(
         grantedAt: s.get(slot.field(grant::GRANTED_AT))?,
         pendingRequest: s.get(slot.field(grant::PENDING))?,
     })
-}
-
-/// Whether model `model_id` may train on `version` of datanet `datanet_id`, read by Models:
-/// granted up to it, or the datanet is public and free.
-pub fn has_access(
-    host: &mut dyn ModuleHost,
-    model_id: U256,
-    datanet_id: U256,
-    version: u64,
-) -> Result<bool, ModuleError> {
-    let mut s = Storage::of(host, addresses::DATANETS);
-    let granted: u64 = s.get(GRANTS.at(model_id).at(datanet_id).field(grant::VERSION))?;
-    if granted >= version {
-        return Ok(true);
-    }
-    let base = DATANETS.at(datanet_id);
-    let public: bool = s.get(base.field(datanet::PUBLIC))?;
-    let price: U256 = s.get(base.field(datanet::PRICE_PER_ROW))?;
-    Ok(public && price.is_zero())
 }
 
 /// What a version of a datanet holds, cumulatively: approved contributions and rows (0 for
