@@ -23,6 +23,7 @@ use axum::http::StatusCode;
 use openledger_attribution::{Attribution, Credit};
 use openledger_primitives::addresses::{DATANETS, MODELS, SETTLEMENT};
 use openledger_protocol::abi::{IDatanets, IModels, ISettlement};
+use openledger_protocol::settlement::AttributionMethod;
 use openledger_serve::hook::{Admitted, Call, Completion, CompletionHook, HookFuture, Refusal};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -40,12 +41,6 @@ pub const MAX_EARLIER_ARTIFACTS: usize = 256;
 
 /// How long an order the node signs stays valid, in seconds.
 const ORDER_LIFETIME: u64 = 3_600;
-
-/// The attribution engines a receipt names.
-const METHOD_NONE: u8 = 0;
-/// Span attribution against a datanet version's index.
-pub const METHOD_SPAN: u8 = 1;
-const METHOD_GRADIENT: u8 = 2;
 
 /// The completion hook of `openledger dev`.
 #[derive(Clone)]
@@ -577,7 +572,7 @@ impl Admitted for Pending {
 struct Attributed {
     datanet: U256,
     version: u64,
-    method: u8,
+    method: AttributionMethod,
     weights: Vec<Credit>,
     evidence: Value,
 }
@@ -660,7 +655,7 @@ impl Pending {
                     return Ok(Attributed {
                         datanet,
                         version,
-                        method: METHOD_SPAN,
+                        method: AttributionMethod::Span,
                         weights: attribution.weights.clone(),
                         evidence: json!({
                             "method": "span", "datanetId": datanet.to_string(),
@@ -702,12 +697,12 @@ impl Pending {
         };
         let (method, weights, evidence) = match influence {
             Some(i) if !i.weights.is_empty() => (
-                METHOD_GRADIENT,
+                AttributionMethod::Gradient,
                 i.weights.clone(),
                 json!({"method": "gradient", "weights": i.weights, "topRows": i.top_rows}),
             ),
             _ => (
-                METHOD_NONE,
+                AttributionMethod::None,
                 Vec::new(),
                 json!({"method": "none", "weights": []}),
             ),
@@ -778,7 +773,7 @@ pub fn inference_receipt(
     (input_tokens, output_tokens): (u64, u64),
     (prompt, output): (&str, &str),
     (artifact, datanet, version): (u64, U256, u64),
-    method: u8,
+    method: AttributionMethod,
     weights: &[Credit],
 ) -> anyhow::Result<ISettlement::InferenceReceipt> {
     let ids = weights
@@ -794,7 +789,12 @@ pub fn inference_receipt(
         artifactVersion: artifact,
         datanetId: datanet,
         datanetVersion: version,
-        method: if ids.is_empty() { METHOD_NONE } else { method },
+        method: if ids.is_empty() {
+            AttributionMethod::None
+        } else {
+            method
+        }
+        .into(),
         contributionIds: ids,
         weights: weights.iter().map(|c| c.ppm).collect(),
     })

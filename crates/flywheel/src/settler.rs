@@ -394,8 +394,9 @@ mod tests {
     use openledger_primitives::OPEN;
 
     use super::*;
-    use crate::ledger::{METHOD_SPAN, inference_receipt};
+    use crate::ledger::inference_receipt;
     use crate::testing::{CHAIN_ID, TestChain};
+    use openledger_protocol::settlement::AttributionMethod;
 
     /// Account 4's order for `model`, signed, with the receipt of a short completion.
     async fn settlement(tc: &TestChain, model: U256, datanet: U256) -> ISettlement::Settlement {
@@ -415,8 +416,14 @@ mod tests {
         let signature = tc.keys[4]
             .sign_hash_sync(&order.eip712_signing_hash(&domain))
             .unwrap();
-        let receipt =
-            inference_receipt((10, 3), ("p", "o"), (1, datanet, 1), METHOD_SPAN, &[]).unwrap();
+        let receipt = inference_receipt(
+            (10, 3),
+            ("p", "o"),
+            (1, datanet, 1),
+            AttributionMethod::Span,
+            &[],
+        )
+        .unwrap();
         ISettlement::Settlement {
             order,
             signature: signature.as_bytes().to_vec().into(),

@@ -9,12 +9,12 @@ use alloy_rpc_types_eth::TransactionReceipt;
 use alloy_sol_types::SolEvent;
 use anyhow::Context;
 use openledger_attribution::Credit;
-use openledger_flywheel::ledger::METHOD_SPAN;
 use openledger_primitives::{
     addresses::{DATANETS, FEEDBACK, SETTLEMENT, STAKING},
     format_open,
 };
 use openledger_protocol::abi::{IDatanets, IFeedback, ISettlement, IStaking};
+use openledger_protocol::settlement::AttributionMethod;
 use serde_json::{Value, json};
 
 use super::actors::Cast;
@@ -78,7 +78,7 @@ impl Inference {
             (self.input_tokens, self.output_tokens),
             (&self.prompt, &self.output),
             (self.artifact, self.datanet, self.version),
-            METHOD_SPAN,
+            AttributionMethod::Span,
             &self.weights,
         )
     }

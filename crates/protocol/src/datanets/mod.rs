@@ -15,13 +15,13 @@ use crate::{
     call::{check_len, decode, emit, no_value, revert},
     state::{
         datanets::{
-            ALLOWED, BY_CONTENT, CONTENT_IN, CONTRIBUTION_COUNT, CONTRIBUTIONS, CONTRIBUTOR_USAGE,
-            CONTRIBUTORS, CURATORS, DATANET_COUNT, DATANET_USAGE, DATANETS, PARAMS, STATS,
-            VERSIONS, contribution, datanet, has_access, version,
+            ACCESS_PARAMS, ALLOWED, BY_CONTENT, CONTENT_IN, CONTRIBUTION_COUNT, CONTRIBUTIONS,
+            CONTRIBUTOR_USAGE, CONTRIBUTORS, CURATORS, DATANET_COUNT, DATANET_USAGE, DATANETS,
+            PARAMS, STATS, VERSIONS, contribution, datanet, has_access, version,
         },
         is_governance,
     },
-    storage::{Slot, Storage, consecutive},
+    storage::{Slot, Storage, consecutive, struct_words},
 };
 
 const MAX_NAME: usize = 128;
@@ -54,7 +54,7 @@ impl NativeModule for Datanets {
             datanetDailyBytes: p.datanet_daily_bytes,
             datanetDailyFiles: p.datanet_daily_files,
         };
-        let mut storage = consecutive(PARAMS, words(&params));
+        let mut storage = consecutive(PARAMS, struct_words(&params));
         storage.extend(access::genesis(p));
         storage
     }
@@ -176,12 +176,12 @@ impl NativeModule for Datanets {
                 Ok(IDatanets::hasAccessCall::abi_encode_returns(&yes).into())
             }
             C::accessParams(_) => {
-                let params = access::read_params(&mut s)?;
+                let params = s.get_struct::<IDatanets::AccessParams>(ACCESS_PARAMS)?;
                 Ok(IDatanets::accessParamsCall::abi_encode_returns(&params).into())
             }
             C::setAccessParams(c) => access::set_params(&mut s, caller, c.params),
             C::params(_) => {
-                let params = read_params(&mut s)?;
+                let params = s.get_struct::<IDatanets::Params>(PARAMS)?;
                 Ok(IDatanets::paramsCall::abi_encode_returns(&params).into())
             }
         }
@@ -489,7 +489,7 @@ fn quotas(
     datanet_id: U256,
 ) -> Result<Vec<(Slot, Quota, u64)>, ModuleError> {
     let day = s.host().timestamp() / DAY;
-    let params = read_params(s)?;
+    let params = s.get_struct::<IDatanets::Params>(PARAMS)?;
     let mut quotas = Vec::with_capacity(4);
     if let Some(contributor) = contributor {
         let usage = CONTRIBUTOR_USAGE.at(contributor).at(day);
@@ -676,18 +676,6 @@ fn write_metadata(
     s.set_string(base.field(datanet::LICENCE), licence)
 }
 
-/// The parameters as the words they are stored in.
-fn words(p: &IDatanets::Params) -> [U256; 6] {
-    [
-        p.feeBase,
-        p.feePerMib,
-        U256::from(p.contributorDailyBytes),
-        U256::from(p.contributorDailyFiles),
-        U256::from(p.datanetDailyBytes),
-        U256::from(p.datanetDailyFiles),
-    ]
-}
-
 fn set_params(
     s: &mut Storage<'_>,
     caller: Address,
@@ -696,22 +684,9 @@ fn set_params(
     if !is_governance(s.host(), caller)? {
         return Err(revert(IDatanets::NotGovernance { account: caller }));
     }
-    for (slot, value) in consecutive(PARAMS, words(&params)) {
-        s.set(Slot(slot), value)?;
-    }
+    s.set_struct(PARAMS, &params)?;
     emit(s.host(), &IDatanets::ParamsSet { params })?;
     Ok(Bytes::new())
-}
-
-fn read_params(s: &mut Storage<'_>) -> Result<IDatanets::Params, ModuleError> {
-    Ok(IDatanets::Params {
-        feeBase: s.get(PARAMS.field(0))?,
-        feePerMib: s.get(PARAMS.field(1))?,
-        contributorDailyBytes: s.get(PARAMS.field(2))?,
-        contributorDailyFiles: s.get(PARAMS.field(3))?,
-        datanetDailyBytes: s.get(PARAMS.field(4))?,
-        datanetDailyFiles: s.get(PARAMS.field(5))?,
-    })
 }
 
 fn read_datanet(s: &mut Storage<'_>, id: U256) -> Result<IDatanets::Datanet, ModuleError> {

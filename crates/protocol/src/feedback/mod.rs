@@ -27,7 +27,7 @@ use crate::{
         is_governance,
         staking::unbonding_period,
     },
-    storage::{Slot, Storage, consecutive},
+    storage::{Slot, Storage, consecutive, struct_words},
 };
 
 /// The most validators that may rate one receipt.
@@ -61,7 +61,7 @@ impl NativeModule for Feedback {
             harmfulQuorumPpm: g.harmful_quorum_ppm,
             harmfulSlashPpm: g.harmful_slash_ppm,
         };
-        consecutive(PARAMS, words(&params))
+        consecutive(PARAMS, struct_words(&params))
     }
 
     fn call(&self, call: ModuleCall<'_>, host: &mut dyn ModuleHost) -> Result<Bytes, ModuleError> {
@@ -82,9 +82,10 @@ impl NativeModule for Feedback {
             C::claim(_) => claim(&mut s, caller),
             C::recordReceipt(c) => record(&mut s, caller, c, call.value),
             C::setParams(c) => set_params(&mut s, caller, c.params),
-            C::params(_) => {
-                Ok(IFeedback::paramsCall::abi_encode_returns(&read_params(&mut s)?).into())
-            }
+            C::params(_) => Ok(IFeedback::paramsCall::abi_encode_returns(
+                &s.get_struct::<IFeedback::Params>(PARAMS)?,
+            )
+            .into()),
             C::validatorOf(c) => {
                 let v = read_validator(&mut s, c.validator)?;
                 Ok(IFeedback::validatorOfCall::abi_encode_returns(&v).into())
@@ -703,37 +704,6 @@ fn read_validator(
     })
 }
 
-fn read_params(s: &mut Storage<'_>) -> Result<IFeedback::Params, ModuleError> {
-    Ok(IFeedback::Params {
-        feeSharePpm: param(s, param::FEE_SHARE)?.saturating_to(),
-        validatorMinStake: param(s, param::MIN_STAKE)?,
-        commitWindow: param(s, param::COMMIT_WINDOW)?.saturating_to(),
-        revealWindow: param(s, param::REVEAL_WINDOW)?.saturating_to(),
-        tolerance: param(s, param::TOLERANCE)?.saturating_to(),
-        outlierLimit: param(s, param::OUTLIER_LIMIT)?.saturating_to(),
-        outlierSlashPpm: param(s, param::OUTLIER_SLASH)?.saturating_to(),
-        qualityAlphaPpm: param(s, param::QUALITY_ALPHA)?.saturating_to(),
-        harmfulQuorumPpm: param(s, param::HARMFUL_QUORUM)?.saturating_to(),
-        harmfulSlashPpm: param(s, param::HARMFUL_SLASH)?.saturating_to(),
-    })
-}
-
-/// The parameters as the words they are stored in.
-fn words(p: &IFeedback::Params) -> [U256; 10] {
-    [
-        U256::from(p.feeSharePpm),
-        p.validatorMinStake,
-        U256::from(p.commitWindow),
-        U256::from(p.revealWindow),
-        U256::from(p.tolerance),
-        U256::from(p.outlierLimit),
-        U256::from(p.outlierSlashPpm),
-        U256::from(p.qualityAlphaPpm),
-        U256::from(p.harmfulQuorumPpm),
-        U256::from(p.harmfulSlashPpm),
-    ]
-}
-
 fn set_params(s: &mut Storage<'_>, caller: Address, p: IFeedback::Params) -> Out {
     if !is_governance(s.host(), caller)? {
         return Err(revert(IFeedback::NotGovernance { account: caller }));
@@ -750,9 +720,7 @@ fn set_params(s: &mut Storage<'_>, caller: Address, p: IFeedback::Params) -> Out
             ppm: U256::from(bad),
         }));
     }
-    for (slot, value) in consecutive(PARAMS, words(&p)) {
-        s.set(Slot(slot), value)?;
-    }
+    s.set_struct(PARAMS, &p)?;
     emit(s.host(), &IFeedback::ParamsSet { params: p })?;
     Ok(Bytes::new())
 }

@@ -14,7 +14,7 @@ use openledger_chain::ModuleError;
 use openledger_primitives::{OPEN, addresses};
 
 use super::fee::{self, PPM, Shares};
-use super::{accrue, contributor_payees, cut_penalty};
+use super::{AttributionMethod, accrue, contributor_payees, cut_penalty};
 use crate::{
     abi::{
         ISettlement::{self, ReceiptRecord, ReceiptStatus},
@@ -197,7 +197,7 @@ fn check(
     if keccak256(record.abi_encode()) != hash {
         return Err(revert(ISettlement::RecordMismatch { receiptId: id }));
     }
-    if record.method > 1 {
+    if !AttributionMethod::from_u8(record.method).is_some_and(AttributionMethod::is_recomputable) {
         return Err(revert(ISettlement::NotSpanAttributed {
             method: record.method,
         }));

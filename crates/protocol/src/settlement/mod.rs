@@ -38,6 +38,39 @@ use crate::{
 use challenge::AttributionOracle;
 use fee::{FeeError, Shares};
 
+/// How a receipt's weights were computed: its `method` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum AttributionMethod {
+    /// Nothing was attributed (no weights).
+    None = 0,
+    /// Span attribution against a datanet version's index.
+    Span = 1,
+    /// Gradient influence of the adapter's training rows.
+    Gradient = 2,
+}
+
+impl AttributionMethod {
+    /// The method a receipt's `method` field names, if any.
+    pub fn from_u8(method: u8) -> Option<Self> {
+        [Self::None, Self::Span, Self::Gradient]
+            .into_iter()
+            .find(|m| *m as u8 == method)
+    }
+
+    /// Whether a challenge can recompute the weights from the texts alone: span attribution
+    /// is a pure function of them and the index; gradient influence needs the training run.
+    pub fn is_recomputable(self) -> bool {
+        matches!(self, Self::None | Self::Span)
+    }
+}
+
+impl From<AttributionMethod> for u8 {
+    fn from(method: AttributionMethod) -> Self {
+        method as u8
+    }
+}
+
 /// Gas for recovering the signer of an order (as the `ecrecover` precompile).
 const RECOVER_GAS: u64 = 3_000;
 

@@ -26,7 +26,7 @@ use crate::{
             penalty, pool, position, trailing_volume, unbonding_period, volumes,
         },
     },
-    storage::{Slot, Storage, consecutive},
+    storage::{Slot, Storage, consecutive, struct_words},
 };
 
 /// Scale of the reward-per-share accumulator.
@@ -57,7 +57,7 @@ impl NativeModule for Staking {
             penaltyThreshold: p.penalty_threshold,
             penaltyCutPpm: p.penalty_cut_ppm,
         };
-        consecutive(PARAMS, words(&params))
+        consecutive(PARAMS, struct_words(&params))
     }
 
     fn call(&self, call: ModuleCall<'_>, host: &mut dyn ModuleHost) -> Result<Bytes, ModuleError> {
@@ -82,9 +82,10 @@ impl NativeModule for Staking {
             C::slashOperator(c) => slash_operator(&mut s, caller, c),
             C::flagContribution(c) => flag(&mut s, caller, c.contributionId, c.reason),
             C::setParams(c) => set_params(&mut s, caller, c.params),
-            C::params(_) => {
-                Ok(IStaking::paramsCall::abi_encode_returns(&read_params(&mut s)?).into())
-            }
+            C::params(_) => Ok(IStaking::paramsCall::abi_encode_returns(
+                &s.get_struct::<IStaking::Params>(PARAMS)?,
+            )
+            .into()),
             C::modelStake(c) => {
                 let stake = model_stake(&mut s, c.modelId)?;
                 Ok(IStaking::modelStakeCall::abi_encode_returns(&stake).into())
@@ -528,31 +529,6 @@ fn flag(s: &mut Storage<'_>, caller: Address, contribution: U256, reason: String
     Ok(Bytes::new())
 }
 
-fn read_params(s: &mut Storage<'_>) -> Result<IStaking::Params, ModuleError> {
-    Ok(IStaking::Params {
-        unbondingPeriod: param(s, param::UNBONDING)?.saturating_to(),
-        operatorMinStake: param(s, param::OPERATOR_MIN)?,
-        operatorVolumePpm: param(s, param::VOLUME_PPM)?.saturating_to(),
-        volumeWindow: param(s, param::WINDOW)?.saturating_to(),
-        reporterSharePpm: param(s, param::REPORTER_PPM)?.saturating_to(),
-        penaltyThreshold: param(s, param::PENALTY_THRESHOLD)?.saturating_to(),
-        penaltyCutPpm: param(s, param::PENALTY_CUT)?.saturating_to(),
-    })
-}
-
-/// The parameters as the words they are stored in.
-fn words(p: &IStaking::Params) -> [U256; 7] {
-    [
-        U256::from(p.unbondingPeriod),
-        p.operatorMinStake,
-        U256::from(p.operatorVolumePpm),
-        U256::from(p.volumeWindow),
-        U256::from(p.reporterSharePpm),
-        U256::from(p.penaltyThreshold),
-        U256::from(p.penaltyCutPpm),
-    ]
-}
-
 fn set_params(s: &mut Storage<'_>, caller: Address, p: IStaking::Params) -> Out {
     if !is_governance(s.host(), caller)? {
         return Err(revert(IStaking::NotGovernance { account: caller }));
@@ -564,9 +540,7 @@ fn set_params(s: &mut Storage<'_>, caller: Address, p: IStaking::Params) -> Out 
             }));
         }
     }
-    for (slot, value) in consecutive(PARAMS, words(&p)) {
-        s.set(Slot(slot), value)?;
-    }
+    s.set_struct(PARAMS, &p)?;
     emit(s.host(), &IStaking::ParamsSet { params: p })?;
     Ok(Bytes::new())
 }

@@ -27,3 +27,41 @@ pub fn is_governance(host: &mut dyn ModuleHost, account: Address) -> Result<bool
     let admin = models::admin(host)?;
     Ok(!admin.is_zero() && admin == account)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::Slot;
+
+    /// Chains already running keep their state at these slots: a declaration inserted in the
+    /// middle of a layout, rather than appended, moves every slot after it and fails here.
+    #[test]
+    fn layouts_keep_the_slots_running_chains_use() {
+        let last = [
+            (datanets::CONTENT_IN, 24),
+            (datanets::ACCESS_PARAMS, 17),
+            (feedback::PROPOSALS, 14),
+            (gopen::TOTAL_CHECKPOINTS, 5),
+            (governor::NONCES, 9),
+            (models::MODELS, 2),
+            (settlement::PAID_UP_TO, 11),
+            (settlement::RECORDS, 7),
+            (staking::FLAGGED, 12),
+        ];
+        for (slot, root) in last {
+            assert_eq!(slot, Slot::root(root));
+        }
+        let fields = [
+            (datanets::datanet::APPROVAL_REQUIRED, 17),
+            (datanets::request::REQUESTED_AT, 6),
+            (feedback::rating::LABELS, 5),
+            (governor::field::QUORUM_PPM, 13),
+            (models::field::ARTIFACTS, 15),
+            (settlement::hold::STATUS, 6),
+            (staking::pool::VOLUME_CURRENT, 7),
+        ];
+        for (field, offset) in fields {
+            assert_eq!(field, offset);
+        }
+    }
+}

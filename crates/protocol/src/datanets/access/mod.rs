@@ -20,6 +20,7 @@ use crate::{
         ISettlement::{self, Accrual, Role},
     },
     call::{emit, revert},
+    math::{PPM, ppm_of},
     state::{
         datanets::{
             ACCESS_PARAMS, DATANETS, GRANTS, REQUEST_COUNT, REQUESTS, VERSIONS, datanet, grant,
@@ -27,34 +28,23 @@ use crate::{
         },
         is_governance,
     },
-    storage::Storage,
+    storage::{Storage, consecutive, struct_words},
 };
 
 /// Most contributions one request may newly cover: each is read and paid.
 pub const MAX_NEW_CONTRIBUTIONS: u64 = 1_000;
-const PPM: u64 = 1_000_000;
 
 type Out = Result<Bytes, ModuleError>;
 
 /// The access parameters' genesis storage.
 pub(super) fn genesis(p: &ProtocolParams) -> Vec<(U256, U256)> {
     let a = &p.data_access;
-    crate::storage::consecutive(
-        ACCESS_PARAMS,
-        [
-            U256::from(a.protocol_share_ppm),
-            U256::from(a.owner_share_ppm),
-            a.max_price_per_row,
-        ],
-    )
-}
-
-pub(super) fn read_params(s: &mut Storage<'_>) -> Result<IDatanets::AccessParams, ModuleError> {
-    Ok(IDatanets::AccessParams {
-        protocolSharePpm: s.get(ACCESS_PARAMS)?,
-        ownerSharePpm: s.get(ACCESS_PARAMS.field(1))?,
-        maxPricePerRow: s.get(ACCESS_PARAMS.field(2))?,
-    })
+    let params = IDatanets::AccessParams {
+        protocolSharePpm: a.protocol_share_ppm,
+        ownerSharePpm: a.owner_share_ppm,
+        maxPricePerRow: a.max_price_per_row,
+    };
+    consecutive(ACCESS_PARAMS, struct_words(&params))
 }
 
 pub(super) fn set_params(
@@ -66,14 +56,12 @@ pub(super) fn set_params(
         return Err(revert(IDatanets::NotGovernance { account: caller }));
     }
     let sum = u64::from(params.protocolSharePpm) + u64::from(params.ownerSharePpm);
-    if sum > PPM {
+    if sum > u64::from(PPM) {
         return Err(revert(IDatanets::SharesAboveWhole {
             sum: U256::from(sum),
         }));
     }
-    s.set(ACCESS_PARAMS, params.protocolSharePpm)?;
-    s.set(ACCESS_PARAMS.field(1), params.ownerSharePpm)?;
-    s.set(ACCESS_PARAMS.field(2), params.maxPricePerRow)?;
+    s.set_struct(ACCESS_PARAMS, &params)?;
     emit(s.host(), &IDatanets::AccessParamsSet { params })?;
     Ok(Bytes::new())
 }
@@ -101,7 +89,9 @@ pub(super) fn set_terms(
             account: caller,
         }));
     }
-    let max = read_params(s)?.maxPricePerRow;
+    let max = s
+        .get_struct::<IDatanets::AccessParams>(ACCESS_PARAMS)?
+        .maxPricePerRow;
     if c.pricePerRow > max {
         return Err(revert(IDatanets::PriceAboveMax {
             pricePerRow: c.pricePerRow,
@@ -382,8 +372,8 @@ fn pay_out(
     if request.fee.is_zero() {
         return Ok((U256::ZERO, U256::ZERO, U256::ZERO));
     }
-    let params = read_params(s)?;
-    let ppm = |share: u32| request.fee * U256::from(share) / U256::from(PPM);
+    let params = s.get_struct::<IDatanets::AccessParams>(ACCESS_PARAMS)?;
+    let ppm = |share: u32| ppm_of(request.fee, share);
     let mut to_treasury = ppm(params.protocolSharePpm);
     let to_owner = ppm(params.ownerSharePpm);
     let pool = request.fee - to_treasury - to_owner;
