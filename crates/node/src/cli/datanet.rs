@@ -2,14 +2,18 @@
 
 use std::path::PathBuf;
 
-use alloy_primitives::U256;
+use std::fmt;
+
+use alloy_primitives::{Address, B256, U256};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use openledger_primitives::addresses::DATANETS;
 use openledger_protocol::abi::IDatanets;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
-use super::{Client, Common, block_on, events, open, parse_open, text_hash};
+use super::report::{Id, Wei};
+use super::{Client, Common, block_on, events, parse_open, text_hash};
 use openledger_flywheel::signing::{SIGNATURE_HEADER, upload_message};
 
 /// Options of `openledger datanet`.
@@ -24,32 +28,7 @@ pub struct DatanetArgs {
 #[derive(Debug, Subcommand)]
 enum DatanetCommand {
     /// Create a datanet and publish it (paying the publication fee) unless --draft.
-    Create {
-        /// Its name.
-        #[arg(long)]
-        name: String,
-        /// A one-line summary.
-        #[arg(long, default_value = "")]
-        summary: String,
-        /// A longer description; its keccak256 hash goes on-chain.
-        #[arg(long)]
-        description: Option<String>,
-        /// A tag (repeatable).
-        #[arg(long = "tag")]
-        tags: Vec<String>,
-        /// The kind of data.
-        #[arg(long, default_value = "text")]
-        data_type: String,
-        /// The licence contributions are under.
-        #[arg(long, default_value = "")]
-        licence: String,
-        /// Accept contributions only from allow-listed accounts.
-        #[arg(long)]
-        private: bool,
-        /// Leave it in draft.
-        #[arg(long)]
-        draft: bool,
-    },
+    Create(Create),
     /// Upload a file (.txt, .md, .jsonl, .csv) to the node's content store.
     Upload {
         /// The datanet.
@@ -117,89 +96,54 @@ enum DatanetCommand {
     },
 }
 
+#[derive(Debug, Args)]
+struct Create {
+    /// Its name.
+    #[arg(long)]
+    name: String,
+    /// A one-line summary.
+    #[arg(long, default_value = "")]
+    summary: String,
+    /// A longer description; its keccak256 hash goes on-chain.
+    #[arg(long)]
+    description: Option<String>,
+    /// A tag (repeatable).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// The kind of data.
+    #[arg(long, default_value = "text")]
+    data_type: String,
+    /// The licence contributions are under.
+    #[arg(long, default_value = "")]
+    licence: String,
+    /// Accept contributions only from allow-listed accounts.
+    #[arg(long)]
+    private: bool,
+    /// Leave it in draft.
+    #[arg(long)]
+    draft: bool,
+}
+
 /// Runs `openledger datanet`.
 pub fn run(args: DatanetArgs) -> anyhow::Result<()> {
     block_on(async move {
         let common = &args.common;
         let client = common.client()?;
+        use DatanetCommand as C;
         match args.command {
-            DatanetCommand::Create {
-                name,
-                summary,
-                description,
-                tags,
-                data_type,
-                licence,
-                private,
-                draft,
-            } => {
-                let call = IDatanets::createDatanetCall {
-                    name,
-                    summary,
-                    descriptionHash: text_hash(description.as_deref()),
-                    tags,
-                    dataType: data_type,
-                    licence,
-                    isPublic: !private,
-                };
-                let receipt = client.send(DATANETS, &call, U256::ZERO).await?;
-                let created = events::<IDatanets::DatanetCreated>(&receipt)
-                    .pop()
-                    .context("no DatanetCreated event")?;
-                let id = created.datanetId;
-                let fee = if draft {
-                    None
-                } else {
-                    let fee = client
-                        .view(DATANETS, &IDatanets::publishFeeCall { datanetId: id })
-                        .await?;
-                    let publish = IDatanets::publishCall { datanetId: id };
-                    client.send(DATANETS, &publish, fee).await?;
-                    Some(fee)
-                };
-                let state = fee.map_or("draft".to_string(), |f| {
-                    format!("published, fee {}", open(f))
-                });
-                common.print(
-                    json!({"datanetId": id.to_string(), "published": fee.is_some(),
-                           "fee": fee.map(|f| f.to_string()), "tx": receipt.transaction_hash}),
-                    format!("Created datanet {id} {:?} ({state})", created.name),
-                );
+            C::Create(create) => common.report(&create.execute(&client).await?),
+            C::Upload { datanet, file } => {
+                common.report(&Uploaded(upload(common, datanet, &file, &client).await?))
             }
-            DatanetCommand::Upload { datanet, file } => {
-                let uploaded = upload(common, datanet, &file, &client).await?;
-                common.print(uploaded.clone(), describe_upload(&uploaded));
-            }
-            DatanetCommand::Contribute {
+            C::Contribute {
                 datanet,
                 file,
                 licence,
             } => {
-                let uploaded = upload(common, datanet, &file, &client).await?;
-                let field = |name: &str| uploaded[name].clone();
-                let call = IDatanets::contributeCall {
-                    datanetId: datanet,
-                    contentHash: serde_json::from_value(field("contentHash"))?,
-                    rows: serde_json::from_value(field("rows"))?,
-                    size: serde_json::from_value(field("size"))?,
-                    licence,
-                };
-                let receipt = client.send(DATANETS, &call, U256::ZERO).await?;
-                let event = events::<IDatanets::Contributed>(&receipt)
-                    .pop()
-                    .context("no Contributed event")?;
-                common.print(
-                    json!({"contributionId": event.contributionId.to_string(),
-                           "datanetId": datanet.to_string(), "contentHash": event.contentHash,
-                           "rows": event.rows, "size": event.size, "tx": receipt.transaction_hash}),
-                    format!(
-                        "{}\nSubmitted contribution {} to datanet {datanet}, pending approval",
-                        describe_upload(&uploaded),
-                        event.contributionId
-                    ),
-                );
+                let uploaded = Uploaded(upload(common, datanet, &file, &client).await?);
+                common.report(&contribute(&client, datanet, uploaded, licence).await?)
             }
-            DatanetCommand::Approve {
+            C::Approve {
                 datanet,
                 contributions,
                 unchecked,
@@ -207,38 +151,9 @@ pub fn run(args: DatanetArgs) -> anyhow::Result<()> {
                 if !unchecked {
                     check_declared(&client, &common.api_url, &contributions).await?;
                 }
-                let fee = client
-                    .view(
-                        DATANETS,
-                        &IDatanets::versionFeeCall {
-                            datanetId: datanet,
-                            contributionIds: contributions.clone(),
-                        },
-                    )
-                    .await?;
-                let call = IDatanets::approveCall {
-                    datanetId: datanet,
-                    contributionIds: contributions,
-                };
-                let receipt = client.send(DATANETS, &call, fee).await?;
-                let version = events::<IDatanets::VersionCreated>(&receipt)
-                    .pop()
-                    .context("no VersionCreated event")?;
-                common.print(
-                    json!({"datanetId": datanet.to_string(), "version": version.version,
-                           "root": version.root, "fee": fee.to_string(),
-                           "contributionIds": ids(&version.contributionIds),
-                           "tx": receipt.transaction_hash}),
-                    format!(
-                        "Datanet {datanet} version {}: {} contributions approved, root {}, fee {}",
-                        version.version,
-                        version.contributionIds.len(),
-                        version.root,
-                        open(fee)
-                    ),
-                );
+                common.report(&approve(&client, datanet, contributions).await?)
             }
-            DatanetCommand::Reject {
+            C::Reject {
                 datanet,
                 contributions,
                 reason,
@@ -249,49 +164,228 @@ pub fn run(args: DatanetArgs) -> anyhow::Result<()> {
                     reasonCode: reason,
                 };
                 let receipt = client.send(DATANETS, &call, U256::ZERO).await?;
-                common.print(
-                    json!({"datanetId": datanet.to_string(), "rejected": ids(&contributions),
-                           "reasonCode": reason, "tx": receipt.transaction_hash}),
-                    format!(
-                        "Rejected {} contributions of datanet {datanet} (reason {reason})",
-                        contributions.len()
-                    ),
-                );
+                common.report(&Rejected {
+                    datanet_id: Id(datanet),
+                    rejected: contributions.into_iter().map(Id).collect(),
+                    reason_code: reason,
+                    tx: receipt.transaction_hash,
+                })
             }
-            DatanetCommand::List => {
-                let count = client
-                    .view(DATANETS, &IDatanets::datanetCountCall {})
-                    .await?;
-                let mut all = Vec::new();
-                let mut text = format!(
-                    "{:>4}  {:<28} {:<42} {:>8} {:>13} {:>8}",
-                    "id", "name", "owner", "versions", "contributions", "approved"
-                );
-                for id in 1..=count.to::<u64>() {
-                    let d = datanet(&client, U256::from(id)).await?;
-                    text.push_str(&format!(
-                        "\n{:>4}  {:<28} {:<42} {:>8} {:>13} {:>8}",
-                        id, d.name, d.owner, d.versionCount, d.contributionCount, d.approvedCount
-                    ));
-                    all.push(datanet_json(&d));
-                }
-                common.print(Value::Array(all), text);
-            }
-            DatanetCommand::Show { datanet: id } => show(common, &client, id).await?,
-            DatanetCommand::Price {
+            C::List => common.report(&list(&client).await?),
+            C::Show { datanet } => common.report(&show(&client, datanet).await?),
+            C::Price {
                 datanet,
                 price_per_row,
                 approval,
             } => {
-                super::access::set_price(common, &client, (datanet, price_per_row, approval))
-                    .await?
+                super::access::set_price(common, &client, (datanet, price_per_row, approval)).await
             }
-            DatanetCommand::Access { command } => {
-                super::access::run(common, &client, command).await?
-            }
+            C::Access { command } => super::access::run(common, &client, command).await,
         }
-        Ok(())
     })
+}
+
+/// A datanet created, and published unless a draft.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Created {
+    datanet_id: Id,
+    #[serde(skip)]
+    name: String,
+    published: bool,
+    fee: Option<Wei>,
+    tx: B256,
+}
+
+impl Create {
+    async fn execute(self, client: &Client) -> anyhow::Result<Created> {
+        let call = IDatanets::createDatanetCall {
+            name: self.name,
+            summary: self.summary,
+            descriptionHash: text_hash(self.description.as_deref()),
+            tags: self.tags,
+            dataType: self.data_type,
+            licence: self.licence,
+            isPublic: !self.private,
+        };
+        let receipt = client.send(DATANETS, &call, U256::ZERO).await?;
+        let created = events::<IDatanets::DatanetCreated>(&receipt)
+            .pop()
+            .context("no DatanetCreated event")?;
+        let id = created.datanetId;
+        let fee = if self.draft {
+            None
+        } else {
+            let fee = client
+                .view(DATANETS, &IDatanets::publishFeeCall { datanetId: id })
+                .await?;
+            let publish = IDatanets::publishCall { datanetId: id };
+            client.send(DATANETS, &publish, fee).await?;
+            Some(Wei(fee))
+        };
+        Ok(Created {
+            datanet_id: Id(id),
+            name: created.name,
+            published: fee.is_some(),
+            fee,
+            tx: receipt.transaction_hash,
+        })
+    }
+}
+
+impl fmt::Display for Created {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Created datanet {} {:?} ", self.datanet_id, self.name)?;
+        match self.fee {
+            Some(fee) => write!(f, "(published, fee {fee})"),
+            None => write!(f, "(draft)"),
+        }
+    }
+}
+
+/// The content API's answer to an upload, as it gave it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+struct Uploaded(Value);
+
+impl fmt::Display for Uploaded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let u = &self.0;
+        write!(
+            f,
+            "Uploaded {}: {} rows, {} bytes, content hash {}",
+            u["fileName"].as_str().unwrap_or("?"),
+            u["rows"],
+            u["size"],
+            u["contentHash"].as_str().unwrap_or("?")
+        )
+    }
+}
+
+/// A file submitted as a contribution.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Contributed {
+    #[serde(skip)]
+    uploaded: Uploaded,
+    contribution_id: Id,
+    datanet_id: Id,
+    content_hash: B256,
+    rows: u64,
+    size: u64,
+    tx: B256,
+}
+
+async fn contribute(
+    client: &Client,
+    datanet: U256,
+    uploaded: Uploaded,
+    licence: String,
+) -> anyhow::Result<Contributed> {
+    let field = |name: &str| uploaded.0[name].clone();
+    let call = IDatanets::contributeCall {
+        datanetId: datanet,
+        contentHash: serde_json::from_value(field("contentHash"))?,
+        rows: serde_json::from_value(field("rows"))?,
+        size: serde_json::from_value(field("size"))?,
+        licence,
+    };
+    let receipt = client.send(DATANETS, &call, U256::ZERO).await?;
+    let event = events::<IDatanets::Contributed>(&receipt)
+        .pop()
+        .context("no Contributed event")?;
+    Ok(Contributed {
+        uploaded,
+        contribution_id: Id(event.contributionId),
+        datanet_id: Id(datanet),
+        content_hash: event.contentHash,
+        rows: event.rows,
+        size: event.size,
+        tx: receipt.transaction_hash,
+    })
+}
+
+impl fmt::Display for Contributed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}", self.uploaded)?;
+        write!(
+            f,
+            "Submitted contribution {} to datanet {}, pending approval",
+            self.contribution_id, self.datanet_id
+        )
+    }
+}
+
+/// A new version of approved contributions.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Approved {
+    datanet_id: Id,
+    version: u64,
+    root: B256,
+    fee: Wei,
+    contribution_ids: Vec<Id>,
+    tx: B256,
+}
+
+async fn approve(client: &Client, datanet: U256, ids: Vec<U256>) -> anyhow::Result<Approved> {
+    let quote = IDatanets::versionFeeCall {
+        datanetId: datanet,
+        contributionIds: ids.clone(),
+    };
+    let fee = client.view(DATANETS, &quote).await?;
+    let call = IDatanets::approveCall {
+        datanetId: datanet,
+        contributionIds: ids,
+    };
+    let receipt = client.send(DATANETS, &call, fee).await?;
+    let version = events::<IDatanets::VersionCreated>(&receipt)
+        .pop()
+        .context("no VersionCreated event")?;
+    Ok(Approved {
+        datanet_id: Id(datanet),
+        version: version.version,
+        root: version.root,
+        fee: Wei(fee),
+        contribution_ids: version.contributionIds.into_iter().map(Id).collect(),
+        tx: receipt.transaction_hash,
+    })
+}
+
+impl fmt::Display for Approved {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Datanet {} version {}: {} contributions approved, root {}, fee {}",
+            self.datanet_id,
+            self.version,
+            self.contribution_ids.len(),
+            self.root,
+            self.fee
+        )
+    }
+}
+
+/// Contributions rejected.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Rejected {
+    datanet_id: Id,
+    rejected: Vec<Id>,
+    reason_code: u32,
+    tx: B256,
+}
+
+impl fmt::Display for Rejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Rejected {} contributions of datanet {} (reason {})",
+            self.rejected.len(),
+            self.datanet_id,
+            self.reason_code
+        )
+    }
 }
 
 /// Refuses contributions whose declared rows or size differ from the file the node holds (the
@@ -353,94 +447,193 @@ async fn datanet(client: &Client, id: U256) -> anyhow::Result<IDatanets::Datanet
         .await
 }
 
-async fn show(common: &Common, client: &Client, id: U256) -> anyhow::Result<()> {
-    let d = datanet(client, id).await?;
-    let contribution_ids = client
-        .view(
-            DATANETS,
-            &IDatanets::contributionsOfCall {
-                datanetId: id,
-                offset: 0,
-                limit: u64::MAX,
-            },
-        )
+/// A datanet, as `datanet list` and `datanet show` print it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Datanet {
+    id: Id,
+    owner: Address,
+    name: String,
+    summary: String,
+    tags: Vec<String>,
+    data_type: String,
+    licence: String,
+    public: bool,
+    published: bool,
+    version_count: u64,
+    contribution_count: u64,
+    approved_count: u64,
+    approved_rows: u64,
+    approved_bytes: u64,
+}
+
+impl From<IDatanets::Datanet> for Datanet {
+    fn from(d: IDatanets::Datanet) -> Self {
+        Self {
+            id: Id(d.id),
+            owner: d.owner,
+            name: d.name,
+            summary: d.summary,
+            tags: d.tags,
+            data_type: d.dataType,
+            licence: d.licence,
+            public: d.isPublic,
+            published: d.published,
+            version_count: d.versionCount,
+            contribution_count: d.contributionCount,
+            approved_count: d.approvedCount,
+            approved_rows: d.approvedRows,
+            approved_bytes: d.approvedBytes,
+        }
+    }
+}
+
+/// Every datanet, a table in text.
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+struct Datanets(Vec<Datanet>);
+
+async fn list(client: &Client) -> anyhow::Result<Datanets> {
+    let count = client
+        .view(DATANETS, &IDatanets::datanetCountCall {})
         .await?;
-    let mut json = datanet_json(&d);
-    let mut text = format!(
-        "Datanet {id}: {}\n  owner      {}\n  summary    {}\n  tags       {}\n  licence    {}\n  \
-         status     {}, {}\n  approved   {} contributions, {} rows, {} bytes\n",
-        d.name,
-        d.owner,
-        d.summary,
-        d.tags.join(", "),
-        d.licence,
-        if d.published { "published" } else { "draft" },
-        if d.isPublic { "public" } else { "private" },
-        d.approvedCount,
-        d.approvedRows,
-        d.approvedBytes
-    );
-    text.push_str("\nContributions\n");
+    let mut all = Vec::new();
+    for id in 1..=count.to::<u64>() {
+        all.push(datanet(client, U256::from(id)).await?.into());
+    }
+    Ok(Datanets(all))
+}
+
+impl fmt::Display for Datanets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:>4}  {:<28} {:<42} {:>8} {:>13} {:>8}",
+            "id", "name", "owner", "versions", "contributions", "approved"
+        )?;
+        for d in &self.0 {
+            write!(
+                f,
+                "\n{:>4}  {:<28} {:<42} {:>8} {:>13} {:>8}",
+                d.id, d.name, d.owner, d.version_count, d.contribution_count, d.approved_count
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// A datanet with its contributions and versions.
+#[derive(Debug, Serialize)]
+struct Shown {
+    #[serde(flatten)]
+    datanet: Datanet,
+    contributions: Vec<Contribution>,
+    versions: Vec<Version>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Contribution {
+    id: Id,
+    contributor: Address,
+    content_hash: B256,
+    rows: u64,
+    size: u64,
+    status: String,
+    version: u64,
+    reason_code: u32,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Version {
+    number: u64,
+    root: B256,
+    approved_count: u64,
+    rows: u64,
+    size: u64,
+    contribution_ids: Vec<Id>,
+}
+
+async fn show(client: &Client, id: U256) -> anyhow::Result<Shown> {
+    let datanet = datanet(client, id).await?.into();
+    let all = IDatanets::contributionsOfCall {
+        datanetId: id,
+        offset: 0,
+        limit: u64::MAX,
+    };
     let mut contributions = Vec::new();
-    for contribution_id in contribution_ids {
-        let c = client
-            .view(
-                DATANETS,
-                &IDatanets::getContributionCall {
-                    contributionId: contribution_id,
-                },
-            )
-            .await?;
-        text.push_str(&format!(
-            "  {:>4}  {:<9} {} {:>6} rows {:>9} bytes  {}\n",
-            c.id,
-            format!("{:?}", c.status),
-            c.contributor,
-            c.rows,
-            c.size,
-            c.contentHash
-        ));
-        contributions.push(json!({"id": c.id.to_string(), "contributor": c.contributor,
-            "contentHash": c.contentHash, "rows": c.rows, "size": c.size,
-            "status": format!("{:?}", c.status), "version": c.version, "reasonCode": c.reasonCode}));
+    for contribution_id in client.view(DATANETS, &all).await? {
+        let call = IDatanets::getContributionCall {
+            contributionId: contribution_id,
+        };
+        let c = client.view(DATANETS, &call).await?;
+        contributions.push(Contribution {
+            id: Id(c.id),
+            contributor: c.contributor,
+            content_hash: c.contentHash,
+            rows: c.rows,
+            size: c.size,
+            status: format!("{:?}", c.status),
+            version: c.version,
+            reason_code: c.reasonCode,
+        });
     }
-    text.push_str("\nVersions\n");
     let mut versions = Vec::new();
-    for number in 1..=d.versionCount {
-        let v = client
-            .view(
-                DATANETS,
-                &IDatanets::getVersionCall {
-                    datanetId: id,
-                    version: number,
-                },
-            )
-            .await?;
-        text.push_str(&format!(
-            "  v{number}  {} contributions  root {}\n",
-            v.approvedCount, v.root
-        ));
-        versions.push(
-            json!({"number": number, "root": v.root, "approvedCount": v.approvedCount,
-            "rows": v.rows, "size": v.size, "contributionIds": ids(&v.contributionIds)}),
-        );
+    let Datanet { version_count, .. } = datanet;
+    for number in 1..=version_count {
+        let call = IDatanets::getVersionCall {
+            datanetId: id,
+            version: number,
+        };
+        let v = client.view(DATANETS, &call).await?;
+        versions.push(Version {
+            number,
+            root: v.root,
+            approved_count: v.approvedCount,
+            rows: v.rows,
+            size: v.size,
+            contribution_ids: v.contributionIds.into_iter().map(Id).collect(),
+        });
     }
-    json["contributions"] = Value::Array(contributions);
-    json["versions"] = Value::Array(versions);
-    common.print(json, text.trim_end().to_string());
-    Ok(())
+    Ok(Shown {
+        datanet,
+        contributions,
+        versions,
+    })
 }
 
-fn ids(ids: &[U256]) -> Vec<String> {
-    ids.iter().map(U256::to_string).collect()
-}
-
-fn datanet_json(d: &IDatanets::Datanet) -> Value {
-    json!({"id": d.id.to_string(), "owner": d.owner, "name": d.name, "summary": d.summary,
-        "tags": d.tags, "dataType": d.dataType, "licence": d.licence, "public": d.isPublic,
-        "published": d.published, "versionCount": d.versionCount,
-        "contributionCount": d.contributionCount, "approvedCount": d.approvedCount,
-        "approvedRows": d.approvedRows, "approvedBytes": d.approvedBytes})
+impl fmt::Display for Shown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = &self.datanet;
+        writeln!(f, "Datanet {}: {}", d.id, d.name)?;
+        writeln!(f, "  owner      {}", d.owner)?;
+        writeln!(f, "  summary    {}", d.summary)?;
+        writeln!(f, "  tags       {}", d.tags.join(", "))?;
+        writeln!(f, "  licence    {}", d.licence)?;
+        let published = if d.published { "published" } else { "draft" };
+        let public = if d.public { "public" } else { "private" };
+        writeln!(f, "  status     {published}, {public}")?;
+        let (count, rows, bytes) = (d.approved_count, d.approved_rows, d.approved_bytes);
+        writeln!(
+            f,
+            "  approved   {count} contributions, {rows} rows, {bytes} bytes"
+        )?;
+        write!(f, "\nContributions")?;
+        for c in &self.contributions {
+            write!(
+                f,
+                "\n  {:>4}  {:<9} {} {:>6} rows {:>9} bytes  {}",
+                c.id, c.status, c.contributor, c.rows, c.size, c.content_hash
+            )?;
+        }
+        write!(f, "\n\nVersions")?;
+        for v in &self.versions {
+            let (number, count, root) = (v.number, v.approved_count, v.root);
+            write!(f, "\n  v{number}  {count} contributions  root {root}")?;
+        }
+        Ok(())
+    }
 }
 
 /// Uploads `file` to the content API, checking the quota of `contributor` too; returns the
@@ -503,14 +696,4 @@ pub(crate) async fn upload_bytes(
         );
     }
     Ok(body)
-}
-
-fn describe_upload(uploaded: &Value) -> String {
-    format!(
-        "Uploaded {}: {} rows, {} bytes, content hash {}",
-        uploaded["fileName"].as_str().unwrap_or("?"),
-        uploaded["rows"],
-        uploaded["size"],
-        uploaded["contentHash"].as_str().unwrap_or("?")
-    )
 }

@@ -12,6 +12,7 @@ pub mod feedback;
 pub mod gov;
 pub mod job;
 pub mod model;
+mod report;
 pub mod settle;
 pub mod stake;
 pub mod time;
@@ -51,6 +52,16 @@ pub struct Common {
 impl Common {
     fn client(&self) -> anyhow::Result<Client> {
         Client::new(&self.rpc_url, self.signer.signer()?)
+    }
+
+    /// Prints a command's report: its JSON with `--json`, else its text.
+    fn report(&self, report: &(impl serde::Serialize + std::fmt::Display)) -> anyhow::Result<()> {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(report)?);
+        } else {
+            println!("{report}");
+        }
+        Ok(())
     }
 
     /// Prints `json` with `--json`, else `text`.

@@ -1,13 +1,18 @@
 //! `openledger model ...`.
 
+use std::fmt;
+
 use alloy_primitives::{Address, B256, U256};
+use alloy_rpc_types_eth::TransactionReceipt;
+use alloy_sol_types::SolCall;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use openledger_primitives::addresses::MODELS;
 use openledger_protocol::abi::IModels;
-use serde_json::json;
+use serde::Serialize;
 
-use super::{Common, block_on, events, open, parse_open, text_hash};
+use super::report::{Id, Wei};
+use super::{Client, Common, block_on, events, parse_open, text_hash};
 
 /// Options of `openledger model`.
 #[derive(Debug, Args)]
@@ -121,8 +126,25 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
     block_on(async move {
         let common = &args.common;
         let client = common.client()?;
-        let (receipt, json, text) = match command {
-            RegistryCommand::Propose {
+        use RegistryCommand as C;
+        let changed = match command {
+            C::Show { model } => return common.report(&Model::from(get(&client, model).await?)),
+            C::List { from, limit } => return common.report(&list(&client, from, limit).await?),
+            C::Publish { model, adapter } => {
+                let published = openledger_flywheel::jobs::publish_adapter(
+                    &client,
+                    &common.api_url,
+                    model,
+                    &adapter,
+                )
+                .await?;
+                return common.report(&Published {
+                    model_id: Id(model),
+                    adapter_hash: published.adapter_hash,
+                    left_out: published.left_out,
+                });
+            }
+            C::Propose {
                 name,
                 base_model,
                 datanets,
@@ -134,24 +156,13 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
                     datanetIds: datanets,
                     metadataHash: text_hash(metadata.as_deref()),
                 };
-                let receipt = client.send(MODELS, &call, U256::ZERO).await?;
-                let event = events::<IModels::ModelProposed>(&receipt)
-                    .pop()
-                    .context("no ModelProposed event")?;
-                let id = event.modelId;
-                let text = format!("Proposed model {id} {:?}, awaiting approval", event.name);
-                (receipt, json!({"modelId": id.to_string()}), text)
+                change(&client, None, &call).await?
             }
-            RegistryCommand::Approve { model } => {
+            C::Approve { model } => {
                 let call = IModels::approveModelCall { modelId: model };
-                let receipt = client.send(MODELS, &call, U256::ZERO).await?;
-                (
-                    receipt,
-                    json!({"modelId": model.to_string()}),
-                    format!("Approved model {model}"),
-                )
+                change(&client, Some(model), &call).await?
             }
-            RegistryCommand::Register {
+            C::Register {
                 model,
                 adapter_hash,
                 datanet_versions,
@@ -163,28 +174,9 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
                     datanetVersions: datanet_versions,
                     metricsHash: metrics_hash,
                 };
-                let receipt = client.send(MODELS, &call, U256::ZERO).await?;
-                let version = events::<IModels::ArtifactRegistered>(&receipt)
-                    .pop()
-                    .context("no ArtifactRegistered event")?
-                    .version;
-                let current = client
-                    .view(MODELS, &IModels::getModelCall { modelId: model })
-                    .await?
-                    .artifactVersion;
-                let mut text = format!(
-                    "Model {model} trained: adapter {adapter_hash}, artifact version {version}"
-                );
-                if current != version {
-                    text += &format!(
-                        "; it serves version {current} until deployed again (openledger model \
-                         deploy {model} ...)"
-                    );
-                }
-                let out = json!({"modelId": model.to_string(), "artifactVersion": version});
-                (receipt, out, text)
+                change(&client, Some(model), &call).await?
             }
-            RegistryCommand::Deploy {
+            C::Deploy {
                 model,
                 operator,
                 input_rate,
@@ -196,141 +188,247 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
                     inputRatePer1k: input_rate,
                     outputRatePer1k: output_rate,
                 };
-                let receipt = client.send(MODELS, &call, U256::ZERO).await?;
-                let version = events::<IModels::ModelDeployed>(&receipt)
-                    .pop()
-                    .context("no ModelDeployed event")?
-                    .artifactVersion;
-                let text = format!(
-                    "Model {model} deployed by {operator} with artifact version {version}: {} / {} \
-                     per 1k prompt / generated tokens",
-                    open(input_rate),
-                    open(output_rate)
-                );
-                let out = json!({"modelId": model.to_string(), "artifactVersion": version});
-                (receipt, out, text)
+                change(&client, Some(model), &call).await?
             }
-            RegistryCommand::Retire { model } => {
+            C::Retire { model } => {
                 let call = IModels::retireCall { modelId: model };
-                let receipt = client.send(MODELS, &call, U256::ZERO).await?;
-                let out = json!({"modelId": model.to_string()});
-                (receipt, out, format!("Retired model {model}"))
-            }
-            RegistryCommand::List { from, limit } => {
-                let count: U256 = client.view(MODELS, &IModels::modelCountCall {}).await?;
-                let last = count
-                    .saturating_to::<u64>()
-                    .min(from.saturating_add(limit - 1));
-                let mut models = Vec::new();
-                for id in from.max(1)..=last {
-                    let call = IModels::getModelCall {
-                        modelId: U256::from(id),
-                    };
-                    models.push(client.view(MODELS, &call).await?);
-                }
-                let lines: Vec<String> = models
-                    .iter()
-                    .map(|m| {
-                        format!(
-                            "{:>5}  {:<9}  {}  ({})",
-                            m.id,
-                            format!("{:?}", m.status),
-                            m.name,
-                            datanet_versions(m).join(", ")
-                        )
-                    })
-                    .collect();
-                let text = if lines.is_empty() {
-                    format!("No models from id {from} ({count} in all)")
-                } else {
-                    format!("   id  status     name  (datanets)\n{}", lines.join("\n"))
-                };
-                common.print(
-                    json!(models.iter().map(model_json).collect::<Vec<_>>()),
-                    text,
-                );
-                return Ok(());
-            }
-            RegistryCommand::Publish { model, adapter } => {
-                let openledger_flywheel::jobs::Published {
-                    adapter_hash: hash,
-                    left_out,
-                } = openledger_flywheel::jobs::publish_adapter(
-                    &client,
-                    &common.api_url,
-                    model,
-                    &adapter,
-                )
-                .await?;
-                let without = match left_out.as_slice() {
-                    [] => String::new(),
-                    names => format!(" without {} (over the size limit)", names.join(", ")),
-                };
-                common.print(
-                    json!({"modelId": model.to_string(), "adapterHash": hash, "leftOut": left_out}),
-                    format!("Published model {model}'s adapter {hash}{without}"),
-                );
-                return Ok(());
-            }
-            RegistryCommand::Show { model } => {
-                let m = client
-                    .view(MODELS, &IModels::getModelCall { modelId: model })
-                    .await?;
-                let versions = datanet_versions(&m);
-                common.print(
-                    model_json(&m),
-                    format!(
-                        "Model {}: {}\n  status     {:?}\n  creator    {}\n  base       {}\n  \
-                         datanets   {}\n  adapter    {} (artifact version {} of {})\n  operator   {}\n  \
-                         prices     {} / {} per 1k tokens",
-                        m.id,
-                        m.name,
-                        m.status,
-                        m.creator,
-                        m.baseModel,
-                        versions.join(", "),
-                        m.adapterHash,
-                        m.artifactVersion,
-                        m.artifactCount,
-                        m.operator,
-                        open(m.inputRatePer1k),
-                        open(m.outputRatePer1k)
-                    ),
-                );
-                return Ok(());
+                change(&client, Some(model), &call).await?
             }
         };
-        let mut json = json;
-        json["tx"] = json!(receipt.transaction_hash);
-        common.print(json, text);
-        Ok(())
+        common.report(&changed)
     })
 }
 
-/// A model's datanets with the versions its artifact registers, `ID@vN` (just `ID` before).
-fn datanet_versions(m: &IModels::Model) -> Vec<String> {
-    m.datanetIds
-        .iter()
-        .zip(
-            m.datanetVersions
-                .iter()
-                .map(Some)
-                .chain(std::iter::repeat(None)),
-        )
-        .map(|(id, v)| match v {
-            Some(v) => format!("{id}@v{v}"),
-            None => id.to_string(),
-        })
-        .collect()
+/// Sends `call` to the registry about `model` (`None`: the one it proposes).
+async fn change<C: SolCall>(
+    client: &Client,
+    model: Option<U256>,
+    call: &C,
+) -> anyhow::Result<Changed> {
+    let receipt = client.send(MODELS, call, U256::ZERO).await?;
+    Changed::of(client, model, &receipt).await
 }
 
-/// A model as `--json` prints it.
-fn model_json(m: &IModels::Model) -> serde_json::Value {
-    json!({"id": m.id.to_string(), "name": m.name, "creator": m.creator,
-        "status": format!("{:?}", m.status), "baseModel": m.baseModel,
-        "datanetIds": m.datanetIds.iter().map(U256::to_string).collect::<Vec<_>>(),
-        "datanetVersions": m.datanetVersions, "adapterHash": m.adapterHash,
-        "artifactVersion": m.artifactVersion, "artifactCount": m.artifactCount,
-        "operator": m.operator, "inputRatePer1k": m.inputRatePer1k.to_string(),
-        "outputRatePer1k": m.outputRatePer1k.to_string()})
+/// A transaction to the registry: the model it changed, with the artifact version it registered
+/// or deployed, as its events say.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Changed {
+    model_id: Id,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    artifact_version: Option<u64>,
+    tx: B256,
+    #[serde(skip)]
+    said: String,
+}
+
+impl Changed {
+    async fn of(
+        client: &Client,
+        model: Option<U256>,
+        receipt: &TransactionReceipt,
+    ) -> anyhow::Result<Self> {
+        let changed = |model: U256, artifact_version, said| Self {
+            model_id: Id(model),
+            artifact_version,
+            tx: receipt.transaction_hash,
+            said,
+        };
+        if let Some(event) = events::<IModels::ModelProposed>(receipt).pop() {
+            let (id, name) = (event.modelId, event.name);
+            return Ok(changed(
+                id,
+                None,
+                format!("Proposed model {id} {name:?}, awaiting approval"),
+            ));
+        }
+        let model = model.context("no ModelProposed event")?;
+        if let Some(event) = events::<IModels::ArtifactRegistered>(receipt).pop() {
+            let version = event.version;
+            let current = get(client, model).await?.artifactVersion;
+            let mut said = format!(
+                "Model {model} trained: adapter {}, artifact version {version}",
+                event.adapterHash
+            );
+            if current != version {
+                said += &format!(
+                    "; it serves version {current} until deployed again (openledger model \
+                     deploy {model} ...)"
+                );
+            }
+            return Ok(changed(model, Some(version), said));
+        }
+        if let Some(event) = events::<IModels::ModelDeployed>(receipt).pop() {
+            let version = event.artifactVersion;
+            let said = format!(
+                "Model {model} deployed by {} with artifact version {version}: {} / {} per 1k \
+                 prompt / generated tokens",
+                event.operator,
+                Wei(event.inputRatePer1k),
+                Wei(event.outputRatePer1k)
+            );
+            return Ok(changed(model, Some(version), said));
+        }
+        let said = if events::<IModels::ModelRetired>(receipt).is_empty() {
+            format!("Approved model {model}")
+        } else {
+            format!("Retired model {model}")
+        };
+        Ok(changed(model, None, said))
+    }
+}
+
+impl fmt::Display for Changed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.said)
+    }
+}
+
+/// A registered adapter's files published to the content API.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Published {
+    model_id: Id,
+    adapter_hash: B256,
+    left_out: Vec<&'static str>,
+}
+
+impl fmt::Display for Published {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Published model {}'s adapter {}",
+            self.model_id, self.adapter_hash
+        )?;
+        if !self.left_out.is_empty() {
+            write!(
+                f,
+                " without {} (over the size limit)",
+                self.left_out.join(", ")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+async fn get(client: &Client, model: U256) -> anyhow::Result<IModels::Model> {
+    client
+        .view(MODELS, &IModels::getModelCall { modelId: model })
+        .await
+}
+
+/// A model, as `model show` and `model list` print it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Model {
+    id: Id,
+    name: String,
+    creator: Address,
+    status: String,
+    base_model: String,
+    datanet_ids: Vec<Id>,
+    datanet_versions: Vec<u64>,
+    adapter_hash: B256,
+    artifact_version: u64,
+    artifact_count: u64,
+    operator: Address,
+    input_rate_per1k: Wei,
+    output_rate_per1k: Wei,
+}
+
+impl From<IModels::Model> for Model {
+    fn from(m: IModels::Model) -> Self {
+        Self {
+            id: Id(m.id),
+            name: m.name,
+            creator: m.creator,
+            status: format!("{:?}", m.status),
+            base_model: m.baseModel,
+            datanet_ids: m.datanetIds.into_iter().map(Id).collect(),
+            datanet_versions: m.datanetVersions,
+            adapter_hash: m.adapterHash,
+            artifact_version: m.artifactVersion,
+            artifact_count: m.artifactCount,
+            operator: m.operator,
+            input_rate_per1k: Wei(m.inputRatePer1k),
+            output_rate_per1k: Wei(m.outputRatePer1k),
+        }
+    }
+}
+
+impl Model {
+    /// Its datanets with the versions its artifact registers, `ID@vN` (just `ID` before).
+    fn datanets(&self) -> String {
+        let versions = self.datanet_versions.iter().map(Some);
+        let datanets: Vec<String> = self
+            .datanet_ids
+            .iter()
+            .zip(versions.chain(std::iter::repeat(None)))
+            .map(|(id, v)| match v {
+                Some(v) => format!("{id}@v{v}"),
+                None => id.to_string(),
+            })
+            .collect();
+        datanets.join(", ")
+    }
+}
+
+impl fmt::Display for Model {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "Model {}: {}", self.id, self.name)?;
+        writeln!(f, "  status     {}", self.status)?;
+        writeln!(f, "  creator    {}", self.creator)?;
+        writeln!(f, "  base       {}", self.base_model)?;
+        writeln!(f, "  datanets   {}", self.datanets())?;
+        let (version, count) = (self.artifact_version, self.artifact_count);
+        let adapter = self.adapter_hash;
+        writeln!(
+            f,
+            "  adapter    {adapter} (artifact version {version} of {count})"
+        )?;
+        writeln!(f, "  operator   {}", self.operator)?;
+        let (input, output) = (self.input_rate_per1k, self.output_rate_per1k);
+        write!(f, "  prices     {input} / {output} per 1k tokens")
+    }
+}
+
+/// Models `from` on, a table in text.
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+struct Models {
+    models: Vec<Model>,
+    #[serde(skip)]
+    from: u64,
+    #[serde(skip)]
+    count: U256,
+}
+
+async fn list(client: &Client, from: u64, limit: u64) -> anyhow::Result<Models> {
+    let count: U256 = client.view(MODELS, &IModels::modelCountCall {}).await?;
+    let last = count
+        .saturating_to::<u64>()
+        .min(from.saturating_add(limit - 1));
+    let mut models = Vec::new();
+    for id in from.max(1)..=last {
+        models.push(get(client, U256::from(id)).await?.into());
+    }
+    Ok(Models {
+        models,
+        from,
+        count,
+    })
+}
+
+impl fmt::Display for Models {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.models.is_empty() {
+            return write!(f, "No models from id {} ({} in all)", self.from, self.count);
+        }
+        write!(f, "   id  status     name  (datanets)")?;
+        for m in &self.models {
+            let (id, status, name) = (m.id, &m.status, &m.name);
+            write!(f, "\n{id:>5}  {status:<9}  {name}  ({})", m.datanets())?;
+        }
+        Ok(())
+    }
 }

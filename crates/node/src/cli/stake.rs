@@ -1,13 +1,16 @@
 //! `openledger stake ...`: stake behind models, rewards, slashing and contributor flags.
 
+use std::fmt;
+
 use alloy_primitives::{Address, U256};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use openledger_primitives::addresses::STAKING;
 use openledger_protocol::abi::IStaking;
-use serde_json::json;
+use serde::Serialize;
 
-use super::{Common, block_on, date, open, parse_open};
+use super::report::{Id, Sent, Time, Wei};
+use super::{Client, Common, block_on, parse_open};
 
 /// Options of `openledger stake`.
 #[derive(Debug, Args)]
@@ -21,77 +24,73 @@ pub struct StakeArgs {
 #[derive(Debug, Subcommand)]
 enum StakeCommand {
     /// Delegate OPEN to a model and earn its stakers' share of fees.
-    Add {
-        /// The model.
-        model: U256,
-        /// Amount in OPEN.
-        #[arg(value_parser = parse_open)]
-        amount: U256,
-    },
+    Add(Amount),
     /// Start unbonding delegated stake (it stays slashable until withdrawn).
-    Remove {
-        /// The model.
-        model: U256,
-        /// Amount in OPEN.
-        #[arg(value_parser = parse_open)]
-        amount: U256,
-    },
+    Remove(Amount),
     /// Add to your operator stake for a model, which deploying and serving it require.
-    Operator {
-        /// The model.
-        model: U256,
-        /// Amount in OPEN.
-        #[arg(value_parser = parse_open)]
-        amount: U256,
-    },
+    Operator(Amount),
     /// Start unbonding operator stake.
-    OperatorRemove {
-        /// The model.
-        model: U256,
-        /// Amount in OPEN.
-        #[arg(value_parser = parse_open)]
-        amount: U256,
-    },
+    OperatorRemove(Amount),
     /// Withdraw stake whose unbonding period has passed.
-    Withdraw {
-        /// The model.
-        model: U256,
-    },
+    Withdraw(Model),
     /// Pay out your staking rewards from a model.
-    Claim {
-        /// The model.
-        model: U256,
-    },
+    Claim(Model),
     /// Slash a model's stake (governance, or the genesis admin).
-    Slash {
-        /// The model.
-        model: U256,
-        /// Share of the stake to slash, in ppm.
-        #[arg(long)]
-        ppm: u32,
-        /// Why.
-        #[arg(long)]
-        reason: String,
-        /// Who reported it (gets the reporter's share).
-        #[arg(long, default_value_t = Address::ZERO)]
-        beneficiary: Address,
-    },
+    Slash(Slash),
     /// Flag a contribution as adversarial (its datanet's owner, or governance).
-    Flag {
-        /// The contribution.
-        contribution: U256,
-        /// Why.
-        #[arg(long)]
-        reason: String,
-    },
+    Flag(Flag),
     /// Show a model's stake and an account's position in it (default: the signer's).
-    Show {
-        /// The model.
-        model: U256,
-        /// The account.
-        #[arg(long)]
-        address: Option<Address>,
-    },
+    Show(Show),
+}
+
+/// A model and an amount of OPEN.
+#[derive(Debug, Args)]
+struct Amount {
+    /// The model.
+    model: U256,
+    /// Amount in OPEN.
+    #[arg(value_parser = parse_open)]
+    amount: U256,
+}
+
+/// A model.
+#[derive(Debug, Args)]
+struct Model {
+    /// The model.
+    model: U256,
+}
+
+#[derive(Debug, Args)]
+struct Slash {
+    /// The model.
+    model: U256,
+    /// Share of the stake to slash, in ppm.
+    #[arg(long)]
+    ppm: u32,
+    /// Why.
+    #[arg(long)]
+    reason: String,
+    /// Who reported it (gets the reporter's share).
+    #[arg(long, default_value_t = Address::ZERO)]
+    beneficiary: Address,
+}
+
+#[derive(Debug, Args)]
+struct Flag {
+    /// The contribution.
+    contribution: U256,
+    /// Why.
+    #[arg(long)]
+    reason: String,
+}
+
+#[derive(Debug, Args)]
+struct Show {
+    /// The model.
+    model: U256,
+    /// The account.
+    #[arg(long)]
+    address: Option<Address>,
 }
 
 /// Runs `openledger stake`.
@@ -99,151 +98,150 @@ pub fn run(args: StakeArgs) -> anyhow::Result<()> {
     block_on(async move {
         let common = &args.common;
         let client = common.client()?;
-        let (receipt, text) = match args.command {
-            StakeCommand::Add { model, amount } => {
-                let call = IStaking::stakeCall { modelId: model };
-                let receipt = client.send(STAKING, &call, amount).await?;
-                (receipt, format!("Staked {} on model {model}", open(amount)))
+        use StakeCommand as C;
+        let sent = match args.command {
+            C::Show(show) => return common.report(&show.execute(&client).await?),
+            C::Add(a) => {
+                let said = format!("Staked {} on model {}", Wei(a.amount), a.model);
+                let call = IStaking::stakeCall { modelId: a.model };
+                (client.send(STAKING, &call, a.amount).await?, said)
             }
-            StakeCommand::Remove { model, amount } => {
+            C::Remove(a) => {
+                let said = format!("Unbonding {} from model {}", Wei(a.amount), a.model);
                 let call = IStaking::requestUnstakeCall {
-                    modelId: model,
-                    amount,
+                    modelId: a.model,
+                    amount: a.amount,
                 };
-                let receipt = client.send(STAKING, &call, U256::ZERO).await?;
-                (
-                    receipt,
-                    format!("Unbonding {} from model {model}", open(amount)),
-                )
+                (client.send(STAKING, &call, U256::ZERO).await?, said)
             }
-            StakeCommand::Operator { model, amount } => {
-                let call = IStaking::stakeOperatorCall { modelId: model };
-                let receipt = client.send(STAKING, &call, amount).await?;
-                (
-                    receipt,
-                    format!("Added {} of operator stake to model {model}", open(amount)),
-                )
-            }
-            StakeCommand::OperatorRemove { model, amount } => {
-                let call = IStaking::requestOperatorUnstakeCall {
-                    modelId: model,
-                    amount,
-                };
-                let receipt = client.send(STAKING, &call, U256::ZERO).await?;
-                (
-                    receipt,
-                    format!(
-                        "Unbonding {} of operator stake from model {model}",
-                        open(amount)
-                    ),
-                )
-            }
-            StakeCommand::Withdraw { model } => {
-                let call = IStaking::withdrawUnbondedCall { modelId: model };
-                let receipt = client.send(STAKING, &call, U256::ZERO).await?;
-                (
-                    receipt,
-                    format!("Withdrew unbonded stake from model {model}"),
-                )
-            }
-            StakeCommand::Claim { model } => {
-                let account = client.sender()?;
-                let position = client
-                    .view(
-                        STAKING,
-                        &IStaking::positionOfCall {
-                            modelId: model,
-                            account,
-                        },
-                    )
-                    .await?;
-                let call = IStaking::claimCall { modelId: model };
-                let receipt = client.send(STAKING, &call, U256::ZERO).await?;
-                (
-                    receipt,
-                    format!("Claimed {}", open(position.pendingRewards)),
-                )
-            }
-            StakeCommand::Slash {
-                model,
-                ppm,
-                reason,
-                beneficiary,
-            } => {
-                let call = IStaking::slashCall {
-                    modelId: model,
-                    ppm,
-                    reason,
-                    beneficiary,
-                };
-                let receipt = client.send(STAKING, &call, U256::ZERO).await?;
-                (
-                    receipt,
-                    format!("Slashed {ppm} ppm of model {model}'s stake"),
-                )
-            }
-            StakeCommand::Flag {
-                contribution,
-                reason,
-            } => {
-                let call = IStaking::flagContributionCall {
-                    contributionId: contribution,
-                    reason,
-                };
-                let receipt = client.send(STAKING, &call, U256::ZERO).await?;
-                (receipt, format!("Flagged contribution {contribution}"))
-            }
-            StakeCommand::Show { model, address } => {
-                let account = match address {
-                    Some(account) => account,
-                    None => client
-                        .sender()
-                        .context("say whose position to show: --address ADDR, or a signer")?,
-                };
-                let stake = client
-                    .view(STAKING, &IStaking::modelStakeCall { modelId: model })
-                    .await?;
-                let p = client
-                    .view(
-                        STAKING,
-                        &IStaking::positionOfCall {
-                            modelId: model,
-                            account,
-                        },
-                    )
-                    .await?;
-                common.print(
-                    json!({"modelId": model.to_string(), "operator": stake.operator,
-                           "operatorStake": stake.operatorStake.to_string(),
-                           "minimumStake": stake.minimumStake.to_string(),
-                           "delegated": stake.delegated.to_string(),
-                           "unbonding": stake.unbonding.to_string(),
-                           "trailingVolume": stake.trailingVolume.to_string(),
-                           "account": account, "bonded": p.bonded.to_string(),
-                           "accountUnbonding": p.unbonding.to_string(),
-                           "releaseAt": p.releaseAt,
-                           "pendingRewards": p.pendingRewards.to_string()}),
-                    format!(
-                        "Model {model}\n  operator        {} with {} (minimum {})\n  \
-                         delegated       {}\n  unbonding       {}\n  fee volume      {}\n\
-                         {account}\n  bonded          {}\n  unbonding       {} (from {})\n  \
-                         rewards         {}",
-                        stake.operator,
-                        open(stake.operatorStake),
-                        open(stake.minimumStake),
-                        open(stake.delegated),
-                        open(stake.unbonding),
-                        open(stake.trailingVolume),
-                        open(p.bonded),
-                        open(p.unbonding),
-                        date(p.releaseAt),
-                        open(p.pendingRewards)
-                    ),
+            C::Operator(a) => {
+                let said = format!(
+                    "Added {} of operator stake to model {}",
+                    Wei(a.amount),
+                    a.model
                 );
-                return Ok(());
+                let call = IStaking::stakeOperatorCall { modelId: a.model };
+                (client.send(STAKING, &call, a.amount).await?, said)
+            }
+            C::OperatorRemove(a) => {
+                let said = format!(
+                    "Unbonding {} of operator stake from model {}",
+                    Wei(a.amount),
+                    a.model
+                );
+                let call = IStaking::requestOperatorUnstakeCall {
+                    modelId: a.model,
+                    amount: a.amount,
+                };
+                (client.send(STAKING, &call, U256::ZERO).await?, said)
+            }
+            C::Withdraw(Model { model }) => {
+                let said = format!("Withdrew unbonded stake from model {model}");
+                let call = IStaking::withdrawUnbondedCall { modelId: model };
+                (client.send(STAKING, &call, U256::ZERO).await?, said)
+            }
+            C::Claim(Model { model }) => {
+                let account = client.sender()?;
+                let position = IStaking::positionOfCall {
+                    modelId: model,
+                    account,
+                };
+                let pending = client.view(STAKING, &position).await?.pendingRewards;
+                let call = IStaking::claimCall { modelId: model };
+                let said = format!("Claimed {}", Wei(pending));
+                (client.send(STAKING, &call, U256::ZERO).await?, said)
+            }
+            C::Slash(c) => {
+                let said = format!("Slashed {} ppm of model {}'s stake", c.ppm, c.model);
+                let call = IStaking::slashCall {
+                    modelId: c.model,
+                    ppm: c.ppm,
+                    reason: c.reason,
+                    beneficiary: c.beneficiary,
+                };
+                (client.send(STAKING, &call, U256::ZERO).await?, said)
+            }
+            C::Flag(c) => {
+                let said = format!("Flagged contribution {}", c.contribution);
+                let call = IStaking::flagContributionCall {
+                    contributionId: c.contribution,
+                    reason: c.reason,
+                };
+                (client.send(STAKING, &call, U256::ZERO).await?, said)
             }
         };
-        common.print(json!({"tx": receipt.transaction_hash}), text);
-        Ok(())
+        common.report(&Sent::new(&sent.0, sent.1))
     })
+}
+
+/// A model's stake and an account's position in it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Position {
+    model_id: Id,
+    operator: Address,
+    operator_stake: Wei,
+    minimum_stake: Wei,
+    delegated: Wei,
+    unbonding: Wei,
+    trailing_volume: Wei,
+    account: Address,
+    bonded: Wei,
+    account_unbonding: Wei,
+    release_at: Time,
+    pending_rewards: Wei,
+}
+
+impl Show {
+    async fn execute(self, client: &Client) -> anyhow::Result<Position> {
+        let account = match self.address {
+            Some(account) => account,
+            None => client
+                .sender()
+                .context("say whose position to show: --address ADDR, or a signer")?,
+        };
+        let model = self.model;
+        let stake = client
+            .view(STAKING, &IStaking::modelStakeCall { modelId: model })
+            .await?;
+        let call = IStaking::positionOfCall {
+            modelId: model,
+            account,
+        };
+        let p = client.view(STAKING, &call).await?;
+        Ok(Position {
+            model_id: Id(model),
+            operator: stake.operator,
+            operator_stake: Wei(stake.operatorStake),
+            minimum_stake: Wei(stake.minimumStake),
+            delegated: Wei(stake.delegated),
+            unbonding: Wei(stake.unbonding),
+            trailing_volume: Wei(stake.trailingVolume),
+            account,
+            bonded: Wei(p.bonded),
+            account_unbonding: Wei(p.unbonding),
+            release_at: Time(p.releaseAt),
+            pending_rewards: Wei(p.pendingRewards),
+        })
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "Model {}", self.model_id)?;
+        let operator = &self.operator;
+        let (stake, minimum) = (self.operator_stake, self.minimum_stake);
+        writeln!(
+            f,
+            "  operator        {operator} with {stake} (minimum {minimum})"
+        )?;
+        writeln!(f, "  delegated       {}", self.delegated)?;
+        writeln!(f, "  unbonding       {}", self.unbonding)?;
+        writeln!(f, "  fee volume      {}", self.trailing_volume)?;
+        writeln!(f, "{}", self.account)?;
+        writeln!(f, "  bonded          {}", self.bonded)?;
+        let (unbonding, release) = (self.account_unbonding, self.release_at);
+        writeln!(f, "  unbonding       {unbonding} (from {release})")?;
+        write!(f, "  rewards         {}", self.pending_rewards)
+    }
 }
