@@ -8,6 +8,7 @@
 
 use std::{
     collections::HashMap,
+    fmt,
     io::Write,
     path::{Path, PathBuf},
 };
@@ -19,9 +20,9 @@ use clap::{Args, Subcommand};
 use openledger_primitives::addresses::FEEDBACK;
 use openledger_protocol::{abi::IFeedback, feedback::commitment};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
-use super::{Client, Common, block_on, date, events, open, parse_open};
+use super::report::{Id, Sent, Time, Wei};
+use super::{Client, Common, block_on, date, events, parse_open, whose};
 
 /// Options of `openledger validator`.
 #[derive(Debug, Args)]
@@ -179,20 +180,20 @@ pub fn run(args: ValidatorArgs) -> anyhow::Result<()> {
                     .send(FEEDBACK, &IFeedback::registerValidatorCall {}, amount)
                     .await?;
                 let stake = events::<IFeedback::ValidatorStaked>(&receipt)[0].stake;
-                (receipt, format!("Validator stake is now {}", open(stake)))
+                (receipt, format!("Validator stake is now {}", Wei(stake)))
             }
             ValidatorCommand::Exit { amount } => {
                 let call = IFeedback::requestExitCall { amount };
                 let receipt = client.send(FEEDBACK, &call, U256::ZERO).await?;
                 let release = events::<IFeedback::ExitRequested>(&receipt)[0].releaseAt;
-                let text = format!("Exiting {}; withdraw from {}", open(amount), date(release));
+                let text = format!("Exiting {}; withdraw from {}", Wei(amount), date(release));
                 (receipt, text)
             }
             ValidatorCommand::Withdraw => {
                 let call = IFeedback::withdrawExitedCall {};
                 let receipt = client.send(FEEDBACK, &call, U256::ZERO).await?;
                 let amount = events::<IFeedback::ExitWithdrawn>(&receipt)[0].amount;
-                (receipt, format!("Withdrew {}", open(amount)))
+                (receipt, format!("Withdrew {}", Wei(amount)))
             }
             ValidatorCommand::Rate {
                 receipt,
@@ -244,7 +245,7 @@ pub fn run(args: ValidatorArgs) -> anyhow::Result<()> {
                     "Finalized {receipt}: median {}, {} accepted rating(s) earning {} each",
                     done.median,
                     done.accepted,
-                    open(done.rewardEach)
+                    Wei(done.rewardEach)
                 );
                 if let Some(flag) = events::<IFeedback::HarmfulFlagged>(&tx).first() {
                     text += &format!("\nFlagged harmful: slashing proposal {}", flag.proposalId);
@@ -256,50 +257,85 @@ pub fn run(args: ValidatorArgs) -> anyhow::Result<()> {
                     .send(FEEDBACK, &IFeedback::claimCall {}, U256::ZERO)
                     .await?;
                 let amount = events::<IFeedback::RewardsClaimed>(&tx)[0].amount;
-                (tx, format!("Claimed {}", open(amount)))
+                (tx, format!("Claimed {}", Wei(amount)))
             }
             ValidatorCommand::Show { address, receipt } => {
                 return match receipt {
-                    Some(receipt) => show_receipt(&client, common, receipt).await,
-                    None => show_validator(&client, common, address).await,
+                    Some(receipt) => common.report(&show_receipt(&client, receipt).await?),
+                    None => common.report(&show_validator(&client, address).await?),
                 };
             }
         };
-        common.print(json!({"tx": receipt.transaction_hash}), text);
-        Ok(())
+        common.report(&Sent::new(&receipt, text))
     })
 }
 
-async fn show_validator(
-    client: &Client,
-    common: &Common,
-    address: Option<Address>,
-) -> anyhow::Result<()> {
-    let validator = match address {
-        Some(address) => address,
-        None => client.sender()?,
-    };
+/// A validator's stake, exit and rewards.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Validator {
+    validator: Address,
+    stake: Wei,
+    exiting: Wei,
+    release_at: Time,
+    outlier_streak: u64,
+    rewards: Wei,
+}
+
+async fn show_validator(client: &Client, address: Option<Address>) -> anyhow::Result<Validator> {
+    let validator = whose(client, address, "validator to show: --address ADDR")?;
     let v = client
         .view(FEEDBACK, &IFeedback::validatorOfCall { validator })
         .await?;
-    common.print(
-        json!({"validator": validator, "stake": v.stake.to_string(),
-               "exiting": v.exiting.to_string(), "releaseAt": v.releaseAt,
-               "outlierStreak": v.outlierStreak, "rewards": v.rewards.to_string()}),
-        format!(
-            "Validator {validator}\n  stake           {}\n  exiting         {} (from {})\n  \
-             outliers        {} in a row\n  rewards         {}",
-            open(v.stake),
-            open(v.exiting),
-            date(v.releaseAt),
-            v.outlierStreak,
-            open(v.rewards)
-        ),
-    );
-    Ok(())
+    Ok(Validator {
+        validator,
+        stake: Wei(v.stake),
+        exiting: Wei(v.exiting),
+        release_at: Time(v.releaseAt),
+        outlier_streak: v.outlierStreak.into(),
+        rewards: Wei(v.rewards),
+    })
 }
 
-async fn show_receipt(client: &Client, common: &Common, receipt: B256) -> anyhow::Result<()> {
+impl fmt::Display for Validator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "Validator {}", self.validator)?;
+        writeln!(f, "  stake           {}", self.stake)?;
+        let (exiting, release) = (self.exiting, self.release_at);
+        writeln!(f, "  exiting         {exiting} (from {release})")?;
+        writeln!(f, "  outliers        {} in a row", self.outlier_streak)?;
+        write!(f, "  rewards         {}", self.rewards)
+    }
+}
+
+/// A settled receipt's rating round.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Round {
+    receipt: B256,
+    model_id: Id,
+    phase: String,
+    settled_at: Time,
+    commit_end: Time,
+    reveal_end: Time,
+    reward: Wei,
+    median: u8,
+    ratings: Vec<Rating>,
+}
+
+/// One validator's rating in a round.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Rating {
+    validator: Address,
+    weight: Wei,
+    revealed: bool,
+    score: u8,
+    harmful: bool,
+    labels_hash: B256,
+}
+
+async fn show_receipt(client: &Client, receipt: B256) -> anyhow::Result<Round> {
     let r = client
         .view(FEEDBACK, &IFeedback::receiptCall { receiptId: receipt })
         .await?;
@@ -310,49 +346,59 @@ async fn show_receipt(client: &Client, common: &Common, receipt: B256) -> anyhow
         .view(FEEDBACK, &IFeedback::ratersOfCall { receiptId: receipt })
         .await?;
     let mut ratings = Vec::new();
-    let mut lines = Vec::new();
     for validator in raters {
         let call = IFeedback::ratingOfCall {
             receiptId: receipt,
             validator,
         };
         let rating = client.view(FEEDBACK, &call).await?;
-        let shown = if rating.revealed {
-            format!(
-                "score {}{}",
-                rating.score,
-                if rating.harmful { ", harmful" } else { "" }
-            )
-        } else {
-            "not revealed".to_string()
-        };
-        lines.push(format!(
-            "  {validator}  {shown}  (weight {})",
-            open(rating.weight)
-        ));
-        ratings.push(
-            json!({"validator": validator, "weight": rating.weight.to_string(),
-                            "revealed": rating.revealed, "score": rating.score,
-                            "harmful": rating.harmful, "labelsHash": rating.labelsHash}),
-        );
+        ratings.push(Rating {
+            validator,
+            weight: Wei(rating.weight),
+            revealed: rating.revealed,
+            score: rating.score,
+            harmful: rating.harmful,
+            labels_hash: rating.labelsHash,
+        });
     }
-    common.print(
-        json!({"receipt": receipt, "modelId": r.modelId.to_string(), "phase": format!("{:?}", r.phase),
-               "settledAt": r.settledAt, "commitEnd": r.commitEnd, "revealEnd": r.revealEnd,
-               "reward": r.reward.to_string(), "median": r.median, "ratings": ratings}),
-        format!(
-            "Receipt {receipt} of model {}\n  phase           {:?} (commit until {}, reveal until {})\n  \
-             reward          {}\n  median          {}\n{}",
-            r.modelId,
-            r.phase,
-            date(r.commitEnd),
-            date(r.revealEnd),
-            open(r.reward),
-            r.median,
-            lines.join("\n")
-        ),
-    );
-    Ok(())
+    Ok(Round {
+        receipt,
+        model_id: Id(r.modelId),
+        phase: format!("{:?}", r.phase),
+        settled_at: Time(r.settledAt),
+        commit_end: Time(r.commitEnd),
+        reveal_end: Time(r.revealEnd),
+        reward: Wei(r.reward),
+        median: r.median,
+        ratings,
+    })
+}
+
+impl fmt::Display for Round {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "Receipt {} of model {}", self.receipt, self.model_id)?;
+        let (phase, commit, reveal) = (&self.phase, self.commit_end, self.reveal_end);
+        writeln!(
+            f,
+            "  phase           {phase} (commit until {commit}, reveal until {reveal})"
+        )?;
+        writeln!(f, "  reward          {}", self.reward)?;
+        write!(f, "  median          {}", self.median)?;
+        for r in &self.ratings {
+            let shown = match (r.revealed, r.harmful) {
+                (false, _) => "not revealed".to_string(),
+                (true, harmful) => {
+                    format!(
+                        "score {}{}",
+                        r.score,
+                        if harmful { ", harmful" } else { "" }
+                    )
+                }
+            };
+            write!(f, "\n  {}  {shown}  (weight {})", r.validator, r.weight)?;
+        }
+        Ok(())
+    }
 }
 
 /// Options of `openledger feedback`.
@@ -380,6 +426,20 @@ enum FeedbackCommand {
         #[arg(long, default_value_t = 0)]
         from_block: u64,
     },
+}
+
+/// An accepted rating, a line of `feedback export`.
+#[derive(Debug, Serialize)]
+struct Preference {
+    receipt_id: B256,
+    model_id: Id,
+    prompt_hash: B256,
+    output_hash: B256,
+    validator: Address,
+    score: u8,
+    harmful: bool,
+    labels_hash: B256,
+    labels: Option<Vec<String>>,
 }
 
 /// Runs `openledger feedback`.
@@ -428,18 +488,18 @@ pub fn run_feedback(args: FeedbackArgs) -> anyhow::Result<()> {
             let labels = saved
                 .filter(|s| s.labels_hash() == scored.labelsHash)
                 .map(|s| s.labels);
-            let row = json!({
-                "receipt_id": scored.receiptId,
-                "model_id": recorded.modelId.to_string(),
-                "prompt_hash": recorded.promptHash,
-                "output_hash": recorded.outputHash,
-                "validator": scored.validator,
-                "score": scored.score,
-                "harmful": scored.harmful,
-                "labels_hash": scored.labelsHash,
-                "labels": labels,
-            });
-            writeln!(out, "{row}")?;
+            let row = Preference {
+                receipt_id: scored.receiptId,
+                model_id: Id(recorded.modelId),
+                prompt_hash: recorded.promptHash,
+                output_hash: recorded.outputHash,
+                validator: scored.validator,
+                score: scored.score,
+                harmful: scored.harmful,
+                labels_hash: scored.labelsHash,
+                labels,
+            };
+            writeln!(out, "{}", serde_json::to_string(&row)?)?;
             written += 1;
         }
         out.flush()?;

@@ -1,14 +1,18 @@
 //! `openledger gov ...`: GOPEN and the Governor.
 
-use alloy_primitives::{Address, Bytes, U256};
+use std::fmt;
+
+use alloy_primitives::{Address, B256, Bytes, U256};
+use alloy_rpc_types_eth::TransactionReceipt;
 use alloy_sol_types::{SolCall, SolValue};
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use openledger_primitives::addresses::{GOPEN, GOVERNOR, MODELS, STAKING, TREASURY};
 use openledger_protocol::abi::{IGOPEN, IGovernor, IModels, IStaking, ITreasury};
-use serde_json::json;
+use serde::Serialize;
 
-use super::{Client, Common, block_on, date, events, open, parse_open};
+use super::report::{Id, Sent, Wei};
+use super::{Client, Common, block_on, date, events, parse_open};
 
 /// Options of `openledger gov`.
 #[derive(Debug, Args)]
@@ -181,35 +185,38 @@ pub fn run(args: GovArgs) -> anyhow::Result<()> {
     block_on(async move {
         let common = &args.common;
         let client = common.client()?;
-        let (receipt, json, text) = match args.command {
+        let voted = match args.command {
+            GovCommand::Show { proposal: Some(id) } => {
+                return common.report(&show(&client, id).await?);
+            }
+            GovCommand::Show { proposal: None } => return common.report(&list(&client).await?),
             GovCommand::Deposit { amount } => {
                 let receipt = client.send(GOPEN, &IGOPEN::depositCall {}, amount).await?;
                 let account = client.sender()?;
                 let delegate = client
                     .view(GOPEN, &IGOPEN::delegatesCall { account })
                     .await?;
-                let mut text = format!("Wrapped {} into GOPEN", open(amount));
+                let mut said = format!("Wrapped {} into GOPEN", Wei(amount));
                 if delegate.is_zero() {
                     let call = IGOPEN::delegateCall { delegatee: account };
                     client.send(GOPEN, &call, U256::ZERO).await?;
-                    text.push_str(" and delegated its votes to yourself");
+                    said.push_str(" and delegated its votes to yourself");
                 }
-                (receipt, json!({"amount": amount.to_string()}), text)
+                Governed::new(&receipt, said).amount(amount)
             }
             GovCommand::Withdraw { amount } => {
                 let call = IGOPEN::withdrawCall { amount };
                 let receipt = client.send(GOPEN, &call, U256::ZERO).await?;
-                let text = format!("Unwrapped {} of GOPEN", open(amount));
-                (receipt, json!({"amount": amount.to_string()}), text)
+                Governed::new(&receipt, format!("Unwrapped {} of GOPEN", Wei(amount)))
+                    .amount(amount)
             }
             GovCommand::Delegate { to } => {
                 let call = IGOPEN::delegateCall { delegatee: to };
                 let receipt = client.send(GOPEN, &call, U256::ZERO).await?;
-                (
-                    receipt,
-                    json!({"delegate": to}),
-                    format!("Delegated your votes to {to}"),
-                )
+                Governed {
+                    delegate: Some(to),
+                    ..Governed::new(&receipt, format!("Delegated your votes to {to}"))
+                }
             }
             GovCommand::Propose {
                 description,
@@ -231,12 +238,9 @@ pub fn run(args: GovArgs) -> anyhow::Result<()> {
                     .pop()
                     .context("no ProposalCreated event")?;
                 let id = event.proposalId;
-                let text = format!(
-                    "Proposed {id}\n  voting from {} to {}",
-                    date(event.voteStart),
-                    date(event.voteEnd)
-                );
-                (receipt, json!({"proposalId": id.to_string()}), text)
+                let (start, end) = (date(event.voteStart), date(event.voteEnd));
+                let said = format!("Proposed {id}\n  voting from {start} to {end}");
+                Governed::new(&receipt, said).proposal(id)
             }
             GovCommand::Vote {
                 proposal,
@@ -253,15 +257,14 @@ pub fn run(args: GovArgs) -> anyhow::Result<()> {
                     .pop()
                     .map(|e| e.weight)
                     .unwrap_or_default();
-                let text = format!(
-                    "Voted {support:?} on {proposal} with {} of votes",
-                    open(weight)
+                let said = format!(
+                    "Governed {support:?} on {proposal} with {} of votes",
+                    Wei(weight)
                 );
-                (
-                    receipt,
-                    json!({"proposalId": proposal.to_string(), "weight": weight.to_string()}),
-                    text,
-                )
+                Governed {
+                    weight: Some(Wei(weight)),
+                    ..Governed::new(&receipt, said).proposal(proposal)
+                }
             }
             GovCommand::Queue { proposal } => {
                 let call: IGovernor::queueCall = stored_call(&client, proposal).await?;
@@ -270,30 +273,72 @@ pub fn run(args: GovArgs) -> anyhow::Result<()> {
                     .pop()
                     .map(|e| e.etaSeconds)
                     .unwrap_or_default();
-                let text = format!("Queued {proposal}; executable from {}", date(eta));
-                (
-                    receipt,
-                    json!({"proposalId": proposal.to_string(), "eta": eta.to_string()}),
-                    text,
-                )
+                let said = format!("Queued {proposal}; executable from {}", date(eta));
+                Governed {
+                    eta: Some(Id(eta)),
+                    ..Governed::new(&receipt, said).proposal(proposal)
+                }
             }
             GovCommand::Execute { proposal } => {
                 let call: IGovernor::executeCall = stored_call(&client, proposal).await?;
                 let receipt = client.send(GOVERNOR, &call, U256::ZERO).await?;
-                (
-                    receipt,
-                    json!({"proposalId": proposal.to_string()}),
-                    format!("Executed {proposal}"),
-                )
+                Governed::new(&receipt, format!("Executed {proposal}")).proposal(proposal)
             }
-            GovCommand::Show { proposal: Some(id) } => return show(common, &client, id).await,
-            GovCommand::Show { proposal: None } => return list(common, &client).await,
         };
-        let mut json = json;
-        json["tx"] = json!(receipt.transaction_hash);
-        common.print(json, text);
-        Ok(())
+        common.report(&voted)
     })
+}
+
+/// A governance transaction: GOPEN wrapped, unwrapped or delegated, or a proposal made, voted
+/// on, queued or executed, with what each says of it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Governed {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    amount: Option<Wei>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delegate: Option<Address>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proposal_id: Option<Id>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    weight: Option<Wei>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eta: Option<Id>,
+    #[serde(flatten)]
+    sent: Sent,
+}
+
+impl Governed {
+    fn new(receipt: &TransactionReceipt, said: String) -> Self {
+        Self {
+            amount: None,
+            delegate: None,
+            proposal_id: None,
+            weight: None,
+            eta: None,
+            sent: Sent::new(receipt, said),
+        }
+    }
+
+    fn amount(self, amount: U256) -> Self {
+        Self {
+            amount: Some(Wei(amount)),
+            ..self
+        }
+    }
+
+    fn proposal(self, id: U256) -> Self {
+        Self {
+            proposal_id: Some(Id(id)),
+            ..self
+        }
+    }
+}
+
+impl fmt::Display for Governed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.sent.fmt(f)
+    }
 }
 
 /// A call taking a stored proposal's actions (`queue`, `execute`), which share the layout of
@@ -311,112 +356,132 @@ async fn details(client: &Client, id: U256) -> anyhow::Result<IGovernor::proposa
         .await
 }
 
-async fn show(common: &Common, client: &Client, id: U256) -> anyhow::Result<()> {
+/// A proposal, its votes and actions.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Proposal {
+    proposal_id: Id,
+    state: String,
+    #[serde(rename = "for")]
+    for_votes: Wei,
+    against: Wei,
+    abstain: Wei,
+    quorum: Wei,
+    snapshot: Id,
+    deadline: Id,
+    eta: Id,
+    targets: Vec<Address>,
+    calldatas: Vec<Bytes>,
+}
+
+async fn show(client: &Client, id: U256) -> anyhow::Result<Proposal> {
     let state = client
         .view(GOVERNOR, &IGovernor::stateCall { proposalId: id })
         .await?;
     let votes = client
         .view(GOVERNOR, &IGovernor::proposalVotesCall { proposalId: id })
         .await?;
-    let snapshot = client
-        .view(
-            GOVERNOR,
-            &IGovernor::proposalSnapshotCall { proposalId: id },
-        )
-        .await?;
-    let deadline = client
-        .view(
-            GOVERNOR,
-            &IGovernor::proposalDeadlineCall { proposalId: id },
-        )
-        .await?;
+    let snapshot = IGovernor::proposalSnapshotCall { proposalId: id };
+    let snapshot = client.view(GOVERNOR, &snapshot).await?;
+    let deadline = IGovernor::proposalDeadlineCall { proposalId: id };
+    let deadline = client.view(GOVERNOR, &deadline).await?;
     let eta = client
         .view(GOVERNOR, &IGovernor::proposalEtaCall { proposalId: id })
         .await?;
-    let quorum = client
-        .view(
-            GOVERNOR,
-            &IGovernor::quorumCall {
-                timepoint: snapshot,
-            },
-        )
-        .await
-        .unwrap_or_default();
+    let quorum = IGovernor::quorumCall {
+        timepoint: snapshot,
+    };
+    let quorum = client.view(GOVERNOR, &quorum).await.unwrap_or_default();
     let d = details(client, id).await?;
-    let actions: Vec<String> = d
-        .targets
-        .iter()
-        .zip(&d.calldatas)
-        .map(|(t, c)| {
-            if t.is_zero() {
-                "signal".into()
-            } else {
-                format!("{t} {c}")
-            }
-        })
-        .collect();
-    common.print(
-        json!({"proposalId": id.to_string(), "state": format!("{state:?}"),
-               "for": votes.forVotes.to_string(), "against": votes.againstVotes.to_string(),
-               "abstain": votes.abstainVotes.to_string(), "quorum": quorum.to_string(),
-               "snapshot": snapshot.to_string(), "deadline": deadline.to_string(),
-               "eta": eta.to_string(), "targets": d.targets, "calldatas": d.calldatas}),
-        format!(
-            "Proposal {id}\n  state      {state:?}\n  for        {}\n  against    {}\n  abstain    {}\n  \
-             quorum     {}\n  voting     {} to {}\n  eta        {}\n  actions    {}",
-            open(votes.forVotes),
-            open(votes.againstVotes),
-            open(votes.abstainVotes),
-            open(quorum),
-            date(snapshot),
-            date(deadline),
-            date(eta),
-            actions.join("\n             ")
-        ),
-    );
-    Ok(())
+    Ok(Proposal {
+        proposal_id: Id(id),
+        state: format!("{state:?}"),
+        for_votes: Wei(votes.forVotes),
+        against: Wei(votes.againstVotes),
+        abstain: Wei(votes.abstainVotes),
+        quorum: Wei(quorum),
+        snapshot: Id(snapshot),
+        deadline: Id(deadline),
+        eta: Id(eta),
+        targets: d.targets,
+        calldatas: d.calldatas,
+    })
 }
 
-async fn list(common: &Common, client: &Client) -> anyhow::Result<()> {
+impl fmt::Display for Proposal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "Proposal {}", self.proposal_id)?;
+        writeln!(f, "  state      {}", self.state)?;
+        writeln!(f, "  for        {}", self.for_votes)?;
+        writeln!(f, "  against    {}", self.against)?;
+        writeln!(f, "  abstain    {}", self.abstain)?;
+        writeln!(f, "  quorum     {}", self.quorum)?;
+        let (from, to) = (date(self.snapshot.0), date(self.deadline.0));
+        writeln!(f, "  voting     {from} to {to}")?;
+        writeln!(f, "  eta        {}", date(self.eta.0))?;
+        let actions: Vec<String> = self
+            .targets
+            .iter()
+            .zip(&self.calldatas)
+            .map(|(t, c)| {
+                if t.is_zero() {
+                    "signal".into()
+                } else {
+                    format!("{t} {c}")
+                }
+            })
+            .collect();
+        write!(f, "  actions    {}", actions.join("\n             "))
+    }
+}
+
+/// A proposal in the list of all.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Listed {
+    proposal_id: Id,
+    state: String,
+    description_hash: B256,
+}
+
+/// Every proposal, one a line in text.
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+struct Proposals(Vec<Listed>);
+
+async fn list(client: &Client) -> anyhow::Result<Proposals> {
     let count: U256 = client
         .view(GOVERNOR, &IGovernor::proposalCountCall {})
         .await?;
-    let mut rows = Vec::new();
+    let mut all = Vec::new();
     for index in 0..count.to::<u64>() {
-        let d = client
-            .view(
-                GOVERNOR,
-                &IGovernor::proposalDetailsAtCall {
-                    index: U256::from(index),
-                },
-            )
-            .await?;
-        let state = client
-            .view(
-                GOVERNOR,
-                &IGovernor::stateCall {
-                    proposalId: d.proposalId,
-                },
-            )
-            .await?;
-        rows.push((d.proposalId, state, d.descriptionHash));
+        let at = IGovernor::proposalDetailsAtCall {
+            index: U256::from(index),
+        };
+        let d = client.view(GOVERNOR, &at).await?;
+        let state = IGovernor::stateCall {
+            proposalId: d.proposalId,
+        };
+        let state = client.view(GOVERNOR, &state).await?;
+        all.push(Listed {
+            proposal_id: Id(d.proposalId),
+            state: format!("{state:?}"),
+            description_hash: d.descriptionHash,
+        });
     }
-    let text = if rows.is_empty() {
-        "No proposals yet.".to_string()
-    } else {
-        rows.iter()
-            .map(|(id, state, _)| format!("{state:?}\t{id}"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    common.print(
-        json!(
-            rows.iter()
-                .map(|(id, state, hash)| json!({"proposalId": id.to_string(),
-            "state": format!("{state:?}"), "descriptionHash": hash}))
-                .collect::<Vec<_>>()
-        ),
-        text,
-    );
-    Ok(())
+    Ok(Proposals(all))
+}
+
+impl fmt::Display for Proposals {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("No proposals yet.");
+        }
+        let lines: Vec<String> = self
+            .0
+            .iter()
+            .map(|p| format!("{}\t{}", p.state, p.proposal_id))
+            .collect();
+        f.write_str(&lines.join("\n"))
+    }
 }

@@ -3,11 +3,15 @@
 //! follow it and cancel it. The job API knows accounts by their dev API key, so these commands
 //! sign as `--account N`.
 
+use std::fmt;
+
 use alloy_primitives::U256;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use openledger_flywheel::compute::Payment;
 use openledger_flywheel::jobs::DatanetVersion;
-use serde_json::{Value, json};
+use serde::{Serialize, Serializer};
+use serde_json::Value;
 
 use super::{Common, block_on, open_of};
 
@@ -20,32 +24,41 @@ pub struct JobArgs {
     common: Common,
 }
 
-/// What a job trains.
-#[derive(Debug, Args)]
+/// What a job trains: the body of `POST /jobs/train`, options left out taking the node's
+/// defaults.
+#[derive(Debug, Args, Serialize)]
 struct Training {
     /// The model (its creator submits).
     #[arg(long)]
+    #[serde(serialize_with = "as_u64")]
     model: U256,
     /// A datanet version, ID@VERSION (one for each of the model's datanets).
     #[arg(long = "datanet", required = true)]
+    #[serde(serialize_with = "as_strings")]
     datanets: Vec<DatanetVersion>,
     /// Passes over the rows.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     epochs: Option<usize>,
     /// LoRA rank.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     rank: Option<usize>,
     /// Learning rate.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     lr: Option<f64>,
     /// Projections to adapt, comma-separated (q,k,v,o,gate,up,down).
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     targets: Option<String>,
     /// Tokens per training example.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     context: Option<usize>,
     /// Seed of the initialisation and the batch order.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     seed: Option<u64>,
 }
 
@@ -67,27 +80,15 @@ enum JobCommand {
     },
 }
 
-impl Training {
-    fn body(&self) -> Value {
-        let mut body = json!({
-            "model": self.model.to::<u64>(),
-            "datanets": self.datanets.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        });
-        let options = [
-            ("epochs", self.epochs.map(Value::from)),
-            ("rank", self.rank.map(Value::from)),
-            ("lr", self.lr.map(Value::from)),
-            ("targets", self.targets.clone().map(Value::from)),
-            ("context", self.context.map(Value::from)),
-            ("seed", self.seed.map(Value::from)),
-        ];
-        for (name, value) in options {
-            if let Some(value) = value {
-                body[name] = value;
-            }
-        }
-        body
-    }
+fn as_u64<S: Serializer>(model: &U256, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_u64(model.saturating_to())
+}
+
+fn as_strings<S: Serializer>(
+    versions: &[DatanetVersion],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(versions.iter().map(ToString::to_string))
 }
 
 /// Runs `openledger job`.
@@ -103,61 +104,87 @@ pub fn run(args: JobArgs) -> anyhow::Result<()> {
                 .map(|n| format!("dev-{n}"))
                 .context("job commands act as a dev account: give --account N")
         };
-        let (answer, text) = match args.command {
+        match args.command {
             JobCommand::Quote(t) => {
                 let request = http.post(format!("{jobs}/train?quote")).bearer_auth(key()?);
-                let quote = call(request.json(&t.body())).await?;
-                let text = format!(
-                    "{} training tokens at {} OPEN per 1,000: {} OPEN, paid to {}",
-                    quote["trainingTokens"],
-                    open_of(&quote["pricePer1k"]),
-                    open_of(&quote["fee"]),
-                    quote["trainer"].as_str().unwrap_or_default()
-                );
-                (quote, text)
+                let quote: Payment = serde_json::from_value(call(request.json(&t)).await?)?;
+                common.report(&Quote(quote))
             }
             JobCommand::Submit(t) => {
                 let request = http.post(format!("{jobs}/train")).bearer_auth(key()?);
-                let job = call(request.json(&t.body())).await?;
-                let text = format!(
-                    "Job {} queued; {}",
-                    job["id"],
-                    payment_line(&job["payment"])
-                );
-                (job, text)
+                common.report(&Job::Queued(call(request.json(&t)).await?))
             }
             JobCommand::Show { id } => {
-                let job = call(http.get(format!("{jobs}/{id}"))).await?;
-                let text = format!(
-                    "Job {id}: {} (step {} of {}){}\n  {}",
-                    job["status"].as_str().unwrap_or_default(),
-                    job["step"],
-                    job["totalSteps"],
-                    job["error"]
-                        .as_str()
-                        .map(|e| format!(": {e}"))
-                        .unwrap_or_default(),
-                    payment_line(&job["payment"])
-                );
-                (job, text)
+                common.report(&Job::Shown(call(http.get(format!("{jobs}/{id}"))).await?))
             }
             JobCommand::Cancel { id } => {
                 let request = http.delete(format!("{jobs}/{id}")).bearer_auth(key()?);
-                let job = call(request).await?;
-                let text = format!(
-                    "Job {id}: {}",
-                    if job["status"] == "cancelled" {
-                        "cancelled".to_string()
-                    } else {
-                        "stops after its current step".to_string()
-                    }
-                );
-                (job, text)
+                common.report(&Job::Cancelled(call(request).await?))
             }
-        };
-        common.print(answer, text);
-        Ok(())
+        }
     })
+}
+
+/// What the node would charge for a job.
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+struct Quote(Payment);
+
+impl fmt::Display for Quote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let q = &self.0;
+        write!(
+            f,
+            "{} training tokens at {} OPEN per 1,000: {} OPEN, paid to {}",
+            q.training_tokens,
+            open_of(&q.price_per_1k.as_str().into()),
+            open_of(&q.fee.as_str().into()),
+            q.trainer
+        )
+    }
+}
+
+/// A job as the node's job API shows it (`--json` prints all of it), after what was asked.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum Job {
+    Queued(Value),
+    Shown(Value),
+    Cancelled(Value),
+}
+
+impl fmt::Display for Job {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Job::Queued(job) => write!(
+                f,
+                "Job {} queued; {}",
+                job["id"],
+                payment_line(&job["payment"])
+            ),
+            Job::Shown(job) => {
+                let error = job["error"].as_str().map(|e| format!(": {e}"));
+                write!(
+                    f,
+                    "Job {}: {} (step {} of {}){}\n  {}",
+                    job["id"],
+                    job["status"].as_str().unwrap_or_default(),
+                    job["step"],
+                    job["totalSteps"],
+                    error.unwrap_or_default(),
+                    payment_line(&job["payment"])
+                )
+            }
+            Job::Cancelled(job) => {
+                let done = if job["status"] == "cancelled" {
+                    "cancelled"
+                } else {
+                    "stops after its current step"
+                };
+                write!(f, "Job {}: {done}", job["id"])
+            }
+        }
+    }
 }
 
 /// Sends `request`; the JSON answer, or the node's error.

@@ -17,7 +17,8 @@ pub mod settle;
 pub mod stake;
 pub mod time;
 
-use alloy_primitives::{B256, U256, keccak256, utils::parse_ether};
+use alloy_primitives::{Address, B256, U256, keccak256, utils::parse_ether};
+use anyhow::Context;
 use clap::Args;
 use openledger_primitives::format_open;
 
@@ -63,14 +64,16 @@ impl Common {
         }
         Ok(())
     }
+}
 
-    /// Prints `json` with `--json`, else `text`.
-    fn print(&self, json: serde_json::Value, text: String) {
-        if self.json {
-            println!("{json:#}");
-        } else {
-            println!("{text}");
-        }
+/// `address`, or the signer's when none is given; `what` says what the command shows and how
+/// to name the account.
+fn whose(client: &Client, address: Option<Address>, what: &str) -> anyhow::Result<Address> {
+    match address {
+        Some(address) => Ok(address),
+        None => client
+            .sender()
+            .with_context(|| format!("say whose {what}, or a signer")),
     }
 }
 
@@ -99,11 +102,6 @@ pub(crate) fn open_of(value: &serde_json::Value) -> String {
         .as_str()
         .and_then(|v| v.parse::<U256>().ok())
         .map_or_else(|| "-".to_string(), format_open)
-}
-
-/// An amount as OPEN, for text output.
-fn open(wei: U256) -> String {
-    format!("{} OPEN", format_open(wei))
 }
 
 /// A chain time (seconds since the Unix epoch) as a date, for text output: RFC 3339 in UTC, or

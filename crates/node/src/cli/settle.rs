@@ -1,14 +1,17 @@
 //! `openledger settle ...`: escrow, rewards and challenges.
 
+use std::fmt;
+
 use alloy_primitives::{Address, B256, U256};
 use alloy_sol_types::SolEvent;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use openledger_primitives::addresses::SETTLEMENT;
 use openledger_protocol::abi::ISettlement;
-use serde_json::json;
+use serde::Serialize;
 
-use super::{Client, Common, block_on, date, events, open, parse_open};
+use super::report::{Sent, Time, Wei};
+use super::{Client, Common, block_on, date, events, parse_open, whose};
 
 /// Options of `openledger settle`.
 #[derive(Debug, Args)]
@@ -84,7 +87,7 @@ async fn withdrawable(client: &Client, amount: Option<U256>) -> anyhow::Result<U
     if client.latest_timestamp().await? < escrow.releaseAt {
         anyhow::bail!(
             "{} of {account}'s escrow is unlocking: it can be withdrawn from {}",
-            open(escrow.unlocking),
+            Wei(escrow.unlocking),
             date(escrow.releaseAt)
         );
     }
@@ -101,7 +104,7 @@ pub fn run(args: SettleArgs) -> anyhow::Result<()> {
                 let receipt = client
                     .send(SETTLEMENT, &ISettlement::depositCall {}, amount)
                     .await?;
-                (receipt, format!("Deposited {} into escrow", open(amount)))
+                (receipt, format!("Deposited {} into escrow", Wei(amount)))
             }
             SettleCommand::Unlock { amount } => {
                 let call = ISettlement::unlockCall { amount };
@@ -110,11 +113,7 @@ pub fn run(args: SettleArgs) -> anyhow::Result<()> {
                 let text = if amount.is_zero() {
                     "Cancelled the unlock of escrow".to_string()
                 } else {
-                    format!(
-                        "Unlocking {}; withdraw from {}",
-                        open(amount),
-                        date(release)
-                    )
+                    format!("Unlocking {}; withdraw from {}", Wei(amount), date(release))
                 };
                 (receipt, text)
             }
@@ -122,7 +121,7 @@ pub fn run(args: SettleArgs) -> anyhow::Result<()> {
                 let amount = withdrawable(&client, amount).await?;
                 let call = ISettlement::withdrawCall { amount };
                 let receipt = client.send(SETTLEMENT, &call, U256::ZERO).await?;
-                (receipt, format!("Withdrew {} from escrow", open(amount)))
+                (receipt, format!("Withdrew {} from escrow", Wei(amount)))
             }
             SettleCommand::Claim => {
                 let account = client.sender()?;
@@ -132,7 +131,7 @@ pub fn run(args: SettleArgs) -> anyhow::Result<()> {
                 let receipt = client
                     .send(SETTLEMENT, &ISettlement::claimCall {}, U256::ZERO)
                     .await?;
-                (receipt, format!("Claimed {}", open(amount)))
+                (receipt, format!("Claimed {}", Wei(amount)))
             }
             SettleCommand::Challenge {
                 receipt_id,
@@ -140,56 +139,86 @@ pub fn run(args: SettleArgs) -> anyhow::Result<()> {
                 output,
             } => challenge(&client, receipt_id, prompt, output).await?,
             SettleCommand::Rewards { address } => {
-                let account = match address {
-                    Some(account) => account,
-                    None => client
-                        .sender()
-                        .context("say whose rewards to show: ADDRESS, or a signer")?,
-                };
-                let rewards = client
-                    .view(SETTLEMENT, &ISettlement::rewardsCall { account })
-                    .await?;
-                let escrow = client
-                    .view(SETTLEMENT, &ISettlement::escrowOfCall { account })
-                    .await?;
-                let mut text = format!(
-                    "{account}\n  claimable rewards  {}\n  escrow             {}",
-                    open(rewards),
-                    open(escrow.balance)
-                );
-                if !escrow.unlocking.is_zero() {
-                    text.push_str(&format!(
-                        "\n  unlocking          {} (withdraw from {})",
-                        open(escrow.unlocking),
-                        date(escrow.releaseAt)
-                    ));
-                }
-                common.print(
-                    json!({"account": account, "rewards": rewards.to_string(),
-                           "escrow": escrow.balance.to_string(),
-                           "unlocking": escrow.unlocking.to_string(),
-                           "releaseAt": escrow.releaseAt}),
-                    text,
-                );
-                return Ok(());
+                return common.report(&rewards(&client, address).await?);
             }
         };
-        let sender = client.sender()?;
-        let balance = client.balance(sender).await?;
+        let account = client.sender()?;
+        let balance = client.balance(account).await?;
         let escrow = client
-            .view(SETTLEMENT, &ISettlement::balanceOfCall { account: sender })
+            .view(SETTLEMENT, &ISettlement::balanceOfCall { account })
             .await?;
-        common.print(
-            json!({"account": sender, "escrow": escrow.to_string(), "balance": balance.to_string(),
-                   "tx": receipt.transaction_hash}),
-            format!(
-                "{text}; {sender} now has {} in escrow and {} in its wallet",
-                open(escrow),
-                open(balance)
-            ),
-        );
-        Ok(())
+        common.report(&Escrowed {
+            account,
+            escrow: Wei(escrow),
+            balance: Wei(balance),
+            sent: Sent::new(&receipt, text),
+        })
     })
+}
+
+/// A transaction on escrow, with the signer's escrow and wallet after it.
+#[derive(Debug, Serialize)]
+struct Escrowed {
+    account: Address,
+    escrow: Wei,
+    balance: Wei,
+    #[serde(flatten)]
+    sent: Sent,
+}
+
+impl fmt::Display for Escrowed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (account, escrow, balance) = (self.account, self.escrow, self.balance);
+        write!(
+            f,
+            "{}; {account} now has {escrow} in escrow and {balance} in its wallet",
+            self.sent
+        )
+    }
+}
+
+/// An account's claimable rewards and escrow.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Rewards {
+    account: Address,
+    rewards: Wei,
+    escrow: Wei,
+    unlocking: Wei,
+    release_at: Time,
+}
+
+async fn rewards(client: &Client, address: Option<Address>) -> anyhow::Result<Rewards> {
+    let account = whose(client, address, "rewards to show: ADDRESS")?;
+    let rewards = client
+        .view(SETTLEMENT, &ISettlement::rewardsCall { account })
+        .await?;
+    let escrow = client
+        .view(SETTLEMENT, &ISettlement::escrowOfCall { account })
+        .await?;
+    Ok(Rewards {
+        account,
+        rewards: Wei(rewards),
+        escrow: Wei(escrow.balance),
+        unlocking: Wei(escrow.unlocking),
+        release_at: Time(escrow.releaseAt),
+    })
+}
+
+impl fmt::Display for Rewards {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}", self.account)?;
+        writeln!(f, "  claimable rewards  {}", self.rewards)?;
+        write!(f, "  escrow             {}", self.escrow)?;
+        if !self.unlocking.0.is_zero() {
+            let (unlocking, release) = (self.unlocking, self.release_at);
+            write!(
+                f,
+                "\n  unlocking          {unlocking} (withdraw from {release})"
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// Sends a challenge of `receipt_id` with the record its `ReceiptRecorded` event holds.
@@ -222,12 +251,12 @@ async fn challenge(
     let text = match events::<ISettlement::Resettled>(&receipt).pop() {
         Some(r) => format!(
             "Challenge upheld: receipt re-settled, {} slashed from the operator, {} paid to you",
-            open(r.slashed),
-            open(r.toChallenger)
+            Wei(r.slashed),
+            Wei(r.toChallenger)
         ),
         None => format!(
             "Challenge rejected: the settled weights were right; the bond of {} went to the treasury",
-            open(bond)
+            Wei(bond)
         ),
     };
     Ok((receipt, text))

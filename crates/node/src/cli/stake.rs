@@ -3,14 +3,13 @@
 use std::fmt;
 
 use alloy_primitives::{Address, U256};
-use anyhow::Context;
 use clap::{Args, Subcommand};
 use openledger_primitives::addresses::STAKING;
 use openledger_protocol::abi::IStaking;
 use serde::Serialize;
 
 use super::report::{Id, Sent, Time, Wei};
-use super::{Client, Common, block_on, parse_open};
+use super::{Client, Common, block_on, parse_open, whose};
 
 /// Options of `openledger stake`.
 #[derive(Debug, Args)]
@@ -194,12 +193,7 @@ struct Position {
 
 impl Show {
     async fn execute(self, client: &Client) -> anyhow::Result<Position> {
-        let account = match self.address {
-            Some(account) => account,
-            None => client
-                .sender()
-                .context("say whose position to show: --address ADDR, or a signer")?,
-        };
+        let account = whose(client, self.address, "position to show: --address ADDR")?;
         let model = self.model;
         let stake = client
             .view(STAKING, &IStaking::modelStakeCall { modelId: model })

@@ -1,10 +1,11 @@
 //! `openledger time`: the dev chain's clock, moved in durations rather than raw
 //! `evm_increaseTime` calls, to step through governance delays, unbonding and validator windows.
 
+use std::fmt;
 use std::time::{Duration, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
-use serde_json::json;
+use serde::Serialize;
 
 use super::{Common, block_on};
 
@@ -45,15 +46,30 @@ pub fn run(args: TimeArgs) -> anyhow::Result<()> {
         }
         let now = client.latest_timestamp().await?;
         let date = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(now));
-        let moved = humantime::format_duration(Duration::from_secs(now.saturating_sub(before)));
-        common.print(
-            json!({"timestamp": now, "date": date.to_string(), "advancedSeconds": now - before}),
-            if now > before {
-                format!("Latest block at {date} ({moved} later)")
-            } else {
-                format!("Latest block at {date}")
-            },
-        );
-        Ok(())
+        common.report(&Clock {
+            timestamp: now,
+            date: date.to_string(),
+            advanced_seconds: now.saturating_sub(before),
+        })
     })
+}
+
+/// The latest block's time, and how far a command moved it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Clock {
+    timestamp: u64,
+    date: String,
+    advanced_seconds: u64,
+}
+
+impl fmt::Display for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Latest block at {}", self.date)?;
+        if self.advanced_seconds > 0 {
+            let moved = humantime::format_duration(Duration::from_secs(self.advanced_seconds));
+            write!(f, " ({moved} later)")?;
+        }
+        Ok(())
+    }
 }
