@@ -46,7 +46,14 @@ pub enum ChainError {
     Trie(#[from] TrieError),
     /// Execution failed in a way that is not the transaction's fault.
     #[error("execution: {0}")]
-    Execution(String),
+    Execution(#[source] EVMError<StoreError>),
+    /// A stored block's transaction does not decode.
+    #[error("execution: stored transaction: {0}")]
+    StoredTransaction(#[source] alloy_eips::eip2718::Eip2718Error),
+    /// A stored block's transaction failed to run again: the store or the rules changed under
+    /// it.
+    #[error("execution: replaying the block: {0}")]
+    Replay(#[source] Box<TxRejected>),
 }
 
 /// Why a submitted transaction was refused.
@@ -511,7 +518,7 @@ impl Chain {
         match evm.transact(tx) {
             Ok(out) => Ok(out.result),
             Err(EVMError::Transaction(e)) => Err(CallError::Invalid(invalid_message(&e))),
-            Err(e) => Err(CallError::Chain(ChainError::Execution(e.to_string()))),
+            Err(e) => Err(CallError::Chain(ChainError::Execution(e))),
         }
     }
 

@@ -127,14 +127,14 @@ pub enum TxRejected {
     },
     /// The store failed; the block must be abandoned.
     #[error("store: {0}")]
-    Store(String),
+    Store(#[source] EVMError<StoreError>),
 }
 
-impl From<EVMError<StoreError, InvalidTransaction>> for TxRejected {
-    fn from(e: EVMError<StoreError, InvalidTransaction>) -> Self {
+impl From<EVMError<StoreError>> for TxRejected {
+    fn from(e: EVMError<StoreError>) -> Self {
         match e {
             EVMError::Transaction(invalid) => TxRejected::Invalid(invalid),
-            other => TxRejected::Store(other.to_string()),
+            other => TxRejected::Store(other),
         }
     }
 }
@@ -287,7 +287,7 @@ impl<S: StateReader, I> BlockExecutor<S, I> {
             std::collections::hash_map::Entry::Vacant(entry) => {
                 let info =
                     revm::DatabaseRef::basic_ref(&self.evm.ctx.journaled_state.database, recipient)
-                        .map_err(|e| TxRejected::Store(e.to_string()))?
+                        .map_err(|e| TxRejected::Store(EVMError::Database(e)))?
                         .unwrap_or_default();
                 entry.insert(revm::state::Account::from(info))
             }
@@ -311,7 +311,7 @@ impl<S: StateReader, I> BlockExecutor<S, I> {
             let fee = U256::from(self.evm.ctx.block.basefee) * U256::from(gas_used);
             self.db_mut()
                 .credit(recipient, fee)
-                .map_err(|e| TxRejected::Store(e.to_string()))?;
+                .map_err(|e| TxRejected::Store(EVMError::Database(e)))?;
         }
         Ok(())
     }

@@ -13,6 +13,7 @@ pub mod block;
 pub mod chain;
 pub mod clock;
 pub mod diff;
+mod error;
 pub mod evm;
 pub mod mempool;
 pub mod miner;

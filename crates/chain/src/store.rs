@@ -20,6 +20,7 @@ use redb::{
     WriteTransaction,
 };
 
+pub use crate::error::StoreError;
 use crate::{
     diff::StateDiff,
     trie::{NodeReader, TrieError},
@@ -40,57 +41,6 @@ const TRIE_NODES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("trie_nod
 
 const META_HEAD: &str = "head";
 const META_CHAIN: &str = "chain";
-
-/// A store that failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// redb reported an error.
-    #[error("database: {0}")]
-    Db(String),
-    /// A stored value could not be decoded: the file is corrupt or from another version.
-    #[error("corrupt store: {0}")]
-    Corrupt(String),
-    /// The store belongs to another chain.
-    #[error("{0}")]
-    Mismatch(String),
-}
-
-impl StoreError {
-    fn db(e: impl std::fmt::Display) -> Self {
-        StoreError::Db(e.to_string())
-    }
-}
-
-macro_rules! db_errors {
-    ($($t:ty),*) => {$(
-        impl From<$t> for StoreError {
-            fn from(e: $t) -> Self {
-                StoreError::db(e)
-            }
-        }
-    )*};
-}
-db_errors!(
-    redb::Error,
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError,
-    redb::SetDurabilityError
-);
-
-impl From<alloy_rlp::Error> for StoreError {
-    fn from(e: alloy_rlp::Error) -> Self {
-        StoreError::Corrupt(e.to_string())
-    }
-}
-
-impl From<StoreError> for TrieError {
-    fn from(e: StoreError) -> Self {
-        TrieError::Store(e.to_string())
-    }
-}
 
 /// The transactions of a block as stored: EIP-2718 encodings and their recovered senders.
 #[derive(Debug, Clone, Default, PartialEq, Eq, RlpEncodable, RlpDecodable)]

@@ -103,7 +103,7 @@ impl Chain {
                 break;
             }
             let tx = TxEnvelope::decode_2718(&mut raw.as_ref())
-                .map_err(|e| ChainError::Execution(format!("stored transaction: {e}")))?;
+                .map_err(ChainError::StoredTransaction)?;
             if only.is_some_and(|only| index < only) {
                 executor.execute(&tx, *sender).map_err(replay_failed)?;
                 continue;
@@ -160,14 +160,14 @@ impl Chain {
             ),
             Err(_) if evm.inspector.exceeded => Err(TraceError::TooLong),
             Err(EVMError::Transaction(e)) => Err(TraceError::Invalid(invalid_message(&e))),
-            Err(e) => Err(ChainError::Execution(e.to_string()).into()),
+            Err(e) => Err(ChainError::Execution(e).into()),
         }
     }
 }
 
 /// A stored block's transaction failed to run again: the store or the rules changed under it.
 fn replay_failed(e: TxRejected) -> TraceError {
-    ChainError::Execution(format!("replaying the block: {e}")).into()
+    ChainError::Replay(Box::new(e)).into()
 }
 
 /// A tracer that stops the execution it watches once the struct logger has recorded

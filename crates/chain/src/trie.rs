@@ -11,6 +11,8 @@ use alloy_rlp::{EMPTY_STRING_CODE, Header};
 
 pub use alloy_trie::EMPTY_ROOT_HASH;
 
+use crate::error::StoreError;
+
 /// Reads trie nodes by hash.
 pub trait NodeReader {
     /// Returns the RLP of the node with this hash, if stored.
@@ -23,12 +25,15 @@ pub enum TrieError {
     /// A node the trie refers to is not in the store.
     #[error("trie node {0} is missing from the store")]
     MissingNode(B256),
-    /// A stored node is not valid RLP of a trie node.
+    /// A stored node is not valid RLP.
+    #[error("corrupt trie node: {0}")]
+    Decode(#[from] alloy_rlp::Error),
+    /// A stored node is RLP, but not of a trie node.
     #[error("corrupt trie node: {0}")]
     Corrupt(String),
     /// The store failed.
     #[error("trie store: {0}")]
-    Store(String),
+    Store(#[from] StoreError),
 }
 
 /// A reference from a parent to a child node.
@@ -491,18 +496,14 @@ fn encode_node(node: Node, nodes: &mut Vec<(B256, Vec<u8>)>) -> Vec<u8> {
     rlp_list(payload)
 }
 
-fn corrupt(e: alloy_rlp::Error) -> TrieError {
-    TrieError::Corrupt(e.to_string())
-}
-
 fn decode_node(rlp: &[u8]) -> Result<Node, TrieError> {
     let mut buf = rlp;
     let mut items = Vec::with_capacity(17);
-    let payload = Header::decode_bytes(&mut buf, true).map_err(corrupt)?;
+    let payload = Header::decode_bytes(&mut buf, true)?;
     let mut rest = payload;
     while !rest.is_empty() {
         let start = rest;
-        let header = Header::decode(&mut rest).map_err(corrupt)?;
+        let header = Header::decode(&mut rest)?;
         let consumed = start.len() - rest.len();
         rest = &rest[header.payload_length..];
         items.push((
