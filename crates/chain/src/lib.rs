@@ -28,5 +28,7 @@ pub mod verify;
 
 pub use block::{BlockInfo, SealedHeader};
 pub use chain::{CallError, CallResult, Chain, ChainConfig, ChainError, ChainEvent, SubmitError};
-pub use modules::{ModuleCall, ModuleError, ModuleHost, Modules, NativeModule};
+pub use modules::{
+    HostEnv, JournalHost, ModuleCall, ModuleError, ModuleHost, Modules, NativeModule,
+};
 pub use store::{Store, StoreError, StoreReader};

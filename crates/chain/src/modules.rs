@@ -228,18 +228,14 @@ fn run_module<CTX: ContextTr>(
     let block_number = context.block().number().saturating_to();
     let timestamp = context.block().timestamp().saturating_to();
     let chain_id = context.cfg().chain_id();
-    let mut host = JournalHost {
-        journal: context.journal_mut(),
-        modules,
-        depth: 0,
-        address: module.address(),
+    let env = HostEnv {
         block_number,
         timestamp,
         chain_id,
         is_static: inputs.is_static,
         gas_limit: inputs.gas_limit,
-        gas_used: 0,
     };
+    let mut host = JournalHost::new(context.journal_mut(), modules, module.address(), env);
     let call = ModuleCall {
         caller: inputs.caller,
         value: inputs.call_value(),
@@ -260,8 +256,25 @@ fn run_module<CTX: ContextTr>(
     }
 }
 
-/// [`ModuleHost`] over the transaction's journal.
-struct JournalHost<'a, J> {
+/// What a module call sees of the block and the call it runs in.
+#[derive(Debug, Clone, Copy)]
+pub struct HostEnv {
+    /// The block's number.
+    pub block_number: u64,
+    /// The block's timestamp.
+    pub timestamp: u64,
+    /// The chain's id.
+    pub chain_id: u64,
+    /// Whether the call may change nothing (`STATICCALL`, `eth_call` of a view).
+    pub is_static: bool,
+    /// Gas the call may use.
+    pub gas_limit: u64,
+}
+
+/// [`ModuleHost`] over a transaction's journal: what every module call runs on, in a block and
+/// in the protocol's unit tests alike (which drive modules on a journal over an in-memory
+/// database, through [`JournalHost::call`]).
+pub struct JournalHost<'a, J> {
     journal: &'a mut J,
     modules: &'a Modules,
     /// How many module calls are on the stack below this one.
@@ -275,7 +288,88 @@ struct JournalHost<'a, J> {
     gas_used: u64,
 }
 
-impl<J: JournalTr> JournalHost<'_, J> {
+impl<'a, J: JournalTr> JournalHost<'a, J> {
+    /// The host of a call made by `address` (a module's own account, or an external caller's)
+    /// at depth 0.
+    pub fn new(journal: &'a mut J, modules: &'a Modules, address: Address, env: HostEnv) -> Self {
+        Self {
+            journal,
+            modules,
+            depth: 0,
+            address,
+            block_number: env.block_number,
+            timestamp: env.timestamp,
+            chain_id: env.chain_id,
+            is_static: env.is_static,
+            gas_limit: env.gas_limit,
+            gas_used: 0,
+        }
+    }
+
+    /// Gas the calls made through this host have used.
+    pub fn gas_used(&self) -> u64 {
+        self.gas_used
+    }
+
+    /// Calls `module` from this host's account, sending `value`, as one module calls another:
+    /// the value moves first, and a failed call undoes all it did, the move included.
+    pub fn call(
+        &mut self,
+        module: &dyn NativeModule,
+        input: &[u8],
+        value: U256,
+    ) -> Result<Bytes, ModuleError> {
+        self.charge(CALL_BASE_GAS)?;
+        if self.depth + 1 >= MAX_MODULE_DEPTH || (self.is_static && !value.is_zero()) {
+            return Err(ModuleError::Revert(Bytes::new()));
+        }
+        let to = module.address();
+        // The journal reads and writes slots only of accounts it has loaded.
+        self.journal.load_account(to).map_err(fatal)?;
+        let checkpoint = self.journal.checkpoint();
+        // As with the EVM's CALL, sending more than the caller holds fails the call.
+        if !value.is_zero()
+            && self
+                .journal
+                .transfer(self.address, to, value)
+                .map_err(fatal)?
+                .is_some()
+        {
+            self.journal.checkpoint_revert(checkpoint);
+            return Err(ModuleError::Revert(Bytes::new()));
+        }
+        let mut callee = JournalHost {
+            journal: &mut *self.journal,
+            modules: self.modules,
+            depth: self.depth + 1,
+            address: to,
+            block_number: self.block_number,
+            timestamp: self.timestamp,
+            chain_id: self.chain_id,
+            is_static: self.is_static,
+            gas_limit: self.gas_limit - self.gas_used,
+            gas_used: 0,
+        };
+        let call = ModuleCall {
+            caller: self.address,
+            value,
+            input,
+            is_static: self.is_static,
+        };
+        let result = module.call(call, &mut callee);
+        self.gas_used += callee.gas_used;
+        match result {
+            Ok(output) => {
+                self.journal.checkpoint_commit();
+                Ok(output)
+            }
+            Err(e) => {
+                self.journal.checkpoint_revert(checkpoint);
+                Err(e)
+            }
+        }
+    }
+
     fn writable(&self) -> Result<(), ModuleError> {
         if self.is_static {
             Err(ModuleError::Revert(Bytes::new()))
@@ -390,56 +484,10 @@ impl<J: JournalTr> ModuleHost for JournalHost<'_, J> {
         input: &[u8],
         value: U256,
     ) -> Result<Bytes, ModuleError> {
-        self.charge(CALL_BASE_GAS)?;
         let Some(module) = self.modules.get(&to).cloned() else {
+            self.charge(CALL_BASE_GAS)?;
             return Err(ModuleError::Revert(Bytes::new()));
         };
-        if self.depth + 1 >= MAX_MODULE_DEPTH || (self.is_static && !value.is_zero()) {
-            return Err(ModuleError::Revert(Bytes::new()));
-        }
-        // The journal reads and writes slots only of accounts it has loaded.
-        self.journal.load_account(to).map_err(fatal)?;
-        let checkpoint = self.journal.checkpoint();
-        // As with the EVM's CALL, sending more than the caller holds fails the call.
-        if !value.is_zero()
-            && self
-                .journal
-                .transfer(self.address, to, value)
-                .map_err(fatal)?
-                .is_some()
-        {
-            self.journal.checkpoint_revert(checkpoint);
-            return Err(ModuleError::Revert(Bytes::new()));
-        }
-        let mut callee = JournalHost {
-            journal: &mut *self.journal,
-            modules: self.modules,
-            depth: self.depth + 1,
-            address: to,
-            block_number: self.block_number,
-            timestamp: self.timestamp,
-            chain_id: self.chain_id,
-            is_static: self.is_static,
-            gas_limit: self.gas_limit - self.gas_used,
-            gas_used: 0,
-        };
-        let call = ModuleCall {
-            caller: self.address,
-            value,
-            input,
-            is_static: self.is_static,
-        };
-        let result = module.call(call, &mut callee);
-        self.gas_used += callee.gas_used;
-        match result {
-            Ok(output) => {
-                self.journal.checkpoint_commit();
-                Ok(output)
-            }
-            Err(e) => {
-                self.journal.checkpoint_revert(checkpoint);
-                Err(e)
-            }
-        }
+        self.call(module.as_ref(), input, value)
     }
 }

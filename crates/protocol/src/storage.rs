@@ -365,8 +365,14 @@ mod tests {
 
     #[test]
     fn strings_and_arrays_round_trip() {
-        let mut host = MemoryHost::new(Address::repeat_byte(1));
-        let mut storage = Storage::own(&mut host);
+        let mut world = MemoryHost::new();
+        world.run_as(Address::repeat_byte(1), false, |host| {
+            let mut storage = Storage::own(host);
+            strings_and_arrays(&mut storage);
+        });
+    }
+
+    fn strings_and_arrays(storage: &mut Storage<'_>) {
         let long = "a string longer than one thirty-two byte storage word, with ünïcode";
         storage.set_string(Slot::root(3), long).unwrap();
         assert_eq!(storage.get_string(Slot::root(3)).unwrap(), long);
@@ -404,8 +410,13 @@ mod tests {
 
     #[test]
     fn structs_are_kept_one_field_a_slot() {
-        let mut host = MemoryHost::new(Address::repeat_byte(1));
-        let mut storage = Storage::own(&mut host);
+        let mut world = MemoryHost::new();
+        world.run_as(Address::repeat_byte(1), false, |host| {
+            structs_one_field_a_slot(&mut Storage::own(host));
+        });
+    }
+
+    fn structs_one_field_a_slot(storage: &mut Storage<'_>) {
         let params = crate::abi::IDatanets::AccessParams {
             protocolSharePpm: 25_000,
             ownerSharePpm: 7,
@@ -420,11 +431,13 @@ mod tests {
 
     #[test]
     fn writes_to_another_module_fail() {
-        let mut host = MemoryHost::new(Address::repeat_byte(1));
-        let mut other = Storage::of(&mut host, Address::repeat_byte(2));
-        assert!(matches!(
-            other.set(Slot::root(0), 1u64),
-            Err(ModuleError::Fatal(_))
-        ));
+        let mut world = MemoryHost::new();
+        world.run_as(Address::repeat_byte(1), false, |host| {
+            let mut other = Storage::of(host, Address::repeat_byte(2));
+            assert!(matches!(
+                other.set(Slot::root(0), 1u64),
+                Err(ModuleError::Fatal(_))
+            ));
+        });
     }
 }

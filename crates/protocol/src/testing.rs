@@ -1,30 +1,24 @@
-//! An in-memory [`ModuleHost`] for the modules' unit tests. It behaves like the chain's journal
-//! where the tests look: a failed call leaves no trace, OPEN sent with a call reaches the
-//! module's account first, views cannot write. The chain-level tests run the same modules on
-//! the real executor.
+//! The modules' unit tests run on the chain's own module host ([`JournalHost`]) over a revm
+//! journal on an in-memory database: the same reads, writes, transfers, logs, gas metering,
+//! nested calls and refusals as in a block, without the EVM around them. A failed call leaves
+//! no trace, OPEN sent with a call reaches the module's account first, views cannot write. The
+//! chain-level tests run the same modules on the real executor.
 
-use std::collections::HashMap;
-
-use alloy_primitives::{Address, B256, Bytes, Log, LogData, U256};
+use alloy_primitives::{Address, B256, Bytes, Log, U256};
 use alloy_sol_types::{SolCall, SolError, SolEvent};
-use openledger_chain::{ModuleCall, ModuleError, ModuleHost, Modules, NativeModule};
+use openledger_chain::{HostEnv, JournalHost, ModuleError, Modules, NativeModule};
 use openledger_primitives::Genesis;
+use revm::context::Journal;
+use revm::context_interface::JournalTr;
+use revm::database::InMemoryDB;
 
-/// The state every module call in a test sees.
-#[derive(Debug, Clone, Default)]
-struct World {
-    storage: HashMap<(Address, U256), U256>,
-    balances: HashMap<Address, U256>,
-    logs: Vec<Log>,
-}
+/// Gas every test call may use: plenty, so that metering counts but never stops a test.
+const GAS_LIMIT: u64 = 1 << 40;
 
-/// An in-memory host; see the module docs.
-#[derive(Debug, Clone)]
+/// A world of accounts and module state that calls run in; see the module docs.
 pub struct MemoryHost {
-    address: Address,
-    world: World,
+    journal: Journal<InMemoryDB>,
     modules: Modules,
-    is_static: bool,
     /// The block timestamp calls see.
     pub timestamp: u64,
     /// The chain id calls see.
@@ -32,14 +26,16 @@ pub struct MemoryHost {
 }
 
 impl MemoryHost {
-    /// An empty world; calls run as the module at `address` until [`MemoryHost::call`] says
-    /// otherwise.
-    pub fn new(address: Address) -> Self {
+    /// An empty world with every module at its address.
+    pub fn new() -> Self {
+        let mut journal = Journal::new(InMemoryDB::default());
+        let modules = crate::modules();
+        for module in modules.iter() {
+            journal.load_account(module.address()).expect("in-memory");
+        }
         Self {
-            address,
-            world: World::default(),
-            modules: crate::modules(),
-            is_static: false,
+            journal,
+            modules,
             timestamp: 1_700_000_000,
             chain_id: 1337,
         }
@@ -47,10 +43,12 @@ impl MemoryHost {
 
     /// A world with every module's genesis storage.
     pub fn with_genesis(genesis: &Genesis) -> Self {
-        let mut host = Self::new(Address::ZERO);
+        let mut host = Self::new();
         for module in host.modules.clone().iter() {
             for (slot, value) in module.genesis_storage(genesis) {
-                host.world.storage.insert((module.address(), slot), value);
+                host.journal
+                    .sstore(module.address(), slot, value)
+                    .expect("in-memory");
             }
         }
         host
@@ -58,30 +56,55 @@ impl MemoryHost {
 
     /// Gives `account` `amount` wei.
     pub fn fund(&mut self, account: Address, amount: U256) {
-        *self.world.balances.entry(account).or_default() += amount;
+        self.journal.load_account(account).expect("in-memory");
+        self.journal
+            .balance_incr(account, amount)
+            .expect("in-memory");
     }
 
     /// An account's balance.
     pub fn balance_of(&self, account: Address) -> U256 {
-        self.world
-            .balances
+        self.journal
+            .evm_state()
             .get(&account)
-            .copied()
+            .map(|a| a.info.balance)
             .unwrap_or_default()
     }
 
     /// Every event emitted so far, oldest first.
     pub fn logs(&self) -> &[Log] {
-        &self.world.logs
+        self.journal.logs()
     }
 
     /// The events of type `E` emitted so far.
     pub fn events<E: SolEvent>(&self) -> Vec<E> {
-        self.world
-            .logs
+        self.logs()
             .iter()
             .filter_map(|log| E::decode_log_data(&log.data).ok())
             .collect()
+    }
+
+    /// Runs `f` on the host a call by `address` sees (its own storage is `address`'s).
+    pub fn run_as<R>(
+        &mut self,
+        address: Address,
+        is_static: bool,
+        f: impl FnOnce(&mut JournalHost<'_, Journal<InMemoryDB>>) -> R,
+    ) -> R {
+        let env = HostEnv {
+            block_number: 1,
+            timestamp: self.timestamp,
+            chain_id: self.chain_id,
+            is_static,
+            gas_limit: GAS_LIMIT,
+        };
+        self.journal.load_account(address).expect("in-memory");
+        f(&mut JournalHost::new(
+            &mut self.journal,
+            &self.modules,
+            address,
+            env,
+        ))
     }
 
     /// Runs a transaction-like call from `caller` sending `value`; on failure every change is
@@ -93,28 +116,7 @@ impl MemoryHost {
         value: U256,
         input: &[u8],
     ) -> Result<Bytes, ModuleError> {
-        let before = self.world.clone();
-        let available = self.balance_of(caller);
-        if available < value {
-            return Err(ModuleError::Fatal(format!(
-                "{caller} cannot send {value}: it has {available}"
-            )));
-        }
-        self.world.balances.insert(caller, available - value);
-        self.fund(module.address(), value);
-        self.address = module.address();
-        self.is_static = false;
-        let call = ModuleCall {
-            caller,
-            value,
-            input,
-            is_static: false,
-        };
-        let result = module.call(call, self);
-        if result.is_err() {
-            self.world = before;
-        }
-        result
+        self.run_as(caller, false, |host| host.call(module, input, value))
     }
 
     /// Runs a typed call and decodes its return value; a revert is returned as its raw data.
@@ -131,16 +133,12 @@ impl MemoryHost {
 
     /// Runs a typed call as a static view.
     pub fn view<C: SolCall>(&mut self, module: &dyn NativeModule, call: &C) -> C::Return {
-        self.address = module.address();
-        self.is_static = true;
         let input = call.abi_encode();
-        let call = ModuleCall {
-            caller: Address::ZERO,
-            value: U256::ZERO,
-            input: &input,
-            is_static: true,
-        };
-        let output = module.call(call, self).expect("views succeed");
+        let output = self
+            .run_as(Address::ZERO, true, |host| {
+                host.call(module, &input, U256::ZERO)
+            })
+            .expect("views succeed");
         C::abi_decode_returns(&output).expect("module returns what its ABI says")
     }
 }
@@ -159,108 +157,6 @@ pub fn assert_reverts<T, E: SolError + PartialEq + std::fmt::Debug>(
         }
         Err(other) => panic!("expected revert {error:?}, got {other:?}"),
         Ok(_) => panic!("expected revert {error:?}, but the call succeeded"),
-    }
-}
-
-impl ModuleHost for MemoryHost {
-    fn address(&self) -> Address {
-        self.address
-    }
-
-    fn block_number(&self) -> u64 {
-        1
-    }
-
-    fn timestamp(&self) -> u64 {
-        self.timestamp
-    }
-
-    fn chain_id(&self) -> u64 {
-        self.chain_id
-    }
-
-    fn sload(&mut self, slot: U256) -> Result<U256, ModuleError> {
-        self.sload_from(self.address, slot)
-    }
-
-    fn sload_from(&mut self, address: Address, slot: U256) -> Result<U256, ModuleError> {
-        Ok(self
-            .world
-            .storage
-            .get(&(address, slot))
-            .copied()
-            .unwrap_or_default())
-    }
-
-    fn sstore(&mut self, slot: U256, value: U256) -> Result<(), ModuleError> {
-        if self.is_static {
-            return Err(ModuleError::Revert(Bytes::new()));
-        }
-        self.world.storage.insert((self.address, slot), value);
-        Ok(())
-    }
-
-    fn balance(&mut self, address: Address) -> Result<U256, ModuleError> {
-        Ok(self.balance_of(address))
-    }
-
-    fn transfer(&mut self, to: Address, amount: U256) -> Result<(), ModuleError> {
-        let own = self.balance_of(self.address);
-        if own < amount {
-            return Err(ModuleError::Fatal(format!(
-                "module {} cannot send {amount}: it has {own}",
-                self.address
-            )));
-        }
-        self.world.balances.insert(self.address, own - amount);
-        self.fund(to, amount);
-        Ok(())
-    }
-
-    fn log(&mut self, topics: Vec<B256>, data: Bytes) -> Result<(), ModuleError> {
-        if self.is_static {
-            return Err(ModuleError::Revert(Bytes::new()));
-        }
-        self.world.logs.push(Log {
-            address: self.address,
-            data: LogData::new(topics, data).expect("at most 4 topics"),
-        });
-        Ok(())
-    }
-
-    fn charge(&mut self, _gas: u64) -> Result<(), ModuleError> {
-        Ok(())
-    }
-
-    fn call_module(
-        &mut self,
-        to: Address,
-        input: &[u8],
-        value: U256,
-    ) -> Result<Bytes, ModuleError> {
-        let Some(module) = self.modules.get(&to).cloned() else {
-            return Err(ModuleError::Revert(Bytes::new()));
-        };
-        let before = self.world.clone();
-        let caller = self.address;
-        if self.balance_of(caller) < value {
-            return Err(ModuleError::Revert(Bytes::new()));
-        }
-        let result = self.transfer(to, value).and_then(|()| {
-            self.address = to;
-            let call = ModuleCall {
-                caller,
-                value,
-                input,
-                is_static: self.is_static,
-            };
-            module.call(call, self)
-        });
-        self.address = caller;
-        if result.is_err() {
-            self.world = before;
-        }
-        result
     }
 }
 
