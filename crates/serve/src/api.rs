@@ -19,13 +19,17 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use openledger_ml::MlError;
 use openledger_ml::generate::{FinishReason, GenerateOptions, encode_prompt};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::engine::{Engine, Event, Request, SubmitError};
 use crate::hook::{Admitted, Call, Completion, CompletionHook, Refusal};
+use crate::openai::{
+    ChatRequest, Choice, CompletionRequest, Delta, Envelope, ErrorBody, ErrorDetail, Message,
+    ModelCard, ModelList, OneOrMany, Sampling, Usage,
+};
 
 /// Most stop sequences a request may give, as OpenAI allows.
 const MAX_STOP: usize = 4;
@@ -101,10 +105,15 @@ impl ApiError {
         }
     }
 
-    fn body(&self) -> Value {
-        json!({"error": {
-            "message": self.message, "type": self.kind, "param": self.param, "code": self.code,
-        }})
+    fn body(&self) -> ErrorBody<'_> {
+        ErrorBody {
+            error: ErrorDetail {
+                message: &self.message,
+                kind: self.kind,
+                param: self.param,
+                code: self.code,
+            },
+        }
     }
 }
 
@@ -123,46 +132,6 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.status, Json(self.body())).into_response()
     }
-}
-
-#[derive(Clone, Deserialize)]
-#[serde(untagged)]
-enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl OneOrMany {
-    fn into_vec(self) -> Vec<String> {
-        match self {
-            Self::One(s) => vec![s],
-            Self::Many(v) => v,
-        }
-    }
-}
-
-#[derive(Deserialize, Default)]
-struct StreamOptions {
-    #[serde(default)]
-    include_usage: bool,
-}
-
-/// The sampling and streaming fields both endpoints share.
-#[derive(Deserialize)]
-struct Sampling {
-    model: String,
-    max_tokens: Option<usize>,
-    max_completion_tokens: Option<usize>,
-    temperature: Option<f64>,
-    top_p: Option<f64>,
-    stop: Option<OneOrMany>,
-    seed: Option<u64>,
-    n: Option<usize>,
-    #[serde(default)]
-    stream: bool,
-    stream_options: Option<StreamOptions>,
-    /// What the completion hook reads (a client-signed order, say).
-    openledger: Option<Value>,
 }
 
 impl Sampling {
@@ -208,26 +177,6 @@ impl Sampling {
 fn random_seed() -> u64 {
     use std::hash::{BuildHasher, RandomState};
     RandomState::new().hash_one(Instant::now())
-}
-
-#[derive(Deserialize)]
-struct CompletionRequest {
-    prompt: OneOrMany,
-    #[serde(flatten)]
-    sampling: Sampling,
-}
-
-#[derive(Deserialize)]
-struct ChatMessage {
-    role: String,
-    content: String,
-}
-
-#[derive(Deserialize)]
-struct ChatRequest {
-    messages: Vec<ChatMessage>,
-    #[serde(flatten)]
-    sampling: Sampling,
 }
 
 /// The chat template: the documents the models learn from read `Q: … A: …`, so a conversation is
@@ -316,20 +265,27 @@ async fn chat_completions(
 }
 
 /// `/v1/models`: the base and its adapters, as far as the hook serves them.
-async fn models(State(api): State<Arc<Api>>) -> Result<Json<Value>, ApiError> {
+async fn models(State(api): State<Arc<Api>>) -> Result<Response, ApiError> {
     let mut ids = vec![api.base_id.clone()];
     ids.extend(api.engine.adapter_ids());
     if let Some(hook) = &api.hook {
         ids = hook.servable(ids).await.map_err(ApiError::from)?;
     }
-    let data: Vec<Value> = ids
+    let data = ids
         .iter()
-        .map(|id| {
-            let parent = (*id != api.base_id).then_some(api.base_id.as_str());
-            json!({"id": id, "object": "model", "created": 0, "owned_by": "openledger", "parent": parent})
+        .map(|id| ModelCard {
+            id,
+            object: "model",
+            created: 0,
+            owned_by: "openledger",
+            parent: (*id != api.base_id).then_some(api.base_id.as_str()),
         })
         .collect();
-    Ok(Json(json!({"object": "list", "data": data})))
+    Ok(Json(ModelList {
+        object: "list",
+        data,
+    })
+    .into_response())
 }
 
 async fn metrics(State(api): State<Arc<Api>>) -> impl IntoResponse {
@@ -355,29 +311,38 @@ impl Kind {
         }
     }
 
-    fn choice(self, text: &str, finish: Option<FinishReason>) -> Value {
+    fn choice(self, text: &str, finish: Option<FinishReason>) -> Choice<'_> {
         match self {
-            Self::Text => {
-                json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish})
-            }
-            Self::Chat => json!({"index": 0, "logprobs": null, "finish_reason": finish,
-                "message": {"role": "assistant", "content": text}}),
+            Self::Text => Choice::Text {
+                index: 0,
+                text,
+                logprobs: None,
+                finish_reason: finish,
+            },
+            Self::Chat => Choice::Message {
+                index: 0,
+                logprobs: None,
+                finish_reason: finish,
+                message: Message {
+                    role: "assistant",
+                    content: text,
+                },
+            },
         }
     }
 
-    fn chunk_choice(self, text: &str, first: bool, finish: Option<FinishReason>) -> Value {
+    fn chunk_choice(self, text: &str, first: bool, finish: Option<FinishReason>) -> Choice<'_> {
         match self {
             Self::Text => self.choice(text, finish),
-            Self::Chat => {
-                let mut delta = json!({});
-                if first {
-                    delta["role"] = json!("assistant");
-                }
-                if !text.is_empty() || first {
-                    delta["content"] = json!(text);
-                }
-                json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish})
-            }
+            Self::Chat => Choice::Delta {
+                index: 0,
+                delta: Delta {
+                    role: first.then_some("assistant"),
+                    content: (!text.is_empty() || first).then_some(text),
+                },
+                logprobs: None,
+                finish_reason: finish,
+            },
         }
     }
 }
@@ -396,9 +361,16 @@ struct Head {
 }
 
 impl Head {
-    fn envelope(&self, stream: bool, choices: Vec<Value>) -> Value {
-        json!({"id": self.id, "object": self.kind.object(stream), "created": self.created,
-            "model": self.model, "choices": choices})
+    fn envelope<'a>(&'a self, stream: bool, choices: Vec<Choice<'a>>) -> Envelope<'a> {
+        Envelope {
+            id: &self.id,
+            object: self.kind.object(stream),
+            created: self.created,
+            model: &self.model,
+            choices,
+            usage: None,
+            openledger: None,
+        }
     }
 }
 
@@ -417,12 +389,7 @@ async fn record(
         completion_tokens,
     };
     let recorded = admitted?.complete(completion).await;
-    Some(recorded.unwrap_or_else(|refusal| json!({"error": refusal.message})))
-}
-
-fn usage(prompt_tokens: usize, completion_tokens: usize) -> Value {
-    json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens})
+    Some(recorded.unwrap_or_else(|refusal| serde_json::json!({"error": refusal.message})))
 }
 
 impl Api {
@@ -553,14 +520,15 @@ async fn collect(
                 prompt_tokens,
                 completion_tokens,
             } => {
-                let mut body =
-                    head.envelope(false, vec![head.kind.choice(&text, Some(finish_reason))]);
-                body["usage"] = usage(prompt_tokens, completion_tokens);
                 let tokens = (prompt_tokens, completion_tokens);
                 let prompt = std::mem::take(&mut head.prompt);
-                if let Some(record) = record(head.admitted, prompt, text, tokens).await {
-                    body["openledger"] = record;
-                }
+                let openledger = record(head.admitted.take(), prompt, text.clone(), tokens).await;
+                let choice = head.kind.choice(&text, Some(finish_reason));
+                let body = Envelope {
+                    usage: Some(Usage::new(prompt_tokens, completion_tokens)),
+                    openledger,
+                    ..head.envelope(false, vec![choice])
+                };
                 return Ok(Json(body).into_response());
             }
             Event::Failed(message) => {
@@ -579,16 +547,17 @@ async fn collect(
     ))
 }
 
+/// A frame's JSON.
+fn json(value: &impl Serialize) -> String {
+    serde_json::to_string(value).expect("API types serialize")
+}
+
 /// Server-sent events in OpenAI's chunk format, ending with `data: [DONE]`.
 /// With a hook, a last chunk without choices carries the completion's `openledger` record.
 fn stream(mut head: Head, mut receiver: UnboundedReceiver<Event>, include_usage: bool) -> Response {
     let (frames, out) = unbounded_channel::<Result<SseEvent, Infallible>>();
     tokio::spawn(async move {
-        let send = |value: Value| {
-            frames
-                .send(Ok(SseEvent::default().data(value.to_string())))
-                .is_ok()
-        };
+        let send = |frame: String| frames.send(Ok(SseEvent::default().data(frame))).is_ok();
         let mut first = true;
         let mut text = String::new();
         let mut generated = 0;
@@ -602,37 +571,37 @@ fn stream(mut head: Head, mut receiver: UnboundedReceiver<Event>, include_usage:
                 Event::Text(t) => {
                     generated += 1;
                     text.push_str(&t);
-                    send(head.envelope(true, vec![head.kind.chunk_choice(&t, first, None)]))
+                    let choice = head.kind.chunk_choice(&t, first, None);
+                    send(json(&head.envelope(true, vec![choice])))
                 }
                 Event::Done {
                     finish_reason,
                     prompt_tokens,
                     completion_tokens,
                 } => {
-                    send(head.envelope(
-                        true,
-                        vec![head.kind.chunk_choice("", first, Some(finish_reason))],
-                    ));
+                    let choice = head.kind.chunk_choice("", first, Some(finish_reason));
+                    send(json(&head.envelope(true, vec![choice])));
                     if include_usage {
-                        let mut last = head.envelope(true, Vec::new());
-                        last["usage"] = usage(prompt_tokens, completion_tokens);
-                        send(last);
+                        send(json(&Envelope {
+                            usage: Some(Usage::new(prompt_tokens, completion_tokens)),
+                            ..head.envelope(true, Vec::new())
+                        }));
                     }
                     let tokens = (prompt_tokens, completion_tokens);
                     let prompt = std::mem::take(&mut head.prompt);
                     let admitted = head.admitted.take();
                     if let Some(record) = record(admitted, prompt, text, tokens).await {
-                        let mut last = head.envelope(true, Vec::new());
-                        last["openledger"] = record;
-                        send(last);
+                        send(json(&Envelope {
+                            openledger: Some(record),
+                            ..head.envelope(true, Vec::new())
+                        }));
                     }
                     break;
                 }
                 Event::Failed(message) => {
-                    send(
-                        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message, "server_error")
-                            .body(),
-                    );
+                    let error =
+                        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message, "server_error");
+                    send(json(&error.body()));
                     break;
                 }
             };

@@ -13,6 +13,7 @@ pub mod batch;
 pub mod engine;
 pub mod hook;
 pub mod metrics;
+mod openai;
 
 pub use adapters::{AdapterCache, CacheLimits, Registry};
 pub use engine::{Engine, EngineConfig, Event, Request, SubmitError};

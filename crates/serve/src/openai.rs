@@ -1,0 +1,175 @@
+//! OpenAI's wire format, as the API reads and writes it: the requests of `/v1/completions` and
+//! `/v1/chat/completions`, their answers whole or as a stream's chunks, `/v1/models` and errors.
+//! Typed once here, so that the handlers build values and serde writes the JSON.
+
+use openledger_ml::generate::FinishReason;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Clone, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub(crate) fn into_vec(self) -> Vec<String> {
+        match self {
+            Self::One(s) => vec![s],
+            Self::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub(crate) struct StreamOptions {
+    #[serde(default)]
+    pub(crate) include_usage: bool,
+}
+
+/// The sampling and streaming fields both endpoints share.
+#[derive(Deserialize)]
+pub(crate) struct Sampling {
+    pub(crate) model: String,
+    pub(crate) max_tokens: Option<usize>,
+    pub(crate) max_completion_tokens: Option<usize>,
+    pub(crate) temperature: Option<f64>,
+    pub(crate) top_p: Option<f64>,
+    pub(crate) stop: Option<OneOrMany>,
+    pub(crate) seed: Option<u64>,
+    pub(crate) n: Option<usize>,
+    #[serde(default)]
+    pub(crate) stream: bool,
+    pub(crate) stream_options: Option<StreamOptions>,
+    /// What the completion hook reads (a client-signed order, say).
+    pub(crate) openledger: Option<Value>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct CompletionRequest {
+    pub(crate) prompt: OneOrMany,
+    #[serde(flatten)]
+    pub(crate) sampling: Sampling,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ChatMessage {
+    pub(crate) role: String,
+    pub(crate) content: String,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ChatRequest {
+    pub(crate) messages: Vec<ChatMessage>,
+    #[serde(flatten)]
+    pub(crate) sampling: Sampling,
+}
+
+/// A completion, whole (`text_completion`, `chat.completion`) or one chunk of its stream
+/// (`chat.completion.chunk`; a text stream's chunks are `text_completion` too).
+#[derive(Debug, Serialize)]
+pub(crate) struct Envelope<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) object: &'static str,
+    pub(crate) created: u64,
+    pub(crate) model: &'a str,
+    pub(crate) choices: Vec<Choice<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) usage: Option<Usage>,
+    /// The completion hook's record of it (its settlement), on the last answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) openledger: Option<Value>,
+}
+
+/// A choice: the text of a completion, the message of a chat completion, or what a chat
+/// stream's chunk adds to its message.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub(crate) enum Choice<'a> {
+    Text {
+        index: u32,
+        text: &'a str,
+        logprobs: Option<()>,
+        finish_reason: Option<FinishReason>,
+    },
+    Message {
+        index: u32,
+        logprobs: Option<()>,
+        finish_reason: Option<FinishReason>,
+        message: Message<'a>,
+    },
+    Delta {
+        index: u32,
+        delta: Delta<'a>,
+        logprobs: Option<()>,
+        finish_reason: Option<FinishReason>,
+    },
+}
+
+/// An assistant's message.
+#[derive(Debug, Serialize)]
+pub(crate) struct Message<'a> {
+    pub(crate) role: &'static str,
+    pub(crate) content: &'a str,
+}
+
+/// What a chunk adds to a streamed message: the role first, then the text.
+#[derive(Debug, Serialize)]
+pub(crate) struct Delta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) content: Option<&'a str>,
+}
+
+/// Tokens billed.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct Usage {
+    pub(crate) prompt_tokens: usize,
+    pub(crate) completion_tokens: usize,
+    pub(crate) total_tokens: usize,
+}
+
+impl Usage {
+    pub(crate) fn new(prompt_tokens: usize, completion_tokens: usize) -> Self {
+        Self {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+        }
+    }
+}
+
+/// `/v1/models`.
+#[derive(Debug, Serialize)]
+pub(crate) struct ModelList<'a> {
+    pub(crate) object: &'static str,
+    pub(crate) data: Vec<ModelCard<'a>>,
+}
+
+/// A model `/v1/models` lists: the base, or an adapter with the base as its parent.
+#[derive(Debug, Serialize)]
+pub(crate) struct ModelCard<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) object: &'static str,
+    pub(crate) created: u64,
+    pub(crate) owned_by: &'static str,
+    pub(crate) parent: Option<&'a str>,
+}
+
+/// An error: `{"error": {"message", "type", "param", "code"}}`.
+#[derive(Debug, Serialize)]
+pub(crate) struct ErrorBody<'a> {
+    pub(crate) error: ErrorDetail<'a>,
+}
+
+/// What went wrong, in OpenAI's fields.
+#[derive(Debug, Serialize)]
+pub(crate) struct ErrorDetail<'a> {
+    pub(crate) message: &'a str,
+    #[serde(rename = "type")]
+    pub(crate) kind: &'static str,
+    pub(crate) param: Option<&'static str>,
+    pub(crate) code: Option<&'static str>,
+}
