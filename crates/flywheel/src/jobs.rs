@@ -211,18 +211,8 @@ async fn contribution_rows(
         for (name, value) in &authorization {
             request = request.header(name.as_str(), value.as_str());
         }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the content API at {api_url}"))?;
-        if !response.status().is_success() {
-            let status = response.status();
-            let body: Value = response.json().await.unwrap_or_default();
-            bail!(
-                "the content API did not give the rows of {hash} ({status}): {}",
-                body["error"].as_str().unwrap_or("no reason")
-            );
-        }
+        let refused = format!("the content API did not give the rows of {hash}");
+        let response = send_to_api(request, api_url, &refused).await?;
         let page: Value = response
             .json()
             .await
@@ -529,24 +519,14 @@ pub async fn publish_adapter(
         }
         form = form.part(name, part(bytes, name));
     }
-    let response = reqwest::Client::new()
+    let request = reqwest::Client::new()
         .put(format!("{api_url}/models/{model}/adapter"))
         .header(
             crate::signing::SIGNATURE_HEADER,
             alloy_primitives::hex::encode_prefixed(signature.as_bytes()),
         )
-        .multipart(form)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the content API at {api_url}"))?;
-    if !response.status().is_success() {
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or_default();
-        bail!(
-            "the content API refused the adapter ({status}): {}",
-            body["error"].as_str().unwrap_or("no reason given")
-        );
-    }
+        .multipart(form);
+    send_to_api(request, api_url, "the content API refused the adapter").await?;
     Ok(Published {
         adapter_hash,
         left_out,
@@ -560,6 +540,27 @@ pub struct Published {
     pub adapter_hash: B256,
     /// Optional files over the size limit, not published.
     pub left_out: Vec<&'static str>,
+}
+
+/// Sends `request` to the node's HTTP API at `api_url` (content and jobs): the response when it
+/// succeeded, else an error saying what was `refused` and the node's reason (its JSON `error`).
+pub async fn send_to_api(
+    request: reqwest::RequestBuilder,
+    api_url: &str,
+    refused: &str,
+) -> anyhow::Result<reqwest::Response> {
+    let response = request.send().await.with_context(|| {
+        format!("cannot reach the node's API at {api_url}; is `openledger dev` running?")
+    })?;
+    let status = response.status();
+    if !status.is_success() {
+        let body: Value = response.json().await.unwrap_or_default();
+        bail!(
+            "{refused} ({status}): {}",
+            body["error"].as_str().unwrap_or("no reason given")
+        );
+    }
+    Ok(response)
 }
 
 #[cfg(test)]

@@ -160,6 +160,32 @@ pub fn assert_reverts<T, E: SolError + PartialEq + std::fmt::Debug>(
     }
 }
 
+/// Typed calls to the modules that take a value, as `fixture.datanets(caller, value, &call)`.
+macro_rules! module_calls {
+    ($($name:ident => $module:expr, $what:literal;)*) => {
+        impl Fixture {
+            $(
+                #[doc = concat!("Sends a typed call to the ", $what, " module.")]
+                pub fn $name<C: SolCall>(
+                    &mut self,
+                    caller: Address,
+                    value: U256,
+                    call: &C,
+                ) -> Result<C::Return, ModuleError> {
+                    self.host.send(&$module, caller, value, call)
+                }
+            )*
+        }
+    };
+}
+
+module_calls! {
+    datanets => crate::datanets::Datanets, "Datanets";
+    gopen => crate::gopen::Gopen, "GOPEN";
+    staking => crate::staking::Staking, "Staking";
+    feedback => crate::feedback::Feedback, "Feedback";
+}
+
 /// Thousandths of an OPEN.
 pub fn milli(n: u64) -> U256 {
     openledger_primitives::OPEN / U256::from(1_000) * U256::from(n)
@@ -206,17 +232,6 @@ impl Fixture {
         }
     }
 
-    /// Sends a typed call to the Datanets module.
-    pub fn datanets<C: SolCall>(
-        &mut self,
-        caller: Address,
-        value: U256,
-        call: &C,
-    ) -> Result<C::Return, ModuleError> {
-        self.host
-            .send(&crate::datanets::Datanets, caller, value, call)
-    }
-
     /// Sends a typed call to the Models module.
     pub fn models<C: SolCall>(
         &mut self,
@@ -235,38 +250,6 @@ impl Fixture {
         call: &C,
     ) -> Result<C::Return, ModuleError> {
         self.host.send(&self.settlement, caller, value, call)
-    }
-
-    /// Sends a typed call to the GOPEN module.
-    pub fn gopen<C: SolCall>(
-        &mut self,
-        caller: Address,
-        value: U256,
-        call: &C,
-    ) -> Result<C::Return, ModuleError> {
-        self.host.send(&crate::gopen::Gopen, caller, value, call)
-    }
-
-    /// Sends a typed call to the Staking module.
-    pub fn staking<C: SolCall>(
-        &mut self,
-        caller: Address,
-        value: U256,
-        call: &C,
-    ) -> Result<C::Return, ModuleError> {
-        self.host
-            .send(&crate::staking::Staking, caller, value, call)
-    }
-
-    /// Sends a typed call to the Feedback module.
-    pub fn feedback<C: SolCall>(
-        &mut self,
-        caller: Address,
-        value: U256,
-        call: &C,
-    ) -> Result<C::Return, ModuleError> {
-        self.host
-            .send(&crate::feedback::Feedback, caller, value, call)
     }
 
     /// A model's lifecycle status.

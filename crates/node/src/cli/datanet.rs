@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use super::report::{Id, Wei};
 use super::{Client, Common, block_on, events, parse_open, text_hash};
+use openledger_flywheel::jobs::send_to_api;
 use openledger_flywheel::signing::{SIGNATURE_HEADER, upload_message};
 
 /// Options of `openledger datanet`.
@@ -674,26 +675,17 @@ pub(crate) async fn upload_bytes(
         "file",
         reqwest::multipart::Part::bytes(bytes).file_name(name),
     );
-    let response = reqwest::Client::new()
+    let request = reqwest::Client::new()
         .post(format!("{api_url}/datanets/{datanet}/files"))
         .header(
             SIGNATURE_HEADER,
             alloy_primitives::hex::encode_prefixed(signature.as_bytes()),
         )
-        .multipart(form)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the content API at {api_url}"))?;
+        .multipart(form);
+    let response = send_to_api(request, api_url, "upload refused").await?;
     let status = response.status();
-    let body: Value = response
+    response
         .json()
         .await
-        .with_context(|| format!("the content API answered {status} without JSON"))?;
-    if !status.is_success() {
-        anyhow::bail!(
-            "upload refused ({status}): {}",
-            body["error"].as_str().unwrap_or("no reason given")
-        );
-    }
-    Ok(body)
+        .with_context(|| format!("the content API answered {status} without JSON"))
 }

@@ -6,10 +6,10 @@
 use std::fmt;
 
 use alloy_primitives::U256;
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use openledger_flywheel::compute::Payment;
-use openledger_flywheel::jobs::DatanetVersion;
+use openledger_flywheel::jobs::{DatanetVersion, send_to_api};
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
@@ -96,7 +96,8 @@ pub fn run(args: JobArgs) -> anyhow::Result<()> {
     block_on(async move {
         let common = &args.common;
         let http = reqwest::Client::new();
-        let jobs = format!("{}/jobs", common.api_url.trim_end_matches('/'));
+        let api = common.api_url.trim_end_matches('/');
+        let jobs = format!("{api}/jobs");
         let key = || {
             common
                 .signer
@@ -107,19 +108,19 @@ pub fn run(args: JobArgs) -> anyhow::Result<()> {
         match args.command {
             JobCommand::Quote(t) => {
                 let request = http.post(format!("{jobs}/train?quote")).bearer_auth(key()?);
-                let quote: Payment = serde_json::from_value(call(request.json(&t)).await?)?;
+                let quote: Payment = serde_json::from_value(call(request.json(&t), api).await?)?;
                 common.report(&Quote(quote))
             }
             JobCommand::Submit(t) => {
                 let request = http.post(format!("{jobs}/train")).bearer_auth(key()?);
-                common.report(&Job::Queued(call(request.json(&t)).await?))
+                common.report(&Job::Queued(call(request.json(&t), api).await?))
             }
-            JobCommand::Show { id } => {
-                common.report(&Job::Shown(call(http.get(format!("{jobs}/{id}"))).await?))
-            }
+            JobCommand::Show { id } => common.report(&Job::Shown(
+                call(http.get(format!("{jobs}/{id}")), api).await?,
+            )),
             JobCommand::Cancel { id } => {
                 let request = http.delete(format!("{jobs}/{id}")).bearer_auth(key()?);
-                common.report(&Job::Cancelled(call(request).await?))
+                common.report(&Job::Cancelled(call(request, api).await?))
             }
         }
     })
@@ -187,21 +188,10 @@ impl fmt::Display for Job {
     }
 }
 
-/// Sends `request`; the JSON answer, or the node's error.
-async fn call(request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
-    let response = request
-        .send()
-        .await
-        .context("cannot reach the node's job API (--api-url); is `openledger dev` running?")?;
-    let status = response.status();
-    let body: Value = response.json().await.unwrap_or_default();
-    if !status.is_success() {
-        bail!(
-            "the node refused (HTTP {status}): {}",
-            body["error"].as_str().unwrap_or("no reason given")
-        );
-    }
-    Ok(body)
+/// Sends `request` to the job API at `api_url`; the JSON answer, or the node's error.
+async fn call(request: reqwest::RequestBuilder, api_url: &str) -> anyhow::Result<Value> {
+    let response = send_to_api(request, api_url, "the node refused").await?;
+    Ok(response.json().await.unwrap_or_default())
 }
 
 /// A job's payment, for text output.
