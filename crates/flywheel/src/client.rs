@@ -1,52 +1,81 @@
 //! A typed client of the chain for the services and the CLI: module views, and transactions
 //! signed locally, sent raw and waited for, over any [`Transport`].
 
-use std::sync::Arc;
+use std::borrow::Cow;
 use std::time::Duration;
 
-use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
-use alloy_eips::eip2718::Encodable2718;
-use alloy_network::TxSignerSync;
-use alloy_primitives::{Address, B256, Bytes, TxKind, U64, U256};
-use alloy_rpc_types_eth::{Log, TransactionReceipt, TransactionRequest};
+use alloy_network::EthereumWallet;
+use alloy_primitives::{Address, B256, Bytes, U256};
+use alloy_provider::{
+    DynProvider, PendingTransactionBuilder, PendingTransactionError, Provider, ProviderBuilder,
+    WatchTxError,
+};
+use alloy_rpc_client::RpcClient;
+use alloy_rpc_types_eth::{BlockNumberOrTag, Filter, Log, TransactionReceipt, TransactionRequest};
 use alloy_signer_local::PrivateKeySigner;
 use alloy_sol_types::{SolCall, SolEvent, SolInterface};
+use alloy_transport::{RpcError, TransportError, TransportErrorKind};
 use anyhow::{Context, bail};
+use jsonrpsee::core::client::{BatchResponse, ClientT, Error as ClientError};
+use jsonrpsee::core::params::BatchRequestBuilder;
+use jsonrpsee::core::traits::ToRpcParams;
+use jsonrpsee::types::ErrorObject;
 use openledger_protocol::abi::{
     IDatanets, IFeedback, IGOPEN, IGovernor, IModels, ISettlement, IStaking, ITreasury,
 };
-use serde_json::{Value, json};
+use openledger_rpc::{dev::DevApiClient, params::Quantity};
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 
-use crate::transport::{Http, Transport, TransportError};
+use crate::transport;
 
 /// How long to wait for a transaction to be included.
 const RECEIPT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Blocks per `eth_getLogs` request: the node's default limit.
 const LOG_RANGE: u64 = 10_000;
-/// The priority fee offered, in wei.
-const PRIORITY_FEE: u128 = 1_000_000_000;
 
-/// A connection to a node, with an optional signer for transactions.
+/// A connection to a node, with an optional signer for transactions: an alloy provider whose
+/// fillers complete each transaction (chain id, the pending nonce, fees) and whose wallet signs
+/// it locally, so that only `eth_sendRawTransaction` reaches the node.
 #[derive(Clone)]
 pub struct Client {
-    transport: Arc<dyn Transport>,
+    rpc: RpcClient,
+    provider: DynProvider,
     signer: Option<PrivateKeySigner>,
 }
 
 impl Client {
     /// A client of the node at `url`, over HTTP.
     pub fn new(url: &str, signer: Option<PrivateKeySigner>) -> anyhow::Result<Self> {
-        Ok(Self::over(Arc::new(Http::new(url)?), signer))
+        Ok(Self::over(transport::http(url)?, signer))
     }
 
-    /// A client over `transport` (the node's methods in-process, say).
-    pub fn over(transport: Arc<dyn Transport>, signer: Option<PrivateKeySigner>) -> Self {
-        Self { transport, signer }
+    /// A client over `rpc` (the node's methods in-process, say).
+    pub fn over(rpc: RpcClient, signer: Option<PrivateKeySigner>) -> Self {
+        // The nonce is read from the node for every transaction (not cached): the CLI and the
+        // services may send for the same account from different processes.
+        let fill = ProviderBuilder::new()
+            .disable_recommended_fillers()
+            .with_gas_estimation()
+            .with_simple_nonce_management()
+            .fetch_chain_id();
+        let provider = match &signer {
+            Some(signer) => fill
+                .wallet(EthereumWallet::from(signer.clone()))
+                .connect_client(rpc.clone())
+                .erased(),
+            None => fill.connect_client(rpc.clone()).erased(),
+        };
+        Self {
+            rpc,
+            provider,
+            signer,
+        }
     }
 
     /// The same connection, signing as `signer`.
     pub fn with_signer(&self, signer: PrivateKeySigner) -> Self {
-        Self::over(self.transport.clone(), Some(signer))
+        Self::over(self.rpc.clone(), Some(signer))
     }
 
     /// The signing account.
@@ -76,25 +105,15 @@ impl Client {
         Ok(self.signer()?.sign_message_sync(message.as_bytes())?)
     }
 
-    async fn request<T: serde::de::DeserializeOwned>(
-        &self,
-        method: &str,
-        params: Vec<Value>,
-    ) -> anyhow::Result<T> {
-        let answer = self
-            .transport
-            .request(method, params)
-            .await
-            .map_err(readable)?;
-        serde_json::from_value(answer)
-            .with_context(|| format!("{method}: an answer of the wrong shape"))
-    }
-
-    /// Calls a view of the module at `to`.
+    /// Calls a view of the module at `to`, at the newest block.
     pub async fn view<C: SolCall>(&self, to: Address, call: &C) -> anyhow::Result<C::Return> {
+        let request = TransactionRequest::default()
+            .to(to)
+            .input(Bytes::from(call.abi_encode()).into());
         let output = self
-            .transport
-            .view(to, Bytes::from(call.abi_encode()))
+            .provider
+            .call(request)
+            .latest()
             .await
             .map_err(readable)?;
         C::abi_decode_returns(&output).context("the node answered data this call cannot return")
@@ -120,80 +139,62 @@ impl Client {
         call: &C,
         value: U256,
     ) -> anyhow::Result<B256> {
-        let signer = self.signer()?;
-        let from = signer.address();
-        let input = Bytes::from(call.abi_encode());
-        let request = TransactionRequest {
-            from: Some(from),
-            to: Some(TxKind::Call(to)),
-            value: Some(value),
-            input: input.clone().into(),
-            ..Default::default()
-        };
-        let gas: U256 = self
-            .request("eth_estimateGas", vec![serde_json::to_value(request)?])
-            .await?;
-        let chain_id: U256 = self.request("eth_chainId", vec![]).await?;
-        let nonce: U256 = self
-            .request(
-                "eth_getTransactionCount",
-                vec![json!(from), json!("pending")],
-            )
-            .await?;
-        let gas_price: U256 = self.request("eth_gasPrice", vec![]).await?;
-        let mut tx = TxEip1559 {
-            chain_id: chain_id.to(),
-            nonce: nonce.to(),
-            // Estimates are exact for module calls; the margin covers state moving meanwhile.
-            gas_limit: gas.to::<u64>() * 6 / 5,
-            max_fee_per_gas: gas_price.to::<u128>() * 2 + PRIORITY_FEE,
-            max_priority_fee_per_gas: PRIORITY_FEE,
-            to: TxKind::Call(to),
-            value,
-            access_list: Default::default(),
-            input,
-        };
-        let signature = signer.sign_transaction_sync(&mut tx)?;
-        let envelope = TxEnvelope::from(tx.into_signed(signature));
-        let raw = Bytes::from(envelope.encoded_2718());
-        self.request("eth_sendRawTransaction", vec![json!(raw)])
+        let request = TransactionRequest::default()
+            .from(self.sender()?)
+            .to(to)
+            .value(value)
+            .input(Bytes::from(call.abi_encode()).into());
+        let gas = self
+            .provider
+            .estimate_gas(request.clone())
+            .latest()
             .await
+            .map_err(readable)?;
+        // Estimates are exact for module calls; the margin covers state moving meanwhile.
+        let request = request.gas_limit(gas * 6 / 5);
+        let pending = self
+            .provider
+            .send_transaction(request)
+            .await
+            .map_err(readable)?;
+        Ok(*pending.tx_hash())
     }
 
     /// Waits for transaction `hash`'s receipt; fails unless it succeeded.
     pub async fn wait(&self, hash: B256) -> anyhow::Result<TransactionReceipt> {
-        let deadline = tokio::time::Instant::now() + RECEIPT_TIMEOUT;
-        loop {
-            let receipt: Option<TransactionReceipt> = self
-                .request("eth_getTransactionReceipt", vec![json!(hash)])
-                .await?;
-            if let Some(receipt) = receipt {
-                if !receipt.status() {
-                    bail!(
-                        "transaction {hash} reverted in block {:?}",
-                        receipt.block_number
-                    );
-                }
-                return Ok(receipt);
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!("transaction {hash} was not included within {RECEIPT_TIMEOUT:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        let receipt = PendingTransactionBuilder::new(self.provider.root().clone(), hash)
+            .with_timeout(Some(RECEIPT_TIMEOUT))
+            .get_receipt()
+            .await
+            .map_err(|e| match e {
+                PendingTransactionError::TransportError(e) => readable(e),
+                PendingTransactionError::TxWatcher(WatchTxError::Timeout) => anyhow::anyhow!(
+                    "transaction {hash} was not included within {RECEIPT_TIMEOUT:?}"
+                ),
+                other => other.into(),
+            })?;
+        if !receipt.status() {
+            bail!(
+                "transaction {hash} reverted in block {:?}",
+                receipt.block_number
+            );
         }
+        Ok(receipt)
     }
 
     /// The node's chain id.
     pub async fn chain_id(&self) -> anyhow::Result<u64> {
-        let id: alloy_primitives::U64 = self.request("eth_chainId", vec![]).await?;
-        Ok(id.to())
+        self.provider.get_chain_id().await.map_err(readable)
     }
 
     /// The timestamp of the newest block.
     pub async fn latest_timestamp(&self) -> anyhow::Result<u64> {
-        let latest: alloy_rpc_types_eth::Block = self
-            .request("eth_getBlockByNumber", vec![json!("latest"), json!(false)])
-            .await?;
+        let latest = self
+            .provider
+            .get_block_by_number(BlockNumberOrTag::Latest)
+            .await
+            .map_err(readable)?
+            .context("the node has no latest block")?;
         Ok(latest.header.timestamp)
     }
 
@@ -201,25 +202,23 @@ impl Client {
     /// latest one (blocks sealed one per transaction can run ahead of the wall clock).
     pub async fn advance_time(&self, seconds: u64) -> anyhow::Result<()> {
         let latest = self.latest_timestamp().await?;
-        let _: serde_json::Value = self
-            .request("evm_increaseTime", vec![json!(U64::from(seconds))])
-            .await?;
-        let _: serde_json::Value = self
-            .request("evm_mine", vec![json!(U64::from(latest + seconds))])
-            .await?;
+        self.increase_time(Quantity(seconds)).await?;
+        self.evm_mine(Some(Quantity(latest + seconds))).await?;
         Ok(())
     }
 
     /// An account's OPEN balance.
     pub async fn balance(&self, account: Address) -> anyhow::Result<U256> {
-        self.request("eth_getBalance", vec![json!(account), json!("latest")])
+        self.provider
+            .get_balance(account)
+            .latest()
             .await
+            .map_err(readable)
     }
 
     /// The number of the newest block.
     pub async fn block_number(&self) -> anyhow::Result<u64> {
-        let number: U64 = self.request("eth_blockNumber", vec![]).await?;
-        Ok(number.to())
+        self.provider.get_block_number().await.map_err(readable)
     }
 
     /// The logs `address` emitted in blocks `from..=to` whose first topic is one of `topics`,
@@ -235,17 +234,85 @@ impl Client {
         let mut start = from;
         while start <= to {
             let end = to.min(start.saturating_add(LOG_RANGE - 1));
-            let filter = serde_json::json!({
-                "address": address,
-                "fromBlock": U64::from(start),
-                "toBlock": U64::from(end),
-                "topics": [topics],
-            });
-            let logs: Vec<Log> = self.request("eth_getLogs", vec![filter]).await?;
-            out.extend(logs);
+            let filter = Filter::new()
+                .address(address)
+                .event_signature(topics.to_vec())
+                .from_block(start)
+                .to_block(end);
+            out.extend(self.provider.get_logs(&filter).await.map_err(readable)?);
             start = end + 1;
         }
         Ok(out)
+    }
+
+    async fn raw(
+        &self,
+        method: &str,
+        params: Option<Box<RawValue>>,
+    ) -> Result<Box<RawValue>, ClientError> {
+        let params = match params {
+            Some(params) => params,
+            None => RawValue::from_string("[]".into())?,
+        };
+        self.provider
+            .raw_request_dyn(Cow::Owned(method.to_string()), &params)
+            .await
+            .map_err(|e| match e {
+                RpcError::ErrorResp(payload) => ClientError::Call(ErrorObject::owned(
+                    payload.code as i32,
+                    payload.message.into_owned(),
+                    payload.data,
+                )),
+                other => ClientError::Transport(other.into()),
+            })
+    }
+}
+
+/// The node's own namespaces, declared once as jsonrpsee traits in `openledger-rpc` (the dev
+/// methods' [`DevApiClient`]), are called over this client's connection through this adapter:
+/// one connection, HTTP or in-process, for alloy's `eth_*` and the node's own methods alike.
+impl ClientT for Client {
+    async fn notification<Params: ToRpcParams + Send>(
+        &self,
+        method: &str,
+        params: Params,
+    ) -> Result<(), ClientError> {
+        self.raw(method, params.to_rpc_params()?).await.map(drop)
+    }
+
+    async fn request<R: DeserializeOwned, Params: ToRpcParams + Send>(
+        &self,
+        method: &str,
+        params: Params,
+    ) -> Result<R, ClientError> {
+        let answer = self.raw(method, params.to_rpc_params()?).await?;
+        Ok(serde_json::from_str(answer.get())?)
+    }
+
+    /// Sends the requests one after another (the node's own methods are not batched).
+    async fn batch_request<'a, R: DeserializeOwned + std::fmt::Debug + 'a>(
+        &self,
+        batch: BatchRequestBuilder<'a>,
+    ) -> Result<BatchResponse<'a, R>, ClientError> {
+        let mut raw = Vec::new();
+        for (method, params) in batch.build()? {
+            raw.push(match self.raw(method, params).await {
+                Ok(answer) => Ok(answer),
+                Err(ClientError::Call(e)) => Err(e),
+                Err(other) => return Err(other),
+            });
+        }
+        // The answers are decoded after the last await: `R` need not be `Send`.
+        let mut answers = Vec::with_capacity(raw.len());
+        for answer in raw {
+            answers.push(match answer {
+                Ok(answer) => Ok(serde_json::from_str(answer.get())?),
+                Err(e) => Err(e),
+            });
+        }
+        let succeeded = answers.iter().filter(|a| a.is_ok()).count();
+        let failed = answers.len() - succeeded;
+        Ok(BatchResponse::new(succeeded, answers, failed))
     }
 }
 
@@ -259,14 +326,19 @@ pub fn events<E: SolEvent>(receipt: &TransactionReceipt) -> Vec<E> {
         .collect()
 }
 
-/// A readable error for a failed request; reverts are decoded with the modules' ABIs.
+/// A readable error for a failed request: the node's message, with a revert decoded by the
+/// modules' ABIs; a node that cannot be reached is named as such.
 fn readable(e: TransportError) -> anyhow::Error {
     match e {
-        TransportError::Rpc {
-            message,
-            data: Some(data),
-            ..
-        } if !data.is_empty() => anyhow::anyhow!("{message}: {}", describe_revert(&data)),
+        RpcError::ErrorResp(payload) => match payload.as_revert_data() {
+            Some(data) if !data.is_empty() => {
+                anyhow::anyhow!("{}: {}", payload.message, describe_revert(&data))
+            }
+            _ => anyhow::anyhow!("{}", payload.message),
+        },
+        RpcError::Transport(TransportErrorKind::Custom(reason)) => {
+            anyhow::anyhow!("cannot reach the node: {reason}; is `openledger dev` running?")
+        }
         other => other.into(),
     }
 }

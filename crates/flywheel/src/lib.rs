@@ -1,10 +1,10 @@
 //! The services that run OpenLedger's loop beside the chain, and how they reach it.
 //!
 //! The services are clients of the chain: they read module state and submit signed
-//! transactions, like any wallet. They do it through [`transport::Transport`], which is the
-//! node's own JSON-RPC methods called in-process in `openledger dev` (no loopback HTTP, and
-//! views straight from the state) and an HTTP JSON-RPC client when they run apart from the node.
-//! [`client::Client`] gives them (and the CLI) typed module calls over either.
+//! transactions, like any wallet. They do it through an alloy provider over one of the
+//! [`transport`]s: the node's own JSON-RPC methods called in-process in `openledger dev` (no
+//! loopback HTTP) and HTTP JSON-RPC when they run apart from the node. [`client::Client`] gives
+//! them (and the CLI) typed module calls over either.
 //!
 //! - [`indexer`]: builds the span index of every approved datanet version;
 //! - [`trainer`]: training jobs on datanet versions, registered as the model's artifact versions;

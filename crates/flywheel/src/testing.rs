@@ -87,10 +87,10 @@ impl TestChain {
     pub fn start(accounts: usize) -> Self {
         let (chain, dir, keys) = Self::open(accounts);
         let methods = openledger_rpc::in_process(chain.clone(), RpcConfig::default());
-        let transport = InProcess::new(chain.clone(), methods, Arc::new(RpcMetrics::default()));
+        let transport = InProcess::new(methods, Arc::new(RpcMetrics::default()));
         Self::running(
             chain,
-            Client::over(Arc::new(transport), None),
+            Client::over(transport.client(), None),
             keys,
             dir,
             None,

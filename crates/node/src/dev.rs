@@ -337,13 +337,13 @@ impl Services {
             .await
             .with_context(|| format!("cannot serve the content API on {api_addr}"))?;
         let api_addr = api_listener.local_addr()?;
-        let in_process = InProcess::new(chain.clone(), rpc.methods.clone(), rpc.in_process.clone());
+        let in_process = InProcess::new(rpc.methods.clone(), rpc.in_process.clone());
         let node_token = alloy_primitives::hex::encode(rand::random::<[u8; 32]>());
         let access = ContentAccess {
             url: format!("http://{api_addr}"),
             token: node_token.clone(),
         };
-        let routes = more(Client::over(Arc::new(in_process), None), access)?;
+        let routes = more(Client::over(in_process.client(), None), access)?;
         let keeper = tokio::spawn(content_api::keeper::run(
             chain.clone(),
             content.store.clone(),

@@ -9,7 +9,7 @@ use std::{
 use alloy_primitives::Address;
 use jsonrpsee::{RpcModule, types::Params};
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::{RpcResult, eth::EthApi, filters::Filters, params::Args};
 
@@ -41,43 +41,6 @@ pub(crate) struct Snapshot {
     pub(crate) id: u64,
     pub(crate) head: u64,
     pub(crate) clock_offset: i64,
-}
-
-/// A quantity given as a JSON number or a hex string (clients send both); `"0x"` without digits
-/// is no quantity, as geth says.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Quantity(u64);
-
-impl Quantity {
-    pub(crate) fn get(self) -> u64 {
-        self.0
-    }
-}
-
-impl<'de> Deserialize<'de> for Quantity {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Number(u64),
-            Text(String),
-        }
-        use serde::de::Error;
-        match Raw::deserialize(d)? {
-            Raw::Number(n) => Ok(Self(n)),
-            Raw::Text(text) => {
-                let digits = text
-                    .strip_prefix("0x")
-                    .ok_or_else(|| D::Error::custom(format!("{text:?} is not a hex quantity")))?;
-                if digits.is_empty() {
-                    return Err(D::Error::custom("hex string \"0x\" has no digits"));
-                }
-                u64::from_str_radix(digits, 16)
-                    .map(Self)
-                    .map_err(|e| D::Error::custom(format!("{text:?}: {e}")))
-            }
-        }
-    }
 }
 
 type Handler<R> = fn(&RpcContext, &mut Args<'_>) -> RpcResult<R>;

@@ -1,266 +1,335 @@
 //! A dev chain's methods, under the names anvil and Hardhat give them, so that Foundry and
 //! Hardhat scripts and test suites run unchanged: the clock, mining control, state edits,
 //! snapshots, and impersonation with unsigned `eth_sendTransaction`. Only a node started with
-//! [`crate::DevRpc`] registers them; elsewhere they answer "method not found".
+//! [`crate::DevRpc`] serves them; elsewhere they answer "method not found".
+//!
+//! [`DevApi`] declares the namespace once: the server implements [`DevApiServer`], and any
+//! jsonrpsee client (the flywheel's chain client too) calls it through [`DevApiClient`].
 
 use std::{sync::Arc, sync::atomic::Ordering, time::Duration};
 
 use alloy_consensus::SignableTransaction;
-use alloy_primitives::{Address, B256, TxKind, U64};
+use alloy_primitives::{Address, B256, TxKind, U64, U256};
 use alloy_rpc_types_eth::TransactionRequest;
 use alloy_serde::JsonStorageKey;
 use alloy_signer::SignerSync;
-use jsonrpsee::{RpcModule, types::Params};
+use jsonrpsee::proc_macros::rpc;
 use openledger_chain::{
     clock::{MAX_BLOCK_INTERVAL, Mining},
     state::StateEdit,
 };
 
 use crate::{
-    context::{DevState, Quantity, RpcContext, Snapshot, heavy, quick},
+    context::{DevState, RpcContext, Snapshot},
     error::{RpcError, RpcResult},
     eth::DEFAULT_PRIORITY_FEE,
-    params::{Args, PrefixedBytes},
+    params::{PrefixedBytes, Quantity},
 };
 
 /// Most blocks one `anvil_mine`/`hardhat_mine` seals: each is a durable commit.
 pub const MAX_MINE_BLOCKS: u64 = 10_000;
 
-/// Registers every dev method on `m`.
-pub(crate) fn register(m: &mut RpcModule<RpcContext>) {
-    register_clock(m);
-    register_mining(m);
-    register_edits(m);
-    register_snapshots(m);
-    register_impersonation(m);
+/// anvil's and Hardhat's dev methods. Where the two name a method differently and answer the
+/// same, one is an alias of the other; where anvil answers null and Hardhat `true`, each has
+/// its own method.
+#[rpc(server, client)]
+pub trait DevApi {
+    /// Moves the clock `seconds` forward; answers the clock's new offset in seconds, so that
+    /// time-locked steps (voting periods, unbonding) can be exercised without waiting.
+    #[method(name = "evm_increaseTime")]
+    fn increase_time(&self, seconds: Quantity) -> RpcResult<i64>;
+
+    /// Sets the timestamp of the next block.
+    #[method(name = "evm_setNextBlockTimestamp")]
+    fn set_next_block_timestamp(&self, timestamp: Quantity) -> RpcResult<bool>;
+
+    /// Seals a block now, at `timestamp` when given.
+    #[method(name = "evm_mine", blocking)]
+    fn evm_mine(&self, timestamp: Option<Quantity>) -> RpcResult<U64>;
+
+    /// Seals `blocks` blocks (one when not given), each `interval` seconds after the one
+    /// before when given (an interval of 0, what viem sends when none is given, means none).
+    #[method(name = "anvil_mine", aliases = ["hardhat_mine"], blocking)]
+    fn mine(&self, blocks: Option<Quantity>, interval: Option<Quantity>) -> RpcResult<()>;
+
+    /// Turns sealing on arrival on, or off: blocks are then sealed only when asked, as in
+    /// Hardhat; interval mining comes back with `evm_setIntervalMining`.
+    #[method(name = "evm_setAutomine")]
+    fn set_automine(&self, on: bool) -> RpcResult<bool>;
+
+    /// Whether blocks are sealed on arrival.
+    #[method(name = "anvil_getAutomine", aliases = ["hardhat_getAutomine"])]
+    fn automine(&self) -> RpcResult<bool>;
+
+    /// Seals a block every `millis` milliseconds; 0 stops interval mining.
+    #[method(name = "evm_setIntervalMining")]
+    fn set_interval_mining(&self, millis: Quantity) -> RpcResult<bool>;
+
+    /// Seals a block every `seconds` seconds; 0 stops interval mining.
+    #[method(name = "anvil_setIntervalMining")]
+    fn set_interval_mining_secs(&self, seconds: Quantity) -> RpcResult<()>;
+
+    /// Sets an account's balance, sealed in a block of its own at once.
+    #[method(name = "anvil_setBalance", blocking)]
+    fn set_balance(&self, account: Address, balance: U256) -> RpcResult<()>;
+
+    /// [`DevApiServer::set_balance`], answering `true`.
+    #[method(name = "hardhat_setBalance", blocking)]
+    fn hardhat_set_balance(&self, account: Address, balance: U256) -> RpcResult<bool>;
+
+    /// Sets an account's nonce, sealed in a block of its own at once.
+    #[method(name = "anvil_setNonce", blocking)]
+    fn set_nonce(&self, account: Address, nonce: Quantity) -> RpcResult<()>;
+
+    /// [`DevApiServer::set_nonce`], answering `true`.
+    #[method(name = "hardhat_setNonce", blocking)]
+    fn hardhat_set_nonce(&self, account: Address, nonce: Quantity) -> RpcResult<bool>;
+
+    /// Sets an account's code, sealed in a block of its own at once.
+    #[method(name = "anvil_setCode", blocking)]
+    fn set_code(&self, account: Address, code: PrefixedBytes) -> RpcResult<()>;
+
+    /// [`DevApiServer::set_code`], answering `true`.
+    #[method(name = "hardhat_setCode", blocking)]
+    fn hardhat_set_code(&self, account: Address, code: PrefixedBytes) -> RpcResult<bool>;
+
+    /// Sets one storage slot of an account, sealed in a block of its own at once.
+    #[method(name = "anvil_setStorageAt", blocking)]
+    fn set_storage_at(
+        &self,
+        account: Address,
+        slot: JsonStorageKey,
+        value: JsonStorageKey,
+    ) -> RpcResult<()>;
+
+    /// [`DevApiServer::set_storage_at`], answering `true`.
+    #[method(name = "hardhat_setStorageAt", blocking)]
+    fn hardhat_set_storage_at(
+        &self,
+        account: Address,
+        slot: JsonStorageKey,
+        value: JsonStorageKey,
+    ) -> RpcResult<bool>;
+
+    /// Remembers the head and the clock; answers the snapshot's id (Hardhat's start at 1).
+    #[method(name = "evm_snapshot", aliases = ["anvil_snapshot"])]
+    fn snapshot(&self) -> RpcResult<U64>;
+
+    /// Goes back to snapshot `id`: every block sealed since it is dropped, and that snapshot
+    /// and every later one with them (Hardhat's rule); the clock goes back too. Answers
+    /// whether the snapshot was known.
+    #[method(name = "evm_revert", aliases = ["anvil_revert"], blocking)]
+    fn revert(&self, id: Quantity) -> RpcResult<bool>;
+
+    /// Lets `eth_sendTransaction` send for `account` without its key.
+    #[method(name = "anvil_impersonateAccount")]
+    fn impersonate_account(&self, account: Address) -> RpcResult<()>;
+
+    /// [`DevApiServer::impersonate_account`], answering `true`.
+    #[method(name = "hardhat_impersonateAccount")]
+    fn hardhat_impersonate_account(&self, account: Address) -> RpcResult<bool>;
+
+    /// Stops impersonating `account`.
+    #[method(name = "anvil_stopImpersonatingAccount")]
+    fn stop_impersonating_account(&self, account: Address) -> RpcResult<()>;
+
+    /// [`DevApiServer::stop_impersonating_account`], answering `true`.
+    #[method(name = "hardhat_stopImpersonatingAccount")]
+    fn hardhat_stop_impersonating_account(&self, account: Address) -> RpcResult<bool>;
 }
 
-/// Hardhat's and anvil's clock controls, so that a dev chain's time-locked steps (voting
-/// periods, unbonding) can be exercised without waiting.
-fn register_clock(m: &mut RpcModule<RpcContext>) {
-    quick(m, "evm_increaseTime", 1, |c, p| {
-        let seconds: Quantity = p.required()?;
-        Ok(c.api.chain().clock().advance(seconds.get())?)
-    });
-    quick(m, "evm_setNextBlockTimestamp", 1, |c, p| {
-        let timestamp: Quantity = p.required()?;
-        set_next_timestamp(c, timestamp.get())?;
-        Ok(true)
-    });
-}
+/// The dev methods over the server's context.
+pub(crate) struct Dev(pub(crate) Arc<RpcContext>);
 
-/// `evm_mine`, `anvil_mine`/`hardhat_mine`, and the switches between sealing on arrival, on an
-/// interval and only when asked.
-fn register_mining(m: &mut RpcModule<RpcContext>) {
-    heavy(m, "evm_mine", 1, |c, p| {
-        let timestamp: Option<Quantity> = p.optional()?;
-        if let Some(timestamp) = timestamp {
-            set_next_timestamp(c, timestamp.get())?;
-        }
-        let chain = c.api.chain();
-        chain.produce_block(chain.now())?;
-        Ok("0x0")
-    });
-    for name in ["anvil_mine", "hardhat_mine"] {
-        heavy(m, name, 2, |c, p| {
-            let blocks = p.optional::<Quantity>()?.map_or(1, Quantity::get);
-            // An interval of 0 (what viem sends when none is given) means none.
-            let interval = p
-                .optional::<Quantity>()?
-                .map(Quantity::get)
-                .filter(|i| *i > 0);
-            mine(c, blocks, interval)?;
-            Ok(serde_json::Value::Null)
-        });
+impl Dev {
+    fn edit(&self, edit: StateEdit) -> RpcResult<()> {
+        self.0.api.chain().edit_state(&[edit])?;
+        Ok(())
     }
-    // Off means blocks are sealed only when asked, as in Hardhat; interval mining comes back
-    // with `evm_setIntervalMining`.
-    quick(m, "evm_setAutomine", 1, |c, p| {
-        let on: bool = p.required()?;
+
+    fn set_next_timestamp(&self, timestamp: u64) -> RpcResult<()> {
+        let chain = self.0.api.chain();
+        Ok(chain
+            .clock()
+            .set_next(timestamp, chain.head().header.timestamp)?)
+    }
+
+    /// Seals a block every `interval`; zero stops interval mining (blocks then only when asked).
+    fn set_interval(&self, interval: Duration) -> RpcResult<()> {
+        if interval > MAX_BLOCK_INTERVAL {
+            return Err(RpcError::InvalidParams(format!(
+                "an interval of {interval:?} is over a year: stop interval mining with 0 instead"
+            )));
+        }
+        let mining = if interval.is_zero() {
+            Mining::Manual
+        } else {
+            Mining::Every(interval)
+        };
+        self.0.api.chain().set_mining(mining);
+        Ok(())
+    }
+
+    /// Starts (or stops) sending for `account` without its key.
+    fn impersonate(&self, account: Address, on: bool) -> RpcResult<()> {
+        let mut impersonated = dev_state(&self.0)?.impersonated.lock();
+        if on {
+            impersonated.insert(account);
+        } else {
+            impersonated.remove(&account);
+        }
+        Ok(())
+    }
+}
+
+impl DevApiServer for Dev {
+    fn increase_time(&self, seconds: Quantity) -> RpcResult<i64> {
+        Ok(self.0.api.chain().clock().advance(seconds.get())?)
+    }
+
+    fn set_next_block_timestamp(&self, timestamp: Quantity) -> RpcResult<bool> {
+        self.set_next_timestamp(timestamp.get())?;
+        Ok(true)
+    }
+
+    fn evm_mine(&self, timestamp: Option<Quantity>) -> RpcResult<U64> {
+        if let Some(timestamp) = timestamp {
+            self.set_next_timestamp(timestamp.get())?;
+        }
+        let chain = self.0.api.chain();
+        chain.produce_block(chain.now())?;
+        Ok(U64::ZERO)
+    }
+
+    fn mine(&self, blocks: Option<Quantity>, interval: Option<Quantity>) -> RpcResult<()> {
+        let blocks = blocks.map_or(1, Quantity::get);
+        let interval = interval.map(Quantity::get).filter(|i| *i > 0);
+        if blocks > MAX_MINE_BLOCKS {
+            return Err(RpcError::LimitExceeded(format!(
+                "at most {MAX_MINE_BLOCKS} blocks a call, not {blocks}"
+            )));
+        }
+        let chain = self.0.api.chain();
+        for _ in 0..blocks {
+            if let Some(interval) = interval {
+                let head = chain.head().header.timestamp;
+                self.set_next_timestamp(head.saturating_add(interval))?;
+            }
+            chain.produce_block(chain.now())?;
+        }
+        Ok(())
+    }
+
+    fn set_automine(&self, on: bool) -> RpcResult<bool> {
         let mining = if on {
             Mining::OnArrival
         } else {
             Mining::Manual
         };
-        c.api.chain().set_mining(mining);
+        self.0.api.chain().set_mining(mining);
         Ok(true)
-    });
-    for name in ["anvil_getAutomine", "hardhat_getAutomine"] {
-        quick(m, name, 0, |c, _| {
-            Ok(c.api.chain().mining() == Mining::OnArrival)
-        });
     }
-    quick(m, "evm_setIntervalMining", 1, |c, p| {
-        let millis = p.required::<Quantity>()?.get();
-        set_interval(c, Duration::from_millis(millis))?;
+
+    fn automine(&self) -> RpcResult<bool> {
+        Ok(self.0.api.chain().mining() == Mining::OnArrival)
+    }
+
+    fn set_interval_mining(&self, millis: Quantity) -> RpcResult<bool> {
+        self.set_interval(Duration::from_millis(millis.get()))?;
         Ok(true)
-    });
-    quick(m, "anvil_setIntervalMining", 1, |c, p| {
-        let seconds = p.required::<Quantity>()?.get();
-        set_interval(c, Duration::from_secs(seconds))?;
-        Ok(serde_json::Value::Null)
-    });
-}
-
-/// Seals a block every `interval`; zero stops interval mining (blocks then only when asked).
-fn set_interval(c: &RpcContext, interval: Duration) -> RpcResult<()> {
-    if interval > MAX_BLOCK_INTERVAL {
-        return Err(RpcError::InvalidParams(format!(
-            "an interval of {interval:?} is over a year: stop interval mining with 0 instead"
-        )));
     }
-    let mining = if interval.is_zero() {
-        Mining::Manual
-    } else {
-        Mining::Every(interval)
-    };
-    c.api.chain().set_mining(mining);
-    Ok(())
-}
 
-/// Seals `blocks` blocks, each `interval` seconds after the one before when given.
-fn mine(c: &RpcContext, blocks: u64, interval: Option<u64>) -> RpcResult<()> {
-    if blocks > MAX_MINE_BLOCKS {
-        return Err(RpcError::LimitExceeded(format!(
-            "at most {MAX_MINE_BLOCKS} blocks a call, not {blocks}"
-        )));
+    fn set_interval_mining_secs(&self, seconds: Quantity) -> RpcResult<()> {
+        self.set_interval(Duration::from_secs(seconds.get()))
     }
-    let chain = c.api.chain();
-    for _ in 0..blocks {
-        if let Some(interval) = interval {
-            let head = chain.head().header.timestamp;
-            set_next_timestamp(c, head.saturating_add(interval))?;
-        }
-        chain.produce_block(chain.now())?;
+
+    fn set_balance(&self, account: Address, balance: U256) -> RpcResult<()> {
+        self.edit(StateEdit::Balance(account, balance))
     }
-    Ok(())
-}
 
-fn set_next_timestamp(c: &RpcContext, timestamp: u64) -> RpcResult<()> {
-    let chain = c.api.chain();
-    Ok(chain
-        .clock()
-        .set_next(timestamp, chain.head().header.timestamp)?)
-}
-
-/// Reads a dev edit from a method's parameters.
-type EditParser = fn(&mut Args<'_>) -> RpcResult<StateEdit>;
-
-/// Registers a state edit under its anvil name (which answers null) and its Hardhat name (which
-/// answers true); the edit is sealed in a block of its own at once.
-fn register_edit(
-    m: &mut RpcModule<RpcContext>,
-    [anvil, hardhat]: [&'static str; 2],
-    max: usize,
-    parse: EditParser,
-) {
-    for (name, answer) in [(anvil, serde_json::Value::Null), (hardhat, true.into())] {
-        m.register_blocking_method(name, move |params: Params<'_>, ctx: Arc<RpcContext>, _| {
-            let edit = parse(&mut Args::new(&params, max)?)?;
-            ctx.api.chain().edit_state(&[edit])?;
-            RpcResult::Ok(answer.clone())
-        })
-        .expect("method names are unique");
+    fn hardhat_set_balance(&self, account: Address, balance: U256) -> RpcResult<bool> {
+        self.set_balance(account, balance).map(|()| true)
     }
-}
 
-/// anvil's and Hardhat's state edits, for tests that set up state directly.
-fn register_edits(m: &mut RpcModule<RpcContext>) {
-    register_edit(m, ["anvil_setBalance", "hardhat_setBalance"], 2, |p| {
-        Ok(StateEdit::Balance(p.required()?, p.required()?))
-    });
-    register_edit(m, ["anvil_setNonce", "hardhat_setNonce"], 2, |p| {
-        let address = p.required()?;
-        Ok(StateEdit::Nonce(address, p.required::<Quantity>()?.get()))
-    });
-    register_edit(m, ["anvil_setCode", "hardhat_setCode"], 2, |p| {
-        Ok(StateEdit::Code(
-            p.required()?,
-            p.required::<PrefixedBytes>()?.0,
-        ))
-    });
-    register_edit(m, ["anvil_setStorageAt", "hardhat_setStorageAt"], 3, |p| {
-        let address = p.required()?;
-        let slot: JsonStorageKey = p.required()?;
-        let value: JsonStorageKey = p.required()?;
-        Ok(StateEdit::Storage(
-            address,
+    fn set_nonce(&self, account: Address, nonce: Quantity) -> RpcResult<()> {
+        self.edit(StateEdit::Nonce(account, nonce.get()))
+    }
+
+    fn hardhat_set_nonce(&self, account: Address, nonce: Quantity) -> RpcResult<bool> {
+        self.set_nonce(account, nonce).map(|()| true)
+    }
+
+    fn set_code(&self, account: Address, code: PrefixedBytes) -> RpcResult<()> {
+        self.edit(StateEdit::Code(account, code.0))
+    }
+
+    fn hardhat_set_code(&self, account: Address, code: PrefixedBytes) -> RpcResult<bool> {
+        self.set_code(account, code).map(|()| true)
+    }
+
+    fn set_storage_at(
+        &self,
+        account: Address,
+        slot: JsonStorageKey,
+        value: JsonStorageKey,
+    ) -> RpcResult<()> {
+        self.edit(StateEdit::Storage(
+            account,
             slot.as_b256().into(),
             value.as_b256().into(),
         ))
-    });
-}
+    }
 
-/// `evm_snapshot` and `evm_revert`: a revert drops every block sealed since the snapshot, and
-/// that snapshot and every later one with them (Hardhat's rule); the clock goes back too.
-fn register_snapshots(m: &mut RpcModule<RpcContext>) {
-    for name in ["evm_snapshot", "anvil_snapshot"] {
-        quick(m, name, 0, |c, _| {
-            let dev = dev_state(c)?;
-            let chain = c.api.chain();
-            let snapshot = Snapshot {
-                id: dev.next_snapshot.fetch_add(1, Ordering::Relaxed) + 1,
-                head: chain.head().header.number,
-                clock_offset: chain.clock().offset(),
-            };
-            dev.snapshots.lock().push(snapshot);
-            Ok(U64::from(snapshot.id))
-        });
+    fn hardhat_set_storage_at(
+        &self,
+        account: Address,
+        slot: JsonStorageKey,
+        value: JsonStorageKey,
+    ) -> RpcResult<bool> {
+        self.set_storage_at(account, slot, value).map(|()| true)
     }
-    for name in ["evm_revert", "anvil_revert"] {
-        heavy(m, name, 1, |c, p| {
-            let id = p.required::<Quantity>()?.get();
-            let dev = dev_state(c)?;
-            let mut snapshots = dev.snapshots.lock();
-            let Some(at) = snapshots.iter().position(|s| s.id == id) else {
-                return Ok(false);
-            };
-            let snapshot = snapshots[at];
-            snapshots.truncate(at);
-            let chain = c.api.chain();
-            chain.revert_to(snapshot.head)?;
-            chain.clock().reset(snapshot.clock_offset);
-            Ok(true)
-        });
-    }
-}
 
-/// `anvil_impersonateAccount`/`hardhat_impersonateAccount` and their stops; anvil's names
-/// answer null, Hardhat's true.
-fn register_impersonation(m: &mut RpcModule<RpcContext>) {
-    let pairs = [
-        (
-            "anvil_impersonateAccount",
-            "hardhat_impersonateAccount",
-            true,
-        ),
-        (
-            "anvil_stopImpersonatingAccount",
-            "hardhat_stopImpersonatingAccount",
-            false,
-        ),
-    ];
-    for (anvil, hardhat, on) in pairs {
-        for (name, answer) in [(anvil, serde_json::Value::Null), (hardhat, true.into())] {
-            m.register_method(name, move |params: Params<'_>, ctx: &RpcContext, _| {
-                impersonate(ctx, &mut Args::new(&params, 1)?, on)?;
-                RpcResult::Ok(answer.clone())
-            })
-            .expect("method names are unique");
-        }
+    fn snapshot(&self) -> RpcResult<U64> {
+        let dev = dev_state(&self.0)?;
+        let chain = self.0.api.chain();
+        let snapshot = Snapshot {
+            id: dev.next_snapshot.fetch_add(1, Ordering::Relaxed) + 1,
+            head: chain.head().header.number,
+            clock_offset: chain.clock().offset(),
+        };
+        dev.snapshots.lock().push(snapshot);
+        Ok(U64::from(snapshot.id))
     }
-}
 
-/// Starts (or stops) sending for the account the parameters name without its key.
-fn impersonate(c: &RpcContext, p: &mut Args<'_>, on: bool) -> RpcResult<()> {
-    let address: Address = p.required()?;
-    let mut impersonated = dev_state(c)?.impersonated.lock();
-    if on {
-        impersonated.insert(address);
-    } else {
-        impersonated.remove(&address);
+    fn revert(&self, id: Quantity) -> RpcResult<bool> {
+        let dev = dev_state(&self.0)?;
+        let mut snapshots = dev.snapshots.lock();
+        let Some(at) = snapshots.iter().position(|s| s.id == id.get()) else {
+            return Ok(false);
+        };
+        let snapshot = snapshots[at];
+        snapshots.truncate(at);
+        let chain = self.0.api.chain();
+        chain.revert_to(snapshot.head)?;
+        chain.clock().reset(snapshot.clock_offset);
+        Ok(true)
     }
-    Ok(())
+
+    fn impersonate_account(&self, account: Address) -> RpcResult<()> {
+        self.impersonate(account, true)
+    }
+
+    fn hardhat_impersonate_account(&self, account: Address) -> RpcResult<bool> {
+        self.impersonate(account, true).map(|()| true)
+    }
+
+    fn stop_impersonating_account(&self, account: Address) -> RpcResult<()> {
+        self.impersonate(account, false)
+    }
+
+    fn hardhat_stop_impersonating_account(&self, account: Address) -> RpcResult<bool> {
+        self.impersonate(account, false).map(|()| true)
+    }
 }
 
 fn dev_state(c: &RpcContext) -> RpcResult<&DevState> {

@@ -10,7 +10,7 @@
 
 use alloy_primitives::{Bytes, hex};
 use jsonrpsee::types::Params;
-use serde::{Deserialize, Deserializer, de::DeserializeOwned, de::Error as _};
+use serde::{Deserialize, Deserializer, Serialize, de::DeserializeOwned, de::Error as _};
 use serde_json::value::RawValue;
 
 use crate::error::{RpcError, RpcResult};
@@ -71,8 +71,53 @@ fn message(e: &serde_json::Error) -> String {
     }
 }
 
+/// A quantity given as a JSON number or a hex string (clients send both); `"0x"` without digits
+/// is no quantity, as geth says. Sent as hex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quantity(pub u64);
+
+impl Quantity {
+    /// The number.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Quantity {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        use serde::de::Error;
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Ok(Self(n)),
+            Raw::Text(text) => {
+                let digits = text
+                    .strip_prefix("0x")
+                    .ok_or_else(|| D::Error::custom(format!("{text:?} is not a hex quantity")))?;
+                if digits.is_empty() {
+                    return Err(D::Error::custom("hex string \"0x\" has no digits"));
+                }
+                u64::from_str_radix(digits, 16)
+                    .map(Self)
+                    .map_err(|e| D::Error::custom(format!("{text:?}: {e}")))
+            }
+        }
+    }
+}
+
+impl Serialize for Quantity {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{:#x}", self.0))
+    }
+}
+
 /// Bytes that must be written as hex with their `0x` prefix, as geth's `hexutil.Bytes` requires.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
 pub struct PrefixedBytes(pub Bytes);
 
 /// geth's message for a value its JSON decoder refuses, which clients have seen before.

@@ -17,13 +17,13 @@ use tower_http::cors::{Any, CorsLayer};
 
 use crate::{
     RpcConfig,
-    context::{DevState, Quantity, RpcContext, heavy, quick},
+    context::{DevState, RpcContext, heavy, quick},
     error::{RpcError, RpcResult},
     eth::{DEFAULT_PRIORITY_FEE, EthApi},
     filters::Filters,
     guard::RequestGuardLayer,
     metrics::{Counted, RpcMetrics},
-    params::{Args, PrefixedBytes},
+    params::{Args, PrefixedBytes, Quantity},
     pubsub,
 };
 
@@ -129,7 +129,10 @@ fn feed_filters(chain: Arc<Chain>, context: Arc<RpcContext>) {
 }
 
 fn methods(context: Arc<RpcContext>) -> RpcModule<RpcContext> {
-    let dev = context.dev.is_some();
+    let dev = context
+        .dev
+        .is_some()
+        .then(|| crate::dev::Dev(context.clone()));
     let mut m = RpcModule::from_arc(context);
     register_node(&mut m);
     register_state(&mut m);
@@ -137,8 +140,9 @@ fn methods(context: Arc<RpcContext>) -> RpcModule<RpcContext> {
     register_transactions(&mut m);
     register_logs(&mut m);
     register_debug(&mut m);
-    if dev {
-        crate::dev::register(&mut m);
+    if let Some(dev) = dev {
+        m.merge(crate::dev::DevApiServer::into_rpc(dev))
+            .expect("dev method names are unique");
     }
     m.register_subscription(
         "eth_subscribe",
