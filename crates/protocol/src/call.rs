@@ -15,6 +15,9 @@ pub fn decode<C: SolInterface>(input: &[u8], invalid: impl SolError) -> Result<C
     C::abi_decode(input).map_err(|_| revert(invalid))
 }
 
+/// What a module's call answers: its ABI-encoded return value, or why it failed.
+pub type Answer = Result<Bytes, ModuleError>;
+
 /// Reverts with `not_payable` if the call carries OPEN.
 pub fn no_value(call: &ModuleCall<'_>, not_payable: impl SolError) -> Result<(), ModuleError> {
     if call.value.is_zero() {
@@ -48,3 +51,55 @@ pub fn check_len<E: SolError>(
         Ok(())
     }
 }
+
+/// Declares a module: its unit struct, where it lives and under what name, which of its calls
+/// take OPEN, the function that runs a decoded call on the module's own storage and, when it
+/// has one, the function that writes its genesis storage. Every module decodes its calls,
+/// refuses OPEN it does not expect and opens its own storage the same way, so that is written
+/// here once.
+macro_rules! native_module {
+    (
+        $(#[$doc:meta])*
+        $module:ident at $address:expr, named $name:literal, answers $interface:ident :: $calls:ident,
+        payable [$($payable:ident),* $(,)?] $(, genesis $genesis:path)?, run $run:path $(,)?
+    ) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, Default)]
+        pub struct $module;
+
+        impl openledger_chain::NativeModule for $module {
+            fn address(&self) -> alloy_primitives::Address {
+                $address
+            }
+
+            fn name(&self) -> &'static str {
+                $name
+            }
+
+            $(
+                fn genesis_storage(
+                    &self,
+                    genesis: &openledger_primitives::Genesis,
+                ) -> Vec<(alloy_primitives::U256, alloy_primitives::U256)> {
+                    $genesis(genesis)
+                }
+            )?
+
+            fn call(
+                &self,
+                call: openledger_chain::ModuleCall<'_>,
+                host: &mut dyn openledger_chain::ModuleHost,
+            ) -> Result<alloy_primitives::Bytes, openledger_chain::ModuleError> {
+                let decoded: $interface::$calls =
+                    $crate::call::decode(call.input, $interface::InvalidCalldata {})?;
+                let payable = false $(|| matches!(decoded, $interface::$calls::$payable(_)))*;
+                if !payable {
+                    $crate::call::no_value(&call, $interface::NotPayable {})?;
+                }
+                $run($crate::storage::Storage::own(host), &call, decoded)
+            }
+        }
+    };
+}
+
+pub(crate) use native_module;

@@ -7,12 +7,12 @@ mod access;
 
 use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
 use alloy_sol_types::SolCall;
-use openledger_chain::{ModuleCall, ModuleError, ModuleHost, NativeModule};
+use openledger_chain::{ModuleCall, ModuleError};
 use openledger_primitives::{Genesis, addresses};
 
 use crate::{
     abi::IDatanets::{self, ContributionStatus, IDatanetsCalls, Quota},
-    call::{check_len, decode, emit, no_value, revert},
+    call::{Answer, check_len, emit, native_module, revert},
     state::{
         datanets::{
             ACCESS_PARAMS, ALLOWED, BY_CONTENT, CONTENT_IN, CONTRIBUTION_COUNT, CONTRIBUTIONS,
@@ -31,159 +31,140 @@ const MAX_TAGS: usize = 16;
 const MIB: u64 = 1 << 20;
 const DAY: u64 = 86_400;
 
-/// The Datanets module.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Datanets;
+native_module! {
+    /// The Datanets module.
+    Datanets at addresses::DATANETS, named "datanets", answers IDatanets::IDatanetsCalls,
+    payable [publish, approve, requestAccess], genesis genesis, run run
+}
 
-impl NativeModule for Datanets {
-    fn address(&self) -> Address {
-        addresses::DATANETS
-    }
+/// The module's storage at genesis, from the genesis file.
+fn genesis(genesis: &Genesis) -> Vec<(U256, U256)> {
+    let p = &genesis.protocol;
+    let params = IDatanets::Params {
+        feeBase: p.datanet_fee_base,
+        feePerMib: p.datanet_fee_per_mib,
+        contributorDailyBytes: p.contributor_daily_bytes,
+        contributorDailyFiles: p.contributor_daily_files,
+        datanetDailyBytes: p.datanet_daily_bytes,
+        datanetDailyFiles: p.datanet_daily_files,
+    };
+    let mut storage = consecutive(PARAMS, struct_words(&params));
+    storage.extend(access::genesis(p));
+    storage
+}
 
-    fn name(&self) -> &'static str {
-        "datanets"
-    }
-
-    fn genesis_storage(&self, genesis: &Genesis) -> Vec<(U256, U256)> {
-        let p = &genesis.protocol;
-        let params = IDatanets::Params {
-            feeBase: p.datanet_fee_base,
-            feePerMib: p.datanet_fee_per_mib,
-            contributorDailyBytes: p.contributor_daily_bytes,
-            contributorDailyFiles: p.contributor_daily_files,
-            datanetDailyBytes: p.datanet_daily_bytes,
-            datanetDailyFiles: p.datanet_daily_files,
-        };
-        let mut storage = consecutive(PARAMS, struct_words(&params));
-        storage.extend(access::genesis(p));
-        storage
-    }
-
-    fn call(&self, call: ModuleCall<'_>, host: &mut dyn ModuleHost) -> Result<Bytes, ModuleError> {
-        let decoded: IDatanetsCalls = decode(call.input, IDatanets::InvalidCalldata {})?;
-        if !matches!(
-            decoded,
-            IDatanetsCalls::publish(_)
-                | IDatanetsCalls::approve(_)
-                | IDatanetsCalls::requestAccess(_)
-        ) {
-            no_value(&call, IDatanets::NotPayable {})?;
+/// Runs a decoded call on the module's own storage.
+fn run(mut s: Storage<'_>, call: &ModuleCall<'_>, decoded: IDatanetsCalls) -> Answer {
+    let caller = call.caller;
+    use IDatanetsCalls as C;
+    match decoded {
+        C::createDatanet(c) => create(&mut s, caller, c),
+        C::setMetadata(c) => set_metadata(&mut s, caller, c),
+        C::setCurator(c) => set_member(&mut s, caller, (c.datanetId, c.account, c.allowed), true),
+        C::setContributor(c) => {
+            set_member(&mut s, caller, (c.datanetId, c.account, c.allowed), false)
         }
-        let mut s = Storage::own(host);
-        let caller = call.caller;
-        use IDatanetsCalls as C;
-        match decoded {
-            C::createDatanet(c) => create(&mut s, caller, c),
-            C::setMetadata(c) => set_metadata(&mut s, caller, c),
-            C::setCurator(c) => {
-                set_member(&mut s, caller, (c.datanetId, c.account, c.allowed), true)
-            }
-            C::setContributor(c) => {
-                set_member(&mut s, caller, (c.datanetId, c.account, c.allowed), false)
-            }
-            C::publish(c) => publish(&mut s, caller, call.value, c.datanetId),
-            C::contribute(c) => contribute(&mut s, caller, c),
-            C::approve(c) => approve(&mut s, caller, call.value, c),
-            C::reject(c) => reject(&mut s, caller, c),
-            C::datanetCount(_) => {
-                let count: U256 = s.get(DATANET_COUNT)?;
-                Ok(IDatanets::datanetCountCall::abi_encode_returns(&count).into())
-            }
-            C::getDatanet(c) => {
-                let datanet = read_datanet(&mut s, c.datanetId)?;
-                Ok(IDatanets::getDatanetCall::abi_encode_returns(&datanet).into())
-            }
-            C::getContribution(c) => {
-                let contribution = read_contribution(&mut s, c.contributionId)?;
-                Ok(IDatanets::getContributionCall::abi_encode_returns(&contribution).into())
-            }
-            C::getVersion(c) => {
-                let version = read_version(&mut s, c.datanetId, c.version)?;
-                Ok(IDatanets::getVersionCall::abi_encode_returns(&version).into())
-            }
-            C::contributionsOf(c) => {
-                let base = existing(&mut s, c.datanetId)?;
-                let ids: Vec<U256> =
-                    s.items(base.field(datanet::CONTRIBUTIONS), c.offset, c.limit)?;
-                Ok(IDatanets::contributionsOfCall::abi_encode_returns(&ids).into())
-            }
-            C::approvedContributions(c) => {
-                let base = existing(&mut s, c.datanetId)?;
-                let ids: Vec<U256> = s.items(base.field(datanet::APPROVED), c.offset, c.limit)?;
-                Ok(IDatanets::approvedContributionsCall::abi_encode_returns(&ids).into())
-            }
-            C::contributionsWithContent(c) => {
-                let ids: Vec<U256> = s.items(BY_CONTENT.at(c.contentHash), c.offset, c.limit)?;
-                Ok(IDatanets::contributionsWithContentCall::abi_encode_returns(&ids).into())
-            }
-            C::contributors(c) => {
-                let accounts: Vec<Address> = s.items(CONTRIBUTORS, c.offset, c.limit)?;
-                Ok(IDatanets::contributorsCall::abi_encode_returns(&accounts).into())
-            }
-            C::contributorStats(c) => {
-                let stats = read_stats(&mut s, c.account)?;
-                Ok(IDatanets::contributorStatsCall::abi_encode_returns(&stats).into())
-            }
-            C::isCurator(c) => {
-                let yes: bool = s.get(CURATORS.at(c.datanetId).at(c.account))?;
-                Ok(IDatanets::isCuratorCall::abi_encode_returns(&yes).into())
-            }
-            C::isContributor(c) => {
-                let yes: bool = s.get(ALLOWED.at(c.datanetId).at(c.account))?;
-                Ok(IDatanets::isContributorCall::abi_encode_returns(&yes).into())
-            }
-            C::quotaLeft(c) => {
-                existing(&mut s, c.datanetId)?;
-                let left = quota_left(&mut s, c.datanetId, c.contributor)?;
-                Ok(IDatanets::quotaLeftCall::abi_encode_returns(&left).into())
-            }
-            C::publishFee(c) => {
-                let base = existing(&mut s, c.datanetId)?;
-                let bytes: u64 = s.get(base.field(datanet::APPROVED_BYTES))?;
-                let fee = size_fee(&mut s, bytes)?;
-                Ok(IDatanets::publishFeeCall::abi_encode_returns(&fee).into())
-            }
-            C::versionFee(c) => {
-                existing(&mut s, c.datanetId)?;
-                let (_, bytes, _) = pending_batch(&mut s, c.datanetId, &c.contributionIds)?;
-                let fee = size_fee(&mut s, bytes)?;
-                Ok(IDatanets::versionFeeCall::abi_encode_returns(&fee).into())
-            }
-            C::setParams(c) => set_params(&mut s, caller, c.params),
-            C::setAccessTerms(c) => access::set_terms(&mut s, caller, c),
-            C::accessTerms(c) => {
-                let terms = access::read_terms(&mut s, c.datanetId)?;
-                Ok(IDatanets::accessTermsCall::abi_encode_returns(&terms).into())
-            }
-            C::accessFee(c) => {
-                let (fee, _) = access::quote(&mut s, c.modelId, c.datanetId, c.version)?;
-                Ok(IDatanets::accessFeeCall::abi_encode_returns(&fee).into())
-            }
-            C::requestAccess(c) => access::request(&mut s, caller, call.value, c),
-            C::approveAccess(c) => access::approve(&mut s, caller, c.requestId),
-            C::refuseAccess(c) => access::refuse(&mut s, caller, c.requestId),
-            C::getAccessRequest(c) => {
-                let request = access::read_request(&mut s, c.requestId)?;
-                Ok(IDatanets::getAccessRequestCall::abi_encode_returns(&request).into())
-            }
-            C::accessOf(c) => {
-                let grant = access::read_grant(&mut s, c.modelId, c.datanetId)?;
-                Ok(IDatanets::accessOfCall::abi_encode_returns(&grant).into())
-            }
-            C::hasAccess(c) => {
-                existing(&mut s, c.datanetId)?;
-                let yes = has_access(s.host(), c.modelId, c.datanetId, c.version)?;
-                Ok(IDatanets::hasAccessCall::abi_encode_returns(&yes).into())
-            }
-            C::accessParams(_) => {
-                let params = s.get_struct::<IDatanets::AccessParams>(ACCESS_PARAMS)?;
-                Ok(IDatanets::accessParamsCall::abi_encode_returns(&params).into())
-            }
-            C::setAccessParams(c) => access::set_params(&mut s, caller, c.params),
-            C::params(_) => {
-                let params = s.get_struct::<IDatanets::Params>(PARAMS)?;
-                Ok(IDatanets::paramsCall::abi_encode_returns(&params).into())
-            }
+        C::publish(c) => publish(&mut s, caller, call.value, c.datanetId),
+        C::contribute(c) => contribute(&mut s, caller, c),
+        C::approve(c) => approve(&mut s, caller, call.value, c),
+        C::reject(c) => reject(&mut s, caller, c),
+        C::datanetCount(_) => {
+            let count: U256 = s.get(DATANET_COUNT)?;
+            Ok(IDatanets::datanetCountCall::abi_encode_returns(&count).into())
+        }
+        C::getDatanet(c) => {
+            let datanet = read_datanet(&mut s, c.datanetId)?;
+            Ok(IDatanets::getDatanetCall::abi_encode_returns(&datanet).into())
+        }
+        C::getContribution(c) => {
+            let contribution = read_contribution(&mut s, c.contributionId)?;
+            Ok(IDatanets::getContributionCall::abi_encode_returns(&contribution).into())
+        }
+        C::getVersion(c) => {
+            let version = read_version(&mut s, c.datanetId, c.version)?;
+            Ok(IDatanets::getVersionCall::abi_encode_returns(&version).into())
+        }
+        C::contributionsOf(c) => {
+            let base = existing(&mut s, c.datanetId)?;
+            let ids: Vec<U256> = s.items(base.field(datanet::CONTRIBUTIONS), c.offset, c.limit)?;
+            Ok(IDatanets::contributionsOfCall::abi_encode_returns(&ids).into())
+        }
+        C::approvedContributions(c) => {
+            let base = existing(&mut s, c.datanetId)?;
+            let ids: Vec<U256> = s.items(base.field(datanet::APPROVED), c.offset, c.limit)?;
+            Ok(IDatanets::approvedContributionsCall::abi_encode_returns(&ids).into())
+        }
+        C::contributionsWithContent(c) => {
+            let ids: Vec<U256> = s.items(BY_CONTENT.at(c.contentHash), c.offset, c.limit)?;
+            Ok(IDatanets::contributionsWithContentCall::abi_encode_returns(&ids).into())
+        }
+        C::contributors(c) => {
+            let accounts: Vec<Address> = s.items(CONTRIBUTORS, c.offset, c.limit)?;
+            Ok(IDatanets::contributorsCall::abi_encode_returns(&accounts).into())
+        }
+        C::contributorStats(c) => {
+            let stats = read_stats(&mut s, c.account)?;
+            Ok(IDatanets::contributorStatsCall::abi_encode_returns(&stats).into())
+        }
+        C::isCurator(c) => {
+            let yes: bool = s.get(CURATORS.at(c.datanetId).at(c.account))?;
+            Ok(IDatanets::isCuratorCall::abi_encode_returns(&yes).into())
+        }
+        C::isContributor(c) => {
+            let yes: bool = s.get(ALLOWED.at(c.datanetId).at(c.account))?;
+            Ok(IDatanets::isContributorCall::abi_encode_returns(&yes).into())
+        }
+        C::quotaLeft(c) => {
+            existing(&mut s, c.datanetId)?;
+            let left = quota_left(&mut s, c.datanetId, c.contributor)?;
+            Ok(IDatanets::quotaLeftCall::abi_encode_returns(&left).into())
+        }
+        C::publishFee(c) => {
+            let base = existing(&mut s, c.datanetId)?;
+            let bytes: u64 = s.get(base.field(datanet::APPROVED_BYTES))?;
+            let fee = size_fee(&mut s, bytes)?;
+            Ok(IDatanets::publishFeeCall::abi_encode_returns(&fee).into())
+        }
+        C::versionFee(c) => {
+            existing(&mut s, c.datanetId)?;
+            let (_, bytes, _) = pending_batch(&mut s, c.datanetId, &c.contributionIds)?;
+            let fee = size_fee(&mut s, bytes)?;
+            Ok(IDatanets::versionFeeCall::abi_encode_returns(&fee).into())
+        }
+        C::setParams(c) => set_params(&mut s, caller, c.params),
+        C::setAccessTerms(c) => access::set_terms(&mut s, caller, c),
+        C::accessTerms(c) => {
+            let terms = access::read_terms(&mut s, c.datanetId)?;
+            Ok(IDatanets::accessTermsCall::abi_encode_returns(&terms).into())
+        }
+        C::accessFee(c) => {
+            let (fee, _) = access::quote(&mut s, c.modelId, c.datanetId, c.version)?;
+            Ok(IDatanets::accessFeeCall::abi_encode_returns(&fee).into())
+        }
+        C::requestAccess(c) => access::request(&mut s, caller, call.value, c),
+        C::approveAccess(c) => access::approve(&mut s, caller, c.requestId),
+        C::refuseAccess(c) => access::refuse(&mut s, caller, c.requestId),
+        C::getAccessRequest(c) => {
+            let request = access::read_request(&mut s, c.requestId)?;
+            Ok(IDatanets::getAccessRequestCall::abi_encode_returns(&request).into())
+        }
+        C::accessOf(c) => {
+            let grant = access::read_grant(&mut s, c.modelId, c.datanetId)?;
+            Ok(IDatanets::accessOfCall::abi_encode_returns(&grant).into())
+        }
+        C::hasAccess(c) => {
+            existing(&mut s, c.datanetId)?;
+            let yes = has_access(s.host(), c.modelId, c.datanetId, c.version)?;
+            Ok(IDatanets::hasAccessCall::abi_encode_returns(&yes).into())
+        }
+        C::accessParams(_) => {
+            let params = s.get_struct::<IDatanets::AccessParams>(ACCESS_PARAMS)?;
+            Ok(IDatanets::accessParamsCall::abi_encode_returns(&params).into())
+        }
+        C::setAccessParams(c) => access::set_params(&mut s, caller, c.params),
+        C::params(_) => {
+            let params = s.get_struct::<IDatanets::Params>(PARAMS)?;
+            Ok(IDatanets::paramsCall::abi_encode_returns(&params).into())
         }
     }
 }

@@ -7,7 +7,7 @@
 
 use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
 use alloy_sol_types::{SolCall, SolValue};
-use openledger_chain::{ModuleCall, ModuleError, ModuleHost, NativeModule};
+use openledger_chain::{ModuleCall, ModuleError};
 use openledger_primitives::{Genesis, addresses};
 
 use crate::{
@@ -16,7 +16,7 @@ use crate::{
         IGovernor::{self, ProposalState},
         IStaking,
     },
-    call::{decode, emit, no_value, returns, revert},
+    call::{Answer, emit, native_module, returns, revert},
     governor,
     math::{PPM, ppm_of},
     state::{
@@ -34,91 +34,80 @@ use crate::{
 pub const MAX_RATINGS: u64 = 64;
 const MAX_SCORE: u8 = 100;
 
-/// The feedback module.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Feedback;
+native_module! {
+    /// The feedback module.
+    Feedback at addresses::FEEDBACK, named "feedback", answers IFeedback::IFeedbackCalls,
+    payable [registerValidator, recordReceipt], genesis genesis, run run
+}
 
-impl NativeModule for Feedback {
-    fn address(&self) -> Address {
-        addresses::FEEDBACK
-    }
+/// The module's storage at genesis, from the genesis file.
+fn genesis(genesis: &Genesis) -> Vec<(U256, U256)> {
+    let g = &genesis.protocol.feedback;
+    let params = IFeedback::Params {
+        feeSharePpm: g.fee_share_ppm,
+        validatorMinStake: g.validator_min_stake,
+        commitWindow: g.commit_window,
+        revealWindow: g.reveal_window,
+        tolerance: g.tolerance,
+        outlierLimit: g.outlier_limit,
+        outlierSlashPpm: g.outlier_slash_ppm,
+        qualityAlphaPpm: g.quality_alpha_ppm,
+        harmfulQuorumPpm: g.harmful_quorum_ppm,
+        harmfulSlashPpm: g.harmful_slash_ppm,
+    };
+    consecutive(PARAMS, struct_words(&params))
+}
 
-    fn name(&self) -> &'static str {
-        "feedback"
-    }
-
-    fn genesis_storage(&self, genesis: &Genesis) -> Vec<(U256, U256)> {
-        let g = &genesis.protocol.feedback;
-        let params = IFeedback::Params {
-            feeSharePpm: g.fee_share_ppm,
-            validatorMinStake: g.validator_min_stake,
-            commitWindow: g.commit_window,
-            revealWindow: g.reveal_window,
-            tolerance: g.tolerance,
-            outlierLimit: g.outlier_limit,
-            outlierSlashPpm: g.outlier_slash_ppm,
-            qualityAlphaPpm: g.quality_alpha_ppm,
-            harmfulQuorumPpm: g.harmful_quorum_ppm,
-            harmfulSlashPpm: g.harmful_slash_ppm,
-        };
-        consecutive(PARAMS, struct_words(&params))
-    }
-
-    fn call(&self, call: ModuleCall<'_>, host: &mut dyn ModuleHost) -> Result<Bytes, ModuleError> {
-        let decoded: IFeedbackCalls = decode(call.input, IFeedback::InvalidCalldata {})?;
-        use IFeedbackCalls as C;
-        if !matches!(decoded, C::registerValidator(_) | C::recordReceipt(_)) {
-            no_value(&call, IFeedback::NotPayable {})?;
+/// Runs a decoded call on the module's own storage.
+fn run(mut s: Storage<'_>, call: &ModuleCall<'_>, decoded: IFeedbackCalls) -> Answer {
+    use IFeedbackCalls as C;
+    let caller = call.caller;
+    match decoded {
+        C::registerValidator(_) => register(&mut s, caller, call.value),
+        C::requestExit(c) => request_exit(&mut s, caller, c.amount),
+        C::withdrawExited(_) => withdraw_exited(&mut s, caller),
+        C::rate(c) => rate(&mut s, caller, c.receiptId, c.commitment),
+        C::reveal(c) => reveal(&mut s, caller, c),
+        C::finalize(c) => finalize(&mut s, c.receiptId),
+        C::claim(_) => claim(&mut s, caller),
+        C::recordReceipt(c) => record(&mut s, caller, c, call.value),
+        C::setParams(c) => set_params(&mut s, caller, c.params),
+        C::params(_) => Ok(IFeedback::paramsCall::abi_encode_returns(
+            &s.get_struct::<IFeedback::Params>(PARAMS)?,
+        )
+        .into()),
+        C::validatorOf(c) => {
+            let v = read_validator(&mut s, c.validator)?;
+            Ok(IFeedback::validatorOfCall::abi_encode_returns(&v).into())
         }
-        let mut s = Storage::own(host);
-        let caller = call.caller;
-        match decoded {
-            C::registerValidator(_) => register(&mut s, caller, call.value),
-            C::requestExit(c) => request_exit(&mut s, caller, c.amount),
-            C::withdrawExited(_) => withdraw_exited(&mut s, caller),
-            C::rate(c) => rate(&mut s, caller, c.receiptId, c.commitment),
-            C::reveal(c) => reveal(&mut s, caller, c),
-            C::finalize(c) => finalize(&mut s, c.receiptId),
-            C::claim(_) => claim(&mut s, caller),
-            C::recordReceipt(c) => record(&mut s, caller, c, call.value),
-            C::setParams(c) => set_params(&mut s, caller, c.params),
-            C::params(_) => Ok(IFeedback::paramsCall::abi_encode_returns(
-                &s.get_struct::<IFeedback::Params>(PARAMS)?,
-            )
-            .into()),
-            C::validatorOf(c) => {
-                let v = read_validator(&mut s, c.validator)?;
-                Ok(IFeedback::validatorOfCall::abi_encode_returns(&v).into())
-            }
-            C::receipt(c) => {
-                let r = read_receipt(&mut s, c.receiptId)?;
-                Ok(IFeedback::receiptCall::abi_encode_returns(&r).into())
-            }
-            C::ratingOf(c) => {
-                let r = read_rating(&mut s, c.receiptId, c.validator)?;
-                Ok(IFeedback::ratingOfCall::abi_encode_returns(&r).into())
-            }
-            C::ratersOf(c) => {
-                let raters = raters(&mut s, c.receiptId)?;
-                Ok(IFeedback::ratersOfCall::abi_encode_returns(&raters).into())
-            }
-            C::qualityOf(c) => {
-                let base = QUALITY.at(c.modelId);
-                let out = IFeedback::qualityOfReturn {
-                    qualityPpm: s.get(base.field(quality::SCORE))?,
-                    receipts: s.get(base.field(quality::COUNT))?,
-                };
-                Ok(IFeedback::qualityOfCall::abi_encode_returns(&out).into())
-            }
-            C::commitmentOf(c) => Ok(returns(&commitment(
-                c.receiptId,
-                c.validator,
-                c.score,
-                c.harmful,
-                c.labelsHash,
-                c.salt,
-            ))),
+        C::receipt(c) => {
+            let r = read_receipt(&mut s, c.receiptId)?;
+            Ok(IFeedback::receiptCall::abi_encode_returns(&r).into())
         }
+        C::ratingOf(c) => {
+            let r = read_rating(&mut s, c.receiptId, c.validator)?;
+            Ok(IFeedback::ratingOfCall::abi_encode_returns(&r).into())
+        }
+        C::ratersOf(c) => {
+            let raters = raters(&mut s, c.receiptId)?;
+            Ok(IFeedback::ratersOfCall::abi_encode_returns(&raters).into())
+        }
+        C::qualityOf(c) => {
+            let base = QUALITY.at(c.modelId);
+            let out = IFeedback::qualityOfReturn {
+                qualityPpm: s.get(base.field(quality::SCORE))?,
+                receipts: s.get(base.field(quality::COUNT))?,
+            };
+            Ok(IFeedback::qualityOfCall::abi_encode_returns(&out).into())
+        }
+        C::commitmentOf(c) => Ok(returns(&commitment(
+            c.receiptId,
+            c.validator,
+            c.score,
+            c.harmful,
+            c.labelsHash,
+            c.salt,
+        ))),
     }
 }
 

@@ -8,89 +8,77 @@
 
 use alloy_primitives::{Address, Bytes, U256};
 use alloy_sol_types::SolCall;
-use openledger_chain::{ModuleCall, ModuleError, ModuleHost, NativeModule};
+use openledger_chain::{ModuleCall, ModuleError, ModuleHost};
 use openledger_primitives::addresses;
 
 use crate::{
     abi::IGOPEN::{self, Checkpoint208, IGOPENCalls},
-    call::{decode, emit, no_value, returns, revert},
+    call::{Answer, emit, native_module, returns, revert},
     state::gopen::{ALLOWANCES, BALANCES, CHECKPOINTS, DELEGATES, TOTAL_CHECKPOINTS, TOTAL_SUPPLY},
     storage::{Slot, Storage},
 };
 
 const KEY_BITS: usize = 48;
 
-/// The GOPEN module.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Gopen;
+native_module! {
+    /// The GOPEN module.
+    Gopen at addresses::GOPEN, named "gopen", answers IGOPEN::IGOPENCalls,
+    payable [deposit], run run
+}
 
-impl NativeModule for Gopen {
-    fn address(&self) -> Address {
-        addresses::GOPEN
-    }
-
-    fn name(&self) -> &'static str {
-        "gopen"
-    }
-
-    fn call(&self, call: ModuleCall<'_>, host: &mut dyn ModuleHost) -> Result<Bytes, ModuleError> {
-        let decoded: IGOPENCalls = decode(call.input, IGOPEN::InvalidCalldata {})?;
-        if !matches!(decoded, IGOPENCalls::deposit(_)) {
-            no_value(&call, IGOPEN::NotPayable {})?;
+/// Runs a decoded call on the module's own storage.
+fn run(mut s: Storage<'_>, call: &ModuleCall<'_>, decoded: IGOPENCalls) -> Answer {
+    let caller = call.caller;
+    use IGOPENCalls as C;
+    match decoded {
+        C::name(_) => Ok(returns(&"Governance OPEN".to_string())),
+        C::symbol(_) => Ok(returns(&"GOPEN".to_string())),
+        C::decimals(_) => Ok(IGOPEN::decimalsCall::abi_encode_returns(&18).into()),
+        C::totalSupply(_) => Ok(returns(&s.get::<U256>(TOTAL_SUPPLY)?)),
+        C::balanceOf(c) => Ok(returns(&s.get::<U256>(BALANCES.at(c.account))?)),
+        C::allowance(c) => Ok(returns(
+            &s.get::<U256>(ALLOWANCES.at(c.owner).at(c.spender))?,
+        )),
+        C::transfer(c) => {
+            transfer(&mut s, caller, c.to, c.value)?;
+            Ok(returns(&true))
         }
-        let mut s = Storage::own(host);
-        let caller = call.caller;
-        use IGOPENCalls as C;
-        match decoded {
-            C::name(_) => Ok(returns(&"Governance OPEN".to_string())),
-            C::symbol(_) => Ok(returns(&"GOPEN".to_string())),
-            C::decimals(_) => Ok(IGOPEN::decimalsCall::abi_encode_returns(&18).into()),
-            C::totalSupply(_) => Ok(returns(&s.get::<U256>(TOTAL_SUPPLY)?)),
-            C::balanceOf(c) => Ok(returns(&s.get::<U256>(BALANCES.at(c.account))?)),
-            C::allowance(c) => Ok(returns(
-                &s.get::<U256>(ALLOWANCES.at(c.owner).at(c.spender))?,
-            )),
-            C::transfer(c) => {
-                transfer(&mut s, caller, c.to, c.value)?;
-                Ok(returns(&true))
-            }
-            C::approve(c) => approve(&mut s, caller, c.spender, c.value),
-            C::transferFrom(c) => {
-                spend_allowance(&mut s, c.from, caller, c.value)?;
-                transfer(&mut s, c.from, c.to, c.value)?;
-                Ok(returns(&true))
-            }
-            C::deposit(_) => deposit(&mut s, caller, call.value),
-            C::withdraw(c) => withdraw(&mut s, caller, c.amount),
-            C::delegate(c) => delegate(&mut s, caller, c.delegatee),
-            C::delegates(c) => Ok(returns(&s.get::<Address>(DELEGATES.at(c.account))?)),
-            C::getVotes(c) => Ok(returns(&latest(&mut s, CHECKPOINTS.at(c.account))?)),
-            C::getPastVotes(c) => {
-                let now = past(s.host(), c.timepoint)?;
-                Ok(returns(&lookup(&mut s, CHECKPOINTS.at(c.account), now)?))
-            }
-            C::getPastTotalSupply(c) => {
-                let now = past(s.host(), c.timepoint)?;
-                Ok(returns(&lookup(&mut s, TOTAL_CHECKPOINTS, now)?))
-            }
-            C::numCheckpoints(c) => {
-                let count = s.len(CHECKPOINTS.at(c.account))?;
-                Ok(returns(&(count.min(u64::from(u32::MAX)) as u32)))
-            }
-            C::checkpoints(c) => {
-                let word: U256 = s.item(CHECKPOINTS.at(c.account), u64::from(c.pos))?;
-                let (key, value) = unpack(word);
-                let checkpoint = Checkpoint208 {
-                    _key: alloy_primitives::aliases::U48::from(key),
-                    _value: alloy_primitives::aliases::U208::from(value),
-                };
-                Ok(IGOPEN::checkpointsCall::abi_encode_returns(&checkpoint).into())
-            }
-            C::clock(_) => Ok(returns(&alloy_primitives::aliases::U48::from(
-                s.host().timestamp(),
-            ))),
-            C::CLOCK_MODE(_) => Ok(returns(&"mode=timestamp".to_string())),
+        C::approve(c) => approve(&mut s, caller, c.spender, c.value),
+        C::transferFrom(c) => {
+            spend_allowance(&mut s, c.from, caller, c.value)?;
+            transfer(&mut s, c.from, c.to, c.value)?;
+            Ok(returns(&true))
         }
+        C::deposit(_) => deposit(&mut s, caller, call.value),
+        C::withdraw(c) => withdraw(&mut s, caller, c.amount),
+        C::delegate(c) => delegate(&mut s, caller, c.delegatee),
+        C::delegates(c) => Ok(returns(&s.get::<Address>(DELEGATES.at(c.account))?)),
+        C::getVotes(c) => Ok(returns(&latest(&mut s, CHECKPOINTS.at(c.account))?)),
+        C::getPastVotes(c) => {
+            let now = past(s.host(), c.timepoint)?;
+            Ok(returns(&lookup(&mut s, CHECKPOINTS.at(c.account), now)?))
+        }
+        C::getPastTotalSupply(c) => {
+            let now = past(s.host(), c.timepoint)?;
+            Ok(returns(&lookup(&mut s, TOTAL_CHECKPOINTS, now)?))
+        }
+        C::numCheckpoints(c) => {
+            let count = s.len(CHECKPOINTS.at(c.account))?;
+            Ok(returns(&(count.min(u64::from(u32::MAX)) as u32)))
+        }
+        C::checkpoints(c) => {
+            let word: U256 = s.item(CHECKPOINTS.at(c.account), u64::from(c.pos))?;
+            let (key, value) = unpack(word);
+            let checkpoint = Checkpoint208 {
+                _key: alloy_primitives::aliases::U48::from(key),
+                _value: alloy_primitives::aliases::U208::from(value),
+            };
+            Ok(IGOPEN::checkpointsCall::abi_encode_returns(&checkpoint).into())
+        }
+        C::clock(_) => Ok(returns(&alloy_primitives::aliases::U48::from(
+            s.host().timestamp(),
+        ))),
+        C::CLOCK_MODE(_) => Ok(returns(&"mode=timestamp".to_string())),
     }
 }
 

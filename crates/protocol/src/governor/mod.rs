@@ -8,12 +8,12 @@
 
 use alloy_primitives::{Address, B256, Bytes, Signature, U256, aliases::U48, keccak256};
 use alloy_sol_types::{Eip712Domain, SolCall, SolStruct, SolValue, eip712_domain};
-use openledger_chain::{ModuleCall, ModuleError, ModuleHost, NativeModule};
+use openledger_chain::{ModuleCall, ModuleError};
 use openledger_primitives::{Genesis, addresses};
 
 use crate::{
     abi::IGovernor::{self, IGovernorCalls, ProposalState},
-    call::{check_len, decode, emit, no_value, returns, revert},
+    call::{Answer, check_len, emit, native_module, returns, revert},
     gopen,
     math::{PPM, ppm_of},
     state::governor::{HAS_VOTED, NONCES, PARAMS, PROPOSAL_IDS, PROPOSALS, field, param},
@@ -34,219 +34,210 @@ impl Word for ProposalState {
     }
 }
 
-/// The Governor module.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Governor;
+native_module! {
+    /// The Governor module.
+    Governor at addresses::GOVERNOR, named "governor", answers IGovernor::IGovernorCalls,
+    payable [], genesis genesis, run run
+}
 
-impl NativeModule for Governor {
-    fn address(&self) -> Address {
-        addresses::GOVERNOR
-    }
+/// The module's storage at genesis, from the genesis file.
+fn genesis(genesis: &Genesis) -> Vec<(U256, U256)> {
+    let g = &genesis.protocol.governance;
+    consecutive(
+        PARAMS,
+        [
+            U256::from(g.voting_delay),
+            U256::from(g.voting_period),
+            g.proposal_threshold,
+            U256::from(g.quorum_ppm),
+            U256::from(g.timelock_delay),
+            U256::from(g.grace_period),
+        ],
+    )
+}
 
-    fn name(&self) -> &'static str {
-        "governor"
-    }
-
-    fn genesis_storage(&self, genesis: &Genesis) -> Vec<(U256, U256)> {
-        let g = &genesis.protocol.governance;
-        consecutive(
-            PARAMS,
-            [
-                U256::from(g.voting_delay),
-                U256::from(g.voting_period),
-                g.proposal_threshold,
-                U256::from(g.quorum_ppm),
-                U256::from(g.timelock_delay),
-                U256::from(g.grace_period),
-            ],
-        )
-    }
-
-    fn call(&self, call: ModuleCall<'_>, host: &mut dyn ModuleHost) -> Result<Bytes, ModuleError> {
-        let decoded: IGovernorCalls = decode(call.input, IGovernor::InvalidCalldata {})?;
-        no_value(&call, IGovernor::NotPayable {})?;
-        let mut s = Storage::own(host);
-        let caller = call.caller;
-        use IGovernorCalls as C;
-        match decoded {
-            C::name(_) => Ok(returns(&NAME.to_string())),
-            C::version(_) => Ok(returns(&"1".to_string())),
-            C::COUNTING_MODE(_) => Ok(returns(&"support=bravo&quorum=for,abstain".to_string())),
-            C::token(_) => Ok(returns(&addresses::GOPEN)),
-            C::clock(_) => Ok(returns(&U48::from(s.host().timestamp()))),
-            C::CLOCK_MODE(_) => Ok(returns(&"mode=timestamp".to_string())),
-            C::hashProposal(c) => Ok(returns(&hash_proposal(
-                &c.targets,
-                &c.values,
-                &c.calldatas,
-                c.descriptionHash,
-            ))),
-            C::propose(c) => propose(&mut s, caller, c),
-            C::queue(c) => {
-                let id = hash_proposal(&c.targets, &c.values, &c.calldatas, c.descriptionHash);
-                queue(&mut s, id)
-            }
-            C::execute(c) => {
-                let id = hash_proposal(&c.targets, &c.values, &c.calldatas, c.descriptionHash);
-                execute(&mut s, id)
-            }
-            C::cancel(c) => {
-                let id = hash_proposal(&c.targets, &c.values, &c.calldatas, c.descriptionHash);
-                cancel(&mut s, caller, id)
-            }
-            C::state(c) => {
-                let state = state(&mut s, c.proposalId)?;
-                Ok(IGovernor::stateCall::abi_encode_returns(&state).into())
-            }
-            C::proposalSnapshot(c) => read_field::<U256>(&mut s, c.proposalId, field::SNAPSHOT),
-            C::proposalDeadline(c) => read_field::<U256>(&mut s, c.proposalId, field::DEADLINE),
-            C::proposalProposer(c) => read_field::<Address>(&mut s, c.proposalId, field::PROPOSER),
-            C::proposalEta(c) => read_field::<U256>(&mut s, c.proposalId, field::ETA),
-            C::proposalNeedsQueuing(_) => Ok(returns(&true)),
-            C::proposalVotes(c) => {
-                let [against, for_, abstain] = votes(&mut s, PROPOSALS.at(c.proposalId))?;
-                Ok(IGovernor::proposalVotesCall::abi_encode_returns(
-                    &IGovernor::proposalVotesReturn {
-                        againstVotes: against,
-                        forVotes: for_,
-                        abstainVotes: abstain,
-                    },
-                )
-                .into())
-            }
-            C::hasVoted(c) => Ok(returns(
-                &s.get::<bool>(HAS_VOTED.at(c.proposalId).at(c.account))?,
-            )),
-            C::castVote(c) => cast_vote(&mut s, caller, c.proposalId, c.support, String::new()),
-            C::castVoteWithReason(c) => {
-                check_len(&c.reason, MAX_DESCRIPTION, too_long, "reason")?;
-                cast_vote(&mut s, caller, c.proposalId, c.support, c.reason)
-            }
-            C::castVoteBySig(c) => cast_vote_by_sig(&mut s, c),
-            C::nonces(c) => Ok(returns(&s.get::<U256>(NONCES.at(c.owner))?)),
-            C::votingDelay(_) => Ok(returns(&param(&mut s, param::VOTING_DELAY)?)),
-            C::votingPeriod(_) => Ok(returns(&param(&mut s, param::VOTING_PERIOD)?)),
-            C::proposalThreshold(_) => Ok(returns(&param(&mut s, param::THRESHOLD)?)),
-            C::quorumNumerator(_) => Ok(returns(&param(&mut s, param::QUORUM_PPM)?)),
-            C::quorumDenominator(_) => Ok(returns(&U256::from(PPM))),
-            C::timelockDelay(_) => Ok(returns(&param(&mut s, param::TIMELOCK)?)),
-            C::gracePeriod(_) => Ok(returns(&param(&mut s, param::GRACE)?)),
-            C::quorum(c) => {
-                let ppm = param(&mut s, param::QUORUM_PPM)?;
-                let at = gopen::past(s.host(), c.timepoint)?;
-                Ok(returns(&quorum(&mut s, at, ppm)?))
-            }
-            C::getVotes(c) => {
-                let at = gopen::past(s.host(), c.timepoint)?;
-                Ok(returns(&gopen::past_votes(s.host(), c.account, at)?))
-            }
-            C::proposalCount(_) => Ok(returns(&U256::from(s.len(PROPOSAL_IDS)?))),
-            C::proposalDetails(c) => {
-                existing(&mut s, c.proposalId)?;
-                let (targets, values, calldatas, description_hash) = details(&mut s, c.proposalId)?;
-                Ok(IGovernor::proposalDetailsCall::abi_encode_returns(
-                    &IGovernor::proposalDetailsReturn {
-                        targets,
-                        values,
-                        calldatas,
-                        descriptionHash: description_hash,
-                    },
-                )
-                .into())
-            }
-            C::proposalDetailsAt(c) => {
-                let count = s.len(PROPOSAL_IDS)?;
-                let index = c.index.saturating_to::<u64>();
-                if c.index >= U256::from(count) {
-                    return Err(revert(IGovernor::GovernorNonexistentProposal {
-                        proposalId: c.index,
-                    }));
-                }
-                let id: U256 = s.item(PROPOSAL_IDS, index)?;
-                let (targets, values, calldatas, description_hash) = details(&mut s, id)?;
-                Ok(IGovernor::proposalDetailsAtCall::abi_encode_returns(
-                    &IGovernor::proposalDetailsAtReturn {
-                        proposalId: id,
-                        targets,
-                        values,
-                        calldatas,
-                        descriptionHash: description_hash,
-                    },
-                )
-                .into())
-            }
-            C::setVotingDelay(c) => {
-                let value = U256::from(c.newVotingDelay);
-                set_param(&mut s, caller, param::VOTING_DELAY, value, |old, new| {
-                    IGovernor::VotingDelaySet {
-                        oldVotingDelay: old,
-                        newVotingDelay: new,
-                    }
-                })
-            }
-            C::setVotingPeriod(c) => {
-                if c.newVotingPeriod == 0 {
-                    only_governance(caller)?;
-                    return Err(revert(IGovernor::GovernorInvalidVotingPeriod {
-                        votingPeriod: U256::ZERO,
-                    }));
-                }
-                let value = U256::from(c.newVotingPeriod);
-                set_param(&mut s, caller, param::VOTING_PERIOD, value, |old, new| {
-                    IGovernor::VotingPeriodSet {
-                        oldVotingPeriod: old,
-                        newVotingPeriod: new,
-                    }
-                })
-            }
-            C::setProposalThreshold(c) => set_param(
-                &mut s,
-                caller,
-                param::THRESHOLD,
-                c.newProposalThreshold,
-                |old, new| IGovernor::ProposalThresholdSet {
-                    oldProposalThreshold: old,
-                    newProposalThreshold: new,
-                },
-            ),
-            C::updateQuorumNumerator(c) => {
-                if c.newQuorumNumerator > U256::from(PPM) {
-                    only_governance(caller)?;
-                    return Err(revert(IGovernor::GovernorInvalidQuorumFraction {
-                        quorumNumerator: c.newQuorumNumerator,
-                        quorumDenominator: U256::from(PPM),
-                    }));
-                }
-                set_param(
-                    &mut s,
-                    caller,
-                    param::QUORUM_PPM,
-                    c.newQuorumNumerator,
-                    |old, new| IGovernor::QuorumNumeratorUpdated {
-                        oldQuorumNumerator: old,
-                        newQuorumNumerator: new,
-                    },
-                )
-            }
-            C::setTimelockDelay(c) => {
-                set_param(&mut s, caller, param::TIMELOCK, c.newDelay, |old, new| {
-                    IGovernor::TimelockDelaySet {
-                        oldDelay: old,
-                        newDelay: new,
-                    }
-                })
-            }
-            C::setGracePeriod(c) => set_param(
-                &mut s,
-                caller,
-                param::GRACE,
-                c.newGracePeriod,
-                |old, new| IGovernor::GracePeriodSet {
-                    oldGracePeriod: old,
-                    newGracePeriod: new,
-                },
-            ),
+/// Runs a decoded call on the module's own storage.
+fn run(mut s: Storage<'_>, call: &ModuleCall<'_>, decoded: IGovernorCalls) -> Answer {
+    let caller = call.caller;
+    use IGovernorCalls as C;
+    match decoded {
+        C::name(_) => Ok(returns(&NAME.to_string())),
+        C::version(_) => Ok(returns(&"1".to_string())),
+        C::COUNTING_MODE(_) => Ok(returns(&"support=bravo&quorum=for,abstain".to_string())),
+        C::token(_) => Ok(returns(&addresses::GOPEN)),
+        C::clock(_) => Ok(returns(&U48::from(s.host().timestamp()))),
+        C::CLOCK_MODE(_) => Ok(returns(&"mode=timestamp".to_string())),
+        C::hashProposal(c) => Ok(returns(&hash_proposal(
+            &c.targets,
+            &c.values,
+            &c.calldatas,
+            c.descriptionHash,
+        ))),
+        C::propose(c) => propose(&mut s, caller, c),
+        C::queue(c) => {
+            let id = hash_proposal(&c.targets, &c.values, &c.calldatas, c.descriptionHash);
+            queue(&mut s, id)
         }
+        C::execute(c) => {
+            let id = hash_proposal(&c.targets, &c.values, &c.calldatas, c.descriptionHash);
+            execute(&mut s, id)
+        }
+        C::cancel(c) => {
+            let id = hash_proposal(&c.targets, &c.values, &c.calldatas, c.descriptionHash);
+            cancel(&mut s, caller, id)
+        }
+        C::state(c) => {
+            let state = state(&mut s, c.proposalId)?;
+            Ok(IGovernor::stateCall::abi_encode_returns(&state).into())
+        }
+        C::proposalSnapshot(c) => read_field::<U256>(&mut s, c.proposalId, field::SNAPSHOT),
+        C::proposalDeadline(c) => read_field::<U256>(&mut s, c.proposalId, field::DEADLINE),
+        C::proposalProposer(c) => read_field::<Address>(&mut s, c.proposalId, field::PROPOSER),
+        C::proposalEta(c) => read_field::<U256>(&mut s, c.proposalId, field::ETA),
+        C::proposalNeedsQueuing(_) => Ok(returns(&true)),
+        C::proposalVotes(c) => {
+            let [against, for_, abstain] = votes(&mut s, PROPOSALS.at(c.proposalId))?;
+            Ok(
+                IGovernor::proposalVotesCall::abi_encode_returns(&IGovernor::proposalVotesReturn {
+                    againstVotes: against,
+                    forVotes: for_,
+                    abstainVotes: abstain,
+                })
+                .into(),
+            )
+        }
+        C::hasVoted(c) => Ok(returns(
+            &s.get::<bool>(HAS_VOTED.at(c.proposalId).at(c.account))?,
+        )),
+        C::castVote(c) => cast_vote(&mut s, caller, c.proposalId, c.support, String::new()),
+        C::castVoteWithReason(c) => {
+            check_len(&c.reason, MAX_DESCRIPTION, too_long, "reason")?;
+            cast_vote(&mut s, caller, c.proposalId, c.support, c.reason)
+        }
+        C::castVoteBySig(c) => cast_vote_by_sig(&mut s, c),
+        C::nonces(c) => Ok(returns(&s.get::<U256>(NONCES.at(c.owner))?)),
+        C::votingDelay(_) => Ok(returns(&param(&mut s, param::VOTING_DELAY)?)),
+        C::votingPeriod(_) => Ok(returns(&param(&mut s, param::VOTING_PERIOD)?)),
+        C::proposalThreshold(_) => Ok(returns(&param(&mut s, param::THRESHOLD)?)),
+        C::quorumNumerator(_) => Ok(returns(&param(&mut s, param::QUORUM_PPM)?)),
+        C::quorumDenominator(_) => Ok(returns(&U256::from(PPM))),
+        C::timelockDelay(_) => Ok(returns(&param(&mut s, param::TIMELOCK)?)),
+        C::gracePeriod(_) => Ok(returns(&param(&mut s, param::GRACE)?)),
+        C::quorum(c) => {
+            let ppm = param(&mut s, param::QUORUM_PPM)?;
+            let at = gopen::past(s.host(), c.timepoint)?;
+            Ok(returns(&quorum(&mut s, at, ppm)?))
+        }
+        C::getVotes(c) => {
+            let at = gopen::past(s.host(), c.timepoint)?;
+            Ok(returns(&gopen::past_votes(s.host(), c.account, at)?))
+        }
+        C::proposalCount(_) => Ok(returns(&U256::from(s.len(PROPOSAL_IDS)?))),
+        C::proposalDetails(c) => {
+            existing(&mut s, c.proposalId)?;
+            let (targets, values, calldatas, description_hash) = details(&mut s, c.proposalId)?;
+            Ok(IGovernor::proposalDetailsCall::abi_encode_returns(
+                &IGovernor::proposalDetailsReturn {
+                    targets,
+                    values,
+                    calldatas,
+                    descriptionHash: description_hash,
+                },
+            )
+            .into())
+        }
+        C::proposalDetailsAt(c) => {
+            let count = s.len(PROPOSAL_IDS)?;
+            let index = c.index.saturating_to::<u64>();
+            if c.index >= U256::from(count) {
+                return Err(revert(IGovernor::GovernorNonexistentProposal {
+                    proposalId: c.index,
+                }));
+            }
+            let id: U256 = s.item(PROPOSAL_IDS, index)?;
+            let (targets, values, calldatas, description_hash) = details(&mut s, id)?;
+            Ok(IGovernor::proposalDetailsAtCall::abi_encode_returns(
+                &IGovernor::proposalDetailsAtReturn {
+                    proposalId: id,
+                    targets,
+                    values,
+                    calldatas,
+                    descriptionHash: description_hash,
+                },
+            )
+            .into())
+        }
+        C::setVotingDelay(c) => {
+            let value = U256::from(c.newVotingDelay);
+            set_param(&mut s, caller, param::VOTING_DELAY, value, |old, new| {
+                IGovernor::VotingDelaySet {
+                    oldVotingDelay: old,
+                    newVotingDelay: new,
+                }
+            })
+        }
+        C::setVotingPeriod(c) => {
+            if c.newVotingPeriod == 0 {
+                only_governance(caller)?;
+                return Err(revert(IGovernor::GovernorInvalidVotingPeriod {
+                    votingPeriod: U256::ZERO,
+                }));
+            }
+            let value = U256::from(c.newVotingPeriod);
+            set_param(&mut s, caller, param::VOTING_PERIOD, value, |old, new| {
+                IGovernor::VotingPeriodSet {
+                    oldVotingPeriod: old,
+                    newVotingPeriod: new,
+                }
+            })
+        }
+        C::setProposalThreshold(c) => set_param(
+            &mut s,
+            caller,
+            param::THRESHOLD,
+            c.newProposalThreshold,
+            |old, new| IGovernor::ProposalThresholdSet {
+                oldProposalThreshold: old,
+                newProposalThreshold: new,
+            },
+        ),
+        C::updateQuorumNumerator(c) => {
+            if c.newQuorumNumerator > U256::from(PPM) {
+                only_governance(caller)?;
+                return Err(revert(IGovernor::GovernorInvalidQuorumFraction {
+                    quorumNumerator: c.newQuorumNumerator,
+                    quorumDenominator: U256::from(PPM),
+                }));
+            }
+            set_param(
+                &mut s,
+                caller,
+                param::QUORUM_PPM,
+                c.newQuorumNumerator,
+                |old, new| IGovernor::QuorumNumeratorUpdated {
+                    oldQuorumNumerator: old,
+                    newQuorumNumerator: new,
+                },
+            )
+        }
+        C::setTimelockDelay(c) => {
+            set_param(&mut s, caller, param::TIMELOCK, c.newDelay, |old, new| {
+                IGovernor::TimelockDelaySet {
+                    oldDelay: old,
+                    newDelay: new,
+                }
+            })
+        }
+        C::setGracePeriod(c) => set_param(
+            &mut s,
+            caller,
+            param::GRACE,
+            c.newGracePeriod,
+            |old, new| IGovernor::GracePeriodSet {
+                oldGracePeriod: old,
+                newGracePeriod: new,
+            },
+        ),
     }
 }
 

@@ -9,12 +9,12 @@
 
 use alloy_primitives::{Address, Bytes, U256};
 use alloy_sol_types::SolCall;
-use openledger_chain::{ModuleCall, ModuleError, ModuleHost, NativeModule};
+use openledger_chain::{ModuleCall, ModuleError};
 use openledger_primitives::{Genesis, addresses};
 
 use crate::{
     abi::IModels::{self, IModelsCalls, Status},
-    call::{check_len, decode, emit, no_value, revert},
+    call::{Answer, check_len, emit, native_module, revert},
     state::{
         datanets::{datanet_info, has_access},
         models::{ADMIN, MODEL_COUNT, MODELS, artifact_field, artifact_slot, field, read_artifact},
@@ -26,62 +26,53 @@ use crate::{
 const MAX_NAME: usize = 128;
 const MAX_DATANETS: usize = 32;
 
-/// The model registry module.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Models;
+native_module! {
+    /// The model registry module.
+    Models at addresses::MODELS, named "models", answers IModels::IModelsCalls,
+    payable [], genesis genesis, run run
+}
 
-impl NativeModule for Models {
-    fn address(&self) -> Address {
-        addresses::MODELS
-    }
+/// The module's storage at genesis, from the genesis file.
+fn genesis(genesis: &Genesis) -> Vec<(U256, U256)> {
+    genesis
+        .protocol
+        .admin
+        .map(|admin| vec![(ADMIN.0, admin.to_word())])
+        .unwrap_or_default()
+}
 
-    fn name(&self) -> &'static str {
-        "models"
-    }
-
-    fn genesis_storage(&self, genesis: &Genesis) -> Vec<(U256, U256)> {
-        genesis
-            .protocol
-            .admin
-            .map(|admin| vec![(ADMIN.0, admin.to_word())])
-            .unwrap_or_default()
-    }
-
-    fn call(&self, call: ModuleCall<'_>, host: &mut dyn ModuleHost) -> Result<Bytes, ModuleError> {
-        let decoded: IModelsCalls = decode(call.input, IModels::InvalidCalldata {})?;
-        no_value(&call, IModels::NotPayable {})?;
-        let mut s = Storage::own(host);
-        let caller = call.caller;
-        use IModelsCalls as C;
-        match decoded {
-            C::proposeModel(c) => propose(&mut s, caller, c),
-            C::approveModel(c) => approve(&mut s, caller, c.modelId),
-            C::registerArtifact(c) => register(&mut s, caller, c),
-            C::deploy(c) => deploy(&mut s, caller, c),
-            C::retire(c) => retire(&mut s, caller, c.modelId),
-            C::markSlashed(c) => mark_slashed(&mut s, caller, c.modelId),
-            C::modelCount(_) => {
-                let count: U256 = s.get(MODEL_COUNT)?;
-                Ok(IModels::modelCountCall::abi_encode_returns(&count).into())
-            }
-            C::getModel(c) => {
-                let model = read_model(&mut s, c.modelId)?;
-                Ok(IModels::getModelCall::abi_encode_returns(&model).into())
-            }
-            C::getArtifact(c) => {
-                existing(&mut s, c.modelId)?;
-                let artifact = read_artifact(&mut s, c.modelId, c.version)?.ok_or_else(|| {
-                    revert(IModels::UnknownArtifact {
-                        modelId: c.modelId,
-                        version: c.version,
-                    })
-                })?;
-                Ok(IModels::getArtifactCall::abi_encode_returns(&artifact).into())
-            }
-            C::admin(_) => {
-                let admin: Address = s.get(ADMIN)?;
-                Ok(IModels::adminCall::abi_encode_returns(&admin).into())
-            }
+/// Runs a decoded call on the module's own storage.
+fn run(mut s: Storage<'_>, call: &ModuleCall<'_>, decoded: IModelsCalls) -> Answer {
+    let caller = call.caller;
+    use IModelsCalls as C;
+    match decoded {
+        C::proposeModel(c) => propose(&mut s, caller, c),
+        C::approveModel(c) => approve(&mut s, caller, c.modelId),
+        C::registerArtifact(c) => register(&mut s, caller, c),
+        C::deploy(c) => deploy(&mut s, caller, c),
+        C::retire(c) => retire(&mut s, caller, c.modelId),
+        C::markSlashed(c) => mark_slashed(&mut s, caller, c.modelId),
+        C::modelCount(_) => {
+            let count: U256 = s.get(MODEL_COUNT)?;
+            Ok(IModels::modelCountCall::abi_encode_returns(&count).into())
+        }
+        C::getModel(c) => {
+            let model = read_model(&mut s, c.modelId)?;
+            Ok(IModels::getModelCall::abi_encode_returns(&model).into())
+        }
+        C::getArtifact(c) => {
+            existing(&mut s, c.modelId)?;
+            let artifact = read_artifact(&mut s, c.modelId, c.version)?.ok_or_else(|| {
+                revert(IModels::UnknownArtifact {
+                    modelId: c.modelId,
+                    version: c.version,
+                })
+            })?;
+            Ok(IModels::getArtifactCall::abi_encode_returns(&artifact).into())
+        }
+        C::admin(_) => {
+            let admin: Address = s.get(ADMIN)?;
+            Ok(IModels::adminCall::abi_encode_returns(&admin).into())
         }
     }
 }

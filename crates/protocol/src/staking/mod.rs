@@ -7,7 +7,7 @@
 
 use alloy_primitives::{Address, Bytes, U256};
 use alloy_sol_types::SolCall;
-use openledger_chain::{ModuleCall, ModuleError, ModuleHost, NativeModule};
+use openledger_chain::{ModuleCall, ModuleError};
 use openledger_primitives::{Genesis, addresses};
 
 use crate::{
@@ -15,7 +15,7 @@ use crate::{
         IModels::{self, Status},
         IStaking::{self, IStakingCalls},
     },
-    call::{check_len, decode, emit, no_value, returns, revert},
+    call::{Answer, check_len, emit, native_module, returns, revert},
     math::{PPM, mul_div, ppm_of},
     state::{
         datanets::{contribution_info, datanet_info},
@@ -33,82 +33,71 @@ use crate::{
 const PRECISION: U256 = U256::from_limbs([0xb34b9f1000000000, 0x00c097ce7bc90715, 0, 0]);
 const MAX_REASON: usize = 1024;
 
-/// The staking module.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Staking;
+native_module! {
+    /// The staking module.
+    Staking at addresses::STAKING, named "staking", answers IStaking::IStakingCalls,
+    payable [stake, stakeOperator, notifyFee], genesis genesis, run run
+}
 
-impl NativeModule for Staking {
-    fn address(&self) -> Address {
-        addresses::STAKING
-    }
+/// The module's storage at genesis, from the genesis file.
+fn genesis(genesis: &Genesis) -> Vec<(U256, U256)> {
+    let p = &genesis.protocol.staking;
+    let params = IStaking::Params {
+        unbondingPeriod: p.unbonding_period,
+        operatorMinStake: p.operator_min_stake,
+        operatorVolumePpm: p.operator_volume_ppm,
+        volumeWindow: p.volume_window,
+        reporterSharePpm: p.reporter_share_ppm,
+        penaltyThreshold: p.penalty_threshold,
+        penaltyCutPpm: p.penalty_cut_ppm,
+    };
+    consecutive(PARAMS, struct_words(&params))
+}
 
-    fn name(&self) -> &'static str {
-        "staking"
-    }
-
-    fn genesis_storage(&self, genesis: &Genesis) -> Vec<(U256, U256)> {
-        let p = &genesis.protocol.staking;
-        let params = IStaking::Params {
-            unbondingPeriod: p.unbonding_period,
-            operatorMinStake: p.operator_min_stake,
-            operatorVolumePpm: p.operator_volume_ppm,
-            volumeWindow: p.volume_window,
-            reporterSharePpm: p.reporter_share_ppm,
-            penaltyThreshold: p.penalty_threshold,
-            penaltyCutPpm: p.penalty_cut_ppm,
-        };
-        consecutive(PARAMS, struct_words(&params))
-    }
-
-    fn call(&self, call: ModuleCall<'_>, host: &mut dyn ModuleHost) -> Result<Bytes, ModuleError> {
-        let decoded: IStakingCalls = decode(call.input, IStaking::InvalidCalldata {})?;
-        use IStakingCalls as C;
-        if !matches!(decoded, C::stake(_) | C::stakeOperator(_) | C::notifyFee(_)) {
-            no_value(&call, IStaking::NotPayable {})?;
+/// Runs a decoded call on the module's own storage.
+fn run(mut s: Storage<'_>, call: &ModuleCall<'_>, decoded: IStakingCalls) -> Answer {
+    use IStakingCalls as C;
+    let caller = call.caller;
+    match decoded {
+        C::stake(c) => stake(&mut s, caller, c.modelId, call.value),
+        C::requestUnstake(c) => request_unstake(&mut s, caller, c.modelId, c.amount),
+        C::stakeOperator(c) => stake_operator(&mut s, caller, c.modelId, call.value),
+        C::requestOperatorUnstake(c) => {
+            request_operator_unstake(&mut s, caller, c.modelId, c.amount)
         }
-        let mut s = Storage::own(host);
-        let caller = call.caller;
-        match decoded {
-            C::stake(c) => stake(&mut s, caller, c.modelId, call.value),
-            C::requestUnstake(c) => request_unstake(&mut s, caller, c.modelId, c.amount),
-            C::stakeOperator(c) => stake_operator(&mut s, caller, c.modelId, call.value),
-            C::requestOperatorUnstake(c) => {
-                request_operator_unstake(&mut s, caller, c.modelId, c.amount)
-            }
-            C::withdrawUnbonded(c) => withdraw_unbonded(&mut s, caller, c.modelId),
-            C::claim(c) => claim(&mut s, caller, c.modelId),
-            C::notifyFee(c) => notify_fee(&mut s, caller, c.modelId, c.fee, call.value),
-            C::slash(c) => slash(&mut s, caller, c),
-            C::slashOperator(c) => slash_operator(&mut s, caller, c),
-            C::flagContribution(c) => flag(&mut s, caller, c.contributionId, c.reason),
-            C::setParams(c) => set_params(&mut s, caller, c.params),
-            C::params(_) => Ok(IStaking::paramsCall::abi_encode_returns(
-                &s.get_struct::<IStaking::Params>(PARAMS)?,
+        C::withdrawUnbonded(c) => withdraw_unbonded(&mut s, caller, c.modelId),
+        C::claim(c) => claim(&mut s, caller, c.modelId),
+        C::notifyFee(c) => notify_fee(&mut s, caller, c.modelId, c.fee, call.value),
+        C::slash(c) => slash(&mut s, caller, c),
+        C::slashOperator(c) => slash_operator(&mut s, caller, c),
+        C::flagContribution(c) => flag(&mut s, caller, c.contributionId, c.reason),
+        C::setParams(c) => set_params(&mut s, caller, c.params),
+        C::params(_) => Ok(IStaking::paramsCall::abi_encode_returns(
+            &s.get_struct::<IStaking::Params>(PARAMS)?,
+        )
+        .into()),
+        C::modelStake(c) => {
+            let stake = model_stake(&mut s, c.modelId)?;
+            Ok(IStaking::modelStakeCall::abi_encode_returns(&stake).into())
+        }
+        C::minimumStake(c) => Ok(returns(&minimum(&mut s, c.modelId)?)),
+        C::operatorStake(c) => Ok(returns(
+            &s.get::<U256>(OPERATOR_STAKE.at(c.modelId).at(c.operator))?,
+        )),
+        C::positionOf(c) => {
+            let position = read_position(&mut s, c.modelId, c.account)?;
+            Ok(IStaking::positionOfCall::abi_encode_returns(&position).into())
+        }
+        C::pendingRewards(c) => Ok(returns(&pending(&mut s, c.modelId, c.account)?)),
+        C::penaltyOf(c) => {
+            let (score, cut) = penalty(&mut s, c.contributor)?;
+            Ok(
+                IStaking::penaltyOfCall::abi_encode_returns(&IStaking::penaltyOfReturn {
+                    score,
+                    cutPpm: cut,
+                })
+                .into(),
             )
-            .into()),
-            C::modelStake(c) => {
-                let stake = model_stake(&mut s, c.modelId)?;
-                Ok(IStaking::modelStakeCall::abi_encode_returns(&stake).into())
-            }
-            C::minimumStake(c) => Ok(returns(&minimum(&mut s, c.modelId)?)),
-            C::operatorStake(c) => Ok(returns(
-                &s.get::<U256>(OPERATOR_STAKE.at(c.modelId).at(c.operator))?,
-            )),
-            C::positionOf(c) => {
-                let position = read_position(&mut s, c.modelId, c.account)?;
-                Ok(IStaking::positionOfCall::abi_encode_returns(&position).into())
-            }
-            C::pendingRewards(c) => Ok(returns(&pending(&mut s, c.modelId, c.account)?)),
-            C::penaltyOf(c) => {
-                let (score, cut) = penalty(&mut s, c.contributor)?;
-                Ok(
-                    IStaking::penaltyOfCall::abi_encode_returns(&IStaking::penaltyOfReturn {
-                        score,
-                        cutPpm: cut,
-                    })
-                    .into(),
-                )
-            }
         }
     }
 }
