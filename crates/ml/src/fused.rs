@@ -60,6 +60,21 @@ fn same_shape(a: &Layout, b: &Layout, op: &str) -> CResult<()> {
     Ok(())
 }
 
+/// A backward op's rows (its input `x`, or its forward output) and their gradient `dy`, which must have the same shape, and
+/// the row length.
+fn input_and_grad<'a>(
+    (xs, xl): (&'a CpuStorage, &Layout),
+    (gs, gl): (&'a CpuStorage, &Layout),
+    op: &str,
+) -> CResult<(usize, &'a [f32], &'a [f32])> {
+    same_shape(xl, gl, op)?;
+    Ok((
+        row_len(xl, op)?,
+        elements(xs, xl, op)?,
+        elements(gs, gl, op)?,
+    ))
+}
+
 fn output(data: Vec<f32>, shape: &Shape) -> (CpuStorage, Shape) {
     (CpuStorage::F32(data), shape.clone())
 }
@@ -262,12 +277,7 @@ impl CustomOp3 for RmsNormInputGrad {
         gl: &Layout,
     ) -> CResult<(CpuStorage, Shape)> {
         let norm = RmsNorm { eps: self.eps };
-        let n = row_len(xl, self.name())?;
-        same_shape(xl, gl, self.name())?;
-        let (x, dy) = (
-            elements(xs, xl, self.name())?,
-            elements(gs, gl, self.name())?,
-        );
+        let (n, x, dy) = input_and_grad((xs, xl), (gs, gl), self.name())?;
         let w = norm.weight(ws, wl, n)?;
         let mut dx = vec![0f32; x.len()];
         dx.par_chunks_mut(n)
@@ -314,12 +324,7 @@ impl CustomOp2 for RmsNormWeightGrad {
         gl: &Layout,
     ) -> CResult<(CpuStorage, Shape)> {
         let norm = RmsNorm { eps: self.eps };
-        let n = row_len(xl, self.name())?;
-        same_shape(xl, gl, self.name())?;
-        let (x, dy) = (
-            elements(xs, xl, self.name())?,
-            elements(gs, gl, self.name())?,
-        );
+        let (n, x, dy) = input_and_grad((xs, xl), (gs, gl), self.name())?;
         let block = n * ROWS_PER_BLOCK;
         let partials: Vec<Vec<f32>> = x
             .par_chunks(block)
@@ -421,12 +426,7 @@ impl CustomOp2 for SoftmaxGrad {
         gs: &CpuStorage,
         gl: &Layout,
     ) -> CResult<(CpuStorage, Shape)> {
-        let n = row_len(yl, self.name())?;
-        same_shape(yl, gl, self.name())?;
-        let (y, dy) = (
-            elements(ys, yl, self.name())?,
-            elements(gs, gl, self.name())?,
-        );
+        let (n, y, dy) = input_and_grad((ys, yl), (gs, gl), self.name())?;
         let mut dx = vec![0f32; y.len()];
         dx.par_chunks_mut(n)
             .zip(y.par_chunks(n).zip(dy.par_chunks(n)))

@@ -33,6 +33,12 @@ pub fn emit(host: &mut dyn ModuleHost, event: &impl SolEvent) -> Result<(), Modu
     host.log(data.topics().to_vec(), data.data)
 }
 
+/// Emits `event` and answers nothing: how a call that changes state and returns no value ends.
+pub fn emitted(host: &mut dyn ModuleHost, event: &impl SolEvent) -> Answer {
+    emit(host, event)?;
+    Ok(Bytes::new())
+}
+
 /// ABI-encodes a return value.
 pub fn returns<T: alloy_sol_types::SolValue>(value: &T) -> Bytes {
     value.abi_encode().into()

@@ -4,12 +4,12 @@
 //! same figure for contracts. Spending it is a governance action.
 
 use alloy_primitives::{Address, Bytes, U256};
-use openledger_chain::{ModuleCall, ModuleError, ModuleHost, NativeModule};
+use openledger_chain::{ModuleCall, ModuleHost, NativeModule};
 use openledger_primitives::addresses;
 
 use crate::{
     abi::ITreasury::{self, ITreasuryCalls},
-    call::{check_len, decode, emit, no_value, returns, revert},
+    call::{Answer, check_len, decode, emit, emitted, no_value, returns, revert},
     state::is_governance,
 };
 
@@ -35,7 +35,7 @@ impl NativeModule for Treasury {
         "treasury"
     }
 
-    fn call(&self, call: ModuleCall<'_>, host: &mut dyn ModuleHost) -> Result<Bytes, ModuleError> {
+    fn call(&self, call: ModuleCall<'_>, host: &mut dyn ModuleHost) -> Answer {
         if call.input.is_empty() {
             return deposit(call, host);
         }
@@ -48,11 +48,7 @@ impl NativeModule for Treasury {
     }
 }
 
-fn spend(
-    caller: Address,
-    c: ITreasury::spendCall,
-    host: &mut dyn ModuleHost,
-) -> Result<Bytes, ModuleError> {
+fn spend(caller: Address, c: ITreasury::spendCall, host: &mut dyn ModuleHost) -> Answer {
     if !is_governance(host, caller)? {
         return Err(revert(ITreasury::NotGovernance { account: caller }));
     }
@@ -65,19 +61,18 @@ fn spend(
         }));
     }
     host.transfer(c.to, c.amount)?;
-    emit(
+    emitted(
         host,
         &ITreasury::Spent {
             to: c.to,
             amount: c.amount,
             memo: c.memo,
         },
-    )?;
-    Ok(Bytes::new())
+    )
 }
 
 /// Plain OPEN transfers to the treasury are accepted and recorded.
-fn deposit(call: ModuleCall<'_>, host: &mut dyn ModuleHost) -> Result<Bytes, ModuleError> {
+fn deposit(call: ModuleCall<'_>, host: &mut dyn ModuleHost) -> Answer {
     if call.value > U256::ZERO {
         emit(
             host,

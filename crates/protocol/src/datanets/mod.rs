@@ -12,7 +12,7 @@ use openledger_primitives::{Genesis, addresses};
 
 use crate::{
     abi::IDatanets::{self, ContributionStatus, IDatanetsCalls, Quota},
-    call::{Answer, check_len, emit, native_module, revert},
+    call::{Answer, check_len, emit, emitted, native_module, revert},
     state::{
         datanets::{
             ACCESS_PARAMS, ALLOWED, BY_CONTENT, CONTENT_IN, CONTRIBUTION_COUNT, CONTRIBUTIONS,
@@ -170,7 +170,7 @@ fn run(mut s: Storage<'_>, call: &ModuleCall<'_>, decoded: IDatanetsCalls) -> An
 }
 
 /// The ABI-encoded return data of a call.
-type Out = Result<Bytes, ModuleError>;
+type Out = Answer;
 
 fn create(s: &mut Storage<'_>, caller: Address, c: IDatanets::createDatanetCall) -> Out {
     check_text(&c.name, &c.summary, &c.tags, &c.licence)?;
@@ -215,15 +215,14 @@ fn set_metadata(s: &mut Storage<'_>, caller: Address, c: IDatanets::setMetadataC
         &c.tags,
         &c.licence,
     )?;
-    emit(
+    emitted(
         s.host(),
         &IDatanets::MetadataUpdated {
             datanetId: c.datanetId,
             name: c.name,
             descriptionHash: c.descriptionHash,
         },
-    )?;
-    Ok(Bytes::new())
+    )
 }
 
 /// Names or removes a curator (`curator`, by the owner) or an allow-listed contributor (by the
@@ -273,11 +272,10 @@ fn publish(s: &mut Storage<'_>, caller: Address, paid: U256, id: U256) -> Out {
     let fee = size_fee(s, bytes)?;
     pay_fee(s, caller, paid, fee)?;
     s.set(base.field(datanet::PUBLISHED), true)?;
-    emit(
+    emitted(
         s.host(),
         &IDatanets::DatanetPublished { datanetId: id, fee },
-    )?;
-    Ok(Bytes::new())
+    )
 }
 
 fn contribute(s: &mut Storage<'_>, caller: Address, c: IDatanets::contributeCall) -> Out {
@@ -404,15 +402,14 @@ fn reject(s: &mut Storage<'_>, caller: Address, c: IDatanets::rejectCall) -> Out
         let contributor: Address = s.get(entry.field(contribution::CONTRIBUTOR))?;
         s.add(STATS.at(contributor).field(2), U256::from(1))?;
     }
-    emit(
+    emitted(
         s.host(),
         &IDatanets::ContributionsRejected {
             datanetId: c.datanetId,
             contributionIds: c.contributionIds,
             reasonCode: c.reasonCode,
         },
-    )?;
-    Ok(Bytes::new())
+    )
 }
 
 /// A version's root: `keccak256(previous root . content hashes approved in this round)`, so
@@ -657,17 +654,12 @@ fn write_metadata(
     s.set_string(base.field(datanet::LICENCE), licence)
 }
 
-fn set_params(
-    s: &mut Storage<'_>,
-    caller: Address,
-    params: IDatanets::Params,
-) -> Result<Bytes, ModuleError> {
+fn set_params(s: &mut Storage<'_>, caller: Address, params: IDatanets::Params) -> Answer {
     if !is_governance(s.host(), caller)? {
         return Err(revert(IDatanets::NotGovernance { account: caller }));
     }
     s.set_struct(PARAMS, &params)?;
-    emit(s.host(), &IDatanets::ParamsSet { params })?;
-    Ok(Bytes::new())
+    emitted(s.host(), &IDatanets::ParamsSet { params })
 }
 
 fn read_datanet(s: &mut Storage<'_>, id: U256) -> Result<IDatanets::Datanet, ModuleError> {

@@ -16,7 +16,7 @@ use crate::{
         IGovernor::{self, ProposalState},
         IStaking,
     },
-    call::{Answer, emit, native_module, returns, revert},
+    call::{Answer, emit, emitted, native_module, returns, revert},
     governor,
     math::{PPM, ppm_of},
     state::{
@@ -112,7 +112,7 @@ fn run(mut s: Storage<'_>, call: &ModuleCall<'_>, decoded: IFeedbackCalls) -> An
 }
 
 /// The ABI-encoded return data of a call.
-type Out = Result<Bytes, ModuleError>;
+type Out = Answer;
 
 /// What a validator commits to: `keccak256(abi.encode(receiptId, validator, score, harmful,
 /// labelsHash, salt))`. The receipt and the validator are in it so that a commitment cannot
@@ -141,15 +141,14 @@ fn register(s: &mut Storage<'_>, caller: Address, amount: U256) -> Out {
         return Err(revert(IFeedback::StakeBelowMinimum { stake, minimum }));
     }
     s.set(slot, stake)?;
-    emit(
+    emitted(
         s.host(),
         &IFeedback::ValidatorStaked {
             validator: caller,
             amount,
             stake,
         },
-    )?;
-    Ok(Bytes::new())
+    )
 }
 
 fn request_exit(s: &mut Storage<'_>, caller: Address, amount: U256) -> Out {
@@ -179,15 +178,14 @@ fn request_exit(s: &mut Storage<'_>, caller: Address, amount: U256) -> Out {
         .timestamp()
         .saturating_add(unbonding_period(s.host())?);
     s.set(base.field(validator::RELEASE_AT), release)?;
-    emit(
+    emitted(
         s.host(),
         &IFeedback::ExitRequested {
             validator: caller,
             amount,
             releaseAt: release,
         },
-    )?;
-    Ok(Bytes::new())
+    )
 }
 
 fn withdraw_exited(s: &mut Storage<'_>, caller: Address) -> Out {
@@ -289,7 +287,7 @@ fn record(
     if !reward.is_zero() {
         s.set(base.field(receipt::REWARD), reward)?;
     }
-    emit(
+    emitted(
         s.host(),
         &IFeedback::ReceiptRecorded {
             receiptId: c.receiptId,
@@ -298,8 +296,7 @@ fn record(
             outputHash: c.outputHash,
             reward,
         },
-    )?;
-    Ok(Bytes::new())
+    )
 }
 
 /// Where a receipt stands now.
@@ -363,15 +360,14 @@ fn rate(s: &mut Storage<'_>, caller: Address, id: B256, hash: B256) -> Out {
     s.push(list, caller)?;
     s.set(slot.field(rating::COMMITMENT), hash)?;
     s.set(slot.field(rating::WEIGHT), stake)?;
-    emit(
+    emitted(
         s.host(),
         &IFeedback::RatingCommitted {
             receiptId: id,
             validator: caller,
             weight: stake,
         },
-    )?;
-    Ok(Bytes::new())
+    )
 }
 
 fn reveal(s: &mut Storage<'_>, caller: Address, c: IFeedback::revealCall) -> Out {
@@ -404,7 +400,7 @@ fn reveal(s: &mut Storage<'_>, caller: Address, c: IFeedback::revealCall) -> Out
     s.set(slot.field(rating::SCORE), c.score)?;
     s.set(slot.field(rating::HARMFUL), c.harmful)?;
     s.set(slot.field(rating::LABELS), c.labelsHash)?;
-    emit(
+    emitted(
         s.host(),
         &IFeedback::RatingRevealed {
             receiptId: id,
@@ -413,8 +409,7 @@ fn reveal(s: &mut Storage<'_>, caller: Address, c: IFeedback::revealCall) -> Out
             harmful: c.harmful,
             labelsHash: c.labelsHash,
         },
-    )?;
-    Ok(Bytes::new())
+    )
 }
 
 /// The stake-weighted lower median of the revealed scores: the least score at or below which
@@ -710,8 +705,7 @@ fn set_params(s: &mut Storage<'_>, caller: Address, p: IFeedback::Params) -> Out
         }));
     }
     s.set_struct(PARAMS, &p)?;
-    emit(s.host(), &IFeedback::ParamsSet { params: p })?;
-    Ok(Bytes::new())
+    emitted(s.host(), &IFeedback::ParamsSet { params: p })
 }
 
 #[cfg(test)]

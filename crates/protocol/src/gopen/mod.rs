@@ -13,7 +13,7 @@ use openledger_primitives::addresses;
 
 use crate::{
     abi::IGOPEN::{self, Checkpoint208, IGOPENCalls},
-    call::{Answer, emit, native_module, returns, revert},
+    call::{Answer, emit, emitted, native_module, returns, revert},
     state::gopen::{ALLOWANCES, BALANCES, CHECKPOINTS, DELEGATES, TOTAL_CHECKPOINTS, TOTAL_SUPPLY},
     storage::{Slot, Storage},
 };
@@ -83,7 +83,7 @@ fn run(mut s: Storage<'_>, call: &ModuleCall<'_>, decoded: IGOPENCalls) -> Answe
 }
 
 /// The ABI-encoded return data of a call.
-type Out = Result<Bytes, ModuleError>;
+type Out = Answer;
 
 fn deposit(s: &mut Storage<'_>, caller: Address, amount: U256) -> Out {
     if amount.is_zero() {
@@ -94,15 +94,14 @@ fn deposit(s: &mut Storage<'_>, caller: Address, amount: U256) -> Out {
     write_checkpoint(s, TOTAL_CHECKPOINTS, supply)?;
     let delegatee: Address = s.get(DELEGATES.at(caller))?;
     move_votes(s, Address::ZERO, delegatee, amount)?;
-    emit(
+    emitted(
         s.host(),
         &IGOPEN::Transfer {
             from: Address::ZERO,
             to: caller,
             value: amount,
         },
-    )?;
-    Ok(Bytes::new())
+    )
 }
 
 fn withdraw(s: &mut Storage<'_>, caller: Address, amount: U256) -> Out {
@@ -116,15 +115,14 @@ fn withdraw(s: &mut Storage<'_>, caller: Address, amount: U256) -> Out {
     let delegatee: Address = s.get(DELEGATES.at(caller))?;
     move_votes(s, delegatee, Address::ZERO, amount)?;
     s.host().transfer(caller, amount)?;
-    emit(
+    emitted(
         s.host(),
         &IGOPEN::Transfer {
             from: caller,
             to: Address::ZERO,
             value: amount,
         },
-    )?;
-    Ok(Bytes::new())
+    )
 }
 
 /// Takes `amount` from `account`'s balance, or reverts as ERC-20 tokens do.

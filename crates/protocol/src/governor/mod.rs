@@ -13,7 +13,7 @@ use openledger_primitives::{Genesis, addresses};
 
 use crate::{
     abi::IGovernor::{self, IGovernorCalls, ProposalState},
-    call::{Answer, check_len, emit, native_module, returns, revert},
+    call::{Answer, check_len, emit, emitted, native_module, returns, revert},
     gopen,
     math::{PPM, ppm_of},
     state::governor::{HAS_VOTED, NONCES, PARAMS, PROPOSAL_IDS, PROPOSALS, field, param},
@@ -272,7 +272,7 @@ pub fn hash_proposal(
 }
 
 /// The ABI-encoded return data of a call.
-type Out = Result<Bytes, ModuleError>;
+type Out = Answer;
 
 fn param(s: &mut Storage<'_>, index: u8) -> Result<U256, ModuleError> {
     s.get(PARAMS.field(index))
@@ -297,8 +297,7 @@ fn set_param<E: alloy_sol_types::SolEvent>(
     only_governance(caller)?;
     let old = param(s, index)?;
     s.set(PARAMS.field(index), value)?;
-    emit(s.host(), &event(old, value))?;
-    Ok(Bytes::new())
+    emitted(s.host(), &event(old, value))
 }
 
 fn propose(s: &mut Storage<'_>, caller: Address, c: IGovernor::proposeCall) -> Out {

@@ -7,14 +7,14 @@
 //! served once its creator deploys again, while receipts of the versions served before still
 //! settle against the datanet versions those were trained on.
 
-use alloy_primitives::{Address, Bytes, U256};
+use alloy_primitives::{Address, U256};
 use alloy_sol_types::SolCall;
 use openledger_chain::{ModuleCall, ModuleError};
 use openledger_primitives::{Genesis, addresses};
 
 use crate::{
     abi::IModels::{self, IModelsCalls, Status},
-    call::{Answer, check_len, emit, native_module, revert},
+    call::{Answer, check_len, emit, emitted, native_module, revert},
     state::{
         datanets::{datanet_info, has_access},
         models::{ADMIN, MODEL_COUNT, MODELS, artifact_field, artifact_slot, field, read_artifact},
@@ -78,7 +78,7 @@ fn run(mut s: Storage<'_>, call: &ModuleCall<'_>, decoded: IModelsCalls) -> Answ
 }
 
 /// The ABI-encoded return data of a call.
-type Out = Result<Bytes, ModuleError>;
+type Out = Answer;
 
 fn propose(s: &mut Storage<'_>, caller: Address, c: IModels::proposeModelCall) -> Out {
     if c.name.trim().is_empty() {
@@ -126,14 +126,13 @@ fn approve(s: &mut Storage<'_>, caller: Address, id: U256) -> Out {
     let base = existing(s, id)?;
     require_status(s, base, id, Status::Proposed)?;
     s.set(base.field(field::STATUS), Status::Approved)?;
-    emit(
+    emitted(
         s.host(),
         &IModels::ModelApproved {
             modelId: id,
             approver: caller,
         },
-    )?;
-    Ok(Bytes::new())
+    )
 }
 
 fn register(s: &mut Storage<'_>, caller: Address, c: IModels::registerArtifactCall) -> Out {
@@ -207,7 +206,7 @@ fn register(s: &mut Storage<'_>, caller: Address, c: IModels::registerArtifactCa
         s.set(base.field(field::STATUS), Status::Trained)?;
         make_current(s, base, version, artifact)?;
     }
-    emit(
+    emitted(
         s.host(),
         &IModels::ArtifactRegistered {
             modelId: c.modelId,
@@ -216,8 +215,7 @@ fn register(s: &mut Storage<'_>, caller: Address, c: IModels::registerArtifactCa
             metricsHash: c.metricsHash,
             version,
         },
-    )?;
-    Ok(Bytes::new())
+    )
 }
 
 /// The base slot of artifact `version` of the model at `base`.
@@ -270,7 +268,7 @@ fn deploy(s: &mut Storage<'_>, caller: Address, c: IModels::deployCall) -> Out {
     s.set(base.field(field::OPERATOR), c.operator)?;
     s.set(base.field(field::INPUT_RATE), c.inputRatePer1k)?;
     s.set(base.field(field::OUTPUT_RATE), c.outputRatePer1k)?;
-    emit(
+    emitted(
         s.host(),
         &IModels::ModelDeployed {
             modelId: c.modelId,
@@ -279,8 +277,7 @@ fn deploy(s: &mut Storage<'_>, caller: Address, c: IModels::deployCall) -> Out {
             outputRatePer1k: c.outputRatePer1k,
             artifactVersion: newest,
         },
-    )?;
-    Ok(Bytes::new())
+    )
 }
 
 fn retire(s: &mut Storage<'_>, caller: Address, id: U256) -> Out {
@@ -301,14 +298,13 @@ fn retire(s: &mut Storage<'_>, caller: Address, id: U256) -> Out {
         }));
     }
     s.set(base.field(field::STATUS), Status::Retired)?;
-    emit(
+    emitted(
         s.host(),
         &IModels::ModelRetired {
             modelId: id,
             by: caller,
         },
-    )?;
-    Ok(Bytes::new())
+    )
 }
 
 fn mark_slashed(s: &mut Storage<'_>, caller: Address, id: U256) -> Out {
@@ -318,8 +314,7 @@ fn mark_slashed(s: &mut Storage<'_>, caller: Address, id: U256) -> Out {
     let base = existing(s, id)?;
     require_status(s, base, id, Status::Deployed)?;
     s.set(base.field(field::STATUS), Status::Slashed)?;
-    emit(s.host(), &IModels::ModelSlashed { modelId: id })?;
-    Ok(Bytes::new())
+    emitted(s.host(), &IModels::ModelSlashed { modelId: id })
 }
 
 fn is_governance(s: &mut Storage<'_>, account: Address) -> Result<bool, ModuleError> {

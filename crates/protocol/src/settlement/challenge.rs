@@ -8,7 +8,7 @@
 
 use std::fmt::Debug;
 
-use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
+use alloy_primitives::{Address, B256, U256, keccak256};
 use alloy_sol_types::{SolCall, SolValue};
 use openledger_chain::ModuleError;
 use openledger_primitives::{OPEN, addresses};
@@ -20,8 +20,7 @@ use crate::{
         ISettlement::{self, ReceiptRecord, ReceiptStatus},
         IStaking,
     },
-    call::emit,
-    call::revert,
+    call::{Answer, emit, revert},
     state::settlement::{RECORDS, record},
     storage::Storage,
 };
@@ -113,7 +112,7 @@ pub(super) fn challenge(
     caller: Address,
     bond: U256,
     c: ISettlement::challengeCall,
-) -> Result<Bytes, ModuleError> {
+) -> Answer {
     let id = c.receiptId;
     let record = &c.record;
     let settled_at = check(s, id, bond, record, &c.prompt, &c.output)?;

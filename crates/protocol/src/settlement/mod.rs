@@ -24,7 +24,7 @@ use crate::{
         ISettlement::{self, ISettlementCalls, InferenceOrder, InferenceReceipt, Role},
         IStaking,
     },
-    call::{decode, emit, no_value, returns, revert},
+    call::{Answer, decode, emit, emitted, no_value, returns, revert},
     state::{
         datanets::{contribution_info, datanet_info},
         feedback::reward_for,
@@ -110,7 +110,7 @@ impl NativeModule for Settlement {
         storage
     }
 
-    fn call(&self, call: ModuleCall<'_>, host: &mut dyn ModuleHost) -> Result<Bytes, ModuleError> {
+    fn call(&self, call: ModuleCall<'_>, host: &mut dyn ModuleHost) -> Answer {
         let decoded: ISettlementCalls = decode(call.input, ISettlement::InvalidCalldata {})?;
         if !matches!(
             decoded,
@@ -234,7 +234,7 @@ pub fn domain(chain_id: u64) -> Eip712Domain {
     }
 }
 
-fn deposit(s: &mut Storage<'_>, caller: Address, amount: U256) -> Result<Bytes, ModuleError> {
+fn deposit(s: &mut Storage<'_>, caller: Address, amount: U256) -> Answer {
     if amount.is_zero() {
         return Err(revert(ISettlement::ZeroAmount {}));
     }
@@ -245,14 +245,13 @@ fn deposit(s: &mut Storage<'_>, caller: Address, amount: U256) -> Result<Bytes, 
     let (unlocked, _) = unlocking(s, caller, balance)?;
     s.set(UNLOCKING.at(caller), unlocked)?;
     s.set(slot, balance + amount)?;
-    emit(
+    emitted(
         s.host(),
         &ISettlement::Deposited {
             account: caller,
             amount,
         },
-    )?;
-    Ok(Bytes::new())
+    )
 }
 
 /// How much of `account`'s escrow (`balance`) is unlocking, and when it can be withdrawn: no
@@ -284,7 +283,7 @@ fn escrow_covering(
     Ok((slot, available))
 }
 
-fn unlock(s: &mut Storage<'_>, caller: Address, amount: U256) -> Result<Bytes, ModuleError> {
+fn unlock(s: &mut Storage<'_>, caller: Address, amount: U256) -> Answer {
     escrow_covering(s, caller, amount)?;
     let release = if amount.is_zero() {
         0
@@ -295,20 +294,19 @@ fn unlock(s: &mut Storage<'_>, caller: Address, amount: U256) -> Result<Bytes, M
     let slot = UNLOCKING.at(caller);
     s.set(slot.field(unlock::AMOUNT), amount)?;
     s.set(slot.field(unlock::RELEASE_AT), release)?;
-    emit(
+    emitted(
         s.host(),
         &ISettlement::Unlocking {
             account: caller,
             amount,
             releaseAt: release,
         },
-    )?;
-    Ok(Bytes::new())
+    )
 }
 
 /// Takes unlocked escrow out: at most what is unlocked, once its delay has passed, and at most
 /// what settlements have left of the escrow.
-fn withdraw(s: &mut Storage<'_>, caller: Address, amount: U256) -> Result<Bytes, ModuleError> {
+fn withdraw(s: &mut Storage<'_>, caller: Address, amount: U256) -> Answer {
     if amount.is_zero() {
         return Err(revert(ISettlement::ZeroAmount {}));
     }
@@ -331,17 +329,16 @@ fn withdraw(s: &mut Storage<'_>, caller: Address, amount: U256) -> Result<Bytes,
     s.set(UNLOCKING.at(caller), unlocked - amount)?;
     s.set(slot, available - amount)?;
     s.host().transfer(caller, amount)?;
-    emit(
+    emitted(
         s.host(),
         &ISettlement::Withdrawn {
             account: caller,
             amount,
         },
-    )?;
-    Ok(Bytes::new())
+    )
 }
 
-fn claim(s: &mut Storage<'_>, caller: Address) -> Result<Bytes, ModuleError> {
+fn claim(s: &mut Storage<'_>, caller: Address) -> Answer {
     let slot = REWARDS.at(caller);
     let amount: U256 = s.get(slot)?;
     if amount.is_zero() {
@@ -506,7 +503,7 @@ fn accrue_access(
     caller: Address,
     value: U256,
     c: ISettlement::accrueAccessCall,
-) -> Result<Bytes, ModuleError> {
+) -> Answer {
     if caller != addresses::DATANETS {
         return Err(revert(ISettlement::NotDatanets { caller }));
     }
@@ -686,11 +683,7 @@ fn words(platform_fee: U256, shares: Shares) -> [U256; 4] {
     ]
 }
 
-fn set_params(
-    s: &mut Storage<'_>,
-    caller: Address,
-    c: ISettlement::setParamsCall,
-) -> Result<Bytes, ModuleError> {
+fn set_params(s: &mut Storage<'_>, caller: Address, c: ISettlement::setParamsCall) -> Answer {
     if !is_governance(s.host(), caller)? {
         return Err(revert(ISettlement::NotGovernance { account: caller }));
     }
@@ -707,7 +700,7 @@ fn set_params(
     for (slot, value) in consecutive(PARAMS, words(c.platformFee, shares)) {
         s.set(Slot(slot), value)?;
     }
-    emit(
+    emitted(
         s.host(),
         &ISettlement::ParamsSet {
             platformFee: c.platformFee,
@@ -715,8 +708,7 @@ fn set_params(
             stakersShare: c.stakersShare,
             contributorsShare: c.contributorsShare,
         },
-    )?;
-    Ok(Bytes::new())
+    )
 }
 
 fn read_shares(s: &mut Storage<'_>) -> Result<Shares, ModuleError> {

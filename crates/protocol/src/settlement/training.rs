@@ -3,14 +3,14 @@
 //! the model has registered a new artifact, and refunds the hold when the training fails or is
 //! cancelled. A payer whose trainer never settles takes the fee back after the order's expiry.
 
-use alloy_primitives::{Address, B256, Bytes, U256};
+use alloy_primitives::{Address, B256, U256};
 use alloy_sol_types::{SolCall, SolStruct};
 use openledger_chain::ModuleError;
 
 use super::{RECOVER_GAS, domain, signer, unlocking};
 use crate::{
     abi::ISettlement::{self, HoldStatus, TrainingHold, TrainingOrder},
-    call::{emit, revert},
+    call::{Answer, emit, emitted, revert},
     state::{
         models::model_info,
         settlement::{ESCROW, HOLDS, NONCES, PAID_UP_TO, hold},
@@ -18,7 +18,7 @@ use crate::{
     storage::Storage,
 };
 
-type Out = Result<Bytes, ModuleError>;
+type Out = Answer;
 
 pub(super) fn digest(s: &mut Storage<'_>, order: &TrainingOrder) -> B256 {
     order.eip712_signing_hash(&domain(s.host().chain_id()))
@@ -144,15 +144,14 @@ pub(super) fn pay(s: &mut Storage<'_>, caller: Address, id: B256) -> Out {
     s.set(PAID_UP_TO.at(held.modelId), artifacts)?;
     s.set(HOLDS.at(id).field(hold::STATUS), HoldStatus::Paid as u8)?;
     s.host().transfer(held.trainer, held.amount)?;
-    emit(
+    emitted(
         s.host(),
         &ISettlement::TrainingPaid {
             holdId: id,
             trainer: held.trainer,
             amount: held.amount,
         },
-    )?;
-    Ok(Bytes::new())
+    )
 }
 
 pub(super) fn refund(s: &mut Storage<'_>, caller: Address, id: B256) -> Out {
@@ -173,13 +172,12 @@ pub(super) fn refund(s: &mut Storage<'_>, caller: Address, id: B256) -> Out {
     }
     s.set(HOLDS.at(id).field(hold::STATUS), HoldStatus::Refunded as u8)?;
     s.add(ESCROW.at(held.payer), held.amount)?;
-    emit(
+    emitted(
         s.host(),
         &ISettlement::TrainingRefunded {
             holdId: id,
             payer: held.payer,
             amount: held.amount,
         },
-    )?;
-    Ok(Bytes::new())
+    )
 }

@@ -15,7 +15,7 @@ use crate::{
         IModels::{self, Status},
         IStaking::{self, IStakingCalls},
     },
-    call::{Answer, check_len, emit, native_module, returns, revert},
+    call::{Answer, check_len, emit, emitted, native_module, returns, revert},
     math::{PPM, mul_div, ppm_of},
     state::{
         datanets::{contribution_info, datanet_info},
@@ -103,7 +103,7 @@ fn run(mut s: Storage<'_>, call: &ModuleCall<'_>, decoded: IStakingCalls) -> Ans
 }
 
 /// The ABI-encoded return data of a call.
-type Out = Result<Bytes, ModuleError>;
+type Out = Answer;
 
 /// Reverts unless the model exists and may still take stake.
 fn open_model(s: &mut Storage<'_>, id: U256) -> Result<Status, ModuleError> {
@@ -128,7 +128,7 @@ fn stake(s: &mut Storage<'_>, caller: Address, id: U256, amount: U256) -> Out {
     s.add(base.field(pool::BONDED), amount)?;
     s.add(base.field(pool::BONDED_SHARES), new_shares)?;
     reset_debt(s, id, slot, shares)?;
-    emit(
+    emitted(
         s.host(),
         &IStaking::Staked {
             modelId: id,
@@ -136,8 +136,7 @@ fn stake(s: &mut Storage<'_>, caller: Address, id: U256, amount: U256) -> Out {
             amount,
             shares: new_shares,
         },
-    )?;
-    Ok(Bytes::new())
+    )
 }
 
 /// Shares `amount` buys in the pool whose amount is at `amount_slot` (its shares follow it).
@@ -182,7 +181,7 @@ fn request_unstake(s: &mut Storage<'_>, caller: Address, id: U256, amount: U256)
     s.set(base.field(pool::BONDED_SHARES), total_shares - burn)?;
     reset_debt(s, id, slot, shares - burn)?;
     let release = start_unbonding(s, id, slot, amount)?;
-    emit(
+    emitted(
         s.host(),
         &IStaking::UnstakeRequested {
             modelId: id,
@@ -190,8 +189,7 @@ fn request_unstake(s: &mut Storage<'_>, caller: Address, id: U256, amount: U256)
             amount,
             releaseAt: release,
         },
-    )?;
-    Ok(Bytes::new())
+    )
 }
 
 /// Puts `amount` into the model's unbonding pool for the position at `slot`; returns when it
@@ -219,7 +217,7 @@ fn stake_operator(s: &mut Storage<'_>, caller: Address, id: U256, amount: U256) 
     }
     open_model(s, id)?;
     let total = s.add(OPERATOR_STAKE.at(id).at(caller), amount)?;
-    emit(
+    emitted(
         s.host(),
         &IStaking::OperatorStaked {
             modelId: id,
@@ -227,8 +225,7 @@ fn stake_operator(s: &mut Storage<'_>, caller: Address, id: U256, amount: U256) 
             amount,
             total,
         },
-    )?;
-    Ok(Bytes::new())
+    )
 }
 
 fn request_operator_unstake(s: &mut Storage<'_>, caller: Address, id: U256, amount: U256) -> Out {
@@ -245,7 +242,7 @@ fn request_operator_unstake(s: &mut Storage<'_>, caller: Address, id: U256, amou
     }
     s.set(stake_slot, available - amount)?;
     let release = start_unbonding(s, id, POSITIONS.at(id).at(caller), amount)?;
-    emit(
+    emitted(
         s.host(),
         &IStaking::OperatorUnstakeRequested {
             modelId: id,
@@ -253,8 +250,7 @@ fn request_operator_unstake(s: &mut Storage<'_>, caller: Address, id: U256, amou
             amount,
             releaseAt: release,
         },
-    )?;
-    Ok(Bytes::new())
+    )
 }
 
 fn withdraw_unbonded(s: &mut Storage<'_>, caller: Address, id: U256) -> Out {
@@ -357,15 +353,14 @@ fn notify_fee(s: &mut Storage<'_>, caller: Address, id: U256, fee: U256, reward:
     s.add(base.field(pool::REWARD_PER_SHARE), increment)?;
     let dust = reward - increment * shares / PRECISION;
     s.host().transfer(addresses::TREASURY, dust)?;
-    emit(
+    emitted(
         s.host(),
         &IStaking::RewardsDistributed {
             modelId: id,
             amount: reward,
             fee,
         },
-    )?;
-    Ok(Bytes::new())
+    )
 }
 
 fn record_volume(s: &mut Storage<'_>, id: U256, fee: U256) -> Result<(), ModuleError> {
@@ -505,7 +500,7 @@ fn flag(s: &mut Storage<'_>, caller: Address, contribution: U256, reason: String
     }
     s.set(flagged, true)?;
     let score = s.add(PENALTY.at(info.contributor), U256::from(1))?;
-    emit(
+    emitted(
         s.host(),
         &IStaking::ContributionFlagged {
             contributionId: contribution,
@@ -514,8 +509,7 @@ fn flag(s: &mut Storage<'_>, caller: Address, contribution: U256, reason: String
             penaltyScore: score.saturating_to(),
             reason,
         },
-    )?;
-    Ok(Bytes::new())
+    )
 }
 
 fn set_params(s: &mut Storage<'_>, caller: Address, p: IStaking::Params) -> Out {
@@ -530,8 +524,7 @@ fn set_params(s: &mut Storage<'_>, caller: Address, p: IStaking::Params) -> Out 
         }
     }
     s.set_struct(PARAMS, &p)?;
-    emit(s.host(), &IStaking::ParamsSet { params: p })?;
-    Ok(Bytes::new())
+    emitted(s.host(), &IStaking::ParamsSet { params: p })
 }
 
 fn model_stake(s: &mut Storage<'_>, id: U256) -> Result<IStaking::ModelStake, ModuleError> {

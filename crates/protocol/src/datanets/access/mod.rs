@@ -19,7 +19,7 @@ use crate::{
         IModels,
         ISettlement::{self, Accrual, Role},
     },
-    call::{emit, revert},
+    call::{Answer, emit, emitted, revert},
     math::{PPM, ppm_of},
     state::{
         datanets::{
@@ -34,7 +34,7 @@ use crate::{
 /// Most contributions one request may newly cover: each is read and paid.
 pub const MAX_NEW_CONTRIBUTIONS: u64 = 1_000;
 
-type Out = Result<Bytes, ModuleError>;
+type Out = Answer;
 
 /// The access parameters' genesis storage.
 pub(super) fn genesis(p: &ProtocolParams) -> Vec<(U256, U256)> {
@@ -62,8 +62,7 @@ pub(super) fn set_params(
         }));
     }
     s.set_struct(ACCESS_PARAMS, &params)?;
-    emit(s.host(), &IDatanets::AccessParamsSet { params })?;
-    Ok(Bytes::new())
+    emitted(s.host(), &IDatanets::AccessParamsSet { params })
 }
 
 pub(super) fn read_terms(
@@ -100,15 +99,14 @@ pub(super) fn set_terms(
     }
     s.set(base.field(datanet::PRICE_PER_ROW), c.pricePerRow)?;
     s.set(base.field(datanet::APPROVAL_REQUIRED), c.approvalRequired)?;
-    emit(
+    emitted(
         s.host(),
         &IDatanets::AccessTermsSet {
             datanetId: c.datanetId,
             pricePerRow: c.pricePerRow,
             approvalRequired: c.approvalRequired,
         },
-    )?;
-    Ok(Bytes::new())
+    )
 }
 
 pub(super) fn read_grant(
@@ -318,14 +316,13 @@ pub(super) fn refuse(s: &mut Storage<'_>, caller: Address, id: U256) -> Out {
     if !request.fee.is_zero() {
         s.host().transfer(request.requester, request.fee)?;
     }
-    emit(
+    emitted(
         s.host(),
         &IDatanets::AccessRefused {
             requestId: id,
             refunded: request.fee,
         },
-    )?;
-    Ok(Bytes::new())
+    )
 }
 
 /// Grants request `id`: its model's access now reaches its version, and its fee is paid out.
