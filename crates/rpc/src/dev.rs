@@ -13,17 +13,23 @@ use alloy_primitives::{Address, B256, TxKind, U64, U256};
 use alloy_rpc_types_eth::TransactionRequest;
 use alloy_serde::JsonStorageKey;
 use alloy_signer::SignerSync;
-use jsonrpsee::proc_macros::rpc;
+use jsonrpsee::{
+    MethodResponse,
+    core::middleware::{Batch, BatchEntry, BatchEntryErr, Notification, RpcServiceT},
+    proc_macros::rpc,
+    types::{ErrorObjectOwned, Params, Request},
+};
 use openledger_chain::{
     clock::{MAX_BLOCK_INTERVAL, Mining},
     state::StateEdit,
 };
+use serde_json::value::RawValue;
 
 use crate::{
     context::{DevState, RpcContext, Snapshot},
     error::{RpcError, RpcResult},
     eth::DEFAULT_PRIORITY_FEE,
-    params::{PrefixedBytes, Quantity},
+    params::{Args, PrefixedBytes, Quantity},
 };
 
 /// Most blocks one `anvil_mine`/`hardhat_mine` seals: each is a durable commit.
@@ -136,6 +142,96 @@ pub trait DevApi {
     /// [`DevApiServer::stop_impersonating_account`], answering `true`.
     #[method(name = "hardhat_stopImpersonatingAccount")]
     fn hardhat_stop_impersonating_account(&self, account: Address) -> RpcResult<bool>;
+}
+
+/// How many parameters each dev method takes. [`Strict`] refuses a request with more, or with
+/// parameters that are not an array, as geth and anvil refuse them (the `#[rpc]` macro's reader
+/// would ignore the rest); a test checks that every method of [`DevApi`] is listed.
+pub const ARITY: &[(&str, usize)] = &[
+    ("evm_increaseTime", 1),
+    ("evm_setNextBlockTimestamp", 1),
+    ("evm_mine", 1),
+    ("anvil_mine", 2),
+    ("hardhat_mine", 2),
+    ("evm_setAutomine", 1),
+    ("anvil_getAutomine", 0),
+    ("hardhat_getAutomine", 0),
+    ("evm_setIntervalMining", 1),
+    ("anvil_setIntervalMining", 1),
+    ("anvil_setBalance", 2),
+    ("hardhat_setBalance", 2),
+    ("anvil_setNonce", 2),
+    ("hardhat_setNonce", 2),
+    ("anvil_setCode", 2),
+    ("hardhat_setCode", 2),
+    ("anvil_setStorageAt", 3),
+    ("hardhat_setStorageAt", 3),
+    ("evm_snapshot", 0),
+    ("anvil_snapshot", 0),
+    ("evm_revert", 1),
+    ("anvil_revert", 1),
+    ("anvil_impersonateAccount", 1),
+    ("hardhat_impersonateAccount", 1),
+    ("anvil_stopImpersonatingAccount", 1),
+    ("hardhat_stopImpersonatingAccount", 1),
+];
+
+/// Why a dev method's request is refused before it runs, if it is.
+fn refusal(method: &str, params: Option<&RawValue>) -> Option<ErrorObjectOwned> {
+    let (_, max) = ARITY.iter().find(|(name, _)| *name == method)?;
+    let params = Params::new(params.map(RawValue::get));
+    Args::new(&params, *max).err().map(Into::into)
+}
+
+/// The RPC middleware that applies [`ARITY`].
+#[derive(Debug, Clone)]
+pub struct Strict<S> {
+    /// The service guarded.
+    pub inner: S,
+}
+
+impl<S> RpcServiceT for Strict<S>
+where
+    S: RpcServiceT<MethodResponse = MethodResponse> + Clone + Send + Sync + 'static,
+{
+    type MethodResponse = MethodResponse;
+    type NotificationResponse = S::NotificationResponse;
+    type BatchResponse = S::BatchResponse;
+
+    fn call<'a>(
+        &self,
+        request: Request<'a>,
+    ) -> impl Future<Output = Self::MethodResponse> + Send + 'a {
+        let refused = refusal(request.method_name(), request.params.as_deref());
+        let inner = self.inner.clone();
+        async move {
+            match refused {
+                Some(e) => MethodResponse::error(request.id, e),
+                None => inner.call(request).await,
+            }
+        }
+    }
+
+    fn batch<'a>(
+        &self,
+        mut requests: Batch<'a>,
+    ) -> impl Future<Output = Self::BatchResponse> + Send + 'a {
+        for entry in requests.iter_mut() {
+            if let Ok(BatchEntry::Call(request)) = entry
+                && let Some(e) = refusal(request.method_name(), request.params.as_deref())
+            {
+                *entry = Err(BatchEntryErr::new(request.id.clone(), e));
+            }
+        }
+        self.inner.batch(requests)
+    }
+
+    fn notification<'a>(
+        &self,
+        n: Notification<'a>,
+    ) -> impl Future<Output = Self::NotificationResponse> + Send + 'a {
+        self.inner.notification(n)
+    }
 }
 
 /// The dev methods over the server's context.

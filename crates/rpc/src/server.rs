@@ -80,10 +80,14 @@ pub async fn start(chain: Arc<Chain>, config: RpcConfig) -> std::io::Result<RpcS
     let server = Server::builder()
         .set_config(server_config)
         .set_http_middleware(tower::ServiceBuilder::new().layer(cors).layer(guard))
-        .set_rpc_middleware(RpcServiceBuilder::new().layer_fn(move |inner| Counted {
-            inner,
-            metrics: counted.clone(),
-        }))
+        .set_rpc_middleware(
+            RpcServiceBuilder::new()
+                .layer_fn(move |inner| Counted {
+                    inner,
+                    metrics: counted.clone(),
+                })
+                .layer_fn(|inner| crate::dev::Strict { inner }),
+        )
         .build(addr)
         .await?;
     let local_addr = server.local_addr()?;

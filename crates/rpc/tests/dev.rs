@@ -3,16 +3,24 @@
 
 use std::sync::Arc;
 
-use alloy_primitives::{Address, B256, U256};
+use alloy_primitives::{Address, B256, U64, U256};
 use alloy_signer_local::PrivateKeySigner;
 use jsonrpsee::{
-    core::{ClientError, client::ClientT},
+    core::{
+        ClientError,
+        client::ClientT,
+        params::{ArrayParams, ObjectParams},
+    },
     http_client::{HttpClient, HttpClientBuilder},
     rpc_params,
 };
 use openledger_chain::{Chain, ChainConfig, Store, mempool::PoolLimits};
 use openledger_primitives::Genesis;
-use openledger_rpc::{DevRpc, RpcConfig, RpcServer};
+use openledger_rpc::{
+    DevRpc, RpcConfig, RpcServer,
+    dev::{ARITY, DevApiClient},
+    params::Quantity,
+};
 use serde_json::{Value, json};
 
 async fn serve(dev: Option<DevRpc>) -> (Arc<Chain>, RpcServer, HttpClient) {
@@ -131,5 +139,66 @@ async fn an_impersonated_account_sends_unsigned_and_owns_what_it_sent() {
         .await
         .unwrap_err();
     assert!(refused.to_string().contains("unknown account"), "{refused}");
+    server.stop().await;
+}
+
+fn message(err: ClientError) -> String {
+    match err {
+        ClientError::Call(e) => e.message().to_string(),
+        other => panic!("not an error answer: {other}"),
+    }
+}
+
+/// The dev namespace is one declaration: every method the server answers is listed with how
+/// many parameters it takes, a request with more (or with named parameters) is refused as geth
+/// refuses it, and the client generated from the same trait calls the methods.
+#[tokio::test]
+async fn dev_methods_take_what_they_declare_and_the_generated_client_calls_them() {
+    let (chain, server, client) = serve(Some(DevRpc::default())).await;
+    let mut served: Vec<&str> = server
+        .methods
+        .method_names()
+        .filter(|m| {
+            ["evm_", "anvil_", "hardhat_"]
+                .iter()
+                .any(|p| m.starts_with(p))
+        })
+        .collect();
+    let mut listed: Vec<&str> = ARITY.iter().map(|(name, _)| *name).collect();
+    served.sort_unstable();
+    listed.sort_unstable();
+    assert_eq!(served, listed);
+
+    for (method, max) in ARITY {
+        let mut params = ArrayParams::new();
+        for _ in 0..=*max {
+            params.insert(Value::Null).unwrap();
+        }
+        let err = client
+            .request::<Value, _>(method, params)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            message(err),
+            format!("too many arguments, want at most {max}"),
+            "{method}"
+        );
+    }
+    let mut named = ObjectParams::new();
+    named.insert("timestamp", "0x1").unwrap();
+    let err = client
+        .request::<Value, _>("evm_mine", named)
+        .await
+        .unwrap_err();
+    assert_eq!(message(err), "non-array args");
+
+    let head = chain.head().header.number;
+    client.mine(Some(Quantity(3)), None).await.unwrap();
+    assert_eq!(chain.head().header.number, head + 3);
+    assert_eq!(client.snapshot().await.unwrap(), U64::from(1));
+    for on in [true, false] {
+        assert!(client.set_automine(on).await.unwrap());
+        assert_eq!(client.automine().await.unwrap(), on);
+    }
     server.stop().await;
 }
