@@ -11,7 +11,9 @@ use alloy_provider::{
     WatchTxError,
 };
 use alloy_rpc_client::RpcClient;
-use alloy_rpc_types_eth::{BlockNumberOrTag, Filter, Log, TransactionReceipt, TransactionRequest};
+use alloy_rpc_types_eth::{
+    BlockNumberOrTag, Filter, Log, TransactionReceipt, TransactionRequest, TransactionTrait,
+};
 use alloy_signer_local::PrivateKeySigner;
 use alloy_sol_types::{SolCall, SolEvent, SolInterface};
 use alloy_transport::{RpcError, TransportError, TransportErrorKind};
@@ -33,6 +35,10 @@ use crate::transport;
 const RECEIPT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Blocks per `eth_getLogs` request: the node's default limit.
 const LOG_RANGE: u64 = 10_000;
+/// Sends of one transaction: another sender for the same account (a second command, a service)
+/// may take the nonce read for it, and the pool then refuses the second of the two. Senders that
+/// collided wait a random few milliseconds, so that they do not collide again.
+const SEND_ATTEMPTS: usize = 10;
 
 /// A connection to a node, with an optional signer for transactions: an alloy provider whose
 /// fillers complete each transaction (chain id, the pending nonce, fees) and whose wallet signs
@@ -152,12 +158,20 @@ impl Client {
             .map_err(readable)?;
         // Estimates are exact for module calls; the margin covers state moving meanwhile.
         let request = request.gas_limit(gas * 6 / 5);
-        let pending = self
-            .provider
-            .send_transaction(request)
-            .await
-            .map_err(readable)?;
-        Ok(*pending.tx_hash())
+        let mut attempt = 1;
+        loop {
+            match self.provider.send_transaction(request.clone()).await {
+                Ok(pending) => return Ok(*pending.tx_hash()),
+                // The nonce just read was taken by another transaction of the account's: the
+                // next fill reads the pending count again, past it.
+                Err(e) if attempt < SEND_ATTEMPTS && nonce_taken(&e) => {
+                    attempt += 1;
+                    let pause = rand::random_range(1..=50);
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+                Err(e) => return Err(readable(e)),
+            }
+        }
     }
 
     /// Waits for transaction `hash`'s receipt; fails unless it succeeded.
@@ -169,17 +183,37 @@ impl Client {
             .map_err(|e| match e {
                 PendingTransactionError::TransportError(e) => readable(e),
                 PendingTransactionError::TxWatcher(WatchTxError::Timeout) => anyhow::anyhow!(
-                    "transaction {hash} was not included within {RECEIPT_TIMEOUT:?}"
+                    "transaction {hash} was not included within {RECEIPT_TIMEOUT:?}; it may \
+                     still be (are blocks being sealed?): look it up by its hash before sending \
+                     it again"
                 ),
-                other => other.into(),
+                other => anyhow::anyhow!("{other}"),
             })?;
         if !receipt.status() {
+            let block = receipt.block_number.unwrap_or_default();
             bail!(
-                "transaction {hash} reverted in block {:?}",
-                receipt.block_number
+                "transaction {hash} reverted in block {block}{}",
+                self.why_reverted(hash).await
             );
         }
         Ok(receipt)
+    }
+
+    /// Why a transaction that passed its gas estimate reverted once included, as far as running
+    /// it again on the newest state can say (what changed in between is what made it revert).
+    async fn why_reverted(&self, hash: B256) -> String {
+        let Ok(Some(tx)) = self.provider.get_transaction_by_hash(hash).await else {
+            return String::new();
+        };
+        let again = TransactionRequest::default()
+            .from(tx.inner.signer())
+            .to(tx.inner.to().unwrap_or_default())
+            .value(tx.inner.value())
+            .input(tx.inner.input().clone().into());
+        match self.provider.call(again).latest().await {
+            Ok(_) => ": the state it ran on has changed since".into(),
+            Err(e) => format!(": run again now, {}", readable(e)),
+        }
     }
 
     /// The node's chain id.
@@ -202,8 +236,16 @@ impl Client {
     /// latest one (blocks sealed one per transaction can run ahead of the wall clock).
     pub async fn advance_time(&self, seconds: u64) -> anyhow::Result<()> {
         let latest = self.latest_timestamp().await?;
-        self.increase_time(Quantity(seconds)).await?;
-        self.evm_mine(Some(Quantity(latest + seconds))).await?;
+        let refused = |e: ClientError| match e {
+            ClientError::Call(e) => anyhow::anyhow!("{}", e.message()),
+            other => anyhow::anyhow!("{other}"),
+        };
+        self.increase_time(Quantity(seconds))
+            .await
+            .map_err(refused)?;
+        self.evm_mine(Some(Quantity(latest.saturating_add(seconds))))
+            .await
+            .map_err(refused)?;
         Ok(())
     }
 
@@ -336,11 +378,42 @@ fn readable(e: TransportError) -> anyhow::Error {
             }
             _ => anyhow::anyhow!("{}", payload.message),
         },
+        RpcError::Transport(TransportErrorKind::HttpError(http)) => anyhow::anyhow!(
+            "the node answered HTTP {} instead of JSON-RPC: {NOT_RPC}",
+            http.status
+        ),
         RpcError::Transport(TransportErrorKind::Custom(reason)) => {
-            anyhow::anyhow!("cannot reach the node: {reason}; is `openledger dev` running?")
+            let timed_out = reason
+                .downcast_ref::<reqwest::Error>()
+                .is_some_and(reqwest::Error::is_timeout);
+            if timed_out {
+                anyhow::anyhow!("the node did not answer in time ({reason}); is it overloaded?")
+            } else {
+                anyhow::anyhow!("cannot reach the node: {reason}; is `openledger dev` running?")
+            }
         }
-        other => other.into(),
+        RpcError::DeserError { err, .. } => {
+            anyhow::anyhow!("the node's answer is not JSON-RPC ({err}): {NOT_RPC}")
+        }
+        other => anyhow::anyhow!("{other}"),
     }
+}
+
+/// What a URL that answers something other than JSON-RPC probably is.
+const NOT_RPC: &str = "is --rpc-url the node's JSON-RPC endpoint (`openledger dev` prints it; \
+                       the content API's port is another)?";
+
+/// Whether the pool refused a transaction because another of its sender's holds its nonce.
+fn nonce_taken(e: &TransportError) -> bool {
+    e.as_error_resp().is_some_and(|payload| {
+        [
+            "already known",
+            "replacement transaction underpriced",
+            "nonce too low",
+        ]
+        .iter()
+        .any(|m| payload.message.starts_with(m))
+    })
 }
 
 /// A module's custom error, named with its fields, or the raw data.
@@ -364,5 +437,63 @@ pub fn describe_revert(data: &[u8]) -> String {
             _ => debug,
         },
         Err(_) => format!("revert data {}", Bytes::copy_from_slice(data)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openledger_primitives::addresses;
+    use openledger_protocol::abi::ISettlement;
+
+    use super::*;
+    use crate::testing::TestChain;
+
+    /// Six commands sending for one account at once (each its own client, as separate CLI
+    /// processes are) all land, though they read the same pending nonce.
+    #[tokio::test]
+    async fn sends_for_one_account_at_once_all_land() {
+        let chain = TestChain::over_http(2).await;
+        let mut sends = tokio::task::JoinSet::new();
+        for _ in 0..6 {
+            let client = chain.account(1);
+            sends.spawn(async move {
+                let deposit = ISettlement::depositCall {};
+                client
+                    .send(addresses::SETTLEMENT, &deposit, U256::from(1))
+                    .await
+            });
+        }
+        while let Some(sent) = sends.join_next().await {
+            sent.expect("joined").expect("landed");
+        }
+        let account = chain.account(1).sender().unwrap();
+        let escrow = chain
+            .account(1)
+            .view(
+                addresses::SETTLEMENT,
+                &ISettlement::balanceOfCall { account },
+            )
+            .await
+            .unwrap();
+        assert_eq!(escrow, U256::from(6));
+    }
+
+    /// A URL that is not a node's JSON-RPC gets an error that says so, not a hang or a
+    /// transport's internals.
+    #[tokio::test]
+    async fn a_url_that_is_not_the_nodes_json_rpc_says_so() {
+        let err = Client::new("ws://127.0.0.1:8545", None).err().unwrap();
+        assert!(err.to_string().contains("http:// or https://"), "{err}");
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(listener, axum::Router::new()).await });
+        let client = Client::new(&format!("http://{addr}"), None).unwrap();
+        let err = client.block_number().await.unwrap_err().to_string();
+        assert!(
+            err.contains("HTTP 404") && err.contains("--rpc-url"),
+            "{err}"
+        );
+        server.abort();
     }
 }

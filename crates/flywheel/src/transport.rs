@@ -19,6 +19,9 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
 pub fn http(url: &str) -> anyhow::Result<RpcClient> {
     let parsed =
         reqwest::Url::parse(url).map_err(|e| anyhow::anyhow!("invalid RPC URL {url}: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        anyhow::bail!("invalid RPC URL {url}: the client speaks JSON-RPC over http:// or https://");
+    }
     let client = reqwest::Client::builder().timeout(HTTP_TIMEOUT).build()?;
     let http = alloy_transport_http::Http::with_client(client, parsed);
     let is_local = alloy_transport::utils::guess_local_url(url);

@@ -2,7 +2,7 @@
 //! `evm_increaseTime` calls, to step through governance delays, unbonding and validator windows.
 
 use std::fmt;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -45,10 +45,9 @@ pub fn run(args: TimeArgs) -> anyhow::Result<()> {
             client.advance_time(seconds).await?;
         }
         let now = client.latest_timestamp().await?;
-        let date = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(now));
         common.report(&Clock {
             timestamp: now,
-            date: date.to_string(),
+            date: super::date(now),
             advanced_seconds: now.saturating_sub(before),
         })
     })
