@@ -258,8 +258,8 @@ pub fn run(args: GovArgs) -> anyhow::Result<()> {
                     .map(|e| e.weight)
                     .unwrap_or_default();
                 let said = format!(
-                    "Governed {support:?} on {proposal} with {} of votes",
-                    Wei(weight)
+                    "Voted {support:?} on proposal {proposal} with {} GOPEN of votes",
+                    openledger_primitives::format_open(weight)
                 );
                 Governed {
                     weight: Some(Wei(weight)),

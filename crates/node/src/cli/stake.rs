@@ -185,6 +185,9 @@ struct Position {
     unbonding: Wei,
     trailing_volume: Wei,
     account: Address,
+    /// What the account staked as an operator of the model, the model's operator or not (an
+    /// operator's stake counts for the model once it is deployed with that operator).
+    account_operator_stake: Wei,
     bonded: Wei,
     account_unbonding: Wei,
     release_at: Time,
@@ -203,6 +206,11 @@ impl Show {
             account,
         };
         let p = client.view(STAKING, &call).await?;
+        let own = IStaking::operatorStakeCall {
+            modelId: model,
+            operator: account,
+        };
+        let account_operator_stake = client.view(STAKING, &own).await?;
         Ok(Position {
             model_id: Id(model),
             operator: stake.operator,
@@ -212,6 +220,7 @@ impl Show {
             unbonding: Wei(stake.unbonding),
             trailing_volume: Wei(stake.trailingVolume),
             account,
+            account_operator_stake: Wei(account_operator_stake),
             bonded: Wei(p.bonded),
             account_unbonding: Wei(p.unbonding),
             release_at: Time(p.releaseAt),
@@ -225,14 +234,28 @@ impl fmt::Display for Position {
         writeln!(f, "Model {}", self.model_id)?;
         let operator = &self.operator;
         let (stake, minimum) = (self.operator_stake, self.minimum_stake);
-        writeln!(
-            f,
-            "  operator        {operator} with {stake} (minimum {minimum})"
-        )?;
+        if operator.is_zero() {
+            writeln!(
+                f,
+                "  operator        none until deployed (minimum {minimum})"
+            )?;
+        } else {
+            writeln!(
+                f,
+                "  operator        {operator} with {stake} (minimum {minimum})"
+            )?;
+        }
         writeln!(f, "  delegated       {}", self.delegated)?;
         writeln!(f, "  unbonding       {}", self.unbonding)?;
         writeln!(f, "  fee volume      {}", self.trailing_volume)?;
         writeln!(f, "{}", self.account)?;
+        if self.account != self.operator && !self.account_operator_stake.0.is_zero() {
+            let own = self.account_operator_stake;
+            writeln!(
+                f,
+                "  as operator     {own} (counts once deployed with this operator)"
+            )?;
+        }
         writeln!(f, "  bonded          {}", self.bonded)?;
         let (unbonding, release) = (self.account_unbonding, self.release_at);
         writeln!(f, "  unbonding       {unbonding} (from {release})")?;
