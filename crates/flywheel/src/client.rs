@@ -193,7 +193,7 @@ impl Client {
             let block = receipt.block_number.unwrap_or_default();
             bail!(
                 "transaction {hash} reverted in block {block}{}",
-                self.why_reverted(hash).await
+                self.why_reverted(hash, receipt.gas_used).await
             );
         }
         Ok(receipt)
@@ -201,17 +201,22 @@ impl Client {
 
     /// Why a transaction that passed its gas estimate reverted once included, as far as running
     /// it again on the newest state can say (what changed in between is what made it revert).
-    async fn why_reverted(&self, hash: B256) -> String {
+    async fn why_reverted(&self, hash: B256, gas_used: u64) -> String {
         let Ok(Some(tx)) = self.provider.get_transaction_by_hash(hash).await else {
             return String::new();
         };
+        if gas_used >= tx.inner.gas_limit() {
+            return format!(": it ran out of gas (limit {gas_used})");
+        }
         let again = TransactionRequest::default()
             .from(tx.inner.signer())
             .to(tx.inner.to().unwrap_or_default())
             .value(tx.inner.value())
             .input(tx.inner.input().clone().into());
         match self.provider.call(again).latest().await {
-            Ok(_) => ": the state it ran on has changed since".into(),
+            Ok(_) => {
+                ": run again now, it would not revert (the state it ran on has changed)".into()
+            }
             Err(e) => format!(": run again now, {}", readable(e)),
         }
     }
