@@ -1,5 +1,5 @@
-//! What every handler sees, and how handlers are registered: the leaf that the server, the
-//! subscriptions and the dev methods share.
+//! What every handler sees, and how the `eth_*` handlers are registered: the leaf that the
+//! server, the subscriptions and the dev methods (a `#[rpc]` trait over the same context) share.
 
 use std::{
     collections::HashSet,
