@@ -1,6 +1,7 @@
 //! What every module does with a call: decode it, refuse OPEN it does not expect, emit events
 //! and revert with a custom error the caller's ABI can decode.
 
+use crate::Result;
 use alloy_primitives::Bytes;
 use alloy_sol_types::{SolError, SolEvent, SolInterface};
 use openledger_chain::{ModuleCall, ModuleError, ModuleHost};
@@ -11,15 +12,15 @@ pub fn revert(error: impl SolError) -> ModuleError {
 }
 
 /// Decodes the call data into one of an interface's calls, or reverts with `invalid`.
-pub fn decode<C: SolInterface>(input: &[u8], invalid: impl SolError) -> Result<C, ModuleError> {
+pub fn decode<C: SolInterface>(input: &[u8], invalid: impl SolError) -> Result<C> {
     C::abi_decode(input).map_err(|_| revert(invalid))
 }
 
 /// What a module's call answers: its ABI-encoded return value, or why it failed.
-pub type Answer = Result<Bytes, ModuleError>;
+pub type Answer = Result<Bytes>;
 
 /// Reverts with `not_payable` if the call carries OPEN.
-pub fn no_value(call: &ModuleCall<'_>, not_payable: impl SolError) -> Result<(), ModuleError> {
+pub fn no_value(call: &ModuleCall<'_>, not_payable: impl SolError) -> Result<()> {
     if call.value.is_zero() {
         Ok(())
     } else {
@@ -28,7 +29,7 @@ pub fn no_value(call: &ModuleCall<'_>, not_payable: impl SolError) -> Result<(),
 }
 
 /// Emits `event` from the module.
-pub fn emit(host: &mut dyn ModuleHost, event: &impl SolEvent) -> Result<(), ModuleError> {
+pub fn emit(host: &mut dyn ModuleHost, event: &impl SolEvent) -> Result<()> {
     let data = event.encode_log_data();
     host.log(data.topics().to_vec(), data.data)
 }
@@ -50,7 +51,7 @@ pub fn check_len<E: SolError>(
     max: usize,
     too_long: impl Fn(String, usize) -> E,
     field: &str,
-) -> Result<(), ModuleError> {
+) -> Result<()> {
     if text.len() > max {
         Err(revert(too_long(field.to_string(), max)))
     } else {

@@ -22,7 +22,11 @@ pub mod treasury;
 
 use std::sync::Arc;
 
-use openledger_chain::{Modules, NativeModule};
+use openledger_chain::{ModuleError, Modules, NativeModule};
+
+/// What module code returns: a [`ModuleError`] reverts the call with its data, or, when the host
+/// itself failed, aborts the block.
+pub type Result<T, E = ModuleError> = std::result::Result<T, E>;
 
 /// Every module the node runs, with no attribution oracle: challenges revert as unavailable.
 pub fn modules() -> Modules {

@@ -5,6 +5,7 @@
 //! and a dynamic array or byte string keeps its length at its slot and its elements (32-byte
 //! chunks) from `keccak256(slot)` on.
 
+use crate::Result;
 use alloy_primitives::{Address, B256, U256, keccak256};
 use alloy_sol_types::{SolType, SolValue};
 use openledger_chain::{ModuleError, ModuleHost};
@@ -185,7 +186,7 @@ impl<'h> Storage<'h> {
     }
 
     /// Reads a word.
-    pub fn get<T: Word>(&mut self, slot: Slot) -> Result<T, ModuleError> {
+    pub fn get<T: Word>(&mut self, slot: Slot) -> Result<T> {
         let word = if self.address == self.host.address() {
             self.host.sload(slot.0)?
         } else {
@@ -195,7 +196,7 @@ impl<'h> Storage<'h> {
     }
 
     /// Writes a word.
-    pub fn set<T: Word>(&mut self, slot: Slot, value: T) -> Result<(), ModuleError> {
+    pub fn set<T: Word>(&mut self, slot: Slot, value: T) -> Result<()> {
         if self.address != self.host.address() {
             return Err(ModuleError::Fatal(format!(
                 "module {} wrote to the storage of {}",
@@ -207,7 +208,7 @@ impl<'h> Storage<'h> {
     }
 
     /// Reads a struct of one-word fields kept from `base` on ([`struct_words`]).
-    pub fn get_struct<T>(&mut self, base: Slot) -> Result<T, ModuleError>
+    pub fn get_struct<T>(&mut self, base: Slot) -> Result<T>
     where
         T: SolValue + From<<T::SolType as SolType>::RustType>,
     {
@@ -221,7 +222,7 @@ impl<'h> Storage<'h> {
     }
 
     /// Writes a struct of one-word fields from `base` on ([`struct_words`]).
-    pub fn set_struct<T: SolValue>(&mut self, base: Slot, value: &T) -> Result<(), ModuleError> {
+    pub fn set_struct<T: SolValue>(&mut self, base: Slot, value: &T) -> Result<()> {
         for (field, word) in struct_words(value).into_iter().enumerate() {
             self.set(base.field(field as u8), word)?;
         }
@@ -229,14 +230,14 @@ impl<'h> Storage<'h> {
     }
 
     /// Adds `delta` to the integer at `slot` and returns the new value.
-    pub fn add(&mut self, slot: Slot, delta: U256) -> Result<U256, ModuleError> {
+    pub fn add(&mut self, slot: Slot, delta: U256) -> Result<U256> {
         let value = self.get::<U256>(slot)?.saturating_add(delta);
         self.set(slot, value)?;
         Ok(value)
     }
 
     /// Reads a byte string.
-    pub fn get_bytes(&mut self, slot: Slot) -> Result<Vec<u8>, ModuleError> {
+    pub fn get_bytes(&mut self, slot: Slot) -> Result<Vec<u8>> {
         let len: u64 = self.get(slot)?;
         let mut out = Vec::with_capacity(len as usize);
         for chunk in 0..len.div_ceil(32) {
@@ -248,7 +249,7 @@ impl<'h> Storage<'h> {
     }
 
     /// Writes a byte string.
-    pub fn set_bytes(&mut self, slot: Slot, bytes: &[u8]) -> Result<(), ModuleError> {
+    pub fn set_bytes(&mut self, slot: Slot, bytes: &[u8]) -> Result<()> {
         self.set(slot, bytes.len() as u64)?;
         for (index, chunk) in bytes.chunks(32).enumerate() {
             let mut word = B256::ZERO;
@@ -259,37 +260,32 @@ impl<'h> Storage<'h> {
     }
 
     /// Reads a string written by [`Storage::set_string`].
-    pub fn get_string(&mut self, slot: Slot) -> Result<String, ModuleError> {
+    pub fn get_string(&mut self, slot: Slot) -> Result<String> {
         Ok(String::from_utf8_lossy(&self.get_bytes(slot)?).into_owned())
     }
 
     /// Writes a string.
-    pub fn set_string(&mut self, slot: Slot, value: &str) -> Result<(), ModuleError> {
+    pub fn set_string(&mut self, slot: Slot, value: &str) -> Result<()> {
         self.set_bytes(slot, value.as_bytes())
     }
 
     /// The length of the array at `slot`.
-    pub fn len(&mut self, array: Slot) -> Result<u64, ModuleError> {
+    pub fn len(&mut self, array: Slot) -> Result<u64> {
         self.get(array)
     }
 
     /// Element `index` of the array at `slot`.
-    pub fn item<T: Word>(&mut self, array: Slot, index: u64) -> Result<T, ModuleError> {
+    pub fn item<T: Word>(&mut self, array: Slot, index: u64) -> Result<T> {
         self.get(array.element(index))
     }
 
     /// Overwrites element `index` of the array at `slot`.
-    pub fn set_item<T: Word>(
-        &mut self,
-        array: Slot,
-        index: u64,
-        value: T,
-    ) -> Result<(), ModuleError> {
+    pub fn set_item<T: Word>(&mut self, array: Slot, index: u64, value: T) -> Result<()> {
         self.set(array.element(index), value)
     }
 
     /// Appends to the array at `slot`; returns the new element's index.
-    pub fn push<T: Word>(&mut self, array: Slot, value: T) -> Result<u64, ModuleError> {
+    pub fn push<T: Word>(&mut self, array: Slot, value: T) -> Result<u64> {
         let index = self.len(array)?;
         self.set(array.element(index), value)?;
         self.set(array, index + 1)?;
@@ -297,18 +293,13 @@ impl<'h> Storage<'h> {
     }
 
     /// Elements `offset..offset + limit` of the array at `slot` (fewer at its end).
-    pub fn items<T: Word>(
-        &mut self,
-        array: Slot,
-        offset: u64,
-        limit: u64,
-    ) -> Result<Vec<T>, ModuleError> {
+    pub fn items<T: Word>(&mut self, array: Slot, offset: u64, limit: u64) -> Result<Vec<T>> {
         let end = self.len(array)?.min(offset.saturating_add(limit));
         (offset..end).map(|i| self.item(array, i)).collect()
     }
 
     /// Replaces the array at `slot` with `values`.
-    pub fn set_items<T: Word>(&mut self, array: Slot, values: Vec<T>) -> Result<(), ModuleError> {
+    pub fn set_items<T: Word>(&mut self, array: Slot, values: Vec<T>) -> Result<()> {
         self.set(array, values.len() as u64)?;
         for (index, value) in values.into_iter().enumerate() {
             self.set(array.element(index as u64), value)?;
@@ -317,17 +308,13 @@ impl<'h> Storage<'h> {
     }
 
     /// Reads an array of byte strings (each element slot is a byte string's slot).
-    pub fn get_bytes_items(&mut self, array: Slot) -> Result<Vec<Vec<u8>>, ModuleError> {
+    pub fn get_bytes_items(&mut self, array: Slot) -> Result<Vec<Vec<u8>>> {
         let len = self.len(array)?;
         (0..len).map(|i| self.get_bytes(array.element(i))).collect()
     }
 
     /// Replaces the array of byte strings at `slot`.
-    pub fn set_bytes_items<B: AsRef<[u8]>>(
-        &mut self,
-        array: Slot,
-        values: &[B],
-    ) -> Result<(), ModuleError> {
+    pub fn set_bytes_items<B: AsRef<[u8]>>(&mut self, array: Slot, values: &[B]) -> Result<()> {
         self.set(array, values.len() as u64)?;
         for (index, value) in values.iter().enumerate() {
             self.set_bytes(array.element(index as u64), value.as_ref())?;
@@ -336,7 +323,7 @@ impl<'h> Storage<'h> {
     }
 
     /// Reads an array of strings.
-    pub fn get_strings(&mut self, array: Slot) -> Result<Vec<String>, ModuleError> {
+    pub fn get_strings(&mut self, array: Slot) -> Result<Vec<String>> {
         Ok(self
             .get_bytes_items(array)?
             .into_iter()
@@ -345,7 +332,7 @@ impl<'h> Storage<'h> {
     }
 
     /// Replaces the array of strings at `slot`.
-    pub fn set_strings(&mut self, array: Slot, values: &[String]) -> Result<(), ModuleError> {
+    pub fn set_strings(&mut self, array: Slot, values: &[String]) -> Result<()> {
         self.set_bytes_items(array, values)
     }
 }

@@ -4,6 +4,7 @@
 //! no trace, OPEN sent with a call reaches the module's account first, views cannot write. The
 //! chain-level tests run the same modules on the real executor.
 
+use crate::Result;
 use alloy_primitives::{Address, B256, Bytes, Log, U256};
 use alloy_sol_types::{SolCall, SolError, SolEvent};
 use openledger_chain::{HostEnv, JournalHost, ModuleError, Modules, NativeModule};
@@ -115,7 +116,7 @@ impl MemoryHost {
         caller: Address,
         value: U256,
         input: &[u8],
-    ) -> Result<Bytes, ModuleError> {
+    ) -> Result<Bytes> {
         self.run_as(caller, false, |host| host.call(module, input, value))
     }
 
@@ -126,7 +127,7 @@ impl MemoryHost {
         caller: Address,
         value: U256,
         call: &C,
-    ) -> Result<C::Return, ModuleError> {
+    ) -> Result<C::Return> {
         let output = self.call(module, caller, value, &call.abi_encode())?;
         Ok(C::abi_decode_returns(&output).expect("module returns what its ABI says"))
     }
@@ -145,10 +146,7 @@ impl MemoryHost {
 
 /// Asserts that `result` is a revert with exactly `error`.
 #[track_caller]
-pub fn assert_reverts<T, E: SolError + PartialEq + std::fmt::Debug>(
-    result: Result<T, ModuleError>,
-    error: E,
-) {
+pub fn assert_reverts<T, E: SolError + PartialEq + std::fmt::Debug>(result: Result<T>, error: E) {
     match result {
         Err(ModuleError::Revert(data)) => {
             let decoded = E::abi_decode(&data)
@@ -171,7 +169,7 @@ macro_rules! module_calls {
                     caller: Address,
                     value: U256,
                     call: &C,
-                ) -> Result<C::Return, ModuleError> {
+                ) -> Result<C::Return> {
                     self.host.send(&$module, caller, value, call)
                 }
             )*
@@ -198,6 +196,20 @@ pub fn account(n: u8) -> Address {
 
 /// The genesis admin of [`Fixture`].
 pub const ADMIN: Address = Address::repeat_byte(0xad);
+
+/// The accounts the module tests name by role: [`account`]s 1 to 6, which [`Fixture::new`]
+/// funds.
+pub const OWNER: Address = Address::repeat_byte(1);
+/// A curator of `OWNER`'s datanet.
+pub const CURATOR: Address = Address::repeat_byte(2);
+/// A contributor.
+pub const ALICE: Address = Address::repeat_byte(3);
+/// Another contributor.
+pub const BOB: Address = Address::repeat_byte(4);
+/// A model's creator.
+pub const CREATOR: Address = Address::repeat_byte(5);
+/// A model's operator.
+pub const OPERATOR: Address = Address::repeat_byte(6);
 
 /// A world with every module at genesis and funded accounts, and short-hands for the steps
 /// most tests need before the one they test.
@@ -233,11 +245,7 @@ impl Fixture {
     }
 
     /// Sends a typed call to the Models module.
-    pub fn models<C: SolCall>(
-        &mut self,
-        caller: Address,
-        call: &C,
-    ) -> Result<C::Return, ModuleError> {
+    pub fn models<C: SolCall>(&mut self, caller: Address, call: &C) -> Result<C::Return> {
         self.host
             .send(&crate::models::Models, caller, U256::ZERO, call)
     }
@@ -248,7 +256,7 @@ impl Fixture {
         caller: Address,
         value: U256,
         call: &C,
-    ) -> Result<C::Return, ModuleError> {
+    ) -> Result<C::Return> {
         self.host.send(&self.settlement, caller, value, call)
     }
 

@@ -5,9 +5,10 @@
 
 mod access;
 
+use crate::Result;
 use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
 use alloy_sol_types::SolCall;
-use openledger_chain::{ModuleCall, ModuleError};
+use openledger_chain::ModuleCall;
 use openledger_primitives::{Genesis, addresses};
 
 use crate::{
@@ -429,7 +430,7 @@ fn pending_batch(
     s: &mut Storage<'_>,
     datanet_id: U256,
     ids: &[U256],
-) -> Result<(u64, u64, Vec<B256>), ModuleError> {
+) -> Result<(u64, u64, Vec<B256>)> {
     if ids.is_empty() {
         return Err(revert(IDatanets::NoContributions {}));
     }
@@ -465,7 +466,7 @@ fn quotas(
     s: &mut Storage<'_>,
     contributor: Option<Address>,
     datanet_id: U256,
-) -> Result<Vec<(Slot, Quota, u64)>, ModuleError> {
+) -> Result<Vec<(Slot, Quota, u64)>> {
     let day = s.host().timestamp() / DAY;
     let params = s.get_struct::<IDatanets::Params>(PARAMS)?;
     let mut quotas = Vec::with_capacity(4);
@@ -493,12 +494,7 @@ fn counts_bytes(quota: Quota) -> bool {
 }
 
 /// Charges the daily quotas of the contributor and of the datanet for one file of `size` bytes.
-fn use_quota(
-    s: &mut Storage<'_>,
-    contributor: Address,
-    datanet_id: U256,
-    size: u64,
-) -> Result<(), ModuleError> {
+fn use_quota(s: &mut Storage<'_>, contributor: Address, datanet_id: U256, size: u64) -> Result<()> {
     for (slot, quota, limit) in quotas(s, Some(contributor), datanet_id)? {
         let amount = if counts_bytes(quota) { size } else { 1 };
         let would_use = s.get::<u64>(slot)?.saturating_add(amount);
@@ -519,7 +515,7 @@ fn quota_left(
     s: &mut Storage<'_>,
     datanet_id: U256,
     contributor: Address,
-) -> Result<IDatanets::quotaLeftReturn, ModuleError> {
+) -> Result<IDatanets::quotaLeftReturn> {
     let contributor = (!contributor.is_zero()).then_some(contributor);
     let mut left = IDatanets::quotaLeftReturn {
         remainingBytes: u64::MAX,
@@ -538,14 +534,14 @@ fn quota_left(
 }
 
 /// The fee for publishing or versioning `bytes` of data: base + per-MiB × started MiBs.
-fn size_fee(s: &mut Storage<'_>, bytes: u64) -> Result<U256, ModuleError> {
+fn size_fee(s: &mut Storage<'_>, bytes: u64) -> Result<U256> {
     let base: U256 = s.get(PARAMS.field(0))?;
     let per_mib: U256 = s.get(PARAMS.field(1))?;
     Ok(base.saturating_add(per_mib.saturating_mul(U256::from(bytes.div_ceil(MIB)))))
 }
 
 /// Sends `fee` of the `paid` OPEN to the treasury and the rest back to the payer.
-fn pay_fee(s: &mut Storage<'_>, payer: Address, paid: U256, fee: U256) -> Result<(), ModuleError> {
+fn pay_fee(s: &mut Storage<'_>, payer: Address, paid: U256, fee: U256) -> Result<()> {
     if paid < fee {
         return Err(revert(IDatanets::InsufficientFee {
             required: fee,
@@ -562,7 +558,7 @@ fn pay_fee(s: &mut Storage<'_>, payer: Address, paid: U256, fee: U256) -> Result
 }
 
 /// The base slot and owner of an existing datanet.
-fn with_owner(s: &mut Storage<'_>, id: U256) -> Result<(Slot, Address), ModuleError> {
+fn with_owner(s: &mut Storage<'_>, id: U256) -> Result<(Slot, Address)> {
     let base = DATANETS.at(id);
     let owner: Address = s.get(base.field(datanet::OWNER))?;
     if owner.is_zero() {
@@ -572,12 +568,12 @@ fn with_owner(s: &mut Storage<'_>, id: U256) -> Result<(Slot, Address), ModuleEr
 }
 
 /// The base slot of an existing datanet.
-fn existing(s: &mut Storage<'_>, id: U256) -> Result<Slot, ModuleError> {
+fn existing(s: &mut Storage<'_>, id: U256) -> Result<Slot> {
     Ok(with_owner(s, id)?.0)
 }
 
 /// The base slot of a datanet `caller` owns.
-fn owned(s: &mut Storage<'_>, id: U256, caller: Address) -> Result<Slot, ModuleError> {
+fn owned(s: &mut Storage<'_>, id: U256, caller: Address) -> Result<Slot> {
     let (base, owner) = with_owner(s, id)?;
     if owner != caller {
         return Err(revert(IDatanets::NotOwner {
@@ -589,7 +585,7 @@ fn owned(s: &mut Storage<'_>, id: U256, caller: Address) -> Result<Slot, ModuleE
 }
 
 /// The base slot of a datanet `caller` owns or curates.
-fn curated(s: &mut Storage<'_>, id: U256, caller: Address) -> Result<Slot, ModuleError> {
+fn curated(s: &mut Storage<'_>, id: U256, caller: Address) -> Result<Slot> {
     let (base, owner) = with_owner(s, id)?;
     if owner != caller && !s.get::<bool>(CURATORS.at(id).at(caller))? {
         return Err(revert(IDatanets::NotCurator {
@@ -601,12 +597,7 @@ fn curated(s: &mut Storage<'_>, id: U256, caller: Address) -> Result<Slot, Modul
 }
 
 /// Whether `account` may contribute to a private datanet: its owner, curators and allow-list.
-fn may_contribute(
-    s: &mut Storage<'_>,
-    id: U256,
-    owner: Address,
-    account: Address,
-) -> Result<bool, ModuleError> {
+fn may_contribute(s: &mut Storage<'_>, id: U256, owner: Address, account: Address) -> Result<bool> {
     Ok(owner == account
         || s.get::<bool>(CURATORS.at(id).at(account))?
         || s.get::<bool>(ALLOWED.at(id).at(account))?)
@@ -619,12 +610,7 @@ fn too_long(field: String, max: usize) -> IDatanets::TooLong {
     }
 }
 
-fn check_text(
-    name: &str,
-    summary: &str,
-    tags: &[String],
-    licence: &str,
-) -> Result<(), ModuleError> {
+fn check_text(name: &str, summary: &str, tags: &[String], licence: &str) -> Result<()> {
     if name.trim().is_empty() {
         return Err(revert(IDatanets::EmptyName {}));
     }
@@ -646,7 +632,7 @@ fn write_metadata(
     description: B256,
     tags: &[String],
     licence: &str,
-) -> Result<(), ModuleError> {
+) -> Result<()> {
     s.set_string(base.field(datanet::NAME), name)?;
     s.set_string(base.field(datanet::SUMMARY), summary)?;
     s.set(base.field(datanet::DESCRIPTION), description)?;
@@ -662,7 +648,7 @@ fn set_params(s: &mut Storage<'_>, caller: Address, params: IDatanets::Params) -
     emitted(s.host(), &IDatanets::ParamsSet { params })
 }
 
-fn read_datanet(s: &mut Storage<'_>, id: U256) -> Result<IDatanets::Datanet, ModuleError> {
+fn read_datanet(s: &mut Storage<'_>, id: U256) -> Result<IDatanets::Datanet> {
     let base = existing(s, id)?;
     let f = |field| base.field(field);
     Ok(IDatanets::Datanet {
@@ -685,10 +671,7 @@ fn read_datanet(s: &mut Storage<'_>, id: U256) -> Result<IDatanets::Datanet, Mod
     })
 }
 
-fn read_contribution(
-    s: &mut Storage<'_>,
-    id: U256,
-) -> Result<IDatanets::Contribution, ModuleError> {
+fn read_contribution(s: &mut Storage<'_>, id: U256) -> Result<IDatanets::Contribution> {
     let base = CONTRIBUTIONS.at(id);
     let f = |field| base.field(field);
     let datanet_id: U256 = s.get(f(contribution::DATANET))?;
@@ -713,11 +696,7 @@ fn read_contribution(
     })
 }
 
-fn read_version(
-    s: &mut Storage<'_>,
-    datanet_id: U256,
-    number: u64,
-) -> Result<IDatanets::Version, ModuleError> {
+fn read_version(s: &mut Storage<'_>, datanet_id: U256, number: u64) -> Result<IDatanets::Version> {
     let base = existing(s, datanet_id)?;
     let count: u64 = s.get(base.field(datanet::VERSIONS))?;
     if number == 0 || number > count {
@@ -741,10 +720,7 @@ fn read_version(
     })
 }
 
-fn read_stats(
-    s: &mut Storage<'_>,
-    account: Address,
-) -> Result<IDatanets::ContributorStats, ModuleError> {
+fn read_stats(s: &mut Storage<'_>, account: Address) -> Result<IDatanets::ContributorStats> {
     let base = STATS.at(account);
     let submitted: u64 = s.get(base)?;
     let approved: u64 = s.get(base.field(1))?;

@@ -4,13 +4,9 @@ use openledger_primitives::{ProtocolParams, addresses};
 use super::{Datanets, version_root};
 use crate::{
     abi::IDatanets::{self, ContributionStatus, Quota},
-    testing::{Fixture, account, assert_reverts, milli},
+    testing::{ALICE, BOB, CURATOR, Fixture, OWNER, account, assert_reverts, milli},
 };
 
-const OWNER: Address = Address::repeat_byte(1);
-const CURATOR: Address = Address::repeat_byte(2);
-const ALICE: Address = Address::repeat_byte(3);
-const BOB: Address = Address::repeat_byte(4);
 const MIB: u64 = 1 << 20;
 
 fn datanet(f: &mut Fixture, id: U256) -> IDatanets::Datanet {

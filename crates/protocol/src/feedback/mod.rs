@@ -5,6 +5,7 @@
 //! A receipt's ratings are scored once, at finalize, in one pass; their number per receipt is
 //! capped at [`MAX_RATINGS`] so that the pass has a bounded cost whoever calls it.
 
+use crate::Result;
 use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
 use alloy_sol_types::{SolCall, SolValue};
 use openledger_chain::{ModuleCall, ModuleError};
@@ -300,7 +301,7 @@ fn record(
 }
 
 /// Where a receipt stands now.
-fn phase(s: &mut Storage<'_>, id: B256) -> Result<Phase, ModuleError> {
+fn phase(s: &mut Storage<'_>, id: B256) -> Result<Phase> {
     let base = RECEIPTS.at(id);
     let word: U256 = s.get(base.field(receipt::TIMES))?;
     if word.is_zero() {
@@ -321,7 +322,7 @@ fn phase(s: &mut Storage<'_>, id: B256) -> Result<Phase, ModuleError> {
 }
 
 /// Reverts unless the receipt exists and is in the `wanted` phase; returns its base slot.
-fn require_phase(s: &mut Storage<'_>, id: B256, wanted: Phase) -> Result<Slot, ModuleError> {
+fn require_phase(s: &mut Storage<'_>, id: B256, wanted: Phase) -> Result<Slot> {
     match phase(s, id)? {
         Phase::Unknown => Err(revert(IFeedback::UnknownReceipt { receiptId: id })),
         current if current != wanted => Err(revert(IFeedback::WrongPhase {
@@ -490,7 +491,7 @@ fn score_rating(
     account: Address,
     r: &IFeedback::Rating,
     reward: Option<U256>,
-) -> Result<(), ModuleError> {
+) -> Result<()> {
     let base = VALIDATORS.at(account);
     let mut streak = 0;
     if let Some(amount) = reward {
@@ -521,7 +522,7 @@ fn score_rating(
 
 /// Takes `outlierSlashPpm` of the validator's stake, bonded first, then exiting, to the
 /// treasury.
-fn slash_validator(s: &mut Storage<'_>, account: Address) -> Result<(), ModuleError> {
+fn slash_validator(s: &mut Storage<'_>, account: Address) -> Result<()> {
     let base = VALIDATORS.at(account);
     let stake: U256 = s.get(base.field(validator::STAKE))?;
     let exiting: U256 = s.get(base.field(validator::EXITING))?;
@@ -543,7 +544,7 @@ fn slash_validator(s: &mut Storage<'_>, account: Address) -> Result<(), ModuleEr
 }
 
 /// Moves the model's quality score toward `median`; returns the new score in ppm.
-fn update_quality(s: &mut Storage<'_>, model: U256, median: u8) -> Result<u32, ModuleError> {
+fn update_quality(s: &mut Storage<'_>, model: U256, median: u8) -> Result<u32> {
     let base = QUALITY.at(model);
     let ppm = u64::from(PPM);
     let target = u64::from(median) * (ppm / u64::from(MAX_SCORE));
@@ -569,7 +570,7 @@ fn flag_harmful(
     model: U256,
     harmful: U256,
     revealed: U256,
-) -> Result<(), ModuleError> {
+) -> Result<()> {
     let quorum = param(s, param::HARMFUL_QUORUM)?;
     if harmful.is_zero() || harmful * U256::from(PPM) < quorum * revealed {
         return Ok(());
@@ -594,7 +595,7 @@ fn propose_slash(
     id: B256,
     model: U256,
     (harmful, revealed): (U256, U256),
-) -> Result<U256, ModuleError> {
+) -> Result<U256> {
     let slot = PROPOSALS.at(model);
     let last: U256 = s.get(slot)?;
     if !last.is_zero() {
@@ -639,27 +640,15 @@ fn propose_slash(
     }
 }
 
-fn raters(s: &mut Storage<'_>, id: B256) -> Result<Vec<Address>, ModuleError> {
+fn raters(s: &mut Storage<'_>, id: B256) -> Result<Vec<Address>> {
     s.items(RECEIPTS.at(id).field(receipt::RATERS), 0, MAX_RATINGS)
 }
 
-fn read_rating(
-    s: &mut Storage<'_>,
-    id: B256,
-    account: Address,
-) -> Result<IFeedback::Rating, ModuleError> {
-    let slot = RATINGS.at(id).at(account);
-    Ok(IFeedback::Rating {
-        commitment: s.get(slot.field(rating::COMMITMENT))?,
-        weight: s.get(slot.field(rating::WEIGHT))?,
-        revealed: s.get(slot.field(rating::REVEALED))?,
-        score: s.get(slot.field(rating::SCORE))?,
-        harmful: s.get(slot.field(rating::HARMFUL))?,
-        labelsHash: s.get(slot.field(rating::LABELS))?,
-    })
+fn read_rating(s: &mut Storage<'_>, id: B256, account: Address) -> Result<IFeedback::Rating> {
+    s.get_struct(RATINGS.at(id).at(account))
 }
 
-fn read_receipt(s: &mut Storage<'_>, id: B256) -> Result<IFeedback::Receipt, ModuleError> {
+fn read_receipt(s: &mut Storage<'_>, id: B256) -> Result<IFeedback::Receipt> {
     let base = RECEIPTS.at(id);
     let times = Times::unpack(s.get(base.field(receipt::TIMES))?);
     Ok(IFeedback::Receipt {
@@ -674,18 +663,8 @@ fn read_receipt(s: &mut Storage<'_>, id: B256) -> Result<IFeedback::Receipt, Mod
     })
 }
 
-fn read_validator(
-    s: &mut Storage<'_>,
-    account: Address,
-) -> Result<IFeedback::Validator, ModuleError> {
-    let base = VALIDATORS.at(account);
-    Ok(IFeedback::Validator {
-        stake: s.get(base.field(validator::STAKE))?,
-        exiting: s.get(base.field(validator::EXITING))?,
-        releaseAt: s.get(base.field(validator::RELEASE_AT))?,
-        outlierStreak: s.get(base.field(validator::STREAK))?,
-        rewards: s.get(base.field(validator::REWARDS))?,
-    })
+fn read_validator(s: &mut Storage<'_>, account: Address) -> Result<IFeedback::Validator> {
+    s.get_struct(VALIDATORS.at(account))
 }
 
 fn set_params(s: &mut Storage<'_>, caller: Address, p: IFeedback::Params) -> Out {

@@ -1,6 +1,6 @@
+use crate::Result;
 use alloy_primitives::{Address, B256, U256};
 use alloy_sol_types::SolCall;
-use openledger_chain::ModuleError;
 use openledger_primitives::addresses;
 use proptest::prelude::*;
 
@@ -81,7 +81,7 @@ impl Panel {
         }
     }
 
-    fn commit(&mut self, id: B256, validator: Address, vote: Vote) -> Result<(), ModuleError> {
+    fn commit(&mut self, id: B256, validator: Address, vote: Vote) -> Result<()> {
         let r = self.reveal_call(id, validator, vote);
         let hash = commitment(id, validator, r.score, r.harmful, r.labelsHash, r.salt);
         self.f
@@ -96,7 +96,7 @@ impl Panel {
             .map(drop)
     }
 
-    fn reveal(&mut self, id: B256, validator: Address, vote: Vote) -> Result<(), ModuleError> {
+    fn reveal(&mut self, id: B256, validator: Address, vote: Vote) -> Result<()> {
         let call = self.reveal_call(id, validator, vote);
         self.f.feedback(validator, U256::ZERO, &call).map(drop)
     }
@@ -122,7 +122,7 @@ impl Panel {
         id
     }
 
-    fn finalize(&mut self, id: B256) -> Result<(), ModuleError> {
+    fn finalize(&mut self, id: B256) -> Result<()> {
         self.f
             .feedback(
                 account(9),

@@ -6,9 +6,10 @@
 //! search, so the Governor counts every vote exactly as it stood at a proposal's snapshot,
 //! whatever moved since. The OPEN backing the supply is the module account's balance.
 
+use crate::Result;
 use alloy_primitives::{Address, Bytes, U256};
 use alloy_sol_types::SolCall;
-use openledger_chain::{ModuleCall, ModuleError, ModuleHost};
+use openledger_chain::{ModuleCall, ModuleHost};
 use openledger_primitives::addresses;
 
 use crate::{
@@ -126,7 +127,7 @@ fn withdraw(s: &mut Storage<'_>, caller: Address, amount: U256) -> Out {
 }
 
 /// Takes `amount` from `account`'s balance, or reverts as ERC-20 tokens do.
-fn debit(s: &mut Storage<'_>, account: Address, amount: U256) -> Result<(), ModuleError> {
+fn debit(s: &mut Storage<'_>, account: Address, amount: U256) -> Result<()> {
     let slot = BALANCES.at(account);
     let balance: U256 = s.get(slot)?;
     if balance < amount {
@@ -139,12 +140,7 @@ fn debit(s: &mut Storage<'_>, account: Address, amount: U256) -> Result<(), Modu
     s.set(slot, balance - amount)
 }
 
-fn transfer(
-    s: &mut Storage<'_>,
-    from: Address,
-    to: Address,
-    value: U256,
-) -> Result<(), ModuleError> {
+fn transfer(s: &mut Storage<'_>, from: Address, to: Address, value: U256) -> Result<()> {
     if to.is_zero() {
         return Err(revert(IGOPEN::ERC20InvalidReceiver { receiver: to }));
     }
@@ -178,7 +174,7 @@ fn spend_allowance(
     owner: Address,
     spender: Address,
     value: U256,
-) -> Result<(), ModuleError> {
+) -> Result<()> {
     let slot = ALLOWANCES.at(owner).at(spender);
     let allowance: U256 = s.get(slot)?;
     if allowance == U256::MAX {
@@ -212,12 +208,7 @@ fn delegate(s: &mut Storage<'_>, caller: Address, delegatee: Address) -> Out {
 }
 
 /// Moves `amount` votes from one delegate to another (the zero address has none).
-fn move_votes(
-    s: &mut Storage<'_>,
-    from: Address,
-    to: Address,
-    amount: U256,
-) -> Result<(), ModuleError> {
+fn move_votes(s: &mut Storage<'_>, from: Address, to: Address, amount: U256) -> Result<()> {
     if from == to || amount.is_zero() {
         return Ok(());
     }
@@ -255,7 +246,7 @@ fn unpack(word: U256) -> (u64, U256) {
 }
 
 /// Records `value` as of now in the checkpoint list at `list`.
-fn write_checkpoint(s: &mut Storage<'_>, list: Slot, value: U256) -> Result<(), ModuleError> {
+fn write_checkpoint(s: &mut Storage<'_>, list: Slot, value: U256) -> Result<()> {
     let now = s.host().timestamp();
     let len = s.len(list)?;
     if len > 0 {
@@ -267,7 +258,7 @@ fn write_checkpoint(s: &mut Storage<'_>, list: Slot, value: U256) -> Result<(), 
     s.push(list, pack(now, value)).map(drop)
 }
 
-fn latest(s: &mut Storage<'_>, list: Slot) -> Result<U256, ModuleError> {
+fn latest(s: &mut Storage<'_>, list: Slot) -> Result<U256> {
     let len = s.len(list)?;
     if len == 0 {
         return Ok(U256::ZERO);
@@ -276,7 +267,7 @@ fn latest(s: &mut Storage<'_>, list: Slot) -> Result<U256, ModuleError> {
 }
 
 /// The value at the end of second `timepoint`: the last checkpoint at or before it.
-fn lookup(s: &mut Storage<'_>, list: Slot, timepoint: u64) -> Result<U256, ModuleError> {
+fn lookup(s: &mut Storage<'_>, list: Slot, timepoint: u64) -> Result<U256> {
     // The first checkpoint after `timepoint` is at `high` once the search ends.
     let (mut low, mut high) = (0, s.len(list)?);
     while low < high {
@@ -295,7 +286,7 @@ fn lookup(s: &mut Storage<'_>, list: Slot, timepoint: u64) -> Result<U256, Modul
 }
 
 /// Checks that `timepoint` is in the past, as ERC-5805 requires of past lookups.
-pub(crate) fn past(host: &mut dyn ModuleHost, timepoint: U256) -> Result<u64, ModuleError> {
+pub(crate) fn past(host: &mut dyn ModuleHost, timepoint: U256) -> Result<u64> {
     let now = host.timestamp();
     if timepoint >= U256::from(now) {
         return Err(revert(IGOPEN::ERC5805FutureLookup {
@@ -307,11 +298,7 @@ pub(crate) fn past(host: &mut dyn ModuleHost, timepoint: U256) -> Result<u64, Mo
 }
 
 /// `account`'s votes at the end of second `timepoint`, for the Governor.
-pub fn past_votes(
-    host: &mut dyn ModuleHost,
-    account: Address,
-    timepoint: u64,
-) -> Result<U256, ModuleError> {
+pub fn past_votes(host: &mut dyn ModuleHost, account: Address, timepoint: u64) -> Result<U256> {
     lookup(
         &mut Storage::of(host, addresses::GOPEN),
         CHECKPOINTS.at(account),
@@ -320,7 +307,7 @@ pub fn past_votes(
 }
 
 /// The GOPEN supply at the end of second `timepoint`, for the Governor's quorum.
-pub fn past_total_supply(host: &mut dyn ModuleHost, timepoint: u64) -> Result<U256, ModuleError> {
+pub fn past_total_supply(host: &mut dyn ModuleHost, timepoint: u64) -> Result<U256> {
     lookup(
         &mut Storage::of(host, addresses::GOPEN),
         TOTAL_CHECKPOINTS,

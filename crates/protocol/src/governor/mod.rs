@@ -6,6 +6,7 @@
 //! waits `timelockDelay` and expires `gracePeriod` later), and actions may only target native
 //! modules, which the Governor calls with itself as the caller.
 
+use crate::Result;
 use alloy_primitives::{Address, B256, Bytes, Signature, U256, aliases::U48, keccak256};
 use alloy_sol_types::{Eip712Domain, SolCall, SolStruct, SolValue, eip712_domain};
 use openledger_chain::{ModuleCall, ModuleError};
@@ -274,12 +275,12 @@ pub fn hash_proposal(
 /// The ABI-encoded return data of a call.
 type Out = Answer;
 
-fn param(s: &mut Storage<'_>, index: u8) -> Result<U256, ModuleError> {
+fn param(s: &mut Storage<'_>, index: u8) -> Result<U256> {
     s.get(PARAMS.field(index))
 }
 
 /// The Governor's own settings change only through its proposals.
-fn only_governance(caller: Address) -> Result<(), ModuleError> {
+fn only_governance(caller: Address) -> Result<()> {
     if caller != addresses::GOVERNOR {
         return Err(revert(IGovernor::GovernorOnlyExecutor { account: caller }));
     }
@@ -465,7 +466,7 @@ fn cast_vote_by_sig(s: &mut Storage<'_>, c: IGovernor::castVoteBySigCall) -> Out
 }
 
 /// A proposal's state, as OpenZeppelin's `state()` (plus the timelock's Expired).
-pub fn state(s: &mut Storage<'_>, id: U256) -> Result<ProposalState, ModuleError> {
+pub fn state(s: &mut Storage<'_>, id: U256) -> Result<ProposalState> {
     let base = existing(s, id)?;
     if s.get::<bool>(base.field(field::EXECUTED))? {
         return Ok(ProposalState::Executed);
@@ -499,11 +500,7 @@ pub fn state(s: &mut Storage<'_>, id: U256) -> Result<ProposalState, ModuleError
     Ok(ProposalState::Queued)
 }
 
-fn require_state(
-    s: &mut Storage<'_>,
-    id: U256,
-    required: ProposalState,
-) -> Result<(), ModuleError> {
+fn require_state(s: &mut Storage<'_>, id: U256, required: ProposalState) -> Result<()> {
     let current = state(s, id)?;
     if current != required {
         return Err(unexpected(id, current, &[required]));
@@ -523,7 +520,7 @@ fn unexpected(id: U256, current: ProposalState, expected: &[ProposalState]) -> M
     })
 }
 
-fn existing(s: &mut Storage<'_>, id: U256) -> Result<Slot, ModuleError> {
+fn existing(s: &mut Storage<'_>, id: U256) -> Result<Slot> {
     let base = PROPOSALS.at(id);
     if s.get::<u64>(base.field(field::SNAPSHOT))? == 0 {
         return Err(revert(IGovernor::GovernorNonexistentProposal {
@@ -538,7 +535,7 @@ fn read_field<T: Word + SolValue>(s: &mut Storage<'_>, id: U256, index: u8) -> O
     Ok(returns(&s.get::<T>(base.field(index))?))
 }
 
-fn votes(s: &mut Storage<'_>, base: Slot) -> Result<[U256; 3], ModuleError> {
+fn votes(s: &mut Storage<'_>, base: Slot) -> Result<[U256; 3]> {
     Ok([
         s.get(base.field(field::VOTES))?,
         s.get(base.field(field::VOTES + 1))?,
@@ -548,7 +545,7 @@ fn votes(s: &mut Storage<'_>, base: Slot) -> Result<[U256; 3], ModuleError> {
 
 type Details = (Vec<Address>, Vec<U256>, Vec<Bytes>, B256);
 
-fn details(s: &mut Storage<'_>, id: U256) -> Result<Details, ModuleError> {
+fn details(s: &mut Storage<'_>, id: U256) -> Result<Details> {
     let base = PROPOSALS.at(id);
     let calldatas = s.get_bytes_items(base.field(field::CALLDATAS))?;
     Ok((
@@ -560,7 +557,7 @@ fn details(s: &mut Storage<'_>, id: U256) -> Result<Details, ModuleError> {
 }
 
 /// The votes needed at `timepoint` for a quorum of `ppm`.
-fn quorum(s: &mut Storage<'_>, timepoint: u64, ppm: U256) -> Result<U256, ModuleError> {
+fn quorum(s: &mut Storage<'_>, timepoint: u64, ppm: U256) -> Result<U256> {
     let supply = gopen::past_total_supply(s.host(), timepoint)?;
     Ok(ppm_of(supply, ppm))
 }

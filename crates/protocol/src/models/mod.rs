@@ -7,6 +7,7 @@
 //! served once its creator deploys again, while receipts of the versions served before still
 //! settle against the datanet versions those were trained on.
 
+use crate::Result;
 use alloy_primitives::{Address, U256};
 use alloy_sol_types::SolCall;
 use openledger_chain::{ModuleCall, ModuleError};
@@ -226,7 +227,7 @@ fn make_current(
     base: Slot,
     version: u64,
     artifact: IModels::Artifact,
-) -> Result<(), ModuleError> {
+) -> Result<()> {
     s.set(base.field(field::CURRENT), version)?;
     s.set(base.field(field::ADAPTER), artifact.adapterHash)?;
     s.set_items(base.field(field::VERSIONS), artifact.datanetVersions)?;
@@ -317,11 +318,11 @@ fn mark_slashed(s: &mut Storage<'_>, caller: Address, id: U256) -> Out {
     emitted(s.host(), &IModels::ModelSlashed { modelId: id })
 }
 
-fn is_governance(s: &mut Storage<'_>, account: Address) -> Result<bool, ModuleError> {
+fn is_governance(s: &mut Storage<'_>, account: Address) -> Result<bool> {
     crate::state::is_governance(s.host(), account)
 }
 
-fn existing(s: &mut Storage<'_>, id: U256) -> Result<Slot, ModuleError> {
+fn existing(s: &mut Storage<'_>, id: U256) -> Result<Slot> {
     let base = MODELS.at(id);
     if s.get::<Status>(base.field(field::STATUS))? == Status::None {
         return Err(revert(IModels::UnknownModel { modelId: id }));
@@ -329,7 +330,7 @@ fn existing(s: &mut Storage<'_>, id: U256) -> Result<Slot, ModuleError> {
     Ok(base)
 }
 
-fn by_creator(s: &mut Storage<'_>, id: U256, caller: Address) -> Result<Slot, ModuleError> {
+fn by_creator(s: &mut Storage<'_>, id: U256, caller: Address) -> Result<Slot> {
     let base = existing(s, id)?;
     if s.get::<Address>(base.field(field::CREATOR))? != caller {
         return Err(revert(IModels::NotCreator {
@@ -341,12 +342,7 @@ fn by_creator(s: &mut Storage<'_>, id: U256, caller: Address) -> Result<Slot, Mo
 }
 
 /// Reverts unless the model at `base` is in the `required` status.
-fn require_status(
-    s: &mut Storage<'_>,
-    base: Slot,
-    id: U256,
-    required: Status,
-) -> Result<(), ModuleError> {
+fn require_status(s: &mut Storage<'_>, base: Slot, id: U256, required: Status) -> Result<()> {
     let status: Status = s.get(base.field(field::STATUS))?;
     if status != required {
         return Err(revert(IModels::WrongStatus {
@@ -365,7 +361,7 @@ fn too_long(field: String, max: usize) -> IModels::TooLong {
     }
 }
 
-fn read_model(s: &mut Storage<'_>, id: U256) -> Result<IModels::Model, ModuleError> {
+fn read_model(s: &mut Storage<'_>, id: U256) -> Result<IModels::Model> {
     let base = existing(s, id)?;
     let f = |field| base.field(field);
     Ok(IModels::Model {

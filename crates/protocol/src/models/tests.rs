@@ -7,12 +7,9 @@ use crate::{
         IModels::{self, Status},
         IStaking,
     },
-    testing::{ADMIN, Fixture, assert_reverts, milli},
+    testing::{ADMIN, CREATOR, Fixture, OPERATOR, OWNER, assert_reverts, milli},
 };
 
-const OWNER: Address = Address::repeat_byte(1);
-const CREATOR: Address = Address::repeat_byte(5);
-const OPERATOR: Address = Address::repeat_byte(6);
 const STRANGER: Address = Address::repeat_byte(7);
 
 fn model(f: &mut Fixture, id: U256) -> IModels::Model {

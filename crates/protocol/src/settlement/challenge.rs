@@ -6,6 +6,7 @@
 //! [`AttributionOracle`] recomputes the span attribution, and a difference re-pays the
 //! contributors from the operator's stake.
 
+use crate::Result;
 use std::fmt::Debug;
 
 use alloy_primitives::{Address, B256, U256, keccak256};
@@ -66,11 +67,7 @@ pub fn weights_hash(ids: &[U256], weights: &[u32]) -> B256 {
 }
 
 /// Records a settled receipt for challenges.
-pub(super) fn record(
-    s: &mut Storage<'_>,
-    receipt_id: B256,
-    record: ReceiptRecord,
-) -> Result<(), ModuleError> {
+pub(super) fn record(s: &mut Storage<'_>, receipt_id: B256, record: ReceiptRecord) -> Result<()> {
     let slot = RECORDS.at(receipt_id);
     s.set(slot.field(record::HASH), keccak256(record.abi_encode()))?;
     let now = s.host().timestamp();
@@ -92,10 +89,7 @@ fn state_word(settled_at: u64, status: ReceiptStatus) -> U256 {
 }
 
 /// A receipt's status, settlement time and record hash.
-pub(super) fn status(
-    s: &mut Storage<'_>,
-    receipt_id: B256,
-) -> Result<(ReceiptStatus, u64, B256), ModuleError> {
+pub(super) fn status(s: &mut Storage<'_>, receipt_id: B256) -> Result<(ReceiptStatus, u64, B256)> {
     let slot = RECORDS.at(receipt_id);
     let state: U256 = s.get(slot.field(record::STATE))?;
     let settled_at = (state & U256::from(u64::MAX)).saturating_to();
@@ -166,7 +160,7 @@ fn check(
     record: &ReceiptRecord,
     prompt: &str,
     output: &str,
-) -> Result<u64, ModuleError> {
+) -> Result<u64> {
     let (status, settled_at, hash) = status(s, id)?;
     match status {
         ReceiptStatus::Unknown => {
@@ -237,7 +231,7 @@ fn resettle(
     challenger: Address,
     ids: Vec<U256>,
     weights: Vec<u32>,
-) -> Result<(), ModuleError> {
+) -> Result<()> {
     let slash = IStaking::slashOperatorCall {
         modelId: record.modelId,
         ppm: CHALLENGE_SLASH_PPM,

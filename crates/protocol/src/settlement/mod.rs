@@ -10,6 +10,7 @@ pub mod challenge;
 pub mod fee;
 mod training;
 
+use crate::Result;
 use std::sync::Arc;
 
 use alloy_primitives::{Address, B256, Bytes, Signature, U256};
@@ -256,22 +257,14 @@ fn deposit(s: &mut Storage<'_>, caller: Address, amount: U256) -> Answer {
 
 /// How much of `account`'s escrow (`balance`) is unlocking, and when it can be withdrawn: no
 /// more than the balance, which settlements may have drawn from since the unlock.
-fn unlocking(
-    s: &mut Storage<'_>,
-    account: Address,
-    balance: U256,
-) -> Result<(U256, u64), ModuleError> {
+fn unlocking(s: &mut Storage<'_>, account: Address, balance: U256) -> Result<(U256, u64)> {
     let slot = UNLOCKING.at(account);
     let amount: U256 = s.get(slot.field(unlock::AMOUNT))?;
     Ok((amount.min(balance), s.get(slot.field(unlock::RELEASE_AT))?))
 }
 
 /// The escrow slot of `account` and its balance, refused when it is under `required`.
-fn escrow_covering(
-    s: &mut Storage<'_>,
-    account: Address,
-    required: U256,
-) -> Result<(Slot, U256), ModuleError> {
+fn escrow_covering(s: &mut Storage<'_>, account: Address, required: U256) -> Result<(Slot, U256)> {
     let slot = ESCROW.at(account);
     let available: U256 = s.get(slot)?;
     if available < required {
@@ -363,7 +356,7 @@ fn settle(
     order: InferenceOrder,
     signature: &[u8],
     receipt: InferenceReceipt,
-) -> Result<U256, ModuleError> {
+) -> Result<U256> {
     let model = deployed(s, order.modelId)?;
     if caller != model.operator {
         return Err(revert(ISettlement::NotOperator {
@@ -531,7 +524,7 @@ fn cut_penalty(
     account: Address,
     model_id: U256,
     amount: U256,
-) -> Result<U256, ModuleError> {
+) -> Result<U256> {
     let cut_ppm = reward_cut_ppm(s.host(), account)?;
     let cut = amount * U256::from(cut_ppm) / U256::from(fee::PPM);
     if cut.is_zero() {
@@ -556,7 +549,7 @@ fn check_served(
     model_id: U256,
     model: &ModelInfo,
     receipt: &InferenceReceipt,
-) -> Result<(), ModuleError> {
+) -> Result<()> {
     let served = receipt.artifactVersion;
     let trained_on = match served_on(s.host(), model_id, served)? {
         Some(trained_on) => trained_on,
@@ -594,7 +587,7 @@ fn contributor_payees(
     version: u64,
     contributions: &[U256],
     weights: usize,
-) -> Result<Vec<(Address, Role)>, ModuleError> {
+) -> Result<Vec<(Address, Role)>> {
     if contributions.len() != weights {
         return Err(revert(ISettlement::WeightsMismatch {
             contributions: U256::from(contributions.len()),
@@ -627,7 +620,7 @@ fn accrue(
     model_id: U256,
     role: Role,
     amount: U256,
-) -> Result<(), ModuleError> {
+) -> Result<()> {
     if amount.is_zero() {
         return Ok(());
     }
@@ -651,7 +644,7 @@ fn signer(signature: &[u8], digest: &B256) -> Option<Address> {
         .ok()
 }
 
-fn deployed(s: &mut Storage<'_>, model_id: U256) -> Result<ModelInfo, ModuleError> {
+fn deployed(s: &mut Storage<'_>, model_id: U256) -> Result<ModelInfo> {
     let model = model_info(s.host(), model_id)?
         .ok_or_else(|| revert(ISettlement::UnknownModel { modelId: model_id }))?;
     if model.status != Status::Deployed {
@@ -666,7 +659,7 @@ fn fee_for(
     model: &ModelInfo,
     input_tokens: u64,
     output_tokens: u64,
-) -> Result<(U256, U256), ModuleError> {
+) -> Result<(U256, U256)> {
     let platform_fee: U256 = s.get(PARAMS)?;
     let fee = fee::inference_fee(input_tokens, output_tokens, model.rates, platform_fee)
         .map_err(|_| revert(ISettlement::FeeOverflow {}))?;
@@ -711,7 +704,7 @@ fn set_params(s: &mut Storage<'_>, caller: Address, c: ISettlement::setParamsCal
     )
 }
 
-fn read_shares(s: &mut Storage<'_>) -> Result<Shares, ModuleError> {
+fn read_shares(s: &mut Storage<'_>) -> Result<Shares> {
     Ok(Shares {
         creator: s.get(PARAMS.field(1))?,
         stakers: s.get(PARAMS.field(2))?,

@@ -1,10 +1,10 @@
+use crate::Result;
 use std::sync::Arc;
 
 use alloy_primitives::{Address, B256, U256, keccak256};
 use alloy_signer::SignerSync;
 use alloy_signer_local::PrivateKeySigner;
 use alloy_sol_types::SolStruct;
-use openledger_chain::ModuleError;
 use openledger_primitives::{ProtocolParams, addresses};
 use proptest::prelude::*;
 
@@ -16,14 +16,8 @@ use crate::{
         IStaking,
     },
     models::Models,
-    testing::{Fixture, assert_reverts, milli},
+    testing::{ALICE, BOB, CREATOR, Fixture, OPERATOR, OWNER, assert_reverts, milli},
 };
-
-const OWNER: Address = Address::repeat_byte(1);
-const ALICE: Address = Address::repeat_byte(3);
-const BOB: Address = Address::repeat_byte(4);
-const CREATOR: Address = Address::repeat_byte(5);
-const OPERATOR: Address = Address::repeat_byte(6);
 
 /// A deployed model trained on version 1 of a datanet holding Alice's and Bob's contributions,
 /// and a user with escrow.
@@ -97,11 +91,7 @@ impl Market {
         }
     }
 
-    fn settle(
-        &mut self,
-        order: InferenceOrder,
-        receipt: InferenceReceipt,
-    ) -> Result<U256, ModuleError> {
+    fn settle(&mut self, order: InferenceOrder, receipt: InferenceReceipt) -> Result<U256> {
         let signature = self.sign(&order, &self.user);
         self.f.settlement(
             OPERATOR,
@@ -385,10 +375,7 @@ fn without_weights_the_pool_goes_to_the_datanet_owner() {
 }
 
 impl Market {
-    fn escrow_call<C: alloy_sol_types::SolCall>(
-        &mut self,
-        call: &C,
-    ) -> Result<C::Return, ModuleError> {
+    fn escrow_call<C: alloy_sol_types::SolCall>(&mut self, call: &C) -> Result<C::Return> {
         let user = self.user.address();
         self.f.settlement(user, U256::ZERO, call)
     }
@@ -1043,7 +1030,7 @@ impl Market {
         record: &ReceiptRecord,
         bond: U256,
         output: &str,
-    ) -> Result<bool, ModuleError> {
+    ) -> Result<bool> {
         let call = ISettlement::challengeCall {
             receiptId: id,
             record: record.clone(),
@@ -1268,7 +1255,7 @@ mod training {
             order: &TrainingOrder,
             signer: &PrivateKeySigner,
             amount: U256,
-        ) -> Result<B256, ModuleError> {
+        ) -> Result<B256> {
             let digest = order.eip712_signing_hash(&domain(self.f.host.chain_id));
             let signature = signer.sign_hash_sync(&digest).unwrap().as_bytes().to_vec();
             let call = ISettlement::holdTrainingCall {

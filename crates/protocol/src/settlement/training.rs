@@ -3,9 +3,9 @@
 //! the model has registered a new artifact, and refunds the hold when the training fails or is
 //! cancelled. A payer whose trainer never settles takes the fee back after the order's expiry.
 
+use crate::Result;
 use alloy_primitives::{Address, B256, U256};
 use alloy_sol_types::{SolCall, SolStruct};
-use openledger_chain::ModuleError;
 
 use super::{RECOVER_GAS, domain, signer, unlocking};
 use crate::{
@@ -98,7 +98,7 @@ pub(super) fn hold(s: &mut Storage<'_>, caller: Address, c: ISettlement::holdTra
     Ok(ISettlement::holdTrainingCall::abi_encode_returns(&id).into())
 }
 
-pub(super) fn read(s: &mut Storage<'_>, id: B256) -> Result<TrainingHold, ModuleError> {
+pub(super) fn read(s: &mut Storage<'_>, id: B256) -> Result<TrainingHold> {
     let entry = HOLDS.at(id);
     let status: u8 = s.get(entry.field(hold::STATUS))?;
     Ok(TrainingHold {
@@ -113,7 +113,7 @@ pub(super) fn read(s: &mut Storage<'_>, id: B256) -> Result<TrainingHold, Module
 }
 
 /// Hold `id`, if it is still held.
-fn open(s: &mut Storage<'_>, id: B256) -> Result<TrainingHold, ModuleError> {
+fn open(s: &mut Storage<'_>, id: B256) -> Result<TrainingHold> {
     let held = read(s, id)?;
     if held.status != HoldStatus::Held {
         return Err(revert(ISettlement::HoldNotOpen {

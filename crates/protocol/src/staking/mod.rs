@@ -5,6 +5,7 @@
 //! both slashing (the pool loses OPEN, every share loses value) and rewards (a reward-per-share
 //! accumulator) cost the same whatever the number of stakers: no loop ever runs over them.
 
+use crate::Result;
 use alloy_primitives::{Address, Bytes, U256};
 use alloy_sol_types::SolCall;
 use openledger_chain::{ModuleCall, ModuleError};
@@ -106,7 +107,7 @@ fn run(mut s: Storage<'_>, call: &ModuleCall<'_>, decoded: IStakingCalls) -> Ans
 type Out = Answer;
 
 /// Reverts unless the model exists and may still take stake.
-fn open_model(s: &mut Storage<'_>, id: U256) -> Result<Status, ModuleError> {
+fn open_model(s: &mut Storage<'_>, id: U256) -> Result<Status> {
     let model =
         model_info(s.host(), id)?.ok_or_else(|| revert(IStaking::UnknownModel { modelId: id }))?;
     if matches!(model.status, Status::Retired | Status::Slashed) {
@@ -140,12 +141,7 @@ fn stake(s: &mut Storage<'_>, caller: Address, id: U256, amount: U256) -> Out {
 }
 
 /// Shares `amount` buys in the pool whose amount is at `amount_slot` (its shares follow it).
-fn shares_for(
-    s: &mut Storage<'_>,
-    id: U256,
-    amount_slot: Slot,
-    amount: U256,
-) -> Result<U256, ModuleError> {
+fn shares_for(s: &mut Storage<'_>, id: U256, amount_slot: Slot, amount: U256) -> Result<U256> {
     let total: U256 = s.get(amount_slot)?;
     let shares: U256 = s.get(amount_slot.field(1))?;
     if shares.is_zero() {
@@ -194,12 +190,7 @@ fn request_unstake(s: &mut Storage<'_>, caller: Address, id: U256, amount: U256)
 
 /// Puts `amount` into the model's unbonding pool for the position at `slot`; returns when it
 /// can be withdrawn.
-fn start_unbonding(
-    s: &mut Storage<'_>,
-    id: U256,
-    slot: Slot,
-    amount: U256,
-) -> Result<u64, ModuleError> {
+fn start_unbonding(s: &mut Storage<'_>, id: U256, slot: Slot, amount: U256) -> Result<u64> {
     let base = POOLS.at(id);
     let new_shares = shares_for(s, id, base.field(pool::UNBONDING), amount)?;
     s.add(base.field(pool::UNBONDING), amount)?;
@@ -287,7 +278,7 @@ fn withdraw_unbonded(s: &mut Storage<'_>, caller: Address, id: U256) -> Out {
 }
 
 /// Moves the position's earned rewards into its credited balance.
-fn harvest(s: &mut Storage<'_>, id: U256, account: Address) -> Result<(), ModuleError> {
+fn harvest(s: &mut Storage<'_>, id: U256, account: Address) -> Result<()> {
     let earned = pending(s, id, account)?;
     if !earned.is_zero() {
         s.add(CREDITED.at(account), earned)?;
@@ -296,7 +287,7 @@ fn harvest(s: &mut Storage<'_>, id: U256, account: Address) -> Result<(), Module
 }
 
 /// Rewards the position earned since its debt was last reset.
-fn pending(s: &mut Storage<'_>, id: U256, account: Address) -> Result<U256, ModuleError> {
+fn pending(s: &mut Storage<'_>, id: U256, account: Address) -> Result<U256> {
     let slot = POSITIONS.at(id).at(account);
     let shares: U256 = s.get(slot.field(position::SHARES))?;
     let debt: U256 = s.get(slot.field(position::REWARD_DEBT))?;
@@ -306,7 +297,7 @@ fn pending(s: &mut Storage<'_>, id: U256, account: Address) -> Result<U256, Modu
 
 /// Starts the position's earnings afresh. The debt is rounded up and earnings down, so that
 /// the payouts never add up to more than was distributed, however often positions change.
-fn reset_debt(s: &mut Storage<'_>, id: U256, slot: Slot, shares: U256) -> Result<(), ModuleError> {
+fn reset_debt(s: &mut Storage<'_>, id: U256, slot: Slot, shares: U256) -> Result<()> {
     let per_share: U256 = s.get(POOLS.at(id).field(pool::REWARD_PER_SHARE))?;
     s.set(
         slot.field(position::REWARD_DEBT),
@@ -363,7 +354,7 @@ fn notify_fee(s: &mut Storage<'_>, caller: Address, id: U256, fee: U256, reward:
     )
 }
 
-fn record_volume(s: &mut Storage<'_>, id: U256, fee: U256) -> Result<(), ModuleError> {
+fn record_volume(s: &mut Storage<'_>, id: U256, fee: U256) -> Result<()> {
     let (period, previous, current) = volumes(s, id)?;
     let base = POOLS.at(id);
     s.set(base.field(pool::VOLUME_PERIOD), period)?;
@@ -372,12 +363,7 @@ fn record_volume(s: &mut Storage<'_>, id: U256, fee: U256) -> Result<(), ModuleE
 }
 
 /// The model a slash of `ppm` for `reason` applies to, once both are checked.
-fn slashed_model(
-    s: &mut Storage<'_>,
-    id: U256,
-    ppm: u32,
-    reason: &str,
-) -> Result<ModelInfo, ModuleError> {
+fn slashed_model(s: &mut Storage<'_>, id: U256, ppm: u32, reason: &str) -> Result<ModelInfo> {
     if ppm == 0 || ppm > PPM {
         return Err(revert(IStaking::InvalidPpm {
             ppm: U256::from(ppm),
@@ -439,7 +425,7 @@ fn mark_if_under_collateralised(
     id: U256,
     status: Status,
     operator_stake: U256,
-) -> Result<(), ModuleError> {
+) -> Result<()> {
     if status == Status::Deployed && operator_stake < minimum(s, id)? {
         let call = IModels::markSlashedCall { modelId: id }.abi_encode();
         s.host().call_module(addresses::MODELS, &call, U256::ZERO)?;
@@ -527,7 +513,7 @@ fn set_params(s: &mut Storage<'_>, caller: Address, p: IStaking::Params) -> Out 
     emitted(s.host(), &IStaking::ParamsSet { params: p })
 }
 
-fn model_stake(s: &mut Storage<'_>, id: U256) -> Result<IStaking::ModelStake, ModuleError> {
+fn model_stake(s: &mut Storage<'_>, id: U256) -> Result<IStaking::ModelStake> {
     let model =
         model_info(s.host(), id)?.ok_or_else(|| revert(IStaking::UnknownModel { modelId: id }))?;
     let base = POOLS.at(id);
@@ -541,11 +527,7 @@ fn model_stake(s: &mut Storage<'_>, id: U256) -> Result<IStaking::ModelStake, Mo
     })
 }
 
-fn read_position(
-    s: &mut Storage<'_>,
-    id: U256,
-    account: Address,
-) -> Result<IStaking::Position, ModuleError> {
+fn read_position(s: &mut Storage<'_>, id: U256, account: Address) -> Result<IStaking::Position> {
     let base = POOLS.at(id);
     let slot = POSITIONS.at(id).at(account);
     let shares: U256 = s.get(slot.field(position::SHARES))?;

@@ -6,11 +6,8 @@ use proptest::prelude::*;
 use super::Staking;
 use crate::{
     abi::{IModels::Status, IStaking},
-    testing::{ADMIN, Fixture, account, assert_reverts, milli},
+    testing::{ADMIN, CREATOR, Fixture, OPERATOR, account, assert_reverts, milli},
 };
-
-const CREATOR: Address = Address::repeat_byte(5);
-const OPERATOR: Address = Address::repeat_byte(6);
 
 /// A deployed model whose operator staked 20 OPEN.
 fn market() -> (Fixture, U256) {

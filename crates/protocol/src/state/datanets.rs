@@ -1,7 +1,8 @@
 //! The Datanets module's storage, and what other modules read of it.
 
+use crate::Result;
 use alloy_primitives::{Address, U256};
-use openledger_chain::{ModuleError, ModuleHost};
+use openledger_chain::ModuleHost;
 use openledger_primitives::addresses;
 
 use crate::abi::IDatanets::ContributionStatus;
@@ -98,7 +99,7 @@ fields! {
 }
 
 fields! {
-    /// Fields of a grant.
+    /// Fields of a grant, in the order of `IDatanets.AccessGrant`, which is read whole.
     mod grant {
         VERSION,
         PAID,
@@ -132,10 +133,7 @@ pub struct ContributionInfo {
 }
 
 /// A datanet's owner and number of versions; `None` if it does not exist.
-pub fn datanet_info(
-    host: &mut dyn ModuleHost,
-    id: U256,
-) -> Result<Option<(Address, u64)>, ModuleError> {
+pub fn datanet_info(host: &mut dyn ModuleHost, id: U256) -> Result<Option<(Address, u64)>> {
     let mut s = Storage::of(host, addresses::DATANETS);
     let base = DATANETS.at(id);
     let owner: Address = s.get(base.field(datanet::OWNER))?;
@@ -146,10 +144,7 @@ pub fn datanet_info(
 }
 
 /// A contribution; `None` if it does not exist.
-pub fn contribution_info(
-    host: &mut dyn ModuleHost,
-    id: U256,
-) -> Result<Option<ContributionInfo>, ModuleError> {
+pub fn contribution_info(host: &mut dyn ModuleHost, id: U256) -> Result<Option<ContributionInfo>> {
     let mut s = Storage::of(host, addresses::DATANETS);
     let base = CONTRIBUTIONS.at(id);
     let datanet_id: U256 = s.get(base.field(contribution::DATANET))?;
@@ -176,7 +171,7 @@ pub fn has_access(
     model_id: U256,
     datanet_id: U256,
     version: u64,
-) -> Result<bool, ModuleError> {
+) -> Result<bool> {
     let mut s = Storage::of(host, addresses::DATANETS);
     let granted: u64 = s.get(GRANTS.at(model_id).at(datanet_id).field(grant::VERSION))?;
     if granted >= version {

@@ -1,8 +1,9 @@
 //! The Feedback module's storage, and what settlement reads of it: the part of a platform fee
 //! that funds validators' rewards.
 
+use crate::Result;
 use alloy_primitives::U256;
-use openledger_chain::{ModuleError, ModuleHost};
+use openledger_chain::ModuleHost;
 use openledger_primitives::addresses;
 
 use crate::math::ppm_of;
@@ -40,7 +41,7 @@ fields! {
 }
 
 fields! {
-    /// Fields of a validator.
+    /// Fields of a validator, in the order of `IFeedback.Validator`, which is read whole.
     mod validator {
         STAKE,
         EXITING,
@@ -65,7 +66,8 @@ fields! {
 }
 
 fields! {
-    /// Fields of a validator's rating of a receipt.
+    /// Fields of a validator's rating of a receipt, in the order of `IFeedback.Rating`, which is
+    /// read whole.
     mod rating {
         COMMITMENT,
         WEIGHT,
@@ -85,12 +87,12 @@ fields! {
 }
 
 /// Parameter `index` ([`param`]).
-pub(crate) fn param(s: &mut Storage<'_>, index: u8) -> Result<U256, ModuleError> {
+pub(crate) fn param(s: &mut Storage<'_>, index: u8) -> Result<U256> {
     s.get(PARAMS.field(index))
 }
 
 /// The part of a platform fee that funds the feedback reward of the settled receipt.
-pub fn reward_for(host: &mut dyn ModuleHost, platform_fee: U256) -> Result<U256, ModuleError> {
+pub fn reward_for(host: &mut dyn ModuleHost, platform_fee: U256) -> Result<U256> {
     let share = param(
         &mut Storage::of(host, addresses::FEEDBACK),
         param::FEE_SHARE,

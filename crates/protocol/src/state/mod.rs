@@ -14,13 +14,14 @@ pub mod models;
 pub mod settlement;
 pub mod staking;
 
+use crate::Result;
 use alloy_primitives::Address;
-use openledger_chain::{ModuleError, ModuleHost};
+use openledger_chain::ModuleHost;
 use openledger_primitives::addresses;
 
 /// Whether `account` may call the protocol's privileged functions: the Governor, or the
 /// genesis admin while one is configured.
-pub fn is_governance(host: &mut dyn ModuleHost, account: Address) -> Result<bool, ModuleError> {
+pub fn is_governance(host: &mut dyn ModuleHost, account: Address) -> Result<bool> {
     if account == addresses::GOVERNOR {
         return Ok(true);
     }

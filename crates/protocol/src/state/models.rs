@@ -1,7 +1,8 @@
 //! The Models module's storage, and what other modules read of it.
 
+use crate::Result;
 use alloy_primitives::{Address, U256};
-use openledger_chain::{ModuleError, ModuleHost};
+use openledger_chain::ModuleHost;
 use openledger_primitives::addresses;
 
 use crate::abi::IModels::{self, Status};
@@ -87,12 +88,12 @@ pub struct ModelInfo {
 }
 
 /// The genesis admin (zero if none).
-pub fn admin(host: &mut dyn ModuleHost) -> Result<Address, ModuleError> {
+pub fn admin(host: &mut dyn ModuleHost) -> Result<Address> {
     Storage::of(host, addresses::MODELS).get(ADMIN)
 }
 
 /// A model; `None` if it does not exist.
-pub fn model_info(host: &mut dyn ModuleHost, id: U256) -> Result<Option<ModelInfo>, ModuleError> {
+pub fn model_info(host: &mut dyn ModuleHost, id: U256) -> Result<Option<ModelInfo>> {
     let mut s = Storage::of(host, addresses::MODELS);
     let base = MODELS.at(id);
     let status: Status = s.get(base.field(field::STATUS))?;
@@ -118,7 +119,7 @@ pub fn served_on(
     host: &mut dyn ModuleHost,
     id: U256,
     version: u64,
-) -> Result<Option<Vec<(U256, u64)>>, ModuleError> {
+) -> Result<Option<Vec<(U256, u64)>>> {
     let mut s = Storage::of(host, addresses::MODELS);
     let Some(artifact) = read_artifact(&mut s, id, version)?.filter(|a| a.deployedAt != 0) else {
         return Ok(None);
@@ -139,7 +140,7 @@ pub(crate) fn read_artifact(
     s: &mut Storage<'_>,
     id: U256,
     version: u64,
-) -> Result<Option<IModels::Artifact>, ModuleError> {
+) -> Result<Option<IModels::Artifact>> {
     let base = MODELS.at(id);
     let count: u64 = s.get(base.field(field::ARTIFACT_COUNT))?;
     if version == 0 || version > count {

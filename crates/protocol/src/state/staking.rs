@@ -1,8 +1,9 @@
 //! The Staking module's storage, and what other modules read of it: an operator's stake against
 //! the model's minimum, the unbonding period and contributors' penalty cuts.
 
+use crate::Result;
 use alloy_primitives::{Address, U256};
-use openledger_chain::{ModuleError, ModuleHost};
+use openledger_chain::ModuleHost;
 use openledger_primitives::addresses;
 
 use crate::math::{mul_div, ppm_of};
@@ -74,11 +75,7 @@ pub struct StakeCheck {
 }
 
 /// Reads `operator`'s stake in model `id` against the model's minimum.
-pub fn stake_check(
-    host: &mut dyn ModuleHost,
-    id: U256,
-    operator: Address,
-) -> Result<StakeCheck, ModuleError> {
+pub fn stake_check(host: &mut dyn ModuleHost, id: U256, operator: Address) -> Result<StakeCheck> {
     let mut s = Storage::of(host, addresses::STAKING);
     Ok(StakeCheck {
         stake: s.get(OPERATOR_STAKE.at(id).at(operator))?,
@@ -91,25 +88,22 @@ pub fn stake_check(
 
 /// How long stake waits between an exit request and its withdrawal, in seconds; the Feedback
 /// module's validators wait as long.
-pub fn unbonding_period(host: &mut dyn ModuleHost) -> Result<u64, ModuleError> {
+pub fn unbonding_period(host: &mut dyn ModuleHost) -> Result<u64> {
     Ok(param(&mut Storage::of(host, addresses::STAKING), param::UNBONDING)?.saturating_to())
 }
 
 /// The share of `contributor`'s rewards its penalties cut, in ppm.
-pub fn reward_cut_ppm(host: &mut dyn ModuleHost, contributor: Address) -> Result<u32, ModuleError> {
+pub fn reward_cut_ppm(host: &mut dyn ModuleHost, contributor: Address) -> Result<u32> {
     Ok(penalty(&mut Storage::of(host, addresses::STAKING), contributor)?.1)
 }
 
 /// Parameter `index` ([`param`]).
-pub(crate) fn param(s: &mut Storage<'_>, index: u8) -> Result<U256, ModuleError> {
+pub(crate) fn param(s: &mut Storage<'_>, index: u8) -> Result<U256> {
     s.get(PARAMS.field(index))
 }
 
 /// A contributor's penalty score, and the cut of its rewards it makes (ppm).
-pub(crate) fn penalty(
-    s: &mut Storage<'_>,
-    contributor: Address,
-) -> Result<(u32, u32), ModuleError> {
+pub(crate) fn penalty(s: &mut Storage<'_>, contributor: Address) -> Result<(u32, u32)> {
     let score: u32 = s.get::<U256>(PENALTY.at(contributor))?.saturating_to();
     let threshold: u32 = param(s, param::PENALTY_THRESHOLD)?.saturating_to();
     let cut = if threshold > 0 && score >= threshold {
@@ -121,7 +115,7 @@ pub(crate) fn penalty(
 }
 
 /// Volume of the current and previous periods, rolled forward to now.
-pub(crate) fn volumes(s: &mut Storage<'_>, id: U256) -> Result<(u64, U256, U256), ModuleError> {
+pub(crate) fn volumes(s: &mut Storage<'_>, id: U256) -> Result<(u64, U256, U256)> {
     let base = POOLS.at(id);
     let window: u64 = param(s, param::WINDOW)?.saturating_to::<u64>().max(1);
     let period = s.host().timestamp() / window;
@@ -137,7 +131,7 @@ pub(crate) fn volumes(s: &mut Storage<'_>, id: U256) -> Result<(u64, U256, U256)
 
 /// The fee volume of the trailing window: this period's, plus the previous period's weighted
 /// by how much of it the window still covers.
-pub(crate) fn trailing_volume(s: &mut Storage<'_>, id: U256) -> Result<U256, ModuleError> {
+pub(crate) fn trailing_volume(s: &mut Storage<'_>, id: U256) -> Result<U256> {
     let (_, previous, current) = volumes(s, id)?;
     let window: u64 = param(s, param::WINDOW)?.saturating_to::<u64>().max(1);
     let left = window - s.host().timestamp() % window;
@@ -146,7 +140,7 @@ pub(crate) fn trailing_volume(s: &mut Storage<'_>, id: U256) -> Result<U256, Mod
 
 /// The least stake model `id`'s operator must keep: the base minimum plus a share of its
 /// trailing fee volume.
-pub(crate) fn minimum(s: &mut Storage<'_>, id: U256) -> Result<U256, ModuleError> {
+pub(crate) fn minimum(s: &mut Storage<'_>, id: U256) -> Result<U256> {
     let base = param(s, param::OPERATOR_MIN)?;
     let ppm = param(s, param::VOLUME_PPM)?;
     Ok(base + ppm_of(trailing_volume(s, id)?, ppm))

@@ -5,6 +5,7 @@
 //! the newer versions added only, and those rows' contributors are paid, so the work of one
 //! request is bounded by the contributions it newly covers ([`MAX_NEW_CONTRIBUTIONS`]).
 
+use crate::Result;
 use std::collections::BTreeMap;
 
 use alloy_primitives::{Address, Bytes, U256};
@@ -65,10 +66,7 @@ pub(super) fn set_params(
     emitted(s.host(), &IDatanets::AccessParamsSet { params })
 }
 
-pub(super) fn read_terms(
-    s: &mut Storage<'_>,
-    datanet_id: U256,
-) -> Result<IDatanets::AccessTerms, ModuleError> {
+pub(super) fn read_terms(s: &mut Storage<'_>, datanet_id: U256) -> Result<IDatanets::AccessTerms> {
     let (base, _) = with_owner(s, datanet_id)?;
     Ok(IDatanets::AccessTerms {
         pricePerRow: s.get(base.field(datanet::PRICE_PER_ROW))?,
@@ -113,19 +111,13 @@ pub(super) fn read_grant(
     s: &mut Storage<'_>,
     model_id: U256,
     datanet_id: U256,
-) -> Result<IDatanets::AccessGrant, ModuleError> {
-    let slot = GRANTS.at(model_id).at(datanet_id);
-    Ok(IDatanets::AccessGrant {
-        version: s.get(slot.field(grant::VERSION))?,
-        paid: s.get(slot.field(grant::PAID))?,
-        grantedAt: s.get(slot.field(grant::GRANTED_AT))?,
-        pendingRequest: s.get(slot.field(grant::PENDING))?,
-    })
+) -> Result<IDatanets::AccessGrant> {
+    s.get_struct(GRANTS.at(model_id).at(datanet_id))
 }
 
 /// What a version of a datanet holds, cumulatively: approved contributions and rows (0 for
 /// version 0, before any).
-fn covered(s: &mut Storage<'_>, datanet_id: U256, number: u64) -> Result<(u64, u64), ModuleError> {
+fn covered(s: &mut Storage<'_>, datanet_id: U256, number: u64) -> Result<(u64, u64)> {
     if number == 0 {
         return Ok((0, 0));
     }
@@ -144,7 +136,7 @@ pub(super) fn quote(
     model_id: U256,
     datanet_id: U256,
     number: u64,
-) -> Result<(U256, u64), ModuleError> {
+) -> Result<(U256, u64)> {
     let (base, _) = with_owner(s, datanet_id)?;
     let versions: u64 = s.get(base.field(datanet::VERSIONS))?;
     if number == 0 || number > versions {
@@ -175,7 +167,7 @@ pub(super) fn quote(
 }
 
 /// The creator and datanets of model `model_id`, asked of the Models module.
-fn model_of(s: &mut Storage<'_>, model_id: U256) -> Result<IModels::Model, ModuleError> {
+fn model_of(s: &mut Storage<'_>, model_id: U256) -> Result<IModels::Model> {
     let call = IModels::getModelCall { modelId: model_id };
     let output = s
         .host()
@@ -253,10 +245,7 @@ pub(super) fn request(
     Ok(IDatanets::requestAccessCall::abi_encode_returns(&id).into())
 }
 
-pub(super) fn read_request(
-    s: &mut Storage<'_>,
-    id: U256,
-) -> Result<IDatanets::AccessRequest, ModuleError> {
+pub(super) fn read_request(s: &mut Storage<'_>, id: U256) -> Result<IDatanets::AccessRequest> {
     let entry = REQUESTS.at(id);
     let f = |field| entry.field(field);
     let datanet_id: U256 = s.get(f(request::DATANET))?;
@@ -281,7 +270,7 @@ fn pending_for_owner(
     s: &mut Storage<'_>,
     caller: Address,
     id: U256,
-) -> Result<IDatanets::AccessRequest, ModuleError> {
+) -> Result<IDatanets::AccessRequest> {
     let request = read_request(s, id)?;
     let (_, owner) = with_owner(s, request.datanetId)?;
     if caller != owner {
@@ -326,7 +315,7 @@ pub(super) fn refuse(s: &mut Storage<'_>, caller: Address, id: U256) -> Out {
 }
 
 /// Grants request `id`: its model's access now reaches its version, and its fee is paid out.
-fn grant_request(s: &mut Storage<'_>, id: U256) -> Result<(), ModuleError> {
+fn grant_request(s: &mut Storage<'_>, id: U256) -> Result<()> {
     let request = read_request(s, id)?;
     let grant_slot = GRANTS.at(request.modelId).at(request.datanetId);
     let from: u64 = s.get(grant_slot.field(grant::VERSION))?;
@@ -365,7 +354,7 @@ fn pay_out(
     s: &mut Storage<'_>,
     request: &IDatanets::AccessRequest,
     from: u64,
-) -> Result<(U256, U256, U256), ModuleError> {
+) -> Result<(U256, U256, U256)> {
     if request.fee.is_zero() {
         return Ok((U256::ZERO, U256::ZERO, U256::ZERO));
     }
@@ -421,7 +410,7 @@ fn rows_by_contributor(
     datanet_id: U256,
     from: u64,
     to: u64,
-) -> Result<BTreeMap<Address, u64>, ModuleError> {
+) -> Result<BTreeMap<Address, u64>> {
     let (start, _) = covered(s, datanet_id, from)?;
     let (end, _) = covered(s, datanet_id, to)?;
     let approved = DATANETS.at(datanet_id).field(datanet::APPROVED);

@@ -1,3 +1,4 @@
+use crate::Result;
 use alloy_primitives::{Address, B256, U256};
 use openledger_primitives::{ProtocolParams, addresses};
 use proptest::prelude::*;
@@ -11,13 +12,8 @@ use crate::{
     },
     datanets::Datanets,
     settlement::Settlement,
-    testing::{ADMIN, Fixture, account, assert_reverts, milli},
+    testing::{ADMIN, ALICE, BOB, CREATOR, Fixture, OWNER, account, assert_reverts, milli},
 };
-
-const OWNER: Address = Address::repeat_byte(1);
-const ALICE: Address = Address::repeat_byte(3);
-const BOB: Address = Address::repeat_byte(4);
-const CREATOR: Address = Address::repeat_byte(5);
 
 /// A datanet of `OWNER` with Alice's two contributions and Bob's one, of `rows` rows each:
 /// version 1 holds Alice's first and Bob's, version 2 Alice's second; and an approved model of
@@ -93,7 +89,7 @@ impl Market {
         self.f.host.view(&Datanets, &call)
     }
 
-    fn request(&mut self, who: Address, version: u64, paid: U256) -> Result<U256, ModuleError> {
+    fn request(&mut self, who: Address, version: u64, paid: U256) -> Result<U256> {
         let call = IDatanets::requestAccessCall {
             modelId: self.model,
             datanetId: self.datanet,
@@ -102,7 +98,7 @@ impl Market {
         self.f.datanets(who, paid, &call)
     }
 
-    fn register(&mut self, version: u64) -> Result<IModels::registerArtifactReturn, ModuleError> {
+    fn register(&mut self, version: u64) -> Result<IModels::registerArtifactReturn> {
         let call = IModels::registerArtifactCall {
             modelId: self.model,
             adapterHash: B256::from(U256::from(version)),
@@ -135,8 +131,6 @@ impl Market {
         self.f.host.view(&Datanets, &call).status
     }
 }
-
-use openledger_chain::ModuleError;
 
 #[test]
 fn a_public_free_datanet_grants_every_model_access() {
