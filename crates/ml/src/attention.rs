@@ -247,14 +247,12 @@ mod tests {
     use crate::fused::tests::{check, rotate_half};
 
     /// The candle ops this op replaces: heads split and rotated, each key-value head multiplied
-    /// with its group of query heads, a causal softmax, the heads merged.
-    fn composed(
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        shape: Heads,
-        rope: &RotaryTables,
-    ) -> CResult<Tensor> {
+    /// with its group of query heads, a causal softmax, the heads merged. `qkv` holds the
+    /// queries, keys and values.
+    fn composed(qkv: &[Tensor], shape: Heads, rope: &RotaryTables) -> CResult<Tensor> {
+        let [q, k, v] = qkv else {
+            unreachable!("three inputs")
+        };
         let Heads {
             heads,
             kv_heads,
@@ -296,7 +294,7 @@ mod tests {
                     &[2, 7, kv_heads * 8],
                 ],
                 |t| attention(&t[0], &t[1], &t[2], shape, &rope),
-                |t| composed(&t[0], &t[1], &t[2], shape, &rope),
+                |t| composed(t, shape, &rope),
             )?;
         }
         Ok(())

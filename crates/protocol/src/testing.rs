@@ -250,6 +250,11 @@ impl Fixture {
             .send(&crate::models::Models, caller, U256::ZERO, call)
     }
 
+    /// Reads a Settlement view: the module with this fixture's oracle, as the chain runs it.
+    pub fn settlement_view<C: SolCall>(&mut self, call: &C) -> C::Return {
+        self.host.view(&self.settlement, call)
+    }
+
     /// Sends a typed call to the Settlement module.
     pub fn settlement<C: SolCall>(
         &mut self,

@@ -8,6 +8,11 @@ use crate::{
     testing::{Fixture, account, assert_reverts, milli},
 };
 
+/// Wraps `open` milli-OPEN of `who`'s into GOPEN.
+fn deposit(f: &mut Fixture, who: Address, open: u64) {
+    f.gopen(who, milli(open), &IGOPEN::depositCall {}).unwrap();
+}
+
 fn votes(f: &mut Fixture, who: Address) -> U256 {
     f.host.view(&Gopen, &IGOPEN::getVotesCall { account: who })
 }
@@ -27,8 +32,7 @@ fn deposit_and_withdraw_wrap_open_one_to_one() {
     let mut f = Fixture::new();
     let alice = account(1);
     let before = f.host.balance_of(alice);
-    f.gopen(alice, milli(5_000), &IGOPEN::depositCall {})
-        .unwrap();
+    deposit(&mut f, alice, 5_000);
     assert_eq!(f.host.balance_of(alice), before - milli(5_000));
     assert_eq!(f.host.balance_of(Gopen.address()), milli(5_000));
     let balance = f
@@ -67,8 +71,7 @@ fn deposit_and_withdraw_wrap_open_one_to_one() {
 fn voting_power_needs_delegation() {
     let mut f = Fixture::new();
     let (alice, bob) = (account(1), account(2));
-    f.gopen(alice, milli(1_000), &IGOPEN::depositCall {})
-        .unwrap();
+    deposit(&mut f, alice, 1_000);
     assert_eq!(votes(&mut f, alice), U256::ZERO);
     f.gopen(
         alice,
@@ -93,7 +96,7 @@ fn past_votes_are_exact_after_transfers() {
     let (alice, bob, carol) = (account(1), account(2), account(3));
     let t0 = f.host.timestamp;
     for who in [alice, bob] {
-        f.gopen(who, milli(1_000), &IGOPEN::depositCall {}).unwrap();
+        deposit(&mut f, who, 1_000);
         f.gopen(who, U256::ZERO, &IGOPEN::delegateCall { delegatee: who })
             .unwrap();
     }
@@ -175,8 +178,7 @@ fn past_lookups_must_be_in_the_past() {
 fn transfer_from_spends_the_allowance() {
     let mut f = Fixture::new();
     let (alice, bob) = (account(1), account(2));
-    f.gopen(alice, milli(1_000), &IGOPEN::depositCall {})
-        .unwrap();
+    deposit(&mut f, alice, 1_000);
     f.gopen(
         alice,
         U256::ZERO,

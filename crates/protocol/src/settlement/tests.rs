@@ -105,18 +105,19 @@ impl Market {
     }
 
     fn rewards(&mut self, account: Address) -> U256 {
-        self.f.host.view(
-            &Settlement::default(),
-            &ISettlement::rewardsCall { account },
-        )
+        self.f
+            .settlement_view(&ISettlement::rewardsCall { account })
     }
 
+    /// The user's escrow balance, unlocking or not.
     fn escrow(&mut self) -> U256 {
+        self.escrow_of().balance
+    }
+
+    fn escrow_of(&mut self) -> ISettlement::escrowOfReturn {
         let account = self.user.address();
-        self.f.host.view(
-            &Settlement::default(),
-            &ISettlement::balanceOfCall { account },
-        )
+        self.f
+            .settlement_view(&ISettlement::escrowOfCall { account })
     }
 }
 
@@ -379,14 +380,6 @@ impl Market {
         let user = self.user.address();
         self.f.settlement(user, U256::ZERO, call)
     }
-
-    fn unlocking(&mut self) -> ISettlement::escrowOfReturn {
-        let account = self.user.address();
-        self.f.host.view(
-            &Settlement::default(),
-            &ISettlement::escrowOfCall { account },
-        )
-    }
 }
 
 #[test]
@@ -418,7 +411,7 @@ fn escrow_leaves_only_after_its_unlock_delay() {
     .unwrap();
     let delay = ProtocolParams::default().escrow_withdrawal_delay;
     let release = m.f.host.timestamp + delay;
-    let escrow = m.unlocking();
+    let escrow = m.escrow_of();
     assert_eq!(
         (escrow.balance, escrow.unlocking, escrow.releaseAt),
         (milli(100_000), milli(40_000), release)
@@ -443,7 +436,7 @@ fn escrow_leaves_only_after_its_unlock_delay() {
     m.escrow_call(&withdraw(30_000)).unwrap();
     assert_eq!(m.f.host.balance_of(user), before + milli(30_000));
     assert_eq!(m.escrow(), milli(70_000));
-    assert_eq!(m.unlocking().unlocking, milli(10_000));
+    assert_eq!(m.escrow_of().unlocking, milli(10_000));
     // Unlocking 0 cancels what is left.
     m.escrow_call(&ISettlement::unlockCall { amount: U256::ZERO })
         .unwrap();
@@ -477,7 +470,7 @@ fn unlocking_escrow_still_pays_for_what_was_served() {
     assert_eq!(fee, milli(1_140));
     m.f.host.timestamp += ProtocolParams::default().escrow_withdrawal_delay;
     let left = milli(100_000) - fee;
-    assert_eq!(m.unlocking().unlocking, left);
+    assert_eq!(m.escrow_of().unlocking, left);
     assert_reverts(
         m.escrow_call(&ISettlement::withdrawCall {
             amount: milli(100_000),
@@ -494,7 +487,7 @@ fn unlocking_escrow_still_pays_for_what_was_served() {
     let user = m.user.address();
     m.f.settlement(user, milli(5_000), &ISettlement::depositCall {})
         .unwrap();
-    let escrow = m.unlocking();
+    let escrow = m.escrow_of();
     assert_eq!((escrow.unlocking, escrow.releaseAt), (U256::ZERO, 0));
     assert_reverts(
         m.escrow_call(&ISettlement::withdrawCall { amount: milli(1) }),
@@ -519,7 +512,7 @@ fn a_deposit_after_a_settlement_drew_unlocking_escrow_is_locked() {
     m.f.settlement(user, milli(5_000), &ISettlement::depositCall {})
         .unwrap();
     m.f.host.timestamp += ProtocolParams::default().escrow_withdrawal_delay;
-    let escrow = m.unlocking();
+    let escrow = m.escrow_of();
     assert_eq!(escrow.balance, milli(105_000) - fee);
     assert_eq!(escrow.unlocking, milli(100_000) - fee);
     assert_reverts(
@@ -593,13 +586,10 @@ fn an_order_is_charged_once_before_it_expires_and_never_above_its_limit() {
             required: milli(1_140),
         },
     );
-    assert!(!m.f.host.view(
-        &Settlement::default(),
-        &ISettlement::nonceUsedCall {
-            user,
-            nonce: U256::from(8)
-        }
-    ));
+    assert!(!m.f.settlement_view(&ISettlement::nonceUsedCall {
+        user,
+        nonce: U256::from(8)
+    }));
 }
 
 #[test]
@@ -905,29 +895,21 @@ fn a_batch_settles_all_or_nothing() {
 #[test]
 fn views_quote_the_formula_and_the_domain() {
     let mut m = Market::new();
-    let quote = m.f.host.view(
-        &Settlement::default(),
-        &ISettlement::quoteCall {
-            modelId: m.model,
-            inputTokens: 1_500,
-            outputTokens: 2_000,
-        },
-    );
+    let quote = m.f.settlement_view(&ISettlement::quoteCall {
+        modelId: m.model,
+        inputTokens: 1_500,
+        outputTokens: 2_000,
+    });
     assert_eq!(quote, milli(960) + milli(200) + milli(500));
     let order = m.order(1);
-    let digest = m.f.host.view(
-        &Settlement::default(),
-        &ISettlement::orderDigestCall {
-            order: order.clone(),
-        },
-    );
+    let digest = m.f.settlement_view(&ISettlement::orderDigestCall {
+        order: order.clone(),
+    });
     assert_eq!(
         digest,
         order.eip712_signing_hash(&domain(m.f.host.chain_id))
     );
-    let shares =
-        m.f.host
-            .view(&Settlement::default(), &ISettlement::sharesCall {});
+    let shares = m.f.settlement_view(&ISettlement::sharesCall {});
     assert_eq!(
         (shares.creator, shares.stakers, shares.contributors),
         (700_000, 100_000, 200_000)
@@ -1042,7 +1024,7 @@ impl Market {
 
     fn status(&mut self, id: B256) -> ReceiptStatus {
         let call = ISettlement::receiptStatusCall { receiptId: id };
-        self.f.host.view(&self.f.settlement.clone(), &call).status
+        self.f.settlement_view(&call).status
     }
 }
 
@@ -1197,7 +1179,7 @@ fn challenges_are_refused_with_a_clear_reason_and_change_nothing() {
     m.f.settlement = Settlement::with_oracle(Arc::new(FixedOracle(Vec::new())));
     let (_, settled_at, _) = {
         let call = ISettlement::receiptStatusCall { receiptId: id };
-        let r = m.f.host.view(&m.f.settlement.clone(), &call);
+        let r = m.f.settlement_view(&call);
         (r.status, r.settledAt, r.recordHash)
     };
     assert_reverts(
@@ -1268,7 +1250,7 @@ mod training {
 
         fn held(&mut self, id: B256) -> ISettlement::TrainingHold {
             let call = ISettlement::trainingHoldCall { holdId: id };
-            self.f.host.view(&Settlement::default(), &call)
+            self.f.settlement_view(&call)
         }
 
         fn retrain(&mut self) {
