@@ -12,6 +12,8 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use bytemuck::Pod;
+use libsais::SuffixArrayConstruction;
+use libsais::typestate::{OwnedBuffer, SingleThreaded};
 use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -326,18 +328,21 @@ fn sais_error(e: impl std::fmt::Debug) -> AttributionError {
     AttributionError::Input(format!("suffix array construction failed: {e:?}"))
 }
 
-fn positions(suffixes: Vec<i32>) -> Vec<u32> {
-    suffixes.into_iter().map(|p| p as u32).collect()
+/// Runs a suffix sort set up for 32-bit positions on one thread, the text's element type chosen
+/// by the caller (libsais has a kernel per width).
+fn sort_suffixes<I: libsais::InputElement>(
+    sort: SuffixArrayConstruction<'static, 'static, '_, I, i32, OwnedBuffer, SingleThreaded>,
+) -> Result<Vec<u32>> {
+    let suffixes = sort.run().map_err(sais_error)?.into_vec();
+    Ok(suffixes.into_iter().map(|p| p as u32).collect())
 }
 
 fn suffix_array_u16(text: &[u16]) -> Result<Vec<u32>> {
-    let suffixes = libsais::SuffixArrayConstruction::for_text(text)
-        .in_owned_buffer32()
-        .single_threaded()
-        .run()
-        .map_err(sais_error)?
-        .into_vec();
-    Ok(positions(suffixes))
+    sort_suffixes(
+        SuffixArrayConstruction::for_text(text)
+            .in_owned_buffer32()
+            .single_threaded(),
+    )
 }
 
 /// Large vocabularies: libsais sorts i32 symbols below an alphabet size, the separator largest.
@@ -353,13 +358,11 @@ fn suffix_array_u32(text: &[u32], separator: u32) -> Result<Vec<u32>> {
         .iter()
         .map(|&t| if t == separator { top as i32 } else { t as i32 })
         .collect();
-    let suffixes = libsais::SuffixArrayConstruction::for_text_mut(&mut symbols)
-        .in_owned_buffer32()
-        .single_threaded()
-        .run()
-        .map_err(sais_error)?
-        .into_vec();
-    Ok(positions(suffixes))
+    sort_suffixes(
+        SuffixArrayConstruction::for_text_mut(&mut symbols)
+            .in_owned_buffer32()
+            .single_threaded(),
+    )
 }
 
 fn to_json(value: &impl Serialize) -> Vec<u8> {
