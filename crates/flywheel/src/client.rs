@@ -373,6 +373,18 @@ pub fn events<E: SolEvent>(receipt: &TransactionReceipt) -> Vec<E> {
         .collect()
 }
 
+/// The last event of type `E` in the receipt's logs; an error names the event a transaction
+/// that succeeded should have emitted and did not.
+pub fn event<E: SolEvent>(receipt: &TransactionReceipt) -> anyhow::Result<E> {
+    events(receipt).pop().ok_or_else(|| {
+        anyhow::anyhow!(
+            "transaction {} emitted no {} event",
+            receipt.transaction_hash,
+            E::SIGNATURE
+        )
+    })
+}
+
 /// A readable error for a failed request: the node's message, with a revert decoded by the
 /// modules' ABIs; a node that cannot be reached is named as such.
 fn readable(e: TransportError) -> anyhow::Error {

@@ -14,7 +14,7 @@ use openledger_primitives::addresses::SETTLEMENT;
 use openledger_protocol::abi::ISettlement;
 use serde::{Deserialize, Serialize};
 
-use crate::client::{Client, events};
+use crate::client::{Client, event};
 use crate::jobs::{DatanetVersion, RowsReader, versions_rows};
 use crate::shared::Flywheel;
 
@@ -133,9 +133,7 @@ pub async fn hold(
         amount: fee,
     };
     let receipt = trainer.send(SETTLEMENT, &call, U256::ZERO).await?;
-    let held = events::<ISettlement::TrainingHeld>(&receipt)
-        .pop()
-        .context("holdTraining emitted no TrainingHeld")?;
+    let held = event::<ISettlement::TrainingHeld>(&receipt)?;
     payment.status = PaymentStatus::Held;
     payment.hold_id = Some(held.holdId);
     payment.hold_tx = Some(receipt.transaction_hash);

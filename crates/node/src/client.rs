@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::accounts::dev_accounts;
-pub use openledger_flywheel::client::{Client, events};
+pub use openledger_flywheel::client::{Client, event, events};
 
 /// Who signs transactions.
 #[derive(Debug, Args)]

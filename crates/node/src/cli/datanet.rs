@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::report::{Id, Wei};
-use super::{Client, Common, block_on, events, parse_open, text_hash};
+use super::{Client, Common, block_on, event, parse_open, text_hash};
 use openledger_flywheel::jobs::send_to_api;
 use openledger_flywheel::signing::{SIGNATURE_HEADER, upload_message};
 
@@ -210,9 +210,7 @@ impl Create {
             isPublic: !self.private,
         };
         let receipt = client.send(DATANETS, &call, U256::ZERO).await?;
-        let created = events::<IDatanets::DatanetCreated>(&receipt)
-            .pop()
-            .context("no DatanetCreated event")?;
+        let created = event::<IDatanets::DatanetCreated>(&receipt)?;
         let id = created.datanetId;
         let fee = if self.draft {
             None
@@ -292,9 +290,7 @@ async fn contribute(
         licence,
     };
     let receipt = client.send(DATANETS, &call, U256::ZERO).await?;
-    let event = events::<IDatanets::Contributed>(&receipt)
-        .pop()
-        .context("no Contributed event")?;
+    let event = event::<IDatanets::Contributed>(&receipt)?;
     Ok(Contributed {
         uploaded,
         contribution_id: Id(event.contributionId),
@@ -340,9 +336,7 @@ async fn approve(client: &Client, datanet: U256, ids: Vec<U256>) -> anyhow::Resu
         contributionIds: ids,
     };
     let receipt = client.send(DATANETS, &call, fee).await?;
-    let version = events::<IDatanets::VersionCreated>(&receipt)
-        .pop()
-        .context("no VersionCreated event")?;
+    let version = event::<IDatanets::VersionCreated>(&receipt)?;
     Ok(Approved {
         datanet_id: Id(datanet),
         version: version.version,
@@ -442,12 +436,6 @@ async fn check_declared(client: &Client, api_url: &str, ids: &[U256]) -> anyhow:
     Ok(())
 }
 
-async fn datanet(client: &Client, id: U256) -> anyhow::Result<IDatanets::Datanet> {
-    client
-        .view(DATANETS, &IDatanets::getDatanetCall { datanetId: id })
-        .await
-}
-
 /// A datanet, as `datanet list` and `datanet show` print it.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -489,6 +477,13 @@ impl From<IDatanets::Datanet> for Datanet {
     }
 }
 
+impl Datanet {
+    async fn fetch(client: &Client, id: U256) -> anyhow::Result<Self> {
+        let call = IDatanets::getDatanetCall { datanetId: id };
+        Ok(client.view(DATANETS, &call).await?.into())
+    }
+}
+
 /// Every datanet, a table in text.
 #[derive(Debug, Serialize)]
 #[serde(transparent)]
@@ -500,7 +495,7 @@ async fn list(client: &Client) -> anyhow::Result<Datanets> {
         .await?;
     let mut all = Vec::new();
     for id in 1..=count.to::<u64>() {
-        all.push(datanet(client, U256::from(id)).await?.into());
+        all.push(Datanet::fetch(client, U256::from(id)).await?);
     }
     Ok(Datanets(all))
 }
@@ -557,7 +552,7 @@ struct Version {
 }
 
 async fn show(client: &Client, id: U256) -> anyhow::Result<Shown> {
-    let datanet = datanet(client, id).await?.into();
+    let datanet = Datanet::fetch(client, id).await?;
     let all = IDatanets::contributionsOfCall {
         datanetId: id,
         offset: 0,

@@ -22,7 +22,7 @@ use openledger_protocol::{abi::IFeedback, feedback::commitment};
 use serde::{Deserialize, Serialize};
 
 use super::report::{Id, Sent, Time, Wei};
-use super::{Client, Common, block_on, date, events, parse_open, whose};
+use super::{Client, Common, block_on, date, event, events, parse_open, whose};
 
 /// Options of `openledger validator`.
 #[derive(Debug, Args)]
@@ -179,20 +179,20 @@ pub fn run(args: ValidatorArgs) -> anyhow::Result<()> {
                 let receipt = client
                     .send(FEEDBACK, &IFeedback::registerValidatorCall {}, amount)
                     .await?;
-                let stake = events::<IFeedback::ValidatorStaked>(&receipt)[0].stake;
+                let stake = event::<IFeedback::ValidatorStaked>(&receipt)?.stake;
                 (receipt, format!("Validator stake is now {}", Wei(stake)))
             }
             ValidatorCommand::Exit { amount } => {
                 let call = IFeedback::requestExitCall { amount };
                 let receipt = client.send(FEEDBACK, &call, U256::ZERO).await?;
-                let release = events::<IFeedback::ExitRequested>(&receipt)[0].releaseAt;
+                let release = event::<IFeedback::ExitRequested>(&receipt)?.releaseAt;
                 let text = format!("Exiting {}; withdraw from {}", Wei(amount), date(release));
                 (receipt, text)
             }
             ValidatorCommand::Withdraw => {
                 let call = IFeedback::withdrawExitedCall {};
                 let receipt = client.send(FEEDBACK, &call, U256::ZERO).await?;
-                let amount = events::<IFeedback::ExitWithdrawn>(&receipt)[0].amount;
+                let amount = event::<IFeedback::ExitWithdrawn>(&receipt)?.amount;
                 (receipt, format!("Withdrew {}", Wei(amount)))
             }
             ValidatorCommand::Rate {
@@ -240,7 +240,7 @@ pub fn run(args: ValidatorArgs) -> anyhow::Result<()> {
             ValidatorCommand::Finalize { receipt } => {
                 let call = IFeedback::finalizeCall { receiptId: receipt };
                 let tx = client.send(FEEDBACK, &call, U256::ZERO).await?;
-                let done = &events::<IFeedback::Finalized>(&tx)[0];
+                let done = event::<IFeedback::Finalized>(&tx)?;
                 let mut text = format!(
                     "Finalized {receipt}: median {}, {} accepted rating(s) earning {} each",
                     done.median,
@@ -256,7 +256,7 @@ pub fn run(args: ValidatorArgs) -> anyhow::Result<()> {
                 let tx = client
                     .send(FEEDBACK, &IFeedback::claimCall {}, U256::ZERO)
                     .await?;
-                let amount = events::<IFeedback::RewardsClaimed>(&tx)[0].amount;
+                let amount = event::<IFeedback::RewardsClaimed>(&tx)?.amount;
                 (tx, format!("Claimed {}", Wei(amount)))
             }
             ValidatorCommand::Show { address, receipt } => {

@@ -5,14 +5,13 @@ use std::fmt;
 use alloy_primitives::{Address, B256, Bytes, U256};
 use alloy_rpc_types_eth::TransactionReceipt;
 use alloy_sol_types::{SolCall, SolValue};
-use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use openledger_primitives::addresses::{GOPEN, GOVERNOR, MODELS, STAKING, TREASURY};
 use openledger_protocol::abi::{IGOPEN, IGovernor, IModels, IStaking, ITreasury};
 use serde::Serialize;
 
 use super::report::{Id, Sent, Wei};
-use super::{Client, Common, block_on, date, events, parse_open};
+use super::{Client, Common, block_on, date, event, events, parse_open};
 
 /// Options of `openledger gov`.
 #[derive(Debug, Args)]
@@ -234,9 +233,7 @@ pub fn run(args: GovArgs) -> anyhow::Result<()> {
                     description,
                 };
                 let receipt = client.send(GOVERNOR, &call, U256::ZERO).await?;
-                let event = events::<IGovernor::ProposalCreated>(&receipt)
-                    .pop()
-                    .context("no ProposalCreated event")?;
+                let event = event::<IGovernor::ProposalCreated>(&receipt)?;
                 let id = event.proposalId;
                 let (start, end) = (date(event.voteStart), date(event.voteEnd));
                 let said = format!("Proposed {id}\n  voting from {start} to {end}");

@@ -22,7 +22,7 @@ use anyhow::Context;
 use clap::Args;
 use openledger_primitives::format_open;
 
-pub(crate) use crate::client::{Client, SignerArgs, block_on, events};
+pub(crate) use crate::client::{Client, SignerArgs, block_on, event, events};
 
 /// Options every protocol command takes.
 #[derive(Debug, Args)]

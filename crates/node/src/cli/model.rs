@@ -128,7 +128,7 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
         let client = common.client()?;
         use RegistryCommand as C;
         let changed = match command {
-            C::Show { model } => return common.report(&Model::from(get(&client, model).await?)),
+            C::Show { model } => return common.report(&Model::fetch(&client, model).await?),
             C::List { from, limit } => return common.report(&list(&client, from, limit).await?),
             C::Publish { model, adapter } => {
                 let published = openledger_flywheel::jobs::publish_adapter(
@@ -245,7 +245,7 @@ impl Changed {
         let model = model.context("no ModelProposed event")?;
         if let Some(event) = events::<IModels::ArtifactRegistered>(receipt).pop() {
             let version = event.version;
-            let current = get(client, model).await?.artifactVersion;
+            let current = Model::fetch(client, model).await?.artifact_version;
             let mut said = format!(
                 "Model {model} trained: adapter {}, artifact version {version}",
                 event.adapterHash
@@ -311,12 +311,6 @@ impl fmt::Display for Published {
     }
 }
 
-async fn get(client: &Client, model: U256) -> anyhow::Result<IModels::Model> {
-    client
-        .view(MODELS, &IModels::getModelCall { modelId: model })
-        .await
-}
-
 /// A model, as `model show` and `model list` print it.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -357,6 +351,11 @@ impl From<IModels::Model> for Model {
 }
 
 impl Model {
+    async fn fetch(client: &Client, id: U256) -> anyhow::Result<Self> {
+        let call = IModels::getModelCall { modelId: id };
+        Ok(client.view(MODELS, &call).await?.into())
+    }
+
     /// Its datanets with the versions its artifact registers, `ID@vN` (just `ID` before).
     fn datanets(&self) -> String {
         let versions = self.datanet_versions.iter().map(Some);
@@ -410,7 +409,7 @@ async fn list(client: &Client, from: u64, limit: u64) -> anyhow::Result<Models> 
         .min(from.saturating_add(limit - 1));
     let mut models = Vec::new();
     for id in from.max(1)..=last {
-        models.push(get(client, U256::from(id)).await?.into());
+        models.push(Model::fetch(client, U256::from(id)).await?);
     }
     Ok(Models {
         models,

@@ -11,7 +11,7 @@ use openledger_protocol::abi::ISettlement;
 use serde::Serialize;
 
 use super::report::{Sent, Time, Wei};
-use super::{Client, Common, block_on, date, events, parse_open, whose};
+use super::{Client, Common, block_on, date, event, events, parse_open, whose};
 
 /// Options of `openledger settle`.
 #[derive(Debug, Args)]
@@ -109,7 +109,7 @@ pub fn run(args: SettleArgs) -> anyhow::Result<()> {
             SettleCommand::Unlock { amount } => {
                 let call = ISettlement::unlockCall { amount };
                 let receipt = client.send(SETTLEMENT, &call, U256::ZERO).await?;
-                let release = events::<ISettlement::Unlocking>(&receipt)[0].releaseAt;
+                let release = event::<ISettlement::Unlocking>(&receipt)?.releaseAt;
                 let text = if amount.is_zero() {
                     "Cancelled the unlock of escrow".to_string()
                 } else {

@@ -40,7 +40,7 @@ use openledger_protocol::abi::{
 };
 use serde_json::json;
 
-use crate::cli::events;
+use crate::cli::{event, events};
 use crate::datadir::DataDir;
 use crate::dev::{Services, flywheel, open_chain};
 use actors::{Actor, Cast};
@@ -271,10 +271,7 @@ impl Demo<'_> {
             isPublic: true,
         };
         let receipt = owner.send(DATANETS, &call, U256::ZERO).await?;
-        let id = events::<IDatanets::DatanetCreated>(&receipt)
-            .pop()
-            .context("no DatanetCreated event")?
-            .datanetId;
+        let id = event::<IDatanets::DatanetCreated>(&receipt)?.datanetId;
         let fee = owner
             .view(DATANETS, &IDatanets::publishFeeCall { datanetId: id })
             .await?;
@@ -306,9 +303,7 @@ impl Demo<'_> {
                 licence: "CC-BY-4.0".into(),
             };
             let receipt = actor.client.send(DATANETS, &call, U256::ZERO).await?;
-            let event = events::<IDatanets::Contributed>(&receipt)
-                .pop()
-                .context("no Contributed event")?;
+            let event = event::<IDatanets::Contributed>(&receipt)?;
             ids.push(event.contributionId);
         }
         Ok(ids)
@@ -330,10 +325,7 @@ impl Demo<'_> {
             contributionIds: ids.to_vec(),
         };
         let receipt = owner.send(DATANETS, &call, fee).await?;
-        Ok(events::<IDatanets::VersionCreated>(&receipt)
-            .pop()
-            .context("no VersionCreated event")?
-            .version)
+        Ok(event::<IDatanets::VersionCreated>(&receipt)?.version)
     }
 
     async fn propose_model(&self, datanet: U256) -> anyhow::Result<U256> {
@@ -352,10 +344,7 @@ impl Demo<'_> {
             .client
             .send(MODELS, &call, U256::ZERO)
             .await?;
-        Ok(events::<IModels::ModelProposed>(&receipt)
-            .pop()
-            .context("no ModelProposed event")?
-            .modelId)
+        Ok(event::<IModels::ModelProposed>(&receipt)?.modelId)
     }
 
     /// The owner wraps OPEN into GOPEN, proposes the model's approval, votes it through, queues
@@ -385,10 +374,7 @@ impl Demo<'_> {
             description: description.clone(),
         };
         let receipt = voter.send(GOVERNOR, &propose, U256::ZERO).await?;
-        let proposal = events::<IGovernor::ProposalCreated>(&receipt)
-            .pop()
-            .context("no ProposalCreated event")?
-            .proposalId;
+        let proposal = event::<IGovernor::ProposalCreated>(&receipt)?.proposalId;
         let delay = voter.view(GOVERNOR, &IGovernor::votingDelayCall {}).await?;
         voter.advance_time(delay.to::<u64>() + 1).await?;
         let vote = IGovernor::castVoteCall {
