@@ -96,24 +96,21 @@ def client(node: Node) -> Web3:
     return Web3(Web3.HTTPProvider(node.http_url, request_kwargs={"timeout": 30}))
 
 
-@pytest.fixture(scope="session")
-def node():
+def running_node():
     n = Node()
     yield n
     n.stop()
+
+
+# The node the whole session shares, and a node for one test module alone, for tests that move
+# the chain's clock or its accounts.
+node = pytest.fixture(running_node, scope="session", name="node")
+own_node = pytest.fixture(running_node, scope="module", name="own_node")
 
 
 @pytest.fixture(scope="session")
 def w3(node) -> Web3:
     return client(node)
-
-
-@pytest.fixture(scope="module")
-def own_node():
-    """A node for one test module alone, for tests that move the chain's clock."""
-    n = Node()
-    yield n
-    n.stop()
 
 
 @pytest.fixture(scope="module")
