@@ -356,28 +356,26 @@ fn the_checker_sees_sibling_cycles_only() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path();
     std::fs::create_dir(src.join("a")).unwrap();
-    std::fs::write(
-        src.join("lib.rs"),
-        "mod a; mod b; mod c; mod d; use crate::a::X;",
-    )
-    .unwrap();
-    std::fs::write(
-        src.join("a/mod.rs"),
-        "mod inner; pub struct X; fn f() -> super::b::Y { todo!() }",
-    )
-    .unwrap();
-    std::fs::write(src.join("a/inner.rs"), "use super::X; use crate::c::Z;").unwrap();
-    std::fs::write(
-        src.join("b.rs"),
-        "pub struct Y; fn g() { let _ = crate::a::inner::f; }",
-    )
-    .unwrap();
-    std::fs::write(
-        src.join("c.rs"),
-        "pub struct Z; #[cfg(test)] mod tests { use crate::a::X; }",
-    )
-    .unwrap();
-    std::fs::write(src.join("d.rs"), "fn h() { json!(crate::b::Y); }").unwrap();
+    let files = [
+        ("lib.rs", "mod a; mod b; mod c; mod d; use crate::a::X;"),
+        (
+            "a/mod.rs",
+            "mod inner; pub struct X; fn f() -> super::b::Y { todo!() }",
+        ),
+        ("a/inner.rs", "use super::X; use crate::c::Z;"),
+        (
+            "b.rs",
+            "pub struct Y; fn g() { let _ = crate::a::inner::f; }",
+        ),
+        (
+            "c.rs",
+            "pub struct Z; #[cfg(test)] mod tests { use crate::a::X; }",
+        ),
+        ("d.rs", "fn h() { json!(crate::b::Y); }"),
+    ];
+    for (path, text) in files {
+        std::fs::write(src.join(path), text).unwrap();
+    }
     let krate = parse_crate("example", src);
     let found: Vec<Vec<String>> = cycles(&krate)
         .into_iter()

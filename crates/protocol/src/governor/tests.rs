@@ -1,7 +1,7 @@
 use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
 use alloy_signer::SignerSync;
 use alloy_signer_local::PrivateKeySigner;
-use alloy_sol_types::{SolCall, SolStruct};
+use alloy_sol_types::{SolCall, SolStruct, SolValue};
 
 use super::{Governor, domain, hash_proposal};
 use crate::{
@@ -59,31 +59,16 @@ impl Proposal {
         }
     }
 
-    fn queue_call(&self) -> IGovernor::queueCall {
-        IGovernor::queueCall {
-            targets: self.targets.clone(),
-            values: self.values.clone(),
-            calldatas: self.calldatas.clone(),
-            descriptionHash: keccak256(&self.description),
-        }
-    }
-
-    fn execute_call(&self) -> IGovernor::executeCall {
-        IGovernor::executeCall {
-            targets: self.targets.clone(),
-            values: self.values.clone(),
-            calldatas: self.calldatas.clone(),
-            descriptionHash: keccak256(&self.description),
-        }
-    }
-
-    fn cancel_call(&self) -> IGovernor::cancelCall {
-        IGovernor::cancelCall {
-            targets: self.targets.clone(),
-            values: self.values.clone(),
-            calldatas: self.calldatas.clone(),
-            descriptionHash: keccak256(&self.description),
-        }
+    /// `queue`, `execute` or `cancel` of this proposal: the three take its actions and
+    /// description hash alike.
+    fn action<C: SolCall>(&self) -> C {
+        let args = (
+            self.targets.clone(),
+            self.values.clone(),
+            self.calldatas.clone(),
+            keccak256(&self.description),
+        );
+        C::abi_decode_raw(&args.abi_encode_params()).expect("a call on the proposal's actions")
     }
 }
 
@@ -118,7 +103,7 @@ fn queued(f: &mut Fixture, p: &Proposal) -> U256 {
     f.host.timestamp = t0 + DAY + 1;
     vote(f, account(1), id, 1).unwrap();
     f.host.timestamp = t0 + 15 * DAY + 1;
-    gov(f, account(1), &p.queue_call()).unwrap();
+    gov(f, account(1), &p.action::<IGovernor::queueCall>()).unwrap();
     id
 }
 
@@ -203,13 +188,13 @@ fn a_proposal_goes_from_pending_to_executed_and_approves_a_model() {
 
     f.host.timestamp = t0 + 15 * DAY + 1;
     assert_eq!(state(&mut f, id), ProposalState::Succeeded);
-    gov(&mut f, account(9), &p.queue_call()).unwrap();
+    gov(&mut f, account(9), &p.action::<IGovernor::queueCall>()).unwrap();
     assert_eq!(state(&mut f, id), ProposalState::Queued);
     let eta = f
         .host
         .view(&Governor, &IGovernor::proposalEtaCall { proposalId: id });
     assert_reverts(
-        gov(&mut f, account(9), &p.execute_call()),
+        gov(&mut f, account(9), &p.action::<IGovernor::executeCall>()),
         IGovernor::GovernorNotReady {
             proposalId: id,
             etaSeconds: eta,
@@ -217,7 +202,7 @@ fn a_proposal_goes_from_pending_to_executed_and_approves_a_model() {
     );
     f.host.timestamp = eta.to::<u64>();
     assert_eq!(f.model_status(model), Status::Proposed);
-    gov(&mut f, account(9), &p.execute_call()).unwrap();
+    gov(&mut f, account(9), &p.action::<IGovernor::executeCall>()).unwrap();
     assert_eq!(state(&mut f, id), ProposalState::Executed);
     assert_eq!(f.model_status(model), Status::Approved);
     let approved = f.host.events::<IModels::ModelApproved>();
@@ -309,7 +294,7 @@ fn without_quorum_or_majority_a_proposal_is_defeated() {
     assert_eq!(state(&mut f, quiet_id), ProposalState::Defeated);
     assert_eq!(state(&mut f, lost_id), ProposalState::Defeated);
     assert_reverts(
-        gov(&mut f, account(1), &lost.queue_call()),
+        gov(&mut f, account(1), &lost.action::<IGovernor::queueCall>()),
         unexpected_state(lost_id, ProposalState::Defeated, ProposalState::Succeeded),
     );
 }
@@ -329,7 +314,7 @@ fn a_queued_proposal_expires_after_the_grace_period() {
     f.host.timestamp = eta + 14 * DAY;
     assert_eq!(state(&mut f, id), ProposalState::Expired);
     assert_reverts(
-        gov(&mut f, account(1), &p.execute_call()),
+        gov(&mut f, account(1), &p.action::<IGovernor::executeCall>()),
         unexpected_state(id, ProposalState::Expired, ProposalState::Queued),
     );
     assert_eq!(f.model_status(model), Status::Proposed);
@@ -342,12 +327,12 @@ fn only_the_proposer_cancels_and_only_while_pending() {
     let t0 = f.host.timestamp;
     let id = gov(&mut f, account(1), &p.propose_call()).unwrap();
     assert_reverts(
-        gov(&mut f, account(2), &p.cancel_call()),
+        gov(&mut f, account(2), &p.action::<IGovernor::cancelCall>()),
         IGovernor::GovernorOnlyProposer {
             account: account(2),
         },
     );
-    gov(&mut f, account(1), &p.cancel_call()).unwrap();
+    gov(&mut f, account(1), &p.action::<IGovernor::cancelCall>()).unwrap();
     assert_eq!(state(&mut f, id), ProposalState::Canceled);
     f.host.timestamp = t0 + DAY + 1;
     assert_reverts(
@@ -373,7 +358,7 @@ fn a_failing_action_reverts_the_execution_and_leaves_the_proposal_queued() {
     let id = queued(&mut f, &p);
     f.host.timestamp += DAY;
     assert_reverts(
-        gov(&mut f, account(1), &p.execute_call()),
+        gov(&mut f, account(1), &p.action::<IGovernor::executeCall>()),
         IModels::WrongStatus {
             modelId: model,
             status: Status::Approved,
@@ -454,7 +439,7 @@ fn settings_change_only_through_proposals() {
     );
     let id = queued(&mut f, &p);
     f.host.timestamp += DAY;
-    gov(&mut f, account(1), &p.execute_call()).unwrap();
+    gov(&mut f, account(1), &p.action::<IGovernor::executeCall>()).unwrap();
     let period = f.host.view(&Governor, &IGovernor::votingPeriodCall {});
     assert_eq!(period, U256::from(60));
     let details = f.host.view(
