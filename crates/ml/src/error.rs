@@ -44,6 +44,14 @@ pub enum MlError {
         /// What the parser reported.
         reason: String,
     },
+    /// A GGUF file is unreadable, or holds something this engine does not convert.
+    #[error("{path}: {what}")]
+    Gguf {
+        /// The file concerned.
+        path: PathBuf,
+        /// What is wrong with it.
+        what: String,
+    },
     /// The checkpoint's architecture is not one this engine implements.
     #[error("unsupported architecture {found:?}: supported are the Llama family ({supported})")]
     UnknownArchitecture {

@@ -9,7 +9,7 @@ use tokenizers::Tokenizer;
 use crate::error::{MlError, Result};
 use crate::fused::{exp, max, sum, vectorized};
 use crate::llama::{KvCache, Llama};
-use crate::tokenizer::{decode, encode, end_of_text};
+use crate::tokenizer::{decode, encode, end_of_text, special_ids};
 
 /// Sampling settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -133,7 +133,8 @@ pub fn encode_prompt(model: &Llama, tokenizer: &Tokenizer, prompt: &str) -> Resu
 pub struct Decoder {
     options: GenerateOptions,
     rng: rand_chacha::ChaCha8Rng,
-    end_of_text: Option<u32>,
+    /// The special tokens, any of which ends the text.
+    ends: Vec<u32>,
     limit: usize,
     tokens: Vec<u32>,
     /// The text of `tokens`, kept as a whole decode would give it.
@@ -156,7 +157,7 @@ impl Decoder {
         let limit = options.max_tokens.min(room);
         Ok(Self {
             rng: rand_chacha::ChaCha8Rng::seed_from_u64(options.seed),
-            end_of_text: end_of_text(tokenizer),
+            ends: special_ids(tokenizer),
             limit,
             tokens: Vec::new(),
             text: String::new(),
@@ -176,7 +177,7 @@ impl Decoder {
             return Ok(String::new());
         }
         let next = sample(logits, &self.options, &mut self.rng);
-        if Some(next) == self.end_of_text {
+        if self.ends.binary_search(&next).is_ok() {
             self.finish = Some(FinishReason::Stop);
             return Ok(self.flush());
         }

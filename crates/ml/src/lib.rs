@@ -5,6 +5,7 @@
 //! written in the PEFT format, and the dev base model is trained from data this crate generates.
 
 mod attention;
+pub mod chat;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
@@ -14,6 +15,7 @@ pub mod factory;
 pub mod frozen;
 pub mod fused;
 pub mod generate;
+pub mod gguf;
 pub mod gradients;
 pub mod kv_cache;
 pub mod linear;

@@ -84,6 +84,19 @@ pub fn end_of_text(tokenizer: &Tokenizer) -> Option<u32> {
     tokenizer.token_to_id(END_OF_TEXT)
 }
 
+/// The special tokens (end of text, a chat template's turn markers, ...): a model writes one only
+/// to say its text is done, so generation stops there.
+pub fn special_ids(tokenizer: &Tokenizer) -> Vec<u32> {
+    let mut ids: Vec<u32> = tokenizer
+        .get_added_tokens_decoder()
+        .iter()
+        .filter(|(_, token)| token.special)
+        .map(|(id, _)| *id)
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
