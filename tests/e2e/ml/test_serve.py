@@ -4,9 +4,6 @@ different adapters together without changing any one's answer, and refusing bad 
 OpenAI's error shapes while the others go on."""
 
 import shutil
-import socket
-import subprocess
-import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -15,15 +12,9 @@ import openai
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from ml_cli import BIN, factory, run  # noqa: F401  (factory is a fixture)
+from ml_cli import factory, run, serving  # noqa: F401  (factory is a fixture)
 
 PROMPT = "Q: what is known? A:"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def flipped_copy(adapter, out):
@@ -40,26 +31,11 @@ def server(factory, tmp_path_factory):  # noqa: F811
     flipped_copy(factory["adapter"], adapters / "beta")
     shutil.copytree(factory["adapter"], adapters / "broken")
     (adapters / "broken" / "adapter_model.safetensors").write_bytes(b"not a safetensors file")
-    port = free_port()
-    proc = subprocess.Popen(
-        [BIN, "serve", "--base", factory["base"], "--adapters", adapters, "--api-addr", f"127.0.0.1:{port}",
-         "--max-batch", "8", "--cache-adapters", "1"],
-        stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/v1/models", timeout=5)
-            break
-        except OSError:
-            assert proc.poll() is None, proc.stderr.read()
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.1)
-    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
-    yield {"client": client, "url": url, "base": factory["base"], "adapter": factory["adapter"],
-           "base_id": factory["base"].name}
-    proc.terminate()
-    proc.wait(timeout=30)
+    with serving("--base", factory["base"], "--adapters", adapters, "--max-batch", 8, "--cache-adapters", 1,
+                 timeout=60) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
+        yield {"client": client, "url": url, "base": factory["base"], "adapter": factory["adapter"],
+               "base_id": factory["base"].name}
 
 
 def complete(client, model, prompt=PROMPT, **kw):

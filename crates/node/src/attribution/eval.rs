@@ -39,7 +39,7 @@ use openledger_flywheel::index::{BuiltIndex, build_index};
 /// Options of `openledger attribution eval`.
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// Base checkpoint directory [default: the dev base model]
+    /// Base model: a checkpoint directory, a GGUF file, or a model `model get` installed [default: the dev base model]
     #[arg(long)]
     base: Option<PathBuf>,
     /// Domain of the generated corpus.

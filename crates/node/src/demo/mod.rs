@@ -53,7 +53,7 @@ pub struct DemoArgs {
     /// Data directory, empty or missing [default: a temporary directory, removed at the end]
     #[arg(long, value_name = "DIR")]
     datadir: Option<PathBuf>,
-    /// Base checkpoint directory [default: the dev base model, built on first use]
+    /// Base model: a checkpoint directory (Hugging Face format), a GGUF file, or a model `model get` installed (smollm2) [default: the dev base model, built on first use]
     #[arg(long)]
     base: Option<PathBuf>,
     /// Data contributors.
@@ -129,7 +129,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             (loopback, loopback),
             Duration::ZERO,
             flywheel(
-                BaseModel::new(Some(base.clone()), crate::factory::dev_base),
+                BaseModel::new(Some(base.clone()), crate::factory::base_or_dev),
                 indexes,
                 keys,
                 chain.chain_id(),

