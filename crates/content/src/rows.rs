@@ -133,7 +133,8 @@ fn csv_records(text: &str) -> Result<Vec<String>, RowError> {
 /// The text of a stored row, as training, indexing and attribution read it: the one rule for what
 /// a row says, whatever its format. A JSONL row that is an object with a string `text` field is
 /// that field; an instruction record (`instruction`, optional `input`, `output`, as in Alpaca) is
-/// its parts joined by blank lines; a chat record (`messages` of `{role, content}`) is its
+/// its parts joined by blank lines; a chat record (`messages` of `{role, content}`, or ShareGPT's
+/// `conversations` of `{from, value}`, `human` read as `user` and `gpt` as `assistant`) is its
 /// messages, one `role: content` line each; a JSON string is that string. Any other row (a
 /// paragraph, a CSV record, other JSON) is its text as stored.
 pub fn row_text(format: Format, row: &str) -> String {
@@ -162,15 +163,20 @@ fn record_text(record: &serde_json::Map<String, serde_json::Value>) -> Option<St
         ];
         return Some(parts.into_iter().flatten().collect::<Vec<_>>().join("\n\n"));
     }
-    let messages = record.get("messages")?.as_array()?;
+    let (messages, role, content) = match record.get("messages") {
+        Some(messages) => (messages, "role", "content"),
+        None => (record.get("conversations")?, "from", "value"),
+    };
     let lines: Option<Vec<String>> = messages
+        .as_array()?
         .iter()
         .map(|m| {
-            Some(format!(
-                "{}: {}",
-                m.get("role")?.as_str()?,
-                m.get("content")?.as_str()?
-            ))
+            let role = match m.get(role)?.as_str()? {
+                "human" => "user",
+                "gpt" => "assistant",
+                other => other,
+            };
+            Some(format!("{role}: {}", m.get(content)?.as_str()?))
         })
         .collect();
     lines.filter(|l| !l.is_empty()).map(|l| l.join("\n"))
@@ -230,6 +236,12 @@ mod tests {
         assert_eq!(
             jsonl(
                 r#"{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}"#
+            ),
+            "user: Hi\nassistant: Hello"
+        );
+        assert_eq!(
+            jsonl(
+                r#"{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}"#
             ),
             "user: Hi\nassistant: Hello"
         );

@@ -9,7 +9,7 @@ use alloy_primitives::{Address, B256, U256, keccak256};
 use alloy_rpc_types_eth::TransactionReceipt;
 use anyhow::{Context, bail};
 use openledger_content::{Format, row_text};
-use openledger_ml::data::Row;
+use openledger_ml::data::{Row, Turn};
 use openledger_ml::factory::METRICS_FILE;
 use openledger_ml::lora::ADAPTER_WEIGHTS_FILE;
 use openledger_primitives::addresses::{DATANETS, MODELS};
@@ -175,11 +175,11 @@ pub async fn version_rows(
             contributionId: *id,
         };
         let contribution = client.view(DATANETS, &call).await?;
-        let texts = contribution_rows(client, api, contribution.contentHash).await?;
-        rows.extend(texts.into_iter().enumerate().map(|(i, text)| Row {
+        let read = contribution_rows(client, api, contribution.contentHash).await?;
+        rows.extend(read.into_iter().enumerate().map(|(i, row)| Row {
             id: format!("{id}:{i}"),
             contributor: id.to_string(),
-            text,
+            ..row
         }));
     }
     if rows.is_empty() {
@@ -192,13 +192,14 @@ pub async fn version_rows(
     Ok(rows)
 }
 
-/// The text of every row of a contribution's file, paged from the content API and read by
-/// the one rule for what a row says ([`openledger_content::row_text`]).
+/// Every row of a contribution's file, paged from the content API: its text read by the one
+/// rule for what a row says ([`openledger_content::row_text`]), and the conversation of a JSONL
+/// row that is one (alpaca, `messages`, ShareGPT), which training writes in the chat template.
 async fn contribution_rows(
     client: &Client,
     (api_url, reader): (&str, &RowsReader),
     hash: B256,
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<Vec<Row>> {
     let http = reqwest::Client::new();
     let (query, authorization) = read_credentials(client, reader, hash).await?;
     let mut rows = Vec::new();
@@ -220,9 +221,13 @@ async fn contribution_rows(
         let total = page["total"].as_u64().context("no row total")? as usize;
         let format: Format = serde_json::from_value(page["format"].clone())
             .context("the content API named no format")?;
-        let got: Vec<String> = serde_json::from_value::<Vec<String>>(page["rows"].clone())?
+        let got: Vec<Row> = serde_json::from_value::<Vec<String>>(page["rows"].clone())?
             .into_iter()
-            .map(|row| row_text(format, &row))
+            .map(|raw| Row {
+                text: row_text(format, &raw),
+                messages: conversation(format, &raw),
+                ..Row::default()
+            })
             .collect();
         if got.is_empty() && rows.len() < total {
             bail!("the content API stopped at row {} of {total}", rows.len());
@@ -232,6 +237,18 @@ async fn contribution_rows(
             return Ok(rows);
         }
     }
+}
+
+/// The conversation a JSONL row holds, if it is one that training can write in a chat template.
+fn conversation(format: Format, raw: &str) -> Vec<Turn> {
+    if format != Format::Jsonl {
+        return Vec::new();
+    }
+    serde_json::from_str::<Value>(raw)
+        .ok()
+        .and_then(|record| Row::from_record(&record).ok())
+        .map(|row| row.messages)
+        .unwrap_or_default()
 }
 
 /// The query and headers that say who reads file `hash`: the node's token, or a signature of
@@ -566,6 +583,24 @@ pub async fn send_to_api(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A conversation a contributor uploads to a datanet trains as the same conversation that
+    /// a local data file holds, and the node reads its text as `train --data` does.
+    #[test]
+    fn datanet_conversations_read_as_local_files_read_them() {
+        for raw in [
+            r#"{"instruction": "Name a colour.", "input": "Briefly.", "output": "Red."}"#,
+            r#"{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}"#,
+            r#"{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}"#,
+        ] {
+            let local = Row::from_record(&serde_json::from_str(raw).unwrap()).unwrap();
+            assert_eq!(row_text(Format::Jsonl, raw), local.text, "{raw}");
+            assert_eq!(conversation(Format::Jsonl, raw), local.messages, "{raw}");
+            assert!(!local.messages.is_empty());
+        }
+        assert!(conversation(Format::Text, r#"{"instruction": "x", "output": "y"}"#).is_empty());
+        assert!(conversation(Format::Jsonl, r#"{"text": "plain"}"#).is_empty());
+    }
 
     #[test]
     fn a_published_adapter_carries_every_file_serving_and_attribution_read() {

@@ -70,11 +70,11 @@ fn child(size: &str, mode: &str) {
     )
     .unwrap();
     let examples: Vec<Example> = (0..BATCH)
-        .map(|row| Example {
-            row,
-            tokens: (0..=SEQ)
+        .map(|row| {
+            let tokens = (0..=SEQ)
                 .map(|i| ((i * 31 + row * 7) % config.vocab_size) as u32)
-                .collect(),
+                .collect();
+            Example::plain(row, tokens)
         })
         .collect();
     let batch = Batch::new(&examples.iter().collect::<Vec<_>>(), &dev).unwrap();

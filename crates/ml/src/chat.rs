@@ -67,6 +67,13 @@ impl ChatFormat {
 
     /// The prompt for `messages`, ready for the assistant's next turn.
     pub fn prompt(&self, messages: &[Message<'_>]) -> Result<String> {
+        self.render(messages, true)
+    }
+
+    /// `messages` written out; with `add_generation_prompt`, followed by the opening of the
+    /// assistant's next turn. Training renders a conversation both ways to tell its answers from
+    /// their prompts.
+    pub fn render(&self, messages: &[Message<'_>], add_generation_prompt: bool) -> Result<String> {
         if messages.is_empty() {
             return Err(MlError::Input("messages must not be empty".into()));
         }
@@ -109,7 +116,7 @@ impl ChatFormat {
                 template
                     .render(context! {
                         messages => messages,
-                        add_generation_prompt => true,
+                        add_generation_prompt => add_generation_prompt,
                         bos_token => bos,
                         eos_token => eos,
                     })

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Var};
 use serde::{Deserialize, Serialize};
 
+use crate::chat::ChatFormat;
 use crate::checkpoint::{
     TOKENIZER_FILE, load_model, make_trainable, random_weights, save_checkpoint,
 };
@@ -111,9 +112,10 @@ impl FineTune {
         let mut model = load_model(&self.base, &device)?;
         let tokenizer = tokenizer::load(&self.base.join(TOKENIZER_FILE))?;
         let rows = read_rows(&self.data.files)?;
+        let chat = ChatFormat::of_checkpoint(&self.base)?;
         let (train_set, eval_set) = prepare(
             &rows,
-            &tokenizer,
+            (&tokenizer, &chat),
             &self.data,
             self.train.seed,
             model.config(),
@@ -141,7 +143,14 @@ impl FineTune {
     pub fn training_set(&self, config: &ModelConfig) -> Result<(Vec<Row>, Vec<Example>)> {
         let tokenizer = tokenizer::load(&self.base.join(TOKENIZER_FILE))?;
         let rows = read_rows(&self.data.files)?;
-        let (train_set, _) = prepare(&rows, &tokenizer, &self.data, self.train.seed, config)?;
+        let chat = ChatFormat::of_checkpoint(&self.base)?;
+        let (train_set, _) = prepare(
+            &rows,
+            (&tokenizer, &chat),
+            &self.data,
+            self.train.seed,
+            config,
+        )?;
         Ok((rows, train_set))
     }
 }
@@ -157,8 +166,14 @@ impl Pretrain {
         config.bos_token_id = tokenizer::end_of_text(&tokenizer);
         config.eos_token_id = config.bos_token_id;
         config.max_position_embeddings = config.max_position_embeddings.max(self.data.context);
-        let (train_set, eval_set) =
-            prepare(&rows, &tokenizer, &self.data, self.train.seed, &config)?;
+        let chat = ChatFormat::QuestionAnswer;
+        let (train_set, eval_set) = prepare(
+            &rows,
+            (&tokenizer, &chat),
+            &self.data,
+            self.train.seed,
+            &config,
+        )?;
         let mut weights = random_weights(&config, self.train.seed, &device)?;
         let vars = make_trainable(&mut weights)?;
         let model = Llama::new(config.clone(), &weights)?;
@@ -213,7 +228,7 @@ fn train_and_evaluate(
 
 fn prepare(
     rows: &[Row],
-    tokenizer: &tokenizers::Tokenizer,
+    (tokenizer, chat): (&tokenizers::Tokenizer, &ChatFormat),
     data: &DataOptions,
     seed: u64,
     config: &ModelConfig,
@@ -225,7 +240,7 @@ fn prepare(
         )));
     }
     let context = data.context.min(config.max_position_embeddings);
-    let examples = tokenize(rows, tokenizer, context)?;
+    let examples = tokenize(rows, tokenizer, chat, context)?;
     if let Some(bad) = examples
         .iter()
         .flat_map(|e| &e.tokens)

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use candle_core::{Device, Var};
 
+use crate::chat::ChatFormat;
 use crate::checkpoint::{TOKENIZER_FILE, load_model};
 use crate::config::ModelConfig;
 use crate::data::{Batch, Example, Row, tokenize};
@@ -22,6 +23,7 @@ use crate::train::batch_loss;
 pub struct ExampleGradients {
     model: Llama,
     tokenizer: Tokenizer,
+    chat: ChatFormat,
     groups: Vec<String>,
     /// `A` and `B` of each group, in group order.
     vars: Vec<Var>,
@@ -40,6 +42,7 @@ impl ExampleGradients {
         Ok(Self {
             model,
             tokenizer,
+            chat: ChatFormat::of_checkpoint(base)?,
             groups,
             vars,
         })
@@ -82,12 +85,11 @@ impl ExampleGradients {
     /// The gradient of a text's loss, tokenized as training rows are.
     pub fn of_text(&self, text: &str) -> Result<Vec<Vec<f32>>> {
         let row = Row {
-            id: String::new(),
-            contributor: String::new(),
             text: text.to_string(),
+            ..Row::default()
         };
         let context = self.model.config().max_position_embeddings - 1;
-        let example = tokenize(&[row], &self.tokenizer, context)?.remove(0);
+        let example = tokenize(&[row], &self.tokenizer, &self.chat, context)?.remove(0);
         self.of_example(&example)
     }
 }
@@ -143,10 +145,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (base, adapter) = fixture(dir.path());
         let g = ExampleGradients::load(&base, &adapter).unwrap();
-        let example = Example {
-            row: 0,
-            tokens: vec![1],
-        };
+        let example = Example::plain(0, vec![1]);
         let err = g.of_example(&example).unwrap_err().to_string();
         assert!(err.contains("at least two tokens"), "{err}");
     }

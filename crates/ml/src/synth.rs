@@ -392,6 +392,7 @@ pub fn corpus(options: &SynthOptions) -> Result<(Manifest, Vec<Vec<Row>>)> {
                     garbles: noise.then_some(pool.as_slice()),
                 }
                 .row(&mut rng),
+                ..Row::default()
             })
             .collect::<Vec<_>>();
         contributors.push(Contributor {

@@ -289,10 +289,7 @@ mod tests {
     #[test]
     fn length_grouping_covers_every_example_once_and_pads_little() {
         let examples: Vec<Example> = (0..100)
-            .map(|row| Example {
-                row,
-                tokens: vec![0; 2 + row % 37],
-            })
+            .map(|row| Example::plain(row, vec![0; 2 + row % 37]))
             .collect();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let batches = length_grouped_batches(&examples, 8, &mut rng);

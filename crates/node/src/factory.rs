@@ -396,7 +396,9 @@ pub struct TrainArgs {
     /// Base model: a checkpoint directory (Hugging Face format), a GGUF file, or a model `model get` installed (smollm2) [default: the dev base model, built on first use]
     #[arg(long)]
     base: Option<PathBuf>,
-    /// Data files: JSONL rows (text, id, contributor) or text with one row per line.
+    /// Data files: JSONL rows (id, contributor, and text, or a conversation: alpaca
+    /// instruction/input/output, messages, or ShareGPT conversations), or text with one row per
+    /// line.
     #[arg(long, num_args = 1.., required_unless_present = "datanets", conflicts_with = "datanets")]
     data: Vec<PathBuf>,
     /// Train on the rows of a datanet version, ID@VERSION, read from a running node

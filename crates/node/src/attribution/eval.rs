@@ -19,6 +19,7 @@ use anyhow::Context;
 use clap::Args;
 use openledger_attribution::quality::{Bm25, auroc, spearman};
 use openledger_attribution::{Credit, GradientRow, RowScores, SpanOptions};
+use openledger_ml::chat::ChatFormat;
 use openledger_ml::checkpoint::{TOKENIZER_FILE, load_model};
 use openledger_ml::data::{Row, read_rows, tokenize};
 use openledger_ml::factory::{DataOptions, FineTune};
@@ -448,13 +449,12 @@ fn query_losses(
     let rows: Vec<Row> = queries
         .iter()
         .map(|q| Row {
-            id: String::new(),
-            contributor: String::new(),
             text: q.text.clone(),
+            ..Row::default()
         })
         .collect();
     let context = model.config().max_position_embeddings - 1;
-    tokenize(&rows, tok, context)?
+    tokenize(&rows, tok, &ChatFormat::of_checkpoint(base)?, context)?
         .iter()
         .map(|e| Ok(evaluate(&model, std::slice::from_ref(e), 1)?.loss))
         .collect()
