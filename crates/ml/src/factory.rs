@@ -110,16 +110,7 @@ impl FineTune {
     pub fn run(&self, progress: &mut OnStep<'_>) -> Result<Metrics> {
         let device = Device::Cpu;
         let mut model = load_model(&self.base, &device)?;
-        let tokenizer = tokenizer::load(&self.base.join(TOKENIZER_FILE))?;
-        let rows = read_rows(&self.data.files)?;
-        let chat = ChatFormat::of_checkpoint(&self.base)?;
-        let (train_set, eval_set) = prepare(
-            &rows,
-            (&tokenizer, &chat),
-            &self.data,
-            self.train.seed,
-            model.config(),
-        )?;
+        let (rows, train_set, eval_set) = self.examples(model.config())?;
         let mut adapter =
             Adapter::init(model.config(), self.lora.clone(), self.train.seed, &device)?;
         let vars = adapter.make_trainable()?;
@@ -141,17 +132,18 @@ impl FineTune {
     /// The job's rows and the examples it trains on (the held-out ones left out), as
     /// [`FineTune::run`] splits them, for a model of configuration `config`.
     pub fn training_set(&self, config: &ModelConfig) -> Result<(Vec<Row>, Vec<Example>)> {
-        let tokenizer = tokenizer::load(&self.base.join(TOKENIZER_FILE))?;
-        let rows = read_rows(&self.data.files)?;
-        let chat = ChatFormat::of_checkpoint(&self.base)?;
-        let (train_set, _) = prepare(
-            &rows,
-            (&tokenizer, &chat),
-            &self.data,
-            self.train.seed,
-            config,
-        )?;
+        let (rows, train_set, _) = self.examples(config)?;
         Ok((rows, train_set))
+    }
+
+    /// The job's rows, and its examples split into the trained and the held-out ones.
+    fn examples(&self, config: &ModelConfig) -> Result<(Vec<Row>, Vec<Example>, Vec<Example>)> {
+        let tokenizer = tokenizer::load(&self.base.join(TOKENIZER_FILE))?;
+        let chat = ChatFormat::of_checkpoint(&self.base)?;
+        let rows = read_rows(&self.data.files)?;
+        let data = (&tokenizer, &chat);
+        let (train_set, eval_set) = prepare(&rows, data, &self.data, self.train.seed, config)?;
+        Ok((rows, train_set, eval_set))
     }
 }
 
