@@ -255,11 +255,14 @@ impl Decoder {
 }
 
 fn validate(options: &GenerateOptions) -> Result<()> {
-    if options.temperature.is_nan() || options.temperature < 0.0 {
+    if !options.temperature.is_finite() || options.temperature < 0.0 {
         return Err(MlError::Input(format!(
-            "temperature {} must be zero or more",
+            "temperature {} must be a finite number, zero or more",
             options.temperature
         )));
+    }
+    if options.stop.iter().any(String::is_empty) {
+        return Err(MlError::Input("a stop sequence must not be empty".into()));
     }
     if options.top_p.is_nan() || options.top_p <= 0.0 || options.top_p > 1.0 {
         return Err(MlError::Input(format!(

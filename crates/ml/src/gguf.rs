@@ -46,7 +46,7 @@ pub fn convert(file: &Path, out: &Path) -> Result<ModelConfig> {
     let tokenizer = gguf.tokenizer()?;
     let template = gguf.chat_template()?;
     let weights = gguf.weights(&config)?;
-    let staging = out.with_extension("partial");
+    let staging = beside(out, "partial");
     let _ = std::fs::remove_dir_all(&staging);
     save_checkpoint(&staging, &config, &weights, None)?;
     crate::tokenizer::save(&tokenizer, &staging.join(TOKENIZER_FILE))?;
@@ -165,7 +165,12 @@ impl Gguf {
                 .map_or(heads, |n| n as usize),
         );
         config.model_type = arch.clone();
-        config.architectures = vec![];
+        let class = match arch.as_str() {
+            "qwen2" => "Qwen2ForCausalLM",
+            "mistral" => "MistralForCausalLM",
+            _ => "LlamaForCausalLM",
+        };
+        config.architectures = vec![class.into()];
         config.intermediate_size = self.count("feed_forward_length")?;
         config.max_position_embeddings = self.count("context_length")?;
         config.rms_norm_eps = self.typed(
@@ -368,11 +373,16 @@ fn unpermute(weight: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
         .reshape(shape)
 }
 
-/// Where a GGUF file's conversion is kept under `cache`: named by the file's SHA-256, so the
-/// same file is converted once and a changed one again.
+/// The version of the conversion, part of a converted directory's name: a conversion that
+/// writes something else gets a new one, so directories converted before are not reused.
+const CONVERSION: &[u8] = b"openledger gguf conversion 1";
+
+/// Where a GGUF file's conversion is kept under `cache`: named by the SHA-256 of the conversion's
+/// version and the file, so the same file is converted once and a changed one again.
 pub fn converted_dir(file: &Path, cache: &Path) -> Result<PathBuf> {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
+    hasher.update(CONVERSION);
     let mut reader = File::open(file).map_err(|e| MlError::io(file, e))?;
     std::io::copy(&mut reader, &mut hasher).map_err(|e| MlError::io(file, e))?;
     let digest = hasher.finalize();
@@ -383,14 +393,29 @@ pub fn converted_dir(file: &Path, cache: &Path) -> Result<PathBuf> {
     Ok(cache.join(format!("{stem}-{hex}")))
 }
 
-/// The checkpoint directory of a GGUF file, converted into `cache` on first use.
+/// The checkpoint directory of a GGUF file, converted into `cache` on first use. Processes that
+/// need it at once take turns on a lock file: one converts, the others then find it converted.
 pub fn checkpoint_for(file: &Path, cache: &Path) -> Result<PathBuf> {
     let dir = converted_dir(file, cache)?;
+    if dir.join(CONFIG_FILE).is_file() {
+        return Ok(dir);
+    }
+    std::fs::create_dir_all(cache).map_err(|e| MlError::io(cache, e))?;
+    let path = beside(&dir, "lock");
+    let lock = File::create(&path).map_err(|e| MlError::io(&path, e))?;
+    lock.lock().map_err(|e| MlError::io(&path, e))?;
     if !dir.join(CONFIG_FILE).is_file() {
-        std::fs::create_dir_all(cache).map_err(|e| MlError::io(cache, e))?;
         convert(file, &dir)?;
     }
     Ok(dir)
+}
+
+/// `dir` with `.suffix` appended to its name (not replacing what follows a dot in it, as
+/// `with_extension` would: `model.Q4_1-…` must not become `model.partial`).
+fn beside(dir: &Path, suffix: &str) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{suffix}"));
+    dir.with_file_name(name)
 }
 
 #[cfg(test)]
@@ -435,6 +460,15 @@ mod tests {
             .unwrap();
         let back = unpermute(&permuted, heads).unwrap();
         assert_eq!(back.to_vec2::<f32>().unwrap(), hf.to_vec2::<f32>().unwrap());
+    }
+
+    #[test]
+    fn staging_and_lock_files_keep_the_whole_name() {
+        let dir = Path::new("/cache/SmolLM2.Q4_1-b179c952");
+        assert_eq!(
+            beside(dir, "partial"),
+            Path::new("/cache/SmolLM2.Q4_1-b179c952.partial")
+        );
     }
 
     #[test]

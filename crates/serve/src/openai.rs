@@ -56,7 +56,43 @@ pub(crate) struct CompletionRequest {
 #[derive(Deserialize)]
 pub(crate) struct ChatMessage {
     pub(crate) role: String,
+    #[serde(deserialize_with = "text_content")]
     pub(crate) content: String,
+}
+
+/// A message's content: a string, or OpenAI's array of content parts, whose text parts are
+/// joined (a model that reads text has no use for an image part, which is refused).
+fn text_content<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Content {
+        Text(String),
+        Parts(Vec<Part>),
+    }
+    #[derive(Deserialize)]
+    struct Part {
+        #[serde(rename = "type")]
+        kind: String,
+        text: Option<String>,
+    }
+    let parts = match Content::deserialize(d) {
+        Ok(Content::Text(text)) => return Ok(text),
+        Ok(Content::Parts(parts)) => parts,
+        Err(_) => {
+            return Err(serde::de::Error::custom(
+                "content must be a string or an array of text parts",
+            ));
+        }
+    };
+    let texts = parts
+        .into_iter()
+        .map(|part| match (part.kind.as_str(), part.text) {
+            ("text", Some(text)) => Ok(text),
+            (kind, _) => Err(serde::de::Error::custom(format!(
+                "content parts of type {kind:?} are not supported: only text"
+            ))),
+        });
+    texts.collect::<Result<Vec<_>, _>>().map(|t| t.concat())
 }
 
 #[derive(Deserialize)]

@@ -43,7 +43,8 @@ def test_generate_answers_in_its_chat_template_and_stops_at_the_end_of_turn(env)
     assert "Paris" in generation["text"], generation
     assert generation["finish_reason"] == "stop", generation
     assert "<|im_end|>" not in generation["text"]
-    converted = list((Path(env["XDG_DATA_HOME"]) / "openledger" / "models" / "gguf").iterdir())
+    cache = Path(env["XDG_DATA_HOME"]) / "openledger" / "models" / "gguf"
+    converted = [p for p in cache.iterdir() if p.is_dir()]  # beside them, the conversions' lock files
     assert [p.name.startswith("SmolLM2-135M-Instruct.Q4_1-") for p in converted] == [True]
     again = openledger(env, "generate", "--base", GGUF, "--chat", "--prompt", QUESTION, "--temperature", 0,
                        "--max-tokens", 40, "--json")
@@ -55,12 +56,22 @@ def test_the_openai_client_chats_with_it(env):
     with serving("--base", GGUF, env=env) as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
         model = client.models.list().data[0].id
+        assert model == GGUF.stem  # the name given, not the conversion's folder
         answer = client.chat.completions.create(
             model=model, temperature=0, max_tokens=40,
             messages=[{"role": "system", "content": "Answer in one sentence."},
                       {"role": "user", "content": QUESTION}])
         assert "Paris" in answer.choices[0].message.content
         assert answer.choices[0].finish_reason == "stop"
+        parts = client.chat.completions.create(
+            model=model, temperature=0, max_tokens=40,
+            messages=[{"role": "system", "content": [{"type": "text", "text": "Answer in one sentence."}]},
+                      {"role": "user", "content": [{"type": "text", "text": QUESTION}]}])
+        assert parts.choices[0].message.content == answer.choices[0].message.content
+        with pytest.raises(openai.BadRequestError) as e:
+            client.chat.completions.create(model=model, max_tokens=4, messages=[
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x"}}]}])
+        assert "only text" in e.value.message
         with pytest.raises(openai.BadRequestError) as e:
             client.chat.completions.create(model=model, messages=[{"role": "tool", "content": "x"}],
                                            max_tokens=4)
@@ -74,6 +85,23 @@ def test_bad_files_and_names_are_refused_and_nothing_is_converted(env, tmp_path)
     assert result.returncode != 0
     assert "truncated.gguf" in result.stderr, result.stderr
     cache = Path(env["XDG_DATA_HOME"]) / "openledger" / "models" / "gguf"
-    assert not any(p.name.startswith("truncated") for p in cache.glob("*")), list(cache.glob("*"))
+    left = [p for p in cache.glob("truncated*") if p.suffix != ".lock"]
+    assert not left, left
     missing = openledger(env, "generate", "--base", "smollm2", "--prompt", "x", ok=False)
     assert "run `openledger model get smollm2` first" in missing.stderr, missing.stderr
+    text = tmp_path / "notes.gguf"
+    text.write_text("not a model")
+    result = openledger(env, "generate", "--base", text, "--prompt", "x", ok=False)
+    assert "notes.gguf: not a GGUF file" in result.stderr, result.stderr
+    result = openledger(env, "generate", "--base", tmp_path / "absent.gguf", "--prompt", "x", ok=False)
+    assert "absent.gguf: no such file or directory" in result.stderr, result.stderr
+
+
+def test_processes_converting_one_file_at_once_take_turns(tmp_path):
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")}
+    args = [BIN, "generate", "--base", GGUF, "--prompt", "Hello", "--temperature", "0", "--max-tokens", "3"]
+    procs = [subprocess.Popen(list(map(str, args)), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(3)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    assert all(code == 0 for code, _ in results), results
+    assert sum("converting" in err for _, err in results) >= 1
