@@ -91,6 +91,9 @@ def test_bad_input_fails_with_a_clear_error_and_writes_nothing(factory, tmp_path
     files = sorted(factory["data"].glob("*.jsonl"))
     out = tmp_path / "never"
     result = run("train", "--base", tmp_path / "missing", "--data", files[0], "--out", out, ok=False)
+    assert result.returncode == 1 and "missing: no such file or directory" in result.stderr
+    (tmp_path / "empty").mkdir()
+    result = run("train", "--base", tmp_path / "empty", "--data", files[0], "--out", out, ok=False)
     assert result.returncode == 1 and "config.json: missing" in result.stderr
     assert not out.exists()
 
