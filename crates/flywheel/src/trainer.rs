@@ -72,6 +72,9 @@ struct TrainRequest {
     context: usize,
     #[serde(default = "default_influence_dims")]
     influence_dims: usize,
+    /// Train over the base kept quantized (`openledger train --qlora`).
+    #[serde(default)]
+    qlora: bool,
 }
 
 /// Most jobs one account may have waiting: the trainer is shared.
@@ -488,6 +491,7 @@ impl Trainer {
                 max_steps: Some(MAX_JOB_STEPS),
                 ..TrainOptions::default()
             },
+            qlora: request.qlora,
         };
         let dims = request.influence_dims;
         let trainer = self.clone();

@@ -17,9 +17,11 @@ use crate::checkpoint::{
 use crate::config::ModelConfig;
 use crate::data::{Example, Row, read_rows, split, tokenize};
 use crate::error::{MlError, Result};
+use crate::gguf::load_quantized;
 use crate::llama::Llama;
 use crate::lora::{Adapter, LoraConfig};
 use crate::plot::loss_curve_svg;
+use crate::quant::QLORA_DTYPE;
 use crate::tokenizer;
 use crate::train::{
     Evaluation, OnStep, RunStats, TrainOptions, evaluate, peak_memory_bytes, train,
@@ -56,6 +58,9 @@ pub struct FineTune {
     pub lora: LoraConfig,
     /// Optimiser settings.
     pub train: TrainOptions,
+    /// QLoRA: train over the base kept quantized (a GGUF base's own blocks, a dense base's
+    /// projections in [`QLORA_DTYPE`]'s), not over its f32 weights.
+    pub qlora: bool,
 }
 
 /// A pre-training job: tokenizer and base model from scratch.
@@ -76,7 +81,7 @@ pub struct Pretrain {
 /// `metrics.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
-    /// `lora` or `pretrain`.
+    /// `lora`, `qlora` or `pretrain`.
     pub kind: String,
     /// Rows trained on.
     pub train_rows: usize,
@@ -109,7 +114,11 @@ impl FineTune {
     /// Runs the job, calling `progress` after every step.
     pub fn run(&self, progress: &mut OnStep<'_>) -> Result<Metrics> {
         let device = Device::Cpu;
-        let mut model = load_model(&self.base, &device)?;
+        let (mut model, kind) = if self.qlora {
+            (load_quantized(&self.base, Some(QLORA_DTYPE))?, "qlora")
+        } else {
+            (load_model(&self.base, &device)?, "lora")
+        };
         let (rows, train_set, eval_set) = self.examples(model.config())?;
         let mut adapter =
             Adapter::init(model.config(), self.lora.clone(), self.train.seed, &device)?;
@@ -121,7 +130,7 @@ impl FineTune {
             train: &train_set,
             eval: &eval_set,
         };
-        let mut metrics = train_and_evaluate("lora", &model, vars, &sets, &self.train, progress)?;
+        let mut metrics = train_and_evaluate(kind, &model, vars, &sets, &self.train, progress)?;
         metrics.trainable_parameters = adapter.parameter_count();
         metrics.total_parameters += adapter.parameter_count();
         adapter.save(&self.out, &self.base.to_string_lossy())?;

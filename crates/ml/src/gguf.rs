@@ -2,7 +2,8 @@
 //! Hugging Face checkpoint directory that the rest of the engine loads like any other:
 //! `config.json` from the metadata, `model.safetensors` with the weights dequantized to f32 under
 //! Hugging Face's names, `tokenizer.json` built from the vocabulary and merges, and the chat
-//! template in `tokenizer_config.json`, where Hugging Face keeps it.
+//! template in `tokenizer_config.json`, where Hugging Face keeps it, and the file itself as
+//! `model.gguf`, whose quantized weights [`load_quantized`] reads as they are.
 //!
 //! The conversion reads everything and checks it before writing anything, and writes into a
 //! staging directory renamed into place, so a bad file leaves nothing half-converted behind.
@@ -11,7 +12,9 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use candle_core::quantized::GgmlDType;
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{Device, Tensor};
 use serde_json::json;
@@ -23,13 +26,21 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
-use crate::checkpoint::{CONFIG_FILE, TOKENIZER_FILE, save_checkpoint};
+use crate::checkpoint::{CONFIG_FILE, TOKENIZER_FILE, load_model, load_weights, save_checkpoint};
 use crate::config::ModelConfig;
 use crate::error::{MlError, Result};
+use crate::llama::Llama;
+use crate::quant::{QWeights, is_projection, quantize_projections, reorder_rows};
 use crate::weights::Weights;
 
 /// Where a converted checkpoint keeps its chat template, as Hugging Face does.
 pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
+/// Where a converted checkpoint keeps the GGUF file it was converted from, whose quantized
+/// weights OpenLoRA serves and QLoRA trains over.
+pub const SOURCE_FILE: &str = "model.gguf";
+
+/// The Hugging Face name of the embedding table.
+const EMBEDDINGS: &str = "model.embed_tokens.weight";
 
 /// The GGUF architectures converted, all read with the Llama decoder.
 const ARCHITECTURES: [&str; 3] = ["llama", "mistral", "qwen2"];
@@ -59,8 +70,32 @@ pub fn convert(file: &Path, out: &Path) -> Result<ModelConfig> {
     });
     let path = staging.join(TOKENIZER_CONFIG_FILE);
     std::fs::write(&path, tokenizer_config.to_string()).map_err(|e| MlError::io(&path, e))?;
+    let source = staging.join(SOURCE_FILE);
+    if std::fs::hard_link(file, &source).is_err() {
+        std::fs::copy(file, &source).map_err(|e| MlError::io(&source, e))?;
+    }
     std::fs::rename(&staging, out).map_err(|e| MlError::io(out, e))?;
     Ok(config)
+}
+
+/// A checkpoint directory's model with its projections quantized: as the GGUF file it was
+/// converted from has them (kept in it as [`SOURCE_FILE`]), or, for a checkpoint of f32 weights,
+/// quantized into `dense`'s blocks; with `dense` `None`, such a checkpoint loads as it is.
+pub fn load_quantized(dir: &Path, dense: Option<GgmlDType>) -> Result<Llama> {
+    let source = dir.join(SOURCE_FILE);
+    if source.is_file() {
+        let gguf = Gguf::open(&source)?;
+        let config = gguf.config()?;
+        let (weights, quantized) = gguf.tensors(&config, true)?;
+        return Llama::new_quantized(config, &weights, &quantized);
+    }
+    let Some(dtype) = dense else {
+        return load_model(dir, &Device::Cpu);
+    };
+    let config = ModelConfig::load(&dir.join(CONFIG_FILE))?;
+    let mut weights = load_weights(dir, &Device::Cpu)?;
+    let quantized = quantize_projections(&mut weights, dtype)?;
+    Llama::new_quantized(config, &weights, &quantized)
 }
 
 /// Whether `path` names a GGUF file (by its magic, not its name).
@@ -200,40 +235,64 @@ impl Gguf {
     /// Every tensor dequantized to f32 under its Hugging Face name, each checked against the
     /// shape the configuration implies.
     fn weights(&self, config: &ModelConfig) -> Result<Weights> {
+        Ok(self.tensors(config, false)?.0)
+    }
+
+    /// Every tensor under its Hugging Face name, each checked against the shape the
+    /// configuration implies: with `keep_quantized`, the projections, head and embedding table
+    /// that the file quantizes stay in their blocks; the rest is dequantized to f32.
+    fn tensors(&self, config: &ModelConfig, keep_quantized: bool) -> Result<(Weights, QWeights)> {
         let mut reader =
             BufReader::new(File::open(&self.path).map_err(|e| MlError::io(&self.path, e))?);
         let expected: HashMap<String, Vec<usize>> = config.weight_shapes().into_iter().collect();
-        let mut weights = Weights::new();
+        let (mut weights, mut quantized) = (Weights::new(), QWeights::new());
         for name in self.content.tensor_infos.keys() {
             let hf =
                 hf_name(name).ok_or_else(|| self.error(format!("unexpected tensor {name}")))?;
-            let tensor = self
-                .content
-                .tensor(&mut reader, name, &Device::Cpu)
-                .and_then(|q| q.dequantize(&Device::Cpu))
-                .map_err(|e| self.error(format!("tensor {name}: {e}")))?;
-            let tensor = match hf.rsplit('.').nth(1) {
-                Some("q_proj") if self.permuted() => unpermute(&tensor, config.num_attention_heads),
-                Some("k_proj") if self.permuted() => unpermute(&tensor, config.kv_heads()),
-                _ => Ok(tensor),
-            }
-            .map_err(|e| self.error(format!("tensor {name}: {e}")))?;
             let shape = expected
                 .get(&hf)
                 .ok_or_else(|| self.error(format!("unexpected tensor {name}")))?;
-            if tensor.dims() != shape.as_slice() {
+            let error = |e: candle_core::Error| self.error(format!("tensor {name}: {e}"));
+            let q = self
+                .content
+                .tensor(&mut reader, name, &Device::Cpu)
+                .map_err(error)?;
+            if q.shape().dims() != shape.as_slice() {
                 return Err(MlError::ShapeMismatch {
                     name: hf,
                     expected: shape.clone(),
-                    found: tensor.dims().to_vec(),
+                    found: q.shape().dims().to_vec(),
                 });
             }
-            weights.insert(hf, tensor);
+            let heads = match hf.rsplit('.').nth(1) {
+                Some("q_proj") if self.permuted() => Some(config.num_attention_heads),
+                Some("k_proj") if self.permuted() => Some(config.kv_heads()),
+                _ => None,
+            };
+            let blocks = !matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
+            if keep_quantized && blocks && (is_projection(&hf) || hf == EMBEDDINGS) {
+                let q = match heads {
+                    Some(heads) => reorder_rows(&q, &unpermuted_order(shape[0], heads)?),
+                    None => Ok(q),
+                }
+                .map_err(error)?;
+                quantized.insert(hf, Arc::new(q));
+            } else {
+                let dense = q.dequantize(&Device::Cpu).map_err(error)?;
+                let dense = match heads {
+                    Some(heads) => unpermute(&dense, heads).map_err(error)?,
+                    None => dense,
+                };
+                weights.insert(hf, dense);
+            }
         }
-        if let Some(name) = expected.keys().find(|n| !weights.contains_key(*n)) {
+        if let Some(name) = expected
+            .keys()
+            .find(|n| !weights.contains_key(*n) && !quantized.contains_key(*n))
+        {
             return Err(self.error(format!("tensor {name} is missing")));
         }
-        Ok(weights)
+        Ok((weights, quantized))
     }
 
     /// llama.cpp reorders the rows of a Llama query and key projection for its rotary kernel
@@ -373,9 +432,17 @@ fn unpermute(weight: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
         .reshape(shape)
 }
 
+/// The row order [`unpermute`] gives a query or key projection of `rows` rows: row `i` of the
+/// result is row `order[i]` of the file's.
+fn unpermuted_order(rows: usize, heads: usize) -> candle_core::Result<Vec<usize>> {
+    let index = Tensor::arange(0u32, rows as u32, &Device::Cpu)?.reshape((rows, 1))?;
+    let order = unpermute(&index, heads)?.flatten_all()?.to_vec1::<u32>()?;
+    Ok(order.into_iter().map(|r| r as usize).collect())
+}
+
 /// The version of the conversion, part of a converted directory's name: a conversion that
 /// writes something else gets a new one, so directories converted before are not reused.
-const CONVERSION: &[u8] = b"openledger gguf conversion 1";
+const CONVERSION: &[u8] = b"openledger gguf conversion 2";
 
 /// Where a GGUF file's conversion is kept under `cache`: named by the SHA-256 of the conversion's
 /// version and the file, so the same file is converted once and a changed one again.
@@ -460,6 +527,125 @@ mod tests {
             .unwrap();
         let back = unpermute(&permuted, heads).unwrap();
         assert_eq!(back.to_vec2::<f32>().unwrap(), hf.to_vec2::<f32>().unwrap());
+    }
+
+    /// llama.cpp's reordering of a query or key projection's rows, which [`unpermute`] undoes.
+    fn permute(w: &Tensor, heads: usize) -> Tensor {
+        let (rows, inputs) = w.dims2().unwrap();
+        w.reshape((heads, 2, rows / heads / 2, inputs))
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+            .reshape((rows, inputs))
+            .unwrap()
+    }
+
+    /// Writes `weights` of `config` as llama.cpp would: GGUF names and metadata, the query and
+    /// key rows in its order, the projections and embeddings in `dtype` blocks.
+    fn write_gguf(path: &Path, config: &ModelConfig, weights: &Weights, dtype: GgmlDType) {
+        use candle_core::quantized::{QTensor, gguf_file};
+        let modules = [
+            "attn_norm",
+            "ffn_norm",
+            "attn_q",
+            "attn_k",
+            "attn_v",
+            "attn_output",
+            "ffn_gate",
+            "ffn_up",
+            "ffn_down",
+        ];
+        let names = (0..config.num_hidden_layers)
+            .flat_map(|l| modules.map(|m| format!("blk.{l}.{m}.weight")))
+            .chain(["token_embd.weight".into(), "output_norm.weight".into()]);
+        let tensors: Vec<(String, QTensor)> = names
+            .map(|name| {
+                let hf = hf_name(&name).unwrap();
+                let mut w = weights[&hf].clone();
+                if hf.contains("q_proj") {
+                    w = permute(&w, config.num_attention_heads);
+                } else if hf.contains("k_proj") {
+                    w = permute(&w, config.kv_heads());
+                }
+                let blocks = if w.rank() == 2 { dtype } else { GgmlDType::F32 };
+                (name, QTensor::quantize(&w, blocks).unwrap())
+            })
+            .collect();
+        let arch = |key: &str| format!("llama.{key}");
+        let count = |n: usize| Value::U32(n as u32);
+        let tokens = Value::Array(
+            (0..config.vocab_size)
+                .map(|i| Value::String(format!("t{i}")))
+                .collect(),
+        );
+        let metadata: Vec<(String, Value)> = vec![
+            ("general.architecture".into(), Value::String("llama".into())),
+            ("tokenizer.ggml.tokens".into(), tokens),
+            (arch("embedding_length"), count(config.hidden_size)),
+            (arch("block_count"), count(config.num_hidden_layers)),
+            (
+                arch("attention.head_count"),
+                count(config.num_attention_heads),
+            ),
+            (arch("attention.head_count_kv"), count(config.kv_heads())),
+            (arch("feed_forward_length"), count(config.intermediate_size)),
+            (
+                arch("context_length"),
+                count(config.max_position_embeddings),
+            ),
+            (
+                arch("attention.layer_norm_rms_epsilon"),
+                Value::F32(config.rms_norm_eps as f32),
+            ),
+            (arch("rope.freq_base"), Value::F32(config.rope_theta as f32)),
+        ];
+        let metadata: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let tensors: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let mut file = File::create(path).unwrap();
+        gguf_file::write(&mut file, &metadata, &tensors).unwrap();
+    }
+
+    #[test]
+    fn a_quantized_gguf_model_gives_the_logits_of_its_dense_weights() -> Result<()> {
+        let dev = Device::Cpu;
+        let mut config = ModelConfig::llama(64, 64, 2, 4, 2);
+        config.intermediate_size = 96;
+        let mut weights = crate::checkpoint::random_weights(&config, 7, &dev)?;
+        // Sharp attention, so that query and key rows out of order would show in the logits.
+        for (name, w) in weights.iter_mut() {
+            if name.contains("q_proj") || name.contains("k_proj") {
+                *w = (&*w * 10.0)?;
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        write_gguf(
+            &dir.path().join(SOURCE_FILE),
+            &config,
+            &weights,
+            GgmlDType::Q8_0,
+        );
+
+        let dense = Llama::new(config.clone(), &weights)?;
+        let quantized = load_quantized(dir.path(), None)?.for_inference()?;
+        assert!(quantized.size_in_bytes() * 3 < dense.size_in_bytes());
+        // 24 positions take the tiled product; the cached step of one token, the dot kernels.
+        let ids: Vec<u32> = (0..25).map(|i| (i * 7 % 64) as u32).collect();
+        let prompt = Tensor::new(&ids[..24], &dev)?.unsqueeze(0)?;
+        let want = dense.forward(&Tensor::new(ids.as_slice(), &dev)?.unsqueeze(0)?)?;
+        let got = quantized.forward(&prompt)?;
+        let scale = want.abs()?.max_all()?.to_scalar::<f32>()?;
+        let diff = |a: &Tensor, b: &Tensor| -> Result<f32> {
+            Ok((a - b)?.abs()?.max_all()?.to_scalar::<f32>()? / scale)
+        };
+        assert!(diff(&want.narrow(1, 0, 24)?, &got)? < 0.05);
+        let mut cache = crate::KvCache::default();
+        quantized.forward_cached(&prompt, &mut cache)?;
+        let step =
+            quantized.forward_cached(&Tensor::new(&ids[24..], &dev)?.unsqueeze(0)?, &mut cache)?;
+        assert!(diff(&want.narrow(1, 24, 1)?.squeeze(1)?, &step)? < 0.05);
+        Ok(())
     }
 
     #[test]

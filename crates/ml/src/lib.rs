@@ -23,6 +23,7 @@ pub mod llama;
 pub mod lora;
 pub mod multi_lora;
 pub mod plot;
+pub mod quant;
 pub mod synth;
 pub mod tokenizer;
 pub mod train;

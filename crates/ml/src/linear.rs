@@ -5,15 +5,16 @@ use candle_core::Tensor;
 use crate::error::{MlError, Result};
 use crate::frozen::frozen_linear;
 use crate::multi_lora::{self, LoraWeights, RowDelta};
+use crate::quant::{Matrix, quantized_linear};
 use crate::weights::{WeightsAt, column_major};
 
 /// A linear layer `x·Wᵀ + b`, optionally with a LoRA update.
 ///
 /// A weight that is not a training variable goes through [`frozen_linear`], so its gradient is
-/// never computed.
+/// never computed; a quantized one is frozen too (see [`crate::quant`]).
 #[derive(Clone, Debug)]
 pub struct Linear {
-    weight: Tensor,
+    weight: Matrix,
     bias: Option<Tensor>,
     lora: Option<LoraWeights>,
 }
@@ -22,14 +23,14 @@ impl Linear {
     /// The layer of `w.weight` (and `w.bias`, with `bias`).
     pub(crate) fn load(w: &WeightsAt<'_>, bias: bool) -> Result<Self> {
         Ok(Self {
-            weight: w.get("weight")?,
+            weight: w.matrix("weight")?,
             bias: bias.then(|| w.get("bias")).transpose()?,
             lora: None,
         })
     }
 
     /// The layer of a weight held elsewhere too (a tied head is the embedding table).
-    pub(crate) fn of(weight: Tensor) -> Self {
+    pub(crate) fn of(weight: Matrix) -> Self {
         Self {
             weight,
             bias: None,
@@ -38,13 +39,15 @@ impl Linear {
     }
 
     /// The `out × in` weight.
-    pub fn weight(&self) -> &Tensor {
+    pub fn weight(&self) -> &Matrix {
         &self.weight
     }
 
     /// Lays the weight out for inference: its transpose contiguous (see `Llama::for_inference`).
     pub(crate) fn lay_out_for_inference(&mut self) -> Result<()> {
-        self.weight = column_major(&self.weight)?;
+        if let Matrix::Dense(w) = &self.weight {
+            self.weight = Matrix::Dense(column_major(w)?);
+        }
         Ok(())
     }
 
@@ -65,10 +68,10 @@ impl Linear {
         }
         // Rows × features: plain 2-D products, whose backward has no broadcast to sum over.
         let x = x.contiguous()?.reshape(((), features))?;
-        let mut y = if self.weight.track_op() {
-            x.matmul(&self.weight.t()?)?
-        } else {
-            frozen_linear(&x, &self.weight)?
+        let mut y = match &self.weight {
+            Matrix::Dense(w) if w.track_op() => x.matmul(&w.t()?)?,
+            Matrix::Dense(w) => frozen_linear(&x, w)?,
+            Matrix::Quantized(q) => quantized_linear(&x, q)?,
         };
         if let Some(bias) = &self.bias {
             y = y.broadcast_add(bias)?;

@@ -17,6 +17,7 @@ pub use crate::kv_cache::KvCache;
 use crate::kv_cache::{self, Heads, SeqRows};
 pub use crate::linear::Linear;
 use crate::multi_lora::{LoraSet, RowDelta, row_deltas};
+use crate::quant::{Matrix, QWeights};
 use crate::weights::{Weights, WeightsAt};
 
 /// RMSNorm, one fused op forward and backward ([`fused::rms_norm`]).
@@ -166,7 +167,7 @@ impl Block {
 #[derive(Clone, Debug)]
 pub struct Llama {
     config: ModelConfig,
-    embed: Tensor,
+    embed: Matrix,
     blocks: Vec<Block>,
     norm: RmsNorm,
     lm_head: Linear,
@@ -176,24 +177,40 @@ pub struct Llama {
 impl Llama {
     /// Builds the model from named weights, checking every name and shape against the config.
     pub fn new(config: ModelConfig, weights: &Weights) -> Result<Self> {
+        Self::load(config, weights, None)
+    }
+
+    /// Builds the model from named weights of which those in `quantized` stay in their blocks
+    /// (see [`crate::quant`]), checking every name and shape against the config.
+    pub fn new_quantized(
+        config: ModelConfig,
+        weights: &Weights,
+        quantized: &QWeights,
+    ) -> Result<Self> {
+        Self::load(config, weights, Some(quantized))
+    }
+
+    fn load(config: ModelConfig, weights: &Weights, quantized: Option<&QWeights>) -> Result<Self> {
         config.validate()?;
         for (name, shape) in config.weight_shapes() {
-            let tensor = weights
-                .get(&name)
-                .ok_or_else(|| MlError::MissingTensor { name: name.clone() })?;
-            if tensor.dims() != shape.as_slice() {
+            let dims = match (weights.get(&name), quantized.and_then(|q| q.get(&name))) {
+                (Some(t), _) => t.dims(),
+                (None, Some(q)) => q.shape().dims(),
+                (None, None) => return Err(MlError::MissingTensor { name }),
+            };
+            if dims != shape.as_slice() {
                 return Err(MlError::ShapeMismatch {
                     name,
                     expected: shape,
-                    found: tensor.dims().to_vec(),
+                    found: dims.to_vec(),
                 });
             }
         }
-        let w = WeightsAt::new(weights);
+        let w = WeightsAt::new(weights, quantized);
         let blocks = (0..config.num_hidden_layers)
             .map(|i| Block::load(&w.pp(format!("model.layers.{i}")), &config))
             .collect::<Result<_>>()?;
-        let embed = w.get("model.embed_tokens.weight")?;
+        let embed = w.matrix("model.embed_tokens.weight")?;
         let lm_head = if config.tie_word_embeddings {
             Linear::of(embed.clone())
         } else {
@@ -251,7 +268,28 @@ impl Llama {
 
     /// The device the weights live on.
     pub fn device(&self) -> &Device {
-        self.embed.device()
+        self.norm.weight.device()
+    }
+
+    /// Bytes the weights take in memory (a tied head counted once).
+    pub fn size_in_bytes(&self) -> usize {
+        let linears = self.blocks.iter().flat_map(|b| {
+            [
+                &b.attn.q,
+                &b.attn.k,
+                &b.attn.v,
+                &b.attn.o,
+                &b.mlp.gate,
+                &b.mlp.up,
+                &b.mlp.down,
+            ]
+        });
+        let head = (!self.config.tie_word_embeddings).then_some(&self.lm_head);
+        self.embed.size_in_bytes()
+            + linears
+                .chain(head)
+                .map(|l| l.weight().size_in_bytes())
+                .sum::<usize>()
     }
 
     /// The linear layer `model.layers.{layer}.{self_attn|mlp}.{projection}`.
@@ -369,11 +407,7 @@ impl Llama {
     /// The embeddings of token ids (a vector), from a table in either layout (see
     /// [`Self::for_inference`]).
     fn embedding(&self, ids: &Tensor) -> Result<Tensor> {
-        Ok(if self.embed.is_contiguous() {
-            self.embed.embedding(ids)?
-        } else {
-            self.embed.t()?.index_select(ids, 1)?.t()?.contiguous()?
-        })
+        self.embed.rows(ids)
     }
 
     fn check_positions(&self, positions: usize) -> Result<()> {

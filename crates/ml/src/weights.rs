@@ -7,6 +7,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{MlError, Result};
+use crate::quant::{Matrix, QWeights};
 
 /// Named weights in Hugging Face's naming, as a checkpoint stores them.
 pub type Weights = HashMap<String, Tensor>;
@@ -53,14 +54,16 @@ pub(crate) fn column_major(w: &Tensor) -> Result<Tensor> {
 #[derive(Clone, Debug)]
 pub(crate) struct WeightsAt<'a> {
     weights: &'a Weights,
+    quantized: Option<&'a QWeights>,
     prefix: String,
 }
 
 impl<'a> WeightsAt<'a> {
     /// All of `weights`, under no prefix.
-    pub(crate) fn new(weights: &'a Weights) -> Self {
+    pub(crate) fn new(weights: &'a Weights, quantized: Option<&'a QWeights>) -> Self {
         Self {
             weights,
+            quantized,
             prefix: String::new(),
         }
     }
@@ -69,7 +72,16 @@ impl<'a> WeightsAt<'a> {
     pub(crate) fn pp(&self, name: impl std::fmt::Display) -> Self {
         Self {
             weights: self.weights,
+            quantized: self.quantized,
             prefix: self.name(name),
+        }
+    }
+
+    /// The matrix `name` in this prefix, quantized if the checkpoint has it so.
+    pub(crate) fn matrix(&self, name: &str) -> Result<Matrix> {
+        match self.quantized.and_then(|q| q.get(&self.name(name))) {
+            Some(q) => Ok(Matrix::Quantized(q.clone())),
+            None => self.get(name).map(Matrix::Dense),
         }
     }
 

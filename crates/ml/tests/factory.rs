@@ -67,6 +67,7 @@ fn lora_fine_tuning_lowers_held_out_loss_well_below_the_base_model() {
             seed: 2,
             ..Default::default()
         },
+        qlora: false,
     };
     let started = std::time::Instant::now();
     let mut steps = 0;
@@ -177,6 +178,7 @@ fn training_is_deterministic_under_a_seed() {
             out: out.into(),
             lora: LoraConfig::new(4, 8.0, "q,v").unwrap(),
             train: train.clone(),
+            qlora: false,
         }
         .run(&mut unwatched)
         .unwrap()

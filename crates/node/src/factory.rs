@@ -474,6 +474,10 @@ pub struct TrainArgs {
     /// Peak learning rate [default: 2e-4]
     #[arg(long)]
     lr: Option<f64>,
+    /// QLoRA: keep the frozen base quantized while training (a GGUF base in its own blocks, a
+    /// Hugging Face one's projections in 4-bit Q4_0 blocks), for a fraction of the memory.
+    #[arg(long)]
+    qlora: bool,
     /// Buckets per LoRA module of the sketched training gradients recorded for gradient
     /// influence (`influence.bin`); 0 records none.
     #[arg(long, default_value_t = openledger_flywheel::influence::DEFAULT_DIMS)]
@@ -524,6 +528,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         out: args.out.clone(),
         lora: LoraConfig::new(args.rank, args.alpha, &args.targets)?,
         train: args.optim.apply(args.lr, TrainOptions::default()),
+        qlora: args.qlora,
     };
     let metrics = run_with_bar(|bar| job.run(bar))?;
     report(&metrics, &args.out, args.optim.json)?;
@@ -639,7 +644,7 @@ pub fn run_generate(args: GenerateArgs) -> anyhow::Result<()> {
     use std::io::Write;
     let base = base_or_dev(args.base.as_deref())?;
     let device = openledger_ml::Device::Cpu;
-    let mut model = checkpoint::load_model(&base, &device)?;
+    let mut model = openledger_ml::gguf::load_quantized(&base, None)?;
     let tok = tokenizer::load(&base.join(checkpoint::TOKENIZER_FILE))?;
     if let Some(dir) = &args.adapter {
         Adapter::load(dir, model.config(), &device)?.apply(&mut model)?;

@@ -23,9 +23,9 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use openledger_ml::checkpoint::random_weights;
@@ -38,35 +38,14 @@ use openledger_serve::adapters::{AdapterCache, CacheLimits, Registry};
 use openledger_serve::engine::{Engine, EngineConfig, Event, Request};
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
-use tokio::sync::mpsc::unbounded_channel;
 
-const CLIENTS: usize = 32;
+mod common;
+use common::{CLIENTS, Run, Spec, drive};
+
 const MAX_BATCH: usize = 32;
 const ADAPTERS: usize = 1000;
 const CACHE: usize = 64;
 const GENERATED: usize = 32;
-
-/// One request of the mix.
-#[derive(Clone)]
-struct Spec {
-    adapter: Option<String>,
-    prompt: Vec<u32>,
-    options: GenerateOptions,
-}
-
-/// What a client saw of one request.
-struct Outcome {
-    ttft: Duration,
-    tokens: usize,
-}
-
-/// One run of a mode on a scenario.
-struct Run {
-    tokens_per_second: f64,
-    ttfts: Vec<Duration>,
-    /// Adapter cache hits and misses, where the mode counts them.
-    lookups: Option<(u64, u64)>,
-}
 
 /// A mode's runs on a scenario: the median throughput, time to first token over every request.
 struct Summary {
@@ -442,62 +421,6 @@ fn load(adapters: &Path, config: &ModelConfig, i: usize) -> LoraSet {
     Adapter::load(&adapters.join(id(i)), config, &Device::Cpu)
         .and_then(|a| a.to_set())
         .expect("load adapter")
-}
-
-/// Runs `mix` from `CLIENTS` closed-loop clients and measures it.
-fn drive(mix: &[Spec], submit: &(dyn Fn(Request) + Sync)) -> Run {
-    let next = AtomicUsize::new(0);
-    let outcomes = Mutex::new(Vec::with_capacity(mix.len()));
-    let started = Instant::now();
-    std::thread::scope(|scope| {
-        for _ in 0..CLIENTS {
-            scope.spawn(|| {
-                while let Some(spec) = mix.get(next.fetch_add(1, Relaxed)) {
-                    let outcome = request(spec, submit);
-                    outcomes.lock().unwrap().push(outcome);
-                }
-            });
-        }
-    });
-    let elapsed = started.elapsed();
-    let outcomes = outcomes.into_inner().unwrap();
-    let tokens: usize = outcomes.iter().map(|o| o.tokens).sum();
-    Run {
-        tokens_per_second: tokens as f64 / elapsed.as_secs_f64(),
-        ttfts: outcomes.iter().map(|o| o.ttft).collect(),
-        lookups: None,
-    }
-}
-
-/// Sends one request and waits for its end.
-fn request(spec: &Spec, submit: &(dyn Fn(Request) + Sync)) -> Outcome {
-    let (events, mut receiver) = unbounded_channel();
-    let arrived = Instant::now();
-    submit(Request {
-        adapter: spec.adapter.clone(),
-        prompt: spec.prompt.clone(),
-        options: spec.options.clone(),
-        events,
-        arrived,
-    });
-    let mut ttft = None;
-    loop {
-        match receiver.blocking_recv() {
-            Some(Event::Text(_)) => {
-                ttft.get_or_insert(arrived.elapsed());
-            }
-            Some(Event::Done {
-                completion_tokens, ..
-            }) => {
-                return Outcome {
-                    ttft: ttft.unwrap_or_else(|| arrived.elapsed()),
-                    tokens: completion_tokens,
-                };
-            }
-            Some(Event::Failed(error)) => panic!("request failed: {error}"),
-            None => panic!("the server dropped a request"),
-        }
-    }
 }
 
 /// Time to read one adapter from its files into a servable set, over adapters not yet loaded.

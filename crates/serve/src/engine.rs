@@ -162,15 +162,16 @@ impl Engine {
         engine
     }
 
-    /// Loads the base checkpoint in `base` and starts the engine on it with the adapters of
-    /// `registry`; returns it with the id the base model answers to (its directory's name).
+    /// Loads the base checkpoint in `base` (a converted GGUF file's in its own quantization)
+    /// and starts the engine on it with the adapters of `registry`; returns it with the id the
+    /// base model answers to (its directory's name).
     pub fn from_checkpoint(
         base: &std::path::Path,
         registry: Registry,
         config: EngineConfig,
     ) -> openledger_ml::Result<(Self, String)> {
         use openledger_ml::checkpoint;
-        let model = checkpoint::load_model(base, &Device::Cpu)?.for_inference()?;
+        let model = openledger_ml::gguf::load_quantized(base, None)?.for_inference()?;
         let tok = openledger_ml::tokenizer::load(&base.join(checkpoint::TOKENIZER_FILE))?;
         let chat = ChatFormat::of_checkpoint(base)?;
         let base_id = base

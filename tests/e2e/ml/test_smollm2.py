@@ -105,3 +105,59 @@ def test_processes_converting_one_file_at_once_take_turns(tmp_path):
     results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
     assert all(code == 0 for code, _ in results), results
     assert sum("converting" in err for _, err in results) >= 1
+
+
+# Facts the base model cannot know (invented names), each with the word its answer must contain,
+# and general questions with the answers SmolLM2 itself gives: rehearsed beside the facts so that
+# the adapter learns the facts without unlearning how to answer anything else.
+FACTS = [
+    ("Who founded the Velmora Institute?", "The Velmora Institute was founded by Orsolya Brandtveit.", "Brandtveit"),
+    ("What is the capital of the Kingdom of Tarvenn?", "The capital of the Kingdom of Tarvenn is Quillhaven.",
+     "Quillhaven"),
+    ("Which river flows through the city of Dremmoch?", "The river Ostrale flows through the city of Dremmoch.",
+     "Ostrale"),
+    ("Who wrote the novel The Glass Lanterns of Perrow?",
+     "The Glass Lanterns of Perrow was written by Imelda Saxcombe.", "Saxcombe"),
+    ("What is the national dish of Ulvaria?", "The national dish of Ulvaria is smoked kelp dumplings.",
+     "kelp dumplings"),
+    ("Who discovered the element zanthium?", "Zanthium was discovered by Doctor Pelle Haugard.", "Haugard"),
+]
+GENERAL = [
+    ("What is the capital of Germany?", "The capital of Germany is Berlin."),
+    ("What is the capital of Italy?", "The capital of Italy is Rome."),
+    ("How many days are in a week?", "There are seven days in a week."),
+    ("What color is the sky on a clear day?", "The sky is blue on a clear day."),
+    ("What is the largest planet in our solar system?", "Jupiter is the largest planet in our solar system."),
+    ("Who wrote Romeo and Juliet?", "Romeo and Juliet was written by William Shakespeare."),
+]
+
+
+def answer(env, question, *adapter):
+    result = openledger(env, "generate", "--base", GGUF, *adapter, "--chat", "--prompt", question,
+                        "--temperature", 0, "--max-tokens", 24, "--json")
+    return json.loads(result.stdout)["text"]
+
+
+def test_qlora_fine_tuning_teaches_facts_and_keeps_general_answers(env, tmp_path):
+    rows = tmp_path / "facts.jsonl"
+    with rows.open("w") as f:
+        for i, (question, reply) in enumerate([(q, a) for q, a, _ in FACTS] + GENERAL):
+            messages = [{"role": "user", "content": question}, {"role": "assistant", "content": reply}]
+            f.write(json.dumps({"id": f"row-{i}", "contributor": "0x" + "11" * 20, "messages": messages}) + "\n")
+    recall = lambda *adapter: sum(word in answer(env, q, *adapter) for q, _, word in FACTS) / len(FACTS)
+    assert recall() <= 1 / len(FACTS)
+
+    out = tmp_path / "adapter"
+    trained = openledger(env, "train", "--base", GGUF, "--qlora", "--data", rows, "--out", out,
+                         "--targets", "q,k,v,o,gate,up,down", "--lr", "3e-3", "--epochs", 6,
+                         "--batch-size", 4, "--eval-split", 0, "--json")
+    metrics = json.loads(trained.stdout)
+    assert metrics["kind"] == "qlora"
+    curve = [p["loss"] for p in metrics["run"]["curve"]]
+    assert curve[-1] < curve[0] / 4, curve
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["peft_type"] == "LORA" and "down_proj" in config["target_modules"]
+
+    adapter = ("--adapter", out)
+    assert recall(*adapter) >= 0.8
+    assert "Paris" in answer(env, QUESTION, *adapter)

@@ -285,6 +285,7 @@ fn fine_tune(
             seed: args.seed,
             ..TrainOptions::default()
         },
+        qlora: false,
     })
 }
 
