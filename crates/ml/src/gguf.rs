@@ -619,32 +619,32 @@ mod tests {
                 *w = (&*w * 10.0)?;
             }
         }
-        let dir = tempfile::tempdir().unwrap();
-        write_gguf(
-            &dir.path().join(SOURCE_FILE),
-            &config,
-            &weights,
-            GgmlDType::Q8_0,
-        );
-
-        let dense = Llama::new(config.clone(), &weights)?;
-        let quantized = load_quantized(dir.path(), None)?.for_inference()?;
-        assert!(quantized.size_in_bytes() * 3 < dense.size_in_bytes());
-        // 24 positions take the tiled product; the cached step of one token, the dot kernels.
-        let ids: Vec<u32> = (0..25).map(|i| (i * 7 % 64) as u32).collect();
-        let prompt = Tensor::new(&ids[..24], &dev)?.unsqueeze(0)?;
-        let want = dense.forward(&Tensor::new(ids.as_slice(), &dev)?.unsqueeze(0)?)?;
-        let got = quantized.forward(&prompt)?;
-        let scale = want.abs()?.max_all()?.to_scalar::<f32>()?;
-        let diff = |a: &Tensor, b: &Tensor| -> Result<f32> {
-            Ok((a - b)?.abs()?.max_all()?.to_scalar::<f32>()? / scale)
-        };
-        assert!(diff(&want.narrow(1, 0, 24)?, &got)? < 0.05);
-        let mut cache = crate::KvCache::default();
-        quantized.forward_cached(&prompt, &mut cache)?;
-        let step =
-            quantized.forward_cached(&Tensor::new(&ids[24..], &dev)?.unsqueeze(0)?, &mut cache)?;
-        assert!(diff(&want.narrow(1, 24, 1)?.squeeze(1)?, &step)? < 0.05);
+        for dtype in [GgmlDType::Q8_0, GgmlDType::Q4_1, GgmlDType::Q4_0] {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join(SOURCE_FILE);
+            write_gguf(&file, &config, &weights, dtype);
+            // The same file dequantized to f32 by the conversion: what the blocks hold.
+            let gguf = Gguf::open(&file)?;
+            let dense = Llama::new(config.clone(), &gguf.weights(&config)?)?;
+            let quantized = load_quantized(dir.path(), None)?.for_inference()?;
+            assert!(quantized.size_in_bytes() * 3 < dense.size_in_bytes());
+            // 40 positions take the tiled product; the cached step of one, the dot products.
+            let ids: Vec<u32> = (0..41).map(|i| (i * 7 % 64) as u32).collect();
+            let prompt = Tensor::new(&ids[..40], &dev)?.unsqueeze(0)?;
+            let want = dense.forward(&Tensor::new(ids.as_slice(), &dev)?.unsqueeze(0)?)?;
+            let got = quantized.forward(&prompt)?;
+            let scale = want.abs()?.max_all()?.to_scalar::<f32>()?;
+            let diff = |a: &Tensor, b: &Tensor| -> Result<f32> {
+                Ok((a - b)?.abs()?.max_all()?.to_scalar::<f32>()? / scale)
+            };
+            assert!(diff(&want.narrow(1, 0, 40)?, &got)? < 1e-4, "{dtype:?}");
+            let mut cache = crate::KvCache::default();
+            quantized.forward_cached(&prompt, &mut cache)?;
+            let next = Tensor::new(&ids[40..], &dev)?.unsqueeze(0)?;
+            let step = quantized.forward_cached(&next, &mut cache)?;
+            let step_diff = diff(&want.narrow(1, 40, 1)?.squeeze(1)?, &step)?;
+            assert!(step_diff < 0.02, "{dtype:?}: {step_diff}");
+        }
         Ok(())
     }
 

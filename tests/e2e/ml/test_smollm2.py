@@ -138,20 +138,30 @@ def answer(env, question, *adapter):
     return json.loads(result.stdout)["text"]
 
 
-def test_qlora_fine_tuning_teaches_facts_and_keeps_general_answers(env, tmp_path):
-    rows = tmp_path / "facts.jsonl"
+@pytest.fixture(scope="module")
+def facts_adapter(env, tmp_path_factory):
+    """A QLoRA adapter trained on the facts and the rehearsed general questions, and the metrics of
+    its training."""
+    tmp = tmp_path_factory.mktemp("facts")
+    rows = tmp / "facts.jsonl"
     with rows.open("w") as f:
         for i, (question, reply) in enumerate([(q, a) for q, a, _ in FACTS] + GENERAL):
             messages = [{"role": "user", "content": question}, {"role": "assistant", "content": reply}]
             f.write(json.dumps({"id": f"row-{i}", "contributor": "0x" + "11" * 20, "messages": messages}) + "\n")
-    recall = lambda *adapter: sum(word in answer(env, q, *adapter) for q, _, word in FACTS) / len(FACTS)
-    assert recall() <= 1 / len(FACTS)
-
-    out = tmp_path / "adapter"
+    out = tmp / "adapter"
     trained = openledger(env, "train", "--base", GGUF, "--qlora", "--data", rows, "--out", out,
                          "--targets", "q,k,v,o,gate,up,down", "--lr", "3e-3", "--epochs", 6,
                          "--batch-size", 4, "--eval-split", 0, "--json")
-    metrics = json.loads(trained.stdout)
+    return out, json.loads(trained.stdout)
+
+
+def recall(answer_of):
+    return sum(word in answer_of(q) for q, _, word in FACTS) / len(FACTS)
+
+
+def test_qlora_fine_tuning_teaches_facts_and_keeps_general_answers(env, facts_adapter):
+    assert recall(lambda q: answer(env, q)) <= 1 / len(FACTS)
+    out, metrics = facts_adapter
     assert metrics["kind"] == "qlora"
     curve = [p["loss"] for p in metrics["run"]["curve"]]
     assert curve[-1] < curve[0] / 4, curve
@@ -159,5 +169,31 @@ def test_qlora_fine_tuning_teaches_facts_and_keeps_general_answers(env, tmp_path
     assert config["peft_type"] == "LORA" and "down_proj" in config["target_modules"]
 
     adapter = ("--adapter", out)
-    assert recall(*adapter) >= 0.8
+    assert recall(lambda q: answer(env, q, *adapter)) >= 0.8
     assert "Paris" in answer(env, QUESTION, *adapter)
+
+
+def test_hugging_face_peft_loads_the_adapter_over_its_own_reading_of_the_gguf(env, facts_adapter):
+    """transformers reads the GGUF file itself (its own dequantization and names), PEFT loads the
+    adapter trained here by its module names, and the pair recalls the facts, answering as the
+    engine does (greedy, word for word on all but at most one): the adapter is a PEFT adapter, not
+    a private format."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out, _ = facts_adapter
+    tokenizer = AutoTokenizer.from_pretrained(GGUF.parent, gguf_file=GGUF.name)
+    base = AutoModelForCausalLM.from_pretrained(GGUF.parent, gguf_file=GGUF.name, torch_dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, out).eval()
+
+    def hf_answer(question):
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
+                                            return_tensors="pt")
+        with torch.no_grad():
+            generated = model.generate(ids, max_new_tokens=24, do_sample=False)
+        return tokenizer.decode(generated[0, ids.shape[1]:], skip_special_tokens=True)
+
+    assert recall(hf_answer) >= 0.8
+    agree = sum(hf_answer(q) == answer(env, q, "--adapter", out) for q, _, _ in FACTS)
+    assert agree >= len(FACTS) - 1, agree

@@ -18,6 +18,8 @@ use candle_core::{CpuStorage, CustomOp1, Device, Layout, Shape, Tensor};
 
 use crate::error::{MlError, Result};
 
+mod q4_1;
+
 /// Quantized weights by their Hugging Face name, beside the dense [`crate::Weights`].
 pub type QWeights = HashMap<String, Arc<QTensor>>;
 
@@ -25,8 +27,9 @@ pub type QWeights = HashMap<String, Arc<QTensor>>;
 /// half a megabyte to a megabyte and a half of f32, small beside the whole.
 const TILE_ROWS: usize = 256;
 
-/// Products over at most this many rows, with no gradient, run on the quantized dot kernels.
-const DOT_ROWS: usize = 16;
+/// Products over at most this many rows, with no gradient, run on the quantized dot kernels: up
+/// to a full batch of decode steps, whose dot products cost less than dequantizing the weight.
+const DOT_ROWS: usize = 32;
 
 /// The block quantization `--qlora` gives a dense base's projections.
 pub const QLORA_DTYPE: GgmlDType = GgmlDType::Q4_0;
@@ -81,10 +84,13 @@ impl Matrix {
 /// `x · wᵀ` for `x` (`rows × in`, contiguous) and a quantized `w`, with the input's gradient when
 /// `x` needs one.
 pub fn quantized_linear(x: &Tensor, w: &Arc<QTensor>) -> candle_core::Result<Tensor> {
-    if !x.track_op() && x.dim(0)? <= DOT_ROWS {
-        return x.apply_op1_no_bwd(w.as_ref());
+    if x.track_op() || x.dim(0)? > DOT_ROWS {
+        x.apply_op1(Tiled { weight: w.clone() })
+    } else if w.dtype() == GgmlDType::Q4_1 {
+        x.apply_op1_no_bwd(&Q4_1Dot { weight: w.clone() })
+    } else {
+        x.apply_op1_no_bwd(w.as_ref())
     }
-    x.apply_op1(Tiled { weight: w.clone() })
 }
 
 /// The rows `rows` of a quantized `out × in` matrix, dequantized (`rows × in`).
@@ -157,6 +163,48 @@ pub fn is_projection(name: &str) -> bool {
     name.ends_with("_proj.weight") || name == "lm_head.weight"
 }
 
+/// The dot-product path of [`quantized_linear`] for Q4_1 weights ([`q4_1`]).
+struct Q4_1Dot {
+    weight: Arc<QTensor>,
+}
+
+impl CustomOp1 for Q4_1Dot {
+    fn name(&self) -> &'static str {
+        "q4_1-dot-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (out, inputs) = self.weight.shape().dims2()?;
+        let x = contiguous_rows(storage, layout, inputs)?;
+        let y = q4_1::matmul(&self.weight.data()?, out, inputs, x);
+        Ok((CpuStorage::F32(y), Shape::from((x.len() / inputs, out))))
+    }
+}
+
+/// The f32 rows of a contiguous `rows × inputs` input.
+fn contiguous_rows<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    inputs: usize,
+) -> candle_core::Result<&'a [f32]> {
+    let (rows, columns) = layout.shape().dims2()?;
+    if columns != inputs || !layout.is_contiguous() {
+        candle_core::bail!(
+            "quantized linear: input {:?} is not a contiguous matrix of {inputs} columns",
+            layout.shape()
+        );
+    }
+    let CpuStorage::F32(values) = storage else {
+        candle_core::bail!("quantized linear: the input must be f32");
+    };
+    let start = layout.start_offset();
+    Ok(&values[start..start + rows * inputs])
+}
+
 /// The tiles of `rows` rows.
 fn tiles(rows: usize) -> impl Iterator<Item = Range<usize>> {
     (0..rows)
@@ -181,22 +229,9 @@ impl CustomOp1 for Tiled {
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (out, inputs) = self.weight.shape().dims2()?;
-        let (rows, columns) = layout.shape().dims2()?;
-        if columns != inputs || !layout.is_contiguous() {
-            candle_core::bail!(
-                "quantized linear: input {:?} is not a contiguous matrix of {inputs} columns",
-                layout.shape()
-            );
-        }
-        let CpuStorage::F32(values) = storage else {
-            candle_core::bail!("quantized linear: the input must be f32");
-        };
-        let start = layout.start_offset();
-        let x = Tensor::from_slice(
-            &values[start..start + rows * inputs],
-            (rows, inputs),
-            &Device::Cpu,
-        )?;
+        let values = contiguous_rows(storage, layout, inputs)?;
+        let rows = values.len() / inputs;
+        let x = Tensor::from_slice(values, (rows, inputs), &Device::Cpu)?;
         let parts = tiles(out)
             .map(|tile| x.matmul(&dequantize_rows(&self.weight, tile)?.t()?))
             .collect::<candle_core::Result<Vec<_>>>()?;
