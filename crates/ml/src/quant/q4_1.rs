@@ -65,9 +65,7 @@ pub(crate) fn matmul(w: &[u8], out: usize, inputs: usize, x: &[f32]) -> Vec<f32>
         .zip(w.par_chunks(CHUNK * row_bytes))
         .for_each(|(y, w)| {
             for (y, w) in y.chunks_exact_mut(rows).zip(w.chunks_exact(row_bytes)) {
-                for (group, y) in y.chunks_mut(GROUP).enumerate() {
-                    dot_rows(w, &x, group * GROUP, y);
-                }
+                dot_rows(w, &x, y);
             }
         });
     let mut y = vec![0f32; rows * out];
@@ -79,23 +77,20 @@ pub(crate) fn matmul(w: &[u8], out: usize, inputs: usize, x: &[f32]) -> Vec<f32>
     y
 }
 
-/// Rows of `x` a weight block is unpacked for at a time.
-const GROUP: usize = 32;
-
-/// One weight row (its blocks' bytes) with rows `first..first + y.len()` of `x`, into `y`: with
+/// One weight row (its blocks' bytes) with every row of `x`, into `y`: with
 /// AVX2 where the CPU has it (llama.cpp's instructions), else in portable code.
-fn dot_rows(w: &[u8], x: &Q8Rows, first: usize, y: &mut [f32]) {
+fn dot_rows(w: &[u8], x: &Q8Rows, y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2")
         && std::arch::is_x86_feature_detected!("fma")
         && std::arch::is_x86_feature_detected!("f16c")
     {
         // SAFETY: the CPU has the features the function is compiled for.
-        return unsafe { avx2::dot_rows(w, x, first, y) };
+        return unsafe { avx2::dot_rows(w, x, y) };
     }
     vectorized(|| {
         for (r, y) in y.iter_mut().enumerate() {
-            *y = dot(w, x, first + r);
+            *y = dot(w, x, r);
         }
     })
 }
@@ -104,31 +99,45 @@ fn dot_rows(w: &[u8], x: &Q8Rows, first: usize, y: &mut [f32]) {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{BLOCK_BYTES, GROUP, Q8Rows};
+    use super::{BLOCK_BYTES, Q8Rows};
 
-    /// [`super::dot_rows`] with AVX2: a block's 32 weights unpacked once into bytes, multiplied
-    /// with each row's 32 values by `maddubs` (unsigned by signed bytes, summed in pairs), the
-    /// sums widened and scaled into one vector of running sums per row.
+    /// [`super::dot_rows`] with AVX2, four rows at a time, then one at a time.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn dot_rows(w: &[u8], x: &Q8Rows, first: usize, y: &mut [f32]) {
-        assert!(y.len() <= GROUP && w.len() == x.blocks * BLOCK_BYTES);
-        assert!((first + y.len()) * x.blocks <= x.q.len());
+    pub(super) fn dot_rows(w: &[u8], x: &Q8Rows, y: &mut [f32]) {
+        assert!(w.len() == x.blocks * BLOCK_BYTES && y.len() == x.rows());
+        let done = y.len() / 4 * 4;
+        for (i, y) in y[..done].chunks_exact_mut(4).enumerate() {
+            y.copy_from_slice(&dot::<4>(w, x, 4 * i));
+        }
+        for (i, y) in y[done..].iter_mut().enumerate() {
+            *y = dot::<1>(w, x, done + i)[0];
+        }
+    }
+
+    /// One weight row with `N` rows of `x` from `first`: each block's 32 weights unpacked once
+    /// into bytes, multiplied with each row's 32 values by `maddubs` (unsigned by signed bytes,
+    /// summed in pairs), the sums widened and scaled into a vector of running sums per row, all
+    /// of them in registers.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn dot<const N: usize>(w: &[u8], x: &Q8Rows, first: usize) -> [f32; N] {
         let mask = _mm_set1_epi8(0x0F);
         let ones = _mm256_set1_epi16(1);
-        let mut sums = [_mm256_setzero_ps(); GROUP];
-        let mut minimums = [0f32; GROUP];
+        let mut sums = [_mm256_setzero_ps(); N];
+        let mut minimums = [0f32; N];
         for (b, block) in w.chunks_exact(BLOCK_BYTES).enumerate() {
             let packed = i32::from_le_bytes(block[..4].try_into().expect("a block"));
             let scales = _mm_cvtph_ps(_mm_cvtsi32_si128(packed));
-            let d = _mm_cvtss_f32(scales);
-            let m = _mm_cvtss_f32(_mm_shuffle_ps::<1>(scales, scales));
+            let (d, m) = (
+                _mm_cvtss_f32(scales),
+                _mm_cvtss_f32(_mm_shuffle_ps::<1>(scales, scales)),
+            );
             // SAFETY: a block is 20 bytes, `d` and `m` then 16 of nibbles.
             let nibbles = unsafe { _mm_loadu_si128(block.as_ptr().add(4).cast()) };
-            let low = _mm_and_si128(nibbles, mask);
-            let high = _mm_and_si128(_mm_srli_epi16::<4>(nibbles), mask);
-            let weights = _mm256_set_m128i(high, low);
-            for (r, (sum, minimum)) in sums.iter_mut().zip(&mut minimums).take(y.len()).enumerate()
-            {
+            let weights = _mm256_set_m128i(
+                _mm_and_si128(_mm_srli_epi16::<4>(nibbles), mask),
+                _mm_and_si128(nibbles, mask),
+            );
+            for (r, (sum, minimum)) in sums.iter_mut().zip(&mut minimums).enumerate() {
                 let i = (first + r) * x.blocks + b;
                 // SAFETY: `x.q[i]` is 32 bytes.
                 let values = unsafe { _mm256_loadu_si256(x.q[i].as_ptr().cast()) };
@@ -138,11 +147,14 @@ mod avx2 {
                 *minimum += m * x.s[i];
             }
         }
-        for ((y, sum), minimum) in y.iter_mut().zip(sums).zip(minimums) {
-            let halves = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps::<1>(sum));
-            let pairs = _mm_hadd_ps(halves, halves);
-            *y = _mm_cvtss_f32(_mm_hadd_ps(pairs, pairs)) + minimum;
-        }
+        std::array::from_fn(|r| horizontal_sum(sums[r]) + minimums[r])
+    }
+
+    #[target_feature(enable = "avx2")]
+    fn horizontal_sum(v: __m256) -> f32 {
+        let halves = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let pairs = _mm_hadd_ps(halves, halves);
+        _mm_cvtss_f32(_mm_hadd_ps(pairs, pairs))
     }
 }
 
