@@ -446,7 +446,7 @@ const CONVERSION: &[u8] = b"openledger gguf conversion 2";
 
 /// Where a GGUF file's conversion is kept under `cache`: named by the SHA-256 of the conversion's
 /// version and the file, so the same file is converted once and a changed one again.
-pub fn converted_dir(file: &Path, cache: &Path) -> Result<PathBuf> {
+fn converted_dir(file: &Path, cache: &Path) -> Result<PathBuf> {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
     hasher.update(CONVERSION);
@@ -460,9 +460,14 @@ pub fn converted_dir(file: &Path, cache: &Path) -> Result<PathBuf> {
     Ok(cache.join(format!("{stem}-{hex}")))
 }
 
-/// The checkpoint directory of a GGUF file, converted into `cache` on first use. Processes that
-/// need it at once take turns on a lock file: one converts, the others then find it converted.
-pub fn checkpoint_for(file: &Path, cache: &Path) -> Result<PathBuf> {
+/// The checkpoint directory of a GGUF file, converted into `cache` on first use, `converting`
+/// told of it first (with the directory it converts into). Processes that need it at once take
+/// turns on a lock file: one converts, the others then find it converted.
+pub fn checkpoint_for(
+    file: &Path,
+    cache: &Path,
+    converting: impl FnOnce(&Path),
+) -> Result<PathBuf> {
     let dir = converted_dir(file, cache)?;
     if dir.join(CONFIG_FILE).is_file() {
         return Ok(dir);
@@ -472,6 +477,7 @@ pub fn checkpoint_for(file: &Path, cache: &Path) -> Result<PathBuf> {
     let lock = File::create(&path).map_err(|e| MlError::io(&path, e))?;
     lock.lock().map_err(|e| MlError::io(&path, e))?;
     if !dir.join(CONFIG_FILE).is_file() {
+        converting(&dir);
         convert(file, &dir)?;
     }
     Ok(dir)

@@ -366,16 +366,18 @@ pub(crate) fn base_or_dev(base: Option<&Path>) -> anyhow::Result<PathBuf> {
     }
     match base {
         Some(file) if gguf::is_gguf(file) => {
-            let cache = models_dir().join("gguf");
-            let dir = gguf::converted_dir(file, &cache)?;
-            if !dir.join(checkpoint::CONFIG_FILE).is_file() {
+            let converting = |dir: &Path| {
                 eprintln!(
                     "converting {} (first use only) into {}",
                     file.display(),
                     dir.display()
                 );
-            }
-            Ok(gguf::checkpoint_for(file, &cache)?)
+            };
+            Ok(gguf::checkpoint_for(
+                file,
+                &models_dir().join("gguf"),
+                converting,
+            )?)
         }
         Some(dir) if dir.is_dir() => Ok(dir.to_path_buf()),
         Some(path) if path.exists() => anyhow::bail!(

@@ -71,7 +71,7 @@ fn main() {
     let python = arg("--peer-python").unwrap_or_else(|| bench_venv(&root));
     let gguf = arg("--gguf").unwrap_or_else(|| packaged_gguf(&python));
     let cache = tempfile::tempdir().expect("temporary folder");
-    let dir = checkpoint_for(&gguf, cache.path()).expect("convert the GGUF file");
+    let dir = checkpoint_for(&gguf, cache.path(), |_| ()).expect("convert the GGUF file");
     let model = load_quantized(&dir, None)
         .and_then(Llama::for_inference)
         .expect("load the quantized model");

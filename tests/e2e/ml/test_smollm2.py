@@ -197,3 +197,15 @@ def test_hugging_face_peft_loads_the_adapter_over_its_own_reading_of_the_gguf(en
     assert recall(hf_answer) >= 0.8
     agree = sum(hf_answer(q) == answer(env, q, "--adapter", out) for q, _, _ in FACTS)
     assert agree >= len(FACTS) - 1, agree
+
+
+def test_the_demo_runs_the_whole_loop_on_it(env):
+    """`openledger demo --base FILE.gguf`: the datanet, governance, a training job over the real
+    model, paid and attributed answers, ratings, a challenge and claims, every fee accounted for
+    to the wei (the smaller defaults of a user's base: 8 rows a contributor, 4 epochs)."""
+    result = openledger(env, "demo", "--base", GGUF, "--json")
+    report = json.loads(result.stdout)
+    assert report["conserved"] is True, report
+    assert report["trainRows"] < 3 * 60 and report["evalLossAfter"] < report["evalLossBefore"]
+    assert report["inferences"] == 6 and report["attributed"] >= 1
+    assert report["challenge"]["upheld"] is True

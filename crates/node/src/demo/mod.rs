@@ -59,21 +59,37 @@ pub struct DemoArgs {
     /// Data contributors.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=8))]
     contributors: u32,
-    /// Rows each contributor uploads.
-    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    rows: u32,
+    /// Rows each contributor uploads [default: 60; 8 with --base, a model 100 times the dev
+    /// base model's size or more, which trains a hundred times slower]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    rows: Option<u32>,
     /// Inferences the user pays for.
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=200))]
     inferences: u32,
-    /// Epochs of the fine-tuning.
-    #[arg(long, default_value_t = 12)]
-    epochs: usize,
+    /// Epochs of the fine-tuning [default: 12; 4 with --base]
+    #[arg(long)]
+    epochs: Option<usize>,
     /// Seed of the generated domain and of the training.
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Print the report as JSON (progress still goes to stderr).
     #[arg(long)]
     json: bool,
+}
+
+impl DemoArgs {
+    /// Rows each contributor uploads: fewer on a base model of the user's, which trains far
+    /// slower than the dev one.
+    fn rows(&self) -> u32 {
+        self.rows
+            .unwrap_or(if self.base.is_some() { 8 } else { 60 })
+    }
+
+    /// Epochs of the fine-tuning, as [`Self::rows`].
+    fn epochs(&self) -> usize {
+        self.epochs
+            .unwrap_or(if self.base.is_some() { 4 } else { 12 })
+    }
 }
 
 /// OPEN the operator charges per 1,000 prompt and generated tokens.
@@ -201,7 +217,7 @@ impl Demo<'_> {
         let (manifest, corpora) = openledger_ml::synth::corpus(&SynthOptions {
             domain: "medical".into(),
             contributors: self.cast.contributors.len(),
-            rows: self.args.rows as usize,
+            rows: self.args.rows() as usize,
             seed: self.args.seed,
             noise_contributor: None,
         })?;
@@ -466,7 +482,7 @@ impl Demo<'_> {
             "alpha": 16.0,
             "targets": "q,k,v,o,gate,up,down",
             "lr": 5e-3,
-            "epochs": self.args.epochs,
+            "epochs": self.args.epochs(),
             "seed": self.args.seed,
             "context": 128,
         });
