@@ -70,10 +70,9 @@ pub fn convert(file: &Path, out: &Path) -> Result<ModelConfig> {
     });
     let path = staging.join(TOKENIZER_CONFIG_FILE);
     std::fs::write(&path, tokenizer_config.to_string()).map_err(|e| MlError::io(&path, e))?;
+    // A copy, not a link: the user's file rewritten in place must not change what was converted.
     let source = staging.join(SOURCE_FILE);
-    if std::fs::hard_link(file, &source).is_err() {
-        std::fs::copy(file, &source).map_err(|e| MlError::io(&source, e))?;
-    }
+    std::fs::copy(file, &source).map_err(|e| MlError::io(&source, e))?;
     std::fs::rename(&staging, out).map_err(|e| MlError::io(out, e))?;
     Ok(config)
 }

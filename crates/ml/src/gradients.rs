@@ -10,10 +10,11 @@ use std::path::Path;
 use candle_core::{Device, Var};
 
 use crate::chat::ChatFormat;
-use crate::checkpoint::{TOKENIZER_FILE, load_model};
+use crate::checkpoint::TOKENIZER_FILE;
 use crate::config::ModelConfig;
 use crate::data::{Batch, Example, Row, tokenize};
 use crate::error::{MlError, Result};
+use crate::gguf::load_quantized;
 use crate::llama::Llama;
 use crate::lora::Adapter;
 use crate::tokenizer::{self, Tokenizer};
@@ -30,10 +31,12 @@ pub struct ExampleGradients {
 }
 
 impl ExampleGradients {
-    /// Loads the base checkpoint `base` (with its tokenizer) and the PEFT adapter in `adapter`.
+    /// Loads the base checkpoint `base` (with its tokenizer; a converted GGUF file's in its own
+    /// quantization, as it serves, so that recording after a QLoRA job does not take the f32
+    /// weights' memory) and the PEFT adapter in `adapter`.
     pub fn load(base: &Path, adapter: &Path) -> Result<Self> {
         let device = Device::Cpu;
-        let mut model = load_model(base, &device)?;
+        let mut model = load_quantized(base, None)?;
         let tokenizer = tokenizer::load(&base.join(TOKENIZER_FILE))?;
         let mut adapter = Adapter::load(adapter, model.config(), &device)?;
         let groups = adapter.group_names();

@@ -55,6 +55,9 @@ impl Q8Rows {
 /// `x · wᵀ` for `x` (`rows × inputs`, row-major) and `w`, a Q4_1 matrix of `out` rows given as
 /// its bytes: `rows × out`, row-major.
 pub(crate) fn matmul(w: &[u8], out: usize, inputs: usize, x: &[f32]) -> Vec<f32> {
+    if x.is_empty() {
+        return Vec::new();
+    }
     let x = Q8Rows::quantize(x, inputs);
     let (rows, row_bytes) = (x.rows(), x.blocks * BLOCK_BYTES);
     debug_assert_eq!(w.len(), out * row_bytes);
