@@ -24,6 +24,10 @@ pub struct GenerateOptions {
     pub stop: Vec<String>,
     /// Seed of the sampler.
     pub seed: u64,
+    /// Report each generated token's log-probability and this many of the most likely tokens
+    /// at its place (see [`TokenLogprob`]); `None` reports nothing.
+    #[serde(default)]
+    pub logprobs: Option<usize>,
 }
 
 impl Default for GenerateOptions {
@@ -34,6 +38,42 @@ impl Default for GenerateOptions {
             top_p: 0.95,
             stop: Vec::new(),
             seed: 0,
+            logprobs: None,
+        }
+    }
+}
+
+/// A generated token's log-probability, and the most likely tokens at its place with theirs:
+/// under the model's own distribution (its softmax), before temperature and top-p reshape it for
+/// sampling, as OpenAI reports them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    /// The token generated.
+    pub token: u32,
+    /// Its natural log-probability.
+    pub logprob: f32,
+    /// The most likely tokens and their log-probabilities, most likely first.
+    pub top: Vec<(u32, f32)>,
+}
+
+impl TokenLogprob {
+    /// `token`'s entry under `logits`, with the `top` most likely tokens.
+    fn of(logits: &[f32], token: u32, top: usize) -> Self {
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
+        let norm = max + sum.ln() as f32;
+        let mut ranked: Vec<(u32, f32)> = (0..).zip(logits.iter().copied()).collect();
+        let top = top.min(ranked.len());
+        let order = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        if top > 0 && top < ranked.len() {
+            ranked.select_nth_unstable_by(top - 1, order);
+        }
+        ranked.truncate(top);
+        ranked.sort_unstable_by(order);
+        Self {
+            token,
+            logprob: logits[token as usize] - norm,
+            top: ranked.into_iter().map(|(t, l)| (t, l - norm)).collect(),
         }
     }
 }
@@ -148,6 +188,8 @@ pub struct Decoder {
     read: usize,
     emitted: usize,
     finish: Option<FinishReason>,
+    /// The last token's log-probabilities, when the options ask for them and it is text.
+    logprob: Option<TokenLogprob>,
 }
 
 impl Decoder {
@@ -166,6 +208,7 @@ impl Decoder {
             read: 0,
             emitted: 0,
             finish: (limit == 0).then_some(FinishReason::Length),
+            logprob: None,
             options,
         })
     }
@@ -180,6 +223,9 @@ impl Decoder {
         if self.ends.binary_search(&next).is_ok() {
             self.finish = Some(FinishReason::Stop);
             return Ok(self.flush());
+        }
+        if let Some(top) = self.options.logprobs {
+            self.logprob = Some(TokenLogprob::of(logits, next, top));
         }
         self.push(tokenizer, next)?;
         let stop = self.options.stop.iter();
@@ -231,6 +277,12 @@ impl Decoder {
             .to_string();
         self.emitted = self.text.len();
         rest
+    }
+
+    /// The log-probabilities of the token the last step generated, once (the end-of-text
+    /// token that ends a generation is not part of it and has none).
+    pub fn take_logprob(&mut self) -> Option<TokenLogprob> {
+        self.logprob.take()
     }
 
     /// Why generation ended, once it has.
@@ -390,6 +442,52 @@ mod tests {
         let drawn: std::collections::HashSet<u32> =
             (0..200).map(|_| sample(&logits, &wide, &mut rng)).collect();
         assert!(drawn.contains(&1) && drawn.contains(&2));
+    }
+
+    #[test]
+    fn logprobs_are_the_softmax_of_the_logits_with_the_likeliest_first() {
+        let logits = [1.0f32, 3.0, 3.0, -2.0, 0.5];
+        let entry = TokenLogprob::of(&logits, 4, 3);
+        let total: f32 = logits.iter().map(|l| l.exp()).sum();
+        let want = |i: usize| (logits[i].exp() / total).ln();
+        assert!((entry.logprob - want(4)).abs() < 1e-6);
+        // Ties in the order of their ids, then the next most likely.
+        let ids: Vec<u32> = entry.top.iter().map(|t| t.0).collect();
+        assert_eq!(ids, [1, 2, 0]);
+        assert!(
+            entry
+                .top
+                .iter()
+                .all(|&(t, l)| (l - want(t as usize)).abs() < 1e-6)
+        );
+        assert_eq!(TokenLogprob::of(&logits, 0, 0).top, []);
+        assert_eq!(TokenLogprob::of(&logits, 0, 9).top.len(), logits.len());
+    }
+
+    #[test]
+    fn a_decoder_reports_logprobs_of_text_tokens_only_when_asked() {
+        let tokenizer =
+            crate::tokenizer::train(["some text to learn from"].into_iter(), 300).unwrap();
+        let mut logits = vec![0f32; tokenizer.get_vocab_size(true)];
+        let options = |logprobs| GenerateOptions {
+            temperature: 0.0,
+            logprobs,
+            ..Default::default()
+        };
+        logits[40] = 5.0;
+        let mut plain = Decoder::new(&tokenizer, options(None), 8).unwrap();
+        plain.step(&tokenizer, &logits).unwrap();
+        assert_eq!(plain.take_logprob(), None);
+        let mut asked = Decoder::new(&tokenizer, options(Some(2)), 8).unwrap();
+        asked.step(&tokenizer, &logits).unwrap();
+        let entry = asked.take_logprob().unwrap();
+        assert_eq!((entry.token, entry.top.len()), (40, 2));
+        assert_eq!(asked.take_logprob(), None, "taken once");
+        // The end-of-text token ends the generation and is not part of it.
+        logits[0] = 9.0;
+        asked.step(&tokenizer, &logits).unwrap();
+        assert_eq!(asked.finish_reason(), Some(FinishReason::Stop));
+        assert_eq!(asked.take_logprob(), None);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use tokenizers::AddedToken;
 pub use tokenizers::Tokenizer;
+use tokenizers::decoders::DecoderWrapper;
 use tokenizers::models::TrainerWrapper;
 use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -79,6 +80,32 @@ pub fn decode(tokenizer: &Tokenizer, ids: &[u32]) -> Result<String> {
         .map_err(|e| MlError::Tokenizer(e.to_string()))
 }
 
+/// The bytes token `id` stands for: a byte-level token's own bytes, which may be part of a
+/// character (what OpenAI's `bytes` fields carry); a token of another vocabulary, its text.
+pub fn token_bytes(tokenizer: &Tokenizer, id: u32) -> Result<Vec<u8>> {
+    if let Some(DecoderWrapper::ByteLevel(_)) = tokenizer.get_decoder()
+        && let Some(token) = tokenizer.id_to_token(id)
+        && !tokenizer.get_added_tokens_decoder().contains_key(&id)
+    {
+        return token.chars().map(byte_of).collect();
+    }
+    Ok(decode(tokenizer, &[id])?.into_bytes())
+}
+
+/// The byte behind a character of GPT-2's byte-level alphabet: printable Latin-1 bytes stand
+/// for themselves, the other bytes, in order, for the characters from U+0100 on.
+fn byte_of(c: char) -> Result<u8> {
+    let printable = |b: u32| matches!(b, 0x21..=0x7e | 0xa1..=0xac | 0xae..=0xff);
+    let code = c as u32;
+    if printable(code) {
+        return Ok(code as u8);
+    }
+    let rank = code.checked_sub(0x100);
+    let byte = rank.and_then(|rank| (0..=255u32).filter(|&b| !printable(b)).nth(rank as usize));
+    byte.map(|b| b as u8)
+        .ok_or_else(|| MlError::Tokenizer(format!("{c:?} is not a byte-level character")))
+}
+
 /// The id of [`END_OF_TEXT`], if the tokenizer has it.
 pub fn end_of_text(tokenizer: &Tokenizer) -> Option<u32> {
     tokenizer.token_to_id(END_OF_TEXT)
@@ -123,6 +150,22 @@ mod tests {
             assert_eq!(decode(&loaded, &ids).unwrap(), text);
         }
         assert!(encode(&loaded, "kelmar syndrome").unwrap().len() < "kelmar syndrome".len());
+    }
+
+    #[test]
+    fn a_tokens_bytes_are_its_own_even_inside_a_character() {
+        let tokenizer = train(["caf\u{e9} caf\u{e9} na\u{ef}ve"].into_iter(), 300).unwrap();
+        let text = "caf\u{e9} \u{2713}";
+        let ids = encode(&tokenizer, text).unwrap();
+        let bytes: Vec<u8> = ids
+            .iter()
+            .flat_map(|&id| token_bytes(&tokenizer, id).unwrap())
+            .collect();
+        assert_eq!(bytes, text.as_bytes());
+        // The check mark's three bytes are three tokens here, each a part of the character.
+        let last = token_bytes(&tokenizer, *ids.last().unwrap()).unwrap();
+        assert_eq!(last, [0x93]);
+        assert_eq!(token_bytes(&tokenizer, 0).unwrap(), b"");
     }
 
     #[test]

@@ -657,6 +657,7 @@ pub fn run_generate(args: GenerateArgs) -> anyhow::Result<()> {
         top_p: args.top_p,
         stop: args.stop.clone(),
         seed: args.seed,
+        logprobs: None,
     };
     let mut stdout = std::io::stdout();
     let mut stream = |piece: &str| {

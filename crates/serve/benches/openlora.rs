@@ -371,7 +371,12 @@ fn swap(
                     tokenizer,
                     &request.prompt,
                     &request.options,
-                    &mut |text| drop(events.send(Event::Text(text.into()))),
+                    &mut |text| {
+                        drop(events.send(Event::Token {
+                            text: text.into(),
+                            logprob: None,
+                        }))
+                    },
                 )
                 .expect("generation");
                 let _ = events.send(Event::Done {

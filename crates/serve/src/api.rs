@@ -19,7 +19,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use openledger_ml::MlError;
 use openledger_ml::chat;
-use openledger_ml::generate::{FinishReason, GenerateOptions, encode_prompt};
+use openledger_ml::generate::{FinishReason, GenerateOptions, TokenLogprob, encode_prompt};
+use openledger_ml::tokenizer::{Tokenizer, token_bytes};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
@@ -28,12 +29,15 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use crate::engine::{Engine, Event, Request, SubmitError};
 use crate::hook::{Admitted, Call, Completion, CompletionHook, Refusal};
 use crate::openai::{
-    ChatRequest, Choice, CompletionRequest, Delta, Envelope, ErrorBody, ErrorDetail, Message,
-    ModelCard, ModelList, OneOrMany, Sampling, Usage,
+    ChatLogprob, ChatRequest, Choice, CompletionRequest, Delta, Envelope, ErrorBody, ErrorDetail,
+    Logprobs, Message, ModelCard, ModelList, OneOrMany, Sampling, TokenText, Usage,
 };
 
 /// Most stop sequences a request may give, as OpenAI allows.
 const MAX_STOP: usize = 4;
+/// Most alternatives a request may ask to see beside each token's log-probability (OpenAI's
+/// limit for chat).
+const MAX_TOP_LOGPROBS: usize = 20;
 /// `max_tokens` of a completion request that gives none (OpenAI's default).
 const DEFAULT_COMPLETION_TOKENS: usize = 16;
 
@@ -135,8 +139,25 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The alternatives a request asks to see, refused past [`MAX_TOP_LOGPROBS`].
+fn top_logprobs(param: &'static str, top: usize) -> Result<usize, ApiError> {
+    if top > MAX_TOP_LOGPROBS {
+        return Err(ApiError::bad(
+            param,
+            format!("{param} {top} is more than {MAX_TOP_LOGPROBS}"),
+        ));
+    }
+    Ok(top)
+}
+
 impl Sampling {
-    fn options(&self, default_max: usize) -> Result<GenerateOptions, ApiError> {
+    /// The generation's settings; `logprobs`, the alternatives to report beside each token's
+    /// log-probability (`None`: no log-probabilities).
+    fn options(
+        &self,
+        default_max: usize,
+        logprobs: Option<usize>,
+    ) -> Result<GenerateOptions, ApiError> {
         let temperature = self.temperature.unwrap_or(1.0);
         if !(0.0..=2.0).contains(&temperature) {
             return Err(ApiError::bad(
@@ -170,6 +191,7 @@ impl Sampling {
             top_p,
             stop,
             seed: self.seed.unwrap_or_else(random_seed),
+            logprobs,
         })
     }
 }
@@ -201,8 +223,12 @@ async fn completions(
         return Err(ApiError::bad("prompt", "give exactly one prompt"));
     }
     let prompt = prompts.remove(0);
+    let logprobs = request
+        .logprobs
+        .map(|top| top_logprobs("logprobs", top))
+        .transpose()?;
     detached(async move {
-        api.run(Kind::Text, prompt, request.sampling, &headers)
+        api.run(Kind::Text, prompt, request.sampling, logprobs, &headers)
             .await
     })
     .await
@@ -230,6 +256,17 @@ async fn chat_completions(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let request: ChatRequest = parse(&body)?;
+    let top = request.top_logprobs.unwrap_or(0);
+    if top > 0 && !request.logprobs {
+        return Err(ApiError::bad(
+            "top_logprobs",
+            "top_logprobs requires logprobs to be true",
+        ));
+    }
+    let logprobs = request
+        .logprobs
+        .then(|| top_logprobs("top_logprobs", top))
+        .transpose()?;
     let turns: Vec<chat::Message<'_>> = request
         .messages
         .iter()
@@ -244,7 +281,7 @@ async fn chat_completions(
         .prompt(&turns)
         .map_err(|e| ApiError::bad("messages", e.to_string()))?;
     detached(async move {
-        api.run(Kind::Chat, prompt, request.sampling, &headers)
+        api.run(Kind::Chat, prompt, request.sampling, logprobs, &headers)
             .await
     })
     .await
@@ -297,17 +334,22 @@ impl Kind {
         }
     }
 
-    fn choice(self, text: &str, finish: Option<FinishReason>) -> Choice<'_> {
+    fn choice(
+        self,
+        text: &str,
+        logprobs: Option<Logprobs>,
+        finish: Option<FinishReason>,
+    ) -> Choice<'_> {
         match self {
             Self::Text => Choice::Text {
                 index: 0,
                 text,
-                logprobs: None,
+                logprobs,
                 finish_reason: finish,
             },
             Self::Chat => Choice::Message {
                 index: 0,
-                logprobs: None,
+                logprobs,
                 finish_reason: finish,
                 message: Message {
                     role: "assistant",
@@ -317,16 +359,22 @@ impl Kind {
         }
     }
 
-    fn chunk_choice(self, text: &str, first: bool, finish: Option<FinishReason>) -> Choice<'_> {
+    fn chunk_choice(
+        self,
+        text: &str,
+        first: bool,
+        logprobs: Option<Logprobs>,
+        finish: Option<FinishReason>,
+    ) -> Choice<'_> {
         match self {
-            Self::Text => self.choice(text, finish),
+            Self::Text => self.choice(text, logprobs, finish),
             Self::Chat => Choice::Delta {
                 index: 0,
                 delta: Delta {
                     role: first.then_some("assistant"),
                     content: (!text.is_empty() || first).then_some(text),
                 },
-                logprobs: None,
+                logprobs,
                 finish_reason: finish,
             },
         }
@@ -344,6 +392,9 @@ struct Head {
     prompt_tokens: usize,
     /// What the hook finishes the completion with.
     admitted: Option<Box<dyn Admitted>>,
+    /// Whether the request asked for log-probabilities, and how to write its tokens.
+    logprobs: bool,
+    tokenizer: Arc<Tokenizer>,
 }
 
 impl Head {
@@ -357,6 +408,57 @@ impl Head {
             usage: None,
             openledger: None,
         }
+    }
+
+    /// `entries` in the endpoint's shape, the first `offset` characters into the completion
+    /// (moved past them); `None` when the request asked for no log-probabilities.
+    fn logprobs(&self, entries: &[TokenLogprob], offset: &mut usize) -> Option<Logprobs> {
+        if !self.logprobs {
+            return None;
+        }
+        let text = |id: u32, logprob: f32| {
+            let bytes = token_bytes(&self.tokenizer, id).unwrap_or_default();
+            let token = String::from_utf8_lossy(&bytes).into_owned();
+            TokenText {
+                token,
+                logprob,
+                bytes,
+            }
+        };
+        let tops = |e: &TokenLogprob| e.top.iter().map(|&(t, l)| text(t, l)).collect::<Vec<_>>();
+        Some(match self.kind {
+            Kind::Chat => Logprobs::Chat {
+                content: entries
+                    .iter()
+                    .map(|e| ChatLogprob {
+                        token: text(e.token, e.logprob),
+                        top_logprobs: tops(e),
+                    })
+                    .collect(),
+                refusal: None,
+            },
+            Kind::Text => {
+                let tokens: Vec<String> =
+                    entries.iter().map(|e| text(e.token, 0.0).token).collect();
+                let text_offset = tokens
+                    .iter()
+                    .map(|t| {
+                        let at = *offset;
+                        *offset += t.chars().count();
+                        at
+                    })
+                    .collect();
+                Logprobs::Text {
+                    tokens,
+                    token_logprobs: entries.iter().map(|e| e.logprob).collect(),
+                    top_logprobs: entries
+                        .iter()
+                        .map(|e| tops(e).into_iter().map(|t| (t.token, t.logprob)).collect())
+                        .collect(),
+                    text_offset,
+                }
+            }
+        })
     }
 }
 
@@ -384,6 +486,7 @@ impl Api {
         kind: Kind,
         prompt: String,
         sampling: Sampling,
+        logprobs: Option<usize>,
         headers: &HeaderMap,
     ) -> Result<Response, ApiError> {
         // With a hook, the model is looked up once it is admitted: the hook may install its
@@ -395,7 +498,7 @@ impl Api {
             Kind::Text => DEFAULT_COMPLETION_TOKENS,
             Kind::Chat => usize::MAX,
         };
-        let options = sampling.options(default_max)?;
+        let options = sampling.options(default_max, logprobs)?;
         let ids = encode_prompt(self.engine.model(), self.engine.tokenizer(), &prompt)
             .map_err(prompt_error)?;
         let room = self
@@ -457,6 +560,8 @@ impl Api {
             prompt,
             prompt_tokens,
             admitted,
+            logprobs: logprobs.is_some(),
+            tokenizer: self.engine.tokenizer().clone(),
         };
         if sampling.stream {
             let include_usage = sampling.stream_options.unwrap_or_default().include_usage;
@@ -497,10 +602,13 @@ async fn collect(
     mut head: Head,
     mut receiver: UnboundedReceiver<Event>,
 ) -> Result<Response, ApiError> {
-    let mut text = String::new();
+    let (mut text, mut logprobs) = (String::new(), Vec::new());
     while let Some(event) = receiver.recv().await {
         match event {
-            Event::Text(t) => text.push_str(&t),
+            Event::Token { text: t, logprob } => {
+                text.push_str(&t);
+                logprobs.extend(logprob);
+            }
             Event::Done {
                 finish_reason,
                 prompt_tokens,
@@ -509,7 +617,8 @@ async fn collect(
                 let tokens = (prompt_tokens, completion_tokens);
                 let prompt = std::mem::take(&mut head.prompt);
                 let openledger = record(head.admitted.take(), prompt, text.clone(), tokens).await;
-                let choice = head.kind.choice(&text, Some(finish_reason));
+                let logprobs = head.logprobs(&logprobs, &mut 0);
+                let choice = head.kind.choice(&text, logprobs, Some(finish_reason));
                 let body = Envelope {
                     usage: Some(Usage::new(prompt_tokens, completion_tokens)),
                     openledger,
@@ -547,17 +656,20 @@ fn stream(mut head: Head, mut receiver: UnboundedReceiver<Event>, include_usage:
         let mut first = true;
         let mut text = String::new();
         let mut generated = 0;
+        // Log-probabilities of the tokens whose text is not sent yet, and where they start.
+        let (mut pending, mut offset) = (Vec::new(), 0);
         while let Some(event) = receiver.recv().await {
             let open = match event {
-                // One event a token; a token that ends inside a character adds no text yet.
-                Event::Text(t) if t.is_empty() => {
+                Event::Token { text: t, logprob } => {
+                    // One event a token; a token that ends inside a character adds no text yet.
                     generated += 1;
-                    continue;
-                }
-                Event::Text(t) => {
-                    generated += 1;
+                    pending.extend(logprob);
+                    if t.is_empty() {
+                        continue;
+                    }
                     text.push_str(&t);
-                    let choice = head.kind.chunk_choice(&t, first, None);
+                    let logprobs = head.logprobs(&std::mem::take(&mut pending), &mut offset);
+                    let choice = head.kind.chunk_choice(&t, first, logprobs, None);
                     send(json(&head.envelope(true, vec![choice])))
                 }
                 Event::Done {
@@ -565,7 +677,12 @@ fn stream(mut head: Head, mut receiver: UnboundedReceiver<Event>, include_usage:
                     prompt_tokens,
                     completion_tokens,
                 } => {
-                    let choice = head.kind.chunk_choice("", first, Some(finish_reason));
+                    let logprobs = (!pending.is_empty())
+                        .then(|| head.logprobs(&pending, &mut offset))
+                        .flatten();
+                    let choice = head
+                        .kind
+                        .chunk_choice("", first, logprobs, Some(finish_reason));
                     send(json(&head.envelope(true, vec![choice])));
                     if include_usage {
                         send(json(&Envelope {

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use openledger_ml::chat::ChatFormat;
-use openledger_ml::generate::{Decoder, FinishReason, GenerateOptions};
+use openledger_ml::generate::{Decoder, FinishReason, GenerateOptions, TokenLogprob};
 use openledger_ml::llama::BatchSeq;
 use openledger_ml::tokenizer::Tokenizer;
 use openledger_ml::{Adapter, Device, KvCache, Llama, LoraSet, ModelConfig};
@@ -74,9 +74,14 @@ pub struct Request {
 /// What a request hears from the engine.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// One more generated token, and the text it completes (empty while a character it starts
-    /// is unfinished).
-    Text(String),
+    /// One more generated token: the text it completes (empty while a character it starts is
+    /// unfinished), and its log-probabilities when the request asked for them.
+    Token {
+        /// The text settled by this token.
+        text: String,
+        /// The token's log-probabilities.
+        logprob: Option<TokenLogprob>,
+    },
     /// Generation ended.
     Done {
         /// Why it ended.
@@ -203,7 +208,7 @@ impl Engine {
     }
 
     /// The tokenizer.
-    pub fn tokenizer(&self) -> &Tokenizer {
+    pub fn tokenizer(&self) -> &Arc<Tokenizer> {
         &self.tokenizer
     }
 
@@ -585,7 +590,8 @@ impl Turn<'_> {
         match decoder.step(tokenizer, logits) {
             Ok(text) => {
                 // One event a token, text or not, so a listener can count what was generated.
-                let _ = request.events.send(Event::Text(text));
+                let logprob = decoder.take_logprob();
+                let _ = request.events.send(Event::Token { text, logprob });
                 if decoder.finish_reason().is_some() {
                     let _ = request.events.send(done(decoder, request.prompt.len()));
                     *self.done = true;

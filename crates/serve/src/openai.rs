@@ -3,6 +3,8 @@
 //! Typed once here, so that the handlers build values and serde writes the JSON.
 
 use openledger_ml::generate::FinishReason;
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -49,6 +51,8 @@ pub(crate) struct Sampling {
 #[derive(Deserialize)]
 pub(crate) struct CompletionRequest {
     pub(crate) prompt: OneOrMany,
+    /// How many of the most likely tokens to report beside each generated token's log-probability.
+    pub(crate) logprobs: Option<usize>,
     #[serde(flatten)]
     pub(crate) sampling: Sampling,
 }
@@ -98,6 +102,11 @@ fn text_content<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Err
 #[derive(Deserialize)]
 pub(crate) struct ChatRequest {
     pub(crate) messages: Vec<ChatMessage>,
+    /// Whether to report each generated token's log-probability.
+    #[serde(default)]
+    pub(crate) logprobs: bool,
+    /// How many of the most likely tokens to report beside it (`logprobs` must be set).
+    pub(crate) top_logprobs: Option<usize>,
     #[serde(flatten)]
     pub(crate) sampling: Sampling,
 }
@@ -126,21 +135,58 @@ pub(crate) enum Choice<'a> {
     Text {
         index: u32,
         text: &'a str,
-        logprobs: Option<()>,
+        logprobs: Option<Logprobs>,
         finish_reason: Option<FinishReason>,
     },
     Message {
         index: u32,
-        logprobs: Option<()>,
+        logprobs: Option<Logprobs>,
         finish_reason: Option<FinishReason>,
         message: Message<'a>,
     },
     Delta {
         index: u32,
         delta: Delta<'a>,
-        logprobs: Option<()>,
+        logprobs: Option<Logprobs>,
         finish_reason: Option<FinishReason>,
     },
+}
+
+/// The log-probabilities of a choice's tokens (of a stream chunk's, in a chunk), in the shape
+/// of its endpoint.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub(crate) enum Logprobs {
+    /// `/v1/completions`: parallel lists, the alternatives as a map from text to log-probability.
+    Text {
+        tokens: Vec<String>,
+        token_logprobs: Vec<f32>,
+        top_logprobs: Vec<BTreeMap<String, f32>>,
+        /// Where each token's text starts in the completion, in characters.
+        text_offset: Vec<usize>,
+    },
+    /// `/v1/chat/completions`: one entry a token.
+    Chat {
+        content: Vec<ChatLogprob>,
+        refusal: Option<()>,
+    },
+}
+
+/// A chat token's entry: its text and bytes (a token may hold part of a character's), its
+/// log-probability and the most likely tokens at its place.
+#[derive(Debug, Serialize)]
+pub(crate) struct ChatLogprob {
+    #[serde(flatten)]
+    pub(crate) token: TokenText,
+    pub(crate) top_logprobs: Vec<TokenText>,
+}
+
+/// A token's text, bytes and log-probability.
+#[derive(Debug, Serialize)]
+pub(crate) struct TokenText {
+    pub(crate) token: String,
+    pub(crate) logprob: f32,
+    pub(crate) bytes: Vec<u8>,
 }
 
 /// An assistant's message.

@@ -87,6 +87,46 @@ def test_chat_streams_the_same_text_as_a_whole_answer(server):
     assert all(c.object == "chat.completion.chunk" for c in chunks)
 
 
+def test_logprobs_are_the_models_own_and_streamed_alike(server):
+    """`logprobs` as OpenAI reports them: a completion's parallel lists, a chat's entries with
+    bytes; greedy picks the most likely token, every value is a log-probability of the model's
+    distribution (not the sampler's), and a stream reports what the whole answer does."""
+    client = server["client"]
+    plain = complete(client, "alpha")
+    assert plain.choices[0].logprobs is None
+    got = complete(client, "alpha", logprobs=3).choices[0]
+    assert got.text == plain.choices[0].text
+    lp = got.logprobs
+    assert "".join(lp.tokens) == got.text
+    assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(len(lp.tokens))]
+    for token, value, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs, strict=True):
+        assert value <= 0 and 1 <= len(top) <= 3
+        assert top.get(token) == pytest.approx(max(top.values()), abs=1e-6)  # greedy: the argmax
+        assert sum(np.exp(v) for v in top.values()) <= 1 + 1e-4
+
+    messages = [{"role": "user", "content": "what is known?"}]
+    ask = dict(model="beta", messages=messages, max_tokens=10, seed=5, temperature=1.5, logprobs=True,
+               top_logprobs=2)
+    whole = client.chat.completions.create(**ask).choices[0]
+    entries = whole.logprobs.content
+    assert b"".join(bytes(e.bytes) for e in entries).decode(errors="replace") == whole.message.content
+    assert all(len(e.top_logprobs) == 2 and e.top_logprobs[0].logprob >= e.logprob for e in entries)
+    chunks = list(client.chat.completions.create(**ask, stream=True))
+    streamed = [e for c in chunks if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content]
+    assert [(e.token, e.logprob) for e in streamed] == [(e.token, e.logprob) for e in entries]
+
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="beta", messages=messages, max_tokens=2, top_logprobs=2)
+    assert e.value.param == "top_logprobs" and "requires logprobs" in e.value.message
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="beta", messages=messages, max_tokens=2, logprobs=True,
+                                       top_logprobs=21)
+    assert e.value.param == "top_logprobs"
+    with pytest.raises(openai.BadRequestError) as e:
+        complete(client, "alpha", logprobs=21)
+    assert e.value.param == "logprobs"
+
+
 def test_bad_requests_get_openai_errors_and_change_nothing(server):
     client = server["client"]
     before = complete(client, "alpha").choices[0].text

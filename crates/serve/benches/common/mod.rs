@@ -72,7 +72,7 @@ pub fn request(spec: &Spec, submit: &(dyn Fn(Request) + Sync)) -> Outcome {
     let mut ttft = None;
     loop {
         match receiver.blocking_recv() {
-            Some(Event::Text(_)) => {
+            Some(Event::Token { .. }) => {
                 ttft.get_or_insert(arrived.elapsed());
             }
             Some(Event::Done {
