@@ -75,6 +75,9 @@ struct TrainRequest {
     /// Train over the base kept quantized (`openledger train --qlora`).
     #[serde(default)]
     qlora: bool,
+    /// Recompute activations in the backward pass (`--gradient-checkpointing`).
+    #[serde(default)]
+    gradient_checkpointing: bool,
 }
 
 /// Most jobs one account may have waiting: the trainer is shared.
@@ -489,6 +492,7 @@ impl Trainer {
                 epochs: request.epochs.unwrap_or(TrainOptions::default().epochs),
                 seed: request.seed,
                 max_steps: Some(MAX_JOB_STEPS),
+                gradient_checkpointing: request.gradient_checkpointing,
                 ..TrainOptions::default()
             },
             qlora: request.qlora,

@@ -130,7 +130,10 @@ impl FineTune {
             train: &train_set,
             eval: &eval_set,
         };
-        let mut metrics = train_and_evaluate(kind, &model, vars, &sets, &self.train, progress)?;
+        let mut train = self.train.clone();
+        // QLoRA is the mode that saves memory: its activations are not kept whole either.
+        train.gradient_checkpointing |= self.qlora;
+        let mut metrics = train_and_evaluate(kind, &model, vars, &sets, &train, progress)?;
         metrics.trainable_parameters = adapter.parameter_count();
         metrics.total_parameters += adapter.parameter_count();
         adapter.save(&self.out, &self.base.to_string_lossy())?;

@@ -309,8 +309,38 @@ impl Llama {
 
     /// Logits (`batch × seq × vocab`) for token ids (`batch × seq`, u32), without a cache.
     pub fn forward(&self, tokens: &Tensor) -> Result<Tensor> {
-        let hidden = self.hidden(tokens)?;
-        self.lm_head.forward(&hidden)
+        let mut x = self.embed(tokens)?;
+        for layer in 0..self.blocks.len() {
+            x = self.layer(layer, &x)?;
+        }
+        self.head(&x)
+    }
+
+    /// The first layer's input (`batch × seq × hidden`) for token ids (`batch × seq`, u32): with
+    /// [`Self::layer`] and [`Self::head`], the steps of [`Self::forward`], for a caller that
+    /// keeps only some of their activations (gradient checkpointing recomputes the rest).
+    pub fn embed(&self, tokens: &Tensor) -> Result<Tensor> {
+        let (b, s) = tokens.dims2()?;
+        if s == 0 {
+            return Err(MlError::Input("empty token sequence".into()));
+        }
+        self.check_positions(s)?;
+        self.embedding(&tokens.flatten_all()?)?
+            .reshape((b, s, self.config.hidden_size))
+            .map_err(Into::into)
+    }
+
+    /// Decoder layer `layer`'s output for its input `x` (`batch × seq × hidden`).
+    pub fn layer(&self, layer: usize, x: &Tensor) -> Result<Tensor> {
+        let block = self.blocks.get(layer).ok_or_else(|| {
+            MlError::Input(format!("no layer {layer} in {} layers", self.blocks.len()))
+        })?;
+        block.forward(x, |h| block.attn.forward(h, &self.rope), &|_| Vec::new())
+    }
+
+    /// Logits for the last layer's output `x` (any leading dimensions, `hidden` last).
+    pub fn head(&self, x: &Tensor) -> Result<Tensor> {
+        self.lm_head.forward(&self.norm.forward(x)?)
     }
 
     /// Logits of the last position only (`1 × vocab`) of one sequence's new tokens (`1 × seq`),
@@ -401,7 +431,7 @@ impl Llama {
         for part in parts {
             part.cache.advance(part.rows.len());
         }
-        self.lm_head.forward(&self.norm.forward(&x)?)
+        self.head(&x)
     }
 
     /// The embeddings of token ids (a vector), from a table in either layout (see
@@ -418,21 +448,6 @@ impl Llama {
             )));
         }
         Ok(())
-    }
-
-    fn hidden(&self, tokens: &Tensor) -> Result<Tensor> {
-        let (b, s) = tokens.dims2()?;
-        if s == 0 {
-            return Err(MlError::Input("empty token sequence".into()));
-        }
-        let mut x =
-            self.embedding(&tokens.flatten_all()?)?
-                .reshape((b, s, self.config.hidden_size))?;
-        self.check_positions(s)?;
-        for block in &self.blocks {
-            x = block.forward(&x, |h| block.attn.forward(h, &self.rope), &|_| Vec::new())?;
-        }
-        self.norm.forward(&x)
     }
 }
 

