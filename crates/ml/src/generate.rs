@@ -188,8 +188,11 @@ pub struct Decoder {
     read: usize,
     emitted: usize,
     finish: Option<FinishReason>,
-    /// The last token's log-probabilities, when the options ask for them and it is text.
-    logprob: Option<TokenLogprob>,
+    /// Log-probabilities of tokens whose text is still held back, with where their text starts
+    /// in `text`, when the options ask for them.
+    held: std::collections::VecDeque<(usize, TokenLogprob)>,
+    /// Those of tokens whose text has been handed out, not yet taken.
+    settled: Vec<TokenLogprob>,
 }
 
 impl Decoder {
@@ -208,7 +211,8 @@ impl Decoder {
             read: 0,
             emitted: 0,
             finish: (limit == 0).then_some(FinishReason::Length),
-            logprob: None,
+            held: Default::default(),
+            settled: Vec::new(),
             options,
         })
     }
@@ -216,6 +220,22 @@ impl Decoder {
     /// Samples the next token from `logits` and returns the text it settles (possibly none, or
     /// text held back from earlier steps); once finished, the rest of the text.
     pub fn step(&mut self, tokenizer: &Tokenizer, logits: &[f32]) -> Result<String> {
+        let text = self.advance(tokenizer, logits)?;
+        // A token's log-probabilities go out with the first of its text; those of tokens a stop
+        // sequence cut away entirely never do.
+        while let Some((start, _)) = self.held.front()
+            && *start < self.emitted
+        {
+            let (_, settled) = self.held.pop_front().expect("a front entry");
+            self.settled.push(settled);
+        }
+        if self.finish.is_some() {
+            self.held.clear();
+        }
+        Ok(text)
+    }
+
+    fn advance(&mut self, tokenizer: &Tokenizer, logits: &[f32]) -> Result<String> {
         if self.finish.is_some() {
             return Ok(String::new());
         }
@@ -225,7 +245,8 @@ impl Decoder {
             return Ok(self.flush());
         }
         if let Some(top) = self.options.logprobs {
-            self.logprob = Some(TokenLogprob::of(logits, next, top));
+            let entry = TokenLogprob::of(logits, next, top);
+            self.held.push_back((self.complete, entry));
         }
         self.push(tokenizer, next)?;
         let stop = self.options.stop.iter();
@@ -279,10 +300,12 @@ impl Decoder {
         rest
     }
 
-    /// The log-probabilities of the token the last step generated, once (the end-of-text
-    /// token that ends a generation is not part of it and has none).
-    pub fn take_logprob(&mut self) -> Option<TokenLogprob> {
-        self.logprob.take()
+    /// The log-probabilities of the tokens whose text the steps so far handed out, each once,
+    /// in order: with the text they make, so that a stream's chunk carries its own tokens. The
+    /// end-of-text token that ends a generation is not part of it and has none, nor has a token
+    /// that a stop sequence cut away whole.
+    pub fn take_logprobs(&mut self) -> Vec<TokenLogprob> {
+        std::mem::take(&mut self.settled)
     }
 
     /// Why generation ended, once it has.
@@ -465,29 +488,49 @@ mod tests {
     }
 
     #[test]
-    fn a_decoder_reports_logprobs_of_text_tokens_only_when_asked() {
+    fn a_decoder_reports_logprobs_of_the_tokens_of_its_text_only_when_asked() {
         let tokenizer =
             crate::tokenizer::train(["some text to learn from"].into_iter(), 300).unwrap();
-        let mut logits = vec![0f32; tokenizer.get_vocab_size(true)];
-        let options = |logprobs| GenerateOptions {
+        let ids = crate::tokenizer::encode(&tokenizer, "ab c").unwrap();
+        let options = |logprobs, stop: &[&str]| GenerateOptions {
             temperature: 0.0,
             logprobs,
+            stop: stop.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         };
-        logits[40] = 5.0;
-        let mut plain = Decoder::new(&tokenizer, options(None), 8).unwrap();
-        plain.step(&tokenizer, &logits).unwrap();
-        assert_eq!(plain.take_logprob(), None);
-        let mut asked = Decoder::new(&tokenizer, options(Some(2)), 8).unwrap();
-        asked.step(&tokenizer, &logits).unwrap();
-        let entry = asked.take_logprob().unwrap();
-        assert_eq!((entry.token, entry.top.len()), (40, 2));
-        assert_eq!(asked.take_logprob(), None, "taken once");
-        // The end-of-text token ends the generation and is not part of it.
-        logits[0] = 9.0;
-        asked.step(&tokenizer, &logits).unwrap();
-        assert_eq!(asked.finish_reason(), Some(FinishReason::Stop));
-        assert_eq!(asked.take_logprob(), None);
+        // The text and the tokens reported, step by step, for a generation of `ids`.
+        let run = |options: GenerateOptions, ids: &[u32]| {
+            let mut decoder = Decoder::new(&tokenizer, options, 8).unwrap();
+            let mut steps = Vec::new();
+            for &next in ids {
+                let mut logits = vec![0f32; tokenizer.get_vocab_size(true)];
+                logits[next as usize] = 9.0;
+                let text = decoder.step(&tokenizer, &logits).unwrap();
+                let tokens: Vec<u32> = decoder.take_logprobs().iter().map(|e| e.token).collect();
+                steps.push((text, tokens));
+            }
+            steps
+        };
+        assert!(run(options(None, &[]), &ids).iter().all(|s| s.1.is_empty()));
+        // Each token with its own text; the end-of-text token (0) has none.
+        let ended: Vec<u32> = ids.iter().copied().chain([0]).collect();
+        let asked = run(options(Some(2), &[]), &ended);
+        assert!(
+            asked
+                .iter()
+                .all(|(text, tokens)| text.is_empty() == tokens.is_empty())
+        );
+        let reported: Vec<u32> = asked.iter().flat_map(|s| s.1.clone()).collect();
+        assert_eq!(reported, ids);
+        // A stop sequence: the tokens it cuts away are held back with their text, then dropped.
+        let stopped = run(options(Some(0), &[" c"]), &ids);
+        let text: String = stopped.iter().map(|s| s.0.as_str()).collect();
+        let reported: Vec<u32> = stopped.iter().flat_map(|s| s.1.clone()).collect();
+        assert_eq!(text, "ab");
+        assert_eq!(
+            reported,
+            crate::tokenizer::encode(&tokenizer, "ab").unwrap()
+        );
     }
 
     #[test]

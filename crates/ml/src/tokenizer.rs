@@ -80,12 +80,15 @@ pub fn decode(tokenizer: &Tokenizer, ids: &[u32]) -> Result<String> {
         .map_err(|e| MlError::Tokenizer(e.to_string()))
 }
 
-/// The bytes token `id` stands for: a byte-level token's own bytes, which may be part of a
-/// character (what OpenAI's `bytes` fields carry); a token of another vocabulary, its text.
+/// The bytes token `id` stands for: a special token's name (`<|endoftext|>`), a byte-level
+/// token's own bytes, which may be part of a character (what OpenAI's `bytes` fields carry), a
+/// token of another vocabulary its text.
 pub fn token_bytes(tokenizer: &Tokenizer, id: u32) -> Result<Vec<u8>> {
+    if let Some(added) = tokenizer.get_added_tokens_decoder().get(&id) {
+        return Ok(added.content.clone().into_bytes());
+    }
     if let Some(DecoderWrapper::ByteLevel(_)) = tokenizer.get_decoder()
         && let Some(token) = tokenizer.id_to_token(id)
-        && !tokenizer.get_added_tokens_decoder().contains_key(&id)
     {
         return token.chars().map(byte_of).collect();
     }
@@ -165,7 +168,7 @@ mod tests {
         // The check mark's three bytes are three tokens here, each a part of the character.
         let last = token_bytes(&tokenizer, *ids.last().unwrap()).unwrap();
         assert_eq!(last, [0x93]);
-        assert_eq!(token_bytes(&tokenizer, 0).unwrap(), b"");
+        assert_eq!(token_bytes(&tokenizer, 0).unwrap(), END_OF_TEXT.as_bytes());
     }
 
     #[test]

@@ -374,7 +374,7 @@ fn swap(
                     &mut |text| {
                         drop(events.send(Event::Token {
                             text: text.into(),
-                            logprob: None,
+                            logprobs: Vec::new(),
                         }))
                     },
                 )

@@ -29,8 +29,8 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use crate::engine::{Engine, Event, Request, SubmitError};
 use crate::hook::{Admitted, Call, Completion, CompletionHook, Refusal};
 use crate::openai::{
-    ChatLogprob, ChatRequest, Choice, CompletionRequest, Delta, Envelope, ErrorBody, ErrorDetail,
-    Logprobs, Message, ModelCard, ModelList, OneOrMany, Sampling, TokenText, Usage,
+    Alternatives, ChatLogprob, ChatRequest, Choice, CompletionRequest, Delta, Envelope, ErrorBody,
+    ErrorDetail, Logprobs, Message, ModelCard, ModelList, OneOrMany, Sampling, TokenText, Usage,
 };
 
 /// Most stop sequences a request may give, as OpenAI allows.
@@ -223,6 +223,15 @@ async fn completions(
         return Err(ApiError::bad("prompt", "give exactly one prompt"));
     }
     let prompt = prompts.remove(0);
+    if request.echo == Some(true) {
+        return Err(ApiError::bad(
+            "echo",
+            "echo is not supported: a completion never repeats its prompt",
+        ));
+    }
+    if request.best_of.is_some_and(|n| n != 1) {
+        return Err(ApiError::bad("best_of", "only best_of = 1 is supported"));
+    }
     let logprobs = request
         .logprobs
         .map(|top| top_logprobs("logprobs", top))
@@ -256,15 +265,17 @@ async fn chat_completions(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let request: ChatRequest = parse(&body)?;
-    let top = request.top_logprobs.unwrap_or(0);
-    if top > 0 && !request.logprobs {
+    let (asked, top) = (
+        request.logprobs.unwrap_or(false),
+        request.top_logprobs.unwrap_or(0),
+    );
+    if top > 0 && !asked {
         return Err(ApiError::bad(
             "top_logprobs",
             "top_logprobs requires logprobs to be true",
         ));
     }
-    let logprobs = request
-        .logprobs
+    let logprobs = asked
         .then(|| top_logprobs("top_logprobs", top))
         .transpose()?;
     let turns: Vec<chat::Message<'_>> = request
@@ -448,13 +459,24 @@ impl Head {
                         at
                     })
                     .collect();
+                // OpenAI lists the sampled token among the alternatives where it is not one of
+                // the most likely.
+                let top_logprobs = entries
+                    .iter()
+                    .zip(&tokens)
+                    .map(|(e, token)| {
+                        let mut map: Vec<(String, f32)> =
+                            tops(e).into_iter().map(|t| (t.token, t.logprob)).collect();
+                        if !e.top.iter().any(|&(t, _)| t == e.token) {
+                            map.push((token.clone(), e.logprob));
+                        }
+                        Alternatives(map)
+                    })
+                    .collect();
                 Logprobs::Text {
-                    tokens,
                     token_logprobs: entries.iter().map(|e| e.logprob).collect(),
-                    top_logprobs: entries
-                        .iter()
-                        .map(|e| tops(e).into_iter().map(|t| (t.token, t.logprob)).collect())
-                        .collect(),
+                    tokens,
+                    top_logprobs,
                     text_offset,
                 }
             }
@@ -605,9 +627,12 @@ async fn collect(
     let (mut text, mut logprobs) = (String::new(), Vec::new());
     while let Some(event) = receiver.recv().await {
         match event {
-            Event::Token { text: t, logprob } => {
+            Event::Token {
+                text: t,
+                logprobs: l,
+            } => {
                 text.push_str(&t);
-                logprobs.extend(logprob);
+                logprobs.extend(l);
             }
             Event::Done {
                 finish_reason,
@@ -660,10 +685,10 @@ fn stream(mut head: Head, mut receiver: UnboundedReceiver<Event>, include_usage:
         let (mut pending, mut offset) = (Vec::new(), 0);
         while let Some(event) = receiver.recv().await {
             let open = match event {
-                Event::Token { text: t, logprob } => {
+                Event::Token { text: t, logprobs } => {
                     // One event a token; a token that ends inside a character adds no text yet.
                     generated += 1;
-                    pending.extend(logprob);
+                    pending.extend(logprobs);
                     if t.is_empty() {
                         continue;
                     }

@@ -74,13 +74,14 @@ pub struct Request {
 /// What a request hears from the engine.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// One more generated token: the text it completes (empty while a character it starts is
-    /// unfinished), and its log-probabilities when the request asked for them.
+    /// One more generated token: the text it settles (empty while a character it starts is
+    /// unfinished or the text could still become a stop sequence), and, when the request asked
+    /// for them, the log-probabilities of the tokens that text is made of.
     Token {
         /// The text settled by this token.
         text: String,
-        /// The token's log-probabilities.
-        logprob: Option<TokenLogprob>,
+        /// The log-probabilities of the tokens of `text`.
+        logprobs: Vec<TokenLogprob>,
     },
     /// Generation ended.
     Done {
@@ -590,8 +591,8 @@ impl Turn<'_> {
         match decoder.step(tokenizer, logits) {
             Ok(text) => {
                 // One event a token, text or not, so a listener can count what was generated.
-                let logprob = decoder.take_logprob();
-                let _ = request.events.send(Event::Token { text, logprob });
+                let logprobs = decoder.take_logprobs();
+                let _ = request.events.send(Event::Token { text, logprobs });
                 if decoder.finish_reason().is_some() {
                     let _ = request.events.send(done(decoder, request.prompt.len()));
                     *self.done = true;

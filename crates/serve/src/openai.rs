@@ -3,8 +3,6 @@
 //! Typed once here, so that the handlers build values and serde writes the JSON.
 
 use openledger_ml::generate::FinishReason;
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -53,6 +51,10 @@ pub(crate) struct CompletionRequest {
     pub(crate) prompt: OneOrMany,
     /// How many of the most likely tokens to report beside each generated token's log-probability.
     pub(crate) logprobs: Option<usize>,
+    /// Refused when set: the completion never repeats its prompt.
+    pub(crate) echo: Option<bool>,
+    /// Refused past 1: one completion is generated, not the best of several.
+    pub(crate) best_of: Option<usize>,
     #[serde(flatten)]
     pub(crate) sampling: Sampling,
 }
@@ -103,8 +105,7 @@ fn text_content<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Err
 pub(crate) struct ChatRequest {
     pub(crate) messages: Vec<ChatMessage>,
     /// Whether to report each generated token's log-probability.
-    #[serde(default)]
-    pub(crate) logprobs: bool,
+    pub(crate) logprobs: Option<bool>,
     /// How many of the most likely tokens to report beside it (`logprobs` must be set).
     pub(crate) top_logprobs: Option<usize>,
     #[serde(flatten)]
@@ -161,7 +162,7 @@ pub(crate) enum Logprobs {
     Text {
         tokens: Vec<String>,
         token_logprobs: Vec<f32>,
-        top_logprobs: Vec<BTreeMap<String, f32>>,
+        top_logprobs: Vec<Alternatives>,
         /// Where each token's text starts in the completion, in characters.
         text_offset: Vec<usize>,
     },
@@ -170,6 +171,17 @@ pub(crate) enum Logprobs {
         content: Vec<ChatLogprob>,
         refusal: Option<()>,
     },
+}
+
+/// A text completion's alternatives at one place: a map from token text to log-probability, most
+/// likely first as OpenAI writes it (a `BTreeMap` would sort it by text).
+#[derive(Debug)]
+pub(crate) struct Alternatives(pub(crate) Vec<(String, f32)>);
+
+impl Serialize for Alternatives {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(token, logprob)| (token, logprob)))
+    }
 }
 
 /// A chat token's entry: its text and bytes (a token may hold part of a character's), its

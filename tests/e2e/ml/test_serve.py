@@ -3,6 +3,7 @@ adapters, answering completions and chat completions (streamed and not), batchin
 different adapters together without changing any one's answer, and refusing bad requests with
 OpenAI's error shapes while the others go on."""
 
+import json
 import shutil
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -125,6 +126,34 @@ def test_logprobs_are_the_models_own_and_streamed_alike(server):
     with pytest.raises(openai.BadRequestError) as e:
         complete(client, "alpha", logprobs=21)
     assert e.value.param == "logprobs"
+    with pytest.raises(openai.BadRequestError) as e:
+        complete(client, "alpha", logprobs=1, echo=True)
+    assert e.value.param == "echo"
+    # OpenAI's clients may send an unset option as null.
+    body = json.dumps({"model": "beta", "messages": messages, "max_tokens": 2, "logprobs": None}).encode()
+    answer = urllib.request.urlopen(urllib.request.Request(
+        f"{server['url']}/v1/chat/completions", body, {"Content-Type": "application/json"}), timeout=60)
+    assert json.load(answer)["choices"][0]["logprobs"] is None
+
+
+def test_logprobs_cover_the_tokens_a_stop_sequence_leaves(server):
+    """Tokens a stop sequence cuts away whole are not reported; each one reported starts inside
+    the text, whole answers and streams alike."""
+    client = server["client"]
+    model = server["base_id"]
+    whole = complete(client, model).choices[0].text
+    # Two characters after the text's first visible one, so that some text comes before them.
+    at = len(whole) - len(whole.lstrip()) + 1
+    stop = whole[at:at + 2]
+    assert stop.strip(), whole
+    got = complete(client, model, logprobs=1, stop=stop).choices[0]
+    assert got.text == whole[:whole.index(stop)]
+    lp = got.logprobs
+    assert "".join(lp.tokens).startswith(got.text)
+    assert all(offset < len(got.text) for offset in lp.text_offset), (got.text, lp.tokens)
+    chunks = list(client.completions.create(model=model, prompt=PROMPT, max_tokens=12, temperature=0, logprobs=1,
+                                            stop=stop, stream=True))
+    assert [t for c in chunks if c.choices[0].logprobs for t in c.choices[0].logprobs.tokens] == lp.tokens
 
 
 def test_bad_requests_get_openai_errors_and_change_nothing(server):
